@@ -1,0 +1,594 @@
+//! The master's state machine: events in, actions out, no syscalls.
+//!
+//! `shell.rs` turns signals, child exits and clock ticks into calls here and
+//! carries out the returned `Action`s (fork, kill, log, exit). Keeping the
+//! decisions here makes every signal's behaviour unit-testable with a fake
+//! clock.
+//!
+//! gunicorn counterpart: `gunicorn/arbiter.py` (`Arbiter.run`, `handle_*`,
+//! `reap_workers`, `murder_workers`, `manage_workers`, `stop`, `halt`).
+
+pub mod shell;
+
+use std::collections::BTreeMap;
+
+use nix::sys::signal::Signal;
+
+use crate::errors::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+use crate::glogging::Level;
+
+/// How a child ended (from `waitpid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signaled(Signal),
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Fork a worker into heartbeat slot `slot` with age `age`; the shell
+    /// reports the PID back with `Arbiter::spawned`.
+    Spawn {
+        slot: usize,
+        age: u64,
+    },
+    Kill {
+        pid: i32,
+        signal: Signal,
+    },
+    Log {
+        level: Level,
+        msg: String,
+    },
+    ReopenLogs,
+    /// Stop listening (close the master's listeners, unlink unix sockets).
+    CloseListeners,
+    /// Exit the master with this code (after removing the pidfile).
+    Exit {
+        code: i32,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub num_workers: usize,
+    /// 0 disables the heartbeat timeout.
+    pub timeout_ms: u64,
+    pub graceful_timeout_ms: u64,
+    pub daemon: bool,
+}
+
+#[derive(Debug)]
+struct Worker {
+    slot: usize,
+    age: u64,
+    aborted: bool,
+}
+
+#[derive(Debug, PartialEq)]
+enum Phase {
+    Running,
+    Stopping {
+        deadline: u64,
+        code: i32,
+        reason: Option<String>,
+        killed: bool,
+    },
+    Done,
+}
+
+pub struct Arbiter {
+    cfg: Config,
+    num_workers: usize,
+    workers: BTreeMap<i32, Worker>,
+    /// Slots of spawns requested but not yet reported (so a tick does not double-spawn).
+    pending_slots: Vec<usize>,
+    next_age: u64,
+    phase: Phase,
+    slot_capacity: usize,
+}
+
+fn log(level: Level, msg: impl Into<String>) -> Action {
+    Action::Log {
+        level,
+        msg: msg.into(),
+    }
+}
+
+/// `SIGTERM` → `term`, as gunicorn names signals in "Handling signal: term".
+fn signal_name(sig: Signal) -> String {
+    sig.as_str().trim_start_matches("SIG").to_ascii_lowercase()
+}
+
+impl Arbiter {
+    pub fn new(cfg: Config, slot_capacity: usize) -> Arbiter {
+        Arbiter {
+            num_workers: cfg.num_workers,
+            cfg,
+            workers: BTreeMap::new(),
+            pending_slots: Vec::new(),
+            next_age: 0,
+            phase: Phase::Running,
+            slot_capacity,
+        }
+    }
+
+    pub fn num_workers(&self) -> usize {
+        self.num_workers
+    }
+
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.workers.keys().copied().collect()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The first actions: spawn the initial workers.
+    pub fn start(&mut self) -> Vec<Action> {
+        self.manage()
+    }
+
+    /// The shell forked the worker requested by `Action::Spawn`.
+    pub fn spawned(&mut self, slot: usize, age: u64, pid: i32) {
+        self.pending_slots.retain(|s| *s != slot);
+        self.workers.insert(
+            pid,
+            Worker {
+                slot,
+                age,
+                aborted: false,
+            },
+        );
+    }
+
+    /// The shell could not fork the worker requested for `slot`.
+    pub fn spawn_failed(&mut self, slot: usize) {
+        self.pending_slots.retain(|s| *s != slot);
+    }
+
+    /// Slot of a live worker (heartbeat lookups).
+    pub fn slot_of(&self, pid: i32) -> Option<usize> {
+        self.workers.get(&pid).map(|w| w.slot)
+    }
+
+    pub fn on_signal(&mut self, sig: Signal, now: u64) -> Vec<Action> {
+        if sig == Signal::SIGCHLD {
+            return Vec::new();
+        }
+        let mut out = vec![log(
+            Level::Info,
+            format!("Handling signal: {}", signal_name(sig)),
+        )];
+        match sig {
+            Signal::SIGTERM => out.extend(self.stop(true, now, 0, None)),
+            Signal::SIGINT | Signal::SIGQUIT => out.extend(self.stop(false, now, 0, None)),
+            Signal::SIGTTIN if self.phase == Phase::Running => {
+                self.num_workers += 1;
+                out.extend(self.manage());
+            }
+            Signal::SIGTTOU if self.phase == Phase::Running => {
+                if self.num_workers > 1 {
+                    self.num_workers -= 1;
+                }
+                out.extend(self.manage());
+            }
+            Signal::SIGUSR1 => {
+                out.push(Action::ReopenLogs);
+                out.extend(self.signal_all(Signal::SIGUSR1));
+            }
+            Signal::SIGWINCH => {
+                if self.cfg.daemon {
+                    out.push(log(Level::Info, "graceful stop of workers"));
+                    self.num_workers = 0;
+                    out.extend(self.signal_all(Signal::SIGTERM));
+                } else {
+                    out.push(log(Level::Debug, "SIGWINCH ignored. Not daemonized"));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// A child exited (from a non-blocking `waitpid` loop).
+    pub fn on_exit(&mut self, pid: i32, status: ExitStatus, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.workers.remove(&pid).is_none() {
+            return out;
+        }
+        match status {
+            ExitStatus::Code(0) => {}
+            ExitStatus::Code(code) => {
+                out.push(log(
+                    Level::Error,
+                    format!("Worker (pid:{pid}) exited with code {code}"),
+                ));
+                let reason = match code {
+                    WORKER_BOOT_ERROR => Some("Worker failed to boot."),
+                    APP_LOAD_ERROR => Some("App failed to load."),
+                    _ => None,
+                };
+                if let Some(reason) = reason {
+                    if self.phase == Phase::Running {
+                        out.extend(self.stop(true, now, code, Some(reason.to_string())));
+                    }
+                }
+            }
+            ExitStatus::Signaled(sig) => {
+                let mut msg = format!("Worker (pid:{pid}) was sent {}!", sig.as_str());
+                if sig == Signal::SIGKILL {
+                    msg.push_str(" Perhaps out of memory?");
+                }
+                out.push(log(Level::Error, msg));
+            }
+        }
+        out.extend(self.after_change(now));
+        out
+    }
+
+    /// Periodic check: heartbeat timeouts, worker count, stop deadline.
+    /// `last_beat(slot)` gives the slot's last heartbeat in the same clock as `now`.
+    pub fn on_tick(&mut self, now: u64, last_beat: &dyn Fn(usize) -> u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Running && self.cfg.timeout_ms > 0 {
+            for (pid, w) in self.workers.iter_mut() {
+                if now.saturating_sub(last_beat(w.slot)) <= self.cfg.timeout_ms {
+                    continue;
+                }
+                if !w.aborted {
+                    out.push(log(Level::Critical, format!("WORKER TIMEOUT (pid:{pid})")));
+                    w.aborted = true;
+                    out.push(Action::Kill {
+                        pid: *pid,
+                        signal: Signal::SIGABRT,
+                    });
+                } else {
+                    out.push(Action::Kill {
+                        pid: *pid,
+                        signal: Signal::SIGKILL,
+                    });
+                }
+            }
+        }
+        out.extend(self.after_change(now));
+        out
+    }
+
+    fn after_change(&mut self, now: u64) -> Vec<Action> {
+        match &mut self.phase {
+            Phase::Running => self.manage(),
+            Phase::Stopping {
+                deadline, killed, ..
+            } => {
+                let mut out = Vec::new();
+                if !self.workers.is_empty() && now >= *deadline && !*killed {
+                    *killed = true;
+                    out.extend(self.signal_all(Signal::SIGKILL));
+                    // Killed workers are reaped by the shell before it exits.
+                    self.workers.clear();
+                }
+                if self.workers.is_empty() {
+                    out.extend(self.finish());
+                }
+                out
+            }
+            Phase::Done => Vec::new(),
+        }
+    }
+
+    /// Spawn or retire workers to match `num_workers` (oldest retired first).
+    fn manage(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        let live = self.workers.len() + self.pending_slots.len();
+        if live < self.num_workers {
+            for _ in live..self.num_workers {
+                let Some(slot) = self.free_slot() else {
+                    out.push(log(Level::Error, "No free worker slot; not spawning"));
+                    break;
+                };
+                self.next_age += 1;
+                self.pending_slots.push(slot);
+                out.push(Action::Spawn {
+                    slot,
+                    age: self.next_age,
+                });
+            }
+        } else if self.workers.len() > self.num_workers {
+            let mut by_age: Vec<(u64, i32)> =
+                self.workers.iter().map(|(p, w)| (w.age, *p)).collect();
+            by_age.sort_unstable();
+            let excess = self.workers.len() - self.num_workers;
+            for (_, pid) in by_age.into_iter().take(excess) {
+                out.push(Action::Kill {
+                    pid,
+                    signal: Signal::SIGTERM,
+                });
+            }
+        }
+        out
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        (0..self.slot_capacity).find(|s| {
+            !self.pending_slots.contains(s) && !self.workers.values().any(|w| w.slot == *s)
+        })
+    }
+
+    fn signal_all(&self, signal: Signal) -> Vec<Action> {
+        self.workers
+            .keys()
+            .map(|&pid| Action::Kill { pid, signal })
+            .collect()
+    }
+
+    /// gunicorn's `stop()` followed by `halt()`: close listeners, signal the
+    /// workers (TERM when graceful, QUIT otherwise), wait up to the graceful
+    /// timeout, then KILL.
+    fn stop(&mut self, graceful: bool, now: u64, code: i32, reason: Option<String>) -> Vec<Action> {
+        if self.phase != Phase::Running {
+            // A second stop signal while stopping: escalate a graceful stop to a quick one.
+            if !graceful {
+                return self.signal_all(Signal::SIGQUIT);
+            }
+            return Vec::new();
+        }
+        self.phase = Phase::Stopping {
+            deadline: now + self.cfg.graceful_timeout_ms,
+            code,
+            reason,
+            killed: false,
+        };
+        let mut out = vec![Action::CloseListeners];
+        out.extend(self.signal_all(if graceful {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGQUIT
+        }));
+        out.extend(self.after_change(now));
+        out
+    }
+
+    fn finish(&mut self) -> Vec<Action> {
+        let Phase::Stopping { code, reason, .. } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return Vec::new();
+        };
+        let mut out = vec![log(Level::Info, "Shutting down: Master")];
+        if let Some(reason) = reason {
+            out.push(log(Level::Info, format!("Reason: {reason}")));
+        }
+        out.push(Action::Exit { code });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(n: usize) -> Config {
+        Config {
+            num_workers: n,
+            timeout_ms: 30_000,
+            graceful_timeout_ms: 30_000,
+            daemon: false,
+        }
+    }
+
+    /// Start an arbiter and "fork" its initial workers with PIDs 100, 101, ...
+    fn running(n: usize) -> Arbiter {
+        let mut a = Arbiter::new(cfg(n), 64);
+        let acts = a.start();
+        fork_all(&mut a, acts, 100);
+        a
+    }
+
+    fn fork_all(a: &mut Arbiter, acts: Vec<Action>, first_pid: i32) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for act in acts {
+            if let Action::Spawn { slot, age } = act {
+                let pid = first_pid + pids.len() as i32;
+                a.spawned(slot, age, pid);
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn kills(acts: &[Action]) -> Vec<(i32, Signal)> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Kill { pid, signal } => Some((*pid, *signal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn spawns(acts: &[Action]) -> usize {
+        acts.iter()
+            .filter(|a| matches!(a, Action::Spawn { .. }))
+            .count()
+    }
+
+    fn logs(acts: &[Action]) -> Vec<String> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Log { msg, .. } => Some(msg.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn start_spawns_configured_workers_in_distinct_slots() {
+        let mut a = Arbiter::new(cfg(3), 64);
+        let acts = a.start();
+        let slots: Vec<usize> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Spawn { slot, .. } => Some(*slot),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(slots, vec![0, 1, 2]);
+        // A tick before the shell reports the forks does not spawn again.
+        assert_eq!(spawns(&a.on_tick(0, &|_| 0)), 0);
+    }
+
+    #[test]
+    fn dead_worker_is_replaced_and_logged() {
+        let mut a = running(2);
+        let acts = a.on_exit(100, ExitStatus::Signaled(Signal::SIGKILL), 1);
+        assert!(
+            logs(&acts)
+                .contains(&"Worker (pid:100) was sent SIGKILL! Perhaps out of memory?".to_string())
+        );
+        assert_eq!(spawns(&acts), 1);
+        let acts = a.on_exit(101, ExitStatus::Code(1), 1);
+        assert!(logs(&acts).contains(&"Worker (pid:101) exited with code 1".to_string()));
+        assert_eq!(spawns(&acts), 1);
+    }
+
+    #[test]
+    fn boot_error_halts_instead_of_fork_loop() {
+        let mut a = running(2);
+        let acts = a.on_exit(100, ExitStatus::Code(WORKER_BOOT_ERROR), 5);
+        assert_eq!(spawns(&acts), 0);
+        assert!(acts.contains(&Action::CloseListeners));
+        assert_eq!(kills(&acts), vec![(101, Signal::SIGTERM)]);
+        let acts = a.on_exit(101, ExitStatus::Code(0), 6);
+        let l = logs(&acts);
+        assert!(l.contains(&"Shutting down: Master".to_string()));
+        assert!(l.contains(&"Reason: Worker failed to boot.".to_string()));
+        assert_eq!(
+            acts.last(),
+            Some(&Action::Exit {
+                code: WORKER_BOOT_ERROR
+            })
+        );
+        assert!(a.is_done());
+    }
+
+    #[test]
+    fn app_load_error_exit_code_4() {
+        let mut a = running(1);
+        let acts = a.on_exit(100, ExitStatus::Code(APP_LOAD_ERROR), 5);
+        assert!(logs(&acts).contains(&"Reason: App failed to load.".to_string()));
+        assert_eq!(
+            acts.last(),
+            Some(&Action::Exit {
+                code: APP_LOAD_ERROR
+            })
+        );
+    }
+
+    #[test]
+    fn term_is_graceful_then_kill_after_deadline() {
+        let mut a = running(2);
+        let acts = a.on_signal(Signal::SIGTERM, 1_000);
+        assert_eq!(logs(&acts)[0], "Handling signal: term");
+        assert!(acts.contains(&Action::CloseListeners));
+        assert_eq!(
+            kills(&acts),
+            vec![(100, Signal::SIGTERM), (101, Signal::SIGTERM)]
+        );
+        // Before the deadline nothing more happens.
+        assert!(kills(&a.on_tick(20_000, &|_| 20_000)).is_empty());
+        // A worker that exits is not replaced while stopping.
+        assert_eq!(spawns(&a.on_exit(100, ExitStatus::Code(0), 21_000)), 0);
+        // After graceful_timeout the rest is killed and the master exits 0.
+        let acts = a.on_tick(31_001, &|_| 31_001);
+        assert_eq!(kills(&acts), vec![(101, Signal::SIGKILL)]);
+        assert_eq!(acts.last(), Some(&Action::Exit { code: 0 }));
+    }
+
+    #[test]
+    fn int_and_quit_send_quit() {
+        for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+            let mut a = running(1);
+            let acts = a.on_signal(sig, 0);
+            assert_eq!(kills(&acts), vec![(100, Signal::SIGQUIT)]);
+            let acts = a.on_exit(100, ExitStatus::Code(0), 1);
+            assert_eq!(acts.last(), Some(&Action::Exit { code: 0 }));
+        }
+    }
+
+    #[test]
+    fn timeout_sends_abrt_then_kill() {
+        let mut a = running(1);
+        let acts = a.on_tick(30_000, &|_| 0);
+        assert!(kills(&acts).is_empty());
+        let acts = a.on_tick(30_001, &|_| 0);
+        assert!(logs(&acts).contains(&"WORKER TIMEOUT (pid:100)".to_string()));
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGABRT)]);
+        let acts = a.on_tick(31_001, &|_| 0);
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGKILL)]);
+    }
+
+    #[test]
+    fn timeout_zero_disables() {
+        let mut a = Arbiter::new(
+            Config {
+                timeout_ms: 0,
+                ..cfg(1)
+            },
+            4,
+        );
+        let acts = a.start();
+        fork_all(&mut a, acts, 100);
+        assert!(kills(&a.on_tick(10_000_000, &|_| 0)).is_empty());
+    }
+
+    #[test]
+    fn ttin_ttou_adjust_and_never_below_one() {
+        let mut a = running(1);
+        let acts = a.on_signal(Signal::SIGTTIN, 0);
+        assert_eq!(spawns(&acts), 1);
+        fork_all(&mut a, acts, 200);
+        assert_eq!(a.num_workers(), 2);
+        let acts = a.on_signal(Signal::SIGTTOU, 0);
+        // The oldest worker is retired.
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGTERM)]);
+        a.on_exit(100, ExitStatus::Code(0), 0);
+        let acts = a.on_signal(Signal::SIGTTOU, 0);
+        assert!(kills(&acts).is_empty());
+        assert_eq!(a.num_workers(), 1);
+    }
+
+    #[test]
+    fn usr1_reopens_and_forwards() {
+        let mut a = running(2);
+        let acts = a.on_signal(Signal::SIGUSR1, 0);
+        assert!(acts.contains(&Action::ReopenLogs));
+        assert_eq!(
+            kills(&acts),
+            vec![(100, Signal::SIGUSR1), (101, Signal::SIGUSR1)]
+        );
+    }
+
+    #[test]
+    fn winch_ignored_unless_daemon() {
+        let mut a = running(1);
+        assert!(kills(&a.on_signal(Signal::SIGWINCH, 0)).is_empty());
+        let mut d = Arbiter::new(
+            Config {
+                daemon: true,
+                ..cfg(1)
+            },
+            4,
+        );
+        let acts = d.start();
+        fork_all(&mut d, acts, 100);
+        let acts = d.on_signal(Signal::SIGWINCH, 0);
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGTERM)]);
+        assert_eq!(spawns(&d.on_exit(100, ExitStatus::Code(0), 1)), 0);
+    }
+
+    #[test]
+    fn unknown_child_ignored() {
+        let mut a = running(1);
+        assert!(a.on_exit(999, ExitStatus::Code(3), 0).is_empty());
+    }
+}

@@ -1,0 +1,33 @@
+//! ferricorn: a pre-fork WSGI HTTP server, gunicorn rebuilt in Rust.
+//!
+//! The Python package `ferricorn` starts the process and calls
+//! `_ferricorn.run(argv)`; everything after that runs here. See
+//! `docs/design.md` for the process model and the module layers.
+
+pub mod arbiter;
+pub mod config;
+pub mod errors;
+pub mod glogging;
+pub mod pidfile;
+pub mod run;
+pub mod sock;
+pub mod sys;
+pub mod util;
+pub mod workers;
+pub mod wsgi;
+
+use pyo3::prelude::*;
+
+/// Run the server with the given argv (including the program name); returns the exit code.
+#[pyfunction(name = "run")]
+fn run_py(py: Python<'_>, argv: Vec<String>) -> i32 {
+    run::run(py, argv)
+}
+
+#[pymodule]
+fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", run::VERSION)?;
+    m.add_function(wrap_pyfunction!(run_py, m)?)?;
+    m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! Listening sockets: parse gunicorn's bind syntax and create the listeners
+//! in the master, before any worker is forked.
+//!
+//! Forms: `HOST`, `HOST:PORT`, `[V6]:PORT`, `tcp://HOST:PORT`, `unix:PATH`,
+//! `unix://PATH`, `fd://N`. Listeners are non-blocking (workers poll them).
+//!
+//! gunicorn counterpart: `gunicorn/sock.py` (`create_sockets`, `TCPSocket`,
+//! `UnixSocket`) and `util.parse_address`.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+use socket2::{Domain, Socket, Type};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+    Fd(RawFd),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("{0:?} is not a valid port number.")]
+    Port(String),
+    #[error("{0:?} is not a valid file descriptor.")]
+    Fd(String),
+    #[error("Invalid bind address {0:?}")]
+    Invalid(String),
+}
+
+/// Parse one `--bind` value.
+pub fn parse_address(raw: &str) -> Result<Address, AddressError> {
+    let s = raw.trim();
+    if let Some(path) = s
+        .strip_prefix("unix://")
+        .or_else(|| s.strip_prefix("unix:"))
+    {
+        if path.is_empty() {
+            return Err(AddressError::Invalid(raw.to_string()));
+        }
+        return Ok(Address::Unix(PathBuf::from(path)));
+    }
+    if let Some(fd) = s.strip_prefix("fd://") {
+        return fd
+            .parse::<RawFd>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Address::Fd)
+            .ok_or_else(|| AddressError::Fd(fd.to_string()));
+    }
+    let netloc = s.strip_prefix("tcp://").unwrap_or(s).to_ascii_lowercase();
+    let (host, port) = if let Some(rest) = netloc.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| AddressError::Invalid(raw.to_string()))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.to_string()),
+            None if after.is_empty() => None,
+            None => return Err(AddressError::Invalid(raw.to_string())),
+        };
+        (host.to_string(), port)
+    } else if let Some((h, p)) = netloc.rsplit_once(':') {
+        (h.to_string(), Some(p.to_string()))
+    } else {
+        (netloc.clone(), None)
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().map_err(|_| AddressError::Port(p))?,
+        None => 8000,
+    };
+    let host = if host.is_empty() {
+        "0.0.0.0".to_string()
+    } else {
+        host
+    };
+    Ok(Address::Tcp { host, port })
+}
+
+/// A bound, listening socket.
+pub enum Listener {
+    Tcp { sock: TcpListener, addr: SocketAddr },
+    Unix { sock: UnixListener, path: PathBuf },
+}
+
+impl Listener {
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp { sock, .. } => sock.as_raw_fd(),
+            Listener::Unix { sock, .. } => sock.as_raw_fd(),
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp { sock, .. } => sock.as_fd(),
+            Listener::Unix { sock, .. } => sock.as_fd(),
+        }
+    }
+
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Listener::Unix { .. })
+    }
+
+    /// The server's `(SERVER_NAME, SERVER_PORT)` for requests on this listener.
+    pub fn server_name_port(&self) -> (String, String) {
+        match self {
+            Listener::Tcp { addr, .. } => (addr.ip().to_string(), addr.port().to_string()),
+            Listener::Unix { path, .. } => (path.display().to_string(), String::new()),
+        }
+    }
+
+    /// Remove the socket file of a unix listener (on shutdown).
+    pub fn unlink(&self) {
+        if let Listener::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/path`, as gunicorn logs it.
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listener::Tcp {
+                addr: SocketAddr::V4(a),
+                ..
+            } => write!(f, "http://{}:{}", a.ip(), a.port()),
+            Listener::Tcp {
+                addr: SocketAddr::V6(a),
+                ..
+            } => write!(f, "http://[{}]:{}", a.ip(), a.port()),
+            Listener::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+pub struct BindOptions {
+    pub backlog: i32,
+    pub reuse_port: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("{0}")]
+    Address(#[from] AddressError),
+    #[error("Connection in use: {0}")]
+    InUse(String),
+    #[error("Can't resolve {0}: {1}")]
+    Resolve(String, io::Error),
+    #[error("Can't bind {0}: {1}")]
+    Io(String, io::Error),
+    #[error("{0} is not a socket")]
+    NotSocket(String),
+}
+
+/// Create a listener for one address.
+pub fn bind(addr: &Address, opts: &BindOptions) -> Result<Listener, BindError> {
+    match addr {
+        Address::Tcp { host, port } => {
+            let label = format!("('{host}', {port})");
+            let sockaddr = (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|e| BindError::Resolve(host.clone(), e))?
+                .next()
+                .ok_or_else(|| BindError::Resolve(host.clone(), io::Error::other("no address")))?;
+            let sock = Socket::new(Domain::for_address(sockaddr), Type::STREAM, None)
+                .map_err(|e| BindError::Io(label.clone(), e))?;
+            let setup = || -> io::Result<()> {
+                sock.set_reuse_address(true)?;
+                if opts.reuse_port {
+                    sock.set_reuse_port(true)?;
+                }
+                if sockaddr.is_ipv6() {
+                    sock.set_only_v6(true)?;
+                }
+                Ok(())
+            };
+            setup().map_err(|e| BindError::Io(label.clone(), e))?;
+            sock.bind(&sockaddr.into()).map_err(|e| {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    BindError::InUse(label.clone())
+                } else {
+                    BindError::Io(label.clone(), e)
+                }
+            })?;
+            sock.listen(opts.backlog)
+                .map_err(|e| BindError::Io(label.clone(), e))?;
+            sock.set_nonblocking(true)
+                .map_err(|e| BindError::Io(label.clone(), e))?;
+            let sock: TcpListener = sock.into();
+            let addr = sock.local_addr().map_err(|e| BindError::Io(label, e))?;
+            Ok(Listener::Tcp { sock, addr })
+        }
+        Address::Unix(path) => {
+            let label = path.display().to_string();
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    return Err(BindError::NotSocket(label));
+                }
+                std::fs::remove_file(path).map_err(|e| BindError::Io(label.clone(), e))?;
+            }
+            let sock = Socket::new(Domain::UNIX, Type::STREAM, None)
+                .map_err(|e| BindError::Io(label.clone(), e))?;
+            let sa = socket2::SockAddr::unix(path).map_err(|e| BindError::Io(label.clone(), e))?;
+            sock.bind(&sa)
+                .map_err(|e| BindError::Io(label.clone(), e))?;
+            sock.listen(opts.backlog)
+                .map_err(|e| BindError::Io(label.clone(), e))?;
+            sock.set_nonblocking(true)
+                .map_err(|e| BindError::Io(label.clone(), e))?;
+            let sock: UnixListener = OwnedFd::from(sock).into();
+            Ok(Listener::Unix {
+                sock,
+                path: path.clone(),
+            })
+        }
+        Address::Fd(fd) => adopt_fd(*fd).map_err(|e| BindError::Io(format!("fd://{fd}"), e)),
+    }
+}
+
+/// Take over an inherited listening socket (`fd://N`, `GUNICORN_FD`, `LISTEN_FDS`).
+pub fn adopt_fd(fd: RawFd) -> io::Result<Listener> {
+    // Check it is a socket before taking ownership.
+    nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd)
+        .map_err(io::Error::from)?;
+    let owned = crate::sys::fd::own(fd)?;
+    let sock = Socket::from(owned);
+    sock.set_nonblocking(true)?;
+    let local = sock.local_addr()?;
+    if let Some(addr) = local.as_socket() {
+        let sock: TcpListener = sock.into();
+        return Ok(Listener::Tcp { sock, addr });
+    }
+    let path = local.as_pathname().map(PathBuf::from).unwrap_or_default();
+    let sock: UnixListener = OwnedFd::from(sock).into();
+    Ok(Listener::Unix { sock, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(h: &str, p: u16) -> Address {
+        Address::Tcp {
+            host: h.into(),
+            port: p,
+        }
+    }
+
+    #[test]
+    fn address_forms() {
+        assert_eq!(
+            parse_address("127.0.0.1:8000").unwrap(),
+            tcp("127.0.0.1", 8000)
+        );
+        assert_eq!(parse_address("localhost").unwrap(), tcp("localhost", 8000));
+        assert_eq!(parse_address("[::1]:9000").unwrap(), tcp("::1", 9000));
+        assert_eq!(parse_address("[::1]").unwrap(), tcp("::1", 8000));
+        assert_eq!(parse_address(":9000").unwrap(), tcp("0.0.0.0", 9000));
+        assert_eq!(
+            parse_address("tcp://0.0.0.0:80").unwrap(),
+            tcp("0.0.0.0", 80)
+        );
+        assert_eq!(
+            parse_address("unix:/tmp/s.sock").unwrap(),
+            Address::Unix("/tmp/s.sock".into())
+        );
+        assert_eq!(
+            parse_address("unix:///tmp/s.sock").unwrap(),
+            Address::Unix("/tmp/s.sock".into())
+        );
+        assert_eq!(parse_address("fd://3").unwrap(), Address::Fd(3));
+        assert!(parse_address("fd://x").is_err());
+        assert!(parse_address("host:99999").is_err());
+        assert!(parse_address("host:abc").is_err());
+    }
+
+    #[test]
+    fn bind_port_zero_and_display() {
+        let l = bind(
+            &tcp("127.0.0.1", 0),
+            &BindOptions {
+                backlog: 16,
+                reuse_port: false,
+            },
+        )
+        .unwrap();
+        let shown = l.to_string();
+        assert!(
+            shown.starts_with("http://127.0.0.1:") && !shown.ends_with(":0"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unix_socket_replaces_stale_socket_but_not_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let opts = BindOptions {
+            backlog: 16,
+            reuse_port: false,
+        };
+        let first = bind(&Address::Unix(path.clone()), &opts).unwrap();
+        drop(first);
+        let second = bind(&Address::Unix(path.clone()), &opts).unwrap();
+        assert_eq!(second.to_string(), format!("unix:{}", path.display()));
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            bind(&Address::Unix(file), &opts),
+            Err(BindError::NotSocket(_))
+        ));
+    }
+}
+
+/// An accepted client connection.
+pub enum Stream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    pub fn set_timeouts(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+        }
+    }
+
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nonblocking(on),
+            Stream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl io::Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl io::Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match *self {
+            Stream::Tcp(s) => (&*s).write_vectored(bufs),
+            Stream::Unix(s) => (&*s).write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The peer of an accepted connection, as `(REMOTE_ADDR, REMOTE_PORT)`;
+/// unix sockets have no port.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: String,
+    pub port: Option<u16>,
+}
+
+impl Listener {
+    /// Accept one connection without blocking (`WouldBlock` when none is queued).
+    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp { sock, .. } => {
+                let (s, addr) = sock.accept()?;
+                s.set_nonblocking(false)?;
+                let _ = s.set_nodelay(true);
+                Ok((
+                    Stream::Tcp(s),
+                    Peer {
+                        addr: addr.ip().to_string(),
+                        port: Some(addr.port()),
+                    },
+                ))
+            }
+            Listener::Unix { sock, .. } => {
+                let (s, _) = sock.accept()?;
+                s.set_nonblocking(false)?;
+                Ok((
+                    Stream::Unix(s),
+                    Peer {
+                        addr: String::new(),
+                        port: None,
+                    },
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Signal delivery without running code in signal context: the handler sets a
+//! bit in `PENDING` and writes one byte to the wake pipe (if any). The main
+//! loop drains the pipe and takes the mask.
+//!
+//! Invariant: the handler only performs atomic operations and `write(2)`,
+//! both async-signal-safe; `errno` is saved and restored around the write.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static PENDING: AtomicU64 = AtomicU64::new(0);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if (0..64).contains(&sig) {
+        PENDING.fetch_or(1u64 << sig, Ordering::SeqCst);
+    }
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: errno access and write(2) are async-signal-safe; the buffer
+        // is a valid one-byte stack value; a full pipe (EAGAIN) is fine since
+        // one pending byte already guarantees a wake-up.
+        unsafe {
+            let errno = *libc::__errno_location();
+            let byte = 0u8;
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// Install the recording handler for `signals`. `restart` selects `SA_RESTART`
+/// (interrupted blocking reads resume) — gunicorn's `siginterrupt(sig, False)`.
+pub fn install(signals: &[Signal], restart: bool) -> nix::Result<()> {
+    let flags = if restart {
+        SaFlags::SA_RESTART
+    } else {
+        SaFlags::empty()
+    };
+    let action = SigAction::new(SigHandler::Handler(on_signal), flags, SigSet::empty());
+    for &sig in signals {
+        // SAFETY: `on_signal` is async-signal-safe (see module invariant).
+        unsafe { sigaction(sig, &action)? };
+    }
+    Ok(())
+}
+
+/// Restore the default disposition of `signals` (a freshly forked worker
+/// must not run the master's handlers).
+pub fn reset_default(signals: &[Signal]) -> nix::Result<()> {
+    let action = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for &sig in signals {
+        // SAFETY: installing SIG_DFL runs no code of ours.
+        unsafe { sigaction(sig, &action)? };
+    }
+    Ok(())
+}
+
+/// Ignore `signals`.
+pub fn ignore(signals: &[Signal]) -> nix::Result<()> {
+    let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for &sig in signals {
+        // SAFETY: installing SIG_IGN runs no code of ours.
+        unsafe { sigaction(sig, &action)? };
+    }
+    Ok(())
+}
+
+/// Unblock every signal (Python may leave some blocked in threads; the
+/// worker's main thread must receive them).
+pub fn unblock_all() -> nix::Result<()> {
+    SigSet::all().thread_unblock()
+}
+
+/// Set (or clear with `None`) the pipe the handler writes to.
+pub fn set_wake_fd(fd: Option<&OwnedFd>) {
+    WAKE_FD.store(fd.map_or(-1, |f| f.as_raw_fd()), Ordering::SeqCst);
+}
+
+pub fn wake_fd() -> RawFd {
+    WAKE_FD.load(Ordering::SeqCst)
+}
+
+/// Take and clear the pending signals, in ascending signal-number order.
+pub fn take_pending() -> Vec<Signal> {
+    let mask = PENDING.swap(0, Ordering::SeqCst);
+    (1..64)
+        .filter(|n| mask & (1u64 << n) != 0)
+        .filter_map(|n| Signal::try_from(n).ok())
+        .collect()
+}
+
+/// Whether `sig` is pending, without clearing the others.
+pub fn peek(sig: Signal) -> bool {
+    PENDING.load(Ordering::SeqCst) & (1u64 << (sig as i32)) != 0
+}
+
+/// Clear one pending signal and report whether it was set.
+pub fn take(sig: Signal) -> bool {
+    let bit = 1u64 << (sig as i32);
+    PENDING.fetch_and(!bit, Ordering::SeqCst) & bit != 0
+}
+
+extern "C" fn exit_on_signal(_sig: libc::c_int) {
+    // SAFETY: _exit(2) is async-signal-safe.
+    unsafe { libc::_exit(1) }
+}
+
+/// Make `sig` end the process at once with status 1 (a worker's SIGABRT after
+/// a timeout: gunicorn's `handle_abort` exits 1).
+pub fn exit_on(sig: Signal) -> nix::Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(exit_on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: `exit_on_signal` only calls _exit, which is async-signal-safe.
+    unsafe { sigaction(sig, &action)? };
+    Ok(())
+}
+
+/// A quick-exit signal (QUIT or INT) is pending: blocking reads interrupted
+/// by it must give up instead of retrying.
+pub fn peek_quit() -> bool {
+    peek(Signal::SIGQUIT) || peek(Signal::SIGINT)
+}

@@ -1,0 +1,212 @@
+//! Worker processes: the lifecycle every worker class shares (signals,
+//! heartbeat, app loading, exit codes) and the classes themselves.
+//!
+//! A worker starts in the child right after the master's fork, holding the
+//! GIL, and never returns: it ends with `_exit`.
+//!
+//! gunicorn counterpart: `workers/base.py` (`Worker.init_process`,
+//! `init_signals`, `load_wsgi`) and `Arbiter.spawn_worker`'s child branch.
+
+pub mod heartbeat;
+pub mod sync;
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sys::signal::Signal;
+use pyo3::prelude::*;
+
+use crate::config::Settings;
+use crate::errors::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+use crate::glogging::{self, Level};
+use crate::sock::Listener;
+pub(crate) use crate::sys::signals;
+use crate::wsgi::environ::AppContext;
+use crate::wsgi::loader::{self, LoadError};
+use heartbeat::Heartbeats;
+
+/// Signals the master handles; a worker resets them to their defaults.
+pub const MASTER_SIGNALS: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCHLD,
+];
+
+/// Where the worker's app comes from.
+pub enum AppSource<'a> {
+    /// `--preload`: loaded in the master before fork.
+    Preloaded(&'a Py<PyAny>),
+    /// Imported in the worker from this spec.
+    Spec(&'a str),
+}
+
+/// What the master hands a freshly forked worker.
+pub struct Setup<'a> {
+    pub slot: usize,
+    pub age: u64,
+    pub master_pid: i32,
+    pub listeners: &'a [Listener],
+    pub heartbeats: &'a Heartbeats,
+    pub settings: &'a Settings,
+    pub app: AppSource<'a>,
+}
+
+/// Shared state of a running worker, whatever its class.
+pub struct Worker<'a> {
+    pub setup: &'a Setup<'a>,
+    pub pid: u32,
+    /// Wakes the worker's poll when a signal arrives.
+    pub wake: (OwnedFd, OwnedFd),
+    pub alive: bool,
+}
+
+impl Worker<'_> {
+    pub fn notify(&self) {
+        self.setup.heartbeats.beat(self.setup.slot);
+    }
+
+    /// Apply pending signals: TERM stops gracefully, QUIT/INT quickly,
+    /// USR1 reopens logs. Returns true when the worker must exit now.
+    pub fn handle_signals(&mut self) -> bool {
+        let mut quick = false;
+        for sig in signals::take_pending() {
+            match sig {
+                Signal::SIGTERM => self.alive = false,
+                Signal::SIGQUIT | Signal::SIGINT => {
+                    self.alive = false;
+                    quick = true;
+                }
+                Signal::SIGUSR1 => {
+                    if let Err(e) = glogging::reopen() {
+                        glogging::error!("{e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Drain the wake pipe.
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(self.wake.0.as_fd(), &mut buf), Ok(n) if n > 0) {}
+        quick
+    }
+
+    /// The master went away (re-parented): stop.
+    pub fn parent_changed(&self) -> bool {
+        nix::unistd::getppid().as_raw() != self.setup.master_pid
+    }
+}
+
+/// Parser options from the settings.
+pub fn parser_options(s: &Settings) -> ferricorn_http::parse::Options {
+    ferricorn_http::parse::Options {
+        limit_request_line: s.limit_request_line(),
+        limit_request_fields: s.limit_request_fields(),
+        limit_request_field_size: s.limit_request_field_size(),
+        ..Default::default()
+    }
+}
+
+fn flush_python_stdio(py: Python<'_>) {
+    if let Ok(sys) = py.import("sys") {
+        for name in ["stdout", "stderr"] {
+            if let Ok(stream) = sys.getattr(name) {
+                let _ = stream.call_method0("flush");
+            }
+        }
+    }
+}
+
+fn exit_worker(py: Python<'_>, code: i32) -> ! {
+    flush_python_stdio(py);
+    crate::sys::process::exit_now(code)
+}
+
+/// The child side of a fork: set up, load the app, serve, exit. Never returns.
+pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]) -> ! {
+    let pid = std::process::id();
+    // The master's signal handlers and wake pipe are not ours.
+    signals::set_wake_fd(None);
+    for &fd in master_fds {
+        let _ = nix::unistd::close(fd);
+    }
+    let _ = signals::reset_default(MASTER_SIGNALS);
+    let _ = signals::take_pending();
+
+    let wake =
+        match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
+            Ok(p) => p,
+            Err(e) => {
+                glogging::error!("Exception in worker process: cannot create pipe: {e}");
+                exit_worker(py, WORKER_BOOT_ERROR);
+            }
+        };
+    signals::set_wake_fd(Some(&wake.1));
+    let installed = signals::install(&[Signal::SIGQUIT, Signal::SIGINT], false)
+        .and_then(|()| signals::install(&[Signal::SIGTERM, Signal::SIGUSR1], true))
+        .and_then(|()| signals::ignore(&[Signal::SIGWINCH, Signal::SIGPIPE]))
+        .and_then(|()| signals::exit_on(Signal::SIGABRT))
+        .and_then(|()| signals::unblock_all());
+    if let Err(e) = installed {
+        glogging::error!("Exception in worker process: cannot install signal handlers: {e}");
+        exit_worker(py, WORKER_BOOT_ERROR);
+    }
+    setup.heartbeats.beat(setup.slot);
+    glogging::info!("Booting worker with pid: {pid}");
+
+    let callable = match &setup.app {
+        AppSource::Preloaded(app) => (*app).clone_ref(py),
+        AppSource::Spec(spec) => match loader::load(py, spec) {
+            Ok(app) => app,
+            Err(LoadError::App(msg)) => {
+                glogging::debug!("Exception while loading the application: {msg}");
+                glogging::log_always(Level::Error, &msg);
+                glogging::info!("Worker exiting (pid: {pid})");
+                exit_worker(py, APP_LOAD_ERROR);
+            }
+            Err(LoadError::Boot { traceback, .. }) => {
+                glogging::log_always(
+                    Level::Error,
+                    &format!("Exception in worker process\n{traceback}"),
+                );
+                glogging::info!("Worker exiting (pid: {pid})");
+                exit_worker(py, WORKER_BOOT_ERROR);
+            }
+        },
+    };
+    let settings = setup.settings;
+    let ctx = match AppContext::new(
+        py,
+        callable,
+        settings.workers() > 1,
+        false,
+        parser_options(settings),
+    ) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            glogging::log_always(
+                Level::Error,
+                &format!(
+                    "Exception in worker process\n{}",
+                    crate::wsgi::format_traceback(py, &e)
+                ),
+            );
+            exit_worker(py, WORKER_BOOT_ERROR);
+        }
+    };
+
+    let mut worker = Worker {
+        setup,
+        pid,
+        wake,
+        alive: true,
+    };
+    sync::run(py, &mut worker, &ctx);
+    glogging::info!("Worker exiting (pid: {pid})");
+    exit_worker(py, 0)
+}

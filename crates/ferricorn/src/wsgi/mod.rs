@@ -1,0 +1,324 @@
+//! The PyO3 boundary for serving requests: the environ, `wsgi.input`,
+//! `start_response`, `wsgi.errors`, `wsgi.file_wrapper`, loading the app,
+//! and calling it for one request.
+//!
+//! `serve()` is the one place that calls the application. Invariants: the
+//! iterable's `close()` is called exactly once whatever happens; an exception
+//! before the headers went out becomes a 500 and a logged traceback; after the
+//! headers went out the connection is closed instead.
+//!
+//! gunicorn counterpart: `http/wsgi.py` (`create`, `base_environ`),
+//! `workers/sync.py` (`handle_request`), `workers/base.py` (`handle_error`).
+
+pub mod environ;
+pub mod errors_stream;
+pub mod file_wrapper;
+pub mod input;
+pub mod loader;
+pub mod response;
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+
+use ferricorn_http::date::DateCache;
+use ferricorn_http::parse::Head;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::glogging;
+use crate::sock::{Peer, Stream};
+use input::{BodyReader, Input};
+use response::{RequestSide, ResponseWriter, StartResponse};
+
+thread_local! {
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
+}
+
+/// Run `f` with this thread's cached `Date` header, refreshed at most once a second.
+pub fn with_date<R>(f: impl FnOnce(&DateCache) -> R) -> R {
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        d.refresh();
+        f(&d)
+    })
+}
+
+/// A complete error response (`Connection: close`) for `status`.
+pub fn error_response(status: u16, reason: &str, message: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    with_date(|d| ferricorn_http::response::error_response(status, reason, message, d, &mut out));
+    out
+}
+
+/// Render a Python exception with its traceback, as `traceback.format_exception` does.
+pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (err.get_type(py), err.value(py), err.traceback(py)),
+            )
+        })
+        .and_then(|lines| lines.extract::<Vec<String>>());
+    match formatted {
+        Ok(lines) => lines.concat().trim_end().to_string(),
+        Err(_) => err.to_string(),
+    }
+}
+
+/// How the request ended, for the access log and the connection.
+pub struct Outcome {
+    pub status: Vec<u8>,
+    /// Body bytes sent, `None` when no response went out.
+    pub sent: Option<u64>,
+    pub response_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The connection may serve another request.
+    pub keep_alive: bool,
+    /// Bytes after this request's body already read (pipelining).
+    pub leftover: Vec<u8>,
+    pub environ: Py<PyDict>,
+}
+
+/// Per-request facts from the connection.
+pub struct Conn<'a> {
+    pub stream: &'a Arc<Stream>,
+    pub peer: &'a Peer,
+    pub server: &'a (String, String),
+    pub url_scheme: &'static str,
+    pub server_allows_keep_alive: bool,
+}
+
+/// Call the app for one parsed request and send its response.
+pub fn serve(
+    py: Python<'_>,
+    app: &environ::AppContext,
+    head: &Head<'_>,
+    leftover: &[u8],
+    conn: &Conn<'_>,
+) -> Outcome {
+    let decoder = ferricorn_http::body::Decoder::new(&head.body, app.parser_options());
+    let reader = Arc::new(Mutex::new(BodyReader::new(
+        conn.stream.clone(),
+        decoder,
+        leftover.to_vec(),
+        head.expect_continue,
+    )));
+    let writer = Arc::new(Mutex::new(ResponseWriter::new(
+        conn.stream.clone(),
+        RequestSide {
+            method: head.method.to_vec(),
+            version: head.version,
+            keep_alive: head.keep_alive,
+            server_allows_keep_alive: conn.server_allows_keep_alive,
+        },
+    )));
+
+    let result = (|| -> PyResult<(Py<PyDict>, PyResult<()>)> {
+        let input = Py::new(
+            py,
+            Input {
+                reader: reader.clone(),
+            },
+        )?;
+        let environ = app.environ(py, head, conn, input.into_any())?;
+        let start_response = Py::new(
+            py,
+            StartResponse {
+                writer: writer.clone(),
+            },
+        )?;
+        let outcome = call_app(py, app, &environ, start_response, &writer);
+        Ok((environ.unbind(), outcome))
+    })();
+
+    let (environ, app_result) = match result {
+        Ok((env, r)) => (env, r),
+        Err(e) => (PyDict::new(py).unbind(), Err(e)),
+    };
+
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    let mut keep_alive = false;
+    let mut status = w.status_code().map(<[u8]>::to_vec).unwrap_or_default();
+    let mut sent = None;
+    match app_result {
+        Ok(()) => {
+            keep_alive = w.keep_alive();
+            sent = Some(w.sent);
+        }
+        Err(err) => {
+            let framing_error = reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .error
+                .take();
+            let uri = String::from_utf8_lossy(head.target);
+            if let Some(http_err) = framing_error {
+                glogging::warning!("Invalid request from ip={}: {}", conn.peer.addr, http_err);
+                if !w.headers_sent {
+                    let code = http_err.status();
+                    let out = error_response(code, http_err.reason(), &http_err.to_string());
+                    let stream = conn.stream.clone();
+                    py.detach(|| {
+                        let _ = std::io::Write::write_all(&mut &*stream, &out);
+                    });
+                    status = code.to_string().into_bytes();
+                    sent = Some(0);
+                }
+            } else if is_client_gone(py, &err) {
+                glogging::debug!(
+                    "Ignoring connection error while handling request {uri}: {}",
+                    err.value(py)
+                );
+                sent = Some(w.sent);
+            } else {
+                glogging::log(
+                    glogging::Level::Error,
+                    &format!(
+                        "Error handling request {uri}\n{}",
+                        format_traceback(py, &err)
+                    ),
+                );
+                if !w.headers_sent {
+                    let out = error_response(500, "Internal Server Error", "");
+                    let stream = conn.stream.clone();
+                    py.detach(|| {
+                        let _ = std::io::Write::write_all(&mut &*stream, &out);
+                    });
+                    status = b"500".to_vec();
+                    sent = Some(0);
+                } else {
+                    sent = Some(w.sent);
+                }
+            }
+        }
+    }
+    let response_headers = std::mem::take(&mut w.headers);
+    drop(w);
+
+    // The connection is reusable only if the whole body was consumed (or can be
+    // drained cheaply) and nothing after it is lost.
+    let mut leftover = Vec::new();
+    if keep_alive {
+        let drained = py.detach(|| {
+            let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
+            r.drain(64 * 1024)
+                .map(|done| done.then(|| r.leftover().to_vec()))
+        });
+        match drained {
+            Ok(Some(rest)) => leftover = rest,
+            _ => keep_alive = false,
+        }
+    }
+    Outcome {
+        status,
+        sent,
+        response_headers,
+        keep_alive,
+        leftover,
+        environ,
+    }
+}
+
+fn is_client_gone(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<pyo3::exceptions::PyBrokenPipeError>(py)
+        || err.is_instance_of::<pyo3::exceptions::PyConnectionResetError>(py)
+}
+
+/// Call the app, send the body, and always call `close()` on the iterable.
+fn call_app(
+    py: Python<'_>,
+    app: &environ::AppContext,
+    environ: &Bound<'_, PyDict>,
+    start_response: Py<StartResponse>,
+    writer: &Arc<Mutex<ResponseWriter>>,
+) -> PyResult<()> {
+    let iterable = app.callable().bind(py).call1((environ, start_response))?;
+    let sent = send_body(py, &iterable, writer);
+    let closed = if iterable
+        .hasattr(pyo3::intern!(py, "close"))
+        .unwrap_or(false)
+    {
+        iterable
+            .call_method0(pyo3::intern!(py, "close"))
+            .map(|_| ())
+    } else {
+        Ok(())
+    };
+    sent.and(closed)
+}
+
+fn io_to_py(e: std::io::Error) -> PyErr {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe => {
+            pyo3::exceptions::PyBrokenPipeError::new_err(e.to_string())
+        }
+        std::io::ErrorKind::ConnectionReset => {
+            pyo3::exceptions::PyConnectionResetError::new_err(e.to_string())
+        }
+        _ => pyo3::exceptions::PyOSError::new_err(e.to_string()),
+    }
+}
+
+fn bytes_of<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
+    item.cast::<PyBytes>().map_err(|_| {
+        let name = item
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "the response body must be an iterable of bytes, got {name}"
+        ))
+    })
+}
+
+fn send_body(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    writer: &Arc<Mutex<ResponseWriter>>,
+) -> PyResult<()> {
+    // Fast path: a list or tuple is the whole body; send head and body in one write.
+    let items: Option<Vec<Bound<'_, PyAny>>> = if let Ok(list) = iterable.cast::<PyList>() {
+        Some(list.iter().collect())
+    } else if let Ok(tuple) = iterable.cast::<PyTuple>() {
+        Some(tuple.iter().collect())
+    } else {
+        None
+    };
+    if let Some(items) = items {
+        let chunks: Vec<&[u8]> = items
+            .iter()
+            .map(|i| bytes_of(i).map(|b| b.as_bytes()))
+            .collect::<PyResult<_>>()?;
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        for chunk in &chunks {
+            w.push(chunk)
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        }
+        w.push_finish()
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        drop(w);
+        return flush(py, writer);
+    }
+    for item in iterable.try_iter()? {
+        let item = item?;
+        let data = bytes_of(&item)?;
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.push(data.as_bytes())
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        drop(w);
+        flush(py, writer)?;
+    }
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    w.push_finish()
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    drop(w);
+    flush(py, writer)
+}
+
+/// Send what the writer has queued, without the GIL.
+fn flush(py: Python<'_>, writer: &Arc<Mutex<ResponseWriter>>) -> PyResult<()> {
+    py.detach(|| writer.lock().unwrap_or_else(|e| e.into_inner()).flush())
+        .map_err(io_to_py)
+}

@@ -1,0 +1,259 @@
+//! `start_response`, the legacy `write()` callable, and the writer that
+//! frames and sends the response.
+//!
+//! Invariants: headers go out with the first non-empty body chunk (or at the
+//! end for an empty body); once they are sent, `start_response` with
+//! `exc_info` re-raises; writes release the GIL.
+//!
+//! gunicorn counterpart: `http.wsgi.Response` (`start_response`, `write`,
+//! `process_headers`, `close`).
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use ferricorn_http::response::{BodyEncoder, Framing, ResponseContext, encode_head};
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+
+use crate::sock::Stream;
+
+/// What the request looked like, for framing decisions.
+pub struct RequestSide {
+    pub method: Vec<u8>,
+    pub version: (u8, u8),
+    pub keep_alive: bool,
+    pub server_allows_keep_alive: bool,
+}
+
+pub struct ResponseWriter {
+    stream: Arc<Stream>,
+    req: RequestSide,
+    pub status: Option<String>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers_sent: bool,
+    framing: Option<Framing>,
+    encoder: Option<BodyEncoder>,
+    buf: Vec<u8>,
+    /// Body bytes written to the socket.
+    pub sent: u64,
+}
+
+impl ResponseWriter {
+    pub fn new(stream: Arc<Stream>, req: RequestSide) -> Self {
+        ResponseWriter {
+            stream,
+            req,
+            status: None,
+            headers: Vec::new(),
+            headers_sent: false,
+            framing: None,
+            encoder: None,
+            buf: Vec::with_capacity(1024),
+            sent: 0,
+        }
+    }
+
+    /// The three-digit status code as bytes ("200"), if a status was set.
+    pub fn status_code(&self) -> Option<&[u8]> {
+        self.status
+            .as_deref()
+            .map(|s| s.as_bytes().get(..3).unwrap_or(s.as_bytes()))
+    }
+
+    pub fn keep_alive(&self) -> bool {
+        self.framing.as_ref().is_some_and(|f| f.keep_alive)
+    }
+
+    /// Encode the head into `buf` if not done yet.
+    fn ensure_head(&mut self) -> io::Result<()> {
+        if self.headers_sent {
+            return Ok(());
+        }
+        let status = self
+            .status
+            .as_deref()
+            .ok_or_else(|| io::Error::other("the application did not call start_response"))?;
+        let headers: Vec<(&[u8], &[u8])> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        let ctx = ResponseContext {
+            method: &self.req.method,
+            version: self.req.version,
+            request_keep_alive: self.req.keep_alive,
+            server_allows_keep_alive: self.req.server_allows_keep_alive,
+            server_header: Some(b"ferricorn"),
+        };
+        let buf = &mut self.buf;
+        let framing =
+            super::with_date(|date| encode_head(buf, status.as_bytes(), &headers, &ctx, date))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.encoder = Some(BodyEncoder::new(&framing));
+        self.framing = Some(framing);
+        self.headers_sent = true;
+        Ok(())
+    }
+
+    /// Queue a body chunk (and the head before the first one).
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() && !self.headers_sent {
+            return Ok(());
+        }
+        self.ensure_head()?;
+        if let Some(enc) = self.encoder.as_mut() {
+            enc.chunk(data, &mut self.buf);
+        }
+        Ok(())
+    }
+
+    /// Queue the end of the body (and the head for an empty body).
+    pub fn push_finish(&mut self) -> io::Result<()> {
+        self.ensure_head()?;
+        if let Some(enc) = self.encoder.as_mut() {
+            enc.finish(&mut self.buf);
+        }
+        Ok(())
+    }
+
+    /// Send what is queued. Call without the GIL.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = (&*self.stream).write_all(&self.buf);
+        self.sent = self.encoder.as_ref().map_or(0, |e| e.written());
+        self.buf.clear();
+        result
+    }
+}
+
+/// The `start_response` callable handed to the app.
+#[pyclass(module = "ferricorn", name = "StartResponse", frozen)]
+pub struct StartResponse {
+    pub writer: Arc<Mutex<ResponseWriter>>,
+}
+
+/// The `write(data)` callable `start_response` returns.
+#[pyclass(module = "ferricorn", name = "Write", frozen)]
+pub struct WriteCallable {
+    writer: Arc<Mutex<ResponseWriter>>,
+}
+
+fn latin1(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    let s: &Bound<'_, pyo3::types::PyString> = obj.cast().map_err(|_| {
+        PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(obj)))
+    })?;
+    let text = s.to_cow()?;
+    text.chars()
+        .map(|c| {
+            u8::try_from(u32::from(c))
+                .map_err(|_| PyValueError::new_err(format!("{what} {text:?} is not latin-1")))
+        })
+        .collect()
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "object".into())
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<WriteCallable> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match exc_info.filter(|e| !e.is_none()) {
+            Some(info) if w.headers_sent => {
+                let tuple: &Bound<'_, PyTuple> = info.cast()?;
+                let value = tuple.get_item(1)?;
+                return Err(PyErr::from_value(value));
+            }
+            Some(_) => {}
+            None if w.status.is_some() => {
+                return Err(PyAssertionError::new_err("Response headers already set!"));
+            }
+            None => {}
+        }
+        let status_bytes = latin1(status, "status")?;
+        let valid_status = status_bytes.len() >= 3
+            && status_bytes[..3].iter().all(u8::is_ascii_digit)
+            && (status_bytes.len() == 3 || status_bytes[3] == b' ')
+            && !status_bytes
+                .iter()
+                .any(|&b| b == b'\r' || b == b'\n' || b == 0);
+        if !valid_status {
+            return Err(PyValueError::new_err(format!(
+                "Invalid status {:?}",
+                String::from_utf8_lossy(&status_bytes)
+            )));
+        }
+        let mut parsed = Vec::new();
+        for item in headers.try_iter()? {
+            let item = item?;
+            let pair: &Bound<'_, PyTuple> = item.cast().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "header must be a (name, value) tuple, not {}",
+                    type_name(&item)
+                ))
+            })?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err("header must be a (name, value) tuple"));
+            }
+            let name = latin1(&pair.get_item(0)?, "header name")?;
+            let value = latin1(&pair.get_item(1)?, "header value")?;
+            if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid header name {:?}",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid header value for {:?}",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            parsed.push((name, value));
+        }
+        let _ = py;
+        w.status = Some(String::from_utf8_lossy(&status_bytes).into_owned());
+        w.headers = parsed;
+        Ok(WriteCallable {
+            writer: self.writer.clone(),
+        })
+    }
+}
+
+#[pymethods]
+impl WriteCallable {
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes: &Bound<'_, PyBytes> = data.cast().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "write() argument must be bytes, not {}",
+                type_name(data)
+            ))
+        })?;
+        let chunk = bytes.as_bytes().to_vec();
+        let writer = &self.writer;
+        py.detach(|| {
+            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            w.push(&chunk)?;
+            w.flush()
+        })
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+    }
+}

@@ -1,0 +1,194 @@
+"""Fixtures that start a real ferricorn server and talk to it over sockets.
+
+Rules: bind port 0 and read the real port from the `Listening at:` line; wait
+with deadlines, never sleep to wait; every server runs in its own process
+group, killed in the finalizer.
+"""
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+PYTHON = os.environ.get("FERRICORN_PYTHON") or sys.executable
+LISTEN_RE = re.compile(r"Listening at: (\S+) \((\d+)\)")
+
+
+class Server:
+    """A running `python -m ferricorn` with its log lines collected."""
+
+    def __init__(self, args, cwd, env=None):
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(APPS)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "ferricorn", *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.lines = []
+        self._lock = threading.Lock()
+        self._new = threading.Condition(self._lock)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = None
+        self.port = None
+        self.master_pid = self.proc.pid
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+        with self._new:
+            self._new.notify_all()
+
+    def wait_for(self, pattern, timeout=15.0, start=0):
+        """Wait until a log line (from index `start`) matches; return the match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._new:
+            i = start
+            while True:
+                while i < len(self.lines):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        return m
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(
+                        "no log line matching %r within %.1fs; log:\n%s" % (pattern, timeout, "\n".join(self.lines))
+                    )
+                self._new.wait(min(left, 0.2))
+
+    def count(self, pattern):
+        rx = re.compile(pattern)
+        with self._lock:
+            return sum(1 for line in self.lines if rx.search(line))
+
+    def log(self):
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_listening(self, timeout=20.0):
+        m = self.wait_for(LISTEN_RE.pattern, timeout)
+        self.url = m.group(1)
+        if self.url.startswith("http://"):
+            self.port = int(self.url.rsplit(":", 1)[1])
+        return self
+
+    def wait_booted(self, n=1, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while self.count(r"Booting worker with pid") < n:
+            if time.monotonic() > deadline:
+                raise AssertionError("workers did not boot:\n" + self.log())
+            self.wait_for(r"Booting worker with pid", timeout=max(0.1, deadline - time.monotonic()))
+            with self._new:
+                self._new.wait(0.05)
+        return self
+
+    def wait_exit(self, timeout=20.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("server did not exit; log:\n" + self.log())
+
+    def signal(self, sig):
+        os.kill(self.master_pid, sig)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(5)
+        self._reader.join(5)
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    servers = []
+
+    def start(*args, wait=True, env=None, workers_booted=1):
+        srv = Server(list(args), cwd=tmp_path, env=env)
+        servers.append(srv)
+        if wait:
+            srv.wait_listening()
+            if workers_booted:
+                srv.wait_booted(workers_booted)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+def raw_request(port, data, timeout=10.0, host="127.0.0.1"):
+    """Send raw bytes, read until the server closes; return the bytes received."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_response(raw):
+    """Split a raw HTTP/1.x response into (status_code, headers dict lower-cased, body)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers.setdefault(k.strip().lower(), v.strip())
+    if headers.get("transfer-encoding") == "chunked":
+        body = dechunk(body)
+    return status, headers, body
+
+
+def dechunk(data):
+    """Decode a complete chunked body; fail the test on bad framing."""
+    out = b""
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        assert sep, "truncated chunked body"
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            assert data.startswith(b"\r\n") or data == b"" or b"\r\n\r\n" in data, data
+            return out
+        out += data[:size]
+        assert data[size : size + 2] == b"\r\n", "chunk not followed by CRLF"
+        data = data[size + 2 :]
+
+
+def get(port, path="/", headers="", method="GET", body=b"", version="HTTP/1.1"):
+    req = ("%s %s %s\r\nHost: 127.0.0.1\r\n%s\r\n" % (method, path, version, headers)).encode("latin-1") + body
+    return parse_response(raw_request(port, req))
