@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 MATURIN_VERSION := 1.16.0
+# `make test MATURIN_FLAGS=` builds a debug extension (faster while iterating).
+MATURIN_FLAGS ?= --release
 # Rust test binaries link libpython; point the loader and PyO3 at the same interpreter.
 PYLIBDIR := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')
 export PYO3_PYTHON := $(abspath $(PY))
@@ -18,7 +20,7 @@ $(PY):
 	$(PY) -m pip install -q "maturin==$(MATURIN_VERSION)"
 
 build: $(PY)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop $(MATURIN_FLAGS) --quiet
 	@$(VENV)/bin/ferricorn --version
 
 run: build
