@@ -236,6 +236,9 @@ pub struct Parser {
     fields: Vec<Field>,
     policy: FieldPolicy,
     expect_continue: bool,
+    /// How far the method has been checked, and whether it has ended.
+    method_scan: usize,
+    method_done: bool,
 }
 
 impl Parser {
@@ -253,6 +256,8 @@ impl Parser {
             fields: Vec::new(),
             policy: FieldPolicy::new(false),
             expect_continue: false,
+            method_scan: 0,
+            method_done: false,
         }
     }
 
@@ -277,6 +282,8 @@ impl Parser {
         self.fields.clear();
         self.policy = FieldPolicy::new(false);
         self.expect_continue = false;
+        self.method_scan = 0;
+        self.method_done = false;
     }
 
     /// Parse a request head from the start of `buf`.
@@ -329,6 +336,7 @@ impl Parser {
                     let limit = self.limits.request_line;
                     // The line may be `limit` bytes plus CRLF; look no further.
                     let window_end = buf.len().min(self.pos.saturating_add(limit + 2));
+                    self.check_method_prefix(buf, window_end)?;
                     let Some(nl) = find_lf(buf, self.scan, window_end) else {
                         if buf.len() - self.pos >= limit + 2 {
                             return Err(Error::RequestLineTooLong);
@@ -423,6 +431,37 @@ impl Parser {
                 }
             }
         }
+    }
+
+    /// Judge the method as its bytes arrive, so that a connection that is
+    /// not HTTP at all (a TLS handshake, binary junk) is refused at once
+    /// rather than after `limit_request_line` bytes. Only bytes before the
+    /// first SP are looked at, and the same checks run again on the whole
+    /// line, so this changes when an error is found, never which.
+    fn check_method_prefix(&mut self, buf: &[u8], window_end: usize) -> Result<(), Error> {
+        if self.method_done {
+            return Ok(());
+        }
+        let strict = !self.opts.permit_unconventional_http_method;
+        let mut i = self.method_scan.max(self.pos);
+        while i < window_end {
+            let b = buf[i];
+            match b {
+                b' ' => {
+                    self.method_done = true;
+                    break;
+                }
+                // The line ends here; the line parser decides.
+                b'\n' => break,
+                _ => {}
+            }
+            if !is_tchar(b) || (strict && (b.is_ascii_lowercase() || b == b'#' || i - self.pos >= 20)) {
+                return Err(Error::InvalidMethod);
+            }
+            i += 1;
+        }
+        self.method_scan = i;
+        Ok(())
     }
 
     /// Apply per-field policy (singletons, `Expect`, `header_map`) to the
@@ -951,10 +990,8 @@ mod tests {
             err(b"GET / HTTP/1.1\n\r\n"),
             Error::InvalidRequestLine("bare LF as line terminator")
         );
-        assert_eq!(
-            err(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
-            Error::InvalidRequestLine("expected three parts")
-        );
+        assert_eq!(err(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"), Error::InvalidMethod);
+        assert_eq!(err(b"\x16\x03\x01"), Error::InvalidMethod);
     }
 
     #[test]
