@@ -455,7 +455,9 @@ impl Parser {
                 b'\n' => break,
                 _ => {}
             }
-            if !is_tchar(b) || (strict && (b.is_ascii_lowercase() || b == b'#' || i - self.pos >= 20)) {
+            if !is_tchar(b)
+                || (strict && (b.is_ascii_lowercase() || b == b'#' || i - self.pos >= 20))
+            {
                 return Err(Error::InvalidMethod);
             }
             i += 1;

@@ -119,25 +119,16 @@ impl BodyReader {
 
     /// Read up to `limit` bytes (all remaining when `None`).
     pub fn read(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        loop {
-            let want = limit.map_or(usize::MAX, |l| l - out.len());
-            if want == 0 {
-                break;
-            }
-            if self.available().is_empty() && !self.fill()? {
-                break;
-            }
-            let avail = self.available();
-            let take = avail.len().min(want);
-            out.extend_from_slice(&avail[..take]);
-            self.dec_pos += take;
-        }
-        Ok(out)
+        self.read_until(limit, false)
     }
 
     /// Read one line (up to and including `\n`), at most `limit` bytes.
     pub fn readline(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
+        self.read_until(limit, true)
+    }
+
+    /// Read up to `limit` bytes, stopping after the first `\n` when `line` is set.
+    fn read_until(&mut self, limit: Option<usize>, line: bool) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         loop {
             let want = limit.map_or(usize::MAX, |l| l - out.len());
@@ -149,13 +140,17 @@ impl BodyReader {
             }
             let avail = self.available();
             let window = &avail[..avail.len().min(want)];
-            if let Some(nl) = window.iter().position(|&b| b == b'\n') {
-                out.extend_from_slice(&window[..=nl]);
-                self.dec_pos += nl + 1;
+            let newline = if line {
+                window.iter().position(|&b| b == b'\n')
+            } else {
+                None
+            };
+            let take = newline.map_or(window.len(), |nl| nl + 1);
+            out.extend_from_slice(&window[..take]);
+            self.dec_pos += take;
+            if newline.is_some() {
                 break;
             }
-            out.extend_from_slice(window);
-            self.dec_pos += window.len();
         }
         Ok(out)
     }
