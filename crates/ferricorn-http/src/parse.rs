@@ -1088,3 +1088,74 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod bounded {
+    use super::*;
+
+    /// 10 MB without a line end, arriving in 64 KiB reads, is refused long
+    /// before it is all buffered, with the default limit and with
+    /// `limit_request_line = 0` (unlimited, capped at 1 MiB).
+    #[test]
+    fn ten_megabytes_without_crlf() {
+        for (limit, max_seen) in [
+            (4094, 64 * 1024),
+            (0, UNLIMITED_REQUEST_LINE_CAP + 64 * 1024),
+        ] {
+            let opts = Options {
+                limit_request_line: limit,
+                ..Options::default()
+            };
+            let mut p = Parser::new(opts);
+            let mut buf = b"GET /".to_vec();
+            let mut refused_at = None;
+            while buf.len() < 10 * 1024 * 1024 {
+                buf.extend(std::iter::repeat_n(b'a', 64 * 1024));
+                match p.parse(&buf) {
+                    Ok(None) => {}
+                    Err(e) => {
+                        assert_eq!(e, Error::RequestLineTooLong);
+                        refused_at = Some(buf.len());
+                        break;
+                    }
+                    Ok(Some(_)) => panic!("accepted"),
+                }
+            }
+            let at = refused_at.expect("never refused");
+            assert!(at <= max_seen + 5, "refused only after {at} bytes");
+        }
+    }
+
+    /// Header bytes one at a time: refused as soon as the field exceeds its
+    /// limit, and each call does constant work (resumable scanning).
+    #[test]
+    fn header_byte_at_a_time() {
+        let mut p = Parser::new(Options::default());
+        let mut buf = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        assert!(p.parse(&buf).unwrap().is_none());
+        for i in 0..20_000 {
+            buf.push(b'v');
+            match p.parse(&buf) {
+                Ok(None) => {}
+                Err(e) => {
+                    assert_eq!(e, Error::HeaderFieldTooLarge);
+                    assert!(i < 8190, "{i}");
+                    return;
+                }
+                Ok(Some(_)) => panic!("accepted"),
+            }
+        }
+        panic!("never refused");
+    }
+
+    #[test]
+    fn shorter_buffer_restarts() {
+        let mut p = Parser::new(Options::default());
+        assert!(p.parse(b"GET / HTTP/1.1\r\nX: y").unwrap().is_none());
+        // A new, shorter buffer: the parser starts over rather than
+        // indexing past its end.
+        let (h, n) = p.parse(b"PUT /x HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(&*h.method, b"PUT");
+        assert_eq!(n, 19);
+    }
+}
