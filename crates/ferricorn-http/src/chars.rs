@@ -80,6 +80,26 @@ pub(crate) fn trim_ows_end(s: &[u8]) -> &[u8] {
     &s[..end]
 }
 
+/// Index of the first `needle` in `hay`, eight bytes at a time.
+#[inline]
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(needle);
+    let mut i = 0;
+    for chunk in hay.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // Some byte of x is zero, i.e. some byte equals `needle`.
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
+}
+
 /// Parse a non-empty run of ASCII decimal digits into a u64; `None` on any
 /// other byte (sign, space, hex) or on overflow.
 pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
@@ -128,6 +148,21 @@ mod tests {
         assert!(!is_token(b"a:b"));
         assert!(!is_token(b"a\x80"));
         assert!(!is_token(b"(x)"));
+    }
+
+    #[test]
+    fn find() {
+        let hay = b"0123456789abcdef\nxyz\n";
+        for start in 0..hay.len() {
+            let want = hay[start..].iter().position(|&b| b == b'\n');
+            assert_eq!(find_byte(&hay[start..], b'\n'), want);
+        }
+        assert_eq!(find_byte(b"", b'\n'), None);
+        assert_eq!(find_byte(&[0x8a; 20], b'\n'), None);
+        assert_eq!(
+            find_byte(b"\x80\x80\x80\x80\x80\x80\x80\x0a", b'\n'),
+            Some(7)
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use crate::chars::{
-    is_bad_value_byte, is_tchar, is_token, list_contains, parse_decimal, trim_ows, trim_ows_end,
+    find_byte, is_bad_value_byte, is_tchar, is_token, list_contains, parse_decimal, trim_ows,
     trim_ows_range,
 };
 use crate::error::Error;
@@ -820,24 +820,39 @@ pub(crate) fn split_field(
     strip_spaces: bool,
 ) -> Result<(Span, Span), Error> {
     let bytes = &buf[line.0..line.1];
-    let colon = match bytes.iter().position(|&b| b == b':') {
-        Some(0) | None => return Err(Error::InvalidHeader("field line without a name and colon")),
-        Some(c) => c,
-    };
-    let mut name = &bytes[..colon];
+    // One pass over the name: token bytes up to the colon.
+    let name_len = bytes
+        .iter()
+        .position(|&b| !is_tchar(b))
+        .unwrap_or(bytes.len());
+    let mut colon = name_len;
     if strip_spaces {
-        name = trim_ows_end(name);
+        while matches!(bytes.get(colon), Some(b' ' | b'\t')) {
+            colon += 1;
+        }
     }
-    if !name.iter().all(|&b| is_tchar(b)) || name.is_empty() {
-        return Err(Error::InvalidHeaderName("not a token"));
+    match bytes.get(colon) {
+        Some(b':') if name_len > 0 => {}
+        // No colon at all, or an empty name: not a field line.
+        _ if name_len == 0 || !bytes.contains(&b':') => {
+            return Err(Error::InvalidHeader("field line without a name and colon"));
+        }
+        _ => return Err(Error::InvalidHeaderName("not a token")),
     }
     let raw_value = &bytes[colon + 1..];
     let (vs, ve) = trim_ows_range(raw_value);
-    if raw_value[vs..ve].iter().any(|&b| is_bad_value_byte(b)) {
+    if has_bad_value_byte(&raw_value[vs..ve]) {
         return Err(Error::InvalidHeader("control character in field value"));
     }
     let base = line.0 + colon + 1;
-    Ok(((line.0, line.0 + name.len()), (base + vs, base + ve)))
+    Ok(((line.0, line.0 + name_len), (base + vs, base + ve)))
+}
+
+/// Whether a field value holds a control byte other than HTAB, or DEL.
+/// Written without early exit so it vectorises.
+#[inline]
+pub(crate) fn has_bad_value_byte(v: &[u8]) -> bool {
+    v.iter().fold(false, |bad, &b| bad | is_bad_value_byte(b))
 }
 
 /// Validate an obs-fold continuation line and return its trimmed span.
@@ -879,10 +894,7 @@ fn find_lf(buf: &[u8], from: usize, to: usize) -> Option<usize> {
     if from >= to {
         return None;
     }
-    buf[from..to]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| from + i)
+    find_byte(&buf[from..to], b'\n').map(|i| from + i)
 }
 
 fn find_sub(hay: &[u8], needle: &[u8]) -> Option<usize> {
