@@ -65,7 +65,9 @@ fn lookup_long(name: &str) -> Result<(Flag, &'static str), ConfigError> {
     }
     match prefixed.as_slice() {
         [one] => Ok(*one),
-        [] => Err(ConfigError::Usage(format!("unrecognized arguments: {name}"))),
+        [] => Err(ConfigError::Usage(format!(
+            "unrecognized arguments: {name}"
+        ))),
         many => {
             let names: Vec<&str> = many.iter().map(|(_, f)| *f).collect();
             Err(ConfigError::Usage(format!(
@@ -96,7 +98,9 @@ pub fn flag_label(row: &Setting) -> String {
 /// Whether argv text is an option rather than a value (argparse: a leading
 /// `-` that is not a negative number and not a lone `-`).
 fn looks_like_option(v: &str) -> bool {
-    v.starts_with('-') && v.len() > 1 && !v[1..].starts_with(|c: char| c.is_ascii_digit() || c == '.')
+    v.starts_with('-')
+        && v.len() > 1
+        && !v[1..].starts_with(|c: char| c.is_ascii_digit() || c == '.')
 }
 
 struct State {
@@ -189,9 +193,8 @@ pub fn parse(args: &[String]) -> Result<Parsed, ConfigError> {
         }
         // Short options, possibly clustered (`-Dw2`) or with an attached value (`-w2`, `-w=2`).
         for (pos, c) in arg[1..].char_indices() {
-            let flag = lookup_short(c).ok_or_else(|| {
-                ConfigError::Usage(format!("unrecognized arguments: {arg}"))
-            })?;
+            let flag = lookup_short(c)
+                .ok_or_else(|| ConfigError::Usage(format!("unrecognized arguments: {arg}")))?;
             match flag {
                 Flag::Help => st.parsed.help = true,
                 Flag::Version => st.parsed.version = true,
@@ -260,13 +263,19 @@ mod tests {
         let err = parse(&args("--worker 2")).unwrap_err().to_string();
         assert!(err.contains("ambiguous"), "{err}");
         let err = parse(&args("--no-such-flag")).unwrap_err().to_string();
-        assert!(err.contains("unrecognized arguments: --no-such-flag"), "{err}");
+        assert!(
+            err.contains("unrecognized arguments: --no-such-flag"),
+            "{err}"
+        );
     }
 
     #[test]
     fn argparse_type_errors() {
         let err = parse(&args("-w many")).unwrap_err().to_string();
-        assert!(err.contains("-w/--workers") && err.contains("invalid int value: 'many'"), "{err}");
+        assert!(
+            err.contains("-w/--workers") && err.contains("invalid int value: 'many'"),
+            "{err}"
+        );
         let err = parse(&args("app -w")).unwrap_err().to_string();
         assert!(err.contains("expected one argument"), "{err}");
     }

@@ -165,7 +165,10 @@ mod tests {
     #[test]
     fn help_lists_every_flag_by_section() {
         let h = super::help_text("usage: x");
-        assert!(h.contains("Server Socket:\n  -b ADDRESS, --bind ADDRESS"), "{h}");
+        assert!(
+            h.contains("Server Socket:\n  -b ADDRESS, --bind ADDRESS"),
+            "{h}"
+        );
         for row in super::ROWS {
             for flag in row.flags {
                 assert!(h.contains(flag), "{flag} missing from --help");

@@ -268,11 +268,21 @@ mod tests {
         let out = Settings::new().render();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 120);
-        assert_eq!(lines[0], format!("{:34} = {}", "access_log_format", (table::find("access_log_format").unwrap().1.default)()));
+        assert_eq!(
+            lines[0],
+            format!(
+                "{:34} = {}",
+                "access_log_format",
+                (table::find("access_log_format").unwrap().1.default)()
+            )
+        );
         let mut sorted = lines.clone();
         sorted.sort_unstable();
         assert_eq!(lines, sorted);
-        assert!(out.contains("\nworkers                            = 1\n") || std::env::var_os("WEB_CONCURRENCY").is_some());
+        assert!(
+            out.contains("\nworkers                            = 1\n")
+                || std::env::var_os("WEB_CONCURRENCY").is_some()
+        );
         assert!(out.contains("on_starting                        = <OnStarting.on_starting()>\n"));
     }
 
@@ -281,7 +291,10 @@ mod tests {
         let mut s = Settings::new();
         let row = table::find("workers").unwrap().1;
         let err = s.apply(row, Input::Int(-2)).unwrap_err().to_string();
-        assert!(err.contains("workers") && err.contains("-2") && err.contains("positive"), "{err}");
+        assert!(
+            err.contains("workers") && err.contains("-2") && err.contains("positive"),
+            "{err}"
+        );
         s.apply(row, Input::Str("3".into())).unwrap();
         assert_eq!(s.workers(), 3);
     }

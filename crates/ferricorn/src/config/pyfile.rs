@@ -102,7 +102,10 @@ fn to_input(v: &Bound<'_, PyAny>) -> Input {
     }
     if let Ok(d) = v.cast::<PyDict>() {
         return Input::Dict {
-            items: d.iter().map(|(k, v)| (to_input(&k), to_input(&v))).collect(),
+            items: d
+                .iter()
+                .map(|(k, v)| (to_input(&k), to_input(&v)))
+                .collect(),
             text: text(),
         };
     }
@@ -134,8 +137,7 @@ fn parse_env_args(py: Python<'_>, var: &str) -> Result<Option<Parsed>, LoadFailu
         .and_then(|f| f.call1((text,)))
         .and_then(|w| w.extract())
         .map_err(|e| LoadFailure::Usage(format!("{var}: {}", py_err(py, &e))))?;
-    let parsed =
-        cli::parse(&words).map_err(|e| LoadFailure::Usage(format!("{var}: {e}")))?;
+    let parsed = cli::parse(&words).map_err(|e| LoadFailure::Usage(format!("{var}: {e}")))?;
     Ok(Some(parsed))
 }
 
@@ -205,6 +207,27 @@ fn apply_config_file(
     Ok(())
 }
 
+/// `--paste FILE[#name]` on the command line: the app comes from the ini
+/// file, which names the processes and, with a `[loggers]` section, logging.
+fn paste_init(py: Python<'_>, settings: &mut Settings, paste: &str) -> Result<String, LoadFailure> {
+    // PasteDeploy is optional; without it `--paste` cannot work (as in gunicorn).
+    py.import("paste.deploy")
+        .map_err(|e| LoadFailure::Config(py_err(py, &e)))?;
+    let cwd = std::env::current_dir()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| ".".into());
+    let uri = super::validate::abspath(&cwd, paste.trim());
+    let file = uri.split('#').next().unwrap_or_default().to_string();
+    let text = std::fs::read_to_string(&file).map_err(|_| {
+        LoadFailure::Config(format!("{} not found", super::value::py_repr_str(&file)))
+    })?;
+    settings.set_value("default_proc_name", Value::Str(file.clone()))?;
+    if text.lines().any(|l| l.trim() == "[loggers]") {
+        settings.set_value("logconfig", Value::Str(file))?;
+    }
+    Ok(uri)
+}
+
 fn config_location(parsed: &Parsed) -> Option<String> {
     match parsed.get("config")? {
         Input::Str(s) => Some(s.trim().to_string()),
@@ -244,9 +267,15 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
 
     let mut settings = Settings::new();
     let mut hooks = Vec::new();
-    if let Some(app) = &app_spec {
-        settings.set_value("default_proc_name", Value::Str(app.clone()))?;
-    }
+    let app_spec = match cli.get("paste") {
+        Some(Input::Str(paste)) => Some(paste_init(py, &mut settings, paste)?),
+        _ => {
+            if let Some(app) = &app_spec {
+                settings.set_value("default_proc_name", Value::Str(app.clone()))?;
+            }
+            app_spec
+        }
+    };
     let location = config_location(&cli)
         .or_else(|| env_parsed.iter().rev().find_map(config_location))
         .or_else(default_config_file);
@@ -260,7 +289,9 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
 
     let app_spec = app_spec.or_else(|| settings.wsgi_app().map(str::to_string));
     if app_spec.is_none() {
-        return Err(LoadFailure::Config("No application module specified.".into()));
+        return Err(LoadFailure::Config(
+            "No application module specified.".into(),
+        ));
     }
     // `--print-config` shows everything as gunicorn would; any other run
     // (including `--check-config`) refuses what ferricorn cannot honour.
@@ -272,4 +303,46 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
         hooks,
         app_spec,
     })
+}
+
+/// `_ferricorn._load_config(argv)`: load as start-up would and return the
+/// `--print-config` text, or raise `ValueError` with the message start-up
+/// would print. For tests and tools; nothing is bound or started.
+#[pyfunction]
+fn _load_config(py: Python<'_>, argv: Vec<String>) -> PyResult<String> {
+    match load(py, &argv) {
+        Ok(loaded) => Ok(loaded.settings.render()),
+        Err(
+            LoadFailure::Info(m)
+            | LoadFailure::Usage(m)
+            | LoadFailure::Config(m)
+            | LoadFailure::Unsupported(m),
+        ) => Err(pyo3::exceptions::PyValueError::new_err(m)),
+    }
+}
+
+/// `_ferricorn._settings_table()`: (name, section, flags, action, supported)
+/// per row, so tests can compare the table with gunicorn's.
+#[pyfunction]
+fn _settings_table() -> Vec<(&'static str, &'static str, Vec<&'static str>, String, bool)> {
+    table::ROWS
+        .iter()
+        .map(|r| {
+            let action = match r.action {
+                super::Action::Store => "store".to_string(),
+                super::Action::StoreTrue => "store_true".into(),
+                super::Action::StoreFalse => "store_const".into(),
+                super::Action::Append => "append".into(),
+                super::Action::OptionalConst(c) => format!("optional:{c}"),
+            };
+            (r.name, r.section, r.flags.to_vec(), action, r.supported)
+        })
+        .collect()
+}
+
+/// Add the configuration helpers to the extension module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_load_config, m)?)?;
+    m.add_function(wrap_pyfunction!(_settings_table, m)?)?;
+    Ok(())
 }

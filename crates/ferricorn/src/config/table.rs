@@ -195,7 +195,10 @@ fn d_control_socket() -> Value {
                 .map(|u| u.dir.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "~".into());
-    Value::Str(format!("{}/.gunicorn/gunicorn.ctl", home.trim_end_matches('/')))
+    Value::Str(format!(
+        "{}/.gunicorn/gunicorn.ctl",
+        home.trim_end_matches('/')
+    ))
 }
 
 /// Every setting, in gunicorn's `KNOWN_SETTINGS` order.
@@ -628,7 +631,13 @@ pub static ROWS: &[Setting] = &[
         action: Action::Store,
         cli_type: CliType::Str,
         kind: Kind::Dict,
-        default: || Value::Map(vec![("X-FORWARDED-PROTOCOL".into(), "ssl".into()), ("X-FORWARDED-PROTO".into(), "https".into()), ("X-FORWARDED-SSL".into(), "on".into())]),
+        default: || {
+            Value::Map(vec![
+                ("X-FORWARDED-PROTOCOL".into(), "ssl".into()),
+                ("X-FORWARDED-PROTO".into(), "https".into()),
+                ("X-FORWARDED-SSL".into(), "on".into()),
+            ])
+        },
         supported: false,
         short: "Headers (and their values) from a trusted proxy that mark a request as HTTPS.",
     },
@@ -676,7 +685,9 @@ pub static ROWS: &[Setting] = &[
         action: Action::Store,
         cli_type: CliType::Str,
         kind: Kind::Str,
-        default: || Value::Str("%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"".into()),
+        default: || {
+            Value::Str("%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"".into())
+        },
         supported: true,
         short: "Format of access log lines.",
     },

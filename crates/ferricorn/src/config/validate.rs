@@ -25,11 +25,19 @@ pub enum Input {
     /// A list, tuple or other sequence.
     Seq(Vec<Input>),
     /// A dict, as its items; `text` is Python's `str()` of it.
-    Dict { items: Vec<(Input, Input)>, text: String },
+    Dict {
+        items: Vec<(Input, Input)>,
+        text: String,
+    },
     /// A class or function object; `text` is `<qualname()>`.
-    Callable { text: String },
+    Callable {
+        text: String,
+    },
     /// Anything else: Python's `str()` of it and its type name.
-    Other { text: String, type_name: String },
+    Other {
+        text: String,
+        type_name: String,
+    },
 }
 
 impl Input {
@@ -193,7 +201,12 @@ pub fn split_commas(s: &str) -> Vec<String> {
 
 /// Python's `ipaddress.ip_network(text)` (strict): an address or address/prefix with no host bits set.
 pub fn check_ip_network(text: &str) -> Result<(), String> {
-    let bad = || format!("{} does not appear to be an IPv4 or IPv6 network", py_repr_str(text));
+    let bad = || {
+        format!(
+            "{} does not appear to be an IPv4 or IPv6 network",
+            py_repr_str(text)
+        )
+    };
     let (addr, prefix) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (text, None),
@@ -205,9 +218,11 @@ pub fn check_ip_network(text: &str) -> Result<(), String> {
     };
     let prefix = match prefix {
         None => width,
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            p.parse::<u32>().ok().filter(|n| *n <= width).ok_or_else(bad)?
-        }
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= width)
+            .ok_or_else(bad)?,
         Some(p) => match (ip, p.parse::<std::net::Ipv4Addr>()) {
             (std::net::IpAddr::V4(_), Ok(mask)) => {
                 let m = u32::from(mask);
@@ -236,28 +251,44 @@ fn statsd_address(s: &str) -> Result<Value, String> {
     let bad = || "Value must be one of ('host:port', 'unix://PATH')".to_string();
     if let Some(n) = s.strip_prefix("unix:") {
         if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
-            return Ok(Value::Object(format!("('unix', {})", n.parse::<i64>().map_err(|_| bad())?)));
+            return Ok(Value::Object(format!(
+                "('unix', {})",
+                n.parse::<i64>().map_err(|_| bad())?
+            )));
         }
         let rest = s.rsplit("unix:").next().unwrap_or_default();
-        return Ok(Value::Str(rest.strip_prefix("//").unwrap_or(rest).to_string()));
+        return Ok(Value::Str(
+            rest.strip_prefix("//").unwrap_or(rest).to_string(),
+        ));
     }
     if let Some(fd) = s.strip_prefix("fd://") {
         return parse_python_int(fd, 10).map(Value::Int).ok_or_else(bad);
     }
     let netloc = s.strip_prefix("tcp://").unwrap_or(s);
     let (host, port) = if netloc.contains('[') && netloc.contains(']') {
-        let host = netloc.split(']').next().unwrap_or_default().get(1..).unwrap_or_default();
+        let host = netloc
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .get(1..)
+            .unwrap_or_default();
         let port = netloc.split("]:").nth(1).unwrap_or("8125");
         (host.to_string(), port.to_string())
     } else if let Some((h, rest)) = netloc.split_once(':') {
-        (h.to_string(), rest.split(':').next().unwrap_or_default().to_string())
+        (
+            h.to_string(),
+            rest.split(':').next().unwrap_or_default().to_string(),
+        )
     } else if netloc.is_empty() {
         ("0.0.0.0".to_string(), "8125".to_string())
     } else {
         (netloc.to_string(), "8125".to_string())
     };
     let port = parse_python_int(&port, 10).ok_or_else(bad)?;
-    Ok(Value::Object(format!("({}, {port})", py_repr_str(&host.to_lowercase()))))
+    Ok(Value::Object(format!(
+        "({}, {port})",
+        py_repr_str(&host.to_lowercase())
+    )))
 }
 
 fn not_a_string(v: &Input) -> String {
@@ -282,12 +313,8 @@ fn integer(v: Input) -> Result<i64, String> {
     match v {
         Input::Bool(b) => Ok(i64::from(b)),
         Input::Int(i) => Ok(i),
-        Input::Str(s) => parse_python_int(&s, 0).ok_or_else(|| {
-            format!(
-                "invalid literal for int() with base 0: {}",
-                py_repr_str(&s)
-            )
-        }),
+        Input::Str(s) => parse_python_int(&s, 0)
+            .ok_or_else(|| format!("invalid literal for int() with base 0: {}", py_repr_str(&s))),
         _ => Err("int() can't convert non-string with explicit base".into()),
     }
 }
@@ -332,23 +359,33 @@ fn choice(v: Input, choices: &[&str], what: &str) -> Result<String, String> {
     if choices.contains(&s.as_str()) {
         Ok(s)
     } else {
-        Err(format!("Invalid {what}: {s} (expected one of: {})", choices.join(", ")))
+        Err(format!(
+            "Invalid {what}: {s} (expected one of: {})",
+            choices.join(", ")
+        ))
     }
 }
 
-fn user_or_group(v: Input, what: &str, lookup: fn(&str) -> Option<i64>, own: fn() -> Value) -> Result<Value, String> {
+fn user_or_group(
+    v: Input,
+    what: &str,
+    lookup: fn(&str) -> Option<i64>,
+    own: fn() -> Value,
+) -> Result<Value, String> {
     match v {
         Input::None => Ok(own()),
         Input::Int(i) => Ok(Value::Int(i)),
         Input::Bool(b) => Ok(Value::Bool(b)),
-        Input::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
-            .parse::<i64>()
-            .map(Value::Int)
-            .map_err(|e| e.to_string()),
+        Input::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse::<i64>().map(Value::Int).map_err(|e| e.to_string())
+        }
         Input::Str(s) => lookup(&s)
             .map(Value::Int)
             .ok_or_else(|| format!("No such {what}: '{s}'")),
-        other => Err(format!("'{}' object has no attribute 'isdigit'", other.type_name())),
+        other => Err(format!(
+            "'{}' object has no attribute 'isdigit'",
+            other.type_name()
+        )),
     }
 }
 
@@ -383,14 +420,18 @@ pub fn validate(row: &Setting, v: Input) -> Result<Value, String> {
         Kind::Http2Window => {
             let i = pos_int(v)?;
             if i > (1 << 31) - 1 {
-                return Err(format!("HTTP/2 window size must be at most 2147483647: {i}"));
+                return Err(format!(
+                    "HTTP/2 window size must be at most 2147483647: {i}"
+                ));
             }
             Value::Int(i)
         }
         Kind::Http2Streams => {
             let i = pos_int(v)?;
             if i < 1 {
-                return Err(format!("HTTP/2 max concurrent streams must be at least 1: {i}"));
+                return Err(format!(
+                    "HTTP/2 max concurrent streams must be at least 1: {i}"
+                ));
             }
             Value::Int(i)
         }
@@ -528,7 +569,11 @@ pub fn validate(row: &Setting, v: Input) -> Result<Value, String> {
         },
         Kind::HeaderMap => match v {
             Input::None => Value::None,
-            other => Value::Str(choice(other, &["drop", "refuse", "dangerous"], "header map behaviour")?),
+            other => Value::Str(choice(
+                other,
+                &["drop", "refuse", "dangerous"],
+                "header map behaviour",
+            )?),
         },
         Kind::AsgiLoop => match v {
             Input::None => Value::Str("auto".into()),
@@ -581,9 +626,16 @@ mod tests {
     fn validators_follow_gunicorn() {
         let v = |name: &str, i: Input| validate(row(name), i);
         assert_eq!(v("workers", Input::Str("0x10".into())), Ok(Value::Int(16)));
-        assert!(v("workers", Input::Int(-1)).unwrap_err().contains("positive"));
+        assert!(
+            v("workers", Input::Int(-1))
+                .unwrap_err()
+                .contains("positive")
+        );
         assert!(v("workers", Input::Float(1.5)).is_err());
-        assert_eq!(v("daemon", Input::Str(" TRUE ".into())), Ok(Value::Bool(true)));
+        assert_eq!(
+            v("daemon", Input::Str(" TRUE ".into())),
+            Ok(Value::Bool(true))
+        );
         assert!(v("daemon", Input::Str("yes".into())).is_err());
         assert_eq!(
             v("bind", Input::Str(" a:1 ".into())),
@@ -595,7 +647,13 @@ mod tests {
             Ok(Value::List(vec!["A".into(), "B".into(), "C".into()]))
         );
         assert!(v("forwarded_allow_ips", Input::Str("10.0.0.1/8".into())).is_err());
-        assert!(v("forwarded_allow_ips", Input::Str("10.0.0.0/8, *, ::1".into())).is_ok());
+        assert!(
+            v(
+                "forwarded_allow_ips",
+                Input::Str("10.0.0.0/8, *, ::1".into())
+            )
+            .is_ok()
+        );
         assert_eq!(
             v("proxy_protocol", Input::Str("TRUE".into())),
             Ok(Value::Str("auto".into()))
@@ -609,7 +667,10 @@ mod tests {
         assert_eq!(v("user", Input::Str("0".into())), Ok(Value::Int(0)));
         assert!(v("user", Input::Str("no-such-user-xyz".into())).is_err());
         assert!(v("chdir", Input::Str("/no/such/dir".into())).is_err());
-        assert_eq!(v("chdir", Input::Str("/tmp/../tmp/".into())), Ok(Value::Str("/tmp".into())));
+        assert_eq!(
+            v("chdir", Input::Str("/tmp/../tmp/".into())),
+            Ok(Value::Str("/tmp".into()))
+        );
     }
 
     #[test]
