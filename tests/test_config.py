@@ -341,6 +341,8 @@ def test_config_from_python_module(workdir, ferricorn_load, monkeypatch):
         (["-w", "many", "app:app"], ["-w/--workers", "invalid int value: 'many'"]),
         ([], ["No application module specified."]),
         (["a:b", "c:d"], ["unrecognized arguments: c:d"]),
+        (["--log-level", "verbose", "app:app"], ["loglevel", "verbose", "unknown log level"]),
+        (["--http-protocols", "h2,h1", "app:app"], ["http_protocols", "h2 package"]),
     ],
 )
 def test_bad_values_name_setting_value_and_reason(argv, words, ferricorn_load):
@@ -400,3 +402,25 @@ def test_help_snapshot(workdir):
     assert out.stdout == snap.read_text()
     for section in ("Server Socket:", "Worker Processes:", "Logging:", "SSL:", "HTTP/2:", "Control:"):
         assert "\n" + section + "\n" in out.stdout
+
+
+def test_server_runs_from_default_config_file_and_cmd_args(start_server, tmp_path):
+    from conftest import get
+
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "bind = '127.0.0.1:0'\nworkers = 1\nwsgi_app = 'basic:app'\nunknown_name = 1\n"
+    )
+    # Three workers boot only if GUNICORN_CMD_ARGS overrides the file.
+    srv = start_server(env={"GUNICORN_CMD_ARGS": "-w 3"}, workers_booted=3)
+    assert get(srv.port)[0] == 200
+
+
+def test_config_file_runs_again_on_each_load(workdir, ferricorn_load):
+    """HUP reloads from scratch: the config file is executed again every time."""
+    marker = workdir / "loads.txt"
+    (workdir / "counting.py").write_text(
+        "with open(%r, 'a') as f:\n    f.write('x')\nworkers = len(open(%r).read())\n" % (str(marker), str(marker))
+    )
+    first = lines_by_name(ferricorn_load(["-c", "counting.py", "--print-config", "app:app"]))
+    second = lines_by_name(ferricorn_load(["-c", "counting.py", "--print-config", "app:app"]))
+    assert first["workers"].endswith("= 1") and second["workers"].endswith("= 2")

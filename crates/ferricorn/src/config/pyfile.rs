@@ -287,6 +287,18 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
     }
     apply_parsed(&mut settings, &cli)?;
 
+    // gunicorn's cross-check (`Config.validate`): h2 needs the h2 package.
+    if settings
+        .get("http_protocols")
+        .as_list()
+        .iter()
+        .any(|p| p == "h2")
+        && py.import("h2").is_err()
+    {
+        return Err(LoadFailure::Config(
+            "http_protocols includes h2 but the h2 package is not installed; install h2 or drop h2 from http_protocols.".into(),
+        ));
+    }
     let app_spec = app_spec.or_else(|| settings.wsgi_app().map(str::to_string));
     if app_spec.is_none() {
         return Err(LoadFailure::Config(

@@ -403,8 +403,28 @@ fn lookup_group(name: &str) -> Option<i64> {
         .map(|g| i64::from(g.gid.as_raw()))
 }
 
+/// The log levels `loglevel` accepts, compared case-insensitively.
+pub const LOG_LEVELS: [&str; 5] = ["debug", "info", "warning", "error", "critical"];
+
 /// Validate `v` for `row`. Hooks are validated by `pyfile` (they need Python).
 pub fn validate(row: &Setting, v: Input) -> Result<Value, String> {
+    let value = validate_kind(row, v)?;
+    // Deliberate difference (docs/compat.md): gunicorn takes any string and
+    // quietly logs at info; a typo here is refused.
+    if row.name == "loglevel" {
+        if let Value::Str(level) = &value {
+            if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "unknown log level; use one of {}",
+                    LOG_LEVELS.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(value)
+}
+
+fn validate_kind(row: &Setting, v: Input) -> Result<Value, String> {
     Ok(match row.kind {
         Kind::Bool => match v {
             Input::None => Value::None,
@@ -681,6 +701,15 @@ mod tests {
         assert_eq!(v("unix:///tmp/s"), Ok("/tmp/s".into()));
         assert_eq!(v("unix:8125"), Ok("('unix', 8125)".into()));
         assert!(v("host:port").is_err());
+    }
+
+    #[test]
+    fn unknown_log_level_is_refused() {
+        assert!(validate(row("loglevel"), Input::Str("verbose".into())).is_err());
+        assert_eq!(
+            validate(row("loglevel"), Input::Str(" DEBUG ".into())),
+            Ok(Value::Str("DEBUG".into()))
+        );
     }
 
     #[test]
