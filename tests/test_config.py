@@ -424,3 +424,20 @@ def test_config_file_runs_again_on_each_load(workdir, ferricorn_load):
     first = lines_by_name(ferricorn_load(["-c", "counting.py", "--print-config", "app:app"]))
     second = lines_by_name(ferricorn_load(["-c", "counting.py", "--print-config", "app:app"]))
     assert first["workers"].endswith("= 1") and second["workers"].endswith("= 2")
+
+
+@pytest.mark.parametrize("flag", ["--paste", "--paster"])
+def test_paste_app(start_server, tmp_path, flag):
+    pytest.importorskip("paste.deploy")
+    from conftest import get
+
+    (tmp_path / "site.ini").write_text("[app:main]\nuse = call:pasteapp:make_app\ngreeting = bonjour\n")
+    srv = start_server(flag, "site.ini", "--paste-global", "extra=a\\=b", "-b", "127.0.0.1:0")
+    status, _headers, body = get(srv.port)
+    assert (status, body) == (200, b"bonjour a=b")
+
+
+def test_paste_missing_file(ferricorn_load):
+    with pytest.raises(ValueError) as err:
+        ferricorn_load(["--paste", "nope.ini"])
+    assert "nope.ini" in str(err.value) and "not found" in str(err.value)

@@ -2,6 +2,7 @@
 
 ``read(location)`` executes a configuration file (``PATH``, ``file:PATH``) or
 imports a module (``python:MODULE``) and returns its namespace.
+``paste_app(uri, global_conf)`` loads a PasteDeploy application (``--paste``).
 ``hook(name, arity, value)`` checks a server hook the way gunicorn does and
 returns ``(callable, text)`` where ``text`` is what ``--print-config`` shows.
 
@@ -91,3 +92,12 @@ def hook(name, arity, value):
     if n != arity:
         raise TypeError("Value must have an arity of: %s" % arity)
     return fn, "<%s()>" % fn.__qualname__
+
+
+def paste_app(uri, global_conf):
+    """The WSGI app a PasteDeploy ini file describes (``PATH[#name]``)."""
+    from paste.deploy import loadapp
+
+    if ":" not in uri:
+        uri = "config:" + uri
+    return loadapp(uri, relative_to=os.getcwd(), global_conf=global_conf)

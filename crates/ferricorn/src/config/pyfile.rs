@@ -228,6 +228,38 @@ fn paste_init(py: Python<'_>, settings: &mut Settings, paste: &str) -> Result<St
     Ok(uri)
 }
 
+/// The app spec that loads a PasteDeploy app: a call of
+/// `ferricorn._config.paste_app` with literal arguments, which the app loader
+/// (`module:factory(args)`) runs wherever the app is loaded.
+fn paste_spec(uri: &str, settings: &Settings) -> Result<String, LoadFailure> {
+    use super::value::py_repr_str;
+    let mut pairs = Vec::new();
+    for item in settings.get("raw_paste_global_conf").as_list() {
+        // KEY=VALUE, where `\=` is a literal `=` in either part.
+        let split = item
+            .char_indices()
+            .find(|&(i, c)| c == '=' && !item[..i].ends_with('\\'))
+            .map(|(i, _)| (&item[..i], &item[i + 1..]));
+        let Some((k, v)) = split else {
+            return Err(LoadFailure::Config(
+                ConfigError::Invalid {
+                    name: "raw_paste_global_conf",
+                    value: item.clone(),
+                    why: "expected KEY=VALUE".into(),
+                }
+                .to_string(),
+            ));
+        };
+        let (k, v) = (k.replace("\\=", "="), v.replace("\\=", "="));
+        pairs.push(format!("{}: {}", py_repr_str(&k), py_repr_str(&v)));
+    }
+    Ok(format!(
+        "ferricorn._config:paste_app({}, {{{}}})",
+        py_repr_str(uri),
+        pairs.join(", ")
+    ))
+}
+
 fn config_location(parsed: &Parsed) -> Option<String> {
     match parsed.get("config")? {
         Input::Str(s) => Some(s.trim().to_string()),
@@ -299,7 +331,12 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
             "http_protocols includes h2 but the h2 package is not installed; install h2 or drop h2 from http_protocols.".into(),
         ));
     }
-    let app_spec = app_spec.or_else(|| settings.wsgi_app().map(str::to_string));
+    let mut app_spec = app_spec.or_else(|| settings.wsgi_app().map(str::to_string));
+    if !matches!(settings.get("paste"), Value::None) {
+        app_spec = app_spec
+            .map(|uri| paste_spec(&uri, &settings))
+            .transpose()?;
+    }
     if app_spec.is_none() {
         return Err(LoadFailure::Config(
             "No application module specified.".into(),

@@ -928,7 +928,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Load a PasteDeploy application from this .ini file.",
     },
     Setting {
@@ -1348,7 +1348,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::ListStr,
         default: || Value::List(vec![]),
-        supported: false,
+        supported: true,
         short: "A PasteDeploy global_conf variable, KEY=VALUE. Repeatable.",
     },
     Setting {
