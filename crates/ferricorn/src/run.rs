@@ -88,20 +88,40 @@ fn load_settings(py: Python<'_>, argv: &[String]) -> Result<pyfile::Loaded, i32>
     Ok(loaded)
 }
 
-/// `--print-config` / `--check-config`: print, then load the app once and exit.
-fn print_or_check(py: Python<'_>, settings: &Settings, app_spec: &str) -> i32 {
-    if settings.get("print_config").as_bool() {
-        print!("{}", settings.render());
-    }
+/// What loading the app needs, in gunicorn's order: `--chdir`, `-e KEY=VALUE`,
+/// then `--pythonpath` and the working directory on `sys.path`.
+/// `Err(code)` means exit with it (message printed).
+fn prepare_app_environment(py: Python<'_>, settings: &Settings) -> Result<(), i32> {
     if let Some(dir) = settings.chdir() {
-        let _ = std::env::set_current_dir(dir);
+        if let Err(e) = std::env::set_current_dir(&dir) {
+            eprintln!(
+                "Error: Invalid value for chdir: {:?}: {e}",
+                dir.display().to_string()
+            );
+            return Err(USAGE_ERROR);
+        }
+    }
+    if let Err(e) = apply_raw_env(py, settings) {
+        eprintln!("Error: {e}");
+        return Err(USAGE_ERROR);
     }
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| ".".into());
     if let Err(e) = loader::extend_sys_path(py, &settings.pythonpath(), &cwd) {
         eprintln!("Error: {e}");
-        return STARTUP_ERROR;
+        return Err(STARTUP_ERROR);
+    }
+    Ok(())
+}
+
+/// `--print-config` / `--check-config`: print, then load the app once and exit.
+fn print_or_check(py: Python<'_>, settings: &Settings, app_spec: &str) -> i32 {
+    if settings.get("print_config").as_bool() {
+        print!("{}", settings.render());
+    }
+    if let Err(code) = prepare_app_environment(py, settings) {
+        return code;
     }
     match loader::load(py, app_spec) {
         Ok(_) => 0,
@@ -178,25 +198,8 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;
     }
-    if let Some(dir) = settings.chdir() {
-        if let Err(e) = std::env::set_current_dir(&dir) {
-            eprintln!(
-                "Error: Invalid value for chdir: {:?}: {e}",
-                dir.display().to_string()
-            );
-            return USAGE_ERROR;
-        }
-    }
-    if let Err(e) = apply_raw_env(py, &settings) {
-        eprintln!("Error: {e}");
-        return USAGE_ERROR;
-    }
-    let cwd = std::env::current_dir()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| ".".into());
-    if let Err(e) = loader::extend_sys_path(py, &settings.pythonpath(), &cwd) {
-        eprintln!("Error: {e}");
-        return STARTUP_ERROR;
+    if let Err(code) = prepare_app_environment(py, &settings) {
+        return code;
     }
 
     let preloaded = if settings.preload_app() {
