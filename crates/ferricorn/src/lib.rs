@@ -29,5 +29,6 @@ fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", run::VERSION)?;
     m.add_function(wrap_pyfunction!(run_py, m)?)?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
+    config::pyfile::register(m)?;
     Ok(())
 }

@@ -7,7 +7,8 @@
 use pyo3::prelude::*;
 
 use crate::arbiter::{self, Arbiter, shell::Shell};
-use crate::config::{self, ConfigError, Settings, Value, cli};
+use crate::config::pyfile::{self, LoadFailure, USAGE};
+use crate::config::{ConfigError, Settings};
 use crate::errors::{STARTUP_ERROR, USAGE_ERROR};
 use crate::glogging::{self, Level};
 use crate::pidfile::Pidfile;
@@ -16,7 +17,6 @@ use crate::workers::heartbeat::Heartbeats;
 use crate::wsgi::loader::{self, LoadError};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-const USAGE: &str = "usage: ferricorn [OPTIONS] [APP_MODULE]";
 
 fn usage_error(msg: &str) -> i32 {
     eprintln!("{USAGE}\nferricorn: error: {msg}");
@@ -45,73 +45,28 @@ fn resolve_worker_class(name: &str, threads: usize) -> Result<&'static str, Stri
     Ok(class)
 }
 
-fn help_text() -> String {
-    let mut out = format!(
-        "{USAGE}\n\nA pre-fork WSGI HTTP server: gunicorn rebuilt in Rust.\n\npositional arguments:\n  APP_MODULE            the WSGI application, e.g. module:app\n\noptions:\n  -h, --help            show this help message and exit\n  -v, --version         show program's version number and exit\n"
-    );
-    let mut section = "";
-    for row in config::ROWS {
-        if row.flags.is_empty() {
-            continue;
+/// Load the configuration (`config::pyfile::load`) and check what only the
+/// runner can check. `Err(code)` means exit with it now (message printed).
+fn load_settings(py: Python<'_>, argv: &[String]) -> Result<pyfile::Loaded, i32> {
+    let loaded = match pyfile::load(py, argv) {
+        Ok(l) => l,
+        Err(LoadFailure::Info(text)) => {
+            print!("{text}");
+            return Err(0);
         }
-        if row.section != section {
-            section = row.section;
-            out.push_str(&format!("\n{section}:\n"));
+        Err(LoadFailure::Usage(msg)) => return Err(usage_error(&msg)),
+        Err(LoadFailure::Config(msg)) => {
+            eprintln!("Error: {msg}");
+            return Err(STARTUP_ERROR);
         }
-        let takes = matches!(row.action, config::Action::Store | config::Action::Append);
-        let flags: Vec<String> = row
-            .flags
-            .iter()
-            .map(|f| {
-                if takes {
-                    format!("{f} {}", row.meta)
-                } else {
-                    f.to_string()
-                }
-            })
-            .collect();
-        let mut text = row.short.to_string();
-        if !row.supported {
-            text.push_str(" [not supported yet]");
+        Err(LoadFailure::Unsupported(msg)) => {
+            eprintln!("Error: {msg}");
+            return Err(USAGE_ERROR);
         }
-        out.push_str(&format!("  {:<30} {}\n", flags.join(", "), text));
-    }
-    out
-}
-
-/// Build settings from the command line. `Err(code)` means exit with it now.
-fn load_settings(argv: &[String]) -> Result<Settings, i32> {
-    let parsed =
-        cli::parse(argv.get(1..).unwrap_or_default()).map_err(|e| usage_error(&e.to_string()))?;
-    if parsed.help {
-        print!("{}", help_text());
-        return Err(0);
-    }
-    if parsed.version {
-        println!("ferricorn (version {VERSION})");
-        return Err(0);
-    }
-    let mut settings = Settings::new();
-    for (row, value) in parsed.values {
-        settings
-            .set_value(row.name, value)
-            .map_err(|e| usage_error(&e.to_string()))?;
-    }
-    match parsed.positional.as_slice() {
-        [] => {}
-        [app] => settings
-            .set_value("wsgi_app", Value::Str(app.clone()))
-            .map_err(|e| usage_error(&e.to_string()))?,
-        [_, extra @ ..] => {
-            return Err(usage_error(&format!(
-                "unrecognized arguments: {}",
-                extra.join(" ")
-            )));
-        }
-    }
-    if let Err(e) = settings.check_supported() {
-        eprintln!("Error: {e}");
-        return Err(USAGE_ERROR);
+    };
+    let settings = &loaded.settings;
+    if settings.get("print_config").as_bool() {
+        return Ok(loaded);
     }
     if let Err(e) = resolve_worker_class(settings.worker_class(), settings.threads()) {
         eprintln!("Error: {e}");
@@ -130,7 +85,55 @@ fn load_settings(argv: &[String]) -> Result<Settings, i32> {
             return Err(USAGE_ERROR);
         }
     }
-    Ok(settings)
+    Ok(loaded)
+}
+
+/// What loading the app needs, in gunicorn's order: `--chdir`, `-e KEY=VALUE`,
+/// then `--pythonpath` and the working directory on `sys.path`.
+/// `Err(code)` means exit with it (message printed).
+fn prepare_app_environment(py: Python<'_>, settings: &Settings) -> Result<(), i32> {
+    if let Some(dir) = settings.chdir() {
+        if let Err(e) = std::env::set_current_dir(&dir) {
+            eprintln!(
+                "Error: Invalid value for chdir: {:?}: {e}",
+                dir.display().to_string()
+            );
+            return Err(USAGE_ERROR);
+        }
+    }
+    if let Err(e) = apply_raw_env(py, settings) {
+        eprintln!("Error: {e}");
+        return Err(USAGE_ERROR);
+    }
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| ".".into());
+    if let Err(e) = loader::extend_sys_path(py, &settings.pythonpath(), &cwd) {
+        eprintln!("Error: {e}");
+        return Err(STARTUP_ERROR);
+    }
+    Ok(())
+}
+
+/// `--print-config` / `--check-config`: print, then load the app once and exit.
+fn print_or_check(py: Python<'_>, settings: &Settings, app_spec: &str) -> i32 {
+    if settings.get("print_config").as_bool() {
+        print!("{}", settings.render());
+    }
+    if let Err(code) = prepare_app_environment(py, settings) {
+        return code;
+    }
+    match loader::load(py, app_spec) {
+        Ok(_) => 0,
+        Err(LoadError::App(msg)) => {
+            eprintln!("\nError while loading the application:\n\n{msg}");
+            STARTUP_ERROR
+        }
+        Err(LoadError::Boot { traceback, .. }) => {
+            eprintln!("\nError while loading the application:\n\n{traceback}");
+            STARTUP_ERROR
+        }
+    }
 }
 
 /// Apply `-e KEY=VALUE` through `os.environ` (so Python sees it too).
@@ -177,14 +180,15 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
 }
 
 pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
-    let settings = match load_settings(&argv) {
-        Ok(s) => s,
+    let loaded = match load_settings(py, &argv) {
+        Ok(l) => l,
         Err(code) => return code,
     };
-    let Some(app_spec) = settings.wsgi_app().map(str::to_string) else {
-        eprintln!("Error: No application module specified.");
-        return STARTUP_ERROR;
-    };
+    let settings = loaded.settings;
+    let app_spec = loaded.app_spec.unwrap_or_default();
+    if settings.get("print_config").as_bool() || settings.get("check_config").as_bool() {
+        return print_or_check(py, &settings, &app_spec);
+    }
     if let Err(e) = glogging::init(&glogging::LogConfig {
         errorlog: settings.errorlog(),
         loglevel: settings.loglevel(),
@@ -194,25 +198,8 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;
     }
-    if let Some(dir) = settings.chdir() {
-        if let Err(e) = std::env::set_current_dir(&dir) {
-            eprintln!(
-                "Error: Invalid value for chdir: {:?}: {e}",
-                dir.display().to_string()
-            );
-            return USAGE_ERROR;
-        }
-    }
-    if let Err(e) = apply_raw_env(py, &settings) {
-        eprintln!("Error: {e}");
-        return USAGE_ERROR;
-    }
-    let cwd = std::env::current_dir()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| ".".into());
-    if let Err(e) = loader::extend_sys_path(py, &settings.pythonpath(), &cwd) {
-        eprintln!("Error: {e}");
-        return STARTUP_ERROR;
+    if let Err(code) = prepare_app_environment(py, &settings) {
+        return code;
     }
 
     let preloaded = if settings.preload_app() {
@@ -311,15 +298,6 @@ mod tests {
             resolve_worker_class("sync", 4)
                 .unwrap_err()
                 .contains("threads")
-        );
-    }
-
-    #[test]
-    fn help_lists_sections_and_flags() {
-        let h = help_text();
-        assert!(
-            h.contains("Server Socket:") && h.contains("-b ADDRESS, --bind ADDRESS"),
-            "{h}"
         );
     }
 }

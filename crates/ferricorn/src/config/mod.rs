@@ -9,19 +9,23 @@
 
 pub mod cli;
 pub mod doc;
+pub mod pyfile;
 pub mod table;
+pub mod validate;
 pub mod value;
 
 use std::path::PathBuf;
 
-pub use table::{Action, Kind, ROWS, Setting};
+pub use table::{Action, CliType, Kind, ROWS, Setting};
+pub use validate::{Input, parse_python_int};
 pub use value::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A command-line mistake (argparse's usage errors).
     #[error("{0}")]
     Usage(String),
-    #[error("Invalid value for {name}: {value:?}: {why}")]
+    #[error("Invalid value for {name}: {value}: {why}")]
     Invalid {
         name: &'static str,
         value: String,
@@ -72,13 +76,24 @@ impl Settings {
         table::find(name).is_some_and(|(i, _)| self.set[i])
     }
 
-    /// Set a validated value.
+    /// Set an already validated value.
     pub fn set_value(&mut self, name: &str, value: Value) -> Result<(), ConfigError> {
         let (i, _) = table::find(name)
             .ok_or_else(|| ConfigError::Usage(format!("unknown setting {name}")))?;
         self.values[i] = value;
         self.set[i] = true;
         Ok(())
+    }
+
+    /// Validate `input` with the row's validator and set it (gunicorn's `Config.set`).
+    pub fn apply(&mut self, row: &'static Setting, input: Input) -> Result<(), ConfigError> {
+        let text = input.text();
+        let value = validate::validate(row, input).map_err(|why| ConfigError::Invalid {
+            name: row.name,
+            value: text,
+            why,
+        })?;
+        self.set_value(row.name, value)
     }
 
     /// Rows in table order with their current values.
@@ -95,12 +110,25 @@ impl Settings {
                     flag: row
                         .flags
                         .last()
-                        .map_or_else(|| row.name.to_string(), |f| f.to_string()),
+                        .map_or_else(|| "config file".to_string(), |f| f.to_string()),
                     default: (row.default)().to_string(),
                 });
             }
         }
         Ok(())
+    }
+
+    /// `--print-config`: every setting sorted by name, `name` padded, ` = `,
+    /// the value as gunicorn renders it.
+    pub fn render(&self) -> String {
+        let width = ROWS.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        let mut rows: Vec<_> = self.iter().collect();
+        rows.sort_by_key(|(r, _)| r.name);
+        let mut out = String::new();
+        for (row, value) in rows {
+            out.push_str(&format!("{:width$} = {value}\n", row.name));
+        }
+        out
     }
 
     // ---- typed getters ----
@@ -188,75 +216,6 @@ impl Settings {
     }
 }
 
-/// Validate a string from the command line (or `GUNICORN_CMD_ARGS`) for a row.
-pub fn parse_cli_value(row: &Setting, raw: &str) -> Result<Value, ConfigError> {
-    let invalid = |why: &str| ConfigError::Invalid {
-        name: row.name,
-        value: raw.to_string(),
-        why: why.to_string(),
-    };
-    Ok(match row.kind {
-        Kind::Bool => match raw.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "y" | "on" => Value::Bool(true),
-            "false" | "0" | "no" | "n" | "off" => Value::Bool(false),
-            _ => return Err(invalid("not a boolean")),
-        },
-        Kind::Int | Kind::PosInt => {
-            let v: i64 = parse_python_int(raw).ok_or_else(|| invalid("not an integer"))?;
-            if row.kind == Kind::PosInt && v < 0 {
-                return Err(invalid("must be a positive integer"));
-            }
-            Value::Int(v)
-        }
-        Kind::Number => {
-            if let Some(i) = parse_python_int(raw) {
-                if i < 0 {
-                    return Err(invalid("must be a positive number"));
-                }
-                Value::Int(i)
-            } else {
-                let f: f64 = raw.trim().parse().map_err(|_| invalid("not a number"))?;
-                if f.is_nan() || f < 0.0 {
-                    return Err(invalid("must be a positive number"));
-                }
-                Value::Float(f)
-            }
-        }
-        Kind::Str | Kind::OptStr => Value::Str(raw.trim().to_string()),
-        Kind::List => Value::List(vec![raw.trim().to_string()]),
-        Kind::Hook(_) => return Err(invalid("hooks can only be set in a configuration file")),
-        Kind::Choice(choices) => {
-            let v = raw.trim().to_ascii_lowercase();
-            if !choices.contains(&v.as_str()) {
-                return Err(invalid(&format!("must be one of {}", choices.join(", "))));
-            }
-            Value::Str(v)
-        }
-    })
-}
-
-/// Python's `int(str)`: optional sign, digits, underscores between digits, surrounding whitespace.
-fn parse_python_int(raw: &str) -> Option<i64> {
-    let s = raw.trim();
-    let (neg, digits) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-    {
-        return None;
-    }
-    if !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
-        return None;
-    }
-    let v: i64 = digits.replace('_', "").parse().ok()?;
-    Some(if neg { -v } else { v })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,23 +259,53 @@ mod tests {
     }
 
     #[test]
+    fn every_gunicorn_setting_has_a_row() {
+        assert_eq!(ROWS.len(), 120);
+    }
+
+    #[test]
+    fn print_config_pads_and_sorts() {
+        let out = Settings::new().render();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 120);
+        assert_eq!(
+            lines[0],
+            format!(
+                "{:34} = {}",
+                "access_log_format",
+                (table::find("access_log_format").unwrap().1.default)()
+            )
+        );
+        let mut sorted = lines.clone();
+        sorted.sort_unstable();
+        assert_eq!(lines, sorted);
+        assert!(
+            out.contains("\nworkers                            = 1\n")
+                || std::env::var_os("WEB_CONCURRENCY").is_some()
+        );
+        assert!(out.contains("on_starting                        = <OnStarting.on_starting()>\n"));
+    }
+
+    #[test]
+    fn apply_validates_and_names_the_setting() {
+        let mut s = Settings::new();
+        let row = table::find("workers").unwrap().1;
+        let err = s.apply(row, Input::Int(-2)).unwrap_err().to_string();
+        assert!(
+            err.contains("workers") && err.contains("-2") && err.contains("positive"),
+            "{err}"
+        );
+        s.apply(row, Input::Str("3".into())).unwrap();
+        assert_eq!(s.workers(), 3);
+    }
+
+    #[test]
     fn row_names_are_unique() {
         let mut names: Vec<_> = ROWS.iter().map(|r| r.name).collect();
         names.sort_unstable();
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
-    }
-
-    #[test]
-    fn python_int_rules() {
-        assert_eq!(parse_python_int(" 12 "), Some(12));
-        assert_eq!(parse_python_int("+3"), Some(3));
-        assert_eq!(parse_python_int("-3"), Some(-3));
-        assert_eq!(parse_python_int("1_000"), Some(1000));
-        assert_eq!(parse_python_int("0x10"), None);
-        assert_eq!(parse_python_int(""), None);
-        assert_eq!(parse_python_int("1.5"), None);
     }
 
     #[test]

@@ -1,52 +1,117 @@
-//! The settings table: one row per gunicorn 27 setting, the single source of truth.
+//! The settings table: one row per gunicorn 27 setting (all 120 of
+//! `gunicorn.config.KNOWN_SETTINGS`), the single source of truth.
 //!
-//! Each row names the setting, its section, its command-line flags, how the flag
-//! is parsed (`Action`), how values are validated (`Kind`), its default, whether
-//! ferricorn implements it, and a one-line description. The CLI parser, config
-//! files, `GUNICORN_CMD_ARGS`, `--help`, `--print-config` and `docs/settings.md`
-//! are all driven from `ROWS`.
+//! Each row names the setting, its section, its command-line flags, how a flag
+//! consumes arguments (`Action`), how the raw text is converted before
+//! validation (`CliType`, argparse's `type=`), how values are validated
+//! (`Kind`, gunicorn's `validator`), its default, whether ferricorn implements
+//! it, and a one-line description. The CLI parser, config files,
+//! `GUNICORN_CMD_ARGS`, `--help`, `--print-config` and `docs/settings.md` are all
+//! driven from `ROWS`.
+//!
+//! Invariants: names are unique; rows are in gunicorn's `KNOWN_SETTINGS` order;
+//! defaults are exactly gunicorn's, rendered as gunicorn renders them (hooks by
+//! the qualified name of gunicorn's no-op default). A row with
+//! `supported: false` is accepted at its default and refused otherwise
+//! (`Settings::check_supported`); flip it when the feature lands.
 //!
 //! gunicorn counterpart: `gunicorn/config.py` (`KNOWN_SETTINGS`, `Setting` subclasses).
 
 use super::value::Value;
 
-/// How a command-line flag consumes arguments (argparse's `action`).
+/// How a command-line flag consumes arguments (argparse's `action`/`nargs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// `--flag VALUE`
     Store,
     /// `--flag` sets true.
     StoreTrue,
-    /// `--flag` sets false.
+    /// `--flag` sets false (argparse `store_const` with `const=False`).
     StoreFalse,
-    /// `--flag VALUE`, repeatable; values accumulate in a list.
+    /// `--flag VALUE`, repeatable; the values of one source form one list.
     Append,
+    /// `--flag [VALUE]`: the flag alone stores the constant (argparse `nargs="?"`).
+    OptionalConst(&'static str),
 }
 
-/// The type and validator of a setting's value.
+/// argparse's `type=`: how command-line text is converted before the validator runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CliType {
+    Str,
+    /// Python's `int(text)`.
+    Int,
+    /// gunicorn's `auto_int`: `0NNN` is octal, `0x`/`0o`/`0b` prefixes allowed.
+    AutoInt,
+}
+
+/// The validator of a setting (gunicorn's `validate_*` function of the same name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bool,
-    /// Any integer.
-    Int,
     /// A non-negative integer.
     PosInt,
-    /// An integer or a float, non-negative (e.g. `timeout` accepts `30` or `0.5`).
-    Number,
-    /// A string.
+    /// A non-negative integer at most 2^31-1.
+    Http2Window,
+    /// An integer of at least 1.
+    Http2Streams,
+    /// An integer in 16384..=16777215.
+    Http2Frame,
+    /// A string (stripped) or None.
     Str,
-    /// A string or None.
-    OptStr,
-    /// A list of strings.
-    List,
-    /// A Python callable with the given number of arguments (server hooks).
+    /// A list of strings; a lone string becomes a one-item list.
+    ListStr,
+    /// Like `ListStr`; entries that are not glob patterns must exist.
+    FilesOrPatterns,
+    /// A comma-separated string, split into a list.
+    StrToList,
+    /// Like `StrToList`; every item is `*` or an IP network.
+    AddrList,
+    /// A dictionary.
+    Dict,
+    /// A dotted class path, or a class object from a config file.
+    Class,
+    /// A Python callable taking exactly this many positional arguments (server hooks).
     Hook(u8),
-    /// A string that must be one of the given choices.
-    Choice(&'static [&'static str]),
+    /// `post_request`: a callable taking 2, 3 or 4 positional arguments.
+    PostRequestHook,
+    /// A user name or uid.
+    User,
+    /// A group name or gid.
+    Group,
+    /// A directory that exists; stored as an absolute path.
+    Chdir,
+    /// A StatsD address.
+    StatsdAddr,
+    /// auto, poll or inotify.
+    ReloadEngine,
+    /// Anything (deprecated and ignored by gunicorn).
+    SslVersion,
+    /// off, v1, v2 or auto (and true/false spellings).
+    ProxyProtocol,
+    /// off, prior-knowledge, upgrade or both.
+    Http2Cleartext,
+    /// A comma-separated list of h1, h2.
+    HttpProtocols,
+    /// drop, refuse or dangerous.
+    HeaderMap,
+    /// auto, asyncio or uvloop.
+    AsgiLoop,
+    /// auto, on or off.
+    AsgiLifespan,
+    /// auto, fast or python.
+    HttpParser,
+}
+
+impl Kind {
+    /// Server hooks: set from config files only, kept as Python callables.
+    pub fn is_hook(self) -> bool {
+        matches!(self, Kind::Hook(_) | Kind::PostRequestHook)
+    }
 }
 
 /// How the default value is produced. A function so env-derived defaults
-/// (`PORT`, `WEB_CONCURRENCY`) are read when settings are built, not at compile time.
+/// (`PORT`, `WEB_CONCURRENCY`, `FORWARDED_ALLOW_IPS`, the cwd) are read when
+/// settings are built, not at compile time.
 pub type DefaultFn = fn() -> Value;
 
 #[derive(Debug)]
@@ -54,8 +119,10 @@ pub struct Setting {
     pub name: &'static str,
     pub section: &'static str,
     pub flags: &'static [&'static str],
+    /// The value's placeholder in `--help`; empty means the name upper-cased (argparse's rule).
     pub meta: &'static str,
     pub action: Action,
+    pub cli_type: CliType,
     pub kind: Kind,
     pub default: DefaultFn,
     /// Whether ferricorn implements the setting. An unsupported setting is
@@ -64,396 +131,1540 @@ pub struct Setting {
     pub short: &'static str,
 }
 
-fn d_none() -> Value {
-    Value::None
+impl Setting {
+    /// The placeholder shown after a flag that takes a value.
+    pub fn metavar(&self) -> String {
+        if self.meta.is_empty() {
+            self.name.to_ascii_uppercase()
+        } else {
+            self.meta.to_string()
+        }
+    }
+
+    pub fn takes_value(&self) -> bool {
+        !matches!(self.action, Action::StoreTrue | Action::StoreFalse)
+    }
 }
-fn d_false() -> Value {
-    Value::Bool(false)
-}
-fn d_empty_list() -> Value {
-    Value::List(Vec::new())
-}
+
 fn d_bind() -> Value {
     let addr = match std::env::var("PORT") {
-        Ok(port) if !port.is_empty() => format!("0.0.0.0:{port}"),
-        _ => "127.0.0.1:8000".to_string(),
+        Ok(port) => format!("0.0.0.0:{port}"),
+        Err(_) => "127.0.0.1:8000".to_string(),
     };
     Value::List(vec![addr])
 }
+
 fn d_workers() -> Value {
     let n = std::env::var("WEB_CONCURRENCY")
         .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
+        .and_then(|v| super::parse_python_int(&v, 10))
         .unwrap_or(1);
     Value::Int(n)
 }
-fn d_worker_class() -> Value {
-    Value::Str("sync".into())
+
+fn d_forwarded_allow_ips() -> Value {
+    let raw = std::env::var("FORWARDED_ALLOW_IPS").unwrap_or_else(|_| "127.0.0.1,::1".into());
+    Value::List(super::validate::split_commas(raw.trim()))
 }
-fn d_one() -> Value {
-    Value::Int(1)
-}
-fn d_zero() -> Value {
-    Value::Int(0)
-}
-fn d_thirty() -> Value {
-    Value::Int(30)
-}
-fn d_keepalive() -> Value {
-    Value::Int(2)
-}
-fn d_backlog() -> Value {
-    Value::Int(2048)
-}
-fn d_worker_connections() -> Value {
-    Value::Int(1000)
-}
-fn d_dash() -> Value {
-    Value::Str("-".into())
-}
-fn d_info() -> Value {
-    Value::Str("info".into())
-}
-fn d_limit_line() -> Value {
-    Value::Int(4094)
-}
-fn d_limit_fields() -> Value {
-    Value::Int(100)
-}
-fn d_limit_field_size() -> Value {
-    Value::Int(8190)
-}
-fn d_access_log_format() -> Value {
-    Value::Str(r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#.into())
-}
+
 fn d_cwd() -> Value {
-    match std::env::current_dir() {
-        Ok(p) => Value::Str(p.to_string_lossy().into_owned()),
-        Err(_) => Value::Str(".".into()),
-    }
-}
-fn d_config() -> Value {
-    Value::Str("./gunicorn.conf.py".into())
+    Value::Str(super::validate::getcwd())
 }
 
-macro_rules! row {
-    ($name:literal, $section:literal, [$($flag:literal),*], $meta:literal, $action:ident, $kind:expr, $default:expr, $supported:literal, $short:literal) => {
-        Setting {
-            name: $name,
-            section: $section,
-            flags: &[$($flag),*],
-            meta: $meta,
-            action: Action::$action,
-            kind: $kind,
-            default: $default,
-            supported: $supported,
-            short: $short,
+fn d_euid() -> Value {
+    Value::Int(i64::from(nix::unistd::geteuid().as_raw()))
+}
+
+fn d_egid() -> Value {
+    Value::Int(i64::from(nix::unistd::getegid().as_raw()))
+}
+
+fn d_control_socket() -> Value {
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
+        let dir = std::path::PathBuf::from(&xdg);
+        if !xdg.is_empty() && dir.is_dir() {
+            return Value::Str(dir.join("gunicorn.ctl").to_string_lossy().into_owned());
         }
-    };
+    }
+    let home = std::env::var("HOME")
+        .ok()
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "~".into());
+    Value::Str(format!(
+        "{}/.gunicorn/gunicorn.ctl",
+        home.trim_end_matches('/')
+    ))
 }
 
-/// Every setting, in gunicorn's order within each section.
+/// Every setting, in gunicorn's `KNOWN_SETTINGS` order.
 pub static ROWS: &[Setting] = &[
-    row!(
-        "config",
-        "Config File",
-        ["-c", "--config"],
-        "CONFIG",
-        Store,
-        Kind::Str,
-        d_config,
-        true,
-        "Python configuration file (or python:module) to load."
-    ),
-    row!(
-        "wsgi_app",
-        "Config File",
-        [],
-        "",
-        Store,
-        Kind::OptStr,
-        d_none,
-        true,
-        "A WSGI application path in pattern $(MODULE_NAME):$(VARIABLE_NAME)."
-    ),
-    row!(
-        "bind",
-        "Server Socket",
-        ["-b", "--bind"],
-        "ADDRESS",
-        Append,
-        Kind::List,
-        d_bind,
-        true,
-        "The socket to bind: HOST, HOST:PORT, [V6]:PORT, unix:PATH or fd://FD. Repeatable."
-    ),
-    row!(
-        "backlog",
-        "Server Socket",
-        ["--backlog"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_backlog,
-        true,
-        "The maximum number of pending connections."
-    ),
-    row!(
-        "workers",
-        "Worker Processes",
-        ["-w", "--workers"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_workers,
-        true,
-        "The number of worker processes for handling requests."
-    ),
-    row!(
-        "worker_class",
-        "Worker Processes",
-        ["-k", "--worker-class"],
-        "STRING",
-        Store,
-        Kind::Str,
-        d_worker_class,
-        true,
-        "The type of workers to use."
-    ),
-    row!(
-        "threads",
-        "Worker Processes",
-        ["--threads"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_one,
-        true,
-        "The number of worker threads for handling requests (gthread)."
-    ),
-    row!(
-        "worker_connections",
-        "Worker Processes",
-        ["--worker-connections"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_worker_connections,
-        true,
-        "The maximum number of simultaneous clients per worker."
-    ),
-    row!(
-        "max_requests",
-        "Worker Processes",
-        ["--max-requests"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_zero,
-        true,
-        "Restart a worker after it has served this many requests (0 disables)."
-    ),
-    row!(
-        "max_requests_jitter",
-        "Worker Processes",
-        ["--max-requests-jitter"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_zero,
-        true,
-        "Add a random 0..N to max_requests per worker to stagger restarts."
-    ),
-    row!(
-        "timeout",
-        "Worker Processes",
-        ["-t", "--timeout"],
-        "INT",
-        Store,
-        Kind::Number,
-        d_thirty,
-        true,
-        "Workers silent for more than this many seconds are killed and restarted (0 disables)."
-    ),
-    row!(
-        "graceful_timeout",
-        "Worker Processes",
-        ["--graceful-timeout"],
-        "INT",
-        Store,
-        Kind::Number,
-        d_thirty,
-        true,
-        "Seconds workers get to finish in-flight requests after a graceful stop."
-    ),
-    row!(
-        "keepalive",
-        "Worker Processes",
-        ["--keep-alive"],
-        "INT",
-        Store,
-        Kind::Number,
-        d_keepalive,
-        true,
-        "Seconds to wait for requests on a Keep-Alive connection."
-    ),
-    row!(
-        "limit_request_line",
-        "Security",
-        ["--limit-request-line"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_limit_line,
-        true,
-        "The maximum size of an HTTP request line in bytes (0 = unlimited)."
-    ),
-    row!(
-        "limit_request_fields",
-        "Security",
-        ["--limit-request-fields"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_limit_fields,
-        true,
-        "The maximum number of header fields in a request."
-    ),
-    row!(
-        "limit_request_field_size",
-        "Security",
-        ["--limit-request-field_size"],
-        "INT",
-        Store,
-        Kind::PosInt,
-        d_limit_field_size,
-        true,
-        "The maximum size of a request header field in bytes (0 = unlimited)."
-    ),
-    row!(
-        "preload_app",
-        "Server Mechanics",
-        ["--preload"],
-        "",
-        StoreTrue,
-        Kind::Bool,
-        d_false,
-        false,
-        "Load application code before the worker processes are forked."
-    ),
-    row!(
-        "chdir",
-        "Server Mechanics",
-        ["--chdir"],
-        "",
-        Store,
-        Kind::Str,
-        d_cwd,
-        true,
-        "Change directory to this one before loading apps."
-    ),
-    row!(
-        "daemon",
-        "Server Mechanics",
-        ["-D", "--daemon"],
-        "",
-        StoreTrue,
-        Kind::Bool,
-        d_false,
-        false,
-        "Daemonize the ferricorn process."
-    ),
-    row!(
-        "raw_env",
-        "Server Mechanics",
-        ["-e", "--env"],
-        "ENV",
-        Append,
-        Kind::List,
-        d_empty_list,
-        true,
-        "Set environment variables in the execution environment (KEY=VALUE). Repeatable."
-    ),
-    row!(
-        "pidfile",
-        "Server Mechanics",
-        ["-p", "--pid"],
-        "FILE",
-        Store,
-        Kind::OptStr,
-        d_none,
-        true,
-        "A filename to use for the PID file."
-    ),
-    row!(
-        "pythonpath",
-        "Server Mechanics",
-        ["--pythonpath"],
-        "STRING",
-        Store,
-        Kind::OptStr,
-        d_none,
-        true,
-        "A comma-separated list of directories to add to the Python path."
-    ),
-    row!(
-        "accesslog",
-        "Logging",
-        ["--access-logfile"],
-        "FILE",
-        Store,
-        Kind::OptStr,
-        d_none,
-        true,
-        "The access log file to write to ('-' means stdout)."
-    ),
-    row!(
-        "access_log_format",
-        "Logging",
-        ["--access-logformat"],
-        "STRING",
-        Store,
-        Kind::Str,
-        d_access_log_format,
-        true,
-        "The access log format."
-    ),
-    row!(
-        "errorlog",
-        "Logging",
-        ["--error-logfile", "--log-file"],
-        "FILE",
-        Store,
-        Kind::Str,
-        d_dash,
-        true,
-        "The error log file to write to ('-' means stderr)."
-    ),
-    row!(
-        "loglevel",
-        "Logging",
-        ["--log-level"],
-        "LEVEL",
-        Store,
-        Kind::Choice(&["debug", "info", "warning", "error", "critical"]),
-        d_info,
-        true,
-        "The granularity of error log outputs."
-    ),
-    row!(
-        "proc_name",
-        "Process Naming",
-        ["-n", "--name"],
-        "STRING",
-        Store,
-        Kind::OptStr,
-        d_none,
-        true,
-        "A base to use with setproctitle for process naming."
-    ),
+    Setting {
+        name: "config",
+        section: "Config File",
+        flags: &["-c", "--config"],
+        meta: "CONFIG",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("./gunicorn.conf.py".into()),
+        supported: true,
+        short: "Configuration file to load: PATH, file:PATH or python:MODULE.",
+    },
+    Setting {
+        name: "wsgi_app",
+        section: "Config File",
+        flags: &[],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: true,
+        short: "The WSGI application to serve, as MODULE:VARIABLE (config file only).",
+    },
+    Setting {
+        name: "bind",
+        section: "Server Socket",
+        flags: &["-b", "--bind"],
+        meta: "ADDRESS",
+        action: Action::Append,
+        cli_type: CliType::Str,
+        kind: Kind::ListStr,
+        default: d_bind,
+        supported: true,
+        short: "Address to listen on: HOST, HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD. Repeatable.",
+    },
+    Setting {
+        name: "backlog",
+        section: "Server Socket",
+        flags: &["--backlog"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(2048),
+        supported: true,
+        short: "Length of the queue of connections waiting to be accepted.",
+    },
+    Setting {
+        name: "workers",
+        section: "Worker Processes",
+        flags: &["-w", "--workers"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: d_workers,
+        supported: true,
+        short: "Number of worker processes.",
+    },
+    Setting {
+        name: "worker_class",
+        section: "Worker Processes",
+        flags: &["-k", "--worker-class"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Class,
+        default: || Value::Str("sync".into()),
+        supported: true,
+        short: "Worker type: sync (and, later, gthread and others).",
+    },
+    Setting {
+        name: "threads",
+        section: "Worker Processes",
+        flags: &["--threads"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(1),
+        supported: false,
+        short: "Threads per worker (gthread); above 1 with sync selects gthread.",
+    },
+    Setting {
+        name: "worker_connections",
+        section: "Worker Processes",
+        flags: &["--worker-connections"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(1000),
+        supported: false,
+        short: "Most simultaneous clients one worker serves (threaded/async workers).",
+    },
+    Setting {
+        name: "max_requests",
+        section: "Worker Processes",
+        flags: &["--max-requests"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(0),
+        supported: true,
+        short: "Recycle a worker after it has served this many requests (0 never).",
+    },
+    Setting {
+        name: "max_requests_jitter",
+        section: "Worker Processes",
+        flags: &["--max-requests-jitter"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(0),
+        supported: true,
+        short: "Add a random 0..N to max_requests per worker so restarts spread out.",
+    },
+    Setting {
+        name: "timeout",
+        section: "Worker Processes",
+        flags: &["-t", "--timeout"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(30),
+        supported: true,
+        short: "Kill and replace a worker that has been silent this many seconds (0 never).",
+    },
+    Setting {
+        name: "graceful_timeout",
+        section: "Worker Processes",
+        flags: &["--graceful-timeout"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(30),
+        supported: true,
+        short: "Seconds workers get to finish requests after a graceful stop before being killed.",
+    },
+    Setting {
+        name: "keepalive",
+        section: "Worker Processes",
+        flags: &["--keep-alive"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(2),
+        supported: false,
+        short: "Seconds an idle Keep-Alive connection stays open.",
+    },
+    Setting {
+        name: "limit_request_line",
+        section: "Security",
+        flags: &["--limit-request-line"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(4094),
+        supported: true,
+        short: "Largest request line in bytes (0 means no limit).",
+    },
+    Setting {
+        name: "limit_request_fields",
+        section: "Security",
+        flags: &["--limit-request-fields"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(100),
+        supported: true,
+        short: "Most header fields in one request.",
+    },
+    Setting {
+        name: "limit_request_field_size",
+        section: "Security",
+        flags: &["--limit-request-field_size"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(8190),
+        supported: true,
+        short: "Largest request header field in bytes (0 means no limit).",
+    },
+    Setting {
+        name: "reload",
+        section: "Debugging",
+        flags: &["--reload"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Restart workers when application code changes (development).",
+    },
+    Setting {
+        name: "reload_engine",
+        section: "Debugging",
+        flags: &["--reload-engine"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::ReloadEngine,
+        default: || Value::Str("auto".into()),
+        supported: false,
+        short: "How file changes are detected: auto, poll or inotify.",
+    },
+    Setting {
+        name: "reload_extra_files",
+        section: "Debugging",
+        flags: &["--reload-extra-file"],
+        meta: "FILES",
+        action: Action::Append,
+        cli_type: CliType::Str,
+        kind: Kind::FilesOrPatterns,
+        default: || Value::List(vec![]),
+        supported: false,
+        short: "Extra files (or glob patterns) that trigger a reload. Repeatable.",
+    },
+    Setting {
+        name: "spew",
+        section: "Debugging",
+        flags: &["--spew"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Trace every executed Python line (debugging only).",
+    },
+    Setting {
+        name: "check_config",
+        section: "Debugging",
+        flags: &["--check-config"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: true,
+        short: "Load the configuration and the application, then exit.",
+    },
+    Setting {
+        name: "print_config",
+        section: "Debugging",
+        flags: &["--print-config"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: true,
+        short: "Print the resolved configuration, then exit.",
+    },
+    Setting {
+        name: "preload_app",
+        section: "Server Mechanics",
+        flags: &["--preload"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: true,
+        short: "Import the application in the master before forking workers.",
+    },
+    Setting {
+        name: "sendfile",
+        section: "Server Mechanics",
+        flags: &["--no-sendfile"],
+        meta: "",
+        action: Action::StoreFalse,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::None,
+        supported: false,
+        short: "Turn off sendfile() for file responses.",
+    },
+    Setting {
+        name: "reuse_port",
+        section: "Server Mechanics",
+        flags: &["--reuse-port"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Set SO_REUSEPORT on listening sockets.",
+    },
+    Setting {
+        name: "chdir",
+        section: "Server Mechanics",
+        flags: &["--chdir"],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Chdir,
+        default: d_cwd,
+        supported: true,
+        short: "Directory to change into before loading the application.",
+    },
+    Setting {
+        name: "daemon",
+        section: "Server Mechanics",
+        flags: &["-D", "--daemon"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Detach from the terminal and run in the background.",
+    },
+    Setting {
+        name: "raw_env",
+        section: "Server Mechanics",
+        flags: &["-e", "--env"],
+        meta: "ENV",
+        action: Action::Append,
+        cli_type: CliType::Str,
+        kind: Kind::ListStr,
+        default: || Value::List(vec![]),
+        supported: true,
+        short: "Set an environment variable, KEY=VALUE. Repeatable.",
+    },
+    Setting {
+        name: "pidfile",
+        section: "Server Mechanics",
+        flags: &["-p", "--pid"],
+        meta: "FILE",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: true,
+        short: "File to write the master's process id to.",
+    },
+    Setting {
+        name: "worker_tmp_dir",
+        section: "Server Mechanics",
+        flags: &["--worker-tmp-dir"],
+        meta: "DIR",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "Directory for worker heartbeat files.",
+    },
+    Setting {
+        name: "user",
+        section: "Server Mechanics",
+        flags: &["-u", "--user"],
+        meta: "USER",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::User,
+        default: d_euid,
+        supported: false,
+        short: "Run workers as this user (name or uid).",
+    },
+    Setting {
+        name: "group",
+        section: "Server Mechanics",
+        flags: &["-g", "--group"],
+        meta: "GROUP",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Group,
+        default: d_egid,
+        supported: false,
+        short: "Run workers as this group (name or gid).",
+    },
+    Setting {
+        name: "umask",
+        section: "Server Mechanics",
+        flags: &["-m", "--umask"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::AutoInt,
+        kind: Kind::PosInt,
+        default: || Value::Int(0),
+        supported: false,
+        short: "File mode creation mask of the server processes.",
+    },
+    Setting {
+        name: "initgroups",
+        section: "Server Mechanics",
+        flags: &["--initgroups"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Load the user's supplementary groups when switching user.",
+    },
+    Setting {
+        name: "tmp_upload_dir",
+        section: "Server Mechanics",
+        flags: &[],
+        meta: "DIR",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "Directory for temporary request body files.",
+    },
+    Setting {
+        name: "secure_scheme_headers",
+        section: "Server Mechanics",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Dict,
+        default: || {
+            Value::Map(vec![
+                ("X-FORWARDED-PROTOCOL".into(), "ssl".into()),
+                ("X-FORWARDED-PROTO".into(), "https".into()),
+                ("X-FORWARDED-SSL".into(), "on".into()),
+            ])
+        },
+        supported: false,
+        short: "Headers (and their values) from a trusted proxy that mark a request as HTTPS.",
+    },
+    Setting {
+        name: "forwarded_allow_ips",
+        section: "Server Mechanics",
+        flags: &["--forwarded-allow-ips"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::AddrList,
+        default: d_forwarded_allow_ips,
+        supported: false,
+        short: "Proxy addresses (comma-separated, * for any) trusted to set forwarding headers.",
+    },
+    Setting {
+        name: "accesslog",
+        section: "Logging",
+        flags: &["--access-logfile"],
+        meta: "FILE",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: true,
+        short: "Access log file ('-' means stdout); none by default.",
+    },
+    Setting {
+        name: "disable_redirect_access_to_syslog",
+        section: "Logging",
+        flags: &["--disable-redirect-access-to-syslog"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Do not send access log lines to syslog.",
+    },
+    Setting {
+        name: "access_log_format",
+        section: "Logging",
+        flags: &["--access-logformat"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || {
+            Value::Str("%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"".into())
+        },
+        supported: true,
+        short: "Format of access log lines.",
+    },
+    Setting {
+        name: "errorlog",
+        section: "Logging",
+        flags: &["--error-logfile", "--log-file"],
+        meta: "FILE",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("-".into()),
+        supported: true,
+        short: "Error log file ('-' means stderr).",
+    },
+    Setting {
+        name: "loglevel",
+        section: "Logging",
+        flags: &["--log-level"],
+        meta: "LEVEL",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("info".into()),
+        supported: true,
+        short: "Least severe error-log level written: debug, info, warning, error, critical.",
+    },
+    Setting {
+        name: "capture_output",
+        section: "Logging",
+        flags: &["--capture-output"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Send the application's stdout and stderr to the error log.",
+    },
+    Setting {
+        name: "logger_class",
+        section: "Logging",
+        flags: &["--logger-class"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Class,
+        default: || Value::Str("gunicorn.glogging.Logger".into()),
+        supported: false,
+        short: "Python class that does the logging.",
+    },
+    Setting {
+        name: "logconfig",
+        section: "Logging",
+        flags: &["--log-config"],
+        meta: "FILE",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "Logging configuration file (logging.config.fileConfig format).",
+    },
+    Setting {
+        name: "logconfig_dict",
+        section: "Logging",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Dict,
+        default: || Value::Map(vec![]),
+        supported: false,
+        short: "Logging configuration as a dictionary (logging.config.dictConfig).",
+    },
+    Setting {
+        name: "logconfig_json",
+        section: "Logging",
+        flags: &["--log-config-json"],
+        meta: "FILE",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "Logging configuration as a JSON file (dictConfig format).",
+    },
+    Setting {
+        name: "syslog_addr",
+        section: "Logging",
+        flags: &["--log-syslog-to"],
+        meta: "SYSLOG_ADDR",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("udp://localhost:514".into()),
+        supported: false,
+        short: "Where syslog messages go: unix://PATH, udp://HOST:PORT or tcp://HOST:PORT.",
+    },
+    Setting {
+        name: "syslog",
+        section: "Logging",
+        flags: &["--log-syslog"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Also send log lines to syslog.",
+    },
+    Setting {
+        name: "syslog_prefix",
+        section: "Logging",
+        flags: &["--log-syslog-prefix"],
+        meta: "SYSLOG_PREFIX",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "Program name used in syslog messages.",
+    },
+    Setting {
+        name: "syslog_facility",
+        section: "Logging",
+        flags: &["--log-syslog-facility"],
+        meta: "SYSLOG_FACILITY",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("user".into()),
+        supported: false,
+        short: "Syslog facility name.",
+    },
+    Setting {
+        name: "enable_stdio_inheritance",
+        section: "Logging",
+        flags: &["-R", "--enable-stdio-inheritance"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Keep stdio open when daemonized.",
+    },
+    Setting {
+        name: "statsd_host",
+        section: "Logging",
+        flags: &["--statsd-host"],
+        meta: "STATSD_ADDR",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::StatsdAddr,
+        default: || Value::None,
+        supported: false,
+        short: "StatsD server (HOST:PORT or unix://PATH) to send metrics to.",
+    },
+    Setting {
+        name: "dogstatsd_tags",
+        section: "Logging",
+        flags: &["--dogstatsd-tags"],
+        meta: "DOGSTATSD_TAGS",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("".into()),
+        supported: false,
+        short: "Comma-separated DogStatsD tags added to every metric.",
+    },
+    Setting {
+        name: "statsd_prefix",
+        section: "Logging",
+        flags: &["--statsd-prefix"],
+        meta: "STATSD_PREFIX",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("".into()),
+        supported: false,
+        short: "Prefix for StatsD metric names.",
+    },
+    Setting {
+        name: "enable_backlog_metric",
+        section: "Logging",
+        flags: &["--enable-backlog-metric"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Report the listen backlog as a StatsD metric.",
+    },
+    Setting {
+        name: "proc_name",
+        section: "Process Naming",
+        flags: &["-n", "--name"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "Base name for process titles.",
+    },
+    Setting {
+        name: "default_proc_name",
+        section: "Process Naming",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("gunicorn".into()),
+        supported: true,
+        short: "Process-title base used when proc_name is unset (the app spec, when given).",
+    },
+    Setting {
+        name: "pythonpath",
+        section: "Server Mechanics",
+        flags: &["--pythonpath"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: true,
+        short: "Comma-separated directories to put on sys.path.",
+    },
+    Setting {
+        name: "paste",
+        section: "Server Mechanics",
+        flags: &["--paste", "--paster"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: true,
+        short: "Load a PasteDeploy application from this .ini file.",
+    },
+    Setting {
+        name: "on_starting",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<OnStarting.on_starting()>".into()),
+        supported: false,
+        short: "Hook: called in the master just before it initialises.",
+    },
+    Setting {
+        name: "on_reload",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<OnReload.on_reload()>".into()),
+        supported: false,
+        short: "Hook: called in the master when it reloads (HUP).",
+    },
+    Setting {
+        name: "when_ready",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<WhenReady.when_ready()>".into()),
+        supported: false,
+        short: "Hook: called in the master once it is listening.",
+    },
+    Setting {
+        name: "pre_fork",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(2),
+        default: || Value::Object("<Prefork.pre_fork()>".into()),
+        supported: false,
+        short: "Hook: called in the master just before a worker is forked.",
+    },
+    Setting {
+        name: "post_fork",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(2),
+        default: || Value::Object("<Postfork.post_fork()>".into()),
+        supported: false,
+        short: "Hook: called in the worker just after it is forked.",
+    },
+    Setting {
+        name: "post_worker_init",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<PostWorkerInit.post_worker_init()>".into()),
+        supported: false,
+        short: "Hook: called in the worker after it has loaded the application.",
+    },
+    Setting {
+        name: "worker_int",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<WorkerInt.worker_int()>".into()),
+        supported: false,
+        short: "Hook: called in the worker when it gets INT or QUIT.",
+    },
+    Setting {
+        name: "worker_abort",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<WorkerAbort.worker_abort()>".into()),
+        supported: false,
+        short: "Hook: called in the worker when it gets ABRT (usually a timeout).",
+    },
+    Setting {
+        name: "pre_exec",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<PreExec.pre_exec()>".into()),
+        supported: false,
+        short: "Hook: called in the master before it re-executes itself (USR2).",
+    },
+    Setting {
+        name: "pre_request",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(2),
+        default: || Value::Object("<PreRequest.pre_request()>".into()),
+        supported: false,
+        short: "Hook: called in the worker before each request.",
+    },
+    Setting {
+        name: "post_request",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::PostRequestHook,
+        default: || Value::Object("<PostRequest.post_request()>".into()),
+        supported: false,
+        short: "Hook: called in the worker after each request.",
+    },
+    Setting {
+        name: "child_exit",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(2),
+        default: || Value::Object("<ChildExit.child_exit()>".into()),
+        supported: false,
+        short: "Hook: called in the master after a worker has exited.",
+    },
+    Setting {
+        name: "worker_exit",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(2),
+        default: || Value::Object("<WorkerExit.worker_exit()>".into()),
+        supported: false,
+        short: "Hook: called in the worker just before it exits.",
+    },
+    Setting {
+        name: "nworkers_changed",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(3),
+        default: || Value::Object("<NumWorkersChanged.nworkers_changed()>".into()),
+        supported: false,
+        short: "Hook: called in the master when the number of workers changes.",
+    },
+    Setting {
+        name: "on_exit",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<OnExit.on_exit()>".into()),
+        supported: false,
+        short: "Hook: called in the master just before it exits.",
+    },
+    Setting {
+        name: "ssl_context",
+        section: "Server Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(2),
+        default: || Value::Object("<NewSSLContext.ssl_context()>".into()),
+        supported: false,
+        short: "Hook: builds the SSL context for TLS listeners.",
+    },
+    Setting {
+        name: "proxy_protocol",
+        section: "Server Mechanics",
+        flags: &["--proxy-protocol"],
+        meta: "MODE",
+        action: Action::OptionalConst("auto"),
+        cli_type: CliType::Str,
+        kind: Kind::ProxyProtocol,
+        default: || Value::Str("off".into()),
+        supported: false,
+        short: "Accept the PROXY protocol header: off, v1, v2 or auto (the flag alone means auto).",
+    },
+    Setting {
+        name: "proxy_allow_ips",
+        section: "Server Mechanics",
+        flags: &["--proxy-allow-from"],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::AddrList,
+        default: || Value::List(vec!["127.0.0.1".into(), "::1".into()]),
+        supported: false,
+        short: "Addresses (comma-separated, * for any) allowed to send PROXY protocol headers.",
+    },
+    Setting {
+        name: "protocol",
+        section: "Server Mechanics",
+        flags: &["--protocol"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("http".into()),
+        supported: false,
+        short: "Wire protocol served: http or uwsgi.",
+    },
+    Setting {
+        name: "uwsgi_allow_ips",
+        section: "Server Mechanics",
+        flags: &["--uwsgi-allow-from"],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::AddrList,
+        default: || Value::List(vec!["127.0.0.1".into(), "::1".into()]),
+        supported: false,
+        short: "Addresses (comma-separated, * for any) allowed to speak the uwsgi protocol.",
+    },
+    Setting {
+        name: "keyfile",
+        section: "SSL",
+        flags: &["--keyfile"],
+        meta: "FILE",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "TLS private key file.",
+    },
+    Setting {
+        name: "certfile",
+        section: "SSL",
+        flags: &["--certfile"],
+        meta: "FILE",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "TLS certificate file.",
+    },
+    Setting {
+        name: "ssl_version",
+        section: "SSL",
+        flags: &["--ssl-version"],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::SslVersion,
+        default: || Value::Int(2),
+        supported: false,
+        short: "Deprecated and ignored; use ssl_context.",
+    },
+    Setting {
+        name: "cert_reqs",
+        section: "SSL",
+        flags: &["--cert-reqs"],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::PosInt,
+        default: || Value::Int(0),
+        supported: false,
+        short: "Whether client certificates are required (ssl module's CERT_* number).",
+    },
+    Setting {
+        name: "ca_certs",
+        section: "SSL",
+        flags: &["--ca-certs"],
+        meta: "FILE",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "CA certificates file for verifying clients.",
+    },
+    Setting {
+        name: "suppress_ragged_eofs",
+        section: "SSL",
+        flags: &["--suppress-ragged-eofs"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(true),
+        supported: false,
+        short: "Treat a TLS connection closed without close_notify as a normal end.",
+    },
+    Setting {
+        name: "do_handshake_on_connect",
+        section: "SSL",
+        flags: &["--do-handshake-on-connect"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Do the TLS handshake as soon as a connection is accepted.",
+    },
+    Setting {
+        name: "ciphers",
+        section: "SSL",
+        flags: &["--ciphers"],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::None,
+        supported: false,
+        short: "TLS cipher suites, in OpenSSL cipher-list syntax.",
+    },
+    Setting {
+        name: "http_protocols",
+        section: "HTTP/2",
+        flags: &["--http-protocols"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::HttpProtocols,
+        default: || Value::List(vec!["h1".into()]),
+        supported: false,
+        short: "Comma-separated HTTP protocols to offer, most preferred first: h1, h2.",
+    },
+    Setting {
+        name: "http2_cleartext",
+        section: "HTTP/2",
+        flags: &["--http2-cleartext"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Http2Cleartext,
+        default: || Value::Str("off".into()),
+        supported: false,
+        short: "HTTP/2 without TLS: off, prior-knowledge, upgrade or both.",
+    },
+    Setting {
+        name: "http2_max_concurrent_streams",
+        section: "HTTP/2",
+        flags: &["--http2-max-concurrent-streams"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::Http2Streams,
+        default: || Value::Int(100),
+        supported: false,
+        short: "Most concurrent HTTP/2 streams per connection.",
+    },
+    Setting {
+        name: "http2_initial_window_size",
+        section: "HTTP/2",
+        flags: &["--http2-initial-window-size"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::Http2Window,
+        default: || Value::Int(65535),
+        supported: false,
+        short: "Initial HTTP/2 flow-control window in bytes.",
+    },
+    Setting {
+        name: "http2_max_frame_size",
+        section: "HTTP/2",
+        flags: &["--http2-max-frame-size"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::Http2Frame,
+        default: || Value::Int(16384),
+        supported: false,
+        short: "Largest HTTP/2 frame payload in bytes (16384..16777215).",
+    },
+    Setting {
+        name: "http2_max_header_list_size",
+        section: "HTTP/2",
+        flags: &["--http2-max-header-list-size"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(65536),
+        supported: false,
+        short: "Largest HTTP/2 header list in bytes.",
+    },
+    Setting {
+        name: "raw_paste_global_conf",
+        section: "Server Mechanics",
+        flags: &["--paste-global"],
+        meta: "CONF",
+        action: Action::Append,
+        cli_type: CliType::Str,
+        kind: Kind::ListStr,
+        default: || Value::List(vec![]),
+        supported: true,
+        short: "A PasteDeploy global_conf variable, KEY=VALUE. Repeatable.",
+    },
+    Setting {
+        name: "permit_obsolete_folding",
+        section: "Server Mechanics",
+        flags: &["--permit-obsolete-folding"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Accept obsolete folded (multi-line) header values.",
+    },
+    Setting {
+        name: "strip_header_spaces",
+        section: "Server Mechanics",
+        flags: &["--strip-header-spaces"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Strip spaces between a header name and its colon (unsafe).",
+    },
+    Setting {
+        name: "permit_unconventional_http_method",
+        section: "Server Mechanics",
+        flags: &["--permit-unconventional-http-method"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Accept request methods that are not conventional uppercase tokens.",
+    },
+    Setting {
+        name: "permit_unconventional_http_version",
+        section: "Server Mechanics",
+        flags: &["--permit-unconventional-http-version"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Accept HTTP versions other than 1.0 and 1.1.",
+    },
+    Setting {
+        name: "casefold_http_method",
+        section: "Server Mechanics",
+        flags: &["--casefold-http-method"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Uppercase request methods before passing them on.",
+    },
+    Setting {
+        name: "forwarder_headers",
+        section: "Server Mechanics",
+        flags: &["--forwarder-headers"],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::StrToList,
+        default: || Value::List(vec!["SCRIPT_NAME".into(), "PATH_INFO".into()]),
+        supported: false,
+        short: "Headers a trusted proxy may set that map into the WSGI environ.",
+    },
+    Setting {
+        name: "header_map",
+        section: "Server Mechanics",
+        flags: &["--header-map"],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::HeaderMap,
+        default: || Value::Str("drop".into()),
+        supported: false,
+        short: "Header names that map ambiguously to the environ: drop, refuse or dangerous.",
+    },
+    Setting {
+        name: "asgi_loop",
+        section: "Worker Processes",
+        flags: &["--asgi-loop"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::AsgiLoop,
+        default: || Value::Str("auto".into()),
+        supported: false,
+        short: "Event loop for ASGI workers: auto, asyncio or uvloop.",
+    },
+    Setting {
+        name: "asgi_lifespan",
+        section: "Worker Processes",
+        flags: &["--asgi-lifespan"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::AsgiLifespan,
+        default: || Value::Str("auto".into()),
+        supported: false,
+        short: "ASGI lifespan protocol: auto, on or off.",
+    },
+    Setting {
+        name: "asgi_disconnect_grace_period",
+        section: "Worker Processes",
+        flags: &["--asgi-disconnect-grace-period"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(3),
+        supported: false,
+        short: "Seconds an ASGI app gets to finish after the client disconnects.",
+    },
+    Setting {
+        name: "websocket_max_message_size",
+        section: "Worker Processes",
+        flags: &["--websocket-max-message-size"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(16777216),
+        supported: false,
+        short: "Largest WebSocket message in bytes.",
+    },
+    Setting {
+        name: "http_parser",
+        section: "Worker Processes",
+        flags: &["--http-parser"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::HttpParser,
+        default: || Value::Str("auto".into()),
+        supported: false,
+        short: "HTTP parser implementation: auto, fast or python.",
+    },
+    Setting {
+        name: "root_path",
+        section: "Server Mechanics",
+        flags: &["--root-path"],
+        meta: "STRING",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: || Value::Str("".into()),
+        supported: false,
+        short: "The application's mount point (ASGI root_path / SCRIPT_NAME prefix).",
+    },
+    Setting {
+        name: "dirty_apps",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-app"],
+        meta: "STRING",
+        action: Action::Append,
+        cli_type: CliType::Str,
+        kind: Kind::ListStr,
+        default: || Value::List(vec![]),
+        supported: false,
+        short: "Application run in a dirty-worker pool, as MODULE:CLASS. Repeatable.",
+    },
+    Setting {
+        name: "dirty_workers",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-workers"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(0),
+        supported: false,
+        short: "Number of dirty workers (0 disables the dirty arbiter).",
+    },
+    Setting {
+        name: "dirty_timeout",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-timeout"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(300),
+        supported: false,
+        short: "Seconds a dirty-worker call may take.",
+    },
+    Setting {
+        name: "dirty_threads",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-threads"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(1),
+        supported: false,
+        short: "Threads per dirty worker.",
+    },
+    Setting {
+        name: "dirty_graceful_timeout",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-graceful-timeout"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(30),
+        supported: false,
+        short: "Seconds dirty workers get to finish after a graceful stop.",
+    },
+    Setting {
+        name: "on_dirty_starting",
+        section: "Dirty Arbiter Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<OnDirtyStarting.on_dirty_starting()>".into()),
+        supported: false,
+        short: "Hook: called when the dirty arbiter starts.",
+    },
+    Setting {
+        name: "dirty_post_fork",
+        section: "Dirty Arbiter Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(2),
+        default: || Value::Object("<DirtyPostFork.dirty_post_fork()>".into()),
+        supported: false,
+        short: "Hook: called in a dirty worker just after it is forked.",
+    },
+    Setting {
+        name: "dirty_worker_init",
+        section: "Dirty Arbiter Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(1),
+        default: || Value::Object("<DirtyWorkerInit.dirty_worker_init()>".into()),
+        supported: false,
+        short: "Hook: called in a dirty worker after its apps are loaded.",
+    },
+    Setting {
+        name: "dirty_worker_exit",
+        section: "Dirty Arbiter Hooks",
+        flags: &[],
+        meta: "",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Hook(2),
+        default: || Value::Object("<DirtyWorkerExit.dirty_worker_exit()>".into()),
+        supported: false,
+        short: "Hook: called in a dirty worker just before it exits.",
+    },
+    Setting {
+        name: "control_socket",
+        section: "Control",
+        flags: &["--control-socket"],
+        meta: "PATH",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Str,
+        default: d_control_socket,
+        supported: false,
+        short: "Unix socket path of the control interface.",
+    },
+    Setting {
+        name: "control_socket_mode",
+        section: "Control",
+        flags: &["--control-socket-mode"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::AutoInt,
+        kind: Kind::PosInt,
+        default: || Value::Int(384),
+        supported: false,
+        short: "Permission bits of the control socket.",
+    },
+    Setting {
+        name: "control_socket_disable",
+        section: "Control",
+        flags: &["--no-control-socket"],
+        meta: "",
+        action: Action::StoreTrue,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(false),
+        supported: false,
+        short: "Do not open the control socket.",
+    },
 ];
 
 /// Look a row up by setting name.
 pub fn find(name: &str) -> Option<(usize, &'static Setting)> {
     ROWS.iter().enumerate().find(|(_, s)| s.name == name)
+}
+
+/// Section names in order of first appearance (how `--help` and the docs group rows).
+pub fn sections() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for row in ROWS {
+        if !out.contains(&row.section) {
+            out.push(row.section);
+        }
+    }
+    out
 }
