@@ -93,6 +93,9 @@ fn d_worker_class() -> Value {
 fn d_one() -> Value {
     Value::Int(1)
 }
+fn d_true() -> Value {
+    Value::Bool(true)
+}
 fn d_zero() -> Value {
     Value::Int(0)
 }
@@ -338,8 +341,19 @@ pub static ROWS: &[Setting] = &[
         StoreTrue,
         Kind::Bool,
         d_false,
-        false,
+        true,
         "Load application code before the worker processes are forked."
+    ),
+    row!(
+        "sendfile",
+        "Server Mechanics",
+        ["--no-sendfile"],
+        "",
+        StoreFalse,
+        Kind::Bool,
+        d_true,
+        true,
+        "Use sendfile(2) for wsgi.file_wrapper responses of real files (--no-sendfile disables)."
     ),
     row!(
         "chdir",
