@@ -227,7 +227,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         class == Class::Gthread,
         parser_options(settings),
     ) {
-        Ok(ctx) => ctx,
+        Ok(ctx) => ctx.with_sendfile(settings.get("sendfile").as_bool()),
         Err(e) => {
             glogging::log_always(
                 Level::Error,

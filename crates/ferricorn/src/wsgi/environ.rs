@@ -28,6 +28,7 @@ pub struct AppContext {
     header_keys: Mutex<HashMap<Vec<u8>, Py<PyString>>>,
     script_name: String,
     parser_options: Options,
+    sendfile: bool,
 }
 
 const HEADER_KEY_CACHE: usize = 512;
@@ -98,11 +99,22 @@ impl AppContext {
             header_keys: Mutex::new(HashMap::new()),
             script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
             parser_options,
+            sendfile: true,
         })
     }
 
     pub fn callable(&self) -> &Py<PyAny> {
         &self.callable
+    }
+
+    /// Whether `wsgi.file_wrapper` responses of real files use sendfile(2).
+    pub fn with_sendfile(mut self, on: bool) -> Self {
+        self.sendfile = on;
+        self
+    }
+
+    pub fn sendfile(&self) -> bool {
+        self.sendfile
     }
 
     pub fn parser_options(&self) -> &Options {

@@ -117,6 +117,43 @@ impl ResponseWriter {
         Ok(())
     }
 
+    /// Send `src` as (the rest of) the body with sendfile(2), framed like any
+    /// other chunk. Call without the GIL.
+    pub fn send_file(&mut self, src: &super::file_wrapper::FileSource) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        self.ensure_head()?;
+        let want = usize::try_from(src.len).unwrap_or(usize::MAX);
+        let n = match self.encoder.as_mut() {
+            Some(enc) => enc.chunk_start(want, &mut self.buf),
+            None => 0,
+        };
+        self.flush()?;
+        let out = match &*self.stream {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        };
+        let mut offset = src.offset;
+        let mut left = n;
+        while left > 0 {
+            match nix::sys::sendfile::sendfile(out, &src.fd, Some(&mut offset), left) {
+                Ok(0) => {
+                    // The file shrank under us: the framing promised more.
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shorter than announced",
+                    ));
+                }
+                Ok(k) => left -= k,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(enc) = self.encoder.as_mut() {
+            enc.chunk_end(n, &mut self.buf);
+        }
+        Ok(())
+    }
+
     /// Send what is queued. Call without the GIL.
     pub fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
