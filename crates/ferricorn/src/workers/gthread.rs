@@ -256,6 +256,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 // Graceful stop: no new connections, idle ones are closed.
                 accepting = false;
                 shared.alive.store(false, Ordering::Relaxed);
+                crate::wsgi::response::DRAINING.store(true, Ordering::Relaxed);
                 for l in setup.listeners {
                     let fd = l.raw_fd();
                     let _ = poll.registry().deregister(&mut SourceFd(&fd));

@@ -18,6 +18,10 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::sock::Stream;
 
+/// Set when the worker is shutting down gracefully: responses whose head is
+/// not out yet announce `Connection: close` (one worker per process).
+pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What the request looked like, for framing decisions.
 pub struct RequestSide {
     pub method: Vec<u8>,
@@ -83,7 +87,8 @@ impl ResponseWriter {
             method: &self.req.method,
             version: self.req.version,
             request_keep_alive: self.req.keep_alive,
-            server_allows_keep_alive: self.req.server_allows_keep_alive,
+            server_allows_keep_alive: self.req.server_allows_keep_alive
+                && !DRAINING.load(std::sync::atomic::Ordering::Relaxed),
             server_header: Some(b"ferricorn"),
         };
         let buf = &mut self.buf;
