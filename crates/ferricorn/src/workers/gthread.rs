@@ -31,9 +31,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use pyo3::prelude::*;
 
+use super::Worker;
 use super::conn::{self, Next};
 use super::sync::{is_transient_accept_error, request_budget};
-use super::Worker;
 use crate::glogging;
 use crate::sock::{Peer, Stream};
 use crate::wsgi::environ::AppContext;
@@ -171,8 +171,11 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         .register(&mut SourceFd(&wake_fd), SIGNAL_PIPE, Interest::READABLE)?;
     for (i, l) in setup.listeners.iter().enumerate() {
         let fd = l.raw_fd();
-        poll.registry()
-            .register(&mut SourceFd(&fd), Token(LISTENER_BASE + i), Interest::READABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(LISTENER_BASE + i),
+            Interest::READABLE,
+        )?;
     }
 
     let (job_tx, job_rx) = mpsc::channel::<Connection>();
@@ -273,9 +276,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             }
 
             let now = Instant::now();
-            let poll_for = deadlines
-                .peek()
-                .map_or(wait, |Reverse((d, _))| d.saturating_duration_since(now).min(wait));
+            let poll_for = deadlines.peek().map_or(wait, |Reverse((d, _))| {
+                d.saturating_duration_since(now).min(wait)
+            });
             if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);

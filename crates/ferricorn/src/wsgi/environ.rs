@@ -195,9 +195,9 @@ impl AppContext {
             if name.eq_ignore_ascii_case(b"host") {
                 host = Some(value);
             } else if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
-                https |= SECURE_SCHEME_HEADERS.iter().any(|(h, v)| {
-                    name.eq_ignore_ascii_case(h) && value.eq_ignore_ascii_case(v)
-                });
+                https |= SECURE_SCHEME_HEADERS
+                    .iter()
+                    .any(|(h, v)| name.eq_ignore_ascii_case(h) && value.eq_ignore_ascii_case(v));
             }
             let key = self.header_key(py, name);
             // Keys are interned, so identity is equality.
@@ -238,12 +238,7 @@ impl AppContext {
                         Some((n, p)) => (n.to_string(), p.to_string()),
                         None => (
                             h.to_string(),
-                            if url_scheme == "https" {
-                                "443"
-                            } else {
-                                "80"
-                            }
-                            .to_string(),
+                            if url_scheme == "https" { "443" } else { "80" }.to_string(),
                         ),
                     }
                 }
