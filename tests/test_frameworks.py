@@ -1,5 +1,5 @@
 """Real frameworks from PyPI (tests/requirements.txt) under both workers:
-Flask (tests/apps/flask_app.py) and a one-file Django project
+Flask (tests/apps/flask_shapes.py) and a one-file Django project
 (tests/apps/django_app.py)."""
 
 import hashlib
@@ -8,22 +8,18 @@ import os
 
 import pytest
 
-from wsgi_helpers import WORKER_ARGS, Client, start
+from wsgi_helpers import WORKER_ARGS, one_request, start
 
 WORKERS = ["sync", "gthread"]
 
 
 def request(srv, path, method="GET", body=b"", headers=""):
-    c = Client(srv.port)
-    try:
-        return c.request(path, method, body, headers + "Connection: close\r\n")
-    finally:
-        c.close()
+    return one_request(srv.port, path, method, body, headers)
 
 
 @pytest.fixture(scope="module", params=WORKERS)
 def flask_srv(request, tmp_path_factory):
-    srv = start(tmp_path_factory, *WORKER_ARGS[request.param], "-b", "127.0.0.1:0", "flask_app:app")
+    srv = start(tmp_path_factory, *WORKER_ARGS[request.param], "-b", "127.0.0.1:0", "flask_shapes:app")
     yield srv
     srv.stop()
 

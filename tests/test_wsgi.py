@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from wsgi_helpers import WORKER_ARGS, Client, chunked, start
+from wsgi_helpers import WORKER_ARGS, Client, chunked, one_request, start
 
 # What gunicorn 27 puts in the environ of a POST with a body, minus the two keys
 # ferricorn does not provide (`gunicorn.socket`, `wsgi.early_hints`; see docs/wsgi.md).
@@ -35,11 +35,7 @@ class Srv:
         return self.server.port
 
     def req(self, path, method="GET", body=b"", headers=""):
-        c = Client(self.port)
-        try:
-            return c.request(path, method, body, headers + "Connection: close\r\n")
-        finally:
-            c.close()
+        return one_request(self.port, path, method, body, headers)
 
     def marker(self, name):
         p = os.path.join(self.markers, name)

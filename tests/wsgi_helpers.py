@@ -3,17 +3,7 @@ and a small keep-alive HTTP/1.1 client over a raw socket."""
 
 import socket
 
-from conftest import Server
-
-
-def parse_head(head):
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers.setdefault(k.strip().lower(), v.strip())
-    return status, headers
+from conftest import Server, parse_head
 
 
 def start(tmp_path_factory, *args, env=None, booted=1):
@@ -104,3 +94,12 @@ def chunked(data, size=5):
         piece = data[i : i + size]
         out += b"%x\r\n%s\r\n" % (len(piece), piece)
     return out + b"0\r\n\r\n"
+
+
+def one_request(port, path, method="GET", body=b"", headers=""):
+    """One request on a fresh connection that asks to be closed afterwards."""
+    c = Client(port)
+    try:
+        return c.request(path, method, body, headers + "Connection: close\r\n")
+    finally:
+        c.close()

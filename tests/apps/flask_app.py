@@ -1,50 +1,21 @@
-"""A small Flask app: JSON, multipart upload, streaming, errors."""
+"""A small Flask app, run under ferricorn as under gunicorn."""
 
-import hashlib
-
-from flask import Flask, Response, abort, jsonify, request, stream_with_context
+from flask import Flask, jsonify, request
 
 app = Flask(__name__)
 
 
-@app.get("/json")
-def get_json():
-    return jsonify(hello="world", args=request.args.to_dict())
+@app.get("/")
+def index():
+    return "Hello from Flask"
 
 
 @app.post("/json")
-def post_json():
+def echo_json():
     data = request.get_json()
-    return jsonify(received=data, n=len(data["items"]))
+    return jsonify(received=data, method=request.method, args=request.args.to_dict())
 
 
-@app.post("/upload")
-def upload():
-    out = {}
-    for name, f in request.files.items():
-        blob = f.read()
-        out[name] = {"filename": f.filename, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
-    return jsonify(files=out, form=request.form.to_dict())
-
-
-@app.get("/stream")
-def stream():
-    who = request.args.get("who", "nobody")
-
-    @stream_with_context
-    def gen():
-        for i in range(5):
-            # request is still usable while streaming thanks to stream_with_context
-            yield "%d:%s:%s\n" % (i, who, request.path)
-
-    return Response(gen(), mimetype="text/plain")
-
-
-@app.get("/missing")
-def missing():
-    abort(404)
-
-
-@app.get("/boom")
-def boom():
+@app.get("/fail")
+def fail():
     raise RuntimeError("flask view failed")
