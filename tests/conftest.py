@@ -160,15 +160,21 @@ def raw_request(port, data, timeout=10.0, host="127.0.0.1"):
     return b"".join(chunks)
 
 
-def parse_response(raw):
-    """Split a raw HTTP/1.x response into (status_code, headers dict lower-cased, body)."""
-    head, _, body = raw.partition(b"\r\n\r\n")
+def parse_head(head):
+    """Split a response head (no blank line) into (status_code, headers dict lower-cased)."""
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
     headers = {}
     for line in lines[1:]:
         k, _, v = line.partition(":")
         headers.setdefault(k.strip().lower(), v.strip())
+    return status, headers
+
+
+def parse_response(raw):
+    """Split a raw HTTP/1.x response into (status_code, headers dict lower-cased, body)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, headers = parse_head(head)
     if headers.get("transfer-encoding") == "chunked":
         body = dechunk(body)
     return status, headers, body

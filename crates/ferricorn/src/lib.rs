@@ -24,10 +24,29 @@ fn run_py(py: Python<'_>, argv: Vec<String>) -> i32 {
     run::run(py, argv)
 }
 
+/// The settings table as `(name, flags, action, supported)` rows, for
+/// `ferricorn.app.base` to turn programmatic settings into arguments.
+#[pyfunction(name = "_settings")]
+fn settings_py() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
+    config::ROWS
+        .iter()
+        .map(|r| {
+            let action = match r.action {
+                config::Action::Store => "store",
+                config::Action::StoreTrue => "store_true",
+                config::Action::StoreFalse => "store_false",
+                config::Action::Append => "append",
+            };
+            (r.name, r.flags.to_vec(), action, r.supported)
+        })
+        .collect()
+}
+
 #[pymodule]
 fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", run::VERSION)?;
     m.add_function(wrap_pyfunction!(run_py, m)?)?;
+    m.add_function(wrap_pyfunction!(settings_py, m)?)?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     config::pyfile::register(m)?;
     Ok(())

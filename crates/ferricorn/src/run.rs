@@ -25,24 +25,10 @@ fn usage_error(msg: &str) -> i32 {
 
 /// The worker classes ferricorn implements, by every name gunicorn accepts for them.
 fn resolve_worker_class(name: &str, threads: usize) -> Result<&'static str, String> {
-    let class = match name {
-        "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.SyncWorker" => "sync",
-        "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
-            return Err(format!(
-                "Worker class {name:?} (worker_class) is not supported by ferricorn yet; use -k sync"
-            ));
-        }
-        other => {
-            return Err(format!(
-                "Worker class {other:?} (worker_class) is not available in ferricorn; use -k sync"
-            ));
-        }
-    };
-    if threads > 1 {
-        // gunicorn turns sync with threads > 1 into gthread.
-        return Err("Setting threads (--threads) above 1 needs the gthread worker, which ferricorn does not support yet".into());
-    }
-    Ok(class)
+    crate::workers::resolve_class(name, threads).map(|c| match c {
+        crate::workers::Class::Sync => "sync",
+        crate::workers::Class::Gthread => "gthread",
+    })
 }
 
 /// Load the configuration (`config::pyfile::load`) and check what only the
@@ -294,10 +280,15 @@ mod tests {
                 .unwrap_err()
                 .contains("gevent")
         );
+        assert_eq!(resolve_worker_class("sync", 4), Ok("gthread"));
+        assert_eq!(
+            resolve_worker_class("gunicorn.workers.gthread.ThreadWorker", 1),
+            Ok("gthread")
+        );
         assert!(
-            resolve_worker_class("sync", 4)
+            resolve_worker_class("eventlet", 1)
                 .unwrap_err()
-                .contains("threads")
+                .contains("gthread")
         );
     }
 }

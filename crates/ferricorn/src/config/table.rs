@@ -284,7 +284,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Int,
         kind: Kind::PosInt,
         default: || Value::Int(1),
-        supported: false,
+        supported: true,
         short: "Threads per worker (gthread); above 1 with sync selects gthread.",
     },
     Setting {
@@ -296,7 +296,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Int,
         kind: Kind::PosInt,
         default: || Value::Int(1000),
-        supported: false,
+        supported: true,
         short: "Most simultaneous clients one worker serves (threaded/async workers).",
     },
     Setting {
@@ -356,7 +356,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Int,
         kind: Kind::PosInt,
         default: || Value::Int(2),
-        supported: false,
+        supported: true,
         short: "Seconds an idle Keep-Alive connection stays open.",
     },
     Setting {
@@ -488,7 +488,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Turn off sendfile() for file responses.",
     },
     Setting {

@@ -26,3 +26,18 @@ pub fn set_cloexec(fd: std::os::fd::BorrowedFd<'_>, on: bool) -> io::Result<()> 
     fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(io::Error::from)?;
     Ok(())
 }
+
+/// A close-on-exec duplicate of a descriptor the caller does not own (a
+/// Python file's `fileno()`), so it stays valid even if Python closes the
+/// original meanwhile.
+pub fn dup_borrowed(fd: RawFd) -> io::Result<OwnedFd> {
+    let new = nix::fcntl::fcntl(
+        // SAFETY: F_DUPFD_CLOEXEC on an arbitrary integer only creates a new
+        // descriptor; an invalid one yields EBADF. The borrow ends here.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0),
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: `new` is a fresh descriptor fcntl just created for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}

@@ -7,6 +7,8 @@
 //! gunicorn counterpart: `workers/base.py` (`Worker.init_process`,
 //! `init_signals`, `load_wsgi`) and `Arbiter.spawn_worker`'s child branch.
 
+pub mod conn;
+pub mod gthread;
 pub mod heartbeat;
 pub mod sync;
 
@@ -23,6 +25,43 @@ pub(crate) use crate::sys::signals;
 use crate::wsgi::environ::AppContext;
 use crate::wsgi::loader::{self, LoadError};
 use heartbeat::Heartbeats;
+
+/// The worker classes ferricorn implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Sync,
+    Gthread,
+}
+
+/// Resolve `--worker-class` (any spelling gunicorn accepts) and `--threads`
+/// to a class: `sync` with more than one thread becomes `gthread`, as in gunicorn.
+pub fn resolve_class(name: &str, threads: usize) -> Result<Class, String> {
+    let class = match name {
+        "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.SyncWorker" => Class::Sync,
+        "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
+            Class::Gthread
+        }
+        other => {
+            let lower = other.to_ascii_lowercase();
+            let why = if ["gevent", "eventlet", "tornado"]
+                .iter()
+                .any(|k| lower.contains(k))
+            {
+                "ferricorn has no event-loop (greenlet/tornado) workers"
+            } else {
+                "ferricorn does not load Python worker classes"
+            };
+            return Err(format!(
+                "Worker class {other:?} (worker_class) is not available: {why}; use -k sync, or -k gthread --threads N for concurrency"
+            ));
+        }
+    };
+    Ok(if class == Class::Sync && threads > 1 {
+        Class::Gthread
+    } else {
+        class
+    })
+}
 
 /// Signals the master handles; a worker resets them to their defaults.
 pub const MASTER_SIGNALS: &[Signal] = &[
@@ -180,14 +219,15 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         },
     };
     let settings = setup.settings;
+    let class = resolve_class(settings.worker_class(), settings.threads()).unwrap_or(Class::Sync);
     let ctx = match AppContext::new(
         py,
         callable,
         settings.workers() > 1,
-        false,
+        class == Class::Gthread,
         parser_options(settings),
     ) {
-        Ok(ctx) => ctx,
+        Ok(ctx) => ctx.with_sendfile(!matches!(settings.get("sendfile"), crate::config::Value::Bool(false))),
         Err(e) => {
             glogging::log_always(
                 Level::Error,
@@ -206,7 +246,10 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         wake,
         alive: true,
     };
-    sync::run(py, &mut worker, &ctx);
+    match class {
+        Class::Sync => sync::run(py, &mut worker, &ctx),
+        Class::Gthread => gthread::run(py, &mut worker, &ctx),
+    }
     glogging::info!("Worker exiting (pid: {pid})");
     exit_worker(py, 0)
 }

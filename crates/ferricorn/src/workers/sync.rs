@@ -8,19 +8,19 @@
 //! gunicorn counterpart: `workers/sync.py` (`SyncWorker.run_for_one`,
 //! `run_for_multiple`, `handle`, `handle_request`).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferricorn_http::parse::Parser;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use pyo3::prelude::*;
 
-use super::Worker;
-use crate::glogging::{self, access};
+use super::{Worker, conn};
+use crate::glogging;
 use crate::sock::{Peer, Stream};
-use crate::wsgi::{self, Conn, environ::AppContext};
+use crate::wsgi::environ::AppContext;
 
 const READ_CHUNK: usize = 8192;
 
@@ -111,7 +111,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
     }
 }
 
-fn is_transient_accept_error(e: &io::Error) -> bool {
+pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EAGAIN) | Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EINTR)
@@ -130,85 +130,7 @@ fn handle(
 ) {
     let stream = Arc::new(stream);
     buf.clear();
-    let started = Instant::now();
-    loop {
-        match parser.parse(buf) {
-            Ok(Some((head, consumed))) => {
-                let conn = Conn {
-                    stream: &stream,
-                    peer,
-                    server,
-                    url_scheme: "http",
-                    server_allows_keep_alive: false,
-                };
-                let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
-                if glogging::access_enabled() {
-                    let environ = outcome.environ.bind(py);
-                    let lookup = |key: &str| -> Option<String> {
-                        environ
-                            .get_item(key)
-                            .ok()
-                            .flatten()
-                            .and_then(|v| v.str().ok())
-                            .map(|s| s.to_string())
-                    };
-                    let protocol = match head.version {
-                        (1, 0) => "HTTP/1.0",
-                        _ => "HTTP/1.1",
-                    };
-                    let path = wsgi::environ::percent_decode(head.path);
-                    let request_headers: Vec<(&[u8], &[u8])> =
-                        head.headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
-                    glogging::access(&access::Record {
-                        remote_addr: &peer.addr,
-                        method: &head.method,
-                        raw_uri: head.target,
-                        path_info: &path,
-                        query: head.query,
-                        protocol,
-                        status: &outcome.status,
-                        sent: outcome.sent,
-                        request_headers: &request_headers,
-                        response_headers: &outcome.response_headers,
-                        duration: started.elapsed(),
-                        environ: Some(&lookup),
-                    });
-                }
-                break;
-            }
-            Ok(None) => {
-                let start = buf.len();
-                buf.resize(start + READ_CHUNK, 0);
-                let read = py.detach(|| {
-                    loop {
-                        match (&*stream).read(&mut buf[start..]) {
-                            Err(e)
-                                if e.kind() == io::ErrorKind::Interrupted
-                                    && !super::signals::peek_quit() =>
-                            {
-                                continue;
-                            }
-                            other => break other,
-                        }
-                    }
-                });
-                match read {
-                    Ok(0) | Err(_) => {
-                        // Client went away (or timed out) before a full request: nothing to answer.
-                        buf.truncate(start);
-                        return;
-                    }
-                    Ok(n) => buf.truncate(start + n),
-                }
-            }
-            Err(err) => {
-                glogging::warning!("Invalid request from ip={}: {}", peer.addr, err);
-                let out = wsgi::error_response(err.status(), err.reason(), &err.to_string());
-                let _ = py.detach(|| (&*stream).write_all(&out));
-                break;
-            }
-        }
-    }
+    conn::serve_one(py, app, &stream, peer, server, parser, buf, false);
     // Closing: shut down our side so the client sees EOF after the response.
     stream.shutdown_write();
 }

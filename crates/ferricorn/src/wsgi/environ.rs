@@ -28,7 +28,17 @@ pub struct AppContext {
     header_keys: Mutex<HashMap<Vec<u8>, Py<PyString>>>,
     script_name: String,
     parser_options: Options,
+    sendfile: bool,
+    /// Peers trusted to set the scheme headers (`FORWARDED_ALLOW_IPS`, `*` = all).
+    forwarded_allow: Vec<String>,
 }
+
+/// gunicorn's default `secure_scheme_headers`: (header, value meaning https).
+const SECURE_SCHEME_HEADERS: &[(&[u8], &[u8])] = &[
+    (b"x-forwarded-protocol", b"ssl"),
+    (b"x-forwarded-proto", b"https"),
+    (b"x-forwarded-ssl", b"on"),
+];
 
 const HEADER_KEY_CACHE: usize = 512;
 
@@ -98,11 +108,28 @@ impl AppContext {
             header_keys: Mutex::new(HashMap::new()),
             script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
             parser_options,
+            sendfile: true,
+            forwarded_allow: std::env::var("FORWARDED_ALLOW_IPS")
+                .unwrap_or_else(|_| "127.0.0.1,::1".into())
+                .split(',')
+                .map(|ip| ip.trim().to_string())
+                .filter(|ip| !ip.is_empty())
+                .collect(),
         })
     }
 
     pub fn callable(&self) -> &Py<PyAny> {
         &self.callable
+    }
+
+    /// Whether `wsgi.file_wrapper` responses of real files use sendfile(2).
+    pub fn with_sendfile(mut self, on: bool) -> Self {
+        self.sendfile = on;
+        self
+    }
+
+    pub fn sendfile(&self) -> bool {
+        self.sendfile
     }
 
     pub fn parser_options(&self) -> &Options {
@@ -153,6 +180,7 @@ impl AppContext {
         env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
 
         let mut host: Option<&[u8]> = None;
+        let mut https = false;
         // (key, first value, joined values when the field is repeated)
         let mut fields: Vec<Field<'py, '_>> = Vec::with_capacity(head.headers.len());
         for (name, value) in &head.headers {
@@ -166,6 +194,10 @@ impl AppContext {
             }
             if name.eq_ignore_ascii_case(b"host") {
                 host = Some(value);
+            } else if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
+                https |= SECURE_SCHEME_HEADERS
+                    .iter()
+                    .any(|(h, v)| name.eq_ignore_ascii_case(h) && value.eq_ignore_ascii_case(v));
             }
             let key = self.header_key(py, name);
             // Keys are interned, so identity is equality.
@@ -182,6 +214,17 @@ impl AppContext {
             env.set_item(key, latin1_str(py, joined.as_deref().unwrap_or(first)))?;
         }
 
+        let url_scheme = if https
+            && self
+                .forwarded_allow
+                .iter()
+                .any(|ip| ip == "*" || *ip == conn.peer.addr)
+        {
+            env.set_item(intern!(py, "wsgi.url_scheme"), "https")?;
+            "https"
+        } else {
+            conn.url_scheme
+        };
         env.set_item(intern!(py, "REMOTE_ADDR"), conn.peer.addr.as_str())?;
         if let Some(port) = conn.peer.port {
             env.set_item(intern!(py, "REMOTE_PORT"), port.to_string())?;
@@ -195,12 +238,7 @@ impl AppContext {
                         Some((n, p)) => (n.to_string(), p.to_string()),
                         None => (
                             h.to_string(),
-                            if conn.url_scheme == "https" {
-                                "443"
-                            } else {
-                                "80"
-                            }
-                            .to_string(),
+                            if url_scheme == "https" { "443" } else { "80" }.to_string(),
                         ),
                     }
                 }

@@ -234,7 +234,7 @@ fn call_app(
     writer: &Arc<Mutex<ResponseWriter>>,
 ) -> PyResult<()> {
     let iterable = app.callable().bind(py).call1((environ, start_response))?;
-    let sent = send_body(py, &iterable, writer);
+    let sent = send_body(py, app, &iterable, writer);
     let closed = if iterable
         .hasattr(pyo3::intern!(py, "close"))
         .unwrap_or(false)
@@ -275,9 +275,25 @@ fn bytes_of<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyB
 
 fn send_body(
     py: Python<'_>,
+    app: &environ::AppContext,
     iterable: &Bound<'_, PyAny>,
     writer: &Arc<Mutex<ResponseWriter>>,
 ) -> PyResult<()> {
+    // wsgi.file_wrapper around a real file: sendfile(2), no copies through Python.
+    if app.sendfile() {
+        if let Ok(fw) = iterable.cast::<file_wrapper::FileWrapper>() {
+            if let Some(src) = fw.borrow().file_source(py) {
+                py.detach(|| {
+                    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                    w.send_file(&src)?;
+                    w.push_finish()?;
+                    w.flush()
+                })
+                .map_err(io_to_py)?;
+                return Ok(());
+            }
+        }
+    }
     // Fast path: a list or tuple is the whole body; send head and body in one write.
     let items: Option<Vec<Bound<'_, PyAny>>> = if let Ok(list) = iterable.cast::<PyList>() {
         Some(list.iter().collect())

@@ -18,6 +18,10 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::sock::Stream;
 
+/// Set when the worker is shutting down gracefully: responses whose head is
+/// not out yet announce `Connection: close` (one worker per process).
+pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What the request looked like, for framing decisions.
 pub struct RequestSide {
     pub method: Vec<u8>,
@@ -83,7 +87,8 @@ impl ResponseWriter {
             method: &self.req.method,
             version: self.req.version,
             request_keep_alive: self.req.keep_alive,
-            server_allows_keep_alive: self.req.server_allows_keep_alive,
+            server_allows_keep_alive: self.req.server_allows_keep_alive
+                && !DRAINING.load(std::sync::atomic::Ordering::Relaxed),
             server_header: Some(b"ferricorn"),
         };
         let buf = &mut self.buf;
@@ -113,6 +118,43 @@ impl ResponseWriter {
         self.ensure_head()?;
         if let Some(enc) = self.encoder.as_mut() {
             enc.finish(&mut self.buf);
+        }
+        Ok(())
+    }
+
+    /// Send `src` as (the rest of) the body with sendfile(2), framed like any
+    /// other chunk. Call without the GIL.
+    pub fn send_file(&mut self, src: &super::file_wrapper::FileSource) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        self.ensure_head()?;
+        let want = usize::try_from(src.len).unwrap_or(usize::MAX);
+        let n = match self.encoder.as_mut() {
+            Some(enc) => enc.chunk_start(want, &mut self.buf),
+            None => 0,
+        };
+        self.flush()?;
+        let out = match &*self.stream {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        };
+        let mut offset = src.offset;
+        let mut left = n;
+        while left > 0 {
+            match nix::sys::sendfile::sendfile(out, &src.fd, Some(&mut offset), left) {
+                Ok(0) => {
+                    // The file shrank under us: the framing promised more.
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shorter than announced",
+                    ));
+                }
+                Ok(k) => left -= k,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(enc) = self.encoder.as_mut() {
+            enc.chunk_end(n, &mut self.buf);
         }
         Ok(())
     }

@@ -1,0 +1,144 @@
+//! Serving one request on an accepted connection, shared by every worker
+//! class: read until a full request head is buffered (GIL released while
+//! waiting), call the app through `wsgi::serve`, write the access log line.
+//!
+//! Invariants: bytes read past the current request (pipelining) stay in
+//! `buf` for the next call; a parse error is answered and ends the
+//! connection; keep-alive is only ever offered when the caller allows it.
+//!
+//! gunicorn counterpart: `SyncWorker.handle`/`handle_request` and
+//! `ThreadWorker.handle`/`handle_request` (the shared parts).
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferricorn_http::parse::Parser;
+use pyo3::prelude::*;
+
+use crate::glogging::{self, access};
+use crate::sock::{Peer, Stream};
+use crate::wsgi::{self, Conn, environ::AppContext};
+
+const READ_CHUNK: usize = 8192;
+
+/// What became of the connection after one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Another request may follow; `buf` holds what was already read of it.
+    KeepAlive,
+    /// Close the connection.
+    Close,
+}
+
+/// Read one request from `stream` (continuing from what `buf` holds), serve
+/// it and log it. `allow_keep_alive` is the server's side of the decision.
+#[allow(clippy::too_many_arguments)]
+pub fn serve_one(
+    py: Python<'_>,
+    app: &AppContext,
+    stream: &Arc<Stream>,
+    peer: &Peer,
+    server: &(String, String),
+    parser: &mut Parser,
+    buf: &mut Vec<u8>,
+    allow_keep_alive: bool,
+) -> Next {
+    let started = Instant::now();
+    loop {
+        match parser.parse(buf) {
+            Ok(Some((head, consumed))) => {
+                let conn = Conn {
+                    stream,
+                    peer,
+                    server,
+                    url_scheme: "http",
+                    server_allows_keep_alive: allow_keep_alive,
+                };
+                let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
+                if glogging::access_enabled() {
+                    log_access(py, &head, peer, &outcome, started);
+                }
+                let keep = outcome.keep_alive && allow_keep_alive;
+                drop(head);
+                buf.clear();
+                if keep {
+                    buf.extend_from_slice(&outcome.leftover);
+                    return Next::KeepAlive;
+                }
+                return Next::Close;
+            }
+            Ok(None) => {
+                let start = buf.len();
+                buf.resize(start + READ_CHUNK, 0);
+                let read = py.detach(|| {
+                    loop {
+                        match (&**stream).read(&mut buf[start..]) {
+                            Err(e)
+                                if e.kind() == io::ErrorKind::Interrupted
+                                    && !super::signals::peek_quit() =>
+                            {
+                                continue;
+                            }
+                            other => break other,
+                        }
+                    }
+                });
+                match read {
+                    Ok(0) | Err(_) => {
+                        // Client went away (or timed out) before a full request: nothing to answer.
+                        buf.truncate(start);
+                        return Next::Close;
+                    }
+                    Ok(n) => buf.truncate(start + n),
+                }
+            }
+            Err(err) => {
+                glogging::warning!("Invalid request from ip={}: {}", peer.addr, err);
+                let out = wsgi::error_response(err.status(), err.reason(), &err.to_string());
+                let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
+                buf.clear();
+                return Next::Close;
+            }
+        }
+    }
+}
+
+fn log_access(
+    py: Python<'_>,
+    head: &ferricorn_http::parse::Head<'_>,
+    peer: &Peer,
+    outcome: &wsgi::Outcome,
+    started: Instant,
+) {
+    let environ = outcome.environ.bind(py);
+    let lookup = |key: &str| -> Option<String> {
+        environ
+            .get_item(key)
+            .ok()
+            .flatten()
+            .and_then(|v| v.str().ok())
+            .map(|s| s.to_string())
+    };
+    let protocol = match head.version {
+        (1, 0) => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    let path = wsgi::environ::percent_decode(head.path);
+    let request_headers: Vec<(&[u8], &[u8])> =
+        head.headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    glogging::access(&access::Record {
+        remote_addr: &peer.addr,
+        method: &head.method,
+        raw_uri: head.target,
+        path_info: &path,
+        query: head.query,
+        protocol,
+        status: &outcome.status,
+        sent: outcome.sent,
+        request_headers: &request_headers,
+        response_headers: &outcome.response_headers,
+        duration: started.elapsed(),
+        environ: Some(&lookup),
+    });
+}

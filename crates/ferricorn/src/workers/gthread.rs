@@ -1,0 +1,373 @@
+//! The gthread worker: `--threads N` threads call the app, while the
+//! worker's main thread runs a poller (mio) that accepts connections, holds
+//! idle keep-alive connections, and hands a connection to the pool when it
+//! becomes readable.
+//!
+//! Invariants:
+//! - the threads exist only in the worker, after fork; they block every
+//!   signal, so signals land on the main thread, which never needs the GIL
+//!   and so beats the heartbeat at least every `timeout / 2` (at most every
+//!   second) even while every app thread is busy;
+//! - a connection is either idle in the poller (registered) or owned by one
+//!   thread (deregistered), never both; `active` counts both kinds and is
+//!   capped by `--worker-connections`;
+//! - TERM stops accepting, closes idle connections, lets queued and
+//!   in-flight requests finish (answering them with `Connection: close`),
+//!   then joins the threads; QUIT/INT exit at once.
+//!
+//! gunicorn counterpart: `workers/gthread.py` (`ThreadWorker`).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferricorn_http::parse::Parser;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use pyo3::prelude::*;
+
+use super::Worker;
+use super::conn::{self, Next};
+use super::sync::{is_transient_accept_error, request_budget};
+use crate::glogging;
+use crate::sock::{Peer, Stream};
+use crate::wsgi::environ::AppContext;
+
+const WAKER: Token = Token(0);
+const SIGNAL_PIPE: Token = Token(1);
+const LISTENER_BASE: usize = 2;
+/// Connection tokens start here (listener tokens sit below).
+const CONN_BASE: usize = 1 << 20;
+
+/// A client connection and what was read of its next request.
+struct Connection {
+    stream: Arc<Stream>,
+    peer: Peer,
+    /// Index of the listener it came from (for SERVER_NAME/PORT).
+    server: usize,
+    buf: Vec<u8>,
+}
+
+/// What a thread hands back to the poller when it is done with a connection.
+struct Done {
+    /// `Some` to keep the connection alive, `None` when it was closed.
+    conn: Option<Connection>,
+    /// Requests served while the thread held it.
+    served: u64,
+}
+
+/// State shared by the poller and the threads.
+struct Shared<'a> {
+    app: &'a AppContext,
+    servers: Vec<(String, String)>,
+    jobs: Mutex<Receiver<Connection>>,
+    done: Mutex<Sender<Done>>,
+    waker: Waker,
+    /// Cleared on graceful shutdown: in-flight responses then close.
+    alive: AtomicBool,
+    keepalive: bool,
+    io_timeout: Option<Duration>,
+}
+
+pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
+    let threads = worker.setup.settings.threads();
+    let result = py.detach(|| serve(worker, app, threads));
+    if let Err(e) = result {
+        glogging::error!("Exception in worker process: {e}");
+    }
+}
+
+/// One app thread: take connections, serve requests on them while the
+/// client pipelines, hand them back to the poller (or close them).
+fn thread_main(shared: &Shared<'_>) {
+    // Signals are for the main thread.
+    let _ = nix::sys::signal::SigSet::all().thread_block();
+    let mut parser = Parser::new(shared.app.parser_options().clone());
+    loop {
+        let job = {
+            let rx = shared.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        let Ok(mut c) = job else { return };
+        let _ = c.stream.set_timeouts(shared.io_timeout);
+        let mut served = 0u64;
+        let keep = Python::attach(|py| {
+            loop {
+                let allow = shared.keepalive && shared.alive.load(Ordering::Relaxed);
+                let next = conn::serve_one(
+                    py,
+                    shared.app,
+                    &c.stream,
+                    &c.peer,
+                    &shared.servers[c.server],
+                    &mut parser,
+                    &mut c.buf,
+                    allow,
+                );
+                if next == Next::Close {
+                    return false;
+                }
+                served += 1;
+                // Pipelined bytes already read: serve them now, else wait in the poller.
+                if c.buf.is_empty() {
+                    return true;
+                }
+            }
+        });
+        let conn = if keep {
+            Some(c)
+        } else {
+            c.stream.shutdown_write();
+            None
+        };
+        let sent = shared
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Done { conn, served });
+        if sent.is_err() {
+            return;
+        }
+        let _ = shared.waker.wake();
+    }
+}
+
+/// An idle connection waiting in the poller, and when it expires.
+struct Idle {
+    conn: Connection,
+    deadline: Instant,
+}
+
+fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Result<()> {
+    let setup = worker.setup;
+    let settings = setup.settings;
+    let timeout = settings.timeout();
+    let wait = Duration::from_millis(if timeout > 0.0 {
+        ((timeout * 500.0) as u64).clamp(10, 1000)
+    } else {
+        1000
+    });
+    let io_timeout = (timeout > 0.0).then(|| Duration::from_secs_f64(timeout));
+    let keepalive = settings.keepalive();
+    let keepalive_for = Duration::from_secs_f64(keepalive.max(0.0));
+    // How long a fresh connection may take to send its first request.
+    let first_request_for = io_timeout.unwrap_or(Duration::from_secs(30));
+    let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
+    let budget = request_budget(
+        settings.max_requests(),
+        settings.max_requests_jitter(),
+        u64::from(worker.pid) ^ crate::util::monotonic_ms(),
+    );
+
+    let mut poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let wake_fd = worker.wake.0.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&wake_fd), SIGNAL_PIPE, Interest::READABLE)?;
+    for (i, l) in setup.listeners.iter().enumerate() {
+        let fd = l.raw_fd();
+        poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(LISTENER_BASE + i),
+            Interest::READABLE,
+        )?;
+    }
+
+    let (job_tx, job_rx) = mpsc::channel::<Connection>();
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let shared = Shared {
+        app,
+        servers: setup
+            .listeners
+            .iter()
+            .map(|l| l.server_name_port())
+            .collect(),
+        jobs: Mutex::new(job_rx),
+        done: Mutex::new(done_tx),
+        waker,
+        alive: AtomicBool::new(true),
+        keepalive: keepalive > 0.0,
+        io_timeout,
+    };
+
+    std::thread::scope(|scope| -> io::Result<()> {
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let shared = &shared;
+            let h = std::thread::Builder::new()
+                .name(format!("ferricorn-{i}"))
+                .spawn_scoped(scope, move || thread_main(shared))?;
+            handles.push(h);
+        }
+
+        let mut events = Events::with_capacity(256);
+        let mut idle: HashMap<usize, Idle> = HashMap::new();
+        let mut deadlines: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+        let mut next_token = CONN_BASE;
+        let mut active: usize = 0;
+        let mut served: u64 = 0;
+        let mut pending_accept = vec![true; setup.listeners.len()];
+        let mut accepting = true;
+
+        let registry = poll.registry().try_clone()?;
+        let mut park = |conn: Connection,
+                        until: Instant,
+                        idle: &mut HashMap<usize, Idle>,
+                        deadlines: &mut BinaryHeap<Reverse<(Instant, usize)>>|
+         -> bool {
+            let token = next_token;
+            next_token = next_token.wrapping_add(1).max(CONN_BASE);
+            let fd = conn.stream.raw_fd();
+            if registry
+                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+                .is_err()
+            {
+                return false;
+            }
+            idle.insert(
+                token,
+                Idle {
+                    conn,
+                    deadline: until,
+                },
+            );
+            deadlines.push(Reverse((until, token)));
+            true
+        };
+
+        loop {
+            worker.notify();
+            if worker.handle_signals() {
+                // QUIT/INT: stop now, in-flight requests included.
+                glogging::info!("Worker exiting (pid: {})", worker.pid);
+                crate::sys::process::exit_now(0);
+            }
+            if worker.alive && worker.parent_changed() {
+                glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
+                worker.alive = false;
+            }
+            if budget > 0 && served >= budget && worker.alive {
+                glogging::info!("Autorestarting worker after current request.");
+                worker.alive = false;
+            }
+            if !worker.alive && accepting {
+                // Graceful stop: no new connections, idle ones are closed.
+                accepting = false;
+                shared.alive.store(false, Ordering::Relaxed);
+                crate::wsgi::response::DRAINING.store(true, Ordering::Relaxed);
+                for l in setup.listeners {
+                    let fd = l.raw_fd();
+                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                }
+                for (_, i) in idle.drain() {
+                    let fd = i.conn.stream.raw_fd();
+                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                    active -= 1;
+                }
+                deadlines.clear();
+            }
+            if !accepting && active == 0 {
+                break;
+            }
+
+            let now = Instant::now();
+            let poll_for = deadlines.peek().map_or(wait, |Reverse((d, _))| {
+                d.saturating_duration_since(now).min(wait)
+            });
+            if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            for ev in &events {
+                let Token(t) = ev.token();
+                if t >= CONN_BASE {
+                    if let Some(i) = idle.remove(&t) {
+                        let fd = i.conn.stream.raw_fd();
+                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                        if job_tx.send(i.conn).is_err() {
+                            active -= 1;
+                        }
+                    }
+                } else if t >= LISTENER_BASE {
+                    if let Some(p) = pending_accept.get_mut(t - LISTENER_BASE) {
+                        *p = true;
+                    }
+                }
+                // WAKER and SIGNAL_PIPE: handled below and at the top of the loop.
+            }
+
+            // Connections the threads are done with.
+            while let Ok(d) = done_rx.try_recv() {
+                served += d.served;
+                match d.conn {
+                    Some(c) if accepting => {
+                        if !park(c, Instant::now() + keepalive_for, &mut idle, &mut deadlines) {
+                            active -= 1;
+                        }
+                    }
+                    _ => active -= 1,
+                }
+            }
+
+            // Accept while under the connection cap.
+            if accepting {
+                for (i, l) in setup.listeners.iter().enumerate() {
+                    while pending_accept[i] && active < max_conns {
+                        match l.accept() {
+                            Ok((stream, peer)) => {
+                                let c = Connection {
+                                    stream: Arc::new(stream),
+                                    peer,
+                                    server: i,
+                                    buf: Vec::new(),
+                                };
+                                active += 1;
+                                let until = Instant::now() + first_request_for;
+                                if !park(c, until, &mut idle, &mut deadlines) {
+                                    active -= 1;
+                                }
+                            }
+                            Err(e) if is_transient_accept_error(&e) => {
+                                if e.kind() == io::ErrorKind::WouldBlock {
+                                    pending_accept[i] = false;
+                                }
+                            }
+                            Err(e) => {
+                                glogging::error!("Error accepting a connection: {e}");
+                                pending_accept[i] = false;
+                            }
+                        }
+                    }
+                }
+            }
+
+            // Idle connections past their deadline.
+            let now = Instant::now();
+            while let Some(Reverse((d, t))) = deadlines.peek().copied() {
+                if d > now {
+                    break;
+                }
+                deadlines.pop();
+                if idle.get(&t).is_some_and(|i| i.deadline == d) {
+                    if let Some(i) = idle.remove(&t) {
+                        let fd = i.conn.stream.raw_fd();
+                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                        active -= 1;
+                    }
+                }
+            }
+        }
+        // Let the threads finish what is queued, then stop them.
+        drop(job_tx);
+        for h in handles {
+            let _ = h.join();
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,1 @@
+"""Programmatic use of ferricorn: ``ferricorn.app.base.BaseApplication``."""

@@ -1,0 +1,265 @@
+"""PEP 3333 conformance end to end, under both worker classes, for the plain
+app and the same app wrapped in `wsgiref.validate.validator` (WSGIWarning as
+an error). App: tests/apps/shapes.py."""
+
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from wsgi_helpers import WORKER_ARGS, Client, chunked, one_request, start
+
+# What gunicorn 27 puts in the environ of a POST with a body, minus the two keys
+# ferricorn does not provide (`gunicorn.socket`, `wsgi.early_hints`; see docs/wsgi.md).
+GUNICORN_KEYS = {
+    "CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_HOST", "PATH_INFO", "QUERY_STRING", "RAW_URI",
+    "REMOTE_ADDR", "REMOTE_PORT", "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT",
+    "SERVER_PROTOCOL", "SERVER_SOFTWARE", "wsgi.errors", "wsgi.file_wrapper", "wsgi.input",
+    "wsgi.input_terminated", "wsgi.multiprocess", "wsgi.multithread", "wsgi.run_once",
+    "wsgi.url_scheme", "wsgi.version",
+}  # fmt: skip
+
+BODY = b"line one\nline two\nthird line, longer than the others\nlast without newline"
+
+
+class Srv:
+    def __init__(self, server, worker, markers):
+        self.server = server
+        self.worker = worker
+        self.markers = markers
+
+    @property
+    def port(self):
+        return self.server.port
+
+    def req(self, path, method="GET", body=b"", headers=""):
+        return one_request(self.port, path, method, body, headers)
+
+    def marker(self, name):
+        p = os.path.join(self.markers, name)
+        if not os.path.exists(p):
+            return []
+        with open(p) as f:
+            return f.read().splitlines()
+
+    def wait_marker(self, name, pred, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.marker(name)
+            if pred(lines):
+                return lines
+            time.sleep(0.02)  # poll the marker file until the deadline
+        raise AssertionError("marker %s: %r\n%s" % (name, self.marker(name), self.server.log()))
+
+
+@pytest.fixture(
+    scope="module",
+    params=[("sync", "app"), ("gthread", "app"), ("sync", "validated"), ("gthread", "validated")],
+    ids=lambda p: "-".join(p),
+)
+def srv(request, tmp_path_factory):
+    worker, callable_name = request.param
+    markers = str(tmp_path_factory.mktemp("markers"))
+    server = start(
+        tmp_path_factory,
+        *WORKER_ARGS[worker],
+        "-b",
+        "127.0.0.1:0",
+        "shapes:" + callable_name,
+        env={"FERRICORN_TEST_MARKERS": markers},
+    )
+    yield Srv(server, worker, markers)
+    log = server.log()
+    server.stop()
+    assert "garbage collected without being closed" not in log
+    assert "WSGIWarning" not in log
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_read_n(srv, framing):
+    if framing == "length":
+        status, _, body = srv.req("/read-n?7", "POST", BODY)
+    else:
+        status, _, body = srv.req("/read-n?7", "POST", chunked(BODY), "Transfer-Encoding: chunked\r\n")
+    assert status == 200
+    assert json.loads(body) == {"len": len(BODY), "data": BODY.decode()}
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_read_more_than_body_then_eof(srv, framing):
+    if framing == "length":
+        status, _, body = srv.req("/read-all", "POST", BODY)
+    else:
+        status, _, body = srv.req("/read-all", "POST", chunked(BODY, 3), "Transfer-Encoding: chunked\r\n")
+    assert status == 200
+    assert json.loads(body) == {"data": BODY.decode(), "again": ""}
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_readline_with_limit(srv, framing):
+    if framing == "length":
+        _, _, body = srv.req("/readline-n?6", "POST", BODY)
+    else:
+        _, _, body = srv.req("/readline-n?6", "POST", chunked(BODY, 4), "Transfer-Encoding: chunked\r\n")
+    lines = json.loads(body)
+    assert "".join(lines) == BODY.decode()
+    assert all(len(x) <= 6 for x in lines)
+    assert lines[:3] == ["line o", "ne\n", "line t"]
+
+
+def test_readlines_hint_and_iteration(srv):
+    _, _, body = srv.req("/readlines-hint?3", "POST", BODY)
+    got = json.loads(body)
+    assert got["first"] == ["line one\n"]
+    assert got["first"] + got["rest"] == BODY.decode().splitlines(keepends=True)
+    _, _, body = srv.req("/iterate", "POST", chunked(BODY, 7), "Transfer-Encoding: chunked\r\n")
+    assert json.loads(body) == BODY.decode().splitlines(keepends=True)
+
+
+def test_large_body_streams(srv):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    status, _, body = srv.req("/upload-size", "POST", data)
+    assert status == 200 and json.loads(body) == {"total": len(data)}
+
+
+def test_never_reads_past_the_body(srv):
+    c = Client(srv.port)
+    try:
+        first = b"POST /read-all HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+        second = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        c.send(first + second)
+        status, headers, body = c.read_response()
+        assert status == 200 and json.loads(body)["data"] == BODY.decode()
+        if srv.worker == "gthread":
+            assert headers["connection"] == "keep-alive"
+            assert c.read_response()[2] == b"ok"
+        else:
+            assert headers["connection"] == "close"
+    finally:
+        c.close()
+
+
+def test_client_disconnect_mid_body_raises_oserror(srv):
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"POST /input-error HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+    s.close()
+    lines = srv.wait_marker("input-error", lambda lines: len(lines) >= 1)
+    assert lines[0].startswith("OSError"), lines
+    # The worker is fine afterwards.
+    assert srv.req("/")[2] == b"ok"
+
+
+def test_environ_keys_match_gunicorn(srv):
+    status, _, body = srv.req("/environ", "POST", b"abc", "Content-Type: text/plain\r\n")
+    got = json.loads(body)
+    assert set(got["keys"]) == GUNICORN_KEYS | {"HTTP_CONNECTION"}
+    assert got["terminated"] is True
+    assert got["multithread"] is (srv.worker == "gthread")
+    assert got["scheme"] == "http"
+
+
+def test_legacy_write(srv):
+    status, _, body = srv.req("/write")
+    assert status == 200 and body == b"legacy write"
+
+
+def test_error_before_first_nonempty_chunk_is_500(srv):
+    status, _, _ = srv.req("/empty-then-raise")
+    assert status == 500
+    srv.server.wait_for("failed before any body")
+
+
+def test_exc_info_after_headers_sent_reraises_and_closes(srv):
+    c = Client(srv.port)
+    try:
+        c.send(b"GET /exc-info-late HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while True:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        c.close()
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert b"partial" in data and b"never" not in data
+    assert not data.endswith(b"0\r\n\r\n"), "a failed response must not look complete"
+    srv.server.wait_for("KeyError: 'late'")
+
+
+def test_bad_header_is_500_and_logged(srv):
+    status, _, body = srv.req("/bad-header")
+    assert status == 500 and b"never" not in body
+    srv.server.wait_for("Error handling request /bad-header")
+
+
+def test_close_called_once(srv):
+    before = len(srv.marker("stream"))
+    status, _, body = srv.req("/stream")
+    assert body == b"one two three"
+    srv.wait_marker("stream", lambda lines: len(lines) == before + 1)
+
+
+def test_close_called_once_when_client_goes_away(srv):
+    before = len(srv.marker("big"))
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"GET /big?4000 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()  # RST: the server's next write fails
+    srv.wait_marker("big", lambda lines: len(lines) == before + 1)
+    # Served something else since; still exactly one close() for that response.
+    assert srv.req("/")[2] == b"ok"
+    assert len(srv.marker("big")) == before + 1
+
+
+@pytest.mark.parametrize("kind", ["real", "real-offset", "real-length", "bytesio"])
+def test_file_wrapper(srv, kind):
+    payload = bytes(range(256)) * 400
+    status, headers, body = srv.req("/file?" + kind)
+    assert status == 200
+    if kind == "real-offset":
+        assert body == payload[10:]
+    elif kind == "real-length":
+        assert body == payload[:1000] and headers["content-length"] == "1000"
+    else:
+        assert body == payload
+
+
+def test_wsgi_errors_goes_to_error_log(srv):
+    srv.req("/errors")
+    srv.server.wait_for("shapes: to wsgi.errors")
+
+
+def test_head_request_has_no_body(srv):
+    c = Client(srv.port)
+    try:
+        status, headers, body = c.request("/", "HEAD", headers="Connection: close\r\n")
+        assert status == 200 and headers["content-length"] == "2"
+        c.sock.settimeout(5)
+        assert c.sock.recv(10) == b""  # nothing after the head
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_no_sendfile_still_serves_files(tmp_path_factory, worker):
+    server = start(tmp_path_factory, *WORKER_ARGS[worker], "--no-sendfile", "-b", "127.0.0.1:0", "shapes:app")
+    try:
+        s = Srv(server, worker, str(tmp_path_factory.mktemp("m")))
+        assert s.req("/file?real-offset")[2] == (bytes(range(256)) * 400)[10:]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_preload_imports_in_master(tmp_path_factory, worker):
+    server = start(tmp_path_factory, *WORKER_ARGS[worker], "--preload", "-b", "127.0.0.1:0", "shapes:app")
+    try:
+        got = json.loads(Srv(server, worker, "").req("/pid")[2])
+        assert got["import_pid"] == server.master_pid
+        assert got["pid"] != server.master_pid
+    finally:
+        server.stop()
