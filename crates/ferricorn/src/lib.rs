@@ -8,6 +8,7 @@ pub mod arbiter;
 pub mod config;
 pub mod errors;
 pub mod glogging;
+pub mod instrument;
 pub mod pidfile;
 pub mod run;
 pub mod sock;

@@ -185,11 +185,24 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: No application module specified.");
         return STARTUP_ERROR;
     };
+    let syslog_prefix = settings
+        .syslog_prefix()
+        .map(str::to_string)
+        .unwrap_or_else(|| settings.proc_name().unwrap_or(&app_spec).replace(':', "."));
     if let Err(e) = glogging::init(&glogging::LogConfig {
         errorlog: settings.errorlog(),
         loglevel: settings.loglevel(),
         accesslog: settings.accesslog(),
         access_log_format: settings.access_log_format(),
+        capture_output: settings.capture_output(),
+        syslog: settings.syslog(),
+        syslog_addr: settings.syslog_addr(),
+        syslog_facility: settings.syslog_facility(),
+        syslog_prefix: &syslog_prefix,
+        disable_redirect_access_to_syslog: settings.disable_redirect_access_to_syslog(),
+        statsd_host: settings.statsd_host(),
+        statsd_prefix: settings.statsd_prefix(),
+        dogstatsd_tags: settings.dogstatsd_tags(),
     }) {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;

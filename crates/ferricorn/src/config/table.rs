@@ -132,6 +132,15 @@ fn d_cwd() -> Value {
         Err(_) => Value::Str(".".into()),
     }
 }
+fn d_syslog_addr() -> Value {
+    Value::Str("udp://localhost:514".into())
+}
+fn d_syslog_facility() -> Value {
+    Value::Str("user".into())
+}
+fn d_empty_str() -> Value {
+    Value::Str(String::new())
+}
 fn d_config() -> Value {
     Value::Str("./gunicorn.conf.py".into())
 }
@@ -419,6 +428,17 @@ pub static ROWS: &[Setting] = &[
         "The access log format."
     ),
     row!(
+        "disable_redirect_access_to_syslog",
+        "Logging",
+        ["--disable-redirect-access-to-syslog"],
+        "",
+        StoreTrue,
+        Kind::Bool,
+        d_false,
+        true,
+        "Disable redirect access logs to syslog."
+    ),
+    row!(
         "errorlog",
         "Logging",
         ["--error-logfile", "--log-file"],
@@ -439,6 +459,138 @@ pub static ROWS: &[Setting] = &[
         d_info,
         true,
         "The granularity of error log outputs."
+    ),
+    row!(
+        "capture_output",
+        "Logging",
+        ["--capture-output"],
+        "",
+        StoreTrue,
+        Kind::Bool,
+        d_false,
+        true,
+        "Redirect stdout/stderr to the file in errorlog."
+    ),
+    row!(
+        "logconfig",
+        "Logging",
+        ["--log-config"],
+        "FILE",
+        Store,
+        Kind::OptStr,
+        d_none,
+        false,
+        "The log config file to use (Python logging fileConfig format)."
+    ),
+    row!(
+        "logconfig_json",
+        "Logging",
+        ["--log-config-json"],
+        "FILE",
+        Store,
+        Kind::OptStr,
+        d_none,
+        false,
+        "The log config to read from a JSON file (Python logging dictConfig)."
+    ),
+    row!(
+        "syslog_addr",
+        "Logging",
+        ["--log-syslog-to"],
+        "SYSLOG_ADDR",
+        Store,
+        Kind::Str,
+        d_syslog_addr,
+        true,
+        "Address to send syslog messages: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH[#dgram|#stream]."
+    ),
+    row!(
+        "syslog",
+        "Logging",
+        ["--log-syslog"],
+        "",
+        StoreTrue,
+        Kind::Bool,
+        d_false,
+        true,
+        "Send the error log (and the access log) to syslog."
+    ),
+    row!(
+        "syslog_prefix",
+        "Logging",
+        ["--log-syslog-prefix"],
+        "SYSLOG_PREFIX",
+        Store,
+        Kind::OptStr,
+        d_none,
+        true,
+        "Makes ferricorn use the parameter as program-name in the syslog entries."
+    ),
+    row!(
+        "syslog_facility",
+        "Logging",
+        ["--log-syslog-facility"],
+        "SYSLOG_FACILITY",
+        Store,
+        Kind::Str,
+        d_syslog_facility,
+        true,
+        "Syslog facility name."
+    ),
+    row!(
+        "enable_stdio_inheritance",
+        "Logging",
+        ["-R", "--enable-stdio-inheritance"],
+        "",
+        StoreTrue,
+        Kind::Bool,
+        d_false,
+        true,
+        "Enable stdio inheritance (only matters in daemon mode)."
+    ),
+    row!(
+        "statsd_host",
+        "Logging",
+        ["--statsd-host"],
+        "STATSD_ADDR",
+        Store,
+        Kind::OptStr,
+        d_none,
+        true,
+        "The address of the StatsD server to log to: HOST:PORT or unix://PATH."
+    ),
+    row!(
+        "dogstatsd_tags",
+        "Logging",
+        ["--dogstatsd-tags"],
+        "DOGSTATSD_TAGS",
+        Store,
+        Kind::Str,
+        d_empty_str,
+        true,
+        "A comma-delimited list of datadog statsd (dogstatsd) tags to append to statsd metrics."
+    ),
+    row!(
+        "statsd_prefix",
+        "Logging",
+        ["--statsd-prefix"],
+        "STATSD_PREFIX",
+        Store,
+        Kind::Str,
+        d_empty_str,
+        true,
+        "Prefix to use when emitting statsd metrics (a trailing . is added, if not provided)."
+    ),
+    row!(
+        "enable_backlog_metric",
+        "Logging",
+        ["--enable-backlog-metric"],
+        "",
+        StoreTrue,
+        Kind::Bool,
+        d_false,
+        false,
+        "Enable socket backlog metric (only supported on Linux)."
     ),
     row!(
         "proc_name",

@@ -141,16 +141,23 @@ fn handle(
                     url_scheme: "http",
                     server_allows_keep_alive: false,
                 };
+                glogging::debug!(
+                    "{} {}",
+                    String::from_utf8_lossy(&head.method),
+                    String::from_utf8_lossy(head.path)
+                );
                 let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
                 if glogging::access_enabled() {
                     let environ = outcome.environ.bind(py);
+                    // `{var}e`: environ keys match case-insensitively; the last match wins.
                     let lookup = |key: &str| -> Option<String> {
-                        environ
-                            .get_item(key)
-                            .ok()
-                            .flatten()
-                            .and_then(|v| v.str().ok())
-                            .map(|s| s.to_string())
+                        let mut found = None;
+                        for (k, v) in environ.iter() {
+                            if k.str().is_ok_and(|k| k.to_string().to_lowercase() == key) {
+                                found = v.str().ok().map(|s| s.to_string());
+                            }
+                        }
+                        found
                     };
                     let protocol = match head.version {
                         (1, 0) => "HTTP/1.0",
