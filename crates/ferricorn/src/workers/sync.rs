@@ -81,7 +81,17 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                 Ok((stream, peer)) => {
                     accepted = true;
                     let _ = stream.set_timeouts(io_timeout);
-                    handle(py, app, stream, &peer, &servers[i], &mut parser, &mut buf);
+                    let busy = (setup.heartbeats, setup.slot);
+                    handle(
+                        py,
+                        app,
+                        stream,
+                        &peer,
+                        &servers[i],
+                        &mut parser,
+                        &mut buf,
+                        busy,
+                    );
                     served += 1;
                     worker.notify();
                     if budget > 0 && served >= budget {
@@ -119,6 +129,7 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
 }
 
 /// Serve one connection: read a request, call the app, close.
+#[allow(clippy::too_many_arguments)] // per-connection state threaded through; no natural grouping yet
 fn handle(
     py: Python<'_>,
     app: &AppContext,
@@ -127,6 +138,7 @@ fn handle(
     server: &(String, String),
     parser: &mut Parser,
     buf: &mut Vec<u8>,
+    busy: (&super::heartbeat::Heartbeats, usize),
 ) {
     let stream = Arc::new(stream);
     buf.clear();
@@ -146,7 +158,9 @@ fn handle(
                     String::from_utf8_lossy(&head.method),
                     String::from_utf8_lossy(head.path)
                 );
+                busy.0.begin_request(busy.1, &head.method, head.target);
                 let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
+                busy.0.end_request(busy.1);
                 if glogging::access_enabled() {
                     let environ = outcome.environ.bind(py);
                     // `{var}e`: environ keys match case-insensitively; the last match wins.
