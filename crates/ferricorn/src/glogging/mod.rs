@@ -4,6 +4,10 @@
 //! Sinks: `-` (stderr for the error log, stdout for the access log) or a file
 //! opened for append; `reopen()` reopens files (USR1, log rotation).
 //!
+//! Also: syslog (`syslog.rs`), StatsD counters per level and per request
+//! (`crate::instrument`), `--capture-output` (fds 1/2 onto the error file).
+//! The default path is pure Rust and never takes the GIL.
+//!
 //! Invariant: one `write(2)` per line, so lines from several processes
 //! appending to one file never interleave.
 //!

@@ -14,7 +14,7 @@
 //! `Logger._set_syslog_handler`, `SYSLOG_FACILITIES`.
 
 use std::io::{self, Write};
-use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Mutex;
 
@@ -127,20 +127,7 @@ impl Syslog {
     /// Connect to the syslog address. `prefix` is the part after `gunicorn.`.
     pub fn connect(addr: &Address, facility: u8, prefix: &str) -> io::Result<Syslog> {
         let conn = match addr {
-            Address::Udp(host, port) => {
-                let target = (host.as_str(), *port)
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
-                let local: std::net::SocketAddr = if target.is_ipv6() {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                } else {
-                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-                };
-                let s = UdpSocket::bind(local)?;
-                s.connect(target)?;
-                Conn::Udp(s)
-            }
+            Address::Udp(host, port) => Conn::Udp(crate::instrument::connect_udp(host, *port)?),
             Address::Tcp(host, port) => Conn::Tcp(TcpStream::connect((host.as_str(), *port))?),
             Address::Unix(path, Some(true)) => {
                 let s = UnixDatagram::unbound()?;

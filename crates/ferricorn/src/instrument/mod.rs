@@ -139,7 +139,8 @@ impl Statsd {
     }
 }
 
-fn connect_udp(host: &str, port: u16) -> io::Result<UdpSocket> {
+/// A non-blocking UDP socket connected to `host:port` (also used by syslog).
+pub fn connect_udp(host: &str, port: u16) -> io::Result<UdpSocket> {
     let addr = (host, port)
         .to_socket_addrs()?
         .next()
