@@ -10,6 +10,7 @@ pub mod errors;
 pub mod glogging;
 pub mod instrument;
 pub mod pidfile;
+pub mod pylogging;
 pub mod run;
 pub mod sock;
 pub mod sys;

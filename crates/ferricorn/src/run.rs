@@ -207,6 +207,15 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;
     }
+    if settings.logconfig().is_some() || settings.logconfig_json().is_some() {
+        let level = Level::parse(settings.loglevel()).unwrap_or(Level::Info);
+        if let Err(e) =
+            crate::pylogging::install(py, settings.logconfig(), settings.logconfig_json(), level)
+        {
+            eprintln!("Error: {e}");
+            return STARTUP_ERROR;
+        }
+    }
     if let Some(dir) = settings.chdir() {
         if let Err(e) = std::env::set_current_dir(&dir) {
             eprintln!(

@@ -177,6 +177,12 @@ impl Settings {
     pub fn loglevel(&self) -> &str {
         self.get("loglevel").as_str().unwrap_or("info")
     }
+    pub fn logconfig(&self) -> Option<&str> {
+        self.get("logconfig").as_str()
+    }
+    pub fn logconfig_json(&self) -> Option<&str> {
+        self.get("logconfig_json").as_str()
+    }
     pub fn capture_output(&self) -> bool {
         self.get("capture_output").as_bool()
     }
@@ -332,6 +338,7 @@ mod tests {
         );
         let _ = (s.syslog_facility(), s.disable_redirect_access_to_syslog());
         let _ = (s.statsd_host(), s.statsd_prefix(), s.dogstatsd_tags());
+        let _ = (s.logconfig(), s.logconfig_json());
     }
 
     #[test]

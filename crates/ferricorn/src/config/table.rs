@@ -479,7 +479,7 @@ pub static ROWS: &[Setting] = &[
         Store,
         Kind::OptStr,
         d_none,
-        false,
+        true,
         "The log config file to use (Python logging fileConfig format)."
     ),
     row!(
@@ -490,7 +490,7 @@ pub static ROWS: &[Setting] = &[
         Store,
         Kind::OptStr,
         d_none,
-        false,
+        true,
         "The log config to read from a JSON file (Python logging dictConfig)."
     ),
     row!(

@@ -131,6 +131,39 @@ struct Logger {
 
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 
+/// Which Python logger a record goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// `gunicorn.error`
+    Error,
+    /// `gunicorn.access`
+    Access,
+}
+
+type PyForward = Box<dyn Fn(Channel, Level, &str) + Send + Sync>;
+type PyReopen = Box<dyn Fn() + Send + Sync>;
+
+/// Set when `--log-config` / `--log-config-json` hand records to Python's
+/// `logging` (installed by the L2 `pylogging` module); `None` otherwise.
+static PYTHON: RwLock<Option<(PyForward, PyReopen)>> = RwLock::new(None);
+
+/// Route every error and access record through Python `logging` from now on.
+pub fn set_python(forward: PyForward, reopen: PyReopen) {
+    *PYTHON.write().unwrap_or_else(|e| e.into_inner()) = Some((forward, reopen));
+}
+
+/// Hand a record to Python logging if it is configured; true when it was.
+fn to_python(channel: Channel, level: Level, msg: &str) -> bool {
+    let guard = PYTHON.read().unwrap_or_else(|e| e.into_inner());
+    match guard.as_ref() {
+        Some((forward, _)) => {
+            forward(channel, level, msg);
+            true
+        }
+        None => false,
+    }
+}
+
 /// What the logger needs from the settings.
 pub struct LogConfig<'a> {
     pub errorlog: &'a str,
@@ -229,6 +262,9 @@ pub fn init(cfg: &LogConfig) -> io::Result<()> {
 
 /// Reopen log files (after rotation): USR1 in the master and in each worker.
 pub fn reopen() -> io::Result<()> {
+    if let Some((_, reopen)) = PYTHON.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        reopen();
+    }
     let guard = LOGGER.read().unwrap_or_else(|e| e.into_inner());
     if let Some(logger) = guard.as_ref() {
         let mut error = logger.error.lock().unwrap_or_else(|e| e.into_inner());
@@ -245,6 +281,10 @@ pub fn reopen() -> io::Result<()> {
 }
 
 pub fn enabled(level: Level) -> bool {
+    if PYTHON.read().unwrap_or_else(|e| e.into_inner()).is_some() {
+        // Python's logger levels decide (the user's config may lower them).
+        return true;
+    }
     let guard = LOGGER.read().unwrap_or_else(|e| e.into_inner());
     guard
         .as_ref()
@@ -293,6 +333,9 @@ fn log_record(level: Level, msg: &str, force: bool, counter: Option<&str>) {
     };
     if let (Some(statsd), Some(name)) = (&logger.statsd, counter) {
         statsd.increment(name, 1);
+    }
+    if to_python(Channel::Error, level, msg) {
+        return;
     }
     if !force && level < logger.level {
         return;
@@ -344,13 +387,23 @@ pub fn access_enabled() -> bool {
     guard
         .as_ref()
         .is_some_and(|l| l.access_sink.is_some() || l.access_to_syslog || l.statsd.is_some())
+        || PYTHON.read().unwrap_or_else(|e| e.into_inner()).is_some()
 }
 
 /// Render and write one access-log line; send the request's StatsD metrics.
 pub fn access(record: &access::Record) {
     let guard = LOGGER.read().unwrap_or_else(|e| e.into_inner());
     let Some(logger) = guard.as_ref() else { return };
-    if logger.access_sink.is_some() || logger.access_to_syslog {
+    let python = PYTHON.read().unwrap_or_else(|e| e.into_inner()).is_some();
+    if python {
+        let mut line = Vec::with_capacity(256);
+        logger.access_format.render(record, &mut line);
+        to_python(
+            Channel::Access,
+            Level::Info,
+            &String::from_utf8_lossy(&line),
+        );
+    } else if logger.access_sink.is_some() || logger.access_to_syslog {
         let mut line = Vec::with_capacity(256);
         logger.access_format.render(record, &mut line);
         if let (true, Some(sl)) = (logger.access_to_syslog, &logger.syslog) {
