@@ -196,18 +196,24 @@ def test_syslog_over_udp(start_server):
 
 def test_capture_output(start_server, tmp_path):
     err = tmp_path / "err.log"
-    srv = start_server("-b", "127.0.0.1:0", "--capture-output", "--error-logfile", str(err), "basic:app", wait=False)
-    deadline = time.monotonic() + 20
-    while "Booting worker" not in (err.read_text() if err.exists() else ""):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", err.read_text()).group(1))
-    assert get(port, "/errors-stream")[0] == 200
-    deadline = time.monotonic() + 10
-    while "message to wsgi.errors" not in err.read_text():
-        assert time.monotonic() < deadline, err.read_text()
-        time.sleep(0.05)
-    assert srv.proc.poll() is None
+    srv = start_server("-b", "127.0.0.1:0", "--capture-output", "--error-logfile", str(err), "printing:app", wait=False)
+    text = _wait_file(err, "Booting worker")
+    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text).group(1))
+    assert get(port, "/")[0] == 200
+    text = _wait_file(err, "raw fd 2 write")
+    assert "printed to stdout" in text and "written to stderr" in text
+    # Nothing reached the server's own stdout/stderr pipe.
+    assert "printed to stdout" not in srv.log()
+
+
+def test_without_capture_output_app_output_stays_on_stdio(start_server, tmp_path):
+    err = tmp_path / "err.log"
+    srv = start_server("-b", "127.0.0.1:0", "--error-logfile", str(err), "printing:app", wait=False)
+    text = _wait_file(err, "Booting worker")
+    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text).group(1))
+    assert get(port, "/")[0] == 200
+    srv.wait_for("raw fd 2 write")
+    assert "printed to stdout" not in err.read_text()
 
 
 def test_timeout_names_the_request(start_server):
