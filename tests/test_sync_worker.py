@@ -136,7 +136,7 @@ def test_app_exception_gives_500_and_traceback_and_worker_survives(start_server)
     status, headers, _ = get(srv.port, "/error")
     assert status == 500
     assert headers["connection"] == "close"
-    srv.wait_for(r"\[ERROR\] Error handling request /error")
+    srv.wait_for(r"\[ERROR\] Error handling request GET /error")
     srv.wait_for(r"ValueError: deliberate failure")
     assert "Traceback (most recent call last)" in srv.log()
     # Same worker still serving.

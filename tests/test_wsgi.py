@@ -192,7 +192,7 @@ def test_exc_info_after_headers_sent_reraises_and_closes(srv):
 def test_bad_header_is_500_and_logged(srv):
     status, _, body = srv.req("/bad-header")
     assert status == 500 and b"never" not in body
-    srv.server.wait_for("Error handling request /bad-header")
+    srv.server.wait_for("Error handling request GET /bad-header")
 
 
 def test_close_called_once(srv):

@@ -8,7 +8,9 @@ pub mod arbiter;
 pub mod config;
 pub mod errors;
 pub mod glogging;
+pub mod instrument;
 pub mod pidfile;
+pub mod pylogging;
 pub mod run;
 pub mod sock;
 pub mod sys;
@@ -32,7 +34,7 @@ fn settings_py() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
         .iter()
         .map(|r| {
             let action = match r.action {
-                config::Action::Store => "store",
+                config::Action::Store | config::Action::OptionalConst(_) => "store",
                 config::Action::StoreTrue => "store_true",
                 config::Action::StoreFalse => "store_false",
                 config::Action::Append => "append",

@@ -175,14 +175,37 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     if settings.get("print_config").as_bool() || settings.get("check_config").as_bool() {
         return print_or_check(py, &settings, &app_spec);
     }
+    let syslog_prefix = settings
+        .syslog_prefix()
+        .map(str::to_string)
+        .unwrap_or_else(|| settings.proc_name().unwrap_or(&app_spec).replace(':', "."));
+    let statsd_host = settings.statsd_host();
     if let Err(e) = glogging::init(&glogging::LogConfig {
         errorlog: settings.errorlog(),
         loglevel: settings.loglevel(),
         accesslog: settings.accesslog(),
         access_log_format: settings.access_log_format(),
+        capture_output: settings.capture_output(),
+        syslog: settings.syslog(),
+        syslog_addr: settings.syslog_addr(),
+        syslog_facility: settings.syslog_facility(),
+        syslog_prefix: &syslog_prefix,
+        disable_redirect_access_to_syslog: settings.disable_redirect_access_to_syslog(),
+        statsd_host: statsd_host.as_deref(),
+        statsd_prefix: settings.statsd_prefix(),
+        dogstatsd_tags: settings.dogstatsd_tags(),
     }) {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;
+    }
+    if settings.logconfig().is_some() || settings.logconfig_json().is_some() {
+        let level = Level::parse(settings.loglevel()).unwrap_or(Level::Info);
+        if let Err(e) =
+            crate::pylogging::install(py, settings.logconfig(), settings.logconfig_json(), level)
+        {
+            eprintln!("Error: {e}");
+            return STARTUP_ERROR;
+        }
     }
     if let Err(code) = prepare_app_environment(py, &settings) {
         return code;

@@ -86,7 +86,20 @@ impl<'a> Shell<'a> {
             self.sleep();
             let now = monotonic_ms();
             let heartbeats = &self.heartbeats;
-            let actions = self.arbiter.on_tick(now, &|slot| heartbeats.last(slot));
+            let mut actions = self.arbiter.on_tick(now, &|slot| heartbeats.last(slot));
+            // Name the request a timed-out worker was stuck in (or that it was idle).
+            for action in &mut actions {
+                if let Action::Log { msg, .. } = action {
+                    let pid = msg
+                        .strip_prefix("WORKER TIMEOUT (pid:")
+                        .and_then(|r| r.strip_suffix(')'))
+                        .and_then(|p| p.parse::<i32>().ok());
+                    if let Some(slot) = pid.and_then(|p| self.arbiter.slot_of(p)) {
+                        msg.push(' ');
+                        msg.push_str(&heartbeats.activity(slot, now));
+                    }
+                }
+            }
             self.execute(actions);
             if let Some(code) = self.exit_code {
                 return code;

@@ -205,6 +205,49 @@ impl Settings {
     pub fn loglevel(&self) -> &str {
         self.get("loglevel").as_str().unwrap_or("info")
     }
+    pub fn logconfig(&self) -> Option<&str> {
+        self.get("logconfig").as_str()
+    }
+    pub fn logconfig_json(&self) -> Option<&str> {
+        self.get("logconfig_json").as_str()
+    }
+    pub fn capture_output(&self) -> bool {
+        self.get("capture_output").as_bool()
+    }
+    pub fn syslog(&self) -> bool {
+        self.get("syslog").as_bool()
+    }
+    pub fn syslog_addr(&self) -> &str {
+        self.get("syslog_addr").as_str().unwrap_or_default()
+    }
+    pub fn syslog_prefix(&self) -> Option<&str> {
+        self.get("syslog_prefix").as_str()
+    }
+    pub fn syslog_facility(&self) -> &str {
+        self.get("syslog_facility").as_str().unwrap_or("user")
+    }
+    pub fn disable_redirect_access_to_syslog(&self) -> bool {
+        self.get("disable_redirect_access_to_syslog").as_bool()
+    }
+    /// `HOST:PORT` or `unix://PATH`, from the value as gunicorn stores it
+    /// (a `('host', port)` tuple or a socket path).
+    pub fn statsd_host(&self) -> Option<String> {
+        match self.get("statsd_host") {
+            Value::Str(path) => Some(format!("unix://{path}")),
+            Value::Object(tuple) => {
+                let inner = tuple.trim_start_matches('(').trim_end_matches(')');
+                let (host, port) = inner.rsplit_once(", ")?;
+                Some(format!("{}:{}", host.trim_matches('\''), port.trim()))
+            }
+            _ => None,
+        }
+    }
+    pub fn statsd_prefix(&self) -> &str {
+        self.get("statsd_prefix").as_str().unwrap_or_default()
+    }
+    pub fn dogstatsd_tags(&self) -> &str {
+        self.get("dogstatsd_tags").as_str().unwrap_or_default()
+    }
     pub fn proc_name(&self) -> Option<&str> {
         self.get("proc_name").as_str()
     }
@@ -256,6 +299,15 @@ mod tests {
             s.loglevel(),
         );
         let _ = (s.proc_name(), s.wsgi_app(), s.preload_app());
+        let _ = (
+            s.capture_output(),
+            s.syslog(),
+            s.syslog_addr(),
+            s.syslog_prefix(),
+        );
+        let _ = (s.syslog_facility(), s.disable_redirect_access_to_syslog());
+        let _ = (s.statsd_host(), s.statsd_prefix(), s.dogstatsd_tags());
+        let _ = (s.logconfig(), s.logconfig_json());
     }
 
     #[test]

@@ -674,7 +674,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Do not send access log lines to syslog.",
     },
     Setting {
@@ -724,7 +724,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Send the application's stdout and stderr to the error log.",
     },
     Setting {
@@ -748,7 +748,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Logging configuration file (logging.config.fileConfig format).",
     },
     Setting {
@@ -772,7 +772,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Logging configuration as a JSON file (dictConfig format).",
     },
     Setting {
@@ -784,7 +784,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::Str("udp://localhost:514".into()),
-        supported: false,
+        supported: true,
         short: "Where syslog messages go: unix://PATH, udp://HOST:PORT or tcp://HOST:PORT.",
     },
     Setting {
@@ -796,7 +796,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Also send log lines to syslog.",
     },
     Setting {
@@ -808,7 +808,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Program name used in syslog messages.",
     },
     Setting {
@@ -820,7 +820,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::Str("user".into()),
-        supported: false,
+        supported: true,
         short: "Syslog facility name.",
     },
     Setting {
@@ -832,7 +832,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Keep stdio open when daemonized.",
     },
     Setting {
@@ -844,7 +844,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::StatsdAddr,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "StatsD server (HOST:PORT or unix://PATH) to send metrics to.",
     },
     Setting {
@@ -856,7 +856,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::Str("".into()),
-        supported: false,
+        supported: true,
         short: "Comma-separated DogStatsD tags added to every metric.",
     },
     Setting {
@@ -868,7 +868,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::Str("".into()),
-        supported: false,
+        supported: true,
         short: "Prefix for StatsD metric names.",
     },
     Setting {

@@ -43,6 +43,7 @@ pub fn serve_one(
     parser: &mut Parser,
     buf: &mut Vec<u8>,
     allow_keep_alive: bool,
+    busy: Option<(&super::heartbeat::Heartbeats, usize)>,
 ) -> Next {
     let started = Instant::now();
     loop {
@@ -55,7 +56,18 @@ pub fn serve_one(
                     url_scheme: "http",
                     server_allows_keep_alive: allow_keep_alive,
                 };
+                glogging::debug!(
+                    "{} {}",
+                    String::from_utf8_lossy(&head.method),
+                    String::from_utf8_lossy(head.path)
+                );
+                if let Some((table, slot)) = busy {
+                    table.begin_request(slot, &head.method, head.target);
+                }
                 let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
+                if let Some((table, slot)) = busy {
+                    table.end_request(slot);
+                }
                 if glogging::access_enabled() {
                     log_access(py, &head, peer, &outcome, started);
                 }
@@ -112,13 +124,15 @@ fn log_access(
     started: Instant,
 ) {
     let environ = outcome.environ.bind(py);
+    // `{var}e`: environ keys match case-insensitively; the last match wins (as gunicorn).
     let lookup = |key: &str| -> Option<String> {
-        environ
-            .get_item(key)
-            .ok()
-            .flatten()
-            .and_then(|v| v.str().ok())
-            .map(|s| s.to_string())
+        let mut found = None;
+        for (k, v) in environ.iter() {
+            if k.str().is_ok_and(|k| k.to_string().to_lowercase() == key) {
+                found = v.str().ok().map(|s| s.to_string());
+            }
+        }
+        found
     };
     let protocol = match head.version {
         (1, 0) => "HTTP/1.0",

@@ -108,6 +108,7 @@ fn thread_main(shared: &Shared<'_>) {
                     &mut parser,
                     &mut c.buf,
                     allow,
+                    None,
                 );
                 if next == Next::Close {
                     return false;

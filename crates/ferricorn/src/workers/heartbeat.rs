@@ -4,6 +4,12 @@
 //! silent for longer than `--timeout`.
 //!
 //! Replaces gunicorn's `WorkerTmp` (fchmod of a temp file per notify).
+//!
+//! Next to it, a request table: per slot, the start time and the first
+//! bytes of `METHOD PATH` of the request the worker is running (or idle), so
+//! the master can say which request a timed-out worker was stuck in. The
+//! worker clears the start, writes the text, then sets the start; a read
+//! racing a write can at worst show a garbled line, never fault.
 
 use std::sync::atomic::Ordering;
 
@@ -14,14 +20,20 @@ use crate::util::monotonic_ms;
 /// cost 32 KiB of address space, touched only as used.
 pub const SLOTS: usize = 4096;
 
+/// u64 words per request-table entry: start ms, length, then the text.
+const REQ_WORDS: usize = 16;
+const REQ_TEXT: usize = (REQ_WORDS - 2) * 8;
+
 pub struct Heartbeats {
     slots: SharedSlots,
+    requests: SharedSlots,
 }
 
 impl Heartbeats {
     pub fn new() -> std::io::Result<Self> {
         Ok(Heartbeats {
             slots: SharedSlots::new(SLOTS)?,
+            requests: SharedSlots::new(SLOTS * REQ_WORDS)?,
         })
     }
 
@@ -48,5 +60,103 @@ impl Heartbeats {
         self.slots
             .get(slot)
             .map_or(0, |s| s.load(Ordering::Relaxed))
+    }
+
+    /// The worker in `slot` starts serving `METHOD PATH` (truncated to fit).
+    pub fn begin_request(&self, slot: usize, method: &[u8], path: &[u8]) {
+        let base = slot * REQ_WORDS;
+        let Some(start) = self.requests.get(base) else {
+            return;
+        };
+        start.store(0, Ordering::Release);
+        let mut text = [0u8; REQ_TEXT];
+        let mut n = 0;
+        for &b in method.iter().chain(b" ").chain(path.iter()) {
+            if n == REQ_TEXT {
+                break;
+            }
+            text[n] = b;
+            n += 1;
+        }
+        for (i, chunk) in text.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if let Some(w) = self.requests.get(base + 2 + i) {
+                w.store(u64::from_le_bytes(word), Ordering::Relaxed);
+            }
+        }
+        if let Some(len) = self.requests.get(base + 1) {
+            len.store(n as u64, Ordering::Relaxed);
+        }
+        start.store(monotonic_ms().max(1), Ordering::Release);
+    }
+
+    /// The worker in `slot` finished its request.
+    pub fn end_request(&self, slot: usize) {
+        if let Some(start) = self.requests.get(slot * REQ_WORDS) {
+            start.store(0, Ordering::Release);
+        }
+    }
+
+    /// What the worker in `slot` is doing, for the timeout message:
+    /// `while handling GET /x for 31.2 s`, or `while idle for 31.2 s`
+    /// (since its last beat).
+    pub fn activity(&self, slot: usize, now: u64) -> String {
+        let base = slot * REQ_WORDS;
+        let start = self
+            .requests
+            .get(base)
+            .map_or(0, |s| s.load(Ordering::Acquire));
+        if start == 0 {
+            let idle = now.saturating_sub(self.last(slot));
+            return format!("while idle for {:.1} s", idle as f64 / 1000.0);
+        }
+        let len = self
+            .requests
+            .get(base + 1)
+            .map_or(0, |l| l.load(Ordering::Relaxed) as usize)
+            .min(REQ_TEXT);
+        let mut text = Vec::with_capacity(REQ_TEXT);
+        for i in 0..REQ_WORDS - 2 {
+            let w = self
+                .requests
+                .get(base + 2 + i)
+                .map_or(0, |w| w.load(Ordering::Relaxed));
+            text.extend_from_slice(&w.to_le_bytes());
+        }
+        text.truncate(len);
+        format!(
+            "while handling {} for {:.1} s",
+            String::from_utf8_lossy(&text),
+            now.saturating_sub(start) as f64 / 1000.0
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_table_round_trip() {
+        let h = Heartbeats::new().unwrap();
+        h.beat(3);
+        let now = monotonic_ms();
+        assert!(h.activity(3, now + 31_000).starts_with("while idle for 3"));
+        h.begin_request(3, b"GET", b"/slow");
+        let a = h.activity(3, monotonic_ms() + 2_000);
+        assert!(a.starts_with("while handling GET /slow for 2."), "{a}");
+        let long = vec![b'x'; 500];
+        h.begin_request(3, b"POST", &long);
+        let a = h.activity(3, monotonic_ms());
+        assert!(
+            a.contains(&format!("POST {}", "x".repeat(REQ_TEXT - 5))),
+            "{a}"
+        );
+        h.end_request(3);
+        assert!(h.activity(3, monotonic_ms()).starts_with("while idle"));
+        // Out-of-range slots are ignored.
+        h.begin_request(SLOTS, b"GET", b"/");
+        h.end_request(SLOTS);
     }
 }

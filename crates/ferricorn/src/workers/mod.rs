@@ -227,7 +227,10 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         class == Class::Gthread,
         parser_options(settings),
     ) {
-        Ok(ctx) => ctx.with_sendfile(!matches!(settings.get("sendfile"), crate::config::Value::Bool(false))),
+        Ok(ctx) => ctx.with_sendfile(!matches!(
+            settings.get("sendfile"),
+            crate::config::Value::Bool(false)
+        )),
         Err(e) => {
             glogging::log_always(
                 Level::Error,

@@ -81,7 +81,17 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                 Ok((stream, peer)) => {
                     accepted = true;
                     let _ = stream.set_timeouts(io_timeout);
-                    handle(py, app, stream, &peer, &servers[i], &mut parser, &mut buf);
+                    let busy = (setup.heartbeats, setup.slot);
+                    handle(
+                        py,
+                        app,
+                        stream,
+                        &peer,
+                        &servers[i],
+                        &mut parser,
+                        &mut buf,
+                        busy,
+                    );
                     served += 1;
                     worker.notify();
                     if budget > 0 && served >= budget {
@@ -119,6 +129,7 @@ pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
 }
 
 /// Serve one connection: read a request, call the app, close.
+#[allow(clippy::too_many_arguments)] // per-connection state threaded through; no natural grouping yet
 fn handle(
     py: Python<'_>,
     app: &AppContext,
@@ -127,10 +138,21 @@ fn handle(
     server: &(String, String),
     parser: &mut Parser,
     buf: &mut Vec<u8>,
+    busy: (&super::heartbeat::Heartbeats, usize),
 ) {
     let stream = Arc::new(stream);
     buf.clear();
-    conn::serve_one(py, app, &stream, peer, server, parser, buf, false);
+    conn::serve_one(
+        py,
+        app,
+        &stream,
+        peer,
+        server,
+        parser,
+        buf,
+        false,
+        Some(busy),
+    );
     // Closing: shut down our side so the client sees EOF after the response.
     stream.shutdown_write();
 }

@@ -172,13 +172,11 @@ pub fn serve(
                 );
                 sent = Some(w.sent);
             } else {
-                glogging::log(
-                    glogging::Level::Error,
-                    &format!(
-                        "Error handling request {uri}\n{}",
-                        format_traceback(py, &err)
-                    ),
-                );
+                glogging::exception(&format!(
+                    "Error handling request {} {uri}\n{}",
+                    String::from_utf8_lossy(&head.method),
+                    format_traceback(py, &err)
+                ));
                 if !w.headers_sent {
                     let out = error_response(500, "Internal Server Error", "");
                     let stream = conn.stream.clone();
