@@ -12,6 +12,7 @@ pub mod pidfile;
 pub mod run;
 pub mod sock;
 pub mod sys;
+pub mod systemd;
 pub mod util;
 pub mod workers;
 pub mod wsgi;

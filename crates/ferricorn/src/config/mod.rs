@@ -126,6 +126,10 @@ impl Settings {
     pub fn max_requests_jitter(&self) -> u64 {
         self.get("max_requests_jitter").as_int().max(0) as u64
     }
+    /// `--max-worker-memory` in MiB (0 disables).
+    pub fn max_worker_memory(&self) -> u64 {
+        self.get("max_worker_memory").as_int().max(0) as u64
+    }
     /// Worker timeout in seconds (0 disables).
     pub fn timeout(&self) -> f64 {
         self.get("timeout").as_f64()

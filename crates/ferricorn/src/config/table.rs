@@ -265,6 +265,17 @@ pub static ROWS: &[Setting] = &[
         "Add a random 0..N to max_requests per worker to stagger restarts."
     ),
     row!(
+        "max_worker_memory",
+        "Worker Processes",
+        ["--max-worker-memory"],
+        "MB",
+        Store,
+        Kind::PosInt,
+        d_zero,
+        true,
+        "ferricorn only: retire a worker whose private memory (USS) exceeds this many MiB, after its current request and once its replacement has booted (0 disables)."
+    ),
+    row!(
         "timeout",
         "Worker Processes",
         ["-t", "--timeout"],

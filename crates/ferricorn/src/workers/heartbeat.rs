@@ -4,6 +4,11 @@
 //! silent for longer than `--timeout`.
 //!
 //! Replaces gunicorn's `WorkerTmp` (fchmod of a temp file per notify).
+//!
+//! A second array holds each slot's lifecycle state (`SlotState`): the worker
+//! marks itself ready once its app is loaded, and asks to be retired (max
+//! requests, memory cap) instead of exiting, so the master can start its
+//! replacement first.
 
 use std::sync::atomic::Ordering;
 
@@ -16,12 +21,47 @@ pub const SLOTS: usize = 4096;
 
 pub struct Heartbeats {
     slots: SharedSlots,
+    states: SharedSlots,
+}
+
+/// What a worker tells the master through its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// Forked, app not loaded yet.
+    Booting = 0,
+    /// Serving requests.
+    Ready = 1,
+    /// Reached `--max-requests`: replace me, then retire me.
+    RetireMaxRequests = 2,
+    /// Above `--max-worker-memory`: replace me, then retire me.
+    RetireMemory = 3,
+}
+
+impl SlotState {
+    fn from_raw(v: u64) -> SlotState {
+        match v {
+            1 => SlotState::Ready,
+            2 => SlotState::RetireMaxRequests,
+            3 => SlotState::RetireMemory,
+            _ => SlotState::Booting,
+        }
+    }
+
+    /// The worker has booted (ready or asking for retirement).
+    pub fn booted(self) -> bool {
+        self != SlotState::Booting
+    }
+
+    pub fn wants_retirement(self) -> bool {
+        matches!(self, SlotState::RetireMaxRequests | SlotState::RetireMemory)
+    }
 }
 
 impl Heartbeats {
     pub fn new() -> std::io::Result<Self> {
         Ok(Heartbeats {
             slots: SharedSlots::new(SLOTS)?,
+            states: SharedSlots::new(SLOTS)?,
         })
     }
 
@@ -41,6 +81,21 @@ impl Heartbeats {
         if let Some(s) = self.slots.get(slot) {
             s.store(now, Ordering::Relaxed);
         }
+        self.set_state(slot, SlotState::Booting);
+    }
+
+    pub fn set_state(&self, slot: usize, state: SlotState) {
+        if let Some(s) = self.states.get(slot) {
+            s.store(state as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn state(&self, slot: usize) -> SlotState {
+        SlotState::from_raw(
+            self.states
+                .get(slot)
+                .map_or(0, |s| s.load(Ordering::Relaxed)),
+        )
     }
 
     /// Last beat of `slot`, in monotonic ms.
