@@ -210,3 +210,18 @@ def test_int_quit_unlink_unix_socket(start_server, tmp_path, sig):
     srv.signal(sig)
     assert srv.wait_exit() == 0
     assert not path.exists()
+
+
+def test_timeout_kills_within_deadline_and_dumps_the_stack(start_server):
+    srv = start_server("-b", "127.0.0.1:0", "-t", "2", "basic:app")
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
+        s.sendall(b"GET /sleep?30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        srv.wait_for(r"Worker \(pid:\d+\) exited with code 1", timeout=10)
+    assert time.monotonic() - start < 2 + 2, time.monotonic() - start
+    srv.wait_for(r"\[CRITICAL\] WORKER TIMEOUT")
+    # The Python stack of the stuck request, then its request line.
+    srv.wait_for(r'File ".*basic\.py", line \d+ in app')
+    srv.wait_for(r"Worker timed out while serving: GET /sleep\?30 HTTP/1\.1")
+    srv.wait_booted(2)
+    assert get(srv.port)[0] == 200

@@ -261,10 +261,8 @@ impl Arbiter {
             Signal::SIGTTIN if self.phase == Phase::Running => {
                 out.extend(self.set_num_workers(self.num_workers + 1));
             }
-            Signal::SIGTTOU if self.phase == Phase::Running => {
-                if self.num_workers > 1 {
-                    out.extend(self.set_num_workers(self.num_workers - 1));
-                }
+            Signal::SIGTTOU if self.phase == Phase::Running && self.num_workers > 1 => {
+                out.extend(self.set_num_workers(self.num_workers - 1));
             }
             Signal::SIGUSR1 => {
                 out.push(Action::ReopenLogs);

@@ -242,12 +242,7 @@ impl Shell {
                     // Reap the workers that were just killed so none is left
                     // as a zombie; a re-executed master is not waited for.
                     for pid in std::mem::take(&mut self.children) {
-                        loop {
-                            match waitpid(Pid::from_raw(pid), None) {
-                                Err(Errno::EINTR) => continue,
-                                _ => break,
-                            }
-                        }
+                        while let Err(Errno::EINTR) = waitpid(Pid::from_raw(pid), None) {}
                     }
                     if let Some(pf) = self.launch.pidfile.take() {
                         pf.unlink();

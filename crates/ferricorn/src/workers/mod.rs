@@ -228,6 +228,19 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         glogging::error!("Exception in worker process: cannot install signal handlers: {e}");
         exit_worker(py, WORKER_BOOT_ERROR);
     }
+    // On the master's ABRT (timeout) the Python stacks go to stderr (the
+    // error log) first; then our handler adds the request line and exits 1.
+    if let Err(e) = py.import("faulthandler").and_then(|fh| {
+        let stderr = py.import("sys")?.getattr("stderr")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("file", stderr)?;
+        kwargs.set_item("all_threads", true)?;
+        // For ABRT (and fatal signals) faulthandler dumps, restores the
+        // previous handler (ours) and re-raises.
+        fh.call_method("enable", (), Some(&kwargs))
+    }) {
+        glogging::debug!("faulthandler unavailable: {e}");
+    }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
 

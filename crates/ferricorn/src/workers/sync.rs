@@ -147,7 +147,21 @@ fn handle(
                     url_scheme: "http",
                     server_allows_keep_alive: false,
                 };
+                super::signals::set_current_request(
+                    &[
+                        head.method.as_ref(),
+                        b" ",
+                        head.target,
+                        if head.version == (1, 0) {
+                            b" HTTP/1.0"
+                        } else {
+                            b" HTTP/1.1"
+                        },
+                    ]
+                    .concat(),
+                );
                 let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
+                super::signals::set_current_request(b"");
                 if glogging::access_enabled() {
                     let environ = outcome.environ.bind(py);
                     let lookup = |key: &str| -> Option<String> {
