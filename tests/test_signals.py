@@ -225,3 +225,27 @@ def test_timeout_kills_within_deadline_and_dumps_the_stack(start_server):
     srv.wait_for(r"Worker timed out while serving: GET /sleep\?30 HTTP/1\.1")
     srv.wait_booted(2)
     assert get(srv.port)[0] == 200
+
+
+def test_max_worker_memory_replaces_workers_without_losing_requests(start_server):
+    # 1 MiB is below any Python process's private memory: every worker asks to
+    # be retired after its first request, and is replaced before it goes.
+    srv = start_server("-b", "127.0.0.1:0", "-w", "2", "--max-worker-memory", "1", "basic:app", workers_booted=2)
+    with RequestLoop(srv.port, max_requests=5000, max_seconds=30) as loop:
+        wait_until(lambda: srv.count(r"Worker exiting") >= 3, timeout=30, what="memory retirements", log=srv.log)
+        loop.wait_ok(5)
+    assert loop.failures == [], loop.failures[:5]
+    assert srv.count(r"Replacing worker \(pid:\d+\): memory limit exceeded") >= 3
+
+
+def test_sd_notify_ready_and_stopping(start_server, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(15)
+    srv = start_server("-b", "127.0.0.1:0", "basic:app", env={"NOTIFY_SOCKET": path})
+    assert sock.recv(256) == b"READY=1"
+    srv.signal(signal.SIGTERM)
+    assert sock.recv(256) == b"STOPPING=1"
+    assert srv.wait_exit() == 0
+    sock.close()

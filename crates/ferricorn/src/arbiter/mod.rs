@@ -7,8 +7,8 @@
 //!
 //! Invariant (beyond gunicorn): a worker retired on purpose (HUP,
 //! `--max-requests`, `--max-worker-memory`) is first marked for replacement;
-//! it keeps serving until every worker counted toward `num_workers` has
-//! booted, and only then gets `TERM`. Only `TTOU`/`WINCH` shrink capacity.
+//! it keeps serving and gets `TERM` only while at least `num_workers` other
+//! booted workers remain. Only `TTOU`/`WINCH` shrink capacity.
 //!
 //! gunicorn counterpart: `gunicorn/arbiter.py` (`Arbiter.run`, `handle_*`,
 //! `reap_workers`, `murder_workers`, `manage_workers`, `reexec`,
@@ -446,8 +446,8 @@ impl Arbiter {
     }
 
     /// Spawn or retire workers to match `num_workers` (oldest retired
-    /// first); then retire the workers marked for replacement once every
-    /// counted worker has booted.
+    /// first); then retire workers marked for replacement as long as at
+    /// least `num_workers` booted workers stay.
     fn manage(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         let counted: Vec<(u64, i32)> = self
@@ -484,22 +484,34 @@ impl Arbiter {
                 });
             }
         }
-        let capacity_live = self.pending_slots.is_empty()
-            && self
-                .workers
-                .values()
-                .filter(|w| !w.replace && !w.retiring)
-                .all(|w| w.ready);
-        if capacity_live {
-            for (pid, w) in self.workers.iter_mut() {
-                if w.replace && !w.retiring {
-                    w.retiring = true;
-                    out.push(Action::Kill {
-                        pid: *pid,
-                        signal: Signal::SIGTERM,
-                    });
-                }
+        // Retire marked workers, oldest first, only while enough booted
+        // workers remain to keep `num_workers` serving.
+        let mut booted = self
+            .workers
+            .values()
+            .filter(|w| w.ready && !w.retiring)
+            .count();
+        let mut marked: Vec<(u64, i32)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.replace && !w.retiring)
+            .map(|(p, w)| (w.age, *p))
+            .collect();
+        marked.sort_unstable();
+        for (_, pid) in marked {
+            let Some(w) = self.workers.get_mut(&pid) else {
+                continue;
+            };
+            let remaining = if w.ready { booted - 1 } else { booted };
+            if remaining < self.num_workers {
+                break;
             }
+            booted = remaining;
+            w.retiring = true;
+            out.push(Action::Kill {
+                pid,
+                signal: Signal::SIGTERM,
+            });
         }
         out
     }
