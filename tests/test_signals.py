@@ -177,7 +177,7 @@ def test_hup_reloads_the_app_and_loses_no_request(start_server, tmp_path):
 
 def test_max_requests_recycles_workers_without_losing_requests(start_server):
     srv = start_server("-b", "127.0.0.1:0", "-w", "2", "--max-requests", "15", "basic:app", workers_booted=2)
-    with RequestLoop(srv.port, max_requests=5000, max_seconds=30) as loop:
+    with RequestLoop(srv.port, max_requests=200000, max_seconds=45) as loop:
         wait_until(lambda: len(booted_pids(srv)) >= 5, timeout=40, what="recycled workers", log=srv.log)
         loop.wait_ok(10)
     assert loop.failures == [], loop.failures[:5]
@@ -231,7 +231,7 @@ def test_max_worker_memory_replaces_workers_without_losing_requests(start_server
     # 1 MiB is below any Python process's private memory: every worker asks to
     # be retired after its first request, and is replaced before it goes.
     srv = start_server("-b", "127.0.0.1:0", "-w", "2", "--max-worker-memory", "1", "basic:app", workers_booted=2)
-    with RequestLoop(srv.port, max_requests=5000, max_seconds=30) as loop:
+    with RequestLoop(srv.port, max_requests=200000, max_seconds=45) as loop:
         wait_until(lambda: srv.count(r"Worker exiting") >= 3, timeout=30, what="memory retirements", log=srv.log)
         loop.wait_ok(5)
     assert loop.failures == [], loop.failures[:5]
