@@ -14,6 +14,7 @@ pub mod pylogging;
 pub mod run;
 pub mod sock;
 pub mod sys;
+pub mod systemd;
 pub mod util;
 pub mod workers;
 pub mod wsgi;

@@ -4,9 +4,11 @@
 //! gunicorn counterpart: `app/base.py` (`Application.run`), `app/wsgiapp.py`,
 //! `Arbiter.start`.
 
+use pyo3::PyTypeInfo;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-use crate::arbiter::{self, Arbiter, shell::Shell};
+use crate::arbiter::shell::{Launch, ReloadFn, Reloaded, Shell};
 use crate::config::pyfile::{self, LoadFailure, USAGE};
 use crate::config::{ConfigError, Settings};
 use crate::errors::{STARTUP_ERROR, USAGE_ERROR};
@@ -165,7 +167,117 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
     Ok(listeners)
 }
 
+/// Load the app in the master when `--preload` is set. `Err` carries the
+/// exit code after logging why.
+fn preload(py: Python<'_>, settings: &Settings, app_spec: &str) -> Result<Option<Py<PyAny>>, i32> {
+    if !settings.preload_app() {
+        return Ok(None);
+    }
+    match loader::load(py, app_spec) {
+        Ok(app) => Ok(Some(app)),
+        Err(LoadError::App(msg)) => {
+            glogging::log_always(Level::Error, &msg);
+            Err(crate::errors::APP_LOAD_ERROR)
+        }
+        Err(LoadError::Boot { traceback, .. }) => {
+            glogging::log_always(
+                Level::Error,
+                &format!("Exception in master process\n{traceback}"),
+            );
+            Err(crate::errors::WORKER_BOOT_ERROR)
+        }
+    }
+}
+
+/// `--pythonpath` (and the working directory) onto `sys.path`.
+fn extend_sys_path(py: Python<'_>, settings: &Settings) -> Result<(), String> {
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| ".".into());
+    loader::extend_sys_path(py, &settings.pythonpath(), &cwd).map_err(|e| e.to_string())
+}
+
+/// `HUP`: the configuration from scratch, with the same command line.
+fn reload_fn(argv: Vec<String>) -> ReloadFn {
+    Box::new(move |py| {
+        let loaded = load_settings(py, &argv)
+            .map_err(|code| format!("invalid configuration (status {code})"))?;
+        let settings = loaded.settings;
+        let app_spec = loaded.app_spec.ok_or("No application module specified.")?;
+        apply_raw_env(py, &settings)?;
+        extend_sys_path(py, &settings)?;
+        let preloaded = preload(py, &settings, &app_spec)
+            .map_err(|code| format!("the application failed to load (status {code})"))?;
+        Ok(Reloaded {
+            settings,
+            preloaded,
+            app_spec,
+        })
+    })
+}
+
+/// Pop `name` from `os.environ` (so Python and the C environment agree).
+fn pop_env(py: Python<'_>, name: &str) -> Option<String> {
+    py.import("os")
+        .and_then(|os| os.getattr("environ"))
+        .and_then(|env| env.call_method1("pop", (name, py.None())))
+        .and_then(|v| v.extract::<Option<String>>())
+        .ok()
+        .flatten()
+}
+
+/// Listening sockets handed over by a previous master (`GUNICORN_FD`) or by
+/// systemd (`LISTEN_FDS`), if any. The variables are removed once read.
+fn inherited_listeners(
+    py: Python<'_>,
+    pid: u32,
+) -> Result<Option<(Vec<sock::Listener>, bool)>, String> {
+    let listen_pid = pop_env(py, "LISTEN_PID");
+    let listen_fds = pop_env(py, "LISTEN_FDS");
+    let n = crate::systemd::listen_fds(listen_pid.as_deref(), listen_fds.as_deref(), pid);
+    let (fds, systemd): (Vec<i32>, bool) = if n > 0 {
+        (
+            (0..n as i32)
+                .map(|i| crate::systemd::LISTEN_FDS_START + i)
+                .collect(),
+            true,
+        )
+    } else if let Some(list) = pop_env(py, "GUNICORN_FD") {
+        let fds = list
+            .split(',')
+            .map(|f| {
+                f.trim()
+                    .parse::<i32>()
+                    .map_err(|_| format!("Invalid GUNICORN_FD: {list:?}"))
+            })
+            .collect::<Result<Vec<i32>, String>>()?;
+        (fds, false)
+    } else {
+        return Ok(None);
+    };
+    let listeners = fds
+        .into_iter()
+        .map(|fd| sock::adopt_fd(fd).map_err(|e| format!("Cannot use inherited fd {fd}: {e}")))
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Some((listeners, systemd)))
+}
+
 pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
+    // gunicorn's `env_orig`: restored on HUP, handed to a USR2 child.
+    let env_orig = match py
+        .import("os")
+        .and_then(|os| os.getattr("environ"))
+        .and_then(|env| env.call_method0("copy"))
+        .and_then(|d| PyDict::type_object(py).call1((d,)))
+        .and_then(|d| d.cast_into::<PyDict>().map_err(Into::into))
+    {
+        Ok(d) => d.unbind(),
+        Err(e) => {
+            eprintln!("Error: cannot read the environment: {e}");
+            return STARTUP_ERROR;
+        }
+    };
+    let start_cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let loaded = match load_settings(py, &argv) {
         Ok(l) => l,
         Err(code) => return code,
@@ -211,43 +323,57 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         return code;
     }
 
-    let preloaded = if settings.preload_app() {
-        match loader::load(py, &app_spec) {
-            Ok(app) => Some(app),
-            Err(LoadError::App(msg)) => {
-                glogging::log_always(Level::Error, &msg);
-                return crate::errors::APP_LOAD_ERROR;
-            }
-            Err(LoadError::Boot { traceback, .. }) => {
-                glogging::log_always(
-                    Level::Error,
-                    &format!("Exception in master process\n{traceback}"),
-                );
-                return crate::errors::WORKER_BOOT_ERROR;
-            }
-        }
-    } else {
-        None
+    let preloaded = match preload(py, &settings, &app_spec) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
 
     let pid = std::process::id();
+    // Started by a master's USR2: it lives until we are promoted.
+    let parent_master = pop_env(py, "GUNICORN_PID")
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    if parent_master != 0 {
+        // Keep it visible to hooks and children, as gunicorn does.
+        let _ = py
+            .import("os")
+            .and_then(|os| os.getattr("environ"))
+            .and_then(|env| env.set_item("GUNICORN_PID", parent_master.to_string()));
+    }
     glogging::info!("Starting ferricorn {VERSION}");
-    let listeners = match bind_all(&settings) {
-        Ok(l) => l,
+    let (listeners, systemd) = match inherited_listeners(py, pid) {
+        Ok(Some(found)) => found,
+        Ok(None) => match bind_all(&settings) {
+            Ok(l) => (l, false),
+            Err(e) => {
+                glogging::error!("{e}");
+                glogging::error!("Shutting down: Master");
+                return STARTUP_ERROR;
+            }
+        },
         Err(e) => {
             glogging::error!("{e}");
-            glogging::error!("Shutting down: Master");
             return STARTUP_ERROR;
         }
     };
     let pidfile = match settings.pidfile() {
-        Some(path) => match Pidfile::create(&path, pid) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                glogging::error!("{e}");
-                return STARTUP_ERROR;
+        Some(path) => {
+            // A re-executed master writes PIDFILE.2 until its parent exits.
+            let path = if parent_master != 0 {
+                let mut p = path.into_os_string();
+                p.push(".2");
+                std::path::PathBuf::from(p)
+            } else {
+                path
+            };
+            match Pidfile::create(&path, pid) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    glogging::error!("{e}");
+                    return STARTUP_ERROR;
+                }
             }
-        },
+        }
         None => None,
     };
     for l in &listeners {
@@ -262,29 +388,29 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
             return STARTUP_ERROR;
         }
     };
-    let arbiter = Arbiter::new(
-        arbiter::Config {
-            num_workers: settings.workers(),
-            timeout_ms: (settings.timeout() * 1000.0) as u64,
-            graceful_timeout_ms: (settings.graceful_timeout() * 1000.0) as u64,
-            daemon: false,
-        },
-        heartbeats.capacity(),
-    );
-    let mut shell = match Shell::new(
-        arbiter, listeners, heartbeats, &settings, preloaded, app_spec,
-    ) {
+    let launch = Launch {
+        settings,
+        listeners,
+        heartbeats,
+        preloaded,
+        app_spec,
+        pidfile,
+        env_orig,
+        start_cwd,
+        parent_master,
+        systemd,
+        reload: reload_fn(argv),
+        bind: bind_all,
+    };
+    let mut shell = match Shell::new(launch) {
         Ok(s) => s,
         Err(e) => {
             glogging::error!("Cannot set up the master: {e}");
             return STARTUP_ERROR;
         }
     };
-    let code = py.detach(|| shell.run());
-    if let Some(p) = pidfile {
-        p.unlink();
-    }
-    code
+    crate::systemd::notify("READY=1");
+    py.detach(|| shell.run())
 }
 
 #[cfg(test)]

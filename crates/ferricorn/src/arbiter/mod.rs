@@ -1,12 +1,18 @@
 //! The master's state machine: events in, actions out, no syscalls.
 //!
 //! `shell.rs` turns signals, child exits and clock ticks into calls here and
-//! carries out the returned `Action`s (fork, kill, log, exit). Keeping the
-//! decisions here makes every signal's behaviour unit-testable with a fake
-//! clock.
+//! carries out the returned `Action`s (fork, kill, log, exit, re-exec,
+//! reload). Keeping the decisions here makes every signal's behaviour
+//! unit-testable with a fake clock.
+//!
+//! Invariant (beyond gunicorn): a worker retired on purpose (HUP,
+//! `--max-requests`, `--max-worker-memory`) is first marked for replacement;
+//! it keeps serving and gets `TERM` only while at least `num_workers` other
+//! booted workers remain. Only `TTOU`/`WINCH` shrink capacity.
 //!
 //! gunicorn counterpart: `gunicorn/arbiter.py` (`Arbiter.run`, `handle_*`,
-//! `reap_workers`, `murder_workers`, `manage_workers`, `stop`, `halt`).
+//! `reap_workers`, `murder_workers`, `manage_workers`, `reexec`,
+//! `maybe_promote_master`, `stop`, `halt`).
 
 pub mod shell;
 
@@ -16,6 +22,7 @@ use nix::sys::signal::Signal;
 
 use crate::errors::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::glogging::Level;
+use crate::workers::heartbeat::SlotState;
 
 /// How a child ended (from `waitpid`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +48,30 @@ pub enum Action {
         msg: String,
     },
     ReopenLogs,
-    /// Stop listening (close the master's listeners, unlink unix sockets).
-    CloseListeners,
+    /// Stop listening (close the master's listeners; unlink unix sockets
+    /// only when no other master shares them).
+    CloseListeners {
+        unlink: bool,
+    },
+    /// `HUP`: reload the configuration; the shell reports back with
+    /// `Arbiter::reloaded`.
+    Reload,
+    /// `USR2`: fork and exec a new master; the shell reports the child's PID
+    /// with `Arbiter::reexec_started`.
+    Reexec,
+    /// The re-executed master died before taking over: the pidfile moves
+    /// back from `.oldbin` to its name.
+    RestorePidfile,
+    /// Call the `nworkers_changed` hook.
+    NworkersChanged {
+        new: usize,
+        old: usize,
+    },
+    /// Call the `child_exit` hook for a reaped worker.
+    ChildExit {
+        pid: i32,
+        age: u64,
+    },
     /// Exit the master with this code (after removing the pidfile).
     Exit {
         code: i32,
@@ -56,6 +85,15 @@ pub struct Config {
     pub timeout_ms: u64,
     pub graceful_timeout_ms: u64,
     pub daemon: bool,
+    /// Started by systemd socket activation: never unlink its sockets.
+    pub systemd: bool,
+}
+
+/// What the master sees of a worker's slot on a tick.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    pub last_beat: u64,
+    pub state: SlotState,
 }
 
 #[derive(Debug)]
@@ -63,6 +101,12 @@ struct Worker {
     slot: usize,
     age: u64,
     aborted: bool,
+    /// Booted (its app is loaded and it serves).
+    ready: bool,
+    /// Marked for replacement: not counted toward capacity, still serving.
+    replace: bool,
+    /// `TERM` sent on purpose: on its way out.
+    retiring: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -86,6 +130,10 @@ pub struct Arbiter {
     next_age: u64,
     phase: Phase,
     slot_capacity: usize,
+    /// PID of the master forked by `USR2` while it lives (gunicorn's `reexec_pid`).
+    reexec_pid: i32,
+    /// PID of the master that re-executed us, until we are promoted (`master_pid`).
+    parent_master: i32,
 }
 
 fn log(level: Level, msg: impl Into<String>) -> Action {
@@ -110,7 +158,37 @@ impl Arbiter {
             next_age: 0,
             phase: Phase::Running,
             slot_capacity,
+            reexec_pid: 0,
+            parent_master: 0,
         }
+    }
+
+    /// We were started by `USR2` from the master `pid` (`GUNICORN_PID`).
+    pub fn set_parent_master(&mut self, pid: i32) {
+        self.parent_master = pid;
+    }
+
+    pub fn parent_master(&self) -> i32 {
+        self.parent_master
+    }
+
+    /// "Master", or "Master.2" while a re-executed master's parent lives.
+    pub fn master_name(&self) -> &'static str {
+        if self.parent_master != 0 {
+            "Master.2"
+        } else {
+            "Master"
+        }
+    }
+
+    /// The parent master is gone: we are the master now.
+    pub fn promoted(&mut self) -> Vec<Action> {
+        self.parent_master = 0;
+        vec![log(Level::Info, "Master has been promoted.")]
+    }
+
+    pub fn reexec_started(&mut self, pid: i32) {
+        self.reexec_pid = pid;
     }
 
     pub fn num_workers(&self) -> usize {
@@ -121,8 +199,17 @@ impl Arbiter {
         self.workers.keys().copied().collect()
     }
 
+    /// `(pid, age)` of every live worker.
+    pub fn worker_ages(&self) -> Vec<(i32, u64)> {
+        self.workers.iter().map(|(p, w)| (*p, w.age)).collect()
+    }
+
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
     }
 
     /// The first actions: spawn the initial workers.
@@ -139,6 +226,9 @@ impl Arbiter {
                 slot,
                 age,
                 aborted: false,
+                ready: false,
+                replace: false,
+                retiring: false,
             },
         );
     }
@@ -164,24 +254,36 @@ impl Arbiter {
         match sig {
             Signal::SIGTERM => out.extend(self.stop(true, now, 0, None)),
             Signal::SIGINT | Signal::SIGQUIT => out.extend(self.stop(false, now, 0, None)),
-            Signal::SIGTTIN if self.phase == Phase::Running => {
-                self.num_workers += 1;
-                out.extend(self.manage());
+            Signal::SIGHUP if self.phase == Phase::Running => {
+                out.push(log(Level::Info, format!("Hang up: {}", self.master_name())));
+                out.push(Action::Reload);
             }
-            Signal::SIGTTOU if self.phase == Phase::Running => {
-                if self.num_workers > 1 {
-                    self.num_workers -= 1;
-                }
-                out.extend(self.manage());
+            Signal::SIGTTIN if self.phase == Phase::Running => {
+                out.extend(self.set_num_workers(self.num_workers + 1));
+            }
+            Signal::SIGTTOU if self.phase == Phase::Running && self.num_workers > 1 => {
+                out.extend(self.set_num_workers(self.num_workers - 1));
             }
             Signal::SIGUSR1 => {
                 out.push(Action::ReopenLogs);
                 out.extend(self.signal_all(Signal::SIGUSR1));
             }
+            Signal::SIGUSR2 if self.phase == Phase::Running => {
+                if self.reexec_pid != 0 {
+                    out.push(log(Level::Warning, "USR2 signal ignored. Child exists."));
+                } else if self.parent_master != 0 {
+                    out.push(log(Level::Warning, "USR2 signal ignored. Parent exists."));
+                } else {
+                    out.push(Action::Reexec);
+                }
+            }
             Signal::SIGWINCH => {
                 if self.cfg.daemon {
                     out.push(log(Level::Info, "graceful stop of workers"));
                     self.num_workers = 0;
+                    for w in self.workers.values_mut() {
+                        w.retiring = true;
+                    }
                     out.extend(self.signal_all(Signal::SIGTERM));
                 } else {
                     out.push(log(Level::Debug, "SIGWINCH ignored. Not daemonized"));
@@ -192,12 +294,50 @@ impl Arbiter {
         out
     }
 
+    fn set_num_workers(&mut self, new: usize) -> Vec<Action> {
+        let old = self.num_workers;
+        self.num_workers = new;
+        let mut out = vec![Action::NworkersChanged { new, old }];
+        out.extend(self.manage());
+        out
+    }
+
+    /// The shell reloaded the configuration (`HUP`): apply it and replace
+    /// every current worker, new ones first.
+    pub fn reloaded(&mut self, cfg: Config) -> Vec<Action> {
+        let mut out = Vec::new();
+        if cfg.num_workers != self.num_workers {
+            out.push(Action::NworkersChanged {
+                new: cfg.num_workers,
+                old: self.num_workers,
+            });
+        }
+        self.num_workers = cfg.num_workers;
+        self.cfg = cfg;
+        for w in self.workers.values_mut() {
+            if !w.retiring {
+                w.replace = true;
+            }
+        }
+        out.extend(self.manage());
+        out
+    }
+
     /// A child exited (from a non-blocking `waitpid` loop).
     pub fn on_exit(&mut self, pid: i32, status: ExitStatus, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.workers.remove(&pid).is_none() {
+        if pid == self.reexec_pid && pid != 0 {
+            self.reexec_pid = 0;
+            out.push(log(
+                Level::Warning,
+                format!("Re-executed master (pid:{pid}) exited; this master stays in charge"),
+            ));
+            out.push(Action::RestorePidfile);
             return out;
         }
+        let Some(worker) = self.workers.remove(&pid) else {
+            return out;
+        };
         match status {
             ExitStatus::Code(0) => {}
             ExitStatus::Code(code) => {
@@ -212,7 +352,12 @@ impl Arbiter {
                 };
                 if let Some(reason) = reason {
                     if self.phase == Phase::Running {
+                        out.push(Action::ChildExit {
+                            pid,
+                            age: worker.age,
+                        });
                         out.extend(self.stop(true, now, code, Some(reason.to_string())));
+                        return out;
                     }
                 }
             }
@@ -224,17 +369,39 @@ impl Arbiter {
                 out.push(log(Level::Error, msg));
             }
         }
+        out.push(Action::ChildExit {
+            pid,
+            age: worker.age,
+        });
         out.extend(self.after_change(now));
         out
     }
 
-    /// Periodic check: heartbeat timeouts, worker count, stop deadline.
-    /// `last_beat(slot)` gives the slot's last heartbeat in the same clock as `now`.
-    pub fn on_tick(&mut self, now: u64, last_beat: &dyn Fn(usize) -> u64) -> Vec<Action> {
+    /// Periodic check: boot/retire states, heartbeat timeouts, worker
+    /// count, stop deadline. `probe(slot)` gives the slot's last heartbeat
+    /// (same clock as `now`) and state.
+    pub fn on_tick(&mut self, now: u64, probe: &dyn Fn(usize) -> Probe) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.phase == Phase::Running && self.cfg.timeout_ms > 0 {
+        if self.phase == Phase::Running {
             for (pid, w) in self.workers.iter_mut() {
-                if now.saturating_sub(last_beat(w.slot)) <= self.cfg.timeout_ms {
+                let p = probe(w.slot);
+                if p.state.booted() {
+                    w.ready = true;
+                }
+                if p.state.wants_retirement() && !w.replace && !w.retiring {
+                    w.replace = true;
+                    let why = match p.state {
+                        SlotState::RetireMemory => "memory limit exceeded",
+                        _ => "max requests reached",
+                    };
+                    out.push(log(
+                        Level::Info,
+                        format!("Replacing worker (pid:{pid}): {why}"),
+                    ));
+                }
+                if self.cfg.timeout_ms == 0
+                    || now.saturating_sub(p.last_beat) <= self.cfg.timeout_ms
+                {
                     continue;
                 }
                 if !w.aborted {
@@ -278,10 +445,18 @@ impl Arbiter {
         }
     }
 
-    /// Spawn or retire workers to match `num_workers` (oldest retired first).
+    /// Spawn or retire workers to match `num_workers` (oldest retired
+    /// first); then retire workers marked for replacement as long as at
+    /// least `num_workers` booted workers stay.
     fn manage(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
-        let live = self.workers.len() + self.pending_slots.len();
+        let counted: Vec<(u64, i32)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.replace && !w.retiring)
+            .map(|(p, w)| (w.age, *p))
+            .collect();
+        let live = counted.len() + self.pending_slots.len();
         if live < self.num_workers {
             for _ in live..self.num_workers {
                 let Some(slot) = self.free_slot() else {
@@ -295,17 +470,48 @@ impl Arbiter {
                     age: self.next_age,
                 });
             }
-        } else if self.workers.len() > self.num_workers {
-            let mut by_age: Vec<(u64, i32)> =
-                self.workers.iter().map(|(p, w)| (w.age, *p)).collect();
+        } else if counted.len() > self.num_workers {
+            let mut by_age = counted;
             by_age.sort_unstable();
-            let excess = self.workers.len() - self.num_workers;
+            let excess = by_age.len() - self.num_workers;
             for (_, pid) in by_age.into_iter().take(excess) {
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.retiring = true;
+                }
                 out.push(Action::Kill {
                     pid,
                     signal: Signal::SIGTERM,
                 });
             }
+        }
+        // Retire marked workers, oldest first, only while enough booted
+        // workers remain to keep `num_workers` serving.
+        let mut booted = self
+            .workers
+            .values()
+            .filter(|w| w.ready && !w.retiring)
+            .count();
+        let mut marked: Vec<(u64, i32)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.replace && !w.retiring)
+            .map(|(p, w)| (w.age, *p))
+            .collect();
+        marked.sort_unstable();
+        for (_, pid) in marked {
+            let Some(w) = self.workers.get_mut(&pid) else {
+                continue;
+            };
+            let remaining = if w.ready { booted - 1 } else { booted };
+            if remaining < self.num_workers {
+                break;
+            }
+            booted = remaining;
+            w.retiring = true;
+            out.push(Action::Kill {
+                pid,
+                signal: Signal::SIGTERM,
+            });
         }
         out
     }
@@ -340,7 +546,8 @@ impl Arbiter {
             reason,
             killed: false,
         };
-        let mut out = vec![Action::CloseListeners];
+        let unlink = self.reexec_pid == 0 && self.parent_master == 0 && !self.cfg.systemd;
+        let mut out = vec![Action::CloseListeners { unlink }];
         out.extend(self.signal_all(if graceful {
             Signal::SIGTERM
         } else {
@@ -355,7 +562,10 @@ impl Arbiter {
         else {
             return Vec::new();
         };
-        let mut out = vec![log(Level::Info, "Shutting down: Master")];
+        let mut out = vec![log(
+            Level::Info,
+            format!("Shutting down: {}", self.master_name()),
+        )];
         if let Some(reason) = reason {
             out.push(log(Level::Info, format!("Reason: {reason}")));
         }
@@ -374,6 +584,15 @@ mod tests {
             timeout_ms: 30_000,
             graceful_timeout_ms: 30_000,
             daemon: false,
+            systemd: false,
+        }
+    }
+
+    /// Every slot booted and last beating at `t`.
+    fn ready_at(t: u64) -> impl Fn(usize) -> Probe {
+        move |_| Probe {
+            last_beat: t,
+            state: SlotState::Ready,
         }
     }
 
@@ -434,7 +653,7 @@ mod tests {
             .collect();
         assert_eq!(slots, vec![0, 1, 2]);
         // A tick before the shell reports the forks does not spawn again.
-        assert_eq!(spawns(&a.on_tick(0, &|_| 0)), 0);
+        assert_eq!(spawns(&a.on_tick(0, &ready_at(0))), 0);
     }
 
     #[test]
@@ -456,7 +675,7 @@ mod tests {
         let mut a = running(2);
         let acts = a.on_exit(100, ExitStatus::Code(WORKER_BOOT_ERROR), 5);
         assert_eq!(spawns(&acts), 0);
-        assert!(acts.contains(&Action::CloseListeners));
+        assert!(acts.contains(&Action::CloseListeners { unlink: true }));
         assert_eq!(kills(&acts), vec![(101, Signal::SIGTERM)]);
         let acts = a.on_exit(101, ExitStatus::Code(0), 6);
         let l = logs(&acts);
@@ -489,17 +708,17 @@ mod tests {
         let mut a = running(2);
         let acts = a.on_signal(Signal::SIGTERM, 1_000);
         assert_eq!(logs(&acts)[0], "Handling signal: term");
-        assert!(acts.contains(&Action::CloseListeners));
+        assert!(acts.contains(&Action::CloseListeners { unlink: true }));
         assert_eq!(
             kills(&acts),
             vec![(100, Signal::SIGTERM), (101, Signal::SIGTERM)]
         );
         // Before the deadline nothing more happens.
-        assert!(kills(&a.on_tick(20_000, &|_| 20_000)).is_empty());
+        assert!(kills(&a.on_tick(20_000, &ready_at(20_000))).is_empty());
         // A worker that exits is not replaced while stopping.
         assert_eq!(spawns(&a.on_exit(100, ExitStatus::Code(0), 21_000)), 0);
         // After graceful_timeout the rest is killed and the master exits 0.
-        let acts = a.on_tick(31_001, &|_| 31_001);
+        let acts = a.on_tick(31_001, &ready_at(31_001));
         assert_eq!(kills(&acts), vec![(101, Signal::SIGKILL)]);
         assert_eq!(acts.last(), Some(&Action::Exit { code: 0 }));
     }
@@ -518,12 +737,12 @@ mod tests {
     #[test]
     fn timeout_sends_abrt_then_kill() {
         let mut a = running(1);
-        let acts = a.on_tick(30_000, &|_| 0);
+        let acts = a.on_tick(30_000, &ready_at(0));
         assert!(kills(&acts).is_empty());
-        let acts = a.on_tick(30_001, &|_| 0);
+        let acts = a.on_tick(30_001, &ready_at(0));
         assert!(logs(&acts).contains(&"WORKER TIMEOUT (pid:100)".to_string()));
         assert_eq!(kills(&acts), vec![(100, Signal::SIGABRT)]);
-        let acts = a.on_tick(31_001, &|_| 0);
+        let acts = a.on_tick(31_001, &ready_at(0));
         assert_eq!(kills(&acts), vec![(100, Signal::SIGKILL)]);
     }
 
@@ -538,7 +757,7 @@ mod tests {
         );
         let acts = a.start();
         fork_all(&mut a, acts, 100);
-        assert!(kills(&a.on_tick(10_000_000, &|_| 0)).is_empty());
+        assert!(kills(&a.on_tick(10_000_000, &ready_at(0))).is_empty());
     }
 
     #[test]
@@ -590,5 +809,102 @@ mod tests {
     fn unknown_child_ignored() {
         let mut a = running(1);
         assert!(a.on_exit(999, ExitStatus::Code(3), 0).is_empty());
+    }
+
+    #[test]
+    fn max_requests_replacement_starts_before_retiring() {
+        let mut a = running(2);
+        a.on_tick(0, &ready_at(0));
+        // Worker 100 asks to be retired: a replacement is spawned, nobody killed yet.
+        let probe = |slot: usize| Probe {
+            last_beat: 0,
+            state: if slot == 0 {
+                SlotState::RetireMaxRequests
+            } else {
+                SlotState::Ready
+            },
+        };
+        let acts = a.on_tick(10, &probe);
+        assert_eq!(spawns(&acts), 1);
+        assert!(kills(&acts).is_empty());
+        let new = fork_all(&mut a, acts, 300);
+        // The replacement has not booted: still no kill.
+        let booting = |slot: usize| Probe {
+            last_beat: 0,
+            state: match slot {
+                0 => SlotState::RetireMaxRequests,
+                1 => SlotState::Ready,
+                _ => SlotState::Booting,
+            },
+        };
+        assert!(kills(&a.on_tick(20, &booting)).is_empty());
+        // Booted: the old worker gets TERM, once.
+        let acts = a.on_tick(30, &probe);
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGTERM)]);
+        assert!(kills(&a.on_tick(40, &probe)).is_empty());
+        assert_eq!(spawns(&a.on_exit(100, ExitStatus::Code(0), 50)), 0);
+        assert_eq!(a.worker_pids(), vec![101, new[0]]);
+    }
+
+    #[test]
+    fn hup_replaces_all_workers_new_first() {
+        let mut a = running(2);
+        a.on_tick(0, &ready_at(0));
+        let acts = a.on_signal(Signal::SIGHUP, 0);
+        assert!(logs(&acts).contains(&"Hang up: Master".to_string()));
+        assert!(acts.contains(&Action::Reload));
+        let acts = a.reloaded(Config {
+            num_workers: 3,
+            ..cfg(3)
+        });
+        assert!(acts.contains(&Action::NworkersChanged { new: 3, old: 2 }));
+        assert_eq!(spawns(&acts), 3);
+        assert!(kills(&acts).is_empty());
+        fork_all(&mut a, acts, 200);
+        let acts = a.on_tick(10, &|slot| Probe {
+            last_beat: 10,
+            state: if slot < 2 {
+                SlotState::Ready
+            } else {
+                SlotState::Booting
+            },
+        });
+        assert!(kills(&acts).is_empty());
+        let acts = a.on_tick(20, &ready_at(20));
+        assert_eq!(
+            kills(&acts),
+            vec![(100, Signal::SIGTERM), (101, Signal::SIGTERM)]
+        );
+    }
+
+    #[test]
+    fn usr2_guard_and_reexec_child_exit() {
+        let mut a = running(1);
+        let acts = a.on_signal(Signal::SIGUSR2, 0);
+        assert!(acts.contains(&Action::Reexec));
+        a.reexec_started(555);
+        let acts = a.on_signal(Signal::SIGUSR2, 0);
+        assert!(!acts.contains(&Action::Reexec));
+        assert!(logs(&acts).contains(&"USR2 signal ignored. Child exists.".to_string()));
+        // While the child master lives, a stop keeps the unix sockets.
+        let acts = a.on_exit(555, ExitStatus::Code(0), 0);
+        assert!(acts.contains(&Action::RestorePidfile));
+        assert_eq!(spawns(&acts), 0);
+        assert!(a.on_signal(Signal::SIGUSR2, 0).contains(&Action::Reexec));
+        a.reexec_started(556);
+        let acts = a.on_signal(Signal::SIGTERM, 0);
+        assert!(acts.contains(&Action::CloseListeners { unlink: false }));
+
+        let mut child = running(1);
+        child.set_parent_master(42);
+        let acts = child.on_signal(Signal::SIGUSR2, 0);
+        assert!(logs(&acts).contains(&"USR2 signal ignored. Parent exists.".to_string()));
+        assert_eq!(child.master_name(), "Master.2");
+        child.promoted();
+        assert!(
+            child
+                .on_signal(Signal::SIGUSR2, 0)
+                .contains(&Action::Reexec)
+        );
     }
 }

@@ -1,14 +1,17 @@
 //! The master's thin shell around the state machine: the signal self-pipe,
-//! the `poll` loop with a one-second tick, `waitpid`, `kill`, and forking
-//! workers through CPython's `os.fork()` (so at-fork handlers run).
+//! the `poll` loop with a short tick, `waitpid`, `kill`, forking workers
+//! through CPython's `os.fork()` (so at-fork handlers run), the `HUP`
+//! reload, the `USR2` re-exec and the pidfile hand-over.
 //!
 //! Invariant: the master is single-threaded and holds the GIL only while
-//! forking (and, later, running hooks).
+//! forking, reloading, re-executing and running hooks.
 //!
 //! gunicorn counterpart: `Arbiter.run`, `sleep`, `wakeup`, `reap_workers`,
-//! `kill_worker`, `spawn_worker`.
+//! `kill_worker`, `spawn_worker`, `reload`, `reexec`, `maybe_promote_master`.
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -16,10 +19,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-use super::{Action, Arbiter, ExitStatus};
+use super::{Action, Arbiter, Config, ExitStatus, Probe};
 use crate::config::Settings;
 use crate::glogging;
+use crate::pidfile::Pidfile;
 use crate::sock::Listener;
 use crate::sys::signals;
 use crate::util::monotonic_ms;
@@ -28,40 +33,77 @@ use crate::workers::{self, AppSource, Setup, heartbeat::Heartbeats};
 /// Signals the master listens to.
 const SIGNALS: &[Signal] = workers::MASTER_SIGNALS;
 
-pub struct Shell<'a> {
-    pub arbiter: Arbiter,
-    pub listeners: Vec<Listener>,
-    pub heartbeats: Heartbeats,
-    pub settings: &'a Settings,
+/// What a `HUP` reload produces: the configuration loaded from scratch.
+pub struct Reloaded {
+    pub settings: Settings,
     pub preloaded: Option<Py<PyAny>>,
     pub app_spec: String,
+}
+
+/// Reload the configuration from scratch (after the shell restored the
+/// original environment); provided by `run.rs`.
+pub type ReloadFn = Box<dyn FnMut(Python<'_>) -> Result<Reloaded, String> + Send>;
+/// Open the listeners of `settings` (`--bind`); provided by `run.rs`.
+pub type BindFn = fn(&Settings) -> Result<Vec<Listener>, String>;
+
+/// Everything the master loop needs, built by `run.rs`.
+pub struct Launch {
+    pub settings: Settings,
+    pub listeners: Vec<Listener>,
+    pub heartbeats: Heartbeats,
+    pub preloaded: Option<Py<PyAny>>,
+    pub app_spec: String,
+    pub pidfile: Option<Pidfile>,
+    /// `os.environ` as it was before ferricorn changed it (gunicorn's `env_orig`).
+    pub env_orig: Py<PyDict>,
+    /// The working directory ferricorn started in (a `USR2` child starts there).
+    pub start_cwd: PathBuf,
+    /// The master that re-executed us (`GUNICORN_PID`), or 0.
+    pub parent_master: i32,
+    /// Started by systemd socket activation.
+    pub systemd: bool,
+    pub reload: ReloadFn,
+    pub bind: BindFn,
+}
+
+/// The arbiter's view of the settings.
+pub fn arbiter_config(settings: &Settings, systemd: bool) -> Config {
+    Config {
+        num_workers: settings.workers(),
+        timeout_ms: (settings.timeout() * 1000.0) as u64,
+        graceful_timeout_ms: (settings.graceful_timeout() * 1000.0) as u64,
+        daemon: false,
+        systemd,
+    }
+}
+
+pub struct Shell {
+    pub arbiter: Arbiter,
+    launch: Launch,
     wake: (OwnedFd, OwnedFd),
     master_pid: i32,
+    /// Workers forked and not reaped yet.
+    children: BTreeSet<i32>,
     exit_code: Option<i32>,
 }
 
-impl<'a> Shell<'a> {
-    pub fn new(
-        arbiter: Arbiter,
-        listeners: Vec<Listener>,
-        heartbeats: Heartbeats,
-        settings: &'a Settings,
-        preloaded: Option<Py<PyAny>>,
-        app_spec: String,
-    ) -> std::io::Result<Self> {
+impl Shell {
+    pub fn new(launch: Launch) -> std::io::Result<Self> {
+        let mut arbiter = Arbiter::new(
+            arbiter_config(&launch.settings, launch.systemd),
+            launch.heartbeats.capacity(),
+        );
+        arbiter.set_parent_master(launch.parent_master);
         let wake =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         signals::set_wake_fd(Some(&wake.1));
         signals::install(SIGNALS, false)?;
         Ok(Shell {
             arbiter,
-            listeners,
-            heartbeats,
-            settings,
-            preloaded,
-            app_spec,
+            launch,
             wake,
             master_pid: std::process::id() as i32,
+            children: BTreeSet::new(),
             exit_code: None,
         })
     }
@@ -80,13 +122,17 @@ impl<'a> Shell<'a> {
                 self.execute(actions);
             }
             self.reap();
+            self.maybe_promote();
             if let Some(code) = self.exit_code {
                 return code;
             }
             self.sleep();
             let now = monotonic_ms();
-            let heartbeats = &self.heartbeats;
-            let mut actions = self.arbiter.on_tick(now, &|slot| heartbeats.last(slot));
+            let heartbeats = &self.launch.heartbeats;
+            let mut actions = self.arbiter.on_tick(now, &|slot| Probe {
+                last_beat: heartbeats.last(slot),
+                state: heartbeats.state(slot),
+            });
             // Name the request a timed-out worker was stuck in (or that it was idle).
             for action in &mut actions {
                 if let Action::Log { msg, .. } = action {
@@ -107,12 +153,12 @@ impl<'a> Shell<'a> {
         }
     }
 
-    /// Wait for a signal or the tick (1 s; 100 ms while stopping).
+    /// Wait for a signal or the tick (250 ms; 100 ms while stopping).
     fn sleep(&self) {
-        let timeout = if self.listeners.is_empty() {
-            100u16
+        let timeout = if self.arbiter.is_running() {
+            250u16
         } else {
-            1000u16
+            100u16
         };
         if signals::peek(Signal::SIGCHLD) || has_pending() {
             return;
@@ -137,11 +183,36 @@ impl<'a> Shell<'a> {
                     return;
                 }
             };
+            self.children.remove(&status.0.as_raw());
             let actions = self
                 .arbiter
                 .on_exit(status.0.as_raw(), status.1, monotonic_ms());
             self.execute(actions);
         }
+    }
+
+    /// A re-executed master whose parent (the old master) is gone takes
+    /// over: pidfile name, environment, `MAINPID` for systemd.
+    fn maybe_promote(&mut self) {
+        let parent = self.arbiter.parent_master();
+        if parent == 0 || nix::unistd::getppid().as_raw() == parent {
+            return;
+        }
+        let actions = self.arbiter.promoted();
+        self.execute(actions);
+        Python::attach(|py| {
+            if let Ok(environ) = py.import("os").and_then(|os| os.getattr("environ")) {
+                let _ = environ.call_method1("pop", ("GUNICORN_PID", py.None()));
+            }
+        });
+        if let (Some(pf), Some(name)) =
+            (self.launch.pidfile.as_mut(), self.launch.settings.pidfile())
+        {
+            if let Err(e) = pf.rename(&name) {
+                glogging::error!("{e}");
+            }
+        }
+        crate::systemd::notify(&format!("MAINPID={}", self.master_pid));
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
@@ -160,19 +231,34 @@ impl<'a> Shell<'a> {
                         glogging::error!("{e}");
                     }
                 }
-                Action::CloseListeners => {
-                    for l in self.listeners.drain(..) {
-                        l.unlink();
+                Action::CloseListeners { unlink } => {
+                    crate::systemd::notify("STOPPING=1");
+                    for l in self.launch.listeners.drain(..) {
+                        if unlink {
+                            l.unlink();
+                        }
                     }
                 }
-                Action::Exit { code } => {
-                    // Reap workers that were just killed so none is left as a zombie.
-                    loop {
-                        match waitpid(Pid::from_raw(-1), None) {
-                            Err(Errno::EINTR) => continue,
-                            Err(_) => break,
-                            Ok(_) => {}
+                Action::Reload => self.reload(),
+                Action::Reexec => self.reexec(),
+                Action::RestorePidfile => {
+                    if let (Some(pf), Some(name)) =
+                        (self.launch.pidfile.as_mut(), self.launch.settings.pidfile())
+                    {
+                        if let Err(e) = pf.rename(&name) {
+                            glogging::error!("{e}");
                         }
+                    }
+                }
+                Action::NworkersChanged { .. } | Action::ChildExit { .. } => {}
+                Action::Exit { code } => {
+                    // Reap the workers that were just killed so none is left
+                    // as a zombie; a re-executed master is not waited for.
+                    for pid in std::mem::take(&mut self.children) {
+                        while let Err(Errno::EINTR) = waitpid(Pid::from_raw(pid), None) {}
+                    }
+                    if let Some(pf) = self.launch.pidfile.take() {
+                        pf.unlink();
                     }
                     self.exit_code = Some(code);
                 }
@@ -181,17 +267,17 @@ impl<'a> Shell<'a> {
     }
 
     fn spawn(&mut self, slot: usize, age: u64) {
-        self.heartbeats.reset(slot, monotonic_ms());
+        self.launch.heartbeats.reset(slot, monotonic_ms());
         let setup = Setup {
             slot,
             age,
             master_pid: self.master_pid,
-            listeners: &self.listeners,
-            heartbeats: &self.heartbeats,
-            settings: self.settings,
-            app: match &self.preloaded {
+            listeners: &self.launch.listeners,
+            heartbeats: &self.launch.heartbeats,
+            settings: &self.launch.settings,
+            app: match &self.launch.preloaded {
                 Some(app) => AppSource::Preloaded(app),
-                None => AppSource::Spec(&self.app_spec),
+                None => AppSource::Spec(&self.launch.app_spec),
             },
         };
         let master_fds = [self.wake.0.as_raw_fd(), self.wake.1.as_raw_fd()];
@@ -203,12 +289,148 @@ impl<'a> Shell<'a> {
             Ok(pid)
         });
         match forked {
-            Ok(pid) => self.arbiter.spawned(slot, age, pid),
+            Ok(pid) => {
+                self.children.insert(pid);
+                self.arbiter.spawned(slot, age, pid);
+            }
             Err(e) => {
                 glogging::error!("Unable to fork a worker: {e}");
                 self.arbiter.spawn_failed(slot);
             }
         }
+    }
+
+    /// `HUP`: restore the original environment, load the configuration from
+    /// scratch, reopen logs, rebind if `--bind` changed, rewrite the pidfile,
+    /// then let the arbiter replace every worker (new ones first).
+    fn reload(&mut self) {
+        let env_orig = &self.launch.env_orig;
+        let reload = &mut self.launch.reload;
+        let loaded = Python::attach(|py| -> Result<Reloaded, String> {
+            let environ = py
+                .import("os")
+                .and_then(|os| os.getattr("environ"))
+                .map_err(|e| e.to_string())?;
+            environ.call_method0("clear").map_err(|e| e.to_string())?;
+            environ
+                .call_method1("update", (env_orig.bind(py),))
+                .map_err(|e| e.to_string())?;
+            reload(py)
+        });
+        let new = match loaded {
+            Ok(new) => new,
+            Err(e) => {
+                glogging::error!("Reload failed, keeping the current configuration: {e}");
+                return;
+            }
+        };
+        if let Err(e) = glogging::reopen() {
+            glogging::error!("{e}");
+        }
+        if new.settings.bind() != self.launch.settings.bind() {
+            match (self.launch.bind)(&new.settings) {
+                Ok(listeners) => {
+                    self.launch.listeners = listeners;
+                    let shown: Vec<String> = self
+                        .launch
+                        .listeners
+                        .iter()
+                        .map(|l| l.to_string())
+                        .collect();
+                    glogging::info!("Listening at: {}", shown.join(","));
+                }
+                Err(e) => glogging::error!("Keeping the old listeners: {e}"),
+            }
+        }
+        if let Some(pf) = self.launch.pidfile.take() {
+            pf.unlink();
+        }
+        if let Some(path) = new.settings.pidfile() {
+            match Pidfile::create(&path, self.master_pid as u32) {
+                Ok(pf) => self.launch.pidfile = Some(pf),
+                Err(e) => glogging::error!("{e}"),
+            }
+        }
+        let cfg = arbiter_config(&new.settings, self.launch.systemd);
+        self.launch.settings = new.settings;
+        self.launch.preloaded = new.preloaded;
+        self.launch.app_spec = new.app_spec;
+        let actions = self.arbiter.reloaded(cfg);
+        self.execute(actions);
+    }
+
+    /// `USR2`: rename the pidfile to `.oldbin`, fork, and in the child exec
+    /// the same interpreter and arguments with the listeners inherited.
+    fn reexec(&mut self) {
+        if let Some(pf) = self.launch.pidfile.as_mut() {
+            let mut old = pf.path().as_os_str().to_owned();
+            old.push(".oldbin");
+            if let Err(e) = pf.rename(&PathBuf::from(old)) {
+                glogging::error!("{e}");
+            }
+        }
+        let fds: Vec<i32> = self.launch.listeners.iter().map(|l| l.raw_fd()).collect();
+        for l in &self.launch.listeners {
+            if let Err(e) = crate::sys::fd::set_cloexec(l.fd(), false) {
+                glogging::error!("Cannot pass {l} to the new master: {e}");
+            }
+        }
+        let master_pid = self.master_pid;
+        let systemd = self.launch.systemd;
+        let env_orig = &self.launch.env_orig;
+        let cwd = &self.launch.start_cwd;
+        let forked = Python::attach(|py| -> PyResult<i32> {
+            let os = py.import("os")?;
+            let pid: i32 = os.call_method0("fork")?.extract()?;
+            if pid == 0 {
+                let err = exec_new_master(py, env_orig, cwd, master_pid, &fds, systemd);
+                glogging::error!("Cannot exec the new master: {err}");
+                crate::sys::process::exit_now(1);
+            }
+            Ok(pid)
+        });
+        for l in &self.launch.listeners {
+            let _ = crate::sys::fd::set_cloexec(l.fd(), true);
+        }
+        match forked {
+            Ok(pid) => self.arbiter.reexec_started(pid),
+            Err(e) => glogging::error!("Unable to fork a new master: {e}"),
+        }
+    }
+}
+
+/// The child side of `USR2`; returns only on failure.
+fn exec_new_master(
+    py: Python<'_>,
+    env_orig: &Py<PyDict>,
+    cwd: &std::path::Path,
+    master_pid: i32,
+    fds: &[i32],
+    systemd: bool,
+) -> PyErr {
+    let run = || -> PyResult<()> {
+        let os = py.import("os")?;
+        let sys = py.import("sys")?;
+        let environ = env_orig.bind(py).copy()?;
+        environ.set_item("GUNICORN_PID", master_pid.to_string())?;
+        if systemd {
+            environ.set_item("LISTEN_PID", std::process::id().to_string())?;
+            environ.set_item("LISTEN_FDS", fds.len().to_string())?;
+        } else {
+            let joined: Vec<String> = fds.iter().map(|f| f.to_string()).collect();
+            environ.set_item("GUNICORN_FD", joined.join(","))?;
+        }
+        os.call_method1("chdir", (cwd,))?;
+        let executable = sys.getattr("executable")?;
+        let orig: Vec<String> = sys.getattr("orig_argv")?.extract()?;
+        let mut args = vec![executable.extract::<String>()?];
+        args.extend(orig.into_iter().skip(1));
+        os.call_method1("execvpe", (executable, args, environ))?;
+        Ok(())
+    };
+    match run() {
+        Ok(()) => pyo3::exceptions::PyRuntimeError::new_err("execvpe returned"),
+        Err(e) => e,
     }
 }
 

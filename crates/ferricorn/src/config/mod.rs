@@ -122,7 +122,10 @@ impl Settings {
     /// the value as gunicorn renders it.
     pub fn render(&self) -> String {
         let width = ROWS.iter().map(|r| r.name.len()).max().unwrap_or(0);
-        let mut rows: Vec<_> = self.iter().collect();
+        let mut rows: Vec<_> = self
+            .iter()
+            .filter(|(r, v)| !table::FERRICORN_ONLY.contains(&r.name) || **v != (r.default)())
+            .collect();
         rows.sort_by_key(|(r, _)| r.name);
         let mut out = String::new();
         for (row, value) in rows {
@@ -153,6 +156,10 @@ impl Settings {
     }
     pub fn max_requests_jitter(&self) -> u64 {
         self.get("max_requests_jitter").as_int().max(0) as u64
+    }
+    /// `--max-worker-memory` in MiB (0 disables).
+    pub fn max_worker_memory(&self) -> u64 {
+        self.get("max_worker_memory").as_int().max(0) as u64
     }
     /// Worker timeout in seconds (0 disables).
     pub fn timeout(&self) -> f64 {
@@ -312,7 +319,7 @@ mod tests {
 
     #[test]
     fn every_gunicorn_setting_has_a_row() {
-        assert_eq!(ROWS.len(), 120);
+        assert_eq!(ROWS.len(), 120 + table::FERRICORN_ONLY.len());
     }
 
     #[test]

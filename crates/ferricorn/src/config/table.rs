@@ -324,6 +324,18 @@ pub static ROWS: &[Setting] = &[
         short: "Add a random 0..N to max_requests per worker so restarts spread out.",
     },
     Setting {
+        name: "max_worker_memory",
+        section: "Worker Processes",
+        flags: &["--max-worker-memory"],
+        meta: "MB",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(0),
+        supported: true,
+        short: "ferricorn only: retire a worker whose private memory (USS) exceeds this many MiB, after its current request (0 disables).",
+    },
+    Setting {
         name: "timeout",
         section: "Worker Processes",
         flags: &["-t", "--timeout"],
@@ -1652,6 +1664,10 @@ pub static ROWS: &[Setting] = &[
         short: "Do not open the control socket.",
     },
 ];
+
+/// Rows ferricorn adds beyond gunicorn's 120 (not in gunicorn's
+/// `KNOWN_SETTINGS`; `--print-config` shows them only when set).
+pub const FERRICORN_ONLY: &[&str] = &["max_worker_memory"];
 
 /// Look a row up by setting name.
 pub fn find(name: &str) -> Option<(usize, &'static Setting)> {

@@ -103,9 +103,40 @@ pub fn take(sig: Signal) -> bool {
     PENDING.fetch_and(!bit, Ordering::SeqCst) & bit != 0
 }
 
+/// The request line being served, for the timeout report (written from
+/// signal context, so a fixed array of atomics rather than a `String`).
+const REQUEST_MAX: usize = 512;
+static REQUEST_LINE: [std::sync::atomic::AtomicU8; REQUEST_MAX] =
+    [const { std::sync::atomic::AtomicU8::new(0) }; REQUEST_MAX];
+static REQUEST_LEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Remember the request line in flight (empty: none).
+pub fn set_current_request(line: &[u8]) {
+    let n = line.len().min(REQUEST_MAX);
+    REQUEST_LEN.store(0, Ordering::SeqCst);
+    for (slot, b) in REQUEST_LINE.iter().zip(&line[..n]) {
+        slot.store(*b, Ordering::Relaxed);
+    }
+    REQUEST_LEN.store(n, Ordering::SeqCst);
+}
+
 extern "C" fn exit_on_signal(_sig: libc::c_int) {
-    // SAFETY: _exit(2) is async-signal-safe.
-    unsafe { libc::_exit(1) }
+    const PREFIX: &[u8] = b"Worker timed out while serving: ";
+    let n = REQUEST_LEN.load(Ordering::SeqCst).min(REQUEST_MAX);
+    let mut buf = [0u8; PREFIX.len() + REQUEST_MAX + 1];
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    for i in 0..n {
+        buf[PREFIX.len() + i] = REQUEST_LINE[i].load(Ordering::Relaxed);
+    }
+    buf[PREFIX.len() + n] = b'\n';
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is a
+    // valid stack array of the given length.
+    unsafe {
+        if n > 0 {
+            libc::write(2, buf.as_ptr().cast(), PREFIX.len() + n + 1);
+        }
+        libc::_exit(1)
+    }
 }
 
 /// Make `sig` end the process at once with status 1 (a worker's SIGABRT after

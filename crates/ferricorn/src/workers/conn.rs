@@ -64,7 +64,17 @@ pub fn serve_one(
                 if let Some((table, slot)) = busy {
                     table.begin_request(slot, &head.method, head.target);
                 }
+                // For the stack dump a timed-out worker writes (sys::signals).
+                let version: &[u8] = if head.version == (1, 0) {
+                    b" HTTP/1.0"
+                } else {
+                    b" HTTP/1.1"
+                };
+                super::signals::set_current_request(
+                    &[head.method.as_ref(), b" ", head.target, version].concat(),
+                );
                 let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
+                super::signals::set_current_request(b"");
                 if let Some((table, slot)) = busy {
                     table.end_request(slot);
                 }

@@ -10,6 +10,10 @@
 //! the master can say which request a timed-out worker was stuck in. The
 //! worker clears the start, writes the text, then sets the start; a read
 //! racing a write can at worst show a garbled line, never fault.
+//! A second array holds each slot's lifecycle state (`SlotState`): the worker
+//! marks itself ready once its app is loaded, and asks to be retired (max
+//! requests, memory cap) instead of exiting, so the master can start its
+//! replacement first.
 
 use std::sync::atomic::Ordering;
 
@@ -27,6 +31,40 @@ const REQ_TEXT: usize = (REQ_WORDS - 2) * 8;
 pub struct Heartbeats {
     slots: SharedSlots,
     requests: SharedSlots,
+    states: SharedSlots,
+}
+
+/// What a worker tells the master through its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// Forked, app not loaded yet.
+    Booting = 0,
+    /// Serving requests.
+    Ready = 1,
+    /// Reached `--max-requests`: replace me, then retire me.
+    RetireMaxRequests = 2,
+    /// Above `--max-worker-memory`: replace me, then retire me.
+    RetireMemory = 3,
+}
+
+impl SlotState {
+    fn from_raw(v: u64) -> SlotState {
+        match v {
+            1 => SlotState::Ready,
+            2 => SlotState::RetireMaxRequests,
+            3 => SlotState::RetireMemory,
+            _ => SlotState::Booting,
+        }
+    }
+
+    /// The worker has booted (ready or asking for retirement).
+    pub fn booted(self) -> bool {
+        self != SlotState::Booting
+    }
+
+    pub fn wants_retirement(self) -> bool {
+        matches!(self, SlotState::RetireMaxRequests | SlotState::RetireMemory)
+    }
 }
 
 impl Heartbeats {
@@ -34,6 +72,7 @@ impl Heartbeats {
         Ok(Heartbeats {
             slots: SharedSlots::new(SLOTS)?,
             requests: SharedSlots::new(SLOTS * REQ_WORDS)?,
+            states: SharedSlots::new(SLOTS)?,
         })
     }
 
@@ -53,6 +92,21 @@ impl Heartbeats {
         if let Some(s) = self.slots.get(slot) {
             s.store(now, Ordering::Relaxed);
         }
+        self.set_state(slot, SlotState::Booting);
+    }
+
+    pub fn set_state(&self, slot: usize, state: SlotState) {
+        if let Some(s) = self.states.get(slot) {
+            s.store(state as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn state(&self, slot: usize) -> SlotState {
+        SlotState::from_raw(
+            self.states
+                .get(slot)
+                .map_or(0, |s| s.load(Ordering::Relaxed)),
+        )
     }
 
     /// Last beat of `slot`, in monotonic ms.

@@ -103,6 +103,14 @@ pub struct Worker<'a> {
     /// Wakes the worker's poll when a signal arrives.
     pub wake: (OwnedFd, OwnedFd),
     pub alive: bool,
+    /// A QUIT/INT arrived: leave without draining the listen backlog.
+    pub quick_exit: bool,
+    /// Requests served so far.
+    pub served: u64,
+    /// `--max-requests` plus jitter (0 = unlimited).
+    pub budget: u64,
+    /// Already asked the master for a replacement.
+    pub retire_requested: bool,
 }
 
 impl Worker<'_> {
@@ -119,6 +127,7 @@ impl Worker<'_> {
                 Signal::SIGTERM => self.alive = false,
                 Signal::SIGQUIT | Signal::SIGINT => {
                     self.alive = false;
+                    self.quick_exit = true;
                     quick = true;
                 }
                 Signal::SIGUSR1 => {
@@ -135,10 +144,73 @@ impl Worker<'_> {
         quick
     }
 
+    /// After each request: count it and, at `--max-requests` or above
+    /// `--max-worker-memory`, ask the master for a replacement. The worker
+    /// keeps serving until the master sends `TERM` (its replacement booted).
+    pub fn request_done(&mut self) {
+        self.served += 1;
+        self.notify();
+        if self.retire_requested {
+            return;
+        }
+        let state = if self.budget > 0 && self.served >= self.budget {
+            glogging::info!("Autorestarting worker after current request.");
+            Some(heartbeat::SlotState::RetireMaxRequests)
+        } else {
+            over_memory_limit(self.setup.settings.max_worker_memory()).then(|| {
+                glogging::info!(
+                    "Worker (pid:{}) exceeds --max-worker-memory; retiring it after its replacement boots.",
+                    self.pid
+                );
+                heartbeat::SlotState::RetireMemory
+            })
+        };
+        if let Some(state) = state {
+            self.retire_requested = true;
+            self.setup.heartbeats.set_state(self.setup.slot, state);
+        }
+    }
+
+    /// A graceful stop (TERM) drains connections already waiting in the
+    /// listen backlog before exiting, within `--graceful-timeout`.
+    pub fn should_drain(&self) -> bool {
+        !self.alive && !self.quick_exit && !self.parent_changed()
+    }
+
     /// The master went away (re-parented): stop.
     pub fn parent_changed(&self) -> bool {
         nix::unistd::getppid().as_raw() != self.setup.master_pid
     }
+}
+
+/// Whether this process's private memory (USS) exceeds `limit_mb` (0 = off).
+fn over_memory_limit(limit_mb: u64) -> bool {
+    if limit_mb == 0 {
+        return false;
+    }
+    private_memory_bytes().is_some_and(|b| b > limit_mb * 1024 * 1024)
+}
+
+/// Private_Clean + Private_Dirty of this process, from `/proc/self/smaps_rollup`.
+pub fn private_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let mut kb = 0u64;
+    let mut found = false;
+    for line in text.lines() {
+        if let Some(rest) = line
+            .strip_prefix("Private_Clean:")
+            .or_else(|| line.strip_prefix("Private_Dirty:"))
+        {
+            kb += rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()?;
+            found = true;
+        }
+    }
+    found.then_some(kb * 1024)
 }
 
 /// Parser options from the settings.
@@ -195,6 +267,19 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         glogging::error!("Exception in worker process: cannot install signal handlers: {e}");
         exit_worker(py, WORKER_BOOT_ERROR);
     }
+    // On the master's ABRT (timeout) the Python stacks go to stderr (the
+    // error log) first; then our handler adds the request line and exits 1.
+    if let Err(e) = py.import("faulthandler").and_then(|fh| {
+        let stderr = py.import("sys")?.getattr("stderr")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("file", stderr)?;
+        kwargs.set_item("all_threads", true)?;
+        // For ABRT (and fatal signals) faulthandler dumps, restores the
+        // previous handler (ours) and re-raises.
+        fh.call_method("enable", (), Some(&kwargs))
+    }) {
+        glogging::debug!("faulthandler unavailable: {e}");
+    }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
 
@@ -248,7 +333,18 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         pid,
         wake,
         alive: true,
+        quick_exit: false,
+        served: 0,
+        budget: sync::request_budget(
+            settings.max_requests(),
+            settings.max_requests_jitter(),
+            u64::from(pid) ^ crate::util::monotonic_ms(),
+        ),
+        retire_requested: false,
     };
+    setup
+        .heartbeats
+        .set_state(setup.slot, heartbeat::SlotState::Ready);
     match class {
         Class::Sync => sync::run(py, &mut worker, &ctx),
         Class::Gthread => gthread::run(py, &mut worker, &ctx),

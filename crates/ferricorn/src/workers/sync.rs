@@ -11,7 +11,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferricorn_http::parse::Parser;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -52,11 +52,6 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         1000
     };
     let io_timeout = (timeout > 0.0).then(|| Duration::from_secs_f64(timeout));
-    let budget = request_budget(
-        settings.max_requests(),
-        settings.max_requests_jitter(),
-        u64::from(worker.pid) ^ crate::util::monotonic_ms(),
-    );
     let servers: Vec<(String, String)> = setup
         .listeners
         .iter()
@@ -64,7 +59,6 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         .collect();
     let mut parser = Parser::new(app.parser_options().clone());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut served: u64 = 0;
 
     while worker.alive {
         worker.notify();
@@ -92,13 +86,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                         &mut buf,
                         busy,
                     );
-                    served += 1;
-                    worker.notify();
-                    if budget > 0 && served >= budget {
-                        glogging::info!("Autorestarting worker after current request.");
-                        worker.alive = false;
-                        break;
-                    }
+                    worker.request_done();
                 }
                 Err(e) if is_transient_accept_error(&e) => {}
                 Err(e) => glogging::error!("Error accepting a connection: {e}"),
@@ -118,6 +106,33 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
             // EINTR (a signal) simply ends the wait.
             let _ = poll(&mut fds, PollTimeout::from(wait_ms));
         });
+    }
+    // Graceful stop: serve what already waits in the backlog (ferricorn's
+    // improvement over gunicorn, whose workers leave it to be reset).
+    let deadline = Instant::now() + Duration::from_secs_f64(settings.graceful_timeout());
+    while worker.should_drain() && Instant::now() < deadline {
+        let mut accepted = false;
+        for (i, listener) in setup.listeners.iter().enumerate() {
+            if let Ok((stream, peer)) = listener.accept() {
+                accepted = true;
+                let _ = stream.set_timeouts(io_timeout);
+                handle(
+                    py,
+                    app,
+                    stream,
+                    &peer,
+                    &servers[i],
+                    &mut parser,
+                    &mut buf,
+                    (setup.heartbeats, setup.slot),
+                );
+                worker.notify();
+            }
+        }
+        worker.handle_signals();
+        if !accepted {
+            break;
+        }
     }
 }
 
