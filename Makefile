@@ -42,5 +42,10 @@ pytest: $(VENV)/.test-deps
 
 test: build lint rust-test pytest
 
+# Speed against gunicorn and granian (installs wrk and the peers; see docs/benchmarks.md).
+bench: build
+	bash bench/setup.sh
+	bench/.venv/bin/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) target
