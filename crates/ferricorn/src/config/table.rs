@@ -650,7 +650,7 @@ pub static ROWS: &[Setting] = &[
                 ("X-FORWARDED-SSL".into(), "on".into()),
             ])
         },
-        supported: false,
+        supported: true,
         short: "Headers (and their values) from a trusted proxy that mark a request as HTTPS.",
     },
     Setting {
@@ -662,7 +662,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::AddrList,
         default: d_forwarded_allow_ips,
-        supported: false,
+        supported: true,
         short: "Proxy addresses (comma-separated, * for any) trusted to set forwarding headers.",
     },
     Setting {
@@ -1372,7 +1372,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Accept obsolete folded (multi-line) header values.",
     },
     Setting {
@@ -1384,7 +1384,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Strip spaces between a header name and its colon (unsafe).",
     },
     Setting {
@@ -1396,7 +1396,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Accept request methods that are not conventional uppercase tokens.",
     },
     Setting {
@@ -1408,7 +1408,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Accept HTTP versions other than 1.0 and 1.1.",
     },
     Setting {
@@ -1420,7 +1420,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Uppercase request methods before passing them on.",
     },
     Setting {
@@ -1432,7 +1432,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::StrToList,
         default: || Value::List(vec!["SCRIPT_NAME".into(), "PATH_INFO".into()]),
-        supported: false,
+        supported: true,
         short: "Headers a trusted proxy may set that map into the WSGI environ.",
     },
     Setting {
@@ -1444,7 +1444,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::HeaderMap,
         default: || Value::Str("drop".into()),
-        supported: false,
+        supported: true,
         short: "Header names that map ambiguously to the environ: drop, refuse or dangerous.",
     },
     Setting {

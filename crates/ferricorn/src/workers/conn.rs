@@ -46,14 +46,27 @@ pub fn serve_one(
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
 ) -> Next {
     let started = Instant::now();
+    let trusted = app.trust().trusts(peer);
+    parser.set_peer_trusted(trusted);
     loop {
         match parser.parse(buf) {
             Ok(Some((head, consumed))) => {
+                let url_scheme = match app.trust().scheme(&head.headers, trusted) {
+                    Ok(scheme) => scheme.unwrap_or("http"),
+                    Err(_) => {
+                        let why = "Contradictory scheme headers";
+                        glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
+                        let out = wsgi::error_response(400, "Bad Request", why);
+                        let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
+                        buf.clear();
+                        return Next::Close;
+                    }
+                };
                 let conn = Conn {
                     stream,
                     peer,
                     server,
-                    url_scheme: "http",
+                    url_scheme,
                     server_allows_keep_alive: allow_keep_alive,
                 };
                 glogging::debug!(

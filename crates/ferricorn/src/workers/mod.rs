@@ -215,11 +215,28 @@ pub fn private_memory_bytes() -> Option<u64> {
 
 /// Parser options from the settings.
 pub fn parser_options(s: &Settings) -> ferricorn_http::parse::Options {
+    use ferricorn_http::parse::HeaderMap;
+    let flag = |name: &str| s.get(name).as_bool();
     ferricorn_http::parse::Options {
         limit_request_line: s.limit_request_line(),
         limit_request_fields: s.limit_request_fields(),
         limit_request_field_size: s.limit_request_field_size(),
-        ..Default::default()
+        casefold_http_method: flag("casefold_http_method"),
+        permit_unconventional_http_method: flag("permit_unconventional_http_method"),
+        permit_unconventional_http_version: flag("permit_unconventional_http_version"),
+        permit_obsolete_folding: flag("permit_obsolete_folding"),
+        strip_header_spaces: flag("strip_header_spaces"),
+        header_map: match s.get("header_map").as_str() {
+            Some("refuse") => HeaderMap::Refuse,
+            Some("dangerous") => HeaderMap::Dangerous,
+            _ => HeaderMap::Drop,
+        },
+        forwarder_headers: s
+            .get("forwarder_headers")
+            .as_list()
+            .iter()
+            .map(|h| h.to_ascii_uppercase())
+            .collect(),
     }
 }
 
@@ -312,10 +329,15 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         class == Class::Gthread,
         parser_options(settings),
     ) {
-        Ok(ctx) => ctx.with_sendfile(!matches!(
-            settings.get("sendfile"),
-            crate::config::Value::Bool(false)
-        )),
+        Ok(ctx) => ctx
+            .with_sendfile(!matches!(
+                settings.get("sendfile"),
+                crate::config::Value::Bool(false)
+            ))
+            .with_proxy_trust(
+                settings.get("forwarded_allow_ips").as_list(),
+                settings.get("secure_scheme_headers").as_map(),
+            ),
         Err(e) => {
             glogging::log_always(
                 Level::Error,

@@ -29,16 +29,9 @@ pub struct AppContext {
     script_name: String,
     parser_options: Options,
     sendfile: bool,
-    /// Peers trusted to set the scheme headers (`FORWARDED_ALLOW_IPS`, `*` = all).
-    forwarded_allow: Vec<String>,
+    /// Peers trusted to set scheme and forwarder headers (`forwarded_allow_ips`).
+    trust: super::proxy::Trust,
 }
-
-/// gunicorn's default `secure_scheme_headers`: (header, value meaning https).
-const SECURE_SCHEME_HEADERS: &[(&[u8], &[u8])] = &[
-    (b"x-forwarded-protocol", b"ssl"),
-    (b"x-forwarded-proto", b"https"),
-    (b"x-forwarded-ssl", b"on"),
-];
 
 const HEADER_KEY_CACHE: usize = 512;
 
@@ -109,13 +102,22 @@ impl AppContext {
             script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
             parser_options,
             sendfile: true,
-            forwarded_allow: std::env::var("FORWARDED_ALLOW_IPS")
-                .unwrap_or_else(|_| "127.0.0.1,::1".into())
-                .split(',')
-                .map(|ip| ip.trim().to_string())
-                .filter(|ip| !ip.is_empty())
-                .collect(),
+            trust: super::proxy::Trust::default(),
         })
+    }
+
+    /// `forwarded_allow_ips` and `secure_scheme_headers`.
+    pub fn with_proxy_trust(
+        mut self,
+        allow: &[String],
+        secure_headers: &[(String, String)],
+    ) -> Self {
+        self.trust = super::proxy::Trust::new(allow, secure_headers);
+        self
+    }
+
+    pub fn trust(&self) -> &super::proxy::Trust {
+        &self.trust
     }
 
     pub fn callable(&self) -> &Py<PyAny> {
@@ -180,7 +182,6 @@ impl AppContext {
         env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
 
         let mut host: Option<&[u8]> = None;
-        let mut https = false;
         // (key, first value, joined values when the field is repeated)
         let mut fields: Vec<Field<'py, '_>> = Vec::with_capacity(head.headers.len());
         for (name, value) in &head.headers {
@@ -194,10 +195,6 @@ impl AppContext {
             }
             if name.eq_ignore_ascii_case(b"host") {
                 host = Some(value);
-            } else if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
-                https |= SECURE_SCHEME_HEADERS
-                    .iter()
-                    .any(|(h, v)| name.eq_ignore_ascii_case(h) && value.eq_ignore_ascii_case(v));
             }
             let key = self.header_key(py, name);
             // Keys are interned, so identity is equality.
@@ -214,17 +211,7 @@ impl AppContext {
             env.set_item(key, latin1_str(py, joined.as_deref().unwrap_or(first)))?;
         }
 
-        let url_scheme = if https
-            && self
-                .forwarded_allow
-                .iter()
-                .any(|ip| ip == "*" || *ip == conn.peer.addr)
-        {
-            env.set_item(intern!(py, "wsgi.url_scheme"), "https")?;
-            "https"
-        } else {
-            conn.url_scheme
-        };
+        let url_scheme = conn.url_scheme;
         env.set_item(intern!(py, "REMOTE_ADDR"), conn.peer.addr.as_str())?;
         if let Some(port) = conn.peer.port {
             env.set_item(intern!(py, "REMOTE_PORT"), port.to_string())?;
@@ -251,13 +238,17 @@ impl AppContext {
         env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
 
         let path = percent_decode(head.path);
-        let script = self.script_name.as_bytes();
+        // A `SCRIPT_NAME` header reaches here only from a trusted peer that
+        // `forwarder_headers` lists (the parser drops it otherwise).
+        let script = head
+            .header(b"script_name")
+            .unwrap_or(self.script_name.as_bytes());
         let path_info: &[u8] = if !script.is_empty() {
             if !path.starts_with(script) {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
                     "Request path {:?} does not start with SCRIPT_NAME {:?}",
                     String::from_utf8_lossy(&path),
-                    self.script_name
+                    String::from_utf8_lossy(script)
                 )));
             }
             &path[script.len()..]
@@ -265,7 +256,7 @@ impl AppContext {
             &path
         };
         env.set_item(intern!(py, "PATH_INFO"), latin1_str(py, path_info))?;
-        env.set_item(intern!(py, "SCRIPT_NAME"), self.script_name.as_str())?;
+        env.set_item(intern!(py, "SCRIPT_NAME"), latin1_str(py, script))?;
         Ok(env)
     }
 }

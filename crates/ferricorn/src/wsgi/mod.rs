@@ -15,6 +15,7 @@ pub mod errors_stream;
 pub mod file_wrapper;
 pub mod input;
 pub mod loader;
+pub mod proxy;
 pub mod response;
 
 use std::cell::RefCell;
