@@ -348,6 +348,18 @@ pub static ROWS: &[Setting] = &[
         short: "Kill and replace a worker that has been silent this many seconds (0 never).",
     },
     Setting {
+        name: "header_timeout",
+        section: "Worker Processes",
+        flags: &["--header-timeout"],
+        meta: "INT",
+        action: Action::Store,
+        cli_type: CliType::Int,
+        kind: Kind::PosInt,
+        default: || Value::Int(10),
+        supported: true,
+        short: "ferricorn only: seconds a client has to send a complete request head; then 408 (or a silent close if it sent nothing). 0 disables.",
+    },
+    Setting {
         name: "graceful_timeout",
         section: "Worker Processes",
         flags: &["--graceful-timeout"],
@@ -1667,7 +1679,7 @@ pub static ROWS: &[Setting] = &[
 
 /// Rows ferricorn adds beyond gunicorn's 120 (not in gunicorn's
 /// `KNOWN_SETTINGS`; `--print-config` shows them only when set).
-pub const FERRICORN_ONLY: &[&str] = &["max_worker_memory"];
+pub const FERRICORN_ONLY: &[&str] = &["max_worker_memory", "header_timeout"];
 
 /// Look a row up by setting name.
 pub fn find(name: &str) -> Option<(usize, &'static Setting)> {

@@ -11,7 +11,7 @@
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferricorn_http::parse::Parser;
 use pyo3::prelude::*;
@@ -21,6 +21,26 @@ use crate::sock::{Peer, Stream};
 use crate::wsgi::{self, Conn, environ::AppContext};
 
 const READ_CHUNK: usize = 8192;
+
+/// Socket deadlines of a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Time a client gets to send a complete request head (`--header-timeout`,
+    /// beyond gunicorn: a slow client cannot hold a worker for `--timeout`).
+    pub header: Option<Duration>,
+    /// Reads and writes once the head is in (`--timeout`, as gunicorn's sync worker).
+    pub io: Option<Duration>,
+}
+
+impl Timeouts {
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        let secs = |v: f64| (v > 0.0).then(|| Duration::from_secs_f64(v));
+        Timeouts {
+            header: secs(s.get("header_timeout").as_f64()),
+            io: secs(s.timeout()),
+        }
+    }
+}
 
 /// What became of the connection after one request.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,13 +64,21 @@ pub fn serve_one(
     buf: &mut Vec<u8>,
     allow_keep_alive: bool,
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
+    timeouts: Timeouts,
 ) -> Next {
     let started = Instant::now();
+    let head_deadline = timeouts.header.map(|t| started + t);
+    if head_deadline.is_some() {
+        let _ = stream.set_read_timeout(timeouts.header);
+    }
     let trusted = app.trust().trusts(peer);
     parser.set_peer_trusted(trusted);
     loop {
         match parser.parse(buf) {
             Ok(Some((head, consumed))) => {
+                if head_deadline.is_some() {
+                    let _ = stream.set_read_timeout(timeouts.io);
+                }
                 let url_scheme = match app.trust().scheme(&head.headers, trusted) {
                     Ok(scheme) => scheme.unwrap_or("http"),
                     Err(_) => {
@@ -105,6 +133,12 @@ pub fn serve_one(
             }
             Ok(None) => {
                 let start = buf.len();
+                if let (Some(deadline), true) = (head_deadline, start > 0) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                        return head_timed_out(py, stream, peer, buf);
+                    }
+                }
                 buf.resize(start + READ_CHUNK, 0);
                 let read = py.detach(|| {
                     loop {
@@ -120,6 +154,16 @@ pub fn serve_one(
                     }
                 });
                 match read {
+                    Err(e)
+                        if head_deadline.is_some()
+                            && matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) =>
+                    {
+                        buf.truncate(start);
+                        return head_timed_out(py, stream, peer, buf);
+                    }
                     Ok(0) | Err(_) => {
                         // Client went away (or timed out) before a full request: nothing to answer.
                         buf.truncate(start);
@@ -178,4 +222,16 @@ fn log_access(
         duration: started.elapsed(),
         environ: Some(&lookup),
     });
+}
+
+/// The client did not send a complete head in time: 408 if it sent part of
+/// one, a silent close if it sent nothing (an idle connection).
+fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut Vec<u8>) -> Next {
+    if !buf.is_empty() {
+        glogging::debug!("Request head from ip={} not complete in time", peer.addr);
+        let out = wsgi::error_response(408, "Request Timeout", "Request head not received in time");
+        let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
+    }
+    buf.clear();
+    Next::Close
 }

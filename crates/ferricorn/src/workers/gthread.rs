@@ -72,6 +72,7 @@ struct Shared<'a> {
     alive: AtomicBool,
     keepalive: bool,
     io_timeout: Option<Duration>,
+    timeouts: conn::Timeouts,
 }
 
 pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
@@ -109,6 +110,7 @@ fn thread_main(shared: &Shared<'_>) {
                     &mut c.buf,
                     allow,
                     None,
+                    shared.timeouts,
                 );
                 if next == Next::Close {
                     return false;
@@ -194,6 +196,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         alive: AtomicBool::new(true),
         keepalive: keepalive > 0.0,
         io_timeout,
+        timeouts: conn::Timeouts::from_settings(setup.settings),
     };
 
     std::thread::scope(|scope| -> io::Result<()> {

@@ -52,6 +52,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         1000
     };
     let io_timeout = (timeout > 0.0).then(|| Duration::from_secs_f64(timeout));
+    let timeouts = conn::Timeouts::from_settings(settings);
     let servers: Vec<(String, String)> = setup
         .listeners
         .iter()
@@ -85,6 +86,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                         &mut parser,
                         &mut buf,
                         busy,
+                        timeouts,
                     );
                     worker.request_done();
                 }
@@ -125,6 +127,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                     &mut parser,
                     &mut buf,
                     (setup.heartbeats, setup.slot),
+                    timeouts,
                 );
                 worker.notify();
             }
@@ -154,6 +157,7 @@ fn handle(
     parser: &mut Parser,
     buf: &mut Vec<u8>,
     busy: (&super::heartbeat::Heartbeats, usize),
+    timeouts: conn::Timeouts,
 ) {
     let stream = Arc::new(stream);
     buf.clear();
@@ -167,6 +171,7 @@ fn handle(
         buf,
         false,
         Some(busy),
+        timeouts,
     );
     // Closing: shut down our side so the client sees EOF after the response.
     stream.shutdown_write();
