@@ -401,6 +401,17 @@ impl io::Write for &Stream {
 pub struct Peer {
     pub addr: String,
     pub port: Option<u16>,
+    /// Set when a PROXY protocol header named the client: the proxy side.
+    pub proxy: Option<Proxied>,
+}
+
+/// What a PROXY header said about the proxied connection (gunicorn's
+/// `PROXY_PROTOCOL`, `PROXY_ADDR`, `PROXY_PORT` environ keys).
+#[derive(Clone, Debug)]
+pub struct Proxied {
+    pub protocol: &'static str,
+    pub addr: String,
+    pub port: u16,
 }
 
 impl Listener {
@@ -416,6 +427,7 @@ impl Listener {
                     Peer {
                         addr: addr.ip().to_string(),
                         port: Some(addr.port()),
+                        proxy: None,
                     },
                 ))
             }
@@ -427,6 +439,7 @@ impl Listener {
                     Peer {
                         addr: String::new(),
                         port: None,
+                        proxy: None,
                     },
                 ))
             }

@@ -1156,7 +1156,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::ProxyProtocol,
         default: || Value::Str("off".into()),
-        supported: false,
+        supported: true,
         short: "Accept the PROXY protocol header: off, v1, v2 or auto (the flag alone means auto).",
     },
     Setting {
@@ -1168,7 +1168,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::AddrList,
         default: || Value::List(vec!["127.0.0.1".into(), "::1".into()]),
-        supported: false,
+        supported: true,
         short: "Addresses (comma-separated, * for any) allowed to send PROXY protocol headers.",
     },
     Setting {

@@ -139,20 +139,7 @@ pub fn serve_one(
                         return head_timed_out(py, stream, peer, buf);
                     }
                 }
-                buf.resize(start + READ_CHUNK, 0);
-                let read = py.detach(|| {
-                    loop {
-                        match (&**stream).read(&mut buf[start..]) {
-                            Err(e)
-                                if e.kind() == io::ErrorKind::Interrupted
-                                    && !super::signals::peek_quit() =>
-                            {
-                                continue;
-                            }
-                            other => break other,
-                        }
-                    }
-                });
+                let read = read_more(py, stream, buf);
                 match read {
                     Err(e)
                         if head_deadline.is_some()
@@ -161,15 +148,13 @@ pub fn serve_one(
                                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                             ) =>
                     {
-                        buf.truncate(start);
                         return head_timed_out(py, stream, peer, buf);
                     }
                     Ok(0) | Err(_) => {
                         // Client went away (or timed out) before a full request: nothing to answer.
-                        buf.truncate(start);
                         return Next::Close;
                     }
-                    Ok(n) => buf.truncate(start + n),
+                    Ok(_) => {}
                 }
             }
             Err(err) => {
@@ -234,4 +219,115 @@ fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut V
     }
     buf.clear();
     Next::Close
+}
+
+/// Append what the socket has to `buf` (GIL released while waiting); retries
+/// reads interrupted by a signal unless a quick exit is pending. `Ok(0)` is EOF.
+fn read_more(py: Python<'_>, stream: &Arc<Stream>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    let read = py.detach(|| {
+        loop {
+            match (&**stream).read(&mut buf[start..]) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted && !super::signals::peek_quit() =>
+                {
+                    continue;
+                }
+                other => break other,
+            }
+        }
+    });
+    buf.truncate(start + *read.as_ref().unwrap_or(&0));
+    read
+}
+
+/// Per-connection policy of a worker, built once from the settings.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub timeouts: Timeouts,
+    pub proxy: Option<ProxyPolicy>,
+}
+
+impl Policy {
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        Policy {
+            timeouts: Timeouts::from_settings(s),
+            proxy: ProxyPolicy::from_settings(s),
+        }
+    }
+}
+
+/// `--proxy-protocol` and `--proxy-allow-from` of a worker.
+#[derive(Clone, Debug)]
+pub struct ProxyPolicy {
+    mode: ferricorn_http::proxy::Mode,
+    allow: wsgi::proxy::Trust,
+}
+
+impl ProxyPolicy {
+    /// `None` when the PROXY protocol is off.
+    pub fn from_settings(s: &crate::config::Settings) -> Option<Self> {
+        use ferricorn_http::proxy::Mode;
+        let mode = match s.get("proxy_protocol").as_str() {
+            Some("v1") => Mode::V1,
+            Some("v2") => Mode::V2,
+            Some("auto") => Mode::Auto,
+            _ => return None,
+        };
+        Some(ProxyPolicy {
+            mode,
+            allow: wsgi::proxy::Trust::new(s.get("proxy_allow_ips").as_list(), &[]),
+        })
+    }
+}
+
+/// At the start of a connection: read and strip a PROXY header if the
+/// client sent one; the client it names replaces `peer`. Returns false when
+/// the connection was refused (403 for a proxy not in `--proxy-allow-from`,
+/// 400 for a malformed header) or closed.
+///
+/// gunicorn counterpart: `Message.proxy_protocol`, `proxy_protocol_access_check`.
+pub fn read_proxy_header(
+    py: Python<'_>,
+    stream: &Arc<Stream>,
+    peer: &mut Peer,
+    buf: &mut Vec<u8>,
+    policy: &ProxyPolicy,
+) -> bool {
+    use ferricorn_http::proxy::{self, ProxyInfo};
+    loop {
+        let refuse = |status: u16, reason: &str, why: &str| {
+            glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
+            let out = wsgi::error_response(status, reason, why);
+            let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
+            false
+        };
+        match proxy::parse(buf, policy.mode) {
+            Ok(Some((_, 0))) => return true,
+            Ok(Some((info, used))) => {
+                if !policy.allow.trusts(peer) {
+                    return refuse(403, "Forbidden", "Request forbidden");
+                }
+                if let ProxyInfo::Proxied { src, dst } = info {
+                    *peer = Peer {
+                        addr: src.ip().to_string(),
+                        port: Some(src.port()),
+                        proxy: Some(crate::sock::Proxied {
+                            protocol: if src.is_ipv4() { "TCP4" } else { "TCP6" },
+                            addr: dst.ip().to_string(),
+                            port: dst.port(),
+                        }),
+                    };
+                }
+                buf.drain(..used);
+                return true;
+            }
+            Ok(None) => match read_more(py, stream, buf) {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            },
+            Err(e) => return refuse(e.status(), e.reason(), &e.to_string()),
+        }
+    }
 }

@@ -51,6 +51,8 @@ struct Connection {
     /// Index of the listener it came from (for SERVER_NAME/PORT).
     server: usize,
     buf: Vec<u8>,
+    /// No request read yet (a PROXY header may come first).
+    fresh: bool,
 }
 
 /// What a thread hands back to the poller when it is done with a connection.
@@ -72,7 +74,7 @@ struct Shared<'a> {
     alive: AtomicBool,
     keepalive: bool,
     io_timeout: Option<Duration>,
-    timeouts: conn::Timeouts,
+    policy: conn::Policy,
 }
 
 pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
@@ -98,6 +100,13 @@ fn thread_main(shared: &Shared<'_>) {
         let _ = c.stream.set_timeouts(shared.io_timeout);
         let mut served = 0u64;
         let keep = Python::attach(|py| {
+            if std::mem::take(&mut c.fresh) {
+                if let Some(proxy) = &shared.policy.proxy {
+                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.buf, proxy) {
+                        return false;
+                    }
+                }
+            }
             loop {
                 let allow = shared.keepalive && shared.alive.load(Ordering::Relaxed);
                 let next = conn::serve_one(
@@ -110,7 +119,7 @@ fn thread_main(shared: &Shared<'_>) {
                     &mut c.buf,
                     allow,
                     None,
-                    shared.timeouts,
+                    shared.policy.timeouts,
                 );
                 if next == Next::Close {
                     return false;
@@ -196,7 +205,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         alive: AtomicBool::new(true),
         keepalive: keepalive > 0.0,
         io_timeout,
-        timeouts: conn::Timeouts::from_settings(setup.settings),
+        policy: conn::Policy::from_settings(setup.settings),
     };
 
     std::thread::scope(|scope| -> io::Result<()> {
@@ -330,6 +339,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                                     peer,
                                     server: i,
                                     buf: Vec::new(),
+                                    fresh: true,
                                 };
                                 active += 1;
                                 let until = Instant::now() + first_request_for;

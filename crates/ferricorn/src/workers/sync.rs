@@ -52,7 +52,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         1000
     };
     let io_timeout = (timeout > 0.0).then(|| Duration::from_secs_f64(timeout));
-    let timeouts = conn::Timeouts::from_settings(settings);
+    let policy = conn::Policy::from_settings(settings);
     let servers: Vec<(String, String)> = setup
         .listeners
         .iter()
@@ -86,7 +86,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                         &mut parser,
                         &mut buf,
                         busy,
-                        timeouts,
+                        &policy,
                     );
                     worker.request_done();
                 }
@@ -127,7 +127,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                     &mut parser,
                     &mut buf,
                     (setup.heartbeats, setup.slot),
-                    timeouts,
+                    &policy,
                 );
                 worker.notify();
             }
@@ -157,22 +157,29 @@ fn handle(
     parser: &mut Parser,
     buf: &mut Vec<u8>,
     busy: (&super::heartbeat::Heartbeats, usize),
-    timeouts: conn::Timeouts,
+    policy: &conn::Policy,
 ) {
     let stream = Arc::new(stream);
     buf.clear();
-    conn::serve_one(
-        py,
-        app,
-        &stream,
-        peer,
-        server,
-        parser,
-        buf,
-        false,
-        Some(busy),
-        timeouts,
-    );
+    let mut peer = peer.clone();
+    let proxied = match &policy.proxy {
+        Some(proxy) => conn::read_proxy_header(py, &stream, &mut peer, buf, proxy),
+        None => true,
+    };
+    if proxied {
+        conn::serve_one(
+            py,
+            app,
+            &stream,
+            &peer,
+            server,
+            parser,
+            buf,
+            false,
+            Some(busy),
+            policy.timeouts,
+        );
+    }
     // Closing: shut down our side so the client sees EOF after the response.
     stream.shutdown_write();
 }

@@ -216,6 +216,11 @@ impl AppContext {
         if let Some(port) = conn.peer.port {
             env.set_item(intern!(py, "REMOTE_PORT"), port.to_string())?;
         }
+        if let Some(proxied) = &conn.peer.proxy {
+            env.set_item(intern!(py, "PROXY_PROTOCOL"), proxied.protocol)?;
+            env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
+            env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
+        }
         let (server_name, server_port) = if conn.server.1.is_empty() {
             // Unix socket: derive SERVER_* from the Host header when present.
             match host {

@@ -135,6 +135,7 @@ mod tests {
         Peer {
             addr: addr.into(),
             port: Some(1234),
+            proxy: None,
         }
     }
 
@@ -151,7 +152,8 @@ mod tests {
         assert!(!t.trusts(&peer("127.0.0.1")));
         assert!(t.trusts(&Peer {
             addr: String::new(),
-            port: None
+            port: None,
+            proxy: None,
         }));
         assert!(Trust::new(&["*".into()], &[]).trusts(&peer("8.8.8.8")));
     }
