@@ -792,12 +792,15 @@ def versions(opts, ferricorn_ok: bool) -> dict:
     if ferricorn_ok:
         raw = version_of([opts.ferricorn, "--version"])
         m = re.search(r"version\s+(\S+?)\)?$", raw)
-        v["ferricorn"] = m.group(1) if m else raw
+        v["ferricorn"] = (m.group(1) if m else raw) + f" at {opts.ferricorn}"
+        inside = Path(opts.ferricorn).resolve().is_relative_to(ROOT)
         try:
+            if not inside:
+                raise OSError("ferricorn is not this checkout's build")
             rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                                  capture_output=True, text=True, timeout=10).stdout.strip()
             if rev:
-                v["ferricorn"] += f" (git {rev})"
+                v["ferricorn"] += f" (checkout at git {rev} when the run started)"
         except (OSError, subprocess.SubprocessError):
             pass
         b = ferricorn_build(opts)
@@ -814,7 +817,7 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
         f"- command: `{command}`",
         f"- machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory']}, Linux {info['kernel']}, "
         f"Python {info['python']}",
-        "- versions (ferricorn: the checkout's git revision at the start): " + ", ".join(f"{k} {v}" for k, v in vers.items() if v and v != "-"),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v and v != "-"),
         (f"- wrk: -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up; for -w N the server "
          f"is pinned to the first N cpus and wrk, one thread per cpu, to the rest; "
          f"{opts.threads} threads for gthread/granian" if scaling else
@@ -971,8 +974,8 @@ def main(argv=None) -> int:
         if n > 1 and counts[-1] != n - 1:
             counts.append(n - 1)
         for w in counts:
-            s_cpus = usable[:w] if n > 1 else None
-            c_cpus = usable[w:] if n > 1 else None
+            s_cpus = usable[:w] if n > 1 and opts.pin else None
+            c_cpus = usable[w:] if n > 1 and opts.pin else None
             for srv in servers:
                 if w > 1 and not srv.multi_worker:
                     continue
@@ -989,7 +992,7 @@ def main(argv=None) -> int:
                     plan.append((srv, APPS[a], m, opts.workers, server_cpus, wrk_cpus, opts.wrk_threads))
 
     harness_cpus = wrk_cpus if opts.pin and wrk_cpus else None
-    if opts.scaling and len(usable) > 1:
+    if opts.scaling and len(usable) > 1 and opts.pin:
         harness_cpus = [usable[-1]]
     if harness_cpus:
         os.sched_setaffinity(0, harness_cpus)  # keep our polling off the server's core
