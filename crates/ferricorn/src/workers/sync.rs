@@ -60,6 +60,22 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         .collect();
     let mut parser = Parser::new(app.parser_options().clone());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // One accepted connection, from the main loop or the graceful drain.
+    let mut serve = |stream: Stream, peer: &Peer, listener: usize| {
+        let _ = stream.set_timeouts(io_timeout);
+        let busy = (setup.heartbeats, setup.slot);
+        handle(
+            py,
+            app,
+            stream,
+            peer,
+            &servers[listener],
+            &mut parser,
+            &mut buf,
+            busy,
+            &policy,
+        );
+    };
 
     while worker.alive {
         worker.notify();
@@ -75,19 +91,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     accepted = true;
-                    let _ = stream.set_timeouts(io_timeout);
-                    let busy = (setup.heartbeats, setup.slot);
-                    handle(
-                        py,
-                        app,
-                        stream,
-                        &peer,
-                        &servers[i],
-                        &mut parser,
-                        &mut buf,
-                        busy,
-                        &policy,
-                    );
+                    serve(stream, &peer, i);
                     worker.request_done();
                 }
                 Err(e) if is_transient_accept_error(&e) => {}
@@ -117,18 +121,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         for (i, listener) in setup.listeners.iter().enumerate() {
             if let Ok((stream, peer)) = listener.accept() {
                 accepted = true;
-                let _ = stream.set_timeouts(io_timeout);
-                handle(
-                    py,
-                    app,
-                    stream,
-                    &peer,
-                    &servers[i],
-                    &mut parser,
-                    &mut buf,
-                    (setup.heartbeats, setup.slot),
-                    &policy,
-                );
+                serve(stream, &peer, i);
                 worker.notify();
             }
         }
