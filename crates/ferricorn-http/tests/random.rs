@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/escape.rs"]
+mod escape;
+use escape::unescape;
+
 #[path = "support/check.rs"]
 mod check;
 
@@ -37,52 +41,6 @@ fn corpus_inputs() -> Vec<Vec<u8>> {
         .map(|p| unescape(&std::fs::read_to_string(p).unwrap()))
         .filter(|b| b.len() <= 2048)
         .collect()
-}
-
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\n' => i += 1,
-            b'\\' => {
-                let e = b[i + 1];
-                i += 2;
-                match e {
-                    b'r' => out.push(b'\r'),
-                    b'n' => out.push(b'\n'),
-                    b't' => out.push(b'\t'),
-                    b'0' => out.push(0),
-                    b's' => out.push(b' '),
-                    b'\\' => out.push(b'\\'),
-                    b'x' => {
-                        out.push(
-                            u8::from_str_radix(std::str::from_utf8(&b[i..i + 2]).unwrap(), 16)
-                                .unwrap(),
-                        );
-                        i += 2;
-                    }
-                    b'[' => {
-                        let bar = i + b[i..].iter().position(|&x| x == b'|').unwrap();
-                        let end = bar + b[bar..].iter().position(|&x| x == b']').unwrap();
-                        let n: usize = std::str::from_utf8(&b[i..bar]).unwrap().parse().unwrap();
-                        let text = unescape(std::str::from_utf8(&b[bar + 1..end]).unwrap());
-                        for _ in 0..n {
-                            out.extend_from_slice(&text);
-                        }
-                        i = end + 1;
-                    }
-                    _ => panic!("bad escape"),
-                }
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 const INTERESTING: &[&[u8]] = &[
