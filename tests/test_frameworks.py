@@ -10,7 +10,7 @@ import pytest
 
 from wsgi_helpers import WORKER_ARGS, one_request, start
 
-WORKERS = ["sync", "gthread"]
+WORKERS = ["sync", "gthread", "evloop"]
 
 
 def request(srv, path, method="GET", body=b"", headers=""):

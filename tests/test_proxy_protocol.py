@@ -16,7 +16,7 @@ def v2_header(src, sport, dst, dport):
     return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs
 
 
-@pytest.fixture(params=["sync", "gthread"])
+@pytest.fixture(params=["sync", "gthread", "evloop"])
 def worker(request):
     return request.param
 

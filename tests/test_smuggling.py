@@ -33,7 +33,7 @@ PROBES = {
 }
 
 
-@pytest.fixture(params=["sync", "gthread"])
+@pytest.fixture(params=["sync", "gthread", "evloop"])
 def server(request, start_server):
     return start_server("-b", "127.0.0.1:0", "-k", request.param, "basic:app")
 

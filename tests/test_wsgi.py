@@ -1,4 +1,4 @@
-"""PEP 3333 conformance end to end, under both worker classes, for the plain
+"""PEP 3333 conformance end to end, under every worker class, for the plain
 app and the same app wrapped in `wsgiref.validate.validator` (WSGIWarning as
 an error). App: tests/apps/shapes.py."""
 
@@ -56,7 +56,7 @@ class Srv:
 
 @pytest.fixture(
     scope="module",
-    params=[("sync", "app"), ("gthread", "app"), ("sync", "validated"), ("gthread", "validated")],
+    params=[(w, c) for c in ("app", "validated") for w in ("sync", "gthread", "evloop")],
     ids=lambda p: "-".join(p),
 )
 def srv(request, tmp_path_factory):
@@ -132,7 +132,7 @@ def test_never_reads_past_the_body(srv):
         c.send(first + second)
         status, headers, body = c.read_response()
         assert status == 200 and json.loads(body)["data"] == BODY.decode()
-        if srv.worker == "gthread":
+        if srv.worker in ("gthread", "evloop"):
             assert headers["connection"] == "keep-alive"
             assert c.read_response()[2] == b"ok"
         else:
@@ -244,7 +244,7 @@ def test_head_request_has_no_body(srv):
         c.close()
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread"])
+@pytest.mark.parametrize("worker", ["sync", "gthread", "evloop"])
 def test_no_sendfile_still_serves_files(tmp_path_factory, worker):
     server = start(tmp_path_factory, *WORKER_ARGS[worker], "--no-sendfile", "-b", "127.0.0.1:0", "shapes:app")
     try:
@@ -254,7 +254,7 @@ def test_no_sendfile_still_serves_files(tmp_path_factory, worker):
         server.stop()
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread"])
+@pytest.mark.parametrize("worker", ["sync", "gthread", "evloop"])
 def test_preload_imports_in_master(tmp_path_factory, worker):
     server = start(tmp_path_factory, *WORKER_ARGS[worker], "--preload", "-b", "127.0.0.1:0", "shapes:app")
     try:

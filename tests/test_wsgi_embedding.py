@@ -29,7 +29,7 @@ class ScriptServer(Server):
         self.master_pid = self.proc.pid
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread"])
+@pytest.mark.parametrize("worker", ["sync", "gthread", "evloop"])
 def test_embedded_application_serves(worker, tmp_path):
     srv = ScriptServer(str(APPS / "embedded.py"), [worker], tmp_path)
     try:

@@ -22,6 +22,7 @@ def start(tmp_path_factory, *args, env=None, booted=1):
 WORKER_ARGS = {
     "sync": ["-k", "sync"],
     "gthread": ["-k", "gthread", "--threads", "4"],
+    "evloop": ["-k", "evloop"],
 }
 
 

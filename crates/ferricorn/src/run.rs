@@ -30,6 +30,7 @@ fn resolve_worker_class(name: &str, threads: usize) -> Result<&'static str, Stri
     crate::workers::resolve_class(name, threads).map(|c| match c {
         crate::workers::Class::Sync => "sync",
         crate::workers::Class::Gthread => "gthread",
+        crate::workers::Class::Evloop => "evloop",
     })
 }
 

@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::Parser;
+use ferricorn_http::parse::{Head, Parser};
 use pyo3::prelude::*;
 
 use crate::glogging::{self, access};
@@ -79,57 +79,28 @@ pub fn serve_one(
                 if head_deadline.is_some() {
                     let _ = stream.set_read_timeout(timeouts.io);
                 }
-                let url_scheme = match app.trust().scheme(&head.headers, trusted) {
-                    Ok(scheme) => scheme.unwrap_or("http"),
-                    Err(_) => {
-                        let why = "Contradictory scheme headers";
-                        glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
-                        let out = wsgi::error_response(400, "Bad Request", why);
-                        let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
-                        buf.clear();
-                        return Next::Close;
-                    }
-                };
-                let conn = Conn {
+                let kept = serve_head(
+                    py,
+                    app,
                     stream,
                     peer,
                     server,
-                    url_scheme,
-                    server_allows_keep_alive: allow_keep_alive,
-                };
-                glogging::debug!(
-                    "{} {}",
-                    String::from_utf8_lossy(&head.method),
-                    String::from_utf8_lossy(head.path)
+                    &head,
+                    &buf[consumed..],
+                    trusted,
+                    allow_keep_alive,
+                    busy,
+                    started,
                 );
-                if let Some((table, slot)) = busy {
-                    table.begin_request(slot, &head.method, head.target);
-                }
-                // For the stack dump a timed-out worker writes (sys::signals).
-                let version: &[u8] = if head.version == (1, 0) {
-                    b" HTTP/1.0"
-                } else {
-                    b" HTTP/1.1"
-                };
-                super::signals::set_current_request(
-                    &[head.method.as_ref(), b" ", head.target, version].concat(),
-                );
-                let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
-                super::signals::set_current_request(b"");
-                if let Some((table, slot)) = busy {
-                    table.end_request(slot);
-                }
-                if glogging::access_enabled() {
-                    log_access(py, &head, peer, &outcome, started);
-                }
-                let keep = outcome.keep_alive && allow_keep_alive;
                 drop(head);
                 buf.clear();
-                if keep {
-                    buf.extend_from_slice(&outcome.leftover);
-                    return Next::KeepAlive;
-                }
-                return Next::Close;
+                return match kept {
+                    Some(rest) => {
+                        buf.extend_from_slice(&rest);
+                        Next::KeepAlive
+                    }
+                    None => Next::Close,
+                };
             }
             Ok(None) => {
                 let start = buf.len();
@@ -158,14 +129,81 @@ pub fn serve_one(
                 }
             }
             Err(err) => {
-                glogging::warning!("Invalid request from ip={}: {}", peer.addr, err);
-                let out = wsgi::error_response(err.status(), err.reason(), &err.to_string());
-                let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
+                refuse(py, stream, peer, &err);
                 buf.clear();
                 return Next::Close;
             }
         }
     }
+}
+
+/// Serve one request whose head is parsed (`rest`: the bytes read after the
+/// head) and log it. Returns the bytes already read past this request when
+/// the connection stays open, `None` when it must close.
+#[allow(clippy::too_many_arguments)]
+pub fn serve_head(
+    py: Python<'_>,
+    app: &AppContext,
+    stream: &Arc<Stream>,
+    peer: &Peer,
+    server: &(String, String),
+    head: &Head<'_>,
+    rest: &[u8],
+    trusted: bool,
+    allow_keep_alive: bool,
+    busy: Option<(&super::heartbeat::Heartbeats, usize)>,
+    started: Instant,
+) -> Option<Vec<u8>> {
+    let url_scheme = match app.trust().scheme(&head.headers, trusted) {
+        Ok(scheme) => scheme.unwrap_or("http"),
+        Err(_) => {
+            let why = "Contradictory scheme headers";
+            glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
+            let out = wsgi::error_response(400, "Bad Request", why);
+            let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
+            return None;
+        }
+    };
+    let conn = Conn {
+        stream,
+        peer,
+        server,
+        url_scheme,
+        server_allows_keep_alive: allow_keep_alive,
+    };
+    glogging::debug!(
+        "{} {}",
+        String::from_utf8_lossy(&head.method),
+        String::from_utf8_lossy(head.path)
+    );
+    if let Some((table, slot)) = busy {
+        table.begin_request(slot, &head.method, head.target);
+    }
+    // For the stack dump a timed-out worker writes (sys::signals).
+    let version: &[u8] = if head.version == (1, 0) {
+        b" HTTP/1.0"
+    } else {
+        b" HTTP/1.1"
+    };
+    super::signals::set_current_request(
+        &[head.method.as_ref(), b" ", head.target, version].concat(),
+    );
+    let outcome = wsgi::serve(py, app, head, rest, &conn);
+    super::signals::set_current_request(b"");
+    if let Some((table, slot)) = busy {
+        table.end_request(slot);
+    }
+    if glogging::access_enabled() {
+        log_access(py, head, peer, &outcome, started);
+    }
+    (outcome.keep_alive && allow_keep_alive).then_some(outcome.leftover)
+}
+
+/// Answer a request the parser refused (4xx/5xx, `Connection: close`) and log it.
+pub fn refuse(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, err: &ferricorn_http::Error) {
+    glogging::warning!("Invalid request from ip={}: {}", peer.addr, err);
+    let out = wsgi::error_response(err.status(), err.reason(), &err.to_string());
+    let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
 }
 
 fn log_access(

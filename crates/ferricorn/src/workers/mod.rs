@@ -8,6 +8,7 @@
 //! `init_signals`, `load_wsgi`) and `Arbiter.spawn_worker`'s child branch.
 
 pub mod conn;
+pub mod evloop;
 pub mod gthread;
 pub mod heartbeat;
 pub mod sync;
@@ -31,6 +32,8 @@ use heartbeat::Heartbeats;
 pub enum Class {
     Sync,
     Gthread,
+    /// One thread, a readiness loop over many keep-alive connections, the app called inline.
+    Evloop,
 }
 
 /// Resolve `--worker-class` (any spelling gunicorn accepts) and `--threads`
@@ -41,6 +44,7 @@ pub fn resolve_class(name: &str, threads: usize) -> Result<Class, String> {
         "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
             Class::Gthread
         }
+        "evloop" => Class::Evloop,
         other => {
             let lower = other.to_ascii_lowercase();
             let why = if ["gevent", "eventlet", "tornado"]
@@ -370,6 +374,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     match class {
         Class::Sync => sync::run(py, &mut worker, &ctx),
         Class::Gthread => gthread::run(py, &mut worker, &ctx),
+        Class::Evloop => evloop::run(py, &mut worker, &ctx),
     }
     glogging::info!("Worker exiting (pid: {pid})");
     exit_worker(py, 0)

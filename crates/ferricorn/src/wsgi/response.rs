@@ -19,7 +19,9 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::sock::Stream;
 
 /// Set when the worker is shutting down gracefully: responses whose head is
-/// not out yet announce `Connection: close` (one worker per process).
+/// not out yet announce `Connection: close` (one worker per process). A TERM
+/// that arrived while the app ran (not yet handled by the worker's loop)
+/// counts too.
 pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What the request looked like, for framing decisions.
@@ -88,7 +90,8 @@ impl ResponseWriter {
             version: self.req.version,
             request_keep_alive: self.req.keep_alive,
             server_allows_keep_alive: self.req.server_allows_keep_alive
-                && !DRAINING.load(std::sync::atomic::Ordering::Relaxed),
+                && !DRAINING.load(std::sync::atomic::Ordering::Relaxed)
+                && !crate::sys::signals::peek(nix::sys::signal::Signal::SIGTERM),
             server_header: Some(b"ferricorn"),
         };
         let buf = &mut self.buf;

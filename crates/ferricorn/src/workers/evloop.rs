@@ -1,0 +1,476 @@
+//! The evloop worker: one thread serves many keep-alive connections with a
+//! readiness loop (mio) and calls the app inline, on that same thread.
+//!
+//! The thread holds the GIL for its whole life and releases it only while
+//! it waits in the poller (and where the shared request path releases it
+//! around blocking socket calls), so there is no hand-off between threads
+//! per request: for a fast, CPU-bound app this is the cheapest way to serve
+//! keep-alive clients. The price: while the app runs, every other connection
+//! of the worker waits, so an app that blocks on I/O belongs on `gthread`.
+//!
+//! Loop: wait for readiness (listeners, connections, the signal pipe); read
+//! what a ready connection has without blocking (`MSG_DONTWAIT`, until a
+//! short read: registrations are edge-triggered); as soon as a request head
+//! is complete, serve it through `conn::serve_head` (the path every worker
+//! shares); serve every complete pipelined request already read, at most
+//! `FAIR_SHARE` in a row before the other connections get a turn.
+//!
+//! Invariants:
+//! - sockets stay in blocking mode with `SO_RCVTIMEO`/`SO_SNDTIMEO` set to
+//!   `--timeout`: the loop itself only reads with `MSG_DONTWAIT`, while the
+//!   app's `wsgi.input` reads and the response writes block on that one
+//!   connection (bounded by `--timeout`), as in the sync worker;
+//! - `active` counts open connections and is capped by `--worker-connections`
+//!   (the listeners are not accepted from while at the cap);
+//! - every connection has one deadline: its first request head within
+//!   `--header-timeout` of the connection (408 if part of it came, a silent
+//!   close if nothing did), the next one within `--keep-alive` of the last
+//!   response, a started head within `--header-timeout` of its first byte;
+//!   a sweep closes expired ones every `SWEEP`;
+//! - the heartbeat is beaten every loop turn and after every request; the
+//!   poll waits at most half `--timeout`, so only a stuck app call (or a
+//!   write to a client that stopped reading) lets the master's timeout fire;
+//! - TERM: stop accepting, answer requests already read with
+//!   `Connection: close`, close idle keep-alive connections at once, give
+//!   connections that have not sent a request yet until `--graceful-timeout`;
+//!   QUIT/INT: leave now. Once `--max-requests` is reached (replacement asked
+//!   for) responses also carry `Connection: close`, so clients reconnect to
+//!   whichever worker accepts, and the master's TERM finds nothing to cut.
+//!
+//! gunicorn counterpart: none (gunicorn's nearest is its gevent/eventlet
+//! workers); the lifecycle follows `workers/base.py` like the others.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferricorn_http::parse::Parser;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::socket::MsgFlags;
+use pyo3::prelude::*;
+
+use super::Worker;
+use super::conn;
+use super::sync::is_transient_accept_error;
+use crate::glogging;
+use crate::sock::{Peer, Stream};
+use crate::wsgi;
+use crate::wsgi::environ::AppContext;
+
+const SIGNAL_PIPE: Token = Token(0);
+const LISTENER_BASE: usize = 1;
+/// Connection tokens start here (listener tokens sit below).
+const CONN_BASE: usize = 1 << 20;
+const READ_CHUNK: usize = 8192;
+/// Pipelined requests served in a row on one connection before the others get a turn.
+const FAIR_SHARE: u32 = 16;
+/// How often deadlines are checked.
+const SWEEP: Duration = Duration::from_millis(100);
+
+/// A client connection and what was read of its next request.
+struct Connection {
+    stream: Arc<Stream>,
+    peer: Peer,
+    /// Index of the listener it came from (for SERVER_NAME/PORT).
+    server: usize,
+    buf: Vec<u8>,
+    /// No byte read yet (a PROXY header may come first).
+    fresh: bool,
+    /// Requests served on it.
+    served: u64,
+    /// When it is closed unless a request completes first.
+    deadline: Instant,
+    /// A partial request head is buffered (its deadline is running).
+    head_started: bool,
+    /// Complete requests were left in `buf` for the next turn (fairness).
+    more: bool,
+}
+
+/// What a turn on a connection left it as.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    /// Wait for the next readiness event.
+    Wait,
+    /// More may be readable: serve it again after the other ready ones.
+    Again,
+    /// Close it.
+    Close,
+}
+
+/// Per-worker settings and state the connection turns need.
+struct Ctx<'a> {
+    app: &'a AppContext,
+    parser: Parser,
+    servers: Vec<(String, String)>,
+    policy: conn::Policy,
+    keepalive: bool,
+    keepalive_for: Duration,
+    header_for: Duration,
+    /// TERM seen: answer with `Connection: close`.
+    draining: bool,
+    /// What each non-blocking read lands in before it is appended to a connection's buffer.
+    scratch: Vec<u8>,
+}
+
+pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
+    if worker.setup.settings.threads() > 1 {
+        glogging::warning!("--threads has no effect on the evloop worker: it serves on one thread");
+    }
+    if let Err(e) = serve(py, worker, app) {
+        glogging::error!("Exception in worker process: {e}");
+    }
+}
+
+/// Slab of connections indexed by `token - CONN_BASE`.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Slab {
+    fn insert(&mut self, c: Connection) -> usize {
+        self.len += 1;
+        if let Some(i) = self.free.pop() {
+            self.slots[i] = Some(c);
+            i
+        } else {
+            self.slots.push(Some(c));
+            self.slots.len() - 1
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Connection> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Connection> {
+        let c = self.slots.get_mut(i).and_then(Option::take)?;
+        self.free.push(i);
+        self.len -= 1;
+        Some(c)
+    }
+
+    fn indices(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .collect()
+    }
+}
+
+fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Result<()> {
+    let setup = worker.setup;
+    let settings = setup.settings;
+    let timeout = settings.timeout();
+    // Wake at least every half timeout to beat (as the other workers), at most every second.
+    let wait = Duration::from_millis(if timeout > 0.0 {
+        ((timeout * 500.0) as u64).clamp(10, 1000)
+    } else {
+        1000
+    });
+    let io_timeout = (timeout > 0.0).then(|| Duration::from_secs_f64(timeout));
+    let policy = conn::Policy::from_settings(settings);
+    let header_for = policy
+        .timeouts
+        .header
+        .or(io_timeout)
+        .unwrap_or(Duration::from_secs(30));
+    let keepalive = settings.keepalive();
+    let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
+    let graceful = Duration::from_secs_f64(settings.graceful_timeout().max(0.0));
+    let mut ctx = Ctx {
+        app,
+        parser: Parser::new(app.parser_options().clone()),
+        servers: setup
+            .listeners
+            .iter()
+            .map(|l| l.server_name_port())
+            .collect(),
+        policy,
+        keepalive: keepalive > 0.0,
+        keepalive_for: Duration::from_secs_f64(keepalive.max(0.0)),
+        header_for,
+        draining: false,
+        scratch: vec![0; READ_CHUNK],
+    };
+
+    let mut poll = Poll::new()?;
+    let wake_fd = worker.wake.0.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&wake_fd), SIGNAL_PIPE, Interest::READABLE)?;
+    for (i, l) in setup.listeners.iter().enumerate() {
+        let fd = l.raw_fd();
+        poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(LISTENER_BASE + i),
+            Interest::READABLE,
+        )?;
+    }
+
+    let mut events = Events::with_capacity(256);
+    let mut conns = Slab::default();
+    let mut ready: Vec<usize> = Vec::new();
+    let mut pending_accept = vec![true; setup.listeners.len()];
+    let mut accepting = true;
+    let mut signalled = true;
+    let mut next_sweep = Instant::now() + SWEEP;
+    let mut stop_by: Option<Instant> = None;
+
+    loop {
+        worker.notify();
+        if signalled {
+            signalled = false;
+            if worker.handle_signals() {
+                return Ok(()); // QUIT/INT: leave now, connections and all.
+            }
+        }
+        if !worker.alive && accepting {
+            // Graceful stop: no new connections; serve what was already
+            // sent with `Connection: close`; idle keep-alive ones go now.
+            accepting = false;
+            ctx.draining = true;
+            wsgi::response::DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
+            stop_by = Some(Instant::now() + graceful);
+            for l in setup.listeners {
+                let fd = l.raw_fd();
+                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            for i in conns.indices() {
+                let turn = match conns.get_mut(i) {
+                    Some(c) => match turn(py, &mut ctx, worker, c) {
+                        Turn::Wait if c.served > 0 && c.buf.is_empty() => Turn::Close,
+                        t => t,
+                    },
+                    None => continue,
+                };
+                settle(&poll, &mut conns, &mut ready, i, turn);
+            }
+        }
+        if !accepting && (conns.len == 0 || stop_by.is_some_and(|t| Instant::now() >= t)) {
+            return Ok(());
+        }
+
+        let now = Instant::now();
+        let poll_for = if ready.is_empty() {
+            next_sweep.saturating_duration_since(now).min(wait)
+        } else {
+            Duration::ZERO
+        };
+        let polled = py.detach(|| poll.poll(&mut events, Some(poll_for)));
+        if let Err(e) = polled {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let mut todo = std::mem::take(&mut ready);
+        for ev in &events {
+            match ev.token() {
+                SIGNAL_PIPE => signalled = true,
+                Token(t) if t >= CONN_BASE => todo.push(t - CONN_BASE),
+                Token(t) => {
+                    if let Some(p) = pending_accept.get_mut(t - LISTENER_BASE) {
+                        *p = true;
+                    }
+                }
+            }
+        }
+        for i in todo {
+            let Some(c) = conns.get_mut(i) else { continue };
+            let t = turn(py, &mut ctx, worker, c);
+            settle(&poll, &mut conns, &mut ready, i, t);
+        }
+
+        // Accept while under the connection cap; a new connection's request
+        // often came with it, so it gets a turn at once.
+        if accepting {
+            for (li, l) in setup.listeners.iter().enumerate() {
+                while pending_accept[li] && conns.len < max_conns && worker.alive {
+                    match l.accept() {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_timeouts(io_timeout);
+                            let c = Connection {
+                                stream: Arc::new(stream),
+                                peer,
+                                server: li,
+                                buf: Vec::new(),
+                                fresh: true,
+                                served: 0,
+                                deadline: Instant::now() + ctx.header_for,
+                                head_started: false,
+                                more: false,
+                            };
+                            let fd = c.stream.raw_fd();
+                            let i = conns.insert(c);
+                            if poll
+                                .registry()
+                                .register(
+                                    &mut SourceFd(&fd),
+                                    Token(CONN_BASE + i),
+                                    Interest::READABLE,
+                                )
+                                .is_err()
+                            {
+                                settle(&poll, &mut conns, &mut ready, i, Turn::Close);
+                                continue;
+                            }
+                            let t = match conns.get_mut(i) {
+                                Some(c) => turn(py, &mut ctx, worker, c),
+                                None => continue,
+                            };
+                            settle(&poll, &mut conns, &mut ready, i, t);
+                        }
+                        Err(e) if is_transient_accept_error(&e) => {
+                            if e.kind() == io::ErrorKind::WouldBlock {
+                                pending_accept[li] = false;
+                            }
+                        }
+                        Err(e) => {
+                            glogging::error!("Error accepting a connection: {e}");
+                            pending_accept[li] = false;
+                        }
+                    }
+                }
+            }
+        }
+
+        let now = Instant::now();
+        if now >= next_sweep {
+            next_sweep = now + SWEEP;
+            if worker.alive && worker.parent_changed() {
+                glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
+                worker.alive = false;
+            }
+            for i in conns.indices() {
+                let Some(c) = conns.get_mut(i) else { continue };
+                if c.deadline > now {
+                    continue;
+                }
+                if !c.buf.is_empty() {
+                    glogging::debug!("Request head from ip={} not complete in time", c.peer.addr);
+                    let out = wsgi::error_response(
+                        408,
+                        "Request Timeout",
+                        "Request head not received in time",
+                    );
+                    let stream = c.stream.clone();
+                    let _ = py.detach(|| io::Write::write_all(&mut &*stream, &out));
+                }
+                settle(&poll, &mut conns, &mut ready, i, Turn::Close);
+            }
+        }
+    }
+}
+
+/// Apply what a turn decided: requeue, or deregister and close.
+fn settle(poll: &Poll, conns: &mut Slab, ready: &mut Vec<usize>, i: usize, turn: Turn) {
+    match turn {
+        Turn::Wait => {}
+        Turn::Again => ready.push(i),
+        Turn::Close => {
+            if let Some(c) = conns.remove(i) {
+                let fd = c.stream.raw_fd();
+                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                // FIN after the response, before the fd goes.
+                c.stream.shutdown_write();
+            }
+        }
+    }
+}
+
+/// Serve every complete request buffered on the connection, then read what
+/// it has without blocking, until a short read says its socket is drained.
+fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Connection) -> Turn {
+    let mut served_now = 0u32;
+    // Requests left over from the last turn (`Turn::Again`) come first.
+    let mut read_first = !std::mem::take(&mut c.more);
+    loop {
+        if read_first {
+            let got = nix::sys::socket::recv(
+                c.stream.raw_fd(),
+                &mut ctx.scratch,
+                MsgFlags::MSG_DONTWAIT,
+            );
+            match got {
+                Ok(0) => return Turn::Close,
+                Ok(n) => {
+                    c.buf.extend_from_slice(&ctx.scratch[..n]);
+                    // A short read emptied the socket: the next byte brings a new event.
+                    read_first = n == ctx.scratch.len();
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Turn::Wait,
+                Err(_) => return Turn::Close,
+            }
+            if std::mem::take(&mut c.fresh) {
+                if let Some(proxy) = &ctx.policy.proxy {
+                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.buf, proxy) {
+                        return Turn::Close;
+                    }
+                }
+            }
+        } else {
+            read_first = true;
+        }
+        while !c.buf.is_empty() {
+            let trusted = ctx.app.trust().trusts(&c.peer);
+            ctx.parser.set_peer_trusted(trusted);
+            match ctx.parser.parse(&c.buf) {
+                Ok(Some((head, consumed))) => {
+                    if served_now >= FAIR_SHARE {
+                        c.more = true;
+                        return Turn::Again;
+                    }
+                    let allow = ctx.keepalive
+                        && !ctx.draining
+                        && worker.alive
+                        && !worker.retire_requested
+                        && !super::signals::peek(Signal::SIGTERM);
+                    let busy = Some((worker.setup.heartbeats, worker.setup.slot));
+                    let kept = conn::serve_head(
+                        py,
+                        ctx.app,
+                        &c.stream,
+                        &c.peer,
+                        &ctx.servers[c.server],
+                        &head,
+                        &c.buf[consumed..],
+                        trusted,
+                        allow,
+                        busy,
+                        Instant::now(),
+                    );
+                    drop(head);
+                    c.buf.clear();
+                    worker.request_done();
+                    c.served += 1;
+                    served_now += 1;
+                    let Some(rest) = kept else {
+                        return Turn::Close;
+                    };
+                    c.buf.extend_from_slice(&rest);
+                    c.head_started = false;
+                    c.deadline = Instant::now() + ctx.keepalive_for;
+                }
+                Ok(None) => {
+                    if !c.head_started {
+                        c.head_started = true;
+                        c.deadline = Instant::now() + ctx.header_for;
+                    }
+                    break;
+                }
+                Err(err) => {
+                    conn::refuse(py, &c.stream, &c.peer, &err);
+                    return Turn::Close;
+                }
+            }
+        }
+        if !read_first {
+            return Turn::Wait;
+        }
+    }
+}

@@ -1,0 +1,294 @@
+"""The evloop worker: one thread, a readiness loop over many keep-alive
+connections, the app called inline. Keep-alive, pipelining, limits, timeouts,
+shutdown and recycling. App: tests/apps/shapes.py."""
+
+import json
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from wsgi_helpers import Client, start
+
+EVLOOP = ["-k", "evloop", "-b", "127.0.0.1:0"]
+
+
+@pytest.fixture(scope="module")
+def ev(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "shapes:app")
+    yield srv
+    srv.stop()
+
+
+def wait_marker(path, srv, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, srv.log()
+        time.sleep(0.02)  # poll the marker file until the deadline
+
+
+def test_ten_thousand_requests_on_one_connection(ev):
+    c = Client(ev.port)
+    try:
+        req = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+        for _ in range(10_000):
+            c.send(req)
+            status, headers, body = c.read_response()
+            assert status == 200 and body == b"ok"
+        assert headers["connection"] == "keep-alive"
+    finally:
+        c.close()
+
+
+def test_pipelined_requests_are_all_answered_in_order(ev):
+    c = Client(ev.port)
+    try:
+        # More than one turn's fair share, and more than one read's worth.
+        batch = b"".join(b"GET /?%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(300))
+        c.send(batch + b"GET /pid HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        for _ in range(300):
+            assert c.read_response()[2] == b"ok"
+        status, headers, body = c.read_response()
+        assert status == 200 and headers["connection"] == "close" and "pid" in json.loads(body)
+        c.sock.settimeout(5)
+        assert c.sock.recv(10) == b""
+    finally:
+        c.close()
+
+
+def test_a_request_split_across_reads(ev):
+    c = Client(ev.port)
+    try:
+        for piece in (b"GET / HT", b"TP/1.1\r\nHo", b"st: t\r\n", b"\r\n"):
+            c.send(piece)
+            time.sleep(0.01)  # let each piece arrive on its own
+        assert c.read_response()[2] == b"ok"
+        body = b"x" * 50_000
+        status, _, got = c.request("/read-all", "POST", body)
+        assert status == 200 and json.loads(got)["data"] == body.decode()
+    finally:
+        c.close()
+
+
+def test_many_concurrent_keep_alive_connections_on_one_thread(ev):
+    clients = [Client(ev.port) for _ in range(200)]
+    try:
+        pids = set()
+        for rnd in range(3):
+            for c in clients:
+                c.send(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+            for c in clients:
+                status, headers, body = c.read_response()
+                assert status == 200 and headers["connection"] == "keep-alive"
+                got = json.loads(body)
+                pids.add((got["pid"], got["thread"]))
+        assert len(pids) == 1  # one worker process, one thread
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_keep_alive_idle_timeout_closes(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "--keep-alive", "1", "shapes:app")
+    try:
+        c = Client(srv.port, timeout=10)
+        assert c.request("/")[1]["connection"] == "keep-alive"
+        t0 = time.monotonic()
+        assert c.sock.recv(10) == b""  # the server closes the idle connection
+        waited = time.monotonic() - t0
+        assert 0.5 < waited < 5, waited
+        c.close()
+    finally:
+        srv.stop()
+
+
+def test_keep_alive_zero_closes_after_each_response(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "--keep-alive", "0", "shapes:app")
+    try:
+        c = Client(srv.port)
+        assert c.request("/")[1]["connection"] == "close"
+        assert c.sock.recv(10) == b""
+        c.close()
+    finally:
+        srv.stop()
+
+
+def test_header_timeout_answers_408_and_idle_first_connection_closes(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "--header-timeout", "1", "shapes:app")
+    try:
+        partial = Client(srv.port, timeout=10)
+        silent = Client(srv.port, timeout=10)
+        partial.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        t0 = time.monotonic()
+        status, headers, _ = partial.read_response()
+        assert status == 408 and headers["connection"] == "close"
+        assert silent.sock.recv(10) == b""  # nothing sent: closed without a response
+        assert 0.5 < time.monotonic() - t0 < 5
+        # Other clients were served all along.
+        c = Client(srv.port)
+        assert c.request("/")[2] == b"ok"
+        for x in (partial, silent, c):
+            x.close()
+    finally:
+        srv.stop()
+
+
+def test_worker_connections_caps_open_connections(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "--worker-connections", "1", "shapes:app")
+    try:
+        first = Client(srv.port)
+        assert first.request("/")[2] == b"ok"  # now idle, kept alive, holding the only slot
+        second = Client(srv.port, timeout=1.0)
+        second.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        with pytest.raises(socket.timeout):
+            second.sock.recv(10)  # not accepted while the first is open
+        first.close()
+        second.sock.settimeout(10)
+        assert second.read_response()[2] == b"ok"
+        second.close()
+    finally:
+        srv.stop()
+
+
+def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory):
+    markers = tmp_path_factory.mktemp("markers")
+    srv = start(tmp_path_factory, *EVLOOP, "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
+    try:
+        idle = Client(srv.port)
+        assert idle.request("/")[2] == b"ok"
+        busy = Client(srv.port, timeout=15)
+        busy.send(b"GET /sleep?1.5 HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_marker(markers / "sleep", srv)
+        srv.signal(signal.SIGTERM)
+        status, headers, body = busy.read_response()
+        assert status == 200 and json.loads(body) == {"slept": 1.5}
+        assert headers["connection"] == "close"
+        idle.sock.settimeout(10)
+        assert idle.sock.recv(10) == b""  # idle keep-alive connection closed
+        assert srv.wait_exit(20) == 0
+        idle.close()
+        busy.close()
+    finally:
+        srv.stop()
+
+
+def test_quit_leaves_at_once(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "shapes:app")
+    try:
+        idle = Client(srv.port, timeout=15)
+        assert idle.request("/")[2] == b"ok"
+        silent = Client(srv.port, timeout=15)  # connected, nothing sent yet
+        partial = Client(srv.port, timeout=15)
+        partial.send(b"GET / HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        srv.signal(signal.SIGQUIT)
+        assert srv.wait_exit(10) == 0
+        assert time.monotonic() - t0 < 5
+        for c in (idle, silent, partial):
+            assert c.sock.recv(10) == b""
+            c.close()
+    finally:
+        srv.stop()
+
+
+def test_timeout_kills_a_stuck_request(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "-t", "2", "shapes:app")
+    try:
+        stuck = Client(srv.port, timeout=15)
+        stuck.send(b"GET /sleep?30 HTTP/1.1\r\nHost: t\r\n\r\n")
+        srv.wait_for(r"\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\)", timeout=10)
+        srv.wait_for(r"Worker timed out while serving: GET /sleep\?30 HTTP/1\.1")
+        with pytest.raises((EOFError, ConnectionResetError)):
+            stuck.read_response()
+        stuck.close()
+        srv.wait_booted(2)
+        c = Client(srv.port)
+        assert c.request("/")[2] == b"ok"
+        c.close()
+    finally:
+        srv.stop()
+
+
+def test_heartbeat_stays_live_while_idle_with_open_connections(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "-t", "1", "--keep-alive", "10", "shapes:app")
+    try:
+        c = Client(srv.port, timeout=10)
+        assert c.request("/")[2] == b"ok"
+        # Idle with an open connection for more than twice the timeout: no kill.
+        with pytest.raises(AssertionError):
+            srv.wait_for(r"WORKER TIMEOUT", timeout=2.5)
+        assert c.request("/")[2] == b"ok"
+        c.close()
+    finally:
+        srv.stop()
+
+
+class KeepAliveLoop:
+    """GET / over keep-alive connections in a thread, reconnecting whenever
+    the server answers `Connection: close`; counts failures."""
+
+    def __init__(self, port, seconds=45.0):
+        self.port = port
+        self.ok = 0
+        self.failures = []
+        self._stop = threading.Event()
+        self._until = time.monotonic() + seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        c = None
+        while not self._stop.is_set() and time.monotonic() < self._until:
+            try:
+                if c is None:
+                    c = Client(self.port)
+                status, headers, body = c.request("/")
+                if status == 200 and body == b"ok":
+                    self.ok += 1
+                else:
+                    self.failures.append("status %d" % status)
+                if headers.get("connection") == "close":
+                    c.close()
+                    c = None
+            except Exception as e:  # noqa: BLE001 - any failure counts
+                self.failures.append(repr(e))
+                c = None
+        if c is not None:
+            c.close()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_max_requests_recycles_without_failed_requests(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "-w", "2", "--max-requests", "50", "shapes:app", booted=2)
+    try:
+        with KeepAliveLoop(srv.port) as a, KeepAliveLoop(srv.port) as b:
+            deadline = time.monotonic() + 40
+            while srv.count(r"Replacing worker \(pid:\d+\): max requests reached") < 3:
+                assert time.monotonic() < deadline, srv.log()
+                time.sleep(0.05)  # poll the log until the deadline
+        assert a.failures == [] and b.failures == [], (a.failures[:5], b.failures[:5])
+        assert a.ok + b.ok >= 150
+        assert srv.count(r"Autorestarting worker after current request\.") >= 3
+        assert re.search(r"Worker exiting \(pid: \d+\)", srv.log())
+    finally:
+        srv.stop()
+
+
+def test_threads_setting_is_reported_as_ignored(tmp_path_factory):
+    srv = start(tmp_path_factory, *EVLOOP, "--threads", "4", "shapes:app")
+    try:
+        srv.wait_for(r"--threads has no effect on the evloop worker")
+        c = Client(srv.port)
+        assert json.loads(c.request("/environ")[2])["multithread"] is False
+        c.close()
+    finally:
+        srv.stop()
