@@ -285,12 +285,14 @@ SERVERS = {
         Server("ferricorn-sync", "ferricorn", "sync", _ferricorn("sync"), _ferricorn_available, _ferricorn_env),
         Server("ferricorn-gthread", "ferricorn", "gthread", _ferricorn("gthread"), _ferricorn_available,
                _ferricorn_env),
+        Server("ferricorn-evloop", "ferricorn", "evloop", _ferricorn("evloop"), _ferricorn_available,
+               _ferricorn_env),
     )
 }
 # --servers also takes a bare name for all of its worker kinds.
 SERVER_GROUPS = {
     "gunicorn": ["gunicorn-sync", "gunicorn-gthread"],
-    "ferricorn": ["ferricorn-sync", "ferricorn-gthread"],
+    "ferricorn": ["ferricorn-sync", "ferricorn-gthread", "ferricorn-evloop"],
 }
 
 
@@ -697,7 +699,8 @@ def add_ratios(rows: list[Row]) -> None:
     for r in rows:
         if r.server != "ferricorn" or r.status != "ok":
             continue
-        gkey = "gunicorn-gthread" if r.kind == "gthread" else "gunicorn-sync"
+        # evloop is a keep-alive worker: its gunicorn peer is gthread.
+        gkey = "gunicorn-gthread" if r.kind in ("gthread", "evloop") else "gunicorn-sync"
         r.vs_gunicorn = ratio(r, find(gkey, r.app, r.mode, r.workers))
         r.vs_granian = ratio(r, find("granian", r.app, r.mode, r.workers))
 

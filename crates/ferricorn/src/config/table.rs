@@ -273,7 +273,7 @@ pub static ROWS: &[Setting] = &[
         kind: Kind::Class,
         default: || Value::Str("sync".into()),
         supported: true,
-        short: "Worker type: sync (and, later, gthread and others).",
+        short: "Worker type: sync, gthread (threads, keep-alive) or evloop (one thread, many keep-alive connections).",
     },
     Setting {
         name: "threads",

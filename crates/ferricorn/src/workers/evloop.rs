@@ -215,6 +215,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut events = Events::with_capacity(256);
     let mut conns = Slab::default();
     let mut ready: Vec<usize> = Vec::new();
+    let mut todo: Vec<usize> = Vec::new();
     let mut pending_accept = vec![true; setup.listeners.len()];
     let mut accepting = true;
     let mut signalled = true;
@@ -267,7 +268,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 return Err(e);
             }
         }
-        let mut todo = std::mem::take(&mut ready);
+        todo.clear();
+        todo.append(&mut ready);
         for ev in &events {
             match ev.token() {
                 SIGNAL_PIPE => signalled = true,
@@ -279,7 +281,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 }
             }
         }
-        for i in todo {
+        for &i in &todo {
             let Some(c) = conns.get_mut(i) else { continue };
             let t = turn(py, &mut ctx, worker, c);
             settle(&poll, &mut conns, &mut ready, i, t);
