@@ -32,7 +32,8 @@
 //!   write to a client that stopped reading) lets the master's timeout fire;
 //! - TERM: stop accepting, answer requests already read with
 //!   `Connection: close`, close idle keep-alive connections at once, give
-//!   connections that have not sent a request yet until `--graceful-timeout`;
+//!   new connections that have sent nothing a second and partial heads their
+//!   header timeout (within `--graceful-timeout`);
 //!   QUIT/INT: leave now. Once `--max-requests` is reached (replacement asked
 //!   for) responses also carry `Connection: close`, so clients reconnect to
 //!   whichever worker accepts, and the master's TERM finds nothing to cut.
@@ -68,11 +69,15 @@ const CONN_BASE: usize = 1 << 20;
 const READ_CHUNK: usize = 8192;
 /// Pipelined requests served in a row on one connection before the others get a turn.
 const FAIR_SHARE: u32 = 16;
+/// After TERM, how long a connection that has sent nothing yet is kept.
+const TERM_LINGER: Duration = Duration::from_secs(1);
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(100);
 
 /// A client connection and what was read of its next request.
 struct Connection {
+    /// Unique for the worker's life (slab indices are reused).
+    id: u64,
     stream: Arc<Stream>,
     peer: Peer,
     /// Index of the listener it came from (for SERVER_NAME/PORT).
@@ -80,6 +85,8 @@ struct Connection {
     buf: Vec<u8>,
     /// No byte read yet (a PROXY header may come first).
     fresh: bool,
+    /// `peer` is in `--forwarded-allow-ips` (known once the PROXY header, if any, is read).
+    trusted: bool,
     /// Requests served on it.
     served: u64,
     /// When it is closed unless a request completes first.
@@ -104,7 +111,11 @@ enum Turn {
 /// Per-worker settings and state the connection turns need.
 struct Ctx<'a> {
     app: &'a AppContext,
+    /// One resumable parser for all connections: `parser_owner` is the
+    /// connection whose partial head it holds, if any; any other connection
+    /// resets it first (re-parsing its own buffer from the start).
     parser: Parser,
+    parser_owner: Option<u64>,
     servers: Vec<(String, String)>,
     policy: conn::Policy,
     keepalive: bool,
@@ -186,6 +197,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut ctx = Ctx {
         app,
         parser: Parser::new(app.parser_options().clone()),
+        parser_owner: None,
         servers: setup
             .listeners
             .iter()
@@ -216,6 +228,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut conns = Slab::default();
     let mut ready: Vec<usize> = Vec::new();
     let mut todo: Vec<usize> = Vec::new();
+    let mut next_id: u64 = 0;
     let mut pending_accept = vec![true; setup.listeners.len()];
     let mut accepting = true;
     let mut signalled = true;
@@ -241,10 +254,16 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 let fd = l.raw_fd();
                 let _ = poll.registry().deregister(&mut SourceFd(&fd));
             }
+            let linger = Instant::now() + TERM_LINGER;
             for i in conns.indices() {
                 let turn = match conns.get_mut(i) {
                     Some(c) => match turn(py, &mut ctx, worker, c) {
                         Turn::Wait if c.served > 0 && c.buf.is_empty() => Turn::Close,
+                        Turn::Wait if c.buf.is_empty() => {
+                            // Connected, nothing sent yet: a request may be on its way.
+                            c.deadline = c.deadline.min(linger);
+                            Turn::Wait
+                        }
                         t => t,
                     },
                     None => continue,
@@ -295,12 +314,15 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                     match l.accept() {
                         Ok((stream, peer)) => {
                             let _ = stream.set_timeouts(io_timeout);
+                            next_id += 1;
                             let c = Connection {
+                                id: next_id,
                                 stream: Arc::new(stream),
                                 peer,
                                 server: li,
                                 buf: Vec::new(),
                                 fresh: true,
+                                trusted: false,
                                 served: 0,
                                 deadline: Instant::now() + ctx.header_for,
                                 head_started: false,
@@ -414,12 +436,16 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                         return Turn::Close;
                     }
                 }
+                c.trusted = ctx.app.trust().trusts(&c.peer);
             }
         } else {
             read_first = true;
         }
         while !c.buf.is_empty() {
-            let trusted = ctx.app.trust().trusts(&c.peer);
+            let trusted = c.trusted;
+            if ctx.parser_owner.take().is_some_and(|id| id != c.id) {
+                ctx.parser.reset();
+            }
             ctx.parser.set_peer_trusted(trusted);
             match ctx.parser.parse(&c.buf) {
                 Ok(Some((head, consumed))) => {
@@ -459,6 +485,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                     c.deadline = Instant::now() + ctx.keepalive_for;
                 }
                 Ok(None) => {
+                    ctx.parser_owner = Some(c.id);
                     if !c.head_started {
                         c.head_started = true;
                         c.deadline = Instant::now() + ctx.header_for;
