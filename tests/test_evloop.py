@@ -180,9 +180,11 @@ def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory):
     try:
         idle = Client(srv.port)
         assert idle.request("/")[2] == b"ok"
+        silent = Client(srv.port, timeout=15)  # connected, never sends
         busy = Client(srv.port, timeout=15)
         busy.send(b"GET /sleep?1.5 HTTP/1.1\r\nHost: t\r\n\r\n")
         wait_marker(markers / "sleep", srv)
+        t0 = time.monotonic()
         srv.signal(signal.SIGTERM)
         status, headers, body = busy.read_response()
         assert status == 200 and json.loads(body) == {"slept": 1.5}
@@ -190,8 +192,12 @@ def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory):
         idle.sock.settimeout(10)
         assert idle.sock.recv(10) == b""  # idle keep-alive connection closed
         assert srv.wait_exit(20) == 0
+        # The silent connection is given a second, not the header timeout (10 s).
+        assert time.monotonic() - t0 < 6
+        assert silent.sock.recv(10) == b""
         idle.close()
         busy.close()
+        silent.close()
     finally:
         srv.stop()
 

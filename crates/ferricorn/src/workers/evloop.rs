@@ -414,11 +414,8 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
     let mut read_first = !std::mem::take(&mut c.more);
     loop {
         if read_first {
-            let got = nix::sys::socket::recv(
-                c.stream.raw_fd(),
-                &mut ctx.scratch,
-                MsgFlags::MSG_DONTWAIT,
-            );
+            let got =
+                nix::sys::socket::recv(c.stream.raw_fd(), &mut ctx.scratch, MsgFlags::MSG_DONTWAIT);
             match got {
                 Ok(0) => return Turn::Close,
                 Ok(n) => {
