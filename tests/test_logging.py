@@ -139,17 +139,19 @@ def test_log_level_filters(start_server):
     assert srv.count(r"\[INFO\]") == 0, srv.log()
 
 
-def test_error_logfile_and_usr1_reopen(start_server, tmp_path):
+@pytest.mark.parametrize("worker", ["sync", "evloop"])
+def test_error_logfile_and_usr1_reopen(start_server, tmp_path, worker):
     err = tmp_path / "error.log"
     acc = tmp_path / "access.log"
-    srv = start_server("-b", "127.0.0.1:0", "--error-logfile", str(err), "--access-logfile", str(acc),
+    srv = start_server("-b", "127.0.0.1:0", "-k", worker, "--error-logfile", str(err), "--access-logfile", str(acc),
                        "basic:app", wait=False)
     deadline = time.monotonic() + 20
     while "Booting worker" not in (err.read_text() if err.exists() else ""):
         assert time.monotonic() < deadline, "no boot line in the error log file"
         time.sleep(0.05)
     port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", err.read_text()).group(1))
-    assert get(port, "/first")[0] == 404
+    close = "Connection: close\r\n"
+    assert get(port, "/first", headers=close)[0] == 404
     assert "GET /first" in acc.read_text()
     os.rename(err, tmp_path / "error.log.1")
     os.rename(acc, tmp_path / "access.log.1")
@@ -157,7 +159,7 @@ def test_error_logfile_and_usr1_reopen(start_server, tmp_path):
     # The master logs "Handling signal: usr1" into the reopened file, and each worker reopens on USR1.
     deadline = time.monotonic() + 10
     while True:
-        get(port, "/second")
+        get(port, "/second", headers=close)
         if acc.exists() and "GET /second" in acc.read_text():
             break
         assert time.monotonic() < deadline, "access log not recreated after USR1"
