@@ -1,6 +1,9 @@
 """The evloop worker: one thread, a readiness loop over many keep-alive
-connections, the app called inline. Keep-alive, pipelining, limits, timeouts,
-shutdown and recycling. App: tests/apps/shapes.py."""
+connections, the app called inline. Pipelining, fairness, partial heads,
+timeouts, shutdown and recycling; the keep-alive tests it shares with gthread
+(10,000 requests on a connection, idle timeout, connection cap, graceful
+TERM with a request in flight) are in
+test_gthread.py. App: tests/apps/shapes.py."""
 
 import json
 import re
@@ -21,26 +24,6 @@ def ev(tmp_path_factory):
     srv = start(tmp_path_factory, *EVLOOP, "shapes:app")
     yield srv
     srv.stop()
-
-
-def wait_marker(path, srv, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, srv.log()
-        time.sleep(0.02)  # poll the marker file until the deadline
-
-
-def test_ten_thousand_requests_on_one_connection(ev):
-    c = Client(ev.port)
-    try:
-        req = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
-        for _ in range(10_000):
-            c.send(req)
-            status, headers, body = c.read_response()
-            assert status == 200 and body == b"ok"
-        assert headers["connection"] == "keep-alive"
-    finally:
-        c.close()
 
 
 def test_pipelined_requests_are_all_answered_in_order(ev):
@@ -112,31 +95,6 @@ def test_many_concurrent_keep_alive_connections_on_one_thread(ev):
             c.close()
 
 
-def test_keep_alive_idle_timeout_closes(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "--keep-alive", "1", "shapes:app")
-    try:
-        c = Client(srv.port, timeout=10)
-        assert c.request("/")[1]["connection"] == "keep-alive"
-        t0 = time.monotonic()
-        assert c.sock.recv(10) == b""  # the server closes the idle connection
-        waited = time.monotonic() - t0
-        assert 0.5 < waited < 5, waited
-        c.close()
-    finally:
-        srv.stop()
-
-
-def test_keep_alive_zero_closes_after_each_response(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "--keep-alive", "0", "shapes:app")
-    try:
-        c = Client(srv.port)
-        assert c.request("/")[1]["connection"] == "close"
-        assert c.sock.recv(10) == b""
-        c.close()
-    finally:
-        srv.stop()
-
-
 def test_header_timeout_answers_408_and_idle_first_connection_closes(tmp_path_factory):
     srv = start(tmp_path_factory, *EVLOOP, "--header-timeout", "1", "shapes:app")
     try:
@@ -153,51 +111,6 @@ def test_header_timeout_answers_408_and_idle_first_connection_closes(tmp_path_fa
         assert c.request("/")[2] == b"ok"
         for x in (partial, silent, c):
             x.close()
-    finally:
-        srv.stop()
-
-
-def test_worker_connections_caps_open_connections(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "--worker-connections", "1", "shapes:app")
-    try:
-        first = Client(srv.port)
-        assert first.request("/")[2] == b"ok"  # now idle, kept alive, holding the only slot
-        second = Client(srv.port, timeout=1.0)
-        second.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        with pytest.raises(socket.timeout):
-            second.sock.recv(10)  # not accepted while the first is open
-        first.close()
-        second.sock.settimeout(10)
-        assert second.read_response()[2] == b"ok"
-        second.close()
-    finally:
-        srv.stop()
-
-
-def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory):
-    markers = tmp_path_factory.mktemp("markers")
-    srv = start(tmp_path_factory, *EVLOOP, "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
-    try:
-        idle = Client(srv.port)
-        assert idle.request("/")[2] == b"ok"
-        silent = Client(srv.port, timeout=15)  # connected, never sends
-        busy = Client(srv.port, timeout=15)
-        busy.send(b"GET /sleep?1.5 HTTP/1.1\r\nHost: t\r\n\r\n")
-        wait_marker(markers / "sleep", srv)
-        t0 = time.monotonic()
-        srv.signal(signal.SIGTERM)
-        status, headers, body = busy.read_response()
-        assert status == 200 and json.loads(body) == {"slept": 1.5}
-        assert headers["connection"] == "close"
-        idle.sock.settimeout(10)
-        assert idle.sock.recv(10) == b""  # idle keep-alive connection closed
-        assert srv.wait_exit(20) == 0
-        # The silent connection is given a second, not the header timeout (10 s).
-        assert time.monotonic() - t0 < 6
-        assert silent.sock.recv(10) == b""
-        idle.close()
-        busy.close()
-        silent.close()
     finally:
         srv.stop()
 

@@ -1,4 +1,5 @@
 """The gthread worker: keep-alive, threads, the poller, limits, shutdown.
+The keep-alive tests run under evloop too (its own tests: test_evloop.py).
 App: tests/apps/shapes.py."""
 
 import json
@@ -13,6 +14,11 @@ from conftest import PYTHON, ROOT
 from wsgi_helpers import Client, start
 
 GTHREAD = ["-k", "gthread", "-b", "127.0.0.1:0"]
+# The keep-alive workers, for the tests both must pass.
+KEEP_ALIVE = {
+    "gthread": [*GTHREAD, "--threads", "2"],
+    "evloop": ["-k", "evloop", "-b", "127.0.0.1:0"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +28,15 @@ def gt(tmp_path_factory):
     srv.stop()
 
 
-def test_ten_thousand_requests_on_one_connection(gt):
-    c = Client(gt.port)
+@pytest.fixture(scope="module", params=sorted(KEEP_ALIVE))
+def ka(request, tmp_path_factory):
+    srv = start(tmp_path_factory, *KEEP_ALIVE[request.param], "shapes:app")
+    yield srv
+    srv.stop()
+
+
+def test_ten_thousand_requests_on_one_connection(ka):
+    c = Client(ka.port)
     try:
         req = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
         for _ in range(10_000):
@@ -35,8 +48,8 @@ def test_ten_thousand_requests_on_one_connection(gt):
         c.close()
 
 
-def test_pipelined_requests_are_all_answered(gt):
-    c = Client(gt.port)
+def test_pipelined_requests_are_all_answered(ka):
+    c = Client(ka.port)
     try:
         c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 20 + b"GET /pid HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         for _ in range(20):
@@ -66,8 +79,9 @@ def test_slow_reader_does_not_block_other_connections(gt):
         slow.close()
 
 
-def test_keep_alive_idle_timeout_closes(tmp_path_factory):
-    srv = start(tmp_path_factory, *GTHREAD, "--threads", "2", "--keep-alive", "1", "shapes:app")
+@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
+def test_keep_alive_idle_timeout_closes(tmp_path_factory, worker):
+    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "--keep-alive", "1", "shapes:app")
     try:
         c = Client(srv.port, timeout=10)
         assert c.request("/")[1]["connection"] == "keep-alive"
@@ -80,8 +94,9 @@ def test_keep_alive_idle_timeout_closes(tmp_path_factory):
         srv.stop()
 
 
-def test_keep_alive_zero_closes_after_each_response(tmp_path_factory):
-    srv = start(tmp_path_factory, *GTHREAD, "--threads", "2", "--keep-alive", "0", "shapes:app")
+@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
+def test_keep_alive_zero_closes_after_each_response(tmp_path_factory, worker):
+    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "--keep-alive", "0", "shapes:app")
     try:
         c = Client(srv.port)
         assert c.request("/")[1]["connection"] == "close"
@@ -91,8 +106,9 @@ def test_keep_alive_zero_closes_after_each_response(tmp_path_factory):
         srv.stop()
 
 
-def test_worker_connections_caps_open_connections(tmp_path_factory):
-    srv = start(tmp_path_factory, *GTHREAD, "--threads", "2", "--worker-connections", "1", "shapes:app")
+@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
+def test_worker_connections_caps_open_connections(tmp_path_factory, worker):
+    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "--worker-connections", "1", "shapes:app")
     try:
         first = Client(srv.port)
         assert first.request("/")[2] == b"ok"  # now idle, kept alive, holding the only slot
@@ -120,18 +136,21 @@ def test_heartbeat_stays_live_during_a_long_request(tmp_path_factory):
         srv.stop()
 
 
-def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory):
+@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
+def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory, worker):
     markers = tmp_path_factory.mktemp("markers")
-    srv = start(tmp_path_factory, *GTHREAD, "--threads", "2", "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
+    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
     try:
         idle = Client(srv.port)
         assert idle.request("/")[2] == b"ok"
+        silent = Client(srv.port, timeout=15)  # connected, never sends
         busy = Client(srv.port, timeout=15)
         busy.send(b"GET /sleep?1.5 HTTP/1.1\r\nHost: t\r\n\r\n")
         deadline = time.monotonic() + 10
         while not (markers / "sleep").exists():
             assert time.monotonic() < deadline, srv.log()
             time.sleep(0.02)  # poll the marker until the deadline
+        t0 = time.monotonic()
         srv.signal(signal.SIGTERM)
         idle.sock.settimeout(10)
         assert idle.sock.recv(10) == b""  # idle keep-alive connection closed
@@ -139,8 +158,13 @@ def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory):
         assert status == 200 and json.loads(body) == {"slept": 1.5}
         assert headers["connection"] == "close"
         assert srv.wait_exit(20) == 0
+        # A connection that never sent anything does not hold the exit for
+        # the header timeout (10 s).
+        assert time.monotonic() - t0 < 6
+        assert silent.sock.recv(10) == b""
         idle.close()
         busy.close()
+        silent.close()
     finally:
         srv.stop()
 

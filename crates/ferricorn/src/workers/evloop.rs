@@ -56,7 +56,7 @@ use pyo3::prelude::*;
 
 use super::Worker;
 use super::conn;
-use super::sync::is_transient_accept_error;
+use super::sync::accept_failed;
 use crate::glogging;
 use crate::sock::{Peer, Stream};
 use crate::wsgi;
@@ -348,14 +348,10 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                             };
                             settle(&poll, &mut conns, &mut ready, i, t);
                         }
-                        Err(e) if is_transient_accept_error(&e) => {
-                            if e.kind() == io::ErrorKind::WouldBlock {
+                        Err(e) => {
+                            if accept_failed(&e) {
                                 pending_accept[li] = false;
                             }
-                        }
-                        Err(e) => {
-                            glogging::error!("Error accepting a connection: {e}");
-                            pending_accept[li] = false;
                         }
                     }
                 }

@@ -132,6 +132,16 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
     }
 }
 
+/// After a failed accept on a non-blocking listener: log what is worth
+/// logging; true when that listener has nothing more to accept for now.
+pub(crate) fn accept_failed(e: &io::Error) -> bool {
+    if is_transient_accept_error(e) {
+        return e.kind() == io::ErrorKind::WouldBlock;
+    }
+    glogging::error!("Error accepting a connection: {e}");
+    true
+}
+
 pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
