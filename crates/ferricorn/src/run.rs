@@ -431,6 +431,7 @@ mod tests {
                 .contains("gevent")
         );
         assert_eq!(resolve_worker_class("sync", 4), Ok("gthread"));
+        assert_eq!(resolve_worker_class("evloop", 4), Ok("evloop"));
         assert_eq!(
             resolve_worker_class("gunicorn.workers.gthread.ThreadWorker", 1),
             Ok("gthread")

@@ -51,12 +51,12 @@ pub fn resolve_class(name: &str, threads: usize) -> Result<Class, String> {
                 .iter()
                 .any(|k| lower.contains(k))
             {
-                "ferricorn has no event-loop (greenlet/tornado) workers"
+                "ferricorn has no greenlet/tornado event-loop workers"
             } else {
                 "ferricorn does not load Python worker classes"
             };
             return Err(format!(
-                "Worker class {other:?} (worker_class) is not available: {why}; use -k sync, or -k gthread --threads N for concurrency"
+                "Worker class {other:?} (worker_class) is not available: {why}; use -k sync, -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
             ));
         }
     };
