@@ -33,7 +33,7 @@ use pyo3::prelude::*;
 
 use super::Worker;
 use super::conn::{self, Next};
-use super::sync::{accept_failed, request_budget};
+use super::sync::{is_transient_accept_error, request_budget};
 use crate::glogging;
 use crate::sock::{Peer, Stream};
 use crate::wsgi::environ::AppContext;
@@ -347,10 +347,14 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                                     active -= 1;
                                 }
                             }
-                            Err(e) => {
-                                if accept_failed(&e) {
+                            Err(e) if is_transient_accept_error(&e) => {
+                                if e.kind() == io::ErrorKind::WouldBlock {
                                     pending_accept[i] = false;
                                 }
+                            }
+                            Err(e) => {
+                                glogging::error!("Error accepting a connection: {e}");
+                                pending_accept[i] = false;
                             }
                         }
                     }
