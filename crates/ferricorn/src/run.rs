@@ -310,11 +310,19 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;
     }
-    if settings.logconfig().is_some() || settings.logconfig_json().is_some() {
+    let logconfig_dict = settings.logconfig_dict();
+    if settings.logconfig().is_some()
+        || settings.logconfig_json().is_some()
+        || logconfig_dict.is_some()
+    {
         let level = Level::parse(settings.loglevel()).unwrap_or(Level::Info);
-        if let Err(e) =
-            crate::pylogging::install(py, settings.logconfig(), settings.logconfig_json(), level)
-        {
+        if let Err(e) = crate::pylogging::install(
+            py,
+            settings.logconfig(),
+            settings.logconfig_json(),
+            logconfig_dict.as_deref(),
+            level,
+        ) {
             eprintln!("Error: {e}");
             return STARTUP_ERROR;
         }
@@ -340,6 +348,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
             .and_then(|os| os.getattr("environ"))
             .and_then(|env| env.set_item("GUNICORN_PID", parent_master.to_string()));
     }
+    glogging::debug!("Current configuration:\n{}", settings.render_current());
     glogging::info!("Starting ferricorn {VERSION}");
     let (listeners, systemd) = match inherited_listeners(py, pid) {
         Ok(Some(found)) => found,
@@ -376,6 +385,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
         None => None,
     };
+    glogging::debug!("Arbiter booted");
     for l in &listeners {
         glogging::info!("Listening at: {l} ({pid})");
     }

@@ -62,6 +62,11 @@ pub enum Action {
     /// The re-executed master died before taking over: the pidfile moves
     /// back from `.oldbin` to its name.
     RestorePidfile,
+    /// Send a StatsD gauge (`gunicorn.workers`).
+    Gauge {
+        name: &'static str,
+        value: i64,
+    },
     /// Call the `nworkers_changed` hook.
     NworkersChanged {
         new: usize,
@@ -134,6 +139,8 @@ pub struct Arbiter {
     reexec_pid: i32,
     /// PID of the master that re-executed us, until we are promoted (`master_pid`).
     parent_master: i32,
+    /// The worker count last reported (gunicorn's `_last_logged_active_worker_count`).
+    last_worker_count: Option<usize>,
 }
 
 fn log(level: Level, msg: impl Into<String>) -> Action {
@@ -160,6 +167,7 @@ impl Arbiter {
             slot_capacity,
             reexec_pid: 0,
             parent_master: 0,
+            last_worker_count: None,
         }
     }
 
@@ -245,7 +253,12 @@ impl Arbiter {
 
     pub fn on_signal(&mut self, sig: Signal, now: u64) -> Vec<Action> {
         if sig == Signal::SIGCHLD {
-            return Vec::new();
+            // gunicorn logs the child signal at debug from its main loop
+            // (while stopping it reaps without that loop).
+            return match self.phase {
+                Phase::Running => vec![log(Level::Debug, "Handling signal: cld")],
+                _ => Vec::new(),
+            };
         }
         let mut out = vec![log(
             Level::Info,
@@ -456,7 +469,8 @@ impl Arbiter {
             .filter(|(_, w)| !w.replace && !w.retiring)
             .map(|(p, w)| (w.age, *p))
             .collect();
-        let live = counted.len() + self.pending_slots.len();
+        let counted_n = counted.len();
+        let live = counted_n + self.pending_slots.len();
         if live < self.num_workers {
             for _ in live..self.num_workers {
                 let Some(slot) = self.free_slot() else {
@@ -511,6 +525,17 @@ impl Arbiter {
             out.push(Action::Kill {
                 pid,
                 signal: Signal::SIGTERM,
+            });
+        }
+        // gunicorn's `N workers` debug line and `gunicorn.workers` gauge,
+        // sent when the count changes.
+        let active = (counted_n + self.pending_slots.len()).min(self.num_workers);
+        if self.last_worker_count != Some(active) {
+            self.last_worker_count = Some(active);
+            out.push(log(Level::Debug, format!("{active} workers")));
+            out.push(Action::Gauge {
+                name: "gunicorn.workers",
+                value: active as i64,
             });
         }
         out
@@ -758,6 +783,37 @@ mod tests {
         let acts = a.start();
         fork_all(&mut a, acts, 100);
         assert!(kills(&a.on_tick(10_000_000, &ready_at(0))).is_empty());
+    }
+
+    fn gauges(acts: &[Action]) -> Vec<i64> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Gauge {
+                    name: "gunicorn.workers",
+                    value,
+                } => Some(*value),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn workers_gauge_sent_when_the_count_changes() {
+        let mut a = Arbiter::new(cfg(2), 8);
+        let acts = a.start();
+        assert_eq!(gauges(&acts), vec![2]);
+        assert!(logs(&acts).contains(&"2 workers".to_string()));
+        fork_all(&mut a, acts, 100);
+        assert!(gauges(&a.on_tick(1, &ready_at(1))).is_empty());
+        let acts = a.on_signal(Signal::SIGTTIN, 2);
+        assert_eq!(gauges(&acts), vec![3]);
+        fork_all(&mut a, acts, 200);
+        assert_eq!(gauges(&a.on_signal(Signal::SIGTTOU, 3)), vec![2]);
+        // A reaped child is logged at debug while running.
+        assert_eq!(
+            logs(&a.on_signal(Signal::SIGCHLD, 4)),
+            vec!["Handling signal: cld".to_string()]
+        );
     }
 
     #[test]

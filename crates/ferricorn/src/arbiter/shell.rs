@@ -85,6 +85,8 @@ pub struct Shell {
     /// Workers forked and not reaped yet.
     children: BTreeSet<i32>,
     exit_code: Option<i32>,
+    /// When the next backlog metric is due (monotonic ms).
+    backlog_due: u64,
 }
 
 impl Shell {
@@ -105,6 +107,7 @@ impl Shell {
             master_pid: std::process::id() as i32,
             children: BTreeSet::new(),
             exit_code: None,
+            backlog_due: 0,
         })
     }
 
@@ -115,9 +118,6 @@ impl Shell {
         self.execute(first);
         loop {
             for sig in signals::take_pending() {
-                if sig == Signal::SIGCHLD {
-                    continue;
-                }
                 let actions = self.arbiter.on_signal(sig, monotonic_ms());
                 self.execute(actions);
             }
@@ -150,6 +150,26 @@ impl Shell {
             if let Some(code) = self.exit_code {
                 return code;
             }
+            self.backlog_metric(now);
+        }
+    }
+
+    /// `--enable-backlog-metric`: once a second while running, the
+    /// connections waiting in the listeners' accept queues, as gunicorn's
+    /// `manage_workers` reports them (a debug line and a StatsD histogram;
+    /// unix sockets count -1, and a negative total is not reported).
+    fn backlog_metric(&mut self, now: u64) {
+        if !self.arbiter.is_running()
+            || now < self.backlog_due
+            || !self.launch.settings.get("enable_backlog_metric").as_bool()
+        {
+            return;
+        }
+        self.backlog_due = now + 1000;
+        let backlog: i64 = self.launch.listeners.iter().map(|l| l.backlog()).sum();
+        if backlog >= 0 {
+            glogging::debug!("socket backlog: {backlog}");
+            glogging::histogram("gunicorn.backlog", backlog);
         }
     }
 
@@ -250,6 +270,7 @@ impl Shell {
                         }
                     }
                 }
+                Action::Gauge { name, value } => glogging::gauge(name, value),
                 Action::NworkersChanged { .. } | Action::ChildExit { .. } => {}
                 Action::Exit { code } => {
                     // Reap the workers that were just killed so none is left
@@ -324,6 +345,7 @@ impl Shell {
                 return;
             }
         };
+        glogging::debug!("Current configuration:\n{}", new.settings.render_current());
         if let Err(e) = glogging::reopen() {
             glogging::error!("{e}");
         }

@@ -784,7 +784,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Dict,
         default: || Value::Map(vec![]),
-        supported: false,
+        supported: true,
         short: "Logging configuration as a dictionary (logging.config.dictConfig).",
     },
     Setting {
@@ -904,7 +904,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Report the listen backlog as a StatsD metric.",
     },
     Setting {

@@ -5,9 +5,11 @@
 //! - `shm`: anonymous shared memory for the heartbeat table, created before
 //!   the first fork so master and workers see the same pages.
 //! - `process`: `_exit`.
+//! - `sockinfo`: `TCP_INFO` of a listening socket (backlog metric).
 #![allow(unsafe_code)]
 
 pub mod fd;
 pub mod process;
 pub mod shm;
 pub mod signals;
+pub mod sockinfo;

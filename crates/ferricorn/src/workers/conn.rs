@@ -123,6 +123,10 @@ pub fn serve_one(
                     log_access(py, &head, peer, &outcome, started);
                 }
                 let keep = outcome.keep_alive && allow_keep_alive;
+                if allow_keep_alive && !keep && !outcome.failed {
+                    // gthread's line for a response that ends its connection.
+                    glogging::debug!("Closing connection.");
+                }
                 drop(head);
                 buf.clear();
                 if keep {

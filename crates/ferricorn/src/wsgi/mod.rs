@@ -12,6 +12,7 @@
 
 pub mod environ;
 pub mod errors_stream;
+pub mod extras;
 pub mod file_wrapper;
 pub mod input;
 pub mod loader;
@@ -79,6 +80,8 @@ pub struct Outcome {
     /// Bytes after this request's body already read (pipelining).
     pub leftover: Vec<u8>,
     pub environ: Py<PyDict>,
+    /// The app (or reading its request body) raised.
+    pub failed: bool,
 }
 
 /// Per-request facts from the connection.
@@ -123,6 +126,7 @@ pub fn serve(
             },
         )?;
         let environ = app.environ(py, head, conn, input.into_any())?;
+        let sock = extras::add(py, &environ, conn, &writer, head.version)?;
         let start_response = Py::new(
             py,
             StartResponse {
@@ -130,6 +134,7 @@ pub fn serve(
             },
         )?;
         let outcome = call_app(py, app, &environ, start_response, &writer);
+        extras::release(&sock);
         Ok((environ.unbind(), outcome))
     })();
 
@@ -142,6 +147,7 @@ pub fn serve(
     let mut keep_alive = false;
     let mut status = w.status_code().map(<[u8]>::to_vec).unwrap_or_default();
     let mut sent = None;
+    let failed = app_result.is_err();
     match app_result {
         Ok(()) => {
             keep_alive = w.keep_alive();
@@ -216,6 +222,7 @@ pub fn serve(
         keep_alive,
         leftover,
         environ,
+        failed,
     }
 }
 

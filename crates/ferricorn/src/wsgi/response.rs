@@ -183,7 +183,7 @@ pub struct WriteCallable {
     writer: Arc<Mutex<ResponseWriter>>,
 }
 
-fn latin1(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+pub(super) fn latin1(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     let s: &Bound<'_, pyo3::types::PyString> = obj.cast().map_err(|_| {
         PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(obj)))
     })?;
@@ -203,7 +203,7 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "object".into())
 }
 
-fn is_token_byte(b: u8) -> bool {
+pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
