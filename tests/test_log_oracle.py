@@ -8,17 +8,14 @@ difference that remains is deliberate and listed in docs/compat.md; the
 `_known_differences` step names each one.
 """
 
-import os
 import re
 import signal
 import socket
-import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import APPS, PYTHON, Server, raw_request
+from conftest import PYTHON, Server, gunicorn_cmd, raw_request
 
 TIMING = "T=%(T)s D=%(D)s M=%(M)s L=%(L)s"
 FORMAT = (
@@ -45,27 +42,6 @@ KEEPALIVE = [b"GET /?k=1 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /nothere HTTP/1.1\r
 RECORD = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[(\d+)\] \[(\w+)\] (.*)$")
 ACCESS_PID = re.compile(r" <(\d+)> ")
 BARE_WARNING = "WSGI app sent body bytes on a no-body response"
-
-
-def _gunicorn():
-    out = subprocess.run([PYTHON, "-c", "import gunicorn; print(gunicorn.__version__)"], capture_output=True)
-    assert out.stdout.strip() == b"27.0.1", "gunicorn 27.0.1 must be installed (tests/requirements.txt): %r" % out
-    return [PYTHON, "-m", "gunicorn", "--no-control-socket"]
-
-
-def _start(cmd, args, cwd):
-    srv = Server.__new__(Server)
-    env = dict(os.environ, PYTHONPATH=str(APPS))
-    srv.proc = subprocess.Popen(cmd + args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    srv.lines = []
-    srv._lock = threading.Lock()
-    srv._new = threading.Condition(srv._lock)
-    srv._reader = threading.Thread(target=srv._read, daemon=True)
-    srv._reader.start()
-    srv.url = srv.port = None
-    srv.master_pid = srv.proc.pid
-    return srv
 
 
 def _keepalive_pair(port):
@@ -102,7 +78,7 @@ def _wait_worker_ready(pid, timeout=15):
 
 def _run(cmd, worker_args, cwd):
     args = ["-b", "127.0.0.1:0", "--log-level", "debug", "--access-logfile", "-", "--access-logformat", FORMAT]
-    srv = _start(cmd, args + worker_args + ["basic:app"], cwd)
+    srv = Server(args + worker_args + ["basic:app"], cwd, cmd=cmd)
     try:
         srv.wait_listening()
         srv.wait_booted(1)
@@ -210,7 +186,7 @@ def _config_dump(rec):
 
 @pytest.mark.parametrize("worker", [["-k", "sync"], ["-k", "gthread", "--threads", "2"]], ids=["sync", "gthread"])
 def test_error_and_access_lines_match_gunicorn(tmp_path, worker):
-    g_master, g_lines = _run(_gunicorn(), worker, tmp_path)
+    g_master, g_lines = _run(gunicorn_cmd(), worker, tmp_path)
     f_master, f_lines = _run([PYTHON, "-m", "ferricorn"], worker, tmp_path)
     g = _known_differences("gunicorn", _by_process(g_master, g_lines))
     f = _known_differences("ferricorn", _by_process(f_master, f_lines))

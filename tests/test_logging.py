@@ -220,6 +220,43 @@ def test_log_config_json(start_server, tmp_path):
     _wait_file(out, "J gunicorn.error Booting worker with pid:")
 
 
+def test_logconfig_dict_from_config_file(start_server, tmp_path):
+    """`logconfig_dict` in a configuration file: dictConfig over gunicorn's
+    defaults; error and access records reach the user's handlers."""
+    out = tmp_path / "d.log"
+    cfg = {
+        "version": 1,
+        "formatters": {"f": {"format": "D %(name)s %(levelname)s %(message)s"}},
+        "handlers": {"h": {"class": "logging.FileHandler", "filename": str(out), "formatter": "f"}},
+        # The dict replaces gunicorn's "handlers" whole, so the default root
+        # (which names them) must be replaced too, as with gunicorn.
+        "root": {"level": "INFO", "handlers": []},
+        "loggers": {
+            "gunicorn.error": {"level": "DEBUG", "handlers": ["h"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["h"], "propagate": False},
+        },
+    }
+    conf = tmp_path / "conf.py"
+    conf.write_text("logconfig_dict = %r\n" % cfg)
+    start_server("-c", str(conf), "-b", "127.0.0.1:0", "basic:app", wait=False)
+    text = _wait_file(out, "D gunicorn.error INFO Booting worker with pid:")
+    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text).group(1))
+    assert get(port, "/")[0] == 200
+    text = _wait_file(out, 'D gunicorn.access INFO 127.0.0.1 - - [')
+    assert '"GET / HTTP/1.1" 200 13 "-" "-"' in text
+    # The dict's DEBUG level on gunicorn.error wins over --log-level info.
+    assert "D gunicorn.error DEBUG GET /" in text
+
+
+def test_bad_logconfig_dict_stops_start_up(tmp_path):
+    conf = tmp_path / "conf.py"
+    conf.write_text("logconfig_dict = {'version': 1, 'handlers': {'h': {'class': 'no.such.Handler'}}}\n")
+    out = subprocess.run([PYTHON, "-m", "ferricorn", "-c", str(conf), "basic:app"], cwd=tmp_path,
+                         capture_output=True, env=dict(os.environ, PYTHONPATH=str(APPS)), timeout=30)
+    assert out.returncode != 0
+    assert b"Unable to configure handler 'h'" in out.stderr, out.stderr
+
+
 def test_missing_log_config_file_fails(tmp_path):
     out = subprocess.run([PYTHON, "-m", "ferricorn", "--log-config", "nope.ini", "basic:app"], cwd=tmp_path,
                          capture_output=True, env=dict(os.environ, PYTHONPATH=str(APPS)), timeout=30)

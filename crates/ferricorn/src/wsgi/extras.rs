@@ -2,10 +2,11 @@
 //! client connection as a Python `socket.socket`) and `wsgi.early_hints`
 //! (a callable that sends `103 Early Hints`).
 //!
-//! Invariants: the socket object wraps the connection's descriptor without
-//! owning it; `release` detaches it once the app returned, so neither the
-//! app closing it nor its garbage collection closes the worker's connection,
-//! and a reference kept past the request is inert. Early hints go out only
+//! Invariants: the socket object owns a duplicate of the connection's
+//! descriptor (same connection, its own number), so the app closing it, or
+//! its garbage collection, never closes a descriptor the worker owns (which
+//! could be reused by then); `release` closes the duplicate once the app
+//! returned, so a reference kept past the request is inert. Early hints go out only
 //! before the response head, only to HTTP/1.1+ clients, written under the
 //! response writer's lock so they never interleave with the response.
 //!
@@ -45,10 +46,9 @@ pub fn add<'py>(
     Ok(sock)
 }
 
-/// Detach the descriptor from the socket object: the connection stays the
-/// worker's.
+/// Close the socket object's duplicate descriptor (the connection stays open).
 pub fn release(sock: &Bound<'_, PyAny>) {
-    let _ = sock.call_method0(pyo3::intern!(sock.py(), "detach"));
+    let _ = sock.call_method0(pyo3::intern!(sock.py(), "close"));
 }
 
 fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, PyAny>> {
@@ -63,9 +63,15 @@ fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, P
         Stream::Tcp(_) if conn.server.0.contains(':') => libc::AF_INET6,
         Stream::Tcp(_) => libc::AF_INET,
     };
-    let sock = class
-        .bind(py)
-        .call1((family, libc::SOCK_STREAM, 0, conn.stream.raw_fd()))?;
+    let dup = crate::sys::fd::dup_borrowed(conn.stream.raw_fd())
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+    // The socket object owns the duplicate from here on.
+    let sock = class.bind(py).call1((
+        family,
+        libc::SOCK_STREAM,
+        0,
+        std::os::fd::IntoRawFd::into_raw_fd(dup),
+    ))?;
     // With `socket.setdefaulttimeout()` in effect Python has just made the
     // descriptor non-blocking; the worker's connections block (with timeouts).
     if !sock
@@ -110,10 +116,14 @@ fn encode(headers: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         }
         let name = text_of(&pair.get_item(0)?, "header name")?;
         let value = text_of(&pair.get_item(1)?, "header value")?;
-        let shown = String::from_utf8_lossy(&name).into_owned();
+        // Named as Python's repr shows it, as gunicorn's message does.
+        let shown = super::environ::latin1_str(headers.py(), &name)
+            .repr()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
         if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
             return Err(PyValueError::new_err(format!(
-                "Invalid response header name from the application: {shown:?}"
+                "Invalid response header name from the application: {shown}"
             )));
         }
         if value
@@ -122,7 +132,7 @@ fn encode(headers: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         {
             // Only the name: the value may hold what must not leak.
             return Err(PyValueError::new_err(format!(
-                "Invalid response header from the application: {shown:?}"
+                "Invalid response header from the application: {shown}"
             )));
         }
         let start = value
