@@ -182,18 +182,25 @@ def _wait_file(path, text, timeout=20):
     return path.read_text()
 
 
+def _served_through_python(out, prefix):
+    """Boot, one request and its access record land in `out`, each line
+    starting with `prefix(logger, level)`; returns the server's port."""
+    text = _wait_file(out, prefix("gunicorn.error", "INFO") + "Booting worker with pid:")
+    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text).group(1))
+    assert get(port, "/")[0] == 200
+    text = _wait_file(out, prefix("gunicorn.access", "INFO") + "127.0.0.1 - - [")
+    assert '"GET / HTTP/1.1" 200 13 "-" "-"' in text
+    # The configuration's DEBUG level on gunicorn.error wins over the default --log-level info.
+    assert prefix("gunicorn.error", "DEBUG") + "GET /" in text
+    return port
+
+
 def test_log_config_ini_routes_through_python_logging(start_server, tmp_path):
     ini = tmp_path / "log.ini"
     ini.write_text(LOG_INI)
     out = tmp_path / "out.log"
     srv = start_server("-b", "127.0.0.1:0", "--log-config", str(ini), "basic:app", wait=False)
-    text = _wait_file(out, "gunicorn.error|INFO|Booting worker with pid:")
-    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text).group(1))
-    assert get(port, "/")[0] == 200
-    text = _wait_file(out, 'gunicorn.access|INFO|127.0.0.1 - - [')
-    assert '"GET / HTTP/1.1" 200 13 "-" "-"' in text
-    # The user's DEBUG level on gunicorn.error wins over the default --log-level info.
-    assert "gunicorn.error|DEBUG|GET /" in text
+    port = _served_through_python(out, lambda name, level: "%s|%s|" % (name, level))
     # USR1 reopens Python's FileHandlers too.
     os.rename(out, tmp_path / "out.log.1")
     srv.signal(signal.SIGUSR1)
@@ -203,17 +210,24 @@ def test_log_config_ini_routes_through_python_logging(start_server, tmp_path):
         get(port, "/")
 
 
+def _file_dict_config(out, fmt, levels):
+    """A dictConfig sending the loggers named in `levels` to the file `out`.
+    It replaces gunicorn's default "handlers" whole, so it replaces the
+    default root (which names them) too, as gunicorn requires."""
+    return {
+        "version": 1,
+        "formatters": {"f": {"format": fmt}},
+        "handlers": {"h": {"class": "logging.FileHandler", "filename": str(out), "formatter": "f"}},
+        "root": {"level": "INFO", "handlers": []},
+        "loggers": {name: {"level": level, "handlers": ["h"], "propagate": False} for name, level in levels.items()},
+    }
+
+
 def test_log_config_json(start_server, tmp_path):
     import json
 
     out = tmp_path / "j.log"
-    cfg = {
-        "version": 1,
-        "formatters": {"f": {"format": "J %(name)s %(message)s"}},
-        "handlers": {"h": {"class": "logging.FileHandler", "filename": str(out), "formatter": "f"}},
-        "root": {"level": "INFO", "handlers": []},
-        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["h"], "propagate": False}},
-    }
+    cfg = _file_dict_config(out, "J %(name)s %(message)s", {"gunicorn.error": "INFO"})
     path = tmp_path / "log.json"
     path.write_text(json.dumps(cfg))
     start_server("-b", "127.0.0.1:0", "--log-config-json", str(path), "basic:app", wait=False)
@@ -224,28 +238,12 @@ def test_logconfig_dict_from_config_file(start_server, tmp_path):
     """`logconfig_dict` in a configuration file: dictConfig over gunicorn's
     defaults; error and access records reach the user's handlers."""
     out = tmp_path / "d.log"
-    cfg = {
-        "version": 1,
-        "formatters": {"f": {"format": "D %(name)s %(levelname)s %(message)s"}},
-        "handlers": {"h": {"class": "logging.FileHandler", "filename": str(out), "formatter": "f"}},
-        # The dict replaces gunicorn's "handlers" whole, so the default root
-        # (which names them) must be replaced too, as with gunicorn.
-        "root": {"level": "INFO", "handlers": []},
-        "loggers": {
-            "gunicorn.error": {"level": "DEBUG", "handlers": ["h"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["h"], "propagate": False},
-        },
-    }
+    cfg = _file_dict_config(out, "D %(name)s %(levelname)s %(message)s",
+                            {"gunicorn.error": "DEBUG", "gunicorn.access": "INFO"})
     conf = tmp_path / "conf.py"
     conf.write_text("logconfig_dict = %r\n" % cfg)
     start_server("-c", str(conf), "-b", "127.0.0.1:0", "basic:app", wait=False)
-    text = _wait_file(out, "D gunicorn.error INFO Booting worker with pid:")
-    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text).group(1))
-    assert get(port, "/")[0] == 200
-    text = _wait_file(out, 'D gunicorn.access INFO 127.0.0.1 - - [')
-    assert '"GET / HTTP/1.1" 200 13 "-" "-"' in text
-    # The dict's DEBUG level on gunicorn.error wins over --log-level info.
-    assert "D gunicorn.error DEBUG GET /" in text
+    _served_through_python(out, lambda name, level: "D %s %s " % (name, level))
 
 
 def test_bad_logconfig_dict_stops_start_up(tmp_path):
