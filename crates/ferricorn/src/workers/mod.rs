@@ -7,6 +7,7 @@
 //! gunicorn counterpart: `workers/base.py` (`Worker.init_process`,
 //! `init_signals`, `load_wsgi`) and `Arbiter.spawn_worker`'s child branch.
 
+pub mod abort;
 pub mod conn;
 pub mod gthread;
 pub mod heartbeat;
@@ -135,6 +136,8 @@ impl Worker<'_> {
                         glogging::error!("{e}");
                     }
                 }
+                // A timeout: log the stacks and exit 1 (no return).
+                Signal::SIGABRT => abort::run_pending(),
                 _ => {}
             }
         }
@@ -278,24 +281,25 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     let installed = signals::install(&[Signal::SIGQUIT, Signal::SIGINT], false)
         .and_then(|()| signals::install(&[Signal::SIGTERM, Signal::SIGUSR1], true))
         .and_then(|()| signals::ignore(&[Signal::SIGWINCH, Signal::SIGPIPE]))
-        .and_then(|()| signals::exit_on(Signal::SIGABRT))
         .and_then(|()| signals::unblock_all());
     if let Err(e) = installed {
         glogging::error!("Exception in worker process: cannot install signal handlers: {e}");
         exit_worker(py, WORKER_BOOT_ERROR);
     }
-    // On the master's ABRT (timeout) the Python stacks go to stderr (the
-    // error log) first; then our handler adds the request line and exits 1.
+    // Fatal signals (SEGV...) dump the Python stacks to stderr; the master's
+    // ABRT (timeout) is handled by `abort`, which logs them to the error log.
     if let Err(e) = py.import("faulthandler").and_then(|fh| {
         let stderr = py.import("sys")?.getattr("stderr")?;
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("file", stderr)?;
         kwargs.set_item("all_threads", true)?;
-        // For ABRT (and fatal signals) faulthandler dumps, restores the
-        // previous handler (ours) and re-raises.
         fh.call_method("enable", (), Some(&kwargs))
     }) {
         glogging::debug!("faulthandler unavailable: {e}");
+    }
+    if let Err(e) = abort::install(py) {
+        glogging::error!("Exception in worker process: cannot install the ABRT handler: {e}");
+        exit_worker(py, WORKER_BOOT_ERROR);
     }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");

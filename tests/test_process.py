@@ -1,0 +1,74 @@
+"""Process-level behaviour: the timeout report in the error log, gthread
+replace-before-retire, process titles, privileges, daemon mode."""
+
+import os
+import re
+import socket
+import time
+
+from conftest import get
+
+TS = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\]"
+
+
+def wait_file(path, pattern, timeout=15.0):
+    """Wait until the file's text matches `pattern` (multi-line); return the text."""
+    rx = re.compile(pattern, re.M)
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        if rx.search(text):
+            return text
+        time.sleep(0.05)
+    raise AssertionError("no match for %r in %s within %.1fs:\n%s" % (pattern, path, timeout, text))
+
+
+def stuck(port, path):
+    """Open a connection stuck in the app on `path` (the caller keeps it open)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=15)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+    return s
+
+
+def test_timeout_report_goes_to_the_error_log_file_and_syslog(start_server, tmp_path):
+    errlog = tmp_path / "error.log"
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(10)
+    syslog = "udp://127.0.0.1:%d" % rx.getsockname()[1]
+    srv = start_server("-b", "127.0.0.1:0", "-t", "2", "--error-logfile", str(errlog),
+                       "--log-syslog", "--log-syslog-to", syslog, "--log-syslog-facility", "local1",
+                       "--log-syslog-prefix", "web", "basic:app", wait=False)
+    wait_file(errlog, r"Booting worker with pid")
+    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", errlog.read_text()).group(1))
+    start = time.monotonic()
+    with stuck(port, "/sleep?30"):
+        text = wait_file(errlog, r"Worker \(pid:\d+\) exited with code 1", timeout=10)
+    assert time.monotonic() - start < 2 + 2
+    # One ERROR record in gunicorn's format: the request line, then the stack.
+    m = re.search(
+        TS + r" \[ERROR\] Worker timed out while serving: GET /sleep\?30 HTTP/1\.1\n"
+        r"Thread MainThread serving GET /sleep\?30 HTTP/1\.1 \(most recent call last\):\n"
+        r'(  File ".*", line \d+, in .*\n(    .*\n)?)*'
+        r'  File ".*basic\.py", line \d+, in app\n    time\.sleep\(',
+        text,
+    )
+    assert m, text
+    # The same record as one syslog message (local1.err = 17 * 8 + 3).
+    deadline = time.monotonic() + 10
+    while True:
+        assert time.monotonic() < deadline
+        got = rx.recv(65536)
+        if b"Worker timed out" in got:
+            break
+    rx.close()
+    assert re.match(rb"<139>gunicorn\.web\.error: \[\d+\] Worker timed out while serving: GET /sleep\?30 HTTP/1\.1\n"
+                    rb"Thread MainThread serving .*\n(.|\n)*basic\.py", got), got
+    # Nothing of it on stderr/stdout.
+    assert "most recent call" not in srv.log(), srv.log()
+    wait_file(errlog, r"Booting worker with pid(.|\n)*Booting worker with pid")
+    assert get(port)[0] == 200
