@@ -72,3 +72,32 @@ def test_timeout_report_goes_to_the_error_log_file_and_syslog(start_server, tmp_
     assert "most recent call" not in srv.log(), srv.log()
     wait_file(errlog, r"Booting worker with pid(.|\n)*Booting worker with pid")
     assert get(port)[0] == 200
+
+
+def test_gthread_max_requests_replaces_before_retiring_without_failures(start_server):
+    srv = start_server("-b", "127.0.0.1:0", "-k", "gthread", "--threads", "2", "-w", "2",
+                       "--max-requests", "15", "basic:app", workers_booted=2)
+    ok, failures = 0, []
+    deadline = time.monotonic() + 45
+    while srv.count(r"Worker exiting") < 3:
+        assert time.monotonic() < deadline, srv.log()
+        try:
+            status = get(srv.port, headers="Connection: close\r\n")[0]
+            if status == 200:
+                ok += 1
+            else:
+                failures.append(status)
+        except Exception as e:  # noqa: BLE001 - any failure counts
+            failures.append(repr(e))
+    assert failures == [], failures[:5]
+    assert ok >= 45
+    assert srv.count(r"Autorestarting worker after current request\.") >= 3
+    # Each retirement waited for its replacement: the master asked for it first.
+    assert srv.count(r"Replacing worker \(pid:\d+\): max requests reached") >= 3
+    log = srv.log()
+    first = re.search(r"Replacing worker \(pid:(\d+)\)", log)
+    pid = first.group(1)
+    # The replacement booted before the old worker exited.
+    replaced_at = log.index(first.group(0))
+    exited_at = log.index("Worker exiting (pid: %s)" % pid)
+    assert re.search(r"Booting worker with pid", log[replaced_at:exited_at]), log

@@ -133,6 +133,14 @@ static REQUESTS: [RequestEntry; REQUEST_THREADS] = [const {
 thread_local! {
     /// This thread's entry in `REQUESTS`, claimed on first use.
     static MY_ENTRY: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Requests this thread has handed to the app so far.
+    static STARTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many requests the calling thread has handed to the app (each
+/// `set_current_request` with a non-empty line counts one).
+pub fn requests_started() -> u64 {
+    STARTED.with(|s| s.get())
 }
 
 /// The calling thread's id as Python's `threading.get_ident()` reports it.
@@ -162,6 +170,9 @@ fn my_entry() -> Option<&'static RequestEntry> {
 
 /// Remember the request line the calling thread serves (empty: none).
 pub fn set_current_request(line: &[u8]) {
+    if !line.is_empty() {
+        STARTED.with(|s| s.set(s.get() + 1));
+    }
     let Some(entry) = my_entry() else { return };
     let n = line.len().min(REQUEST_MAX);
     entry.len.store(0, Ordering::SeqCst);

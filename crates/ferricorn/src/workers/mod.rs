@@ -151,7 +151,12 @@ impl Worker<'_> {
     /// `--max-worker-memory`, ask the master for a replacement. The worker
     /// keeps serving until the master sends `TERM` (its replacement booted).
     pub fn request_done(&mut self) {
-        self.served += 1;
+        self.requests_done(1);
+    }
+
+    /// `request_done` for `n` requests at once (gthread counts a batch).
+    pub fn requests_done(&mut self, n: u64) {
+        self.served += n;
         self.notify();
         if self.retire_requested {
             return;
