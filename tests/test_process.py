@@ -3,7 +3,9 @@ replace-before-retire, process titles, privileges, daemon mode."""
 
 import os
 import re
+import signal
 import socket
+import subprocess
 import time
 
 from conftest import get
@@ -101,3 +103,51 @@ def test_gthread_max_requests_replaces_before_retiring_without_failures(start_se
     replaced_at = log.index(first.group(0))
     exited_at = log.index("Worker exiting (pid: %s)" % pid)
     assert re.search(r"Booting worker with pid", log[replaced_at:exited_at]), log
+
+
+def cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().rstrip(b"\0").decode()
+
+
+def comm(pid):
+    with open("/proc/%d/comm" % pid) as f:
+        return f.read().rstrip("\n")
+
+
+def ps_args(pid):
+    out = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def worker_pids(srv, start=0):
+    return [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", srv.log())[start:]]
+
+
+def test_process_titles_default_to_the_app_spec(start_server):
+    srv = start_server("-b", "127.0.0.1:0", "basic:app")
+    assert cmdline(srv.master_pid) == "ferricorn: master [basic:app]"
+    assert ps_args(srv.master_pid) == "ferricorn: master [basic:app]"
+    assert comm(srv.master_pid) == "ferricorn: mast"
+    (worker,) = worker_pids(srv)
+    assert cmdline(worker) == "ferricorn: worker [basic:app]"
+    assert comm(worker) == "ferricorn: work"
+    assert get(srv.port)[0] == 200
+
+
+def test_proc_name_sets_titles_and_hup_updates_them(start_server, tmp_path):
+    conf = tmp_path / "ferricorn.conf.py"
+    conf.write_text("proc_name = 'first'\n")
+    srv = start_server("-c", str(conf), "-b", "127.0.0.1:0", "-k", "gthread", "basic:app")
+    assert cmdline(srv.master_pid) == "ferricorn: master [first]"
+    (worker,) = worker_pids(srv)
+    assert cmdline(worker) == "ferricorn: worker [first]"
+    conf.write_text("proc_name = 'second'\n")
+    srv.signal(signal.SIGHUP)
+    srv.wait_booted(2)
+    (new,) = worker_pids(srv, 1)
+    assert cmdline(new) == "ferricorn: worker [second]"
+    assert cmdline(srv.master_pid) == "ferricorn: master [second]"
+    # -n on the command line wins over the config file, as in gunicorn.
+    srv2 = start_server("-c", str(conf), "-n", "cli-name", "-b", "127.0.0.1:0", "basic:app")
+    assert ps_args(srv2.master_pid) == "ferricorn: master [cli-name]"

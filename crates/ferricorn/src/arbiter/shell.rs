@@ -108,9 +108,30 @@ impl Shell {
         })
     }
 
+    /// gunicorn's `proc_name` as the titles show it: `--name`, else the
+    /// default (the app spec or config file), `.2` while a re-executed
+    /// master's parent lives.
+    fn proc_name(&self) -> String {
+        let s = &self.launch.settings;
+        let name = s
+            .proc_name()
+            .or_else(|| s.get("default_proc_name").as_str())
+            .unwrap_or(&self.launch.app_spec);
+        if self.arbiter.parent_master() != 0 {
+            format!("{name}.2")
+        } else {
+            name.to_string()
+        }
+    }
+
+    fn set_master_title(&self) {
+        crate::sys::proctitle::set(&format!("master [{}]", self.proc_name()));
+    }
+
     /// Run until the arbiter decides to exit; returns the exit code.
     /// Call without the GIL.
     pub fn run(&mut self) -> i32 {
+        self.set_master_title();
         let first = self.arbiter.start();
         self.execute(first);
         loop {
@@ -200,6 +221,7 @@ impl Shell {
         }
         let actions = self.arbiter.promoted();
         self.execute(actions);
+        self.set_master_title();
         Python::attach(|py| {
             if let Ok(environ) = py.import("os").and_then(|os| os.getattr("environ")) {
                 let _ = environ.call_method1("pop", ("GUNICORN_PID", py.None()));
@@ -281,9 +303,11 @@ impl Shell {
             },
         };
         let master_fds = [self.wake.0.as_raw_fd(), self.wake.1.as_raw_fd()];
+        let title = format!("worker [{}]", self.proc_name());
         let forked = Python::attach(|py| -> PyResult<i32> {
             let pid: i32 = py.import("os")?.call_method0("fork")?.extract()?;
             if pid == 0 {
+                crate::sys::proctitle::set(&title);
                 workers::main(py, &setup, &master_fds);
             }
             Ok(pid)
@@ -355,6 +379,7 @@ impl Shell {
         self.launch.settings = new.settings;
         self.launch.preloaded = new.preloaded;
         self.launch.app_spec = new.app_spec;
+        self.set_master_title();
         let actions = self.arbiter.reloaded(cfg);
         self.execute(actions);
     }

@@ -916,7 +916,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Base name for process titles.",
     },
     Setting {

@@ -5,9 +5,11 @@
 //! - `shm`: anonymous shared memory for the heartbeat table, created before
 //!   the first fork so master and workers see the same pages.
 //! - `process`: `_exit`.
+//! - `proctitle`: process titles (rewrites the argv area, `prctl`).
 #![allow(unsafe_code)]
 
 pub mod fd;
 pub mod process;
+pub mod proctitle;
 pub mod shm;
 pub mod signals;
