@@ -304,6 +304,9 @@ impl Shell {
         };
         let master_fds = [self.wake.0.as_raw_fd(), self.wake.1.as_raw_fd()];
         let title = format!("worker [{}]", self.proc_name());
+        // Signals stay blocked across the fork: the worker unblocks them once
+        // its handlers are in place, so none sent to it meanwhile is lost.
+        let mask = signals::block_all().ok();
         let forked = Python::attach(|py| -> PyResult<i32> {
             let pid: i32 = py.import("os")?.call_method0("fork")?.extract()?;
             if pid == 0 {
@@ -312,6 +315,9 @@ impl Shell {
             }
             Ok(pid)
         });
+        if let Some(mask) = mask {
+            let _ = signals::restore_mask(&mask);
+        }
         match forked {
             Ok(pid) => {
                 self.children.insert(pid);

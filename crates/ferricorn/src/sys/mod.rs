@@ -5,10 +5,13 @@
 //! - `shm`: anonymous shared memory for the heartbeat table, created before
 //!   the first fork so master and workers see the same pages.
 //! - `process`: `_exit`.
+//! - `privileges`: workers' user and groups, `--umask` (safe `nix` calls,
+//!   kept here with the other process-level primitives).
 //! - `proctitle`: process titles (rewrites the argv area, `prctl`).
 #![allow(unsafe_code)]
 
 pub mod fd;
+pub mod privileges;
 pub mod process;
 pub mod proctitle;
 pub mod shm;

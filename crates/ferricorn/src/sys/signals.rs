@@ -77,6 +77,18 @@ pub fn unblock_all() -> nix::Result<()> {
     SigSet::all().thread_unblock()
 }
 
+/// Block every signal in the calling thread; returns the previous mask for
+/// `restore_mask`. The master forks with signals blocked so a signal sent to
+/// a new worker before it installed its own handlers stays pending in the
+/// kernel (the worker unblocks once ready) instead of being lost.
+pub fn block_all() -> nix::Result<SigSet> {
+    SigSet::all().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+}
+
+pub fn restore_mask(mask: &SigSet) -> nix::Result<()> {
+    mask.thread_set_mask()
+}
+
 /// Set (or clear with `None`) the pipe the handler writes to.
 pub fn set_wake_fd(fd: Option<&OwnedFd>) {
     WAKE_FD.store(fd.map_or(-1, |f| f.as_raw_fd()), Ordering::SeqCst);

@@ -11,8 +11,8 @@
 //! - a connection is either idle in the poller (registered) or owned by one
 //!   thread (deregistered), never both; `active` counts both kinds and is
 //!   capped by `--worker-connections`;
-//! - TERM stops accepting, closes idle connections, lets queued and
-//!   in-flight requests finish (answering them with `Connection: close`),
+//! - TERM stops accepting, closes idle keep-alive connections, lets
+//!   accepted-but-unread connections, queued and in-flight requests finish (answering them with `Connection: close`),
 //!   then joins the threads; QUIT/INT exit at once;
 //! - at `--max-requests` (or above `--max-worker-memory`) the worker does
 //!   not stop by itself: it marks its slot for retirement and keeps serving
@@ -274,7 +274,12 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 for (_, i) in idle.drain() {
                     let fd = i.conn.stream.raw_fd();
                     let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                    active -= 1;
+                    // A connection accepted but not yet read may carry a
+                    // request already: a thread reads and answers it (with
+                    // `Connection: close`). Idle keep-alive ones are closed.
+                    if !i.conn.fresh || job_tx.send(i.conn).is_err() {
+                        active -= 1;
+                    }
                 }
                 deadlines.clear();
             }

@@ -308,6 +308,17 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
+    // gunicorn's `set_owner_process`: --user / --group / --initgroups.
+    let (uid, gid) = (setup.settings.get("user"), setup.settings.get("group"));
+    if let Err(e) = crate::sys::privileges::set_owner(
+        uid.as_int() as u32,
+        gid.as_int() as u32,
+        setup.settings.get("initgroups").as_bool(),
+    ) {
+        glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
+        glogging::info!("Worker exiting (pid: {pid})");
+        exit_worker(py, WORKER_BOOT_ERROR);
+    }
 
     let callable = match &setup.app {
         AppSource::Preloaded(app) => (*app).clone_ref(py),
