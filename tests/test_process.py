@@ -260,3 +260,87 @@ def test_worker_tmp_dir_must_be_a_directory(start_server, tmp_path):
     assert re.search(r"Error: Invalid value for worker_tmp_dir: .*missing.*: not a directory", srv.log()), srv.log()
     srv = start_server("-b", "127.0.0.1:0", "--worker-tmp-dir", str(tmp_path), "basic:app")
     assert get(srv.port)[0] == 200
+
+
+def pid_gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def wait_until(cond, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.02)
+
+
+def test_daemon_detaches_serves_and_stops_on_term_via_pidfile(start_server, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    errlog = tmp_path / "error.log"
+    srv = start_server("-D", "-p", str(pidfile), "--error-logfile", str(errlog), "-b", "127.0.0.1:0",
+                       "basic:app", wait=False)
+    # The launching process returns at once, successfully.
+    assert srv.wait_exit() == 0
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), what="pidfile")
+    daemon = int(pidfile.read_text())
+    try:
+        assert daemon != srv.proc.pid
+        text = wait_file(errlog, r"Booting worker with pid")
+        port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)", text).group(1))
+        assert re.search(r"Listening at: \S+ \(%d\)" % daemon, text)
+        # Detached: a new session it does not lead (no terminal can come back),
+        # no controlling terminal, stdio on /dev/null, umask 022.
+        fields = open("/proc/%d/stat" % daemon).read().rsplit(")", 1)[1].split()
+        session, tty = int(fields[3]), int(fields[4])
+        assert session not in (os.getsid(0), daemon) and tty == 0
+        for fd in (0, 1, 2):
+            assert os.readlink("/proc/%d/fd/%d" % (daemon, fd)) == "/dev/null"
+        assert proc_status(daemon)["Umask"] == ["0022"]
+        assert get(port)[0] == 200
+        # WINCH when daemonized: every worker is stopped and none replaced...
+        os.kill(daemon, signal.SIGWINCH)
+        text = wait_file(errlog, r"Handling signal: winch\n.*graceful stop of workers(.|\n)*Worker exiting")
+        # ...until TTIN asks for one again.
+        booted = text.count("Booting worker with pid")
+        assert booted == 1, text
+        os.kill(daemon, signal.SIGTTIN)
+        wait_file(errlog, r"Booting worker with pid(.|\n)*Booting worker with pid")
+        assert get(port)[0] == 200
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        wait_until(lambda: pid_gone(daemon), what="daemon exit")
+        assert not pidfile.exists()
+        wait_file(errlog, r"Shutting down: Master")
+    finally:
+        if not pid_gone(daemon):
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_winch_is_ignored_when_not_daemonized(start_server):
+    srv = start_server("-b", "127.0.0.1:0", "--log-level", "debug", "basic:app")
+    srv.signal(signal.SIGWINCH)
+    srv.wait_for(r"\[DEBUG\] SIGWINCH ignored\. Not daemonized")
+    assert get(srv.port)[0] == 200
+    assert srv.count(r"Worker exiting") == 0
+
+
+def test_daemon_with_stdio_inheritance_keeps_a_redirected_stdout(start_server, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    srv = start_server("-D", "-R", "-p", str(pidfile), "-b", "127.0.0.1:0", "basic:app", wait=False)
+    assert srv.wait_exit() == 0
+    # The log still reaches the pipe the test reads (not a terminal, so kept).
+    srv.wait_listening()
+    srv.wait_booted()
+    daemon = int(pidfile.read_text())
+    try:
+        assert os.readlink("/proc/%d/fd/0" % daemon) == "/dev/null"
+        assert os.readlink("/proc/%d/fd/2" % daemon).startswith("pipe:")
+        assert get(srv.port)[0] == 200
+        os.kill(daemon, signal.SIGTERM)
+        srv.wait_for(r"Shutting down: Master")
+        wait_until(lambda: pid_gone(daemon), what="daemon exit")
+    finally:
+        if not pid_gone(daemon):
+            os.kill(daemon, signal.SIGKILL)

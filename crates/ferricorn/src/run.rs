@@ -305,6 +305,13 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     if settings.get("print_config").as_bool() || settings.get("check_config").as_bool() {
         return print_or_check(py, &settings, &app_spec);
     }
+    if settings.get("daemon").as_bool() {
+        let inherit = settings.get("enable_stdio_inheritance").as_bool();
+        if let Err(e) = crate::daemon::daemonize(py, inherit) {
+            eprintln!("Error: cannot daemonize: {e}");
+            return STARTUP_ERROR;
+        }
+    }
     let syslog_prefix = settings
         .syslog_prefix()
         .map(str::to_string)

@@ -72,7 +72,7 @@ pub fn arbiter_config(settings: &Settings, systemd: bool) -> Config {
         num_workers: settings.workers(),
         timeout_ms: (settings.timeout() * 1000.0) as u64,
         graceful_timeout_ms: (settings.graceful_timeout() * 1000.0) as u64,
-        daemon: false,
+        daemon: settings.get("daemon").as_bool(),
         systemd,
     }
 }

@@ -548,7 +548,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Detach from the terminal and run in the background.",
     },
     Setting {
