@@ -5,12 +5,15 @@ import grp
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -191,10 +194,15 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs 
 
 
 @root_only
-def test_user_and_group_drop_privileges_in_workers_only(start_server, tmp_path):
+def test_user_and_group_drop_privileges_in_workers_only(start_server, tmp_path, request):
     sock = tmp_path / "s.sock"
+    # pytest's tmp_path is root-only; the workers must reach the log's directory.
+    logdir = Path(tempfile.mkdtemp(prefix="ferricorn-logs-"))
+    request.addfinalizer(lambda: shutil.rmtree(logdir, ignore_errors=True))
+    logdir.chmod(0o755)
+    access = logdir / "access.log"
     srv = start_server("-b", "127.0.0.1:0", "-b", "unix:%s" % sock, "--user", "nobody", "--group", "nogroup", "--preload",
-                       "basic:app")
+                       "--access-logfile", str(access), "basic:app")
     nobody = pwd.getpwnam("nobody")
     nogroup = grp.getgrnam("nogroup").gr_gid
     (worker,) = worker_pids(srv)
@@ -208,6 +216,21 @@ def test_user_and_group_drop_privileges_in_workers_only(start_server, tmp_path):
     assert get(srv.port)[0] == 200
     # The unix socket belongs to the workers' user and group.
     assert (sock.stat().st_uid, sock.stat().st_gid) == (nobody.pw_uid, nogroup)
+    # So does the log file, so that workers can reopen it on USR1.
+    assert (access.stat().st_uid, access.stat().st_gid) == (nobody.pw_uid, nogroup)
+    access.rename(logdir / "access.log.1")
+    srv.signal(signal.SIGUSR1)
+    wait_until(lambda: access.exists(), what="reopened access log")
+    wait_until(lambda: srv.count(r"Handling signal: usr1") == 1, what="USR1 handled")
+    # The worker reopened the new file (owned by nobody again) and logs there.
+    for _ in range(20):
+        get(srv.port, "/after-reopen")
+        if "/after-reopen" in access.read_text():
+            break
+        time.sleep(0.05)
+    assert "/after-reopen" in access.read_text()
+    assert (access.stat().st_uid, access.stat().st_gid) == (nobody.pw_uid, nogroup)
+    assert "Error opening log file" not in srv.log(), srv.log()
 
 
 def user_with_supplementary_groups():
@@ -344,3 +367,24 @@ def test_daemon_with_stdio_inheritance_keeps_a_redirected_stdout(start_server, t
     finally:
         if not pid_gone(daemon):
             os.kill(daemon, signal.SIGKILL)
+
+
+def test_reexecuted_master_title_has_dot_2_until_promoted(start_server):
+    srv = start_server("-b", "127.0.0.1:0", "basic:app")
+    old = srv.master_pid
+    srv.signal(signal.SIGUSR2)
+    m = srv.wait_for(r"\[(\d+)\] \[INFO\] Listening at: http://127\.0\.0\.1:%d \((?!%d\))\d+\)" % (srv.port, old))
+    new = int(m.group(1))
+    try:
+        srv.wait_booted(2)
+        assert cmdline(new) == "ferricorn: master [basic:app.2]"
+        (_, child_worker) = worker_pids(srv)
+        assert cmdline(child_worker) == "ferricorn: worker [basic:app.2]"
+        assert cmdline(old) == "ferricorn: master [basic:app]"
+        srv.signal(signal.SIGTERM)
+        assert srv.wait_exit() == 0
+        srv.wait_for(r"\[%d\] \[INFO\] Master has been promoted\." % new)
+        wait_until(lambda: cmdline(new) == "ferricorn: master [basic:app]", what="promoted title")
+    finally:
+        os.kill(new, signal.SIGTERM)
+        wait_until(lambda: pid_gone(new), what="new master exit")

@@ -163,7 +163,7 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
                 Ok(l) => {
                     if let sock::Address::Unix(path) = &addr {
                         let (uid, gid) = (settings.get("user"), settings.get("group"));
-                        crate::sys::privileges::chown_socket(
+                        crate::sys::privileges::give_to(
                             path,
                             uid.as_int() as u32,
                             gid.as_int() as u32,
@@ -335,6 +335,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;
     }
+    crate::arbiter::shell::give_logs_to_workers(&settings);
     if settings.logconfig().is_some() || settings.logconfig_json().is_some() {
         let level = Level::parse(settings.loglevel()).unwrap_or(Level::Info);
         if let Err(e) =

@@ -77,6 +77,24 @@ pub fn arbiter_config(settings: &Settings, systemd: bool) -> Config {
     }
 }
 
+/// Hand the log files to `--user`/`--group`, so workers running as them can
+/// reopen the logs on `USR1` (gunicorn `chown`s them too). Best effort: the
+/// path may be `/dev/null`.
+pub fn give_logs_to_workers(settings: &Settings) {
+    let (uid, gid) = (settings.get("user"), settings.get("group"));
+    for path in [Some(settings.errorlog()), settings.accesslog()]
+        .into_iter()
+        .flatten()
+        .filter(|p| *p != "-")
+    {
+        let _ = crate::sys::privileges::give_to(
+            std::path::Path::new(path),
+            uid.as_int() as u32,
+            gid.as_int() as u32,
+        );
+    }
+}
+
 pub struct Shell {
     pub arbiter: Arbiter,
     launch: Launch,
@@ -252,6 +270,7 @@ impl Shell {
                     if let Err(e) = glogging::reopen() {
                         glogging::error!("{e}");
                     }
+                    give_logs_to_workers(&self.launch.settings);
                 }
                 Action::CloseListeners { unlink } => {
                     crate::systemd::notify("STOPPING=1");
@@ -386,6 +405,7 @@ impl Shell {
         self.launch.preloaded = new.preloaded;
         self.launch.app_spec = new.app_spec;
         self.set_master_title();
+        give_logs_to_workers(&self.launch.settings);
         let actions = self.arbiter.reloaded(cfg);
         self.execute(actions);
     }

@@ -8,10 +8,11 @@
 //!   `--initgroups`, which also sets the primary group), so a worker never
 //!   keeps root's groups.
 //! - `with_umask`: `--umask` applies while a unix socket is bound (the
-//!   socket's mode), as in gunicorn; `chown_socket` gives it to
-//!   `--user`/`--group`.
+//!   socket's mode), as in gunicorn; `give_to` hands the socket and the
+//!   log files to `--user`/`--group` (so workers can reopen logs on `USR1`).
 //!
-//! gunicorn counterpart: `util.set_owner_process`, `UnixSocket.bind`.
+//! gunicorn counterpart: `util.set_owner_process`, `UnixSocket.bind`, the `chown` in
+//! `Logger._set_handler`.
 
 use std::ffi::CString;
 use std::path::Path;
@@ -60,9 +61,9 @@ pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Give a freshly bound unix socket to `uid`/`gid` when they differ from
-/// ours (what gunicorn's `chown` of the socket amounts to).
-pub fn chown_socket(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+/// Give a file ferricorn created (unix socket, log file) to `uid`/`gid`
+/// when they differ from ours, as gunicorn `chown`s them.
+pub fn give_to(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
     let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
     if uid == nix::unistd::geteuid() && gid == nix::unistd::getegid() {
         return Ok(());
