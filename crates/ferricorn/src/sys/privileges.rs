@@ -14,7 +14,6 @@
 //! gunicorn counterpart: `util.set_owner_process`, `UnixSocket.bind`, the `chown` in
 //! `Logger._set_handler`.
 
-use std::ffi::CString;
 use std::path::Path;
 
 use nix::sys::stat::{Mode, umask};
@@ -24,23 +23,12 @@ use nix::unistd::{Gid, Uid, User};
 pub fn set_owner(uid: u32, gid: u32, initgroups: bool) -> Result<(), String> {
     if gid != 0 {
         let target = Gid::from_raw(gid);
-        let privileged = nix::unistd::geteuid().is_root();
         let user = if uid != 0 {
             User::from_uid(Uid::from_raw(uid)).ok().flatten()
         } else {
             None
         };
-        match user {
-            Some(user) if initgroups => {
-                let name = CString::new(user.name.as_bytes())
-                    .map_err(|_| format!("invalid user name {:?}", user.name))?;
-                nix::unistd::initgroups(&name, target)
-                    .map_err(|e| format!("cannot load the groups of user {}: {e}", user.name))?;
-            }
-            _ if privileged => nix::unistd::setgroups(&[target])
-                .map_err(|e| format!("cannot set the groups to [{gid}]: {e}"))?,
-            _ => {}
-        }
+        set_group_list(user, target, initgroups)?;
         if target != nix::unistd::getgid() {
             nix::unistd::setgid(target)
                 .map_err(|e| format!("cannot switch to group {gid}: {e}"))?;
@@ -50,6 +38,29 @@ pub fn set_owner(uid: u32, gid: u32, initgroups: bool) -> Result<(), String> {
         nix::unistd::setuid(Uid::from_raw(uid))
             .map_err(|e| format!("cannot switch to user {uid}: {e}"))?;
     }
+    Ok(())
+}
+
+/// The supplementary groups: the user's (`--initgroups`), else just `gid`
+/// when we are root (a non-root process cannot change them).
+#[cfg(not(target_vendor = "apple"))]
+fn set_group_list(user: Option<User>, gid: Gid, initgroups: bool) -> Result<(), String> {
+    match user {
+        Some(user) if initgroups => {
+            let name = std::ffi::CString::new(user.name.as_bytes())
+                .map_err(|_| format!("invalid user name {:?}", user.name))?;
+            nix::unistd::initgroups(&name, gid)
+                .map_err(|e| format!("cannot load the groups of user {}: {e}", user.name))
+        }
+        _ if nix::unistd::geteuid().is_root() => nix::unistd::setgroups(&[gid])
+            .map_err(|e| format!("cannot set the groups to [{gid}]: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// macOS: `nix` offers no `setgroups`/`initgroups` there; the list is kept.
+#[cfg(target_vendor = "apple")]
+fn set_group_list(_user: Option<User>, _gid: Gid, _initgroups: bool) -> Result<(), String> {
     Ok(())
 }
 
