@@ -10,7 +10,10 @@
 //! loop notices the pending `ABRT` and calls `PyErr_CheckSignals` (an idle
 //! sync worker, or gthread's poller thread while app threads are stuck).
 //! Code stuck in C while holding the GIL never lets it run; the master's
-//! `KILL` follows one second after the `ABRT` anyway.
+//! `KILL` follows one second after the `ABRT` anyway. Request lines come from
+//! `sys::signals`' per-thread table (the first 64 threads of a worker).
+//!
+//! Hook point: gunicorn calls `worker_abort(worker)` here, before exiting.
 //!
 //! gunicorn counterpart: `Worker.handle_abort` (which exits 1 without a
 //! stack; the report is ferricorn's addition).
