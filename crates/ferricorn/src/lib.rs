@@ -6,6 +6,7 @@
 
 pub mod arbiter;
 pub mod config;
+pub mod daemon;
 pub mod errors;
 pub mod glogging;
 pub mod instrument;

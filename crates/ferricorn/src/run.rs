@@ -89,6 +89,14 @@ fn prepare_app_environment(py: Python<'_>, settings: &Settings) -> Result<(), i3
             return Err(USAGE_ERROR);
         }
     }
+    // The heartbeat lives in shared memory, not in a file there; the
+    // directory is still checked, as gunicorn would fail to use it.
+    if let Some(dir) = settings.get("worker_tmp_dir").as_str() {
+        if !std::path::Path::new(dir).is_dir() {
+            eprintln!("Error: Invalid value for worker_tmp_dir: {dir:?}: not a directory");
+            return Err(USAGE_ERROR);
+        }
+    }
     if let Err(e) = apply_raw_env(py, settings) {
         eprintln!("Error: {e}");
         return Err(USAGE_ERROR);
@@ -149,8 +157,18 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
         let addr = sock::parse_address(raw).map_err(|e| e.to_string())?;
         let mut tries = 0;
         loop {
-            match sock::bind(&addr, &opts) {
+            // --umask sets a unix socket's mode; it then belongs to --user/--group.
+            let umask = settings.get("umask").as_int() as u32;
+            match crate::sys::privileges::with_umask(umask, || sock::bind(&addr, &opts)) {
                 Ok(l) => {
+                    if let sock::Address::Unix(path) = &addr {
+                        let (uid, gid) = (settings.get("user"), settings.get("group"));
+                        crate::sys::privileges::give_to(
+                            path,
+                            uid.as_int() as u32,
+                            gid.as_int() as u32,
+                        )?;
+                    }
                     listeners.push(l);
                     break;
                 }
@@ -287,6 +305,13 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     if settings.get("print_config").as_bool() || settings.get("check_config").as_bool() {
         return print_or_check(py, &settings, &app_spec);
     }
+    if settings.get("daemon").as_bool() {
+        let inherit = settings.get("enable_stdio_inheritance").as_bool();
+        if let Err(e) = crate::daemon::daemonize(py, inherit) {
+            eprintln!("Error: cannot daemonize: {e}");
+            return STARTUP_ERROR;
+        }
+    }
     let syslog_prefix = settings
         .syslog_prefix()
         .map(str::to_string)
@@ -310,6 +335,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;
     }
+    crate::arbiter::shell::give_logs_to_workers(&settings);
     let logconfig_dict = settings.logconfig_dict();
     if settings.logconfig().is_some()
         || settings.logconfig_json().is_some()

@@ -105,7 +105,8 @@ pub struct Probe {
 struct Worker {
     slot: usize,
     age: u64,
-    aborted: bool,
+    /// When it was sent `ABRT` for a timeout (`KILL` follows `ABORT_GRACE_MS` later).
+    aborted: Option<u64>,
     /// Booted (its app is loaded and it serves).
     ready: bool,
     /// Marked for replacement: not counted toward capacity, still serving.
@@ -142,6 +143,10 @@ pub struct Arbiter {
     /// The worker count last reported (gunicorn's `_last_logged_active_worker_count`).
     last_worker_count: Option<usize>,
 }
+
+/// How long a worker sent `ABRT` for a timeout gets to log its stacks and
+/// exit before it is `KILL`ed (gunicorn's master checks once a second).
+pub const ABORT_GRACE_MS: u64 = 1_000;
 
 fn log(level: Level, msg: impl Into<String>) -> Action {
     Action::Log {
@@ -233,7 +238,7 @@ impl Arbiter {
             Worker {
                 slot,
                 age,
-                aborted: false,
+                aborted: None,
                 ready: false,
                 replace: false,
                 retiring: false,
@@ -417,18 +422,21 @@ impl Arbiter {
                 {
                     continue;
                 }
-                if !w.aborted {
-                    out.push(log(Level::Critical, format!("WORKER TIMEOUT (pid:{pid})")));
-                    w.aborted = true;
-                    out.push(Action::Kill {
-                        pid: *pid,
-                        signal: Signal::SIGABRT,
-                    });
-                } else {
-                    out.push(Action::Kill {
+                match w.aborted {
+                    None => {
+                        out.push(log(Level::Critical, format!("WORKER TIMEOUT (pid:{pid})")));
+                        w.aborted = Some(now);
+                        out.push(Action::Kill {
+                            pid: *pid,
+                            signal: Signal::SIGABRT,
+                        });
+                    }
+                    // Time to log its stacks (`workers::abort`), then KILL.
+                    Some(at) if now.saturating_sub(at) < ABORT_GRACE_MS => {}
+                    Some(_) => out.push(Action::Kill {
                         pid: *pid,
                         signal: Signal::SIGKILL,
-                    });
+                    }),
                 }
             }
         }
@@ -767,6 +775,8 @@ mod tests {
         let acts = a.on_tick(30_001, &ready_at(0));
         assert!(logs(&acts).contains(&"WORKER TIMEOUT (pid:100)".to_string()));
         assert_eq!(kills(&acts), vec![(100, Signal::SIGABRT)]);
+        // It gets ABORT_GRACE_MS to log its stacks before the KILL.
+        assert!(kills(&a.on_tick(30_500, &ready_at(0))).is_empty());
         let acts = a.on_tick(31_001, &ready_at(0));
         assert_eq!(kills(&acts), vec![(100, Signal::SIGKILL)]);
     }

@@ -72,8 +72,26 @@ pub fn arbiter_config(settings: &Settings, systemd: bool) -> Config {
         num_workers: settings.workers(),
         timeout_ms: (settings.timeout() * 1000.0) as u64,
         graceful_timeout_ms: (settings.graceful_timeout() * 1000.0) as u64,
-        daemon: false,
+        daemon: settings.get("daemon").as_bool(),
         systemd,
+    }
+}
+
+/// Hand the log files to `--user`/`--group`, so workers running as them can
+/// reopen the logs on `USR1` (gunicorn `chown`s them too). Best effort: the
+/// path may be `/dev/null`.
+pub fn give_logs_to_workers(settings: &Settings) {
+    let (uid, gid) = (settings.get("user"), settings.get("group"));
+    for path in [Some(settings.errorlog()), settings.accesslog()]
+        .into_iter()
+        .flatten()
+        .filter(|p| *p != "-")
+    {
+        let _ = crate::sys::privileges::give_to(
+            std::path::Path::new(path),
+            uid.as_int() as u32,
+            gid.as_int() as u32,
+        );
     }
 }
 
@@ -111,9 +129,30 @@ impl Shell {
         })
     }
 
+    /// gunicorn's `proc_name` as the titles show it: `--name`, else the
+    /// default (the app spec or config file), `.2` while a re-executed
+    /// master's parent lives.
+    fn proc_name(&self) -> String {
+        let s = &self.launch.settings;
+        let name = s
+            .proc_name()
+            .or_else(|| s.get("default_proc_name").as_str())
+            .unwrap_or(&self.launch.app_spec);
+        if self.arbiter.parent_master() != 0 {
+            format!("{name}.2")
+        } else {
+            name.to_string()
+        }
+    }
+
+    fn set_master_title(&self) {
+        crate::sys::proctitle::set(&format!("master [{}]", self.proc_name()));
+    }
+
     /// Run until the arbiter decides to exit; returns the exit code.
     /// Call without the GIL.
     pub fn run(&mut self) -> i32 {
+        self.set_master_title();
         let first = self.arbiter.start();
         self.execute(first);
         loop {
@@ -220,6 +259,7 @@ impl Shell {
         }
         let actions = self.arbiter.promoted();
         self.execute(actions);
+        self.set_master_title();
         Python::attach(|py| {
             if let Ok(environ) = py.import("os").and_then(|os| os.getattr("environ")) {
                 let _ = environ.call_method1("pop", ("GUNICORN_PID", py.None()));
@@ -250,6 +290,7 @@ impl Shell {
                     if let Err(e) = glogging::reopen() {
                         glogging::error!("{e}");
                     }
+                    give_logs_to_workers(&self.launch.settings);
                 }
                 Action::CloseListeners { unlink } => {
                     crate::systemd::notify("STOPPING=1");
@@ -302,13 +343,21 @@ impl Shell {
             },
         };
         let master_fds = [self.wake.0.as_raw_fd(), self.wake.1.as_raw_fd()];
+        let title = format!("worker [{}]", self.proc_name());
+        // Signals stay blocked across the fork: the worker unblocks them once
+        // its handlers are in place, so none sent to it meanwhile is lost.
+        let mask = signals::block_all().ok();
         let forked = Python::attach(|py| -> PyResult<i32> {
             let pid: i32 = py.import("os")?.call_method0("fork")?.extract()?;
             if pid == 0 {
+                crate::sys::proctitle::set(&title);
                 workers::main(py, &setup, &master_fds);
             }
             Ok(pid)
         });
+        if let Some(mask) = mask {
+            let _ = signals::restore_mask(&mask);
+        }
         match forked {
             Ok(pid) => {
                 self.children.insert(pid);
@@ -377,6 +426,8 @@ impl Shell {
         self.launch.settings = new.settings;
         self.launch.preloaded = new.preloaded;
         self.launch.app_spec = new.app_spec;
+        self.set_master_title();
+        give_logs_to_workers(&self.launch.settings);
         let actions = self.arbiter.reloaded(cfg);
         self.execute(actions);
     }

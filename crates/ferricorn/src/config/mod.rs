@@ -390,9 +390,9 @@ mod tests {
     fn unsupported_setting_refused_when_changed() {
         let mut s = Settings::new();
         assert!(s.check_supported().is_ok());
-        s.set_value("daemon", Value::Bool(true)).unwrap();
+        s.set_value("reload", Value::Bool(true)).unwrap();
         let err = s.check_supported().unwrap_err().to_string();
-        assert!(err.contains("daemon"), "{err}");
+        assert!(err.contains("reload"), "{err}");
         assert!(err.contains("not supported"), "{err}");
     }
 }

@@ -548,7 +548,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Detach from the terminal and run in the background.",
     },
     Setting {
@@ -584,7 +584,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Directory for worker heartbeat files.",
     },
     Setting {
@@ -596,7 +596,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::User,
         default: d_euid,
-        supported: false,
+        supported: true,
         short: "Run workers as this user (name or uid).",
     },
     Setting {
@@ -608,7 +608,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Group,
         default: d_egid,
-        supported: false,
+        supported: true,
         short: "Run workers as this group (name or gid).",
     },
     Setting {
@@ -620,7 +620,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::AutoInt,
         kind: Kind::PosInt,
         default: || Value::Int(0),
-        supported: false,
+        supported: true,
         short: "File mode creation mask of the server processes.",
     },
     Setting {
@@ -632,7 +632,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Load the user's supplementary groups when switching user.",
     },
     Setting {
@@ -916,7 +916,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Base name for process titles.",
     },
     Setting {
