@@ -308,6 +308,10 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
+    if let Err(e) = crate::wsgi::extras::prepare(py) {
+        glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
+        exit_worker(py, WORKER_BOOT_ERROR);
+    }
     // gunicorn's `set_owner_process`: --user / --group / --initgroups.
     let (uid, gid) = (setup.settings.get("user"), setup.settings.get("group"));
     if let Err(e) = crate::sys::privileges::set_owner(

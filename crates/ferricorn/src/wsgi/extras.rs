@@ -51,12 +51,23 @@ pub fn release(sock: &Bound<'_, PyAny>) {
     let _ = sock.call_method0(pyo3::intern!(sock.py(), "close"));
 }
 
-fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, PyAny>> {
-    let class = SOCKET_CLASS.get_or_try_init(py, || {
+/// Import what the extras need at request time. Called by a worker before
+/// it drops privileges (`--user`), which may leave the standard library
+/// unreadable.
+pub fn prepare(py: Python<'_>) -> PyResult<()> {
+    socket_class(py).map(|_| ())
+}
+
+fn socket_class(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    SOCKET_CLASS.get_or_try_init(py, || {
         py.import("socket")
             .and_then(|m| m.getattr("socket"))
             .map(Bound::unbind)
-    })?;
+    })
+}
+
+fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, PyAny>> {
+    let class = socket_class(py)?;
     // The listener's family is the connection's (`server` holds its address).
     let family = match &**conn.stream {
         Stream::Unix(_) => libc::AF_UNIX,
