@@ -191,6 +191,17 @@ impl Arbiter {
         self.reexec_pid = pid;
     }
 
+    /// PID of the master forked by `USR2` while it lives, else 0.
+    pub fn reexec_pid(&self) -> i32 {
+        self.reexec_pid
+    }
+
+    /// A hook raised in the master's loop (gunicorn's "Unhandled exception in
+    /// main loop"): stop quickly and exit 255.
+    pub fn abort(&mut self, now: u64) -> Vec<Action> {
+        self.stop(false, now, 255, None)
+    }
+
     pub fn num_workers(&self) -> usize {
         self.num_workers
     }
@@ -305,13 +316,11 @@ impl Arbiter {
     /// The shell reloaded the configuration (`HUP`): apply it and replace
     /// every current worker, new ones first.
     pub fn reloaded(&mut self, cfg: Config) -> Vec<Action> {
-        let mut out = Vec::new();
-        if cfg.num_workers != self.num_workers {
-            out.push(Action::NworkersChanged {
-                new: cfg.num_workers,
-                old: self.num_workers,
-            });
-        }
+        // gunicorn calls `nworkers_changed` on every reload, even for an unchanged count.
+        let mut out = vec![Action::NworkersChanged {
+            new: cfg.num_workers,
+            old: self.num_workers,
+        }];
         self.num_workers = cfg.num_workers;
         self.cfg = cfg;
         for w in self.workers.values_mut() {

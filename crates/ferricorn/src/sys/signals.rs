@@ -135,8 +135,25 @@ extern "C" fn exit_on_signal(_sig: libc::c_int) {
         if n > 0 {
             libc::write(2, buf.as_ptr().cast(), PREFIX.len() + n + 1);
         }
+        // A `worker_abort` hook is waiting on this pipe: it exits the process.
+        let abort_fd = ABORT_FD.load(Ordering::SeqCst);
+        if abort_fd >= 0 {
+            let byte = 1u8;
+            if libc::write(abort_fd, (&byte as *const u8).cast(), 1) == 1 {
+                return;
+            }
+        }
         libc::_exit(1)
     }
+}
+
+static ABORT_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Hand the `exit_on` signal to a thread reading `fd` instead of exiting at
+/// once (the `worker_abort` hook); the fd stays open for the process's life.
+pub fn set_abort_fd(fd: OwnedFd) {
+    use std::os::fd::IntoRawFd;
+    ABORT_FD.store(fd.into_raw_fd(), Ordering::SeqCst);
 }
 
 /// Make `sig` end the process at once with status 1 (a worker's SIGABRT after
