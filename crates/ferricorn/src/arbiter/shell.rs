@@ -336,6 +336,7 @@ impl Shell {
             },
         };
         let master_fds = [self.wake.0.as_raw_fd(), self.wake.1.as_raw_fd()];
+        let mask = signals::block_all();
         let forked = Python::attach(|py| -> PyResult<i32> {
             let pid: i32 = py.import("os")?.call_method0("fork")?.extract()?;
             if pid == 0 {
@@ -343,6 +344,7 @@ impl Shell {
             }
             Ok(pid)
         });
+        signals::restore_mask(mask);
         match forked {
             Ok(pid) => {
                 self.children.insert(pid);

@@ -74,6 +74,23 @@ pub fn unblock_all() -> nix::Result<()> {
     SigSet::all().thread_unblock()
 }
 
+/// Block every signal in this thread; returns the previous mask for
+/// `restore_mask`. Around a fork, a signal sent to the new child before it
+/// installed its own handlers stays pending instead of reaching (and being
+/// lost in) the master's handler copy; the child unblocks with `unblock_all`.
+pub fn block_all() -> Option<SigSet> {
+    let old = SigSet::thread_get_mask().ok()?;
+    SigSet::all().thread_block().ok()?;
+    Some(old)
+}
+
+/// Restore a mask saved by `block_all`.
+pub fn restore_mask(old: Option<SigSet>) {
+    if let Some(old) = old {
+        let _ = old.thread_set_mask();
+    }
+}
+
 /// Set (or clear with `None`) the pipe the handler writes to.
 pub fn set_wake_fd(fd: Option<&OwnedFd>) {
     WAKE_FD.store(fd.map_or(-1, |f| f.as_raw_fd()), Ordering::SeqCst);
