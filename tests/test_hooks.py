@@ -224,7 +224,7 @@ def test_pre_request_that_raises_fails_the_request(start_server, tmp_path):
     srv = start(start_server, tmp_path, env={"HOOK_RAISE": "pre_request"})
     status, _, _ = get(srv.port, "/")
     assert status == 500
-    srv.wait_for(r"\[ERROR\] Error handling request /")
+    srv.wait_for(r"\[ERROR\] Error handling request GET /")
     srv.wait_for(r"RuntimeError: boom in pre_request")
     recs = wait_records(srv.hook_log, lambda r: r["hook"] == "post_request")
     (post,) = named(recs, "post_request")

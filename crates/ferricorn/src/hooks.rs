@@ -519,7 +519,8 @@ pub fn serve(
         Ok(()) => wsgi::serve(py, app, head, leftover, conn),
         Err(e) => {
             glogging::exception(&format!(
-                "Error handling request {}\n{}",
+                "Error handling request {} {}\n{}",
+                String::from_utf8_lossy(&head.method),
                 String::from_utf8_lossy(head.target),
                 format_traceback(py, &e)
             ));
@@ -576,9 +577,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_hook_log, m)?)?;
     m.add_function(wrap_pyfunction!(_hook_reopen_logs, m)?)?;
     Ok(())
-}
-
-/// Log a hook's traceback at `level` with gunicorn's wording for the hook.
-pub fn log_failure(level: Level, what: &str, traceback: &str) {
-    glogging::log(level, &format!("{what}\n{traceback}"));
 }

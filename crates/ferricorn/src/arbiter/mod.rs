@@ -856,6 +856,30 @@ mod tests {
     }
 
     #[test]
+    fn reload_reports_the_worker_count_even_unchanged() {
+        let mut a = running(2);
+        let acts = a.reloaded(cfg(2));
+        assert_eq!(
+            acts.first(),
+            Some(&Action::NworkersChanged { new: 2, old: 2 })
+        );
+    }
+
+    #[test]
+    fn abort_stops_quickly_with_status_255() {
+        let mut a = running(2);
+        let acts = a.abort(5);
+        assert!(acts.contains(&Action::CloseListeners { unlink: true }));
+        assert_eq!(
+            kills(&acts),
+            vec![(100, Signal::SIGQUIT), (101, Signal::SIGQUIT)]
+        );
+        a.on_exit(100, ExitStatus::Code(0), 6);
+        let acts = a.on_exit(101, ExitStatus::Code(0), 7);
+        assert_eq!(acts.last(), Some(&Action::Exit { code: 255 }));
+    }
+
+    #[test]
     fn hup_replaces_all_workers_new_first() {
         let mut a = running(2);
         a.on_tick(0, &ready_at(0));
