@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import APPS, PYTHON, get, raw_request
+from conftest import APPS, PYTHON, Server, get, raw_request
 
 CONF = str(APPS / "hooks_conf.py")
 
@@ -251,29 +251,23 @@ def test_worker_int_that_raises_ends_the_worker(start_server, tmp_path):
     srv.wait_for(r"Worker \(pid:%d\) exited with code 255" % pid)
 
 
-def test_worker_exit_that_raises_is_a_warning(start_server, tmp_path):
-    srv = start(start_server, tmp_path, env={"HOOK_RAISE": "worker_exit"})
-    srv.signal(signal.SIGTERM)
-    assert srv.wait_exit() == 0
-    assert "[WARNING] Exception during worker exit:" in srv.log()
-    assert "RuntimeError: boom in worker_exit" in srv.log()
-
-
-def test_on_reload_that_raises_stops_the_master(start_server, tmp_path):
-    srv = start(start_server, tmp_path, env={"HOOK_RAISE": "on_reload"})
-    srv.signal(signal.SIGHUP)
-    assert srv.wait_exit() == 255
-    assert "[ERROR] Unhandled exception in main loop" in srv.log()
-    assert "RuntimeError: boom in on_reload" in srv.log()
-    # gunicorn does not call on_exit after a failed hook.
-    assert not named(read_records(srv.hook_log), "on_exit")
-
-
-def test_on_exit_that_raises_is_logged(start_server, tmp_path):
-    srv = start(start_server, tmp_path, env={"HOOK_RAISE": "on_exit"})
-    srv.signal(signal.SIGTERM)
-    assert srv.wait_exit() == 1
-    assert "RuntimeError: boom in on_exit" in srv.log()
+@pytest.mark.parametrize(
+    "hook,sig,code,logged",
+    [
+        ("worker_exit", signal.SIGTERM, 0, "[WARNING] Exception during worker exit:"),
+        ("on_reload", signal.SIGHUP, 255, "[ERROR] Unhandled exception in main loop"),
+        ("on_exit", signal.SIGTERM, 1, "[ERROR] Exception in on_exit hook"),
+    ],
+)
+def test_master_signal_with_a_raising_hook(start_server, tmp_path, hook, sig, code, logged):
+    srv = start(start_server, tmp_path, env={"HOOK_RAISE": hook})
+    srv.signal(sig)
+    assert srv.wait_exit() == code
+    assert logged in srv.log()
+    assert "RuntimeError: boom in " + hook in srv.log()
+    if hook == "on_reload":
+        # A hook failing in the master's loop is fatal, without on_exit (as gunicorn).
+        assert not named(read_records(srv.hook_log), "on_exit")
 
 
 def run_to_exit(argv, cwd, env, timeout=20):
@@ -307,3 +301,65 @@ def test_fatal_hooks_exit_like_gunicorn(tmp_path, hook):
     assert f_code == g_code, (g_out, f_out)
     # ferricorn logs the traceback, not only the message.
     assert "RuntimeError: boom in " + hook in f_out and "Traceback (most recent call last)" in f_out, f_out
+
+
+EMBEDDED = """
+import sys
+
+import hooks_conf
+from ferricorn.app.base import BaseApplication
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+
+
+class App(BaseApplication):
+    def load_config(self):
+        self.cfg.set("bind", "127.0.0.1:0")
+        self.cfg.set("workers", 1)
+        self.cfg.set("post_fork", hooks_conf.post_fork)
+        self.cfg.set("post_request", hooks_conf.post_request)
+        self.cfg.set("on_starting", "hooks_conf.on_starting")
+
+    def load(self):
+        return app
+
+
+App().run()
+"""
+
+
+class ScriptServer(Server):
+    """A server started by running a Python script (the embedding API)."""
+
+    def __init__(self, script, cwd, env):
+        self.proc = subprocess.Popen(
+            [PYTHON, script], cwd=cwd, env=dict(os.environ, PYTHONPATH=str(APPS), **env),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.lines = []
+        self._lock = threading.Lock()
+        self._new = threading.Condition(self._lock)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = self.port = None
+        self.master_pid = self.proc.pid
+
+
+def test_hooks_set_through_the_embedding_api(tmp_path):
+    script = tmp_path / "embedded_hooks.py"
+    script.write_text(EMBEDDED)
+    log = str(tmp_path / "hooks.jsonl")
+    srv = ScriptServer(str(script), tmp_path, {"HOOK_LOG": log, "HOOK_POST_ARITY": "2"})
+    try:
+        srv.wait_listening()
+        srv.wait_booted(1)
+        assert get(srv.port, "/")[0] == 200
+        recs = wait_records(log, lambda r: r["hook"] == "post_request")
+        assert [r["hook"] for r in recs] == ["on_starting", "post_fork", "post_request"]
+        assert recs[0]["pid"] == srv.master_pid and recs[1]["pid"] != srv.master_pid
+        assert recs[2]["nargs"] == 2 and recs[2]["pid"] == recs[1]["pid"]
+    finally:
+        srv.stop()

@@ -209,9 +209,11 @@ pub fn master(name: &'static str, view: &MasterView, args: Args) -> Result<(), S
     })
 }
 
-/// Before forking a worker of age `age`: build its `worker` object and call
-/// `pre_fork(server, worker)`.
-pub fn pre_fork(view: &MasterView, age: u64) -> Result<(), String> {
+/// Run `f` with the `server` object when hooks are installed; a Python
+/// error comes back as its traceback.
+fn with_server(
+    f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<()>,
+) -> Result<(), String> {
     if !any() {
         return Ok(());
     }
@@ -219,21 +221,33 @@ pub fn pre_fork(view: &MasterView, age: u64) -> Result<(), String> {
         let Some(server) = server(py) else {
             return Ok(());
         };
-        let server = server.bind(py);
-        let run = || -> PyResult<()> {
-            update_server(server, view)?;
-            server.setattr("worker_age", age)?;
-            let worker = py
-                .import("ferricorn._hooks")?
-                .getattr("Worker")?
-                .call1((server, age))?;
-            *SPAWNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone().unbind());
-            if let Some((_, f)) = lookup(py, "pre_fork") {
-                f.call1(py, (server, worker))?;
-            }
-            Ok(())
-        };
-        run().map_err(|e| format_traceback(py, &e))
+        f(py, server.bind(py)).map_err(|e| format_traceback(py, &e))
+    })
+}
+
+/// A fresh `worker` object of age `age`.
+fn new_worker<'py>(
+    py: Python<'py>,
+    server: &Bound<'py, PyAny>,
+    age: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    py.import("ferricorn._hooks")?
+        .getattr("Worker")?
+        .call1((server, age))
+}
+
+/// Before forking a worker of age `age`: build its `worker` object and call
+/// `pre_fork(server, worker)`.
+pub fn pre_fork(view: &MasterView, age: u64) -> Result<(), String> {
+    with_server(|py, server| {
+        update_server(server, view)?;
+        server.setattr("worker_age", age)?;
+        let worker = new_worker(py, server, age)?;
+        *SPAWNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone().unbind());
+        if let Some((_, f)) = lookup(py, "pre_fork") {
+            f.call1(py, (server, worker))?;
+        }
+        Ok(())
     })
 }
 
@@ -243,48 +257,31 @@ pub fn spawned(pid: i32) {
     let Some(worker) = SPAWNING.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
-    Python::attach(|py| {
-        let Some(server) = server(py) else { return };
-        let _ = worker.bind(py).setattr("pid", pid);
-        let _ = server
-            .bind(py)
-            .getattr("WORKERS")
-            .and_then(|w| w.set_item(pid, worker.bind(py)));
+    let _ = with_server(|py, server| {
+        worker.bind(py).setattr("pid", pid)?;
+        server.getattr("WORKERS")?.set_item(pid, worker.bind(py))
     });
 }
 
 /// `child_exit(server, worker)` for a reaped worker.
 pub fn child_exit(view: &MasterView, pid: i32, age: u64) -> Result<(), String> {
-    if !any() {
-        return Ok(());
-    }
-    Python::attach(|py| {
-        let Some(server) = server(py) else {
+    with_server(|py, server| {
+        let known = server
+            .getattr("WORKERS")?
+            .call_method1("pop", (pid, py.None()))?;
+        let Some((_, f)) = lookup(py, "child_exit") else {
             return Ok(());
         };
-        let server = server.bind(py);
-        let run = || -> PyResult<()> {
-            let known = server
-                .getattr("WORKERS")?
-                .call_method1("pop", (pid, py.None()))?;
-            let Some((_, f)) = lookup(py, "child_exit") else {
-                return Ok(());
-            };
-            update_server(server, view)?;
-            let worker = if known.is_none() {
-                let w = py
-                    .import("ferricorn._hooks")?
-                    .getattr("Worker")?
-                    .call1((server, age))?;
-                w.setattr("pid", pid)?;
-                w
-            } else {
-                known
-            };
-            f.call1(py, (server, worker))?;
-            Ok(())
+        update_server(server, view)?;
+        let worker = if known.is_none() {
+            let w = new_worker(py, server, age)?;
+            w.setattr("pid", pid)?;
+            w
+        } else {
+            known
         };
-        run().map_err(|e| format_traceback(py, &e))
+        f.call1(py, (server, worker))?;
+        Ok(())
     })
 }
 
@@ -576,5 +573,6 @@ fn _hook_reopen_logs() {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_hook_log, m)?)?;
     m.add_function(wrap_pyfunction!(_hook_reopen_logs, m)?)?;
+    m.add("_HOOK_NAMES", NAMES.to_vec())?;
     Ok(())
 }
