@@ -295,10 +295,15 @@ def run_to_exit(argv, cwd, env, timeout=20):
 def test_fatal_hooks_exit_like_gunicorn(tmp_path, hook):
     env = {"HOOK_LOG": str(tmp_path / "hooks.jsonl"), "HOOK_RAISE": hook}
     common = ["-c", CONF, "-b", "127.0.0.1:0", "basic:app"]
+    f_env = dict(env, HOOK_LOG=str(tmp_path / "ferricorn.jsonl"))
     g_code, g_out = run_to_exit([PYTHON, "-m", "gunicorn", "--no-control-socket", *common], tmp_path, env)
-    f_code, f_out = run_to_exit([PYTHON, "-m", "ferricorn", *common], tmp_path, env)
+    f_code, f_out = run_to_exit([PYTHON, "-m", "ferricorn", *common], tmp_path, f_env)
     assert "boom in " + hook in g_out
     assert f_code == g_code, (g_out, f_out)
+    # The same hooks ran, in the same order, as under gunicorn.
+    g_hooks = [r["hook"] for r in read_records(env["HOOK_LOG"])]
+    f_hooks = [r["hook"] for r in read_records(f_env["HOOK_LOG"])]
+    assert f_hooks == g_hooks
     # ferricorn logs the traceback, not only the message.
     assert "RuntimeError: boom in " + hook in f_out and "Traceback (most recent call last)" in f_out, f_out
 
@@ -331,12 +336,12 @@ App().run()
 """
 
 
-class ScriptServer(Server):
-    """A server started by running a Python script (the embedding API)."""
+class CommandServer(Server):
+    """A server started by any command line (a script, or gunicorn itself)."""
 
-    def __init__(self, script, cwd, env):
+    def __init__(self, argv, cwd, env):
         self.proc = subprocess.Popen(
-            [PYTHON, script], cwd=cwd, env=dict(os.environ, PYTHONPATH=str(APPS), **env),
+            argv, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(APPS), **env),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.lines = []
@@ -352,7 +357,7 @@ def test_hooks_set_through_the_embedding_api(tmp_path):
     script = tmp_path / "embedded_hooks.py"
     script.write_text(EMBEDDED)
     log = str(tmp_path / "hooks.jsonl")
-    srv = ScriptServer(str(script), tmp_path, {"HOOK_LOG": log, "HOOK_POST_ARITY": "2"})
+    srv = CommandServer([PYTHON, str(script)], tmp_path, {"HOOK_LOG": log, "HOOK_POST_ARITY": "2"})
     try:
         srv.wait_listening()
         srv.wait_booted(1)
@@ -363,3 +368,43 @@ def test_hooks_set_through_the_embedding_api(tmp_path):
         assert recs[2]["nargs"] == 2 and recs[2]["pid"] == recs[1]["pid"]
     finally:
         srv.stop()
+
+
+def lifecycle(argv, tmp_path, name):
+    """Start, one request, TTIN, TTOU, TERM; return the hook records."""
+    log = str(tmp_path / (name + ".jsonl"))
+    srv = CommandServer(argv, tmp_path, {"HOOK_LOG": log})
+    try:
+        srv.wait_listening()
+        wait_records(log, lambda r: r["hook"] == "post_worker_init")
+        assert get(srv.port, "/?q=1", headers="X-Test: yes\r\n")[0] == 200
+        wait_records(log, lambda r: r["hook"] == "post_request")
+        srv.signal(signal.SIGTTIN)
+        wait_records(log, lambda r: r["hook"] == "post_worker_init", n=2)
+        srv.signal(signal.SIGTTOU)
+        wait_records(log, lambda r: r["hook"] == "child_exit")
+        srv.signal(signal.SIGTERM)
+        srv.wait_exit()
+    finally:
+        srv.stop()
+    return read_records(log)
+
+
+def test_lifecycle_hooks_match_gunicorn(tmp_path):
+    common = ["-c", CONF, "-b", "127.0.0.1:0", "-w", "1", "basic:app"]
+    want = lifecycle([PYTHON, "-m", "gunicorn", "--no-control-socket", *common], tmp_path, "gunicorn")
+    got = lifecycle([PYTHON, "-m", "ferricorn", *common], tmp_path, "ferricorn")
+    assert [r["hook"] for r in got] == [r["hook"] for r in want]
+
+    def shape(rec, master):
+        """A record with pids replaced by their role and the Host port dropped."""
+        pid_keys = ("pid", "wpid", "ppid", "server_pid")
+        out = {k: v for k, v in rec.items() if k not in pid_keys}
+        out["role"] = "master" if rec["pid"] == master else "worker"
+        if "headers" in out:
+            out["headers"] = [h for h in out["headers"] if h[0] != "HOST"]
+        return out
+
+    g_master, f_master = want[0]["pid"], got[0]["pid"]
+    for g, f in zip(want, got):
+        assert shape(f, f_master) == shape(g, g_master)

@@ -361,10 +361,7 @@ impl Arbiter {
                 };
                 if let Some(reason) = reason {
                     if self.phase == Phase::Running {
-                        out.push(Action::ChildExit {
-                            pid,
-                            age: worker.age,
-                        });
+                        // No `child_exit` here: gunicorn halts before calling it.
                         out.extend(self.stop(true, now, code, Some(reason.to_string())));
                         return out;
                     }
