@@ -25,14 +25,15 @@ LISTEN_RE = re.compile(r"Listening at: (\S+) \((\d+)\)")
 
 
 class Server:
-    """A running `python -m ferricorn` with its log lines collected."""
+    """A running `python -m ferricorn ARGS` (or any command line `argv`,
+    e.g. a script or gunicorn itself) with its log lines collected."""
 
-    def __init__(self, args, cwd, env=None):
+    def __init__(self, args, cwd, env=None, argv=None):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(APPS)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "ferricorn", *args],
+            argv or [PYTHON, "-m", "ferricorn", *args],
             cwd=cwd,
             env=full_env,
             stdout=subprocess.PIPE,

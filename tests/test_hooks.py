@@ -336,28 +336,11 @@ App().run()
 """
 
 
-class CommandServer(Server):
-    """A server started by any command line (a script, or gunicorn itself)."""
-
-    def __init__(self, argv, cwd, env):
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(APPS), **env),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.lines = []
-        self._lock = threading.Lock()
-        self._new = threading.Condition(self._lock)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.url = self.port = None
-        self.master_pid = self.proc.pid
-
-
 def test_hooks_set_through_the_embedding_api(tmp_path):
     script = tmp_path / "embedded_hooks.py"
     script.write_text(EMBEDDED)
     log = str(tmp_path / "hooks.jsonl")
-    srv = CommandServer([PYTHON, str(script)], tmp_path, {"HOOK_LOG": log, "HOOK_POST_ARITY": "2"})
+    srv = Server(None, tmp_path, {"HOOK_LOG": log, "HOOK_POST_ARITY": "2"}, argv=[PYTHON, str(script)])
     try:
         srv.wait_listening()
         srv.wait_booted(1)
@@ -373,7 +356,7 @@ def test_hooks_set_through_the_embedding_api(tmp_path):
 def lifecycle(argv, tmp_path, name):
     """Start, one request, TTIN, TTOU, TERM; return the hook records."""
     log = str(tmp_path / (name + ".jsonl"))
-    srv = CommandServer(argv, tmp_path, {"HOOK_LOG": log})
+    srv = Server(None, tmp_path, {"HOOK_LOG": log}, argv=argv)
     try:
         srv.wait_listening()
         wait_records(log, lambda r: r["hook"] == "post_worker_init")
