@@ -25,7 +25,8 @@ LISTEN_RE = re.compile(r"Listening at: (\S+) \((\d+)\)")
 
 
 class Server:
-    """A running `python -m ferricorn` (or `cmd`, e.g. gunicorn's) with its log lines collected."""
+    """A running `CMD ARGS` with its log lines collected; `cmd` defaults to
+    `python -m ferricorn` (gunicorn's, or a script, otherwise)."""
 
     def __init__(self, args, cwd, env=None, cmd=None):
         full_env = dict(os.environ)

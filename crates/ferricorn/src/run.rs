@@ -215,6 +215,19 @@ fn extend_sys_path(py: Python<'_>, settings: &Settings) -> Result<(), String> {
     loader::extend_sys_path(py, &settings.pythonpath(), &cwd).map_err(|e| e.to_string())
 }
 
+/// A hook of the master's start-up (`nworkers_changed`, `on_starting`,
+/// `when_ready`); one that raises stops ferricorn (exit 1), as in gunicorn.
+fn startup_hook(
+    name: &'static str,
+    view: &crate::hooks::MasterView,
+    args: crate::hooks::Args,
+) -> Result<(), i32> {
+    crate::hooks::master(name, view, args).map_err(|tb| {
+        glogging::log_always(Level::Error, &format!("Exception in {name} hook\n{tb}"));
+        STARTUP_ERROR
+    })
+}
+
 /// `HUP`: the configuration from scratch, with the same command line.
 fn reload_fn(argv: Vec<String>) -> ReloadFn {
     Box::new(move |py| {
@@ -226,6 +239,8 @@ fn reload_fn(argv: Vec<String>) -> ReloadFn {
         extend_sys_path(py, &settings)?;
         let preloaded = preload(py, &settings, &app_spec)
             .map_err(|code| format!("the application failed to load (status {code})"))?;
+        crate::hooks::install(py, loaded.hooks, &settings, &app_spec)
+            .map_err(|e| format!("cannot set up the server hooks: {e}"))?;
         Ok(Reloaded {
             settings,
             preloaded,
@@ -301,6 +316,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         Err(code) => return code,
     };
     let settings = loaded.settings;
+    let user_hooks = loaded.hooks;
     let app_spec = loaded.app_spec.unwrap_or_default();
     if settings.get("print_config").as_bool() || settings.get("check_config").as_bool() {
         return print_or_check(py, &settings, &app_spec);
@@ -356,6 +372,22 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     if let Err(code) = prepare_app_environment(py, &settings) {
         return code;
     }
+    if let Err(e) = crate::hooks::install(py, user_hooks, &settings, &app_spec) {
+        eprintln!("Error: cannot set up the server hooks: {e}");
+        return STARTUP_ERROR;
+    }
+    let mut view = crate::hooks::MasterView {
+        num_workers: settings.workers(),
+        reexec_pid: 0,
+        master_pid: 0,
+    };
+    let counts = crate::hooks::Args::Counts {
+        new: settings.workers(),
+        old: None,
+    };
+    if let Err(code) = startup_hook("nworkers_changed", &view, counts) {
+        return code;
+    }
 
     let preloaded = match preload(py, &settings, &app_spec) {
         Ok(p) => p,
@@ -376,6 +408,10 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
     glogging::debug!("Current configuration:\n{}", settings.render_current());
     glogging::info!("Starting ferricorn {VERSION}");
+    view.master_pid = parent_master;
+    if let Err(code) = startup_hook("on_starting", &view, crate::hooks::Args::None) {
+        return code;
+    }
     let (listeners, systemd) = match inherited_listeners(py, pid) {
         Ok(Some(found)) => found,
         Ok(None) => match bind_all(&settings) {
@@ -424,6 +460,12 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
             return STARTUP_ERROR;
         }
     };
+    if let Err(code) = startup_hook("when_ready", &view, crate::hooks::Args::None) {
+        if let Some(pf) = pidfile {
+            pf.unlink();
+        }
+        return code;
+    }
     let launch = Launch {
         settings,
         listeners,

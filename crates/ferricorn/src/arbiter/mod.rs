@@ -204,6 +204,17 @@ impl Arbiter {
         self.reexec_pid = pid;
     }
 
+    /// PID of the master forked by `USR2` while it lives, else 0.
+    pub fn reexec_pid(&self) -> i32 {
+        self.reexec_pid
+    }
+
+    /// A hook raised in the master's loop (gunicorn's "Unhandled exception in
+    /// main loop"): stop quickly and exit 255.
+    pub fn abort(&mut self, now: u64) -> Vec<Action> {
+        self.stop(false, now, 255, None)
+    }
+
     pub fn num_workers(&self) -> usize {
         self.num_workers
     }
@@ -323,13 +334,11 @@ impl Arbiter {
     /// The shell reloaded the configuration (`HUP`): apply it and replace
     /// every current worker, new ones first.
     pub fn reloaded(&mut self, cfg: Config) -> Vec<Action> {
-        let mut out = Vec::new();
-        if cfg.num_workers != self.num_workers {
-            out.push(Action::NworkersChanged {
-                new: cfg.num_workers,
-                old: self.num_workers,
-            });
-        }
+        // gunicorn calls `nworkers_changed` on every reload, even for an unchanged count.
+        let mut out = vec![Action::NworkersChanged {
+            new: cfg.num_workers,
+            old: self.num_workers,
+        }];
         self.num_workers = cfg.num_workers;
         self.cfg = cfg;
         for w in self.workers.values_mut() {
@@ -370,10 +379,7 @@ impl Arbiter {
                 };
                 if let Some(reason) = reason {
                     if self.phase == Phase::Running {
-                        out.push(Action::ChildExit {
-                            pid,
-                            age: worker.age,
-                        });
+                        // No `child_exit` here: gunicorn halts before calling it.
                         out.extend(self.stop(true, now, code, Some(reason.to_string())));
                         return out;
                     }
@@ -910,6 +916,30 @@ mod tests {
         assert!(kills(&a.on_tick(40, &probe)).is_empty());
         assert_eq!(spawns(&a.on_exit(100, ExitStatus::Code(0), 50)), 0);
         assert_eq!(a.worker_pids(), vec![101, new[0]]);
+    }
+
+    #[test]
+    fn reload_reports_the_worker_count_even_unchanged() {
+        let mut a = running(2);
+        let acts = a.reloaded(cfg(2));
+        assert_eq!(
+            acts.first(),
+            Some(&Action::NworkersChanged { new: 2, old: 2 })
+        );
+    }
+
+    #[test]
+    fn abort_stops_quickly_with_status_255() {
+        let mut a = running(2);
+        let acts = a.abort(5);
+        assert!(acts.contains(&Action::CloseListeners { unlink: true }));
+        assert_eq!(
+            kills(&acts),
+            vec![(100, Signal::SIGQUIT), (101, Signal::SIGQUIT)]
+        );
+        a.on_exit(100, ExitStatus::Code(0), 6);
+        let acts = a.on_exit(101, ExitStatus::Code(0), 7);
+        assert_eq!(acts.last(), Some(&Action::Exit { code: 255 }));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use pyo3::types::PyDict;
 use super::{Action, Arbiter, Config, ExitStatus, Probe};
 use crate::config::Settings;
 use crate::glogging;
+use crate::hooks;
 use crate::pidfile::Pidfile;
 use crate::sock::Listener;
 use crate::sys::signals;
@@ -105,6 +106,8 @@ pub struct Shell {
     exit_code: Option<i32>,
     /// When the next backlog metric is due (monotonic ms).
     backlog_due: u64,
+    /// A hook raised in the loop: the master stops without `on_exit`.
+    hook_failed: bool,
 }
 
 impl Shell {
@@ -126,6 +129,7 @@ impl Shell {
             children: BTreeSet::new(),
             exit_code: None,
             backlog_due: 0,
+            hook_failed: false,
         })
     }
 
@@ -312,7 +316,20 @@ impl Shell {
                     }
                 }
                 Action::Gauge { name, value } => glogging::gauge(name, value),
-                Action::NworkersChanged { .. } | Action::ChildExit { .. } => {}
+                Action::NworkersChanged { new, old } => {
+                    let args = hooks::Args::Counts {
+                        new,
+                        old: Some(old),
+                    };
+                    if let Err(tb) = hooks::master("nworkers_changed", &self.hook_view(), args) {
+                        self.hook_failed(&tb);
+                    }
+                }
+                Action::ChildExit { pid, age } => {
+                    if let Err(tb) = hooks::child_exit(&self.hook_view(), pid, age) {
+                        self.hook_failed(&tb);
+                    }
+                }
                 Action::Exit { code } => {
                     // Reap the workers that were just killed so none is left
                     // as a zombie; a re-executed master is not waited for.
@@ -322,13 +339,51 @@ impl Shell {
                     if let Some(pf) = self.launch.pidfile.take() {
                         pf.unlink();
                     }
+                    let mut code = code;
+                    if !self.hook_failed {
+                        let view = self.hook_view();
+                        if let Err(tb) = hooks::master("on_exit", &view, hooks::Args::None) {
+                            glogging::error!("Exception in on_exit hook\n{tb}");
+                            if code == 0 {
+                                code = 1;
+                            }
+                        }
+                    }
                     self.exit_code = Some(code);
                 }
             }
         }
     }
 
+    /// What hooks see of the master (`server.num_workers`, ...).
+    fn hook_view(&self) -> hooks::MasterView {
+        hooks::MasterView {
+            num_workers: self.arbiter.num_workers(),
+            reexec_pid: self.arbiter.reexec_pid(),
+            master_pid: self.arbiter.parent_master(),
+        }
+    }
+
+    /// A hook raised in the master's loop: gunicorn treats that as fatal
+    /// ("Unhandled exception in main loop", quick stop, exit 255).
+    fn hook_failed(&mut self, traceback: &str) {
+        glogging::error!("Unhandled exception in main loop\n{traceback}");
+        self.hook_failed = true;
+        let actions = self.arbiter.abort(monotonic_ms());
+        self.execute(actions);
+    }
+
     fn spawn(&mut self, slot: usize, age: u64) {
+        if !self.arbiter.is_running() {
+            // Stopping (a hook failed while this spawn was queued).
+            self.arbiter.spawn_failed(slot);
+            return;
+        }
+        if let Err(tb) = hooks::pre_fork(&self.hook_view(), age) {
+            self.arbiter.spawn_failed(slot);
+            self.hook_failed(&tb);
+            return;
+        }
         self.launch.heartbeats.reset(slot, monotonic_ms());
         let setup = Setup {
             slot,
@@ -362,6 +417,7 @@ impl Shell {
             Ok(pid) => {
                 self.children.insert(pid);
                 self.arbiter.spawned(slot, age, pid);
+                hooks::spawned(pid);
             }
             Err(e) => {
                 glogging::error!("Unable to fork a worker: {e}");
@@ -429,7 +485,19 @@ impl Shell {
         self.set_master_title();
         give_logs_to_workers(&self.launch.settings);
         let actions = self.arbiter.reloaded(cfg);
-        self.execute(actions);
+        // gunicorn's order: `nworkers_changed`, `on_reload`, then new workers.
+        let (counts, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::NworkersChanged { .. }));
+        self.execute(counts);
+        if self.hook_failed {
+            return;
+        }
+        if let Err(tb) = hooks::master("on_reload", &self.hook_view(), hooks::Args::None) {
+            self.hook_failed(&tb);
+            return;
+        }
+        self.execute(rest);
     }
 
     /// `USR2`: rename the pidfile to `.oldbin`, fork, and in the child exec
@@ -452,10 +520,15 @@ impl Shell {
         let systemd = self.launch.systemd;
         let env_orig = &self.launch.env_orig;
         let cwd = &self.launch.start_cwd;
+        let view = self.hook_view();
         let forked = Python::attach(|py| -> PyResult<i32> {
             let os = py.import("os")?;
             let pid: i32 = os.call_method0("fork")?.extract()?;
             if pid == 0 {
+                if let Err(tb) = hooks::master("pre_exec", &view, hooks::Args::None) {
+                    glogging::error!("Exception in pre_exec hook\n{tb}");
+                    crate::sys::process::exit_now(1);
+                }
                 let err = exec_new_master(py, env_orig, cwd, master_pid, &fds, systemd);
                 glogging::error!("Cannot exec the new master: {err}");
                 crate::sys::process::exit_now(1);

@@ -13,7 +13,8 @@
 //! `KILL` follows one second after the `ABRT` anyway. Request lines come from
 //! `sys::signals`' per-thread table (the first 64 threads of a worker).
 //!
-//! Hook point: gunicorn calls `worker_abort(worker)` here, before exiting.
+//! After the report the `worker_abort(worker)` hook runs, then the worker
+//! exits 1 through the usual exit path (`worker_exit`), as in gunicorn.
 //!
 //! gunicorn counterpart: `Worker.handle_abort` (which exits 1 without a
 //! stack; the report is ferricorn's addition).
@@ -52,6 +53,11 @@ fn on_abort(py: Python<'_>, _signum: i32, _frame: Bound<'_, PyAny>) {
         Err(e) => format!("Worker timed out (no Python stack: {e})"),
     };
     glogging::log_always(Level::Error, &report);
+    // gunicorn's `handle_abort`: `worker_abort(worker)`, then the exit path.
+    if let Err(tb) = crate::hooks::worker(py, "worker_abort") {
+        glogging::error!("Exception in worker_abort hook\n{tb}");
+    }
+    glogging::info!("Worker exiting (pid: {})", std::process::id());
     super::exit_worker(py, 1)
 }
 

@@ -114,7 +114,7 @@ pub fn serve_one(
                 super::signals::set_current_request(
                     &[head.method.as_ref(), b" ", head.target, version].concat(),
                 );
-                let outcome = wsgi::serve(py, app, &head, &buf[consumed..], &conn);
+                let outcome = crate::hooks::serve(py, app, &head, &buf[consumed..], &conn);
                 super::signals::set_current_request(b"");
                 if let Some((table, slot)) = busy {
                     table.end_request(slot);

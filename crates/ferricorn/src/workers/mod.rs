@@ -130,6 +130,7 @@ impl Worker<'_> {
                     self.alive = false;
                     self.quick_exit = true;
                     quick = true;
+                    worker_int();
                 }
                 Signal::SIGUSR1 => {
                     if let Err(e) = glogging::reopen() {
@@ -258,7 +259,33 @@ fn flush_python_stdio(py: Python<'_>) {
     }
 }
 
+/// The `worker_int` hook on QUIT/INT; one that raises ends the worker with
+/// status 255, as an exception escaping gunicorn's signal handler does.
+fn worker_int() {
+    if !crate::hooks::is_set("worker_int") {
+        return;
+    }
+    Python::attach(|py| {
+        if let Err(tb) = crate::hooks::worker(py, "worker_int") {
+            glogging::error!("Exception in worker process\n{tb}");
+            glogging::info!("Worker exiting (pid: {})", std::process::id());
+            exit_worker(py, 255);
+        }
+    });
+}
+
+/// A boot-time hook (`post_fork`, `post_worker_init`) raised: the worker
+/// failed to boot (exit 3), as in gunicorn.
+fn boot_hook(py: Python<'_>, name: &'static str) {
+    if let Err(tb) = crate::hooks::worker(py, name) {
+        glogging::log_always(Level::Error, &format!("Exception in worker process\n{tb}"));
+        glogging::info!("Worker exiting (pid: {})", std::process::id());
+        exit_worker(py, WORKER_BOOT_ERROR);
+    }
+}
+
 fn exit_worker(py: Python<'_>, code: i32) -> ! {
+    crate::hooks::worker_exit(py);
     flush_python_stdio(py);
     crate::sys::process::exit_now(code)
 }
@@ -312,6 +339,8 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
         exit_worker(py, WORKER_BOOT_ERROR);
     }
+    crate::hooks::worker_started(py, setup.master_pid);
+    boot_hook(py, "post_fork");
     // gunicorn's `set_owner_process`: --user / --group / --initgroups.
     let (uid, gid) = (setup.settings.get("user"), setup.settings.get("group"));
     if let Err(e) = crate::sys::privileges::set_owner(
@@ -374,6 +403,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         }
     };
 
+    boot_hook(py, "post_worker_init");
     let mut worker = Worker {
         setup,
         pid,

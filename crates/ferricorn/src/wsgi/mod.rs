@@ -72,6 +72,8 @@ pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
 /// How the request ended, for the access log and the connection.
 pub struct Outcome {
     pub status: Vec<u8>,
+    /// The status the app gave `start_response` (`"200 OK"`), if it did.
+    pub status_line: Option<String>,
     /// Body bytes sent, `None` when no response went out.
     pub sent: Option<u64>,
     pub response_headers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -199,6 +201,7 @@ pub fn serve(
         }
     }
     let response_headers = std::mem::take(&mut w.headers);
+    let status_line = w.status.take();
     drop(w);
 
     // The connection is reusable only if the whole body was consumed (or can be
@@ -217,6 +220,7 @@ pub fn serve(
     }
     Outcome {
         status,
+        status_line,
         sent,
         response_headers,
         keep_alive,
