@@ -12,7 +12,10 @@ object they ran in (ferricorn's Rust, libpython, libc, ...), and with
 
 callgrind counts user-space instructions only: time in the kernel (syscalls,
 the loopback TCP stack) is not in these figures. `--strace` counts the
-worker's syscalls per request instead (strace -f -c, no valgrind).
+worker's syscalls per request instead (strace -f -c, no valgrind), and
+`--cpu` reads the worker's on-CPU time (user + kernel, all threads, from
+/proc/PID/task/*/schedstat) around N sequential requests: not a benchmark
+(one client, one request at a time), but it sees the kernel side too.
 
 Standard library only. See docs/profile.md for how the figures were taken.
 """
@@ -313,6 +316,50 @@ def run_strace(args, scenario: str) -> None:
     os.unlink(out)
 
 
+def cpu_ns(pid: int) -> int:
+    """On-CPU time (user + system, ns) of every thread of `pid` so far."""
+    total = 0
+    for stat in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(stat) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just exited
+    return total
+
+
+def minflt(pid: int) -> int:
+    """Minor page faults of process `pid` (all threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
+def run_cpu(args, scenario: str) -> None:
+    app, worker, keep_alive, method, body_len = SCENARIOS[scenario]
+    port = free_port()
+    proc = subprocess.Popen(server_command(args, app, worker, port), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    client = Client(port, keep_alive, method, body_len)
+    try:
+        wait_ready(client, proc, time.monotonic() + 60)
+        for _ in range(args.warmup):
+            client.one()
+        (wpid,) = children(proc.pid)
+        before, faults = cpu_ns(wpid), minflt(wpid)
+        for _ in range(args.requests):
+            client.one()
+        used = cpu_ns(wpid) - before
+        faults = minflt(wpid) - faults
+        client.close()
+    finally:
+        client.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    print(f"{scenario}: {used / 1000 / args.requests:.1f} us worker CPU/request, "
+          f"{faults / args.requests:.2f} page faults/request "
+          f"({args.requests} sequential requests, one client)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("scenarios", nargs="*", default=list(SCENARIOS), help=", ".join(SCENARIOS))
@@ -324,12 +371,19 @@ def main() -> None:
     p.add_argument("--top", type=int, default=0, help="list the K functions with the most self Ir")
     p.add_argument("--out", help="where callgrind's files go (default: a new temp dir)")
     p.add_argument("--strace", action="store_true", help="count syscalls per request instead")
+    p.add_argument("--cpu", action="store_true",
+                   help="instead: the worker's CPU time per request (schedstat), no valgrind")
     args = p.parse_args()
     for s in args.scenarios:
         if s not in SCENARIOS:
             sys.exit(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
     for s in args.scenarios:
-        (run_strace if args.strace else run_callgrind)(args, s)
+        if args.cpu:
+            run_cpu(args, s)
+        elif args.strace:
+            run_strace(args, s)
+        else:
+            run_callgrind(args, s)
 
 
 if __name__ == "__main__":
