@@ -3,7 +3,10 @@
 //! The constant part (`wsgi.version`, `wsgi.errors`, `SERVER_SOFTWARE`, …) is
 //! built once per worker and copied per request; header keys
 //! (`HTTP_USER_AGENT`) are cached as Python strings so a request allocates
-//! only its values.
+//! only its values. The base also holds every always-set key (as `None`), so
+//! the copy has their slots and never grows for them; common values (`GET`,
+//! `http`, `""`, `/`, the listener's name and port) are shared strings.
+//! docs/profile.md has the per-request cost.
 //!
 //! gunicorn counterpart: `http.wsgi.base_environ`, `default_environ`, `create`.
 

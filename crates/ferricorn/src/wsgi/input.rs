@@ -5,6 +5,12 @@
 //! in `leftover()`. `Expect: 100-continue` is answered at the first read, so
 //! an app that refuses the request early never makes the client send the body.
 //!
+//! Copies: `read(n)` of a Content-Length body whose result size is known
+//! (at most 4 MiB) allocates the `bytes` once and reads the socket straight
+//! into it; larger reads grow a buffer by reading into its spare capacity.
+//! Only bytes that arrived with the head, and chunked bodies, go through the
+//! decoder's buffer. docs/profile.md has why (page faults, not parsing).
+//!
 //! gunicorn counterpart: `http.body.Body` (`read`, `readline`, `readlines`, `__iter__`).
 
 use std::io::{self, Read, Write};

@@ -3,7 +3,9 @@
 //!
 //! Invariants: headers go out with the first non-empty body chunk (or at the
 //! end for an empty body); once they are sent, `start_response` with
-//! `exc_info` re-raises; writes release the GIL.
+//! `exc_info` re-raises; writes release the GIL. Body chunks of
+//! [`DIRECT_WRITE`] bytes or more are sent with writev from the app's
+//! `bytes` (held, immutable) rather than copied behind the head.
 //!
 //! gunicorn counterpart: `http.wsgi.Response` (`start_response`, `write`,
 //! `process_headers`, `close`).
