@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import glob
 import os
 import re
@@ -281,7 +282,10 @@ def run_callgrind(args, scenario: str) -> None:
     print(f"  dump: {dumps[-1]}")
 
 
-def run_strace(args, scenario: str) -> None:
+@contextlib.contextmanager
+def native_server(args, scenario: str):
+    """Start the scenario's server without valgrind, warm it up, and yield
+    (client, worker pid); stop it afterwards."""
     app, worker, keep_alive, method, body_len = SCENARIOS[scenario]
     port = free_port()
     proc = subprocess.Popen(server_command(args, app, worker, port), stdout=subprocess.DEVNULL,
@@ -292,6 +296,15 @@ def run_strace(args, scenario: str) -> None:
         for _ in range(args.warmup):
             client.one()
         (wpid,) = children(proc.pid)
+        yield client, wpid
+    finally:
+        client.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def run_strace(args, scenario: str) -> None:
+    with native_server(args, scenario) as (client, wpid):
         out = tempfile.mktemp(prefix="ferricorn-strace-")
         st = subprocess.Popen(["strace", "-f", "-c", "-o", out, "-p", str(wpid)],
                               stderr=subprocess.DEVNULL)
@@ -301,10 +314,6 @@ def run_strace(args, scenario: str) -> None:
         client.close()
         st.send_signal(signal.SIGINT)
         st.wait(timeout=30)
-    finally:
-        client.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
     n = args.requests
     print(f"{scenario}: syscalls per request ({n} requests)")
     with open(out) as f:
@@ -335,26 +344,12 @@ def minflt(pid: int) -> int:
 
 
 def run_cpu(args, scenario: str) -> None:
-    app, worker, keep_alive, method, body_len = SCENARIOS[scenario]
-    port = free_port()
-    proc = subprocess.Popen(server_command(args, app, worker, port), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    client = Client(port, keep_alive, method, body_len)
-    try:
-        wait_ready(client, proc, time.monotonic() + 60)
-        for _ in range(args.warmup):
-            client.one()
-        (wpid,) = children(proc.pid)
+    with native_server(args, scenario) as (client, wpid):
         before, faults = cpu_ns(wpid), minflt(wpid)
         for _ in range(args.requests):
             client.one()
         used = cpu_ns(wpid) - before
         faults = minflt(wpid) - faults
-        client.close()
-    finally:
-        client.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
     print(f"{scenario}: {used / 1000 / args.requests:.1f} us worker CPU/request, "
           f"{faults / args.requests:.2f} page faults/request "
           f"({args.requests} sequential requests, one client)")

@@ -82,30 +82,22 @@ def test_pipelined_request_after_a_large_body(srv):
 
 def test_expect_continue_then_direct_read(srv):
     data = pattern(150_000)
-    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    c = Client(srv.port)
     try:
-        s.sendall(
+        c.send(
             b"POST /read-whole HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(data)
         )
-        interim = b""
-        while b"\r\n\r\n" not in interim:
-            chunk = s.recv(4096)
-            assert chunk, "closed before 100 Continue"
-            interim += chunk
-        head, _, rest = interim.partition(b"\r\n\r\n")
-        assert head == b"HTTP/1.1 100 Continue" and rest == b""
-        s.sendall(data)
-        response = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            response += chunk
+        while b"\r\n\r\n" not in c.buf:
+            c._fill()
+        head, _, c.buf = c.buf.partition(b"\r\n\r\n")
+        assert head == b"HTTP/1.1 100 Continue" and c.buf == b""
+        c.send(data)
+        status, _, body = c.read_response("POST")
     finally:
-        s.close()
-    assert response.startswith(b"HTTP/1.1 200 ")
-    assert json.loads(response.partition(b"\r\n\r\n")[2]) == dict(digest(data), again=0)
+        c.close()
+    assert status == 200
+    assert json.loads(body) == dict(digest(data), again=0)
 
 
 def test_client_gone_during_whole_read_is_oserror(srv):
