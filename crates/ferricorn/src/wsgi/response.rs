@@ -325,7 +325,10 @@ impl StartResponse {
             parsed.push((name, value));
         }
         let _ = py;
-        w.status = Some(String::from_utf8_lossy(&status_bytes).into_owned());
+        w.status = Some(String::from_utf8(status_bytes).unwrap_or_else(|e| {
+            // Latin-1 beyond ASCII in the reason phrase: as before, lossily.
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        }));
         w.headers = parsed;
         Ok(WriteCallable {
             writer: self.writer.clone(),
