@@ -5,11 +5,9 @@
 //! - `shm`: anonymous shared memory for the heartbeat table, created before
 //!   the first fork so master and workers see the same pages.
 //! - `process`: `_exit`.
-//! - `io`: socket reads into a `Vec`'s spare capacity (no zero-fill).
 #![allow(unsafe_code)]
 
 pub mod fd;
-pub mod io;
 pub mod process;
 pub mod shm;
 pub mod signals;

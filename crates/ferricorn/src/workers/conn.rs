@@ -228,7 +228,7 @@ fn read_more(py: Python<'_>, stream: &Arc<Stream>, buf: &mut Vec<u8>) -> io::Res
     let fd = stream.raw_fd();
     py.detach(|| {
         loop {
-            match crate::sys::io::read_append(fd, buf, READ_CHUNK) {
+            match crate::sys::fd::read_append(fd, buf, READ_CHUNK) {
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted && !super::signals::peek_quit() =>
                 {

@@ -107,7 +107,7 @@ impl BodyReader {
                 None => READ_CHUNK,
             };
             let fd = self.stream.raw_fd();
-            let n = retry(|| crate::sys::io::read_append(fd, &mut self.raw, want))?;
+            let n = retry(|| crate::sys::fd::read_append(fd, &mut self.raw, want))?;
             if n == 0 {
                 return Err(disconnected());
             }
@@ -198,7 +198,7 @@ impl BodyReader {
                     self.continue_once()?;
                     let fd = self.stream.raw_fd();
                     let max = clamp(rest, want.min(BIG_READ));
-                    let n = retry(|| crate::sys::io::read_append(fd, &mut out, max))?;
+                    let n = retry(|| crate::sys::fd::read_append(fd, &mut out, max))?;
                     if n == 0 {
                         return Err(disconnected());
                     }
