@@ -39,7 +39,7 @@ use super::conn::{self, Next};
 use super::sync::is_transient_accept_error;
 use crate::glogging;
 use crate::sock::{Peer, Stream};
-use crate::wsgi::environ::AppContext;
+use crate::wsgi::{self, environ::AppContext};
 
 const WAKER: Token = Token(0);
 const SIGNAL_PIPE: Token = Token(1);
@@ -213,7 +213,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             let shared = &shared;
             let h = std::thread::Builder::new()
                 .name(format!("ferricorn-{i}"))
-                .spawn_scoped(scope, move || thread_main(shared))?;
+                .spawn_scoped(scope, move || {
+                    wsgi::keep_thread_state(|| thread_main(shared))
+                })?;
             handles.push(h);
         }
 

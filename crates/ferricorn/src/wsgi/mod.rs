@@ -45,6 +45,15 @@ pub fn with_date<R>(f: impl FnOnce(&DateCache) -> R) -> R {
     })
 }
 
+/// Run `f`, a thread's whole life, with one Python thread state kept for
+/// it. `f` attaches (`Python::attach`) per request; without an outer
+/// attachment each of those creates and destroys a thread state (and
+/// CPython maps and unmaps its 16 KiB frame stack), which docs/profile.md
+/// measured on every gthread request. The GIL is released while `f` runs.
+pub fn keep_thread_state<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    Python::attach(|py| py.detach(f))
+}
+
 /// A complete error response (`Connection: close`) for `status`.
 pub fn error_response(status: u16, reason: &str, message: &str) -> Vec<u8> {
     let mut out = Vec::new();
@@ -245,9 +254,14 @@ fn call_app(
 ) -> PyResult<()> {
     let iterable = app.callable().bind(py).call1((environ, start_response))?;
     let sent = send_body(py, app, &iterable, writer);
-    let closed = if iterable
-        .hasattr(pyo3::intern!(py, "close"))
-        .unwrap_or(false)
+    // A plain list or tuple has no `close`; asking would raise and clear an
+    // AttributeError per request (about 4,000 instructions, docs/profile.md).
+    let plain =
+        iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
+    let closed = if !plain
+        && iterable
+            .hasattr(pyo3::intern!(py, "close"))
+            .unwrap_or(false)
     {
         iterable
             .call_method0(pyo3::intern!(py, "close"))
@@ -318,23 +332,44 @@ fn send_body(
             .map(|i| bytes_of(i).map(|b| b.as_bytes()))
             .collect::<PyResult<_>>()?;
         let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-        for chunk in &chunks {
-            w.push(chunk)
-                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        }
-        w.push_finish()
+        w.ensure_head()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         drop(w);
-        return flush(py, writer);
+        // Small chunks are queued behind the head and leave in one write;
+        // large ones go out with writev, uncopied. The `bytes` are immutable
+        // and `items` holds them, so the slices outlive the released GIL.
+        return py
+            .detach(|| {
+                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                for chunk in &chunks {
+                    w.write_body(chunk)?;
+                }
+                w.push_finish()?;
+                w.flush()
+            })
+            .map_err(io_to_py);
     }
     for item in iterable.try_iter()? {
         let item = item?;
-        let data = bytes_of(&item)?;
+        let data = bytes_of(&item)?.as_bytes();
         let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.push(data.as_bytes())
+        if data.len() < response::DIRECT_WRITE {
+            w.push(data)
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            drop(w);
+            flush(py, writer)?;
+            continue;
+        }
+        w.ensure_head()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         drop(w);
-        flush(py, writer)?;
+        py.detach(|| {
+            writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_body(data)
+        })
+        .map_err(io_to_py)?;
     }
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     w.push_finish()
