@@ -25,14 +25,15 @@ LISTEN_RE = re.compile(r"Listening at: (\S+) \((\d+)\)")
 
 
 class Server:
-    """A running `python -m ferricorn` with its log lines collected."""
+    """A running `CMD ARGS` with its log lines collected; `cmd` defaults to
+    `python -m ferricorn` (gunicorn's, or a script, otherwise)."""
 
-    def __init__(self, args, cwd, env=None):
+    def __init__(self, args, cwd, env=None, cmd=None):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(APPS)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "ferricorn", *args],
+            (cmd or [PYTHON, "-m", "ferricorn"]) + list(args),
             cwd=cwd,
             env=full_env,
             stdout=subprocess.PIPE,
@@ -142,6 +143,13 @@ def start_server(tmp_path):
     yield start
     for srv in servers:
         srv.stop()
+
+
+def gunicorn_cmd():
+    """gunicorn 27.0.1 (tests/requirements.txt) in the interpreter that runs ferricorn."""
+    out = subprocess.run([PYTHON, "-c", "import gunicorn; print(gunicorn.__version__)"], capture_output=True)
+    assert out.stdout.strip() == b"27.0.1", "gunicorn 27.0.1 must be installed (tests/requirements.txt): %r" % out
+    return [PYTHON, "-m", "gunicorn", "--no-control-socket"]
 
 
 def raw_request(port, data, timeout=10.0, host="127.0.0.1"):

@@ -1,5 +1,6 @@
-"""Error and access logs in gunicorn's formats: compared with gunicorn 27.0.1
-itself, log rotation on USR1, syslog, --capture-output, timeout messages."""
+"""Error and access logs in gunicorn's formats (compared line by line with
+gunicorn 27.0.1 in test_log_oracle.py): log rotation on USR1, syslog,
+--capture-output, timeout messages, Python logging configuration."""
 
 import os
 import re
@@ -7,107 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from conftest import APPS, PYTHON, Server, get, raw_request
-
-TS = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\]"
-ALL_ATOMS = (
-    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(B)s "%(f)s" "%(a)s" %(m)s %(U)s %(q)s %(H)s '
-    "%(p)s %(T)s %({x-id}i)s %({X-Missing}i)s %({content-type}o)s %({REMOTE_ADDR}e)s %({nope}e)s "
-    "%(nope)s %(s)5s|%(m)-6s|%(U)r"
-)
-REQUESTS = [
-    b"GET /?a=1 HTTP/1.1\r\nHost: x\r\nX-Id: q\"uote\r\nReferer: http://r/\r\nUser-Agent: ua\r\n"
-    b"Authorization: Basic dXNlcjpwYXNz\r\n\r\n",
-    b"GET /nothere HTTP/1.0\r\n\r\n",
-    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
-    b"GET /%7Efoo%20bar HTTP/1.1\r\nHost: x\r\nReferer:\r\nX-Id: caf\xe9\r\n\r\n",
-    b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n",
-]
-
-
-def _gunicorn_cmd():
-    """gunicorn 27.0.1 from tests/requirements.txt, in the interpreter that runs ferricorn."""
-    out = subprocess.run([PYTHON, "-c", "import gunicorn; print(gunicorn.__version__)"], capture_output=True)
-    assert out.returncode == 0 and out.stdout.strip() == b"27.0.1", (
-        "gunicorn 27.0.1 must be installed (tests/requirements.txt): %r" % out
-    )
-    return [PYTHON, "-m", "gunicorn"]
-
-
-def _start(cmd, args, tmp_path):
-    srv = Server.__new__(Server)
-    env = dict(os.environ, PYTHONPATH=str(APPS))
-    srv.proc = subprocess.Popen(
-        cmd + list(args), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    srv.lines = []
-    srv._lock = threading.Lock()
-    srv._new = threading.Condition(srv._lock)
-    srv._reader = threading.Thread(target=srv._read, daemon=True)
-    srv._reader.start()
-    srv.url = srv.port = None
-    srv.master_pid = srv.proc.pid
-    return srv
-
-
-def _normalize(line, pids):
-    line = re.sub(TS, "[TS]", line)
-    line = re.sub(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]", "[T]", line)
-    for pid in pids:
-        line = line.replace(str(pid), "PID")
-    return re.sub(r"\[\d+\]", "[PID]", line)
-
-
-def _run_and_collect(cmd, tmp_path):
-    args = ["-b", "127.0.0.1:0", "--access-logfile", "-", "--access-logformat", ALL_ATOMS]
-    if cmd[-1] == "gunicorn":
-        args.append("--no-control-socket")
-    srv = _start(cmd, args + ["basic:app"], tmp_path)
-    try:
-        srv.wait_listening()
-        srv.wait_booted(1)
-        for req in REQUESTS:
-            start = len(srv.lines)
-            raw_request(srv.port, req)
-            srv.wait_for(r"<\d+>", start=start)
-        n = len(srv.lines)
-        srv.signal(signal.SIGTERM)
-        srv.wait_exit()
-        srv._reader.join(5)
-        pids = set(int(p) for p in re.findall(r"pid:? (\d+)", srv.log()))
-        pids.add(srv.master_pid)
-        return [_normalize(line, pids) for line in srv.lines], n
-    finally:
-        srv.stop()
-
-
-def test_lines_match_gunicorn(tmp_path):
-    """Same requests, same access lines (every atom) and same lifecycle lines as gunicorn 27.0.1."""
-    g_lines, _ = _run_and_collect(_gunicorn_cmd(), tmp_path)
-    f_lines, _ = _run_and_collect([PYTHON, "-m", "ferricorn"], tmp_path)
-    g_access = [line for line in g_lines if "<PID>" in line]
-    f_access = [line for line in f_lines if "<PID>" in line]
-    assert len(g_access) == len(REQUESTS)
-    assert f_access == g_access
-    # Error-log lines both servers write (gunicorn's name/version normalized).
-    expected = [
-        "[TS] [PID] [INFO] Listening at: http://127.0.0.1:",
-        "[TS] [PID] [INFO] Using worker: sync",
-        "[TS] [PID] [INFO] Booting worker with pid: PID",
-        "[TS] [PID] [INFO] Handling signal: term",
-        "[TS] [PID] [INFO] Worker exiting (pid: PID)",
-        "[TS] [PID] [INFO] Shutting down: Master",
-    ]
-    for lines in (g_lines, f_lines):
-        for want in expected:
-            assert any(line.startswith(want) for line in lines), (want, lines)
-    assert any(re.fullmatch(r"\[TS\] \[PID\] \[INFO\] Starting gunicorn 27\.0\.1", x) for x in g_lines)
-    assert any(re.fullmatch(r"\[TS\] \[PID\] \[INFO\] Starting ferricorn \S+", x) for x in f_lines)
+from conftest import APPS, PYTHON, get, raw_request
 
 
 def test_access_line_shapes(start_server):
@@ -279,18 +184,25 @@ def _wait_file(path, text, timeout=20):
     return path.read_text()
 
 
+def _served_through_python(out, prefix):
+    """Boot, one request and its access record land in `out`, each line
+    starting with `prefix(logger, level)`; returns the server's port."""
+    text = _wait_file(out, prefix("gunicorn.error", "INFO") + "Booting worker with pid:")
+    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text).group(1))
+    assert get(port, "/")[0] == 200
+    text = _wait_file(out, prefix("gunicorn.access", "INFO") + "127.0.0.1 - - [")
+    assert '"GET / HTTP/1.1" 200 13 "-" "-"' in text
+    # The configuration's DEBUG level on gunicorn.error wins over the default --log-level info.
+    assert prefix("gunicorn.error", "DEBUG") + "GET /" in text
+    return port
+
+
 def test_log_config_ini_routes_through_python_logging(start_server, tmp_path):
     ini = tmp_path / "log.ini"
     ini.write_text(LOG_INI)
     out = tmp_path / "out.log"
     srv = start_server("-b", "127.0.0.1:0", "--log-config", str(ini), "basic:app", wait=False)
-    text = _wait_file(out, "gunicorn.error|INFO|Booting worker with pid:")
-    port = int(re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text).group(1))
-    assert get(port, "/")[0] == 200
-    text = _wait_file(out, 'gunicorn.access|INFO|127.0.0.1 - - [')
-    assert '"GET / HTTP/1.1" 200 13 "-" "-"' in text
-    # The user's DEBUG level on gunicorn.error wins over the default --log-level info.
-    assert "gunicorn.error|DEBUG|GET /" in text
+    port = _served_through_python(out, lambda name, level: "%s|%s|" % (name, level))
     # USR1 reopens Python's FileHandlers too.
     os.rename(out, tmp_path / "out.log.1")
     srv.signal(signal.SIGUSR1)
@@ -300,21 +212,49 @@ def test_log_config_ini_routes_through_python_logging(start_server, tmp_path):
         get(port, "/")
 
 
+def _file_dict_config(out, fmt, levels):
+    """A dictConfig sending the loggers named in `levels` to the file `out`.
+    It replaces gunicorn's default "handlers" whole, so it replaces the
+    default root (which names them) too, as gunicorn requires."""
+    return {
+        "version": 1,
+        "formatters": {"f": {"format": fmt}},
+        "handlers": {"h": {"class": "logging.FileHandler", "filename": str(out), "formatter": "f"}},
+        "root": {"level": "INFO", "handlers": []},
+        "loggers": {name: {"level": level, "handlers": ["h"], "propagate": False} for name, level in levels.items()},
+    }
+
+
 def test_log_config_json(start_server, tmp_path):
     import json
 
     out = tmp_path / "j.log"
-    cfg = {
-        "version": 1,
-        "formatters": {"f": {"format": "J %(name)s %(message)s"}},
-        "handlers": {"h": {"class": "logging.FileHandler", "filename": str(out), "formatter": "f"}},
-        "root": {"level": "INFO", "handlers": []},
-        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["h"], "propagate": False}},
-    }
+    cfg = _file_dict_config(out, "J %(name)s %(message)s", {"gunicorn.error": "INFO"})
     path = tmp_path / "log.json"
     path.write_text(json.dumps(cfg))
     start_server("-b", "127.0.0.1:0", "--log-config-json", str(path), "basic:app", wait=False)
     _wait_file(out, "J gunicorn.error Booting worker with pid:")
+
+
+def test_logconfig_dict_from_config_file(start_server, tmp_path):
+    """`logconfig_dict` in a configuration file: dictConfig over gunicorn's
+    defaults; error and access records reach the user's handlers."""
+    out = tmp_path / "d.log"
+    cfg = _file_dict_config(out, "D %(name)s %(levelname)s %(message)s",
+                            {"gunicorn.error": "DEBUG", "gunicorn.access": "INFO"})
+    conf = tmp_path / "conf.py"
+    conf.write_text("logconfig_dict = %r\n" % cfg)
+    start_server("-c", str(conf), "-b", "127.0.0.1:0", "basic:app", wait=False)
+    _served_through_python(out, lambda name, level: "D %s %s " % (name, level))
+
+
+def test_bad_logconfig_dict_stops_start_up(tmp_path):
+    conf = tmp_path / "conf.py"
+    conf.write_text("logconfig_dict = {'version': 1, 'handlers': {'h': {'class': 'no.such.Handler'}}}\n")
+    out = subprocess.run([PYTHON, "-m", "ferricorn", "-c", str(conf), "basic:app"], cwd=tmp_path,
+                         capture_output=True, env=dict(os.environ, PYTHONPATH=str(APPS)), timeout=30)
+    assert out.returncode != 0
+    assert b"Unable to configure handler 'h'" in out.stderr, out.stderr
 
 
 def test_missing_log_config_file_fails(tmp_path):

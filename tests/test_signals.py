@@ -220,9 +220,9 @@ def test_timeout_kills_within_deadline_and_dumps_the_stack(start_server):
         srv.wait_for(r"Worker \(pid:\d+\) exited with code 1", timeout=10)
     assert time.monotonic() - start < 2 + 2, time.monotonic() - start
     srv.wait_for(r"\[CRITICAL\] WORKER TIMEOUT")
-    # The Python stack of the stuck request, then its request line.
-    srv.wait_for(r'File ".*basic\.py", line \d+ in app')
-    srv.wait_for(r"Worker timed out while serving: GET /sleep\?30 HTTP/1\.1")
+    # The request line, then the Python stack of the stuck request.
+    srv.wait_for(r"\[ERROR\] Worker timed out while serving: GET /sleep\?30 HTTP/1\.1")
+    srv.wait_for(r'File ".*basic\.py", line \d+, in app')
     srv.wait_booted(2)
     assert get(srv.port)[0] == 200
 

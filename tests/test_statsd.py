@@ -1,6 +1,7 @@
 """StatsD metrics with gunicorn's names and types, received on a local UDP socket."""
 
 import re
+import signal
 import socket
 import time
 
@@ -41,3 +42,32 @@ def test_request_and_log_metrics(start_server):
         assert re.fullmatch(r"web\.gunicorn\.request\.duration:\d+\.\d+\|ms" + re.escape(tags), m), m
     assert "web.gunicorn.log.warning:1|c|@1.0" + tags in got, got
 
+
+
+def test_workers_gauge_and_backlog_histogram(start_server):
+    """The master's gauge when the worker count changes, and with
+    --enable-backlog-metric the connections waiting in the accept queue."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    port = rx.getsockname()[1]
+    srv = start_server("-b", "127.0.0.1:0", "--statsd-host", "127.0.0.1:%d" % port, "--enable-backlog-metric",
+                       "--log-level", "debug", "basic:app")
+    # Two backlog reports (a second apart): the gauge is not repeated meanwhile.
+    got = _collect(rx, lambda g: g.count("gunicorn.backlog:0|h") >= 2)
+    srv.wait_for(r"\[DEBUG\] socket backlog: 0$")
+    srv.signal(signal.SIGTTIN)
+    _collect(rx, lambda g: "gunicorn.workers:2|g" in g)
+    srv.wait_for(r"\[DEBUG\] 2 workers$")
+    srv.signal(signal.SIGTTOU)
+    _collect(rx, lambda g: "gunicorn.workers:1|g" in g)
+    # Hold the one sync worker in a request: three more clients wait in the queue.
+    srv.wait_for(r"Worker exiting")
+    busy = socket.create_connection(("127.0.0.1", srv.port))
+    busy.sendall(b"GET /sleep?3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    srv.wait_for(r"\[DEBUG\] GET /sleep$")
+    waiting = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]
+    _collect(rx, lambda g: "gunicorn.backlog:3|h" in g)
+    for s in [busy] + waiting:
+        s.close()
+    rx.close()
+    assert got.count("gunicorn.workers:1|g") == 1, got

@@ -4,16 +4,19 @@ an error). App: tests/apps/shapes.py."""
 
 import json
 import os
+import re
+import signal
 import socket
 import time
 
 import pytest
 
+from conftest import Server, gunicorn_cmd, parse_response, raw_request
 from wsgi_helpers import WORKER_ARGS, Client, chunked, one_request, start
 
-# What gunicorn 27 puts in the environ of a POST with a body, minus the two keys
-# ferricorn does not provide (`gunicorn.socket`, `wsgi.early_hints`; see docs/wsgi.md).
+# What gunicorn 27 puts in the environ of a POST with a body.
 GUNICORN_KEYS = {
+    "gunicorn.socket", "wsgi.early_hints",
     "CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_HOST", "PATH_INFO", "QUERY_STRING", "RAW_URI",
     "REMOTE_ADDR", "REMOTE_PORT", "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT",
     "SERVER_PROTOCOL", "SERVER_SOFTWARE", "wsgi.errors", "wsgi.file_wrapper", "wsgi.input",
@@ -160,6 +163,37 @@ def test_environ_keys_match_gunicorn(srv):
     assert got["scheme"] == "http"
 
 
+def test_early_hints(srv):
+    req = b"GET /early-hints HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    raw = raw_request(srv.port, req)
+    hints = (b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload; as=style\r\n\r\n"
+             b"HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\nX-Two: padded\r\n\r\n")
+    assert raw.startswith(hints + b"HTTP/1.1 200 OK\r\n"), raw
+    status, _, body = parse_response(raw[len(hints):])
+    assert body == (b"Invalid response header name from the application: 'Bad Name'|"
+                    b"Invalid response header from the application: 'X-Bad'\nend"), body
+    assert b"late.css" not in raw
+    # HTTP/1.0 clients get no 1xx response.
+    raw = raw_request(srv.port, req.replace(b"HTTP/1.1", b"HTTP/1.0"))
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw
+
+
+def test_gunicorn_socket(srv):
+    c = Client(srv.port)
+    try:
+        status, headers, body = c.request("/socket")
+        got = json.loads(body)
+        assert got["type"] == "socket.socket"
+        assert got["peer"] == got["remote"] == list(c.sock.getsockname())
+        assert got["timeout"] is None
+        # The app closed its socket object; the connection itself goes on.
+        if headers.get("connection") != "close":
+            assert c.request("/")[2] == b"ok"
+    finally:
+        c.close()
+    assert one_request(srv.port, "/")[2] == b"ok"
+
+
 def test_legacy_write(srv):
     status, _, body = srv.req("/write")
     assert status == 200 and body == b"legacy write"
@@ -263,3 +297,36 @@ def test_preload_imports_in_master(tmp_path_factory, worker):
         assert got["pid"] != server.master_pid
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "ferricorn"])
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
+def test_hup_reloads_app_code_unless_preloaded(tmp_path, server, preload):
+    """HUP replaces the workers; they import the app afresh, except with
+    --preload where they fork from the master's already imported module.
+    Checked against gunicorn 27.0.1 itself."""
+    app = tmp_path / "hupapp.py"
+
+    def write(version):
+        app.write_text(
+            "def app(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            "    return [%r]\n" % version
+        )
+
+    write(b"first")
+    args = ["-b", "127.0.0.1:0", "--pythonpath", str(tmp_path)] + (["--preload"] if preload else []) + ["hupapp:app"]
+    srv = Server(args, tmp_path, env={"PYTHONDONTWRITEBYTECODE": "1"},
+                 cmd=gunicorn_cmd() if server == "gunicorn" else None)
+    try:
+        srv.wait_listening()
+        srv.wait_booted(1)
+        assert one_request(srv.port, "/")[2] == b"first"
+        old = int(re.findall(r"Booting worker with pid: (\d+)", srv.log())[-1])
+        write(b"second, longer")
+        srv.signal(signal.SIGHUP)
+        srv.wait_booted(2)
+        srv.wait_for(r"Worker exiting \(pid: %d\)" % old)
+        assert one_request(srv.port, "/")[2] == (b"first" if preload else b"second, longer")
+    finally:
+        srv.stop()

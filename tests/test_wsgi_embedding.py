@@ -1,9 +1,7 @@
 """ferricorn.app.base.BaseApplication, run the way gunicorn.app.base
 subclasses are (tests/apps/embedded.py)."""
 
-import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -12,26 +10,9 @@ from conftest import APPS, PYTHON, Server
 from wsgi_helpers import Client
 
 
-class ScriptServer(Server):
-    def __init__(self, script, args, cwd):
-        env = dict(os.environ, PYTHONPATH=str(APPS))
-        self.proc = subprocess.Popen(
-            [PYTHON, script, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        import threading
-
-        self.lines = []
-        self._lock = threading.Lock()
-        self._new = threading.Condition(self._lock)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.url = self.port = None
-        self.master_pid = self.proc.pid
-
-
 @pytest.mark.parametrize("worker", ["sync", "gthread", "evloop"])
 def test_embedded_application_serves(worker, tmp_path):
-    srv = ScriptServer(str(APPS / "embedded.py"), [worker], tmp_path)
+    srv = Server([], tmp_path, cmd=[PYTHON, str(APPS / "embedded.py"), worker])
     try:
         srv.wait_listening()
         srv.wait_booted(2)

@@ -5,6 +5,8 @@ imports a module (``python:MODULE``) and returns its namespace.
 ``paste_app(uri, global_conf)`` loads a PasteDeploy application (``--paste``).
 ``hook(name, arity, value)`` checks a server hook the way gunicorn does and
 returns ``(callable, text)`` where ``text`` is what ``--print-config`` shows.
+``EMBEDDED_HOOKS`` holds the hooks a ``ferricorn.app.base`` application set
+(they have no command-line form); ``embedded_hooks()`` lists them.
 
 gunicorn counterpart: ``Application.load_config_from_module_name_or_filename``
 and ``config.validate_callable`` / ``validate_post_request``.
@@ -22,6 +24,13 @@ import traceback
 
 class ConfigFileError(Exception):
     """The configuration file could not be read; the message is complete."""
+
+
+EMBEDDED_HOOKS = {}
+
+
+def embedded_hooks():
+    return list(EMBEDDED_HOOKS.items())
 
 
 def split_args(text):

@@ -182,6 +182,34 @@ def app(environ, start_response):
         _mark("sleep", "started")
         time.sleep(float(qs or "1"))
         return _json(start_response, {"slept": float(qs or "1")})
+    if path == "/early-hints":
+        hints = environ["wsgi.early_hints"]
+        hints([("Link", "</s.css>; rel=preload; as=style")])
+        hints([(b"Link", b"</a.js>; rel=preload"), ("X-Two", " padded\t")])
+        errors = []
+        for bad in ([("Bad Name", "v")], [("X-Bad", "a\r\nInjected: yes")]):
+            try:
+                hints(bad)
+            except ValueError as e:
+                errors.append(str(e))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():
+            yield ("|".join(errors) + "\n").encode()
+            hints([("Link", "</late.css>")])  # after the head: ignored
+            yield b"end"
+
+        return body()
+    if path == "/socket":
+        sock = environ["gunicorn.socket"]
+        info = {
+            "type": "%s.%s" % (type(sock).__module__, type(sock).__name__),
+            "peer": list(sock.getpeername()[:2]),
+            "remote": [environ["REMOTE_ADDR"], int(environ["REMOTE_PORT"])],
+            "timeout": sock.gettimeout(),
+        }
+        sock.close()  # the app's object only: the connection goes on
+        return _json(start_response, info)
     if path == "/":
         body = b"ok"
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])

@@ -152,9 +152,10 @@ pub fn encode_head(
     let mut length_sent = false;
     for &(name, value) in headers {
         let value = trim_ows(value);
-        let emit = match action(name, value, forbids_length, ctx) {
+        let kind = special(name);
+        let emit = match action(kind, value, forbids_length, ctx) {
             Action::Drop => false,
-            Action::Emit if name.eq_ignore_ascii_case(b"content-length") => {
+            Action::Emit if kind == Special::ContentLength => {
                 // Identical duplicates collapse into one.
                 !std::mem::replace(&mut length_sent, true)
             }
@@ -210,61 +211,68 @@ fn classify(name: &[u8], value: &[u8], forbids_length: bool, scan: &mut Scan) ->
         return Err(Error::InvalidResponseHeader);
     }
     let value = trim_ows(value);
-    if name.eq_ignore_ascii_case(b"content-length") {
-        if !forbids_length {
+    match special(name) {
+        Special::ContentLength if !forbids_length => {
             let n = parse_decimal(value).ok_or(Error::InvalidResponseHeader)?;
             if scan.length.is_some_and(|m| m != n) {
                 return Err(Error::InvalidResponseHeader);
             }
             scan.length = Some(n);
         }
-    } else if name.eq_ignore_ascii_case(b"connection") {
-        scan.upgrade |= list_contains(value, b"upgrade");
-        scan.close |= list_contains(value, b"close");
+        Special::Connection => {
+            scan.upgrade |= list_contains(value, b"upgrade");
+            scan.close |= list_contains(value, b"close");
+        }
+        _ => {}
     }
     Ok(())
 }
 
+/// Response header names the encoder treats specially.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Special {
+    ContentLength,
+    Connection,
+    Upgrade,
+    Server,
+    /// Another hop-by-hop header (gunicorn `util.hop_headers`) or `Date`:
+    /// the server writes its own.
+    Hop,
+    Other,
+}
+
+/// Which [`Special`] a header name is. The length is tested first, so most
+/// application headers cost one `match` and no comparison.
+fn special(name: &[u8]) -> Special {
+    let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        14 if is(b"content-length") => Special::ContentLength,
+        10 if is(b"connection") => Special::Connection,
+        10 if is(b"keep-alive") => Special::Hop,
+        7 if is(b"upgrade") => Special::Upgrade,
+        6 if is(b"server") => Special::Server,
+        18 if is(b"proxy-authenticate") => Special::Hop,
+        19 if is(b"proxy-authorization") => Special::Hop,
+        2 if is(b"te") => Special::Hop,
+        8 if is(b"trailers") => Special::Hop,
+        17 if is(b"transfer-encoding") => Special::Hop,
+        4 if is(b"date") => Special::Hop,
+        _ => Special::Other,
+    }
+}
+
 /// Whether an (already validated) application header goes on the wire.
-fn action(name: &[u8], value: &[u8], forbids_length: bool, ctx: &ResponseContext) -> Action {
-    // gunicorn `util.hop_headers`, plus Content-Length where forbidden.
-    const HOP: [&[u8]; 9] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailers",
-        b"transfer-encoding",
-        b"date",
-        b"upgrade",
-    ];
-    if name.eq_ignore_ascii_case(b"content-length") {
-        return if forbids_length {
-            Action::Drop
-        } else {
-            Action::Emit
-        };
-    }
-    if name.eq_ignore_ascii_case(b"upgrade") {
+fn action(kind: Special, value: &[u8], forbids_length: bool, ctx: &ResponseContext) -> Action {
+    match kind {
+        Special::ContentLength if forbids_length => Action::Drop,
+        Special::ContentLength => Action::Emit,
         // Kept only for WebSocket handshakes, as gunicorn does.
-        return if value.eq_ignore_ascii_case(b"websocket") {
-            Action::Emit
-        } else {
-            Action::Drop
-        };
-    }
-    if name.eq_ignore_ascii_case(b"server") {
-        return if ctx.server_header.is_some() {
-            Action::Drop
-        } else {
-            Action::Emit
-        };
-    }
-    if HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
-        Action::Drop
-    } else {
-        Action::Emit
+        Special::Upgrade if value.eq_ignore_ascii_case(b"websocket") => Action::Emit,
+        Special::Upgrade => Action::Drop,
+        Special::Server if ctx.server_header.is_some() => Action::Drop,
+        Special::Server => Action::Emit,
+        Special::Connection | Special::Hop => Action::Drop,
+        Special::Other => Action::Emit,
     }
 }
 
@@ -416,6 +424,31 @@ fn escape_html(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn special_header_names_in_any_case() {
+        let cases: [(&[u8], Special); 16] = [
+            (b"Content-Length", Special::ContentLength),
+            (b"CONNECTION", Special::Connection),
+            (b"Keep-Alive", Special::Hop),
+            (b"upgrade", Special::Upgrade),
+            (b"Server", Special::Server),
+            (b"Proxy-Authenticate", Special::Hop),
+            (b"proxy-authorization", Special::Hop),
+            (b"TE", Special::Hop),
+            (b"Trailers", Special::Hop),
+            (b"Transfer-Encoding", Special::Hop),
+            (b"DATE", Special::Hop),
+            (b"Content-Type", Special::Other),
+            (b"Content-Lengths", Special::Other),
+            (b"Servers", Special::Other),
+            (b"trailer", Special::Other),
+            (b"X", Special::Other),
+        ];
+        for (name, want) in cases {
+            assert_eq!(special(name), want, "{}", String::from_utf8_lossy(name));
+        }
+    }
 
     fn ctx(method: &'static [u8], version: (u8, u8)) -> ResponseContext<'static> {
         ResponseContext {

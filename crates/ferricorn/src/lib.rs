@@ -6,8 +6,10 @@
 
 pub mod arbiter;
 pub mod config;
+pub mod daemon;
 pub mod errors;
 pub mod glogging;
+pub mod hooks;
 pub mod instrument;
 pub mod pidfile;
 pub mod pylogging;
@@ -52,5 +54,6 @@ fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(settings_py, m)?)?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     config::pyfile::register(m)?;
+    hooks::register(m)?;
     Ok(())
 }

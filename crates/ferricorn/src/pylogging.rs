@@ -1,6 +1,11 @@
-//! `--log-config` / `--log-config-json`: route log records through Python's
-//! `logging` with the handlers the user configured, under the logger names
-//! `gunicorn.error` and `gunicorn.access`.
+//! `--log-config` / `--log-config-json` / `logconfig_dict`: route log records
+//! through Python's `logging` with the handlers the user configured, under the
+//! logger names `gunicorn.error` and `gunicorn.access`.
+//!
+//! Precedence as in gunicorn: `logconfig_dict`, then `logconfig_json`, then
+//! `logconfig`. `logconfig_dict` arrives as the Python literal text the
+//! configuration kept (`str(dict)`) and is read back with `ast.literal_eval`,
+//! so it may hold strings, numbers, booleans, `None`, lists and dicts.
 //!
 //! Only used when one of those settings is given; the default logging path
 //! is pure Rust and never takes the GIL. Records are still rendered in Rust
@@ -19,7 +24,7 @@ use pyo3::prelude::*;
 use crate::glogging::{self, Channel, Level};
 
 const SETUP: &std::ffi::CStr = cr#"
-import copy, json, logging, logging.config, os
+import ast, copy, json, logging, logging.config, os
 
 DEFAULTS = {
     "version": 1,
@@ -43,11 +48,24 @@ DEFAULTS = {
     },
 }
 
-def setup(ini, json_path, level):
+def setup(ini, json_path, dict_text, level):
     error_log = logging.getLogger("gunicorn.error")
     error_log.setLevel(level)
     logging.getLogger("gunicorn.access").setLevel(logging.INFO)
-    if json_path is not None:
+    if dict_text is not None:
+        try:
+            user = ast.literal_eval(dict_text)
+        except (ValueError, SyntaxError) as exc:
+            raise RuntimeError(
+                "logconfig_dict must hold only literals (str, number, bool, None, "
+                "list, dict): %s" % exc) from exc
+        config = copy.deepcopy(DEFAULTS)
+        config.update(user)
+        try:
+            logging.config.dictConfig(config)
+        except (AttributeError, ImportError, ValueError, TypeError) as exc:
+            raise RuntimeError(str(exc)) from exc
+    elif json_path is not None:
         config = copy.deepcopy(DEFAULTS)
         if os.path.exists(json_path):
             with open(json_path) as f:
@@ -79,13 +97,14 @@ pub fn install(
     py: Python<'_>,
     ini: Option<&str>,
     json: Option<&str>,
+    dict_text: Option<&str>,
     level: Level,
 ) -> Result<(), String> {
     let module = PyModule::from_code(py, SETUP, c"ferricorn_logging.py", c"_ferricorn_logging")
         .map_err(|e| e.to_string())?;
     module
         .getattr("setup")
-        .and_then(|f| f.call1((ini, json, level as i32)))
+        .and_then(|f| f.call1((ini, json, dict_text, level as i32)))
         .map_err(|e| e.value(py).to_string())?;
     let logging = py.import("logging").map_err(|e| e.to_string())?;
     let get = |name: &str| -> Result<Py<PyAny>, String> {

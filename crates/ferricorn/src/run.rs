@@ -90,6 +90,14 @@ fn prepare_app_environment(py: Python<'_>, settings: &Settings) -> Result<(), i3
             return Err(USAGE_ERROR);
         }
     }
+    // The heartbeat lives in shared memory, not in a file there; the
+    // directory is still checked, as gunicorn would fail to use it.
+    if let Some(dir) = settings.get("worker_tmp_dir").as_str() {
+        if !std::path::Path::new(dir).is_dir() {
+            eprintln!("Error: Invalid value for worker_tmp_dir: {dir:?}: not a directory");
+            return Err(USAGE_ERROR);
+        }
+    }
     if let Err(e) = apply_raw_env(py, settings) {
         eprintln!("Error: {e}");
         return Err(USAGE_ERROR);
@@ -150,8 +158,18 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
         let addr = sock::parse_address(raw).map_err(|e| e.to_string())?;
         let mut tries = 0;
         loop {
-            match sock::bind(&addr, &opts) {
+            // --umask sets a unix socket's mode; it then belongs to --user/--group.
+            let umask = settings.get("umask").as_int() as u32;
+            match crate::sys::privileges::with_umask(umask, || sock::bind(&addr, &opts)) {
                 Ok(l) => {
+                    if let sock::Address::Unix(path) = &addr {
+                        let (uid, gid) = (settings.get("user"), settings.get("group"));
+                        crate::sys::privileges::give_to(
+                            path,
+                            uid.as_int() as u32,
+                            gid.as_int() as u32,
+                        )?;
+                    }
                     listeners.push(l);
                     break;
                 }
@@ -198,6 +216,19 @@ fn extend_sys_path(py: Python<'_>, settings: &Settings) -> Result<(), String> {
     loader::extend_sys_path(py, &settings.pythonpath(), &cwd).map_err(|e| e.to_string())
 }
 
+/// A hook of the master's start-up (`nworkers_changed`, `on_starting`,
+/// `when_ready`); one that raises stops ferricorn (exit 1), as in gunicorn.
+fn startup_hook(
+    name: &'static str,
+    view: &crate::hooks::MasterView,
+    args: crate::hooks::Args,
+) -> Result<(), i32> {
+    crate::hooks::master(name, view, args).map_err(|tb| {
+        glogging::log_always(Level::Error, &format!("Exception in {name} hook\n{tb}"));
+        STARTUP_ERROR
+    })
+}
+
 /// `HUP`: the configuration from scratch, with the same command line.
 fn reload_fn(argv: Vec<String>) -> ReloadFn {
     Box::new(move |py| {
@@ -209,6 +240,8 @@ fn reload_fn(argv: Vec<String>) -> ReloadFn {
         extend_sys_path(py, &settings)?;
         let preloaded = preload(py, &settings, &app_spec)
             .map_err(|code| format!("the application failed to load (status {code})"))?;
+        crate::hooks::install(py, loaded.hooks, &settings, &app_spec)
+            .map_err(|e| format!("cannot set up the server hooks: {e}"))?;
         Ok(Reloaded {
             settings,
             preloaded,
@@ -284,9 +317,17 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         Err(code) => return code,
     };
     let settings = loaded.settings;
+    let user_hooks = loaded.hooks;
     let app_spec = loaded.app_spec.unwrap_or_default();
     if settings.get("print_config").as_bool() || settings.get("check_config").as_bool() {
         return print_or_check(py, &settings, &app_spec);
+    }
+    if settings.get("daemon").as_bool() {
+        let inherit = settings.get("enable_stdio_inheritance").as_bool();
+        if let Err(e) = crate::daemon::daemonize(py, inherit) {
+            eprintln!("Error: cannot daemonize: {e}");
+            return STARTUP_ERROR;
+        }
     }
     let syslog_prefix = settings
         .syslog_prefix()
@@ -311,16 +352,41 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: {e}");
         return STARTUP_ERROR;
     }
-    if settings.logconfig().is_some() || settings.logconfig_json().is_some() {
+    crate::arbiter::shell::give_logs_to_workers(&settings);
+    let logconfig_dict = settings.logconfig_dict();
+    if settings.logconfig().is_some()
+        || settings.logconfig_json().is_some()
+        || logconfig_dict.is_some()
+    {
         let level = Level::parse(settings.loglevel()).unwrap_or(Level::Info);
-        if let Err(e) =
-            crate::pylogging::install(py, settings.logconfig(), settings.logconfig_json(), level)
-        {
+        if let Err(e) = crate::pylogging::install(
+            py,
+            settings.logconfig(),
+            settings.logconfig_json(),
+            logconfig_dict.as_deref(),
+            level,
+        ) {
             eprintln!("Error: {e}");
             return STARTUP_ERROR;
         }
     }
     if let Err(code) = prepare_app_environment(py, &settings) {
+        return code;
+    }
+    if let Err(e) = crate::hooks::install(py, user_hooks, &settings, &app_spec) {
+        eprintln!("Error: cannot set up the server hooks: {e}");
+        return STARTUP_ERROR;
+    }
+    let mut view = crate::hooks::MasterView {
+        num_workers: settings.workers(),
+        reexec_pid: 0,
+        master_pid: 0,
+    };
+    let counts = crate::hooks::Args::Counts {
+        new: settings.workers(),
+        old: None,
+    };
+    if let Err(code) = startup_hook("nworkers_changed", &view, counts) {
         return code;
     }
 
@@ -341,7 +407,12 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
             .and_then(|os| os.getattr("environ"))
             .and_then(|env| env.set_item("GUNICORN_PID", parent_master.to_string()));
     }
+    glogging::debug!("Current configuration:\n{}", settings.render_current());
     glogging::info!("Starting ferricorn {VERSION}");
+    view.master_pid = parent_master;
+    if let Err(code) = startup_hook("on_starting", &view, crate::hooks::Args::None) {
+        return code;
+    }
     let (listeners, systemd) = match inherited_listeners(py, pid) {
         Ok(Some(found)) => found,
         Ok(None) => match bind_all(&settings) {
@@ -377,6 +448,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
         None => None,
     };
+    glogging::debug!("Arbiter booted");
     for l in &listeners {
         glogging::info!("Listening at: {l} ({pid})");
     }
@@ -389,6 +461,12 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
             return STARTUP_ERROR;
         }
     };
+    if let Err(code) = startup_hook("when_ready", &view, crate::hooks::Args::None) {
+        if let Some(pf) = pidfile {
+            pf.unlink();
+        }
+        return code;
+    }
     let launch = Launch {
         settings,
         listeners,

@@ -115,6 +115,18 @@ impl Listener {
         }
     }
 
+    /// Connections waiting to be accepted, as gunicorn's `get_backlog`:
+    /// the TCP accept queue (0 when the kernel does not say), -1 for a unix
+    /// socket (not measured).
+    pub fn backlog(&self) -> i64 {
+        match self {
+            Listener::Tcp { sock, .. } => {
+                crate::sys::sockinfo::tcp_accept_queue(sock.as_fd()).map_or(0, i64::from)
+            }
+            Listener::Unix { .. } => -1,
+        }
+    }
+
     /// Remove the socket file of a unix listener (on shutdown).
     pub fn unlink(&self) {
         if let Listener::Unix { path, .. } = self {

@@ -33,7 +33,7 @@ gunicorn counterpart: ``gunicorn/app/base.py`` (``BaseApplication``).
 
 import sys
 
-from ferricorn import _ferricorn
+from ferricorn import _config, _ferricorn
 
 # The application being run by this process (inherited by forked workers).
 _CURRENT = None
@@ -85,6 +85,8 @@ class Config:
             value = s.value
             if name == "wsgi_app":
                 raise ValueError("wsgi_app cannot be set on an embedded application: load() returns the app")
+            if name in _ferricorn._HOOK_NAMES:
+                continue  # passed by `hooks()`, not on the command line
             if not s.cli:
                 raise ValueError("setting %r cannot be set through ferricorn.app.base yet (it has no command-line form)" % name)
             flag = next((f for f in s.cli if f.startswith("--")), s.cli[0])
@@ -103,6 +105,10 @@ class Config:
                     value = "true" if value else "false"
                 argv += [flag, str(value)]
         return argv
+
+    def hooks(self):
+        """The server hooks that were set, by name."""
+        return {name: self.settings[name].value for name in self._set if name in _ferricorn._HOOK_NAMES}
 
 
 def _embedded():
@@ -151,4 +157,6 @@ class BaseApplication:
         global _CURRENT
         _CURRENT = self
         argv = [self.prog or "ferricorn", *self.cfg.to_argv(), "ferricorn.app.base:_embedded()"]
+        _config.EMBEDDED_HOOKS.clear()
+        _config.EMBEDDED_HOOKS.update(self.cfg.hooks())
         sys.exit(_ferricorn.run(argv))

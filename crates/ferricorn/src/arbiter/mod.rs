@@ -62,6 +62,11 @@ pub enum Action {
     /// The re-executed master died before taking over: the pidfile moves
     /// back from `.oldbin` to its name.
     RestorePidfile,
+    /// Send a StatsD gauge (`gunicorn.workers`).
+    Gauge {
+        name: &'static str,
+        value: i64,
+    },
     /// Call the `nworkers_changed` hook.
     NworkersChanged {
         new: usize,
@@ -100,7 +105,8 @@ pub struct Probe {
 struct Worker {
     slot: usize,
     age: u64,
-    aborted: bool,
+    /// When it was sent `ABRT` for a timeout (`KILL` follows `ABORT_GRACE_MS` later).
+    aborted: Option<u64>,
     /// Booted (its app is loaded and it serves).
     ready: bool,
     /// Marked for replacement: not counted toward capacity, still serving.
@@ -134,7 +140,13 @@ pub struct Arbiter {
     reexec_pid: i32,
     /// PID of the master that re-executed us, until we are promoted (`master_pid`).
     parent_master: i32,
+    /// The worker count last reported (gunicorn's `_last_logged_active_worker_count`).
+    last_worker_count: Option<usize>,
 }
+
+/// How long a worker sent `ABRT` for a timeout gets to log its stacks and
+/// exit before it is `KILL`ed (gunicorn's master checks once a second).
+pub const ABORT_GRACE_MS: u64 = 1_000;
 
 fn log(level: Level, msg: impl Into<String>) -> Action {
     Action::Log {
@@ -160,6 +172,7 @@ impl Arbiter {
             slot_capacity,
             reexec_pid: 0,
             parent_master: 0,
+            last_worker_count: None,
         }
     }
 
@@ -189,6 +202,17 @@ impl Arbiter {
 
     pub fn reexec_started(&mut self, pid: i32) {
         self.reexec_pid = pid;
+    }
+
+    /// PID of the master forked by `USR2` while it lives, else 0.
+    pub fn reexec_pid(&self) -> i32 {
+        self.reexec_pid
+    }
+
+    /// A hook raised in the master's loop (gunicorn's "Unhandled exception in
+    /// main loop"): stop quickly and exit 255.
+    pub fn abort(&mut self, now: u64) -> Vec<Action> {
+        self.stop(false, now, 255, None)
     }
 
     pub fn num_workers(&self) -> usize {
@@ -225,7 +249,7 @@ impl Arbiter {
             Worker {
                 slot,
                 age,
-                aborted: false,
+                aborted: None,
                 ready: false,
                 replace: false,
                 retiring: false,
@@ -245,7 +269,12 @@ impl Arbiter {
 
     pub fn on_signal(&mut self, sig: Signal, now: u64) -> Vec<Action> {
         if sig == Signal::SIGCHLD {
-            return Vec::new();
+            // gunicorn logs the child signal at debug from its main loop
+            // (while stopping it reaps without that loop).
+            return match self.phase {
+                Phase::Running => vec![log(Level::Debug, "Handling signal: cld")],
+                _ => Vec::new(),
+            };
         }
         let mut out = vec![log(
             Level::Info,
@@ -305,13 +334,11 @@ impl Arbiter {
     /// The shell reloaded the configuration (`HUP`): apply it and replace
     /// every current worker, new ones first.
     pub fn reloaded(&mut self, cfg: Config) -> Vec<Action> {
-        let mut out = Vec::new();
-        if cfg.num_workers != self.num_workers {
-            out.push(Action::NworkersChanged {
-                new: cfg.num_workers,
-                old: self.num_workers,
-            });
-        }
+        // gunicorn calls `nworkers_changed` on every reload, even for an unchanged count.
+        let mut out = vec![Action::NworkersChanged {
+            new: cfg.num_workers,
+            old: self.num_workers,
+        }];
         self.num_workers = cfg.num_workers;
         self.cfg = cfg;
         for w in self.workers.values_mut() {
@@ -352,10 +379,7 @@ impl Arbiter {
                 };
                 if let Some(reason) = reason {
                     if self.phase == Phase::Running {
-                        out.push(Action::ChildExit {
-                            pid,
-                            age: worker.age,
-                        });
+                        // No `child_exit` here: gunicorn halts before calling it.
                         out.extend(self.stop(true, now, code, Some(reason.to_string())));
                         return out;
                     }
@@ -404,18 +428,21 @@ impl Arbiter {
                 {
                     continue;
                 }
-                if !w.aborted {
-                    out.push(log(Level::Critical, format!("WORKER TIMEOUT (pid:{pid})")));
-                    w.aborted = true;
-                    out.push(Action::Kill {
-                        pid: *pid,
-                        signal: Signal::SIGABRT,
-                    });
-                } else {
-                    out.push(Action::Kill {
+                match w.aborted {
+                    None => {
+                        out.push(log(Level::Critical, format!("WORKER TIMEOUT (pid:{pid})")));
+                        w.aborted = Some(now);
+                        out.push(Action::Kill {
+                            pid: *pid,
+                            signal: Signal::SIGABRT,
+                        });
+                    }
+                    // Time to log its stacks (`workers::abort`), then KILL.
+                    Some(at) if now.saturating_sub(at) < ABORT_GRACE_MS => {}
+                    Some(_) => out.push(Action::Kill {
                         pid: *pid,
                         signal: Signal::SIGKILL,
-                    });
+                    }),
                 }
             }
         }
@@ -456,7 +483,8 @@ impl Arbiter {
             .filter(|(_, w)| !w.replace && !w.retiring)
             .map(|(p, w)| (w.age, *p))
             .collect();
-        let live = counted.len() + self.pending_slots.len();
+        let counted_n = counted.len();
+        let live = counted_n + self.pending_slots.len();
         if live < self.num_workers {
             for _ in live..self.num_workers {
                 let Some(slot) = self.free_slot() else {
@@ -511,6 +539,17 @@ impl Arbiter {
             out.push(Action::Kill {
                 pid,
                 signal: Signal::SIGTERM,
+            });
+        }
+        // gunicorn's `N workers` debug line and `gunicorn.workers` gauge,
+        // sent when the count changes.
+        let active = (counted_n + self.pending_slots.len()).min(self.num_workers);
+        if self.last_worker_count != Some(active) {
+            self.last_worker_count = Some(active);
+            out.push(log(Level::Debug, format!("{active} workers")));
+            out.push(Action::Gauge {
+                name: "gunicorn.workers",
+                value: active as i64,
             });
         }
         out
@@ -742,6 +781,8 @@ mod tests {
         let acts = a.on_tick(30_001, &ready_at(0));
         assert!(logs(&acts).contains(&"WORKER TIMEOUT (pid:100)".to_string()));
         assert_eq!(kills(&acts), vec![(100, Signal::SIGABRT)]);
+        // It gets ABORT_GRACE_MS to log its stacks before the KILL.
+        assert!(kills(&a.on_tick(30_500, &ready_at(0))).is_empty());
         let acts = a.on_tick(31_001, &ready_at(0));
         assert_eq!(kills(&acts), vec![(100, Signal::SIGKILL)]);
     }
@@ -758,6 +799,37 @@ mod tests {
         let acts = a.start();
         fork_all(&mut a, acts, 100);
         assert!(kills(&a.on_tick(10_000_000, &ready_at(0))).is_empty());
+    }
+
+    fn gauges(acts: &[Action]) -> Vec<i64> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Gauge {
+                    name: "gunicorn.workers",
+                    value,
+                } => Some(*value),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn workers_gauge_sent_when_the_count_changes() {
+        let mut a = Arbiter::new(cfg(2), 8);
+        let acts = a.start();
+        assert_eq!(gauges(&acts), vec![2]);
+        assert!(logs(&acts).contains(&"2 workers".to_string()));
+        fork_all(&mut a, acts, 100);
+        assert!(gauges(&a.on_tick(1, &ready_at(1))).is_empty());
+        let acts = a.on_signal(Signal::SIGTTIN, 2);
+        assert_eq!(gauges(&acts), vec![3]);
+        fork_all(&mut a, acts, 200);
+        assert_eq!(gauges(&a.on_signal(Signal::SIGTTOU, 3)), vec![2]);
+        // A reaped child is logged at debug while running.
+        assert_eq!(
+            logs(&a.on_signal(Signal::SIGCHLD, 4)),
+            vec!["Handling signal: cld".to_string()]
+        );
     }
 
     #[test]
@@ -844,6 +916,30 @@ mod tests {
         assert!(kills(&a.on_tick(40, &probe)).is_empty());
         assert_eq!(spawns(&a.on_exit(100, ExitStatus::Code(0), 50)), 0);
         assert_eq!(a.worker_pids(), vec![101, new[0]]);
+    }
+
+    #[test]
+    fn reload_reports_the_worker_count_even_unchanged() {
+        let mut a = running(2);
+        let acts = a.reloaded(cfg(2));
+        assert_eq!(
+            acts.first(),
+            Some(&Action::NworkersChanged { new: 2, old: 2 })
+        );
+    }
+
+    #[test]
+    fn abort_stops_quickly_with_status_255() {
+        let mut a = running(2);
+        let acts = a.abort(5);
+        assert!(acts.contains(&Action::CloseListeners { unlink: true }));
+        assert_eq!(
+            kills(&acts),
+            vec![(100, Signal::SIGQUIT), (101, Signal::SIGQUIT)]
+        );
+        a.on_exit(100, ExitStatus::Code(0), 6);
+        let acts = a.on_exit(101, ExitStatus::Code(0), 7);
+        assert_eq!(acts.last(), Some(&Action::Exit { code: 255 }));
     }
 
     #[test]

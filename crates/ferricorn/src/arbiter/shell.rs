@@ -24,6 +24,7 @@ use pyo3::types::PyDict;
 use super::{Action, Arbiter, Config, ExitStatus, Probe};
 use crate::config::Settings;
 use crate::glogging;
+use crate::hooks;
 use crate::pidfile::Pidfile;
 use crate::sock::Listener;
 use crate::sys::signals;
@@ -72,8 +73,26 @@ pub fn arbiter_config(settings: &Settings, systemd: bool) -> Config {
         num_workers: settings.workers(),
         timeout_ms: (settings.timeout() * 1000.0) as u64,
         graceful_timeout_ms: (settings.graceful_timeout() * 1000.0) as u64,
-        daemon: false,
+        daemon: settings.get("daemon").as_bool(),
         systemd,
+    }
+}
+
+/// Hand the log files to `--user`/`--group`, so workers running as them can
+/// reopen the logs on `USR1` (gunicorn `chown`s them too). Best effort: the
+/// path may be `/dev/null`.
+pub fn give_logs_to_workers(settings: &Settings) {
+    let (uid, gid) = (settings.get("user"), settings.get("group"));
+    for path in [Some(settings.errorlog()), settings.accesslog()]
+        .into_iter()
+        .flatten()
+        .filter(|p| *p != "-")
+    {
+        let _ = crate::sys::privileges::give_to(
+            std::path::Path::new(path),
+            uid.as_int() as u32,
+            gid.as_int() as u32,
+        );
     }
 }
 
@@ -85,6 +104,10 @@ pub struct Shell {
     /// Workers forked and not reaped yet.
     children: BTreeSet<i32>,
     exit_code: Option<i32>,
+    /// When the next backlog metric is due (monotonic ms).
+    backlog_due: u64,
+    /// A hook raised in the loop: the master stops without `on_exit`.
+    hook_failed: bool,
 }
 
 impl Shell {
@@ -105,19 +128,39 @@ impl Shell {
             master_pid: std::process::id() as i32,
             children: BTreeSet::new(),
             exit_code: None,
+            backlog_due: 0,
+            hook_failed: false,
         })
+    }
+
+    /// gunicorn's `proc_name` as the titles show it: `--name`, else the
+    /// default (the app spec or config file), `.2` while a re-executed
+    /// master's parent lives.
+    fn proc_name(&self) -> String {
+        let s = &self.launch.settings;
+        let name = s
+            .proc_name()
+            .or_else(|| s.get("default_proc_name").as_str())
+            .unwrap_or(&self.launch.app_spec);
+        if self.arbiter.parent_master() != 0 {
+            format!("{name}.2")
+        } else {
+            name.to_string()
+        }
+    }
+
+    fn set_master_title(&self) {
+        crate::sys::proctitle::set(&format!("master [{}]", self.proc_name()));
     }
 
     /// Run until the arbiter decides to exit; returns the exit code.
     /// Call without the GIL.
     pub fn run(&mut self) -> i32 {
+        self.set_master_title();
         let first = self.arbiter.start();
         self.execute(first);
         loop {
             for sig in signals::take_pending() {
-                if sig == Signal::SIGCHLD {
-                    continue;
-                }
                 let actions = self.arbiter.on_signal(sig, monotonic_ms());
                 self.execute(actions);
             }
@@ -150,6 +193,26 @@ impl Shell {
             if let Some(code) = self.exit_code {
                 return code;
             }
+            self.backlog_metric(now);
+        }
+    }
+
+    /// `--enable-backlog-metric`: once a second while running, the
+    /// connections waiting in the listeners' accept queues, as gunicorn's
+    /// `manage_workers` reports them (a debug line and a StatsD histogram;
+    /// unix sockets count -1, and a negative total is not reported).
+    fn backlog_metric(&mut self, now: u64) {
+        if !self.arbiter.is_running()
+            || now < self.backlog_due
+            || !self.launch.settings.get("enable_backlog_metric").as_bool()
+        {
+            return;
+        }
+        self.backlog_due = now + 1000;
+        let backlog: i64 = self.launch.listeners.iter().map(|l| l.backlog()).sum();
+        if backlog >= 0 {
+            glogging::debug!("socket backlog: {backlog}");
+            glogging::histogram("gunicorn.backlog", backlog);
         }
     }
 
@@ -200,6 +263,7 @@ impl Shell {
         }
         let actions = self.arbiter.promoted();
         self.execute(actions);
+        self.set_master_title();
         Python::attach(|py| {
             if let Ok(environ) = py.import("os").and_then(|os| os.getattr("environ")) {
                 let _ = environ.call_method1("pop", ("GUNICORN_PID", py.None()));
@@ -230,6 +294,7 @@ impl Shell {
                     if let Err(e) = glogging::reopen() {
                         glogging::error!("{e}");
                     }
+                    give_logs_to_workers(&self.launch.settings);
                 }
                 Action::CloseListeners { unlink } => {
                     crate::systemd::notify("STOPPING=1");
@@ -250,7 +315,21 @@ impl Shell {
                         }
                     }
                 }
-                Action::NworkersChanged { .. } | Action::ChildExit { .. } => {}
+                Action::Gauge { name, value } => glogging::gauge(name, value),
+                Action::NworkersChanged { new, old } => {
+                    let args = hooks::Args::Counts {
+                        new,
+                        old: Some(old),
+                    };
+                    if let Err(tb) = hooks::master("nworkers_changed", &self.hook_view(), args) {
+                        self.hook_failed(&tb);
+                    }
+                }
+                Action::ChildExit { pid, age } => {
+                    if let Err(tb) = hooks::child_exit(&self.hook_view(), pid, age) {
+                        self.hook_failed(&tb);
+                    }
+                }
                 Action::Exit { code } => {
                     // Reap the workers that were just killed so none is left
                     // as a zombie; a re-executed master is not waited for.
@@ -260,13 +339,51 @@ impl Shell {
                     if let Some(pf) = self.launch.pidfile.take() {
                         pf.unlink();
                     }
+                    let mut code = code;
+                    if !self.hook_failed {
+                        let view = self.hook_view();
+                        if let Err(tb) = hooks::master("on_exit", &view, hooks::Args::None) {
+                            glogging::error!("Exception in on_exit hook\n{tb}");
+                            if code == 0 {
+                                code = 1;
+                            }
+                        }
+                    }
                     self.exit_code = Some(code);
                 }
             }
         }
     }
 
+    /// What hooks see of the master (`server.num_workers`, ...).
+    fn hook_view(&self) -> hooks::MasterView {
+        hooks::MasterView {
+            num_workers: self.arbiter.num_workers(),
+            reexec_pid: self.arbiter.reexec_pid(),
+            master_pid: self.arbiter.parent_master(),
+        }
+    }
+
+    /// A hook raised in the master's loop: gunicorn treats that as fatal
+    /// ("Unhandled exception in main loop", quick stop, exit 255).
+    fn hook_failed(&mut self, traceback: &str) {
+        glogging::error!("Unhandled exception in main loop\n{traceback}");
+        self.hook_failed = true;
+        let actions = self.arbiter.abort(monotonic_ms());
+        self.execute(actions);
+    }
+
     fn spawn(&mut self, slot: usize, age: u64) {
+        if !self.arbiter.is_running() {
+            // Stopping (a hook failed while this spawn was queued).
+            self.arbiter.spawn_failed(slot);
+            return;
+        }
+        if let Err(tb) = hooks::pre_fork(&self.hook_view(), age) {
+            self.arbiter.spawn_failed(slot);
+            self.hook_failed(&tb);
+            return;
+        }
         self.launch.heartbeats.reset(slot, monotonic_ms());
         let setup = Setup {
             slot,
@@ -281,17 +398,26 @@ impl Shell {
             },
         };
         let master_fds = [self.wake.0.as_raw_fd(), self.wake.1.as_raw_fd()];
+        let title = format!("worker [{}]", self.proc_name());
+        // Signals stay blocked across the fork: the worker unblocks them once
+        // its handlers are in place, so none sent to it meanwhile is lost.
+        let mask = signals::block_all().ok();
         let forked = Python::attach(|py| -> PyResult<i32> {
             let pid: i32 = py.import("os")?.call_method0("fork")?.extract()?;
             if pid == 0 {
+                crate::sys::proctitle::set(&title);
                 workers::main(py, &setup, &master_fds);
             }
             Ok(pid)
         });
+        if let Some(mask) = mask {
+            let _ = signals::restore_mask(&mask);
+        }
         match forked {
             Ok(pid) => {
                 self.children.insert(pid);
                 self.arbiter.spawned(slot, age, pid);
+                hooks::spawned(pid);
             }
             Err(e) => {
                 glogging::error!("Unable to fork a worker: {e}");
@@ -324,6 +450,7 @@ impl Shell {
                 return;
             }
         };
+        glogging::debug!("Current configuration:\n{}", new.settings.render_current());
         if let Err(e) = glogging::reopen() {
             glogging::error!("{e}");
         }
@@ -355,8 +482,22 @@ impl Shell {
         self.launch.settings = new.settings;
         self.launch.preloaded = new.preloaded;
         self.launch.app_spec = new.app_spec;
+        self.set_master_title();
+        give_logs_to_workers(&self.launch.settings);
         let actions = self.arbiter.reloaded(cfg);
-        self.execute(actions);
+        // gunicorn's order: `nworkers_changed`, `on_reload`, then new workers.
+        let (counts, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::NworkersChanged { .. }));
+        self.execute(counts);
+        if self.hook_failed {
+            return;
+        }
+        if let Err(tb) = hooks::master("on_reload", &self.hook_view(), hooks::Args::None) {
+            self.hook_failed(&tb);
+            return;
+        }
+        self.execute(rest);
     }
 
     /// `USR2`: rename the pidfile to `.oldbin`, fork, and in the child exec
@@ -379,10 +520,15 @@ impl Shell {
         let systemd = self.launch.systemd;
         let env_orig = &self.launch.env_orig;
         let cwd = &self.launch.start_cwd;
+        let view = self.hook_view();
         let forked = Python::attach(|py| -> PyResult<i32> {
             let os = py.import("os")?;
             let pid: i32 = os.call_method0("fork")?.extract()?;
             if pid == 0 {
+                if let Err(tb) = hooks::master("pre_exec", &view, hooks::Args::None) {
+                    glogging::error!("Exception in pre_exec hook\n{tb}");
+                    crate::sys::process::exit_now(1);
+                }
                 let err = exec_new_master(py, env_orig, cwd, master_pid, &fds, systemd);
                 glogging::error!("Cannot exec the new master: {err}");
                 crate::sys::process::exit_now(1);

@@ -118,7 +118,7 @@ pub fn render() -> String {
          `GUNICORN_CMD_ARGS`/`FERRICORN_CMD_ARGS`; else `./ferricorn.conf.py`, else `./gunicorn.conf.py`, \
          when present); `GUNICORN_CMD_ARGS`; `FERRICORN_CMD_ARGS` (ferricorn's own spelling, same syntax); \
          the command line. Config files are Python, run in the master and again on HUP; names that are \
-         not settings are ignored. Server hooks can only be set in a config file; `--print-config` shows a \
+         not settings are ignored. Server hooks are set in a config file (or through `ferricorn.app.base`); `--print-config` shows a \
          hook as `<qualified name()>`, for gunicorn's no-op defaults their gunicorn names.\n",
         total = ROWS.len(),
     );

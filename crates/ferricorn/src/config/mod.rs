@@ -134,6 +134,17 @@ impl Settings {
         out
     }
 
+    /// gunicorn's `Current configuration:` debug dump: `  name: value` per
+    /// setting, in the table's order (gunicorn's definition order).
+    pub fn render_current(&self) -> String {
+        let rows: Vec<String> = self
+            .iter()
+            .filter(|(r, v)| !table::FERRICORN_ONLY.contains(&r.name) || **v != (r.default)())
+            .map(|(r, v)| format!("  {}: {v}", r.name))
+            .collect();
+        rows.join("\n")
+    }
+
     // ---- typed getters ----
 
     pub fn bind(&self) -> &[String] {
@@ -217,6 +228,14 @@ impl Settings {
     }
     pub fn logconfig_json(&self) -> Option<&str> {
         self.get("logconfig_json").as_str()
+    }
+    /// `logconfig_dict` as Python literal text, `None` when empty (unset).
+    pub fn logconfig_dict(&self) -> Option<String> {
+        match self.get("logconfig_dict") {
+            Value::Map(pairs) if pairs.is_empty() => None,
+            Value::None => None,
+            v => Some(v.to_string()),
+        }
     }
     pub fn capture_output(&self) -> bool {
         self.get("capture_output").as_bool()
@@ -371,9 +390,9 @@ mod tests {
     fn unsupported_setting_refused_when_changed() {
         let mut s = Settings::new();
         assert!(s.check_supported().is_ok());
-        s.set_value("daemon", Value::Bool(true)).unwrap();
+        s.set_value("reload", Value::Bool(true)).unwrap();
         let err = s.check_supported().unwrap_err().to_string();
-        assert!(err.contains("daemon"), "{err}");
+        assert!(err.contains("reload"), "{err}");
         assert!(err.contains("not supported"), "{err}");
     }
 }

@@ -180,28 +180,58 @@ fn apply_config_file(
         };
         match row.kind {
             Kind::Hook(_) | Kind::PostRequestHook => {
-                let arity: i32 = match row.kind {
-                    Kind::Hook(n) => i32::from(n),
-                    _ => -1,
-                };
-                let checked = helper(py, "hook")
-                    .and_then(|f| f.call1((row.name, arity, &value)))
-                    .and_then(|r| r.extract::<(Py<PyAny>, String)>());
-                let (callable, text) = checked.map_err(|e| {
-                    LoadFailure::Config(
-                        ConfigError::Invalid {
-                            name: row.name,
-                            value: to_input(&value).text(),
-                            why: py_err(py, &e),
-                        }
-                        .to_string(),
-                    )
-                })?;
-                settings.set_value(row.name, Value::Object(text))?;
-                hooks.retain(|(n, _)| *n != row.name);
-                hooks.push((row.name, callable));
+                apply_hook(py, row, &value, settings, hooks)?;
             }
             _ => settings.apply(row, to_input(&value))?,
+        }
+    }
+    Ok(())
+}
+
+/// Check a server hook (arity, import path) as gunicorn does and record it.
+fn apply_hook(
+    py: Python<'_>,
+    row: &'static table::Setting,
+    value: &Bound<'_, PyAny>,
+    settings: &mut Settings,
+    hooks: &mut Vec<(&'static str, Py<PyAny>)>,
+) -> Result<(), LoadFailure> {
+    let arity: i32 = match row.kind {
+        Kind::Hook(n) => i32::from(n),
+        _ => -1,
+    };
+    let checked = helper(py, "hook")
+        .and_then(|f| f.call1((row.name, arity, value)))
+        .and_then(|r| r.extract::<(Py<PyAny>, String)>());
+    let (callable, text) = checked.map_err(|e| {
+        LoadFailure::Config(
+            ConfigError::Invalid {
+                name: row.name,
+                value: to_input(value).text(),
+                why: py_err(py, &e),
+            }
+            .to_string(),
+        )
+    })?;
+    settings.set_value(row.name, Value::Object(text))?;
+    hooks.retain(|(n, _)| *n != row.name);
+    hooks.push((row.name, callable));
+    Ok(())
+}
+
+/// Hooks set on a `ferricorn.app.base` application (no command-line form).
+fn apply_embedded_hooks(
+    py: Python<'_>,
+    settings: &mut Settings,
+    hooks: &mut Vec<(&'static str, Py<PyAny>)>,
+) -> Result<(), LoadFailure> {
+    let embedded: Vec<(String, Py<PyAny>)> = helper(py, "embedded_hooks")
+        .and_then(|f| f.call0())
+        .and_then(|l| l.extract())
+        .map_err(|e| LoadFailure::Config(py_err(py, &e)))?;
+    for (name, value) in embedded {
+        if let Some((_, row)) = table::find(&name).filter(|(_, r)| r.kind.is_hook()) {
+            apply_hook(py, row, value.bind(py), settings, hooks)?;
         }
     }
     Ok(())
@@ -314,6 +344,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
     if let Some(location) = location {
         apply_config_file(py, &location, &mut settings, &mut hooks)?;
     }
+    apply_embedded_hooks(py, &mut settings, &mut hooks)?;
     for parsed in &env_parsed {
         apply_parsed(&mut settings, parsed)?;
     }

@@ -548,7 +548,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Detach from the terminal and run in the background.",
     },
     Setting {
@@ -584,7 +584,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Directory for worker heartbeat files.",
     },
     Setting {
@@ -596,7 +596,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::User,
         default: d_euid,
-        supported: false,
+        supported: true,
         short: "Run workers as this user (name or uid).",
     },
     Setting {
@@ -608,7 +608,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Group,
         default: d_egid,
-        supported: false,
+        supported: true,
         short: "Run workers as this group (name or gid).",
     },
     Setting {
@@ -620,7 +620,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::AutoInt,
         kind: Kind::PosInt,
         default: || Value::Int(0),
-        supported: false,
+        supported: true,
         short: "File mode creation mask of the server processes.",
     },
     Setting {
@@ -632,7 +632,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Load the user's supplementary groups when switching user.",
     },
     Setting {
@@ -784,7 +784,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Dict,
         default: || Value::Map(vec![]),
-        supported: false,
+        supported: true,
         short: "Logging configuration as a dictionary (logging.config.dictConfig).",
     },
     Setting {
@@ -904,7 +904,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Report the listen backlog as a StatsD metric.",
     },
     Setting {
@@ -916,7 +916,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "Base name for process titles.",
     },
     Setting {
@@ -964,7 +964,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(1),
         default: || Value::Object("<OnStarting.on_starting()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the master just before it initialises.",
     },
     Setting {
@@ -976,7 +976,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(1),
         default: || Value::Object("<OnReload.on_reload()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the master when it reloads (HUP).",
     },
     Setting {
@@ -988,7 +988,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(1),
         default: || Value::Object("<WhenReady.when_ready()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the master once it is listening.",
     },
     Setting {
@@ -1000,7 +1000,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(2),
         default: || Value::Object("<Prefork.pre_fork()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the master just before a worker is forked.",
     },
     Setting {
@@ -1012,7 +1012,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(2),
         default: || Value::Object("<Postfork.post_fork()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the worker just after it is forked.",
     },
     Setting {
@@ -1024,7 +1024,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(1),
         default: || Value::Object("<PostWorkerInit.post_worker_init()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the worker after it has loaded the application.",
     },
     Setting {
@@ -1036,7 +1036,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(1),
         default: || Value::Object("<WorkerInt.worker_int()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the worker when it gets INT or QUIT.",
     },
     Setting {
@@ -1048,7 +1048,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(1),
         default: || Value::Object("<WorkerAbort.worker_abort()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the worker when it gets ABRT (usually a timeout).",
     },
     Setting {
@@ -1060,7 +1060,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(1),
         default: || Value::Object("<PreExec.pre_exec()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the master before it re-executes itself (USR2).",
     },
     Setting {
@@ -1072,7 +1072,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(2),
         default: || Value::Object("<PreRequest.pre_request()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the worker before each request.",
     },
     Setting {
@@ -1084,7 +1084,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::PostRequestHook,
         default: || Value::Object("<PostRequest.post_request()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the worker after each request.",
     },
     Setting {
@@ -1096,7 +1096,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(2),
         default: || Value::Object("<ChildExit.child_exit()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the master after a worker has exited.",
     },
     Setting {
@@ -1108,7 +1108,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(2),
         default: || Value::Object("<WorkerExit.worker_exit()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the worker just before it exits.",
     },
     Setting {
@@ -1120,7 +1120,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(3),
         default: || Value::Object("<NumWorkersChanged.nworkers_changed()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the master when the number of workers changes.",
     },
     Setting {
@@ -1132,7 +1132,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Hook(1),
         default: || Value::Object("<OnExit.on_exit()>".into()),
-        supported: false,
+        supported: true,
         short: "Hook: called in the master just before it exits.",
     },
     Setting {

@@ -5,9 +5,16 @@
 //! - `shm`: anonymous shared memory for the heartbeat table, created before
 //!   the first fork so master and workers see the same pages.
 //! - `process`: `_exit`.
+//! - `sockinfo`: `TCP_INFO` of a listening socket (backlog metric).
+//! - `privileges`: workers' user and groups, `--umask` (safe `nix` calls,
+//!   kept here with the other process-level primitives).
+//! - `proctitle`: process titles (rewrites the argv area, `prctl`).
 #![allow(unsafe_code)]
 
 pub mod fd;
+pub mod privileges;
 pub mod process;
+pub mod proctitle;
 pub mod shm;
 pub mod signals;
+pub mod sockinfo;

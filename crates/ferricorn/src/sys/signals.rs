@@ -4,6 +4,9 @@
 //!
 //! Invariant: the handler only performs atomic operations and `write(2)`,
 //! both async-signal-safe; `errno` is saved and restored around the write.
+//! A signal routed `via_python` additionally trips CPython's own pending
+//! flag (`PyErr_SetInterruptEx`, async-signal-safe) so a Python-level
+//! handler runs later in the main thread, outside signal context.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -74,6 +77,18 @@ pub fn unblock_all() -> nix::Result<()> {
     SigSet::all().thread_unblock()
 }
 
+/// Block every signal in the calling thread; returns the previous mask for
+/// `restore_mask`. The master forks with signals blocked so a signal sent to
+/// a new worker before it installed its own handlers stays pending in the
+/// kernel (the worker unblocks once ready) instead of being lost.
+pub fn block_all() -> nix::Result<SigSet> {
+    SigSet::all().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+}
+
+pub fn restore_mask(mask: &SigSet) -> nix::Result<()> {
+    mask.thread_set_mask()
+}
+
 /// Set (or clear with `None`) the pipe the handler writes to.
 pub fn set_wake_fd(fd: Option<&OwnedFd>) {
     WAKE_FD.store(fd.map_or(-1, |f| f.as_raw_fd()), Ordering::SeqCst);
@@ -103,51 +118,126 @@ pub fn take(sig: Signal) -> bool {
     PENDING.fetch_and(!bit, Ordering::SeqCst) & bit != 0
 }
 
-/// The request line being served, for the timeout report (written from
-/// signal context, so a fixed array of atomics rather than a `String`).
+/// The request line each thread is serving, for the timeout report: a fixed
+/// table of per-thread entries (a gthread worker runs several requests at
+/// once), written with atomics so the request path never locks.
 const REQUEST_MAX: usize = 512;
-static REQUEST_LINE: [std::sync::atomic::AtomicU8; REQUEST_MAX] =
-    [const { std::sync::atomic::AtomicU8::new(0) }; REQUEST_MAX];
-static REQUEST_LEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const REQUEST_THREADS: usize = 64;
 
-/// Remember the request line in flight (empty: none).
+struct RequestEntry {
+    /// `pthread_self()` of the thread owning the entry (0: free).
+    owner: AtomicU64,
+    /// The owning thread's Rust name, if it has one (`ferricorn-3`).
+    name: std::sync::OnceLock<String>,
+    len: std::sync::atomic::AtomicUsize,
+    line: [std::sync::atomic::AtomicU8; REQUEST_MAX],
+}
+
+static REQUESTS: [RequestEntry; REQUEST_THREADS] = [const {
+    RequestEntry {
+        owner: AtomicU64::new(0),
+        name: std::sync::OnceLock::new(),
+        len: std::sync::atomic::AtomicUsize::new(0),
+        line: [const { std::sync::atomic::AtomicU8::new(0) }; REQUEST_MAX],
+    }
+}; REQUEST_THREADS];
+
+thread_local! {
+    /// This thread's entry in `REQUESTS`, claimed on first use.
+    static MY_ENTRY: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Requests this thread has handed to the app so far.
+    static STARTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many requests the calling thread has handed to the app (each
+/// `set_current_request` with a non-empty line counts one).
+pub fn requests_started() -> u64 {
+    STARTED.with(|s| s.get())
+}
+
+/// The calling thread's id as Python's `threading.get_ident()` reports it.
+pub fn thread_ident() -> u64 {
+    // SAFETY: pthread_self(3) has no preconditions and always succeeds.
+    unsafe { libc::pthread_self() as u64 }
+}
+
+fn my_entry() -> Option<&'static RequestEntry> {
+    let idx = MY_ENTRY.with(|e| {
+        if e.get().is_none() {
+            let me = thread_ident();
+            let idx = REQUESTS.iter().position(|r| {
+                r.owner
+                    .compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            });
+            if let (Some(i), Some(name)) = (idx, std::thread::current().name()) {
+                let _ = REQUESTS[i].name.set(name.to_string());
+            }
+            e.set(idx);
+        }
+        e.get()
+    })?;
+    REQUESTS.get(idx)
+}
+
+/// Remember the request line the calling thread serves (empty: none).
 pub fn set_current_request(line: &[u8]) {
+    if !line.is_empty() {
+        STARTED.with(|s| s.set(s.get() + 1));
+    }
+    let Some(entry) = my_entry() else { return };
     let n = line.len().min(REQUEST_MAX);
-    REQUEST_LEN.store(0, Ordering::SeqCst);
-    for (slot, b) in REQUEST_LINE.iter().zip(&line[..n]) {
+    entry.len.store(0, Ordering::SeqCst);
+    for (slot, b) in entry.line.iter().zip(&line[..n]) {
         slot.store(*b, Ordering::Relaxed);
     }
-    REQUEST_LEN.store(n, Ordering::SeqCst);
+    entry.len.store(n, Ordering::SeqCst);
 }
 
-extern "C" fn exit_on_signal(_sig: libc::c_int) {
-    const PREFIX: &[u8] = b"Worker timed out while serving: ";
-    let n = REQUEST_LEN.load(Ordering::SeqCst).min(REQUEST_MAX);
-    let mut buf = [0u8; PREFIX.len() + REQUEST_MAX + 1];
-    buf[..PREFIX.len()].copy_from_slice(PREFIX);
-    for i in 0..n {
-        buf[PREFIX.len() + i] = REQUEST_LINE[i].load(Ordering::Relaxed);
+/// What the request table knows of thread `ident`: its Rust name (if any)
+/// and the request line it is serving (if any).
+pub fn current_request(ident: u64) -> (Option<String>, Option<String>) {
+    let Some(entry) = REQUESTS
+        .iter()
+        .find(|r| ident != 0 && r.owner.load(Ordering::SeqCst) == ident)
+    else {
+        return (None, None);
+    };
+    let name = entry.name.get().cloned();
+    let n = entry.len.load(Ordering::SeqCst).min(REQUEST_MAX);
+    if n == 0 {
+        return (name, None);
     }
-    buf[PREFIX.len() + n] = b'\n';
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is a
-    // valid stack array of the given length.
+    let bytes: Vec<u8> = entry.line[..n]
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .collect();
+    (name, Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+extern "C" fn on_abort(sig: libc::c_int) {
+    on_signal(sig);
+    // SAFETY: PyErr_SetInterruptEx is documented async-signal-safe and only
+    // sets flags (and writes Python's wakeup fd); it does not need the GIL.
     unsafe {
-        if n > 0 {
-            libc::write(2, buf.as_ptr().cast(), PREFIX.len() + n + 1);
-        }
-        libc::_exit(1)
+        pyo3::ffi::PyErr_SetInterruptEx(sig);
     }
 }
 
-/// Make `sig` end the process at once with status 1 (a worker's SIGABRT after
-/// a timeout: gunicorn's `handle_abort` exits 1).
-pub fn exit_on(sig: Signal) -> nix::Result<()> {
+/// Deliver `sig` to the Python-level handler registered for it with
+/// `signal.signal` (call that first): our handler records it like
+/// `install` does (pending bit + wake pipe, so a loop that runs no Python
+/// code notices and calls `PyErr_CheckSignals`) and trips Python's flag, so
+/// the main thread runs the Python handler at its next bytecode boundary.
+/// A worker's `ABRT` after a timeout goes this way: the handler logs the
+/// stacks, then exits 1 (gunicorn's `handle_abort`).
+pub fn via_python(sig: Signal) -> nix::Result<()> {
     let action = SigAction::new(
-        SigHandler::Handler(exit_on_signal),
+        SigHandler::Handler(on_abort),
         SaFlags::empty(),
         SigSet::empty(),
     );
-    // SAFETY: `exit_on_signal` only calls _exit, which is async-signal-safe.
+    // SAFETY: `on_abort` only performs async-signal-safe operations.
     unsafe { sigaction(sig, &action)? };
     Ok(())
 }

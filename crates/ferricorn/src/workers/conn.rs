@@ -9,7 +9,7 @@
 //! gunicorn counterpart: `SyncWorker.handle`/`handle_request` and
 //! `ThreadWorker.handle`/`handle_request` (the shared parts).
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,7 +188,7 @@ pub fn serve_head(
     super::signals::set_current_request(
         &[head.method.as_ref(), b" ", head.target, version].concat(),
     );
-    let outcome = wsgi::serve(py, app, head, rest, &conn);
+    let outcome = crate::hooks::serve(py, app, head, rest, &conn);
     super::signals::set_current_request(b"");
     if let Some((table, slot)) = busy {
         table.end_request(slot);
@@ -196,7 +196,12 @@ pub fn serve_head(
     if glogging::access_enabled() {
         log_access(py, head, peer, &outcome, started);
     }
-    (outcome.keep_alive && allow_keep_alive).then_some(outcome.leftover)
+    let keep = outcome.keep_alive && allow_keep_alive;
+    if allow_keep_alive && !keep && !outcome.failed {
+        // gthread's line for a response that ends its connection.
+        glogging::debug!("Closing connection.");
+    }
+    keep.then_some(outcome.leftover)
 }
 
 /// Answer a request the parser refused (4xx/5xx, `Connection: close`) and log it.
@@ -262,11 +267,11 @@ fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut V
 /// Append what the socket has to `buf` (GIL released while waiting); retries
 /// reads interrupted by a signal unless a quick exit is pending. `Ok(0)` is EOF.
 fn read_more(py: Python<'_>, stream: &Arc<Stream>, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let read = py.detach(|| {
+    // Into the spare capacity: no 8 KiB zero-fill per read (docs/profile.md).
+    let fd = stream.raw_fd();
+    py.detach(|| {
         loop {
-            match (&**stream).read(&mut buf[start..]) {
+            match crate::sys::fd::read_append(fd, buf, READ_CHUNK) {
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted && !super::signals::peek_quit() =>
                 {
@@ -275,9 +280,7 @@ fn read_more(py: Python<'_>, stream: &Arc<Stream>, buf: &mut Vec<u8>) -> io::Res
                 other => break other,
             }
         }
-    });
-    buf.truncate(start + *read.as_ref().unwrap_or(&0));
-    read
+    })
 }
 
 /// Per-connection policy of a worker, built once from the settings.

@@ -11,9 +11,12 @@
 //! - a connection is either idle in the poller (registered) or owned by one
 //!   thread (deregistered), never both; `active` counts both kinds and is
 //!   capped by `--worker-connections`;
-//! - TERM stops accepting, closes idle connections, lets queued and
-//!   in-flight requests finish (answering them with `Connection: close`),
-//!   then joins the threads; QUIT/INT exit at once.
+//! - TERM stops accepting, closes idle keep-alive connections, lets
+//!   accepted-but-unread connections, queued and in-flight requests finish (answering them with `Connection: close`),
+//!   then joins the threads; QUIT/INT exit at once;
+//! - at `--max-requests` (or above `--max-worker-memory`) the worker does
+//!   not stop by itself: it marks its slot for retirement and keeps serving
+//!   until the master, once the replacement has booted, sends `TERM`.
 //!
 //! gunicorn counterpart: `workers/gthread.py` (`ThreadWorker`).
 
@@ -33,10 +36,10 @@ use pyo3::prelude::*;
 
 use super::Worker;
 use super::conn::{self, Next};
-use super::sync::{is_transient_accept_error, request_budget};
+use super::sync::is_transient_accept_error;
 use crate::glogging;
 use crate::sock::{Peer, Stream};
-use crate::wsgi::environ::AppContext;
+use crate::wsgi::{self, environ::AppContext};
 
 const WAKER: Token = Token(0);
 const SIGNAL_PIPE: Token = Token(1);
@@ -98,7 +101,8 @@ fn thread_main(shared: &Shared<'_>) {
         };
         let Ok(mut c) = job else { return };
         let _ = c.stream.set_timeouts(shared.io_timeout);
-        let mut served = 0u64;
+        // Counted whether the connection then stays open or closes.
+        let started = super::signals::requests_started();
         let keep = Python::attach(|py| {
             if std::mem::take(&mut c.fresh) {
                 if let Some(proxy) = &shared.policy.proxy {
@@ -124,13 +128,13 @@ fn thread_main(shared: &Shared<'_>) {
                 if next == Next::Close {
                     return false;
                 }
-                served += 1;
                 // Pipelined bytes already read: serve them now, else wait in the poller.
                 if c.buf.is_empty() {
                     return true;
                 }
             }
         });
+        let served = super::signals::requests_started() - started;
         let conn = if keep {
             Some(c)
         } else {
@@ -170,11 +174,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
     // How long a fresh connection may take to send its first request.
     let first_request_for = io_timeout.unwrap_or(Duration::from_secs(30));
     let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
-    let budget = request_budget(
-        settings.max_requests(),
-        settings.max_requests_jitter(),
-        u64::from(worker.pid) ^ crate::util::monotonic_ms(),
-    );
 
     let mut poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
@@ -214,7 +213,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             let shared = &shared;
             let h = std::thread::Builder::new()
                 .name(format!("ferricorn-{i}"))
-                .spawn_scoped(scope, move || thread_main(shared))?;
+                .spawn_scoped(scope, move || {
+                    wsgi::keep_thread_state(|| thread_main(shared))
+                })?;
             handles.push(h);
         }
 
@@ -223,7 +224,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         let mut deadlines: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
         let mut next_token = CONN_BASE;
         let mut active: usize = 0;
-        let mut served: u64 = 0;
         let mut pending_accept = vec![true; setup.listeners.len()];
         let mut accepting = true;
 
@@ -264,10 +264,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
                 worker.alive = false;
             }
-            if budget > 0 && served >= budget && worker.alive {
-                glogging::info!("Autorestarting worker after current request.");
-                worker.alive = false;
-            }
             if !worker.alive && accepting {
                 // Graceful stop: no new connections, idle ones are closed.
                 accepting = false;
@@ -280,7 +276,12 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 for (_, i) in idle.drain() {
                     let fd = i.conn.stream.raw_fd();
                     let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                    active -= 1;
+                    // A connection accepted but not yet read may carry a
+                    // request already: a thread reads and answers it (with
+                    // `Connection: close`). Idle keep-alive ones are closed.
+                    if !i.conn.fresh || job_tx.send(i.conn).is_err() {
+                        active -= 1;
+                    }
                 }
                 deadlines.clear();
             }
@@ -316,6 +317,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             }
 
             // Connections the threads are done with.
+            let mut served = 0;
             while let Ok(d) = done_rx.try_recv() {
                 served += d.served;
                 match d.conn {
@@ -326,6 +328,11 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                     }
                     _ => active -= 1,
                 }
+            }
+            if served > 0 {
+                // At --max-requests / --max-worker-memory this asks the master
+                // for a replacement; we keep serving until its TERM.
+                worker.requests_done(served);
             }
 
             // Accept while under the connection cap.

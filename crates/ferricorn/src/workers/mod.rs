@@ -7,6 +7,7 @@
 //! gunicorn counterpart: `workers/base.py` (`Worker.init_process`,
 //! `init_signals`, `load_wsgi`) and `Arbiter.spawn_worker`'s child branch.
 
+pub mod abort;
 pub mod conn;
 pub mod evloop;
 pub mod gthread;
@@ -133,12 +134,15 @@ impl Worker<'_> {
                     self.alive = false;
                     self.quick_exit = true;
                     quick = true;
+                    worker_int();
                 }
                 Signal::SIGUSR1 => {
                     if let Err(e) = glogging::reopen() {
                         glogging::error!("{e}");
                     }
                 }
+                // A timeout: log the stacks and exit 1 (no return).
+                Signal::SIGABRT => abort::run_pending(),
                 _ => {}
             }
         }
@@ -152,7 +156,12 @@ impl Worker<'_> {
     /// `--max-worker-memory`, ask the master for a replacement. The worker
     /// keeps serving until the master sends `TERM` (its replacement booted).
     pub fn request_done(&mut self) {
-        self.served += 1;
+        self.requests_done(1);
+    }
+
+    /// `request_done` for `n` requests at once (gthread counts a batch).
+    pub fn requests_done(&mut self, n: u64) {
+        self.served += n;
         self.notify();
         if self.retire_requested {
             return;
@@ -254,7 +263,33 @@ fn flush_python_stdio(py: Python<'_>) {
     }
 }
 
+/// The `worker_int` hook on QUIT/INT; one that raises ends the worker with
+/// status 255, as an exception escaping gunicorn's signal handler does.
+fn worker_int() {
+    if !crate::hooks::is_set("worker_int") {
+        return;
+    }
+    Python::attach(|py| {
+        if let Err(tb) = crate::hooks::worker(py, "worker_int") {
+            glogging::error!("Exception in worker process\n{tb}");
+            glogging::info!("Worker exiting (pid: {})", std::process::id());
+            exit_worker(py, 255);
+        }
+    });
+}
+
+/// A boot-time hook (`post_fork`, `post_worker_init`) raised: the worker
+/// failed to boot (exit 3), as in gunicorn.
+fn boot_hook(py: Python<'_>, name: &'static str) {
+    if let Err(tb) = crate::hooks::worker(py, name) {
+        glogging::log_always(Level::Error, &format!("Exception in worker process\n{tb}"));
+        glogging::info!("Worker exiting (pid: {})", std::process::id());
+        exit_worker(py, WORKER_BOOT_ERROR);
+    }
+}
+
 fn exit_worker(py: Python<'_>, code: i32) -> ! {
+    crate::hooks::worker_exit(py);
     flush_python_stdio(py);
     crate::sys::process::exit_now(code)
 }
@@ -282,27 +317,45 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     let installed = signals::install(&[Signal::SIGQUIT, Signal::SIGINT], false)
         .and_then(|()| signals::install(&[Signal::SIGTERM, Signal::SIGUSR1], true))
         .and_then(|()| signals::ignore(&[Signal::SIGWINCH, Signal::SIGPIPE]))
-        .and_then(|()| signals::exit_on(Signal::SIGABRT))
         .and_then(|()| signals::unblock_all());
     if let Err(e) = installed {
         glogging::error!("Exception in worker process: cannot install signal handlers: {e}");
         exit_worker(py, WORKER_BOOT_ERROR);
     }
-    // On the master's ABRT (timeout) the Python stacks go to stderr (the
-    // error log) first; then our handler adds the request line and exits 1.
+    // Fatal signals (SEGV...) dump the Python stacks to stderr; the master's
+    // ABRT (timeout) is handled by `abort`, which logs them to the error log.
     if let Err(e) = py.import("faulthandler").and_then(|fh| {
         let stderr = py.import("sys")?.getattr("stderr")?;
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("file", stderr)?;
         kwargs.set_item("all_threads", true)?;
-        // For ABRT (and fatal signals) faulthandler dumps, restores the
-        // previous handler (ours) and re-raises.
         fh.call_method("enable", (), Some(&kwargs))
     }) {
         glogging::debug!("faulthandler unavailable: {e}");
     }
+    if let Err(e) = abort::install(py) {
+        glogging::error!("Exception in worker process: cannot install the ABRT handler: {e}");
+        exit_worker(py, WORKER_BOOT_ERROR);
+    }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
+    if let Err(e) = crate::wsgi::extras::prepare(py) {
+        glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
+        exit_worker(py, WORKER_BOOT_ERROR);
+    }
+    crate::hooks::worker_started(py, setup.master_pid);
+    boot_hook(py, "post_fork");
+    // gunicorn's `set_owner_process`: --user / --group / --initgroups.
+    let (uid, gid) = (setup.settings.get("user"), setup.settings.get("group"));
+    if let Err(e) = crate::sys::privileges::set_owner(
+        uid.as_int() as u32,
+        gid.as_int() as u32,
+        setup.settings.get("initgroups").as_bool(),
+    ) {
+        glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
+        glogging::info!("Worker exiting (pid: {pid})");
+        exit_worker(py, WORKER_BOOT_ERROR);
+    }
 
     let callable = match &setup.app {
         AppSource::Preloaded(app) => (*app).clone_ref(py),
@@ -354,6 +407,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         }
     };
 
+    boot_hook(py, "post_worker_init");
     let mut worker = Worker {
         setup,
         pid,

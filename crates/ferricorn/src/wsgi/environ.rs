@@ -3,7 +3,10 @@
 //! The constant part (`wsgi.version`, `wsgi.errors`, `SERVER_SOFTWARE`, …) is
 //! built once per worker and copied per request; header keys
 //! (`HTTP_USER_AGENT`) are cached as Python strings so a request allocates
-//! only its values.
+//! only its values. The base also holds every always-set key (as `None`), so
+//! the copy has their slots and never grows for them; common values (`GET`,
+//! `http`, `""`, `/`, the listener's name and port) are shared strings.
+//! docs/profile.md has the per-request cost.
 //!
 //! gunicorn counterpart: `http.wsgi.base_environ`, `default_environ`, `create`.
 
@@ -26,6 +29,8 @@ pub struct AppContext {
     callable: Py<PyAny>,
     base: Py<PyDict>,
     header_keys: Mutex<HashMap<Vec<u8>, Py<PyString>>>,
+    /// `SERVER_NAME` and `SERVER_PORT` strings per listener address.
+    servers: Mutex<Vec<ServerStrings>>,
     script_name: String,
     parser_options: Options,
     sendfile: bool,
@@ -34,6 +39,56 @@ pub struct AppContext {
 }
 
 const HEADER_KEY_CACHE: usize = 512;
+
+/// A listener's (name, port) and the Python strings made of them once.
+struct ServerStrings {
+    name: String,
+    port: String,
+    py_name: Py<PyString>,
+    py_port: Py<PyString>,
+}
+
+/// Keys every request sets. The base environ holds them (as `None`) so each
+/// request's copy already has their slots: setting them replaces a value
+/// instead of inserting (and growing the dict).
+const ALWAYS_SET: [&str; 11] = [
+    "wsgi.input",
+    "wsgi.url_scheme",
+    "REQUEST_METHOD",
+    "QUERY_STRING",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "REMOTE_ADDR",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "PATH_INFO",
+    "SCRIPT_NAME",
+];
+
+/// A str for a request method: the common ones are interned constants.
+fn method_str<'py>(py: Python<'py>, method: &[u8]) -> Bound<'py, PyString> {
+    use pyo3::intern;
+    let s = match method {
+        b"GET" => intern!(py, "GET"),
+        b"POST" => intern!(py, "POST"),
+        b"HEAD" => intern!(py, "HEAD"),
+        b"PUT" => intern!(py, "PUT"),
+        b"DELETE" => intern!(py, "DELETE"),
+        b"PATCH" => intern!(py, "PATCH"),
+        b"OPTIONS" => intern!(py, "OPTIONS"),
+        _ => return latin1_str(py, method),
+    };
+    s.clone()
+}
+
+/// `latin1_str`, with the empty string and `/` shared instead of made anew.
+fn path_str<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    match bytes {
+        b"" => pyo3::intern!(py, "").clone(),
+        b"/" => pyo3::intern!(py, "/").clone(),
+        _ => latin1_str(py, bytes),
+    }
+}
 
 /// Decode bytes as latin-1 into a Python str (ASCII fast path).
 pub fn latin1_str<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
@@ -95,10 +150,14 @@ impl AppContext {
             "SERVER_SOFTWARE",
             format!("ferricorn/{}", env!("CARGO_PKG_VERSION")),
         )?;
+        for key in ALWAYS_SET {
+            base.set_item(PyString::intern(py, key), py.None())?;
+        }
         Ok(AppContext {
             callable,
             base: base.unbind(),
             header_keys: Mutex::new(HashMap::new()),
+            servers: Mutex::new(Vec::new()),
             script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
             parser_options,
             sendfile: true,
@@ -159,6 +218,29 @@ impl AppContext {
         s
     }
 
+    /// `SERVER_NAME` and `SERVER_PORT` of a listener, made once.
+    fn server_strings<'py>(
+        &self,
+        py: Python<'py>,
+        (name, port): &(String, String),
+    ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+        let mut cache = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = cache.iter().find(|s| s.name == *name && s.port == *port) {
+            return (s.py_name.bind(py).clone(), s.py_port.bind(py).clone());
+        }
+        let (py_name, py_port) = (PyString::new(py, name), PyString::new(py, port));
+        // Bounded: one entry per listener is the normal case.
+        if cache.len() < 64 {
+            cache.push(ServerStrings {
+                name: name.clone(),
+                port: port.clone(),
+                py_name: py_name.clone().unbind(),
+                py_port: py_port.clone().unbind(),
+            });
+        }
+        (py_name, py_port)
+    }
+
     /// The environ for one request.
     pub fn environ<'py>(
         &self,
@@ -170,9 +252,14 @@ impl AppContext {
         use pyo3::intern;
         let env = self.base.bind(py).copy()?;
         env.set_item(intern!(py, "wsgi.input"), input)?;
-        env.set_item(intern!(py, "wsgi.url_scheme"), conn.url_scheme)?;
-        env.set_item(intern!(py, "REQUEST_METHOD"), latin1_str(py, &head.method))?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1_str(py, head.query))?;
+        let scheme = match conn.url_scheme {
+            "http" => intern!(py, "http").clone(),
+            "https" => intern!(py, "https").clone(),
+            other => PyString::new(py, other),
+        };
+        env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+        env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &head.method))?;
+        env.set_item(intern!(py, "QUERY_STRING"), path_str(py, head.query))?;
         env.set_item(intern!(py, "RAW_URI"), latin1_str(py, head.target))?;
         let protocol = match head.version {
             (1, 0) => intern!(py, "HTTP/1.0").clone(),
@@ -214,16 +301,17 @@ impl AppContext {
         let url_scheme = conn.url_scheme;
         env.set_item(intern!(py, "REMOTE_ADDR"), conn.peer.addr.as_str())?;
         if let Some(port) = conn.peer.port {
-            env.set_item(intern!(py, "REMOTE_PORT"), port.to_string())?;
+            let mut digits = itoa::Buffer::new();
+            env.set_item(intern!(py, "REMOTE_PORT"), digits.format(port))?;
         }
         if let Some(proxied) = &conn.peer.proxy {
             env.set_item(intern!(py, "PROXY_PROTOCOL"), proxied.protocol)?;
             env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
             env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
         }
-        let (server_name, server_port) = if conn.server.1.is_empty() {
+        if conn.server.1.is_empty() {
             // Unix socket: derive SERVER_* from the Host header when present.
-            match host {
+            let (server_name, server_port) = match host {
                 Some(h) => {
                     let h = String::from_utf8_lossy(h);
                     match h.rsplit_once(':') {
@@ -235,12 +323,14 @@ impl AppContext {
                     }
                 }
                 None => (conn.server.0.clone(), String::new()),
-            }
+            };
+            env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+            env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
         } else {
-            (conn.server.0.clone(), conn.server.1.clone())
-        };
-        env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
-        env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
+            let (name, port) = self.server_strings(py, conn.server);
+            env.set_item(intern!(py, "SERVER_NAME"), name)?;
+            env.set_item(intern!(py, "SERVER_PORT"), port)?;
+        }
 
         let path = percent_decode(head.path);
         // A `SCRIPT_NAME` header reaches here only from a trusted peer that
@@ -260,8 +350,8 @@ impl AppContext {
         } else {
             &path
         };
-        env.set_item(intern!(py, "PATH_INFO"), latin1_str(py, path_info))?;
-        env.set_item(intern!(py, "SCRIPT_NAME"), latin1_str(py, script))?;
+        env.set_item(intern!(py, "PATH_INFO"), path_str(py, path_info))?;
+        env.set_item(intern!(py, "SCRIPT_NAME"), path_str(py, script))?;
         Ok(env)
     }
 }

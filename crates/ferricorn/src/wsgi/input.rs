@@ -5,6 +5,12 @@
 //! in `leftover()`. `Expect: 100-continue` is answered at the first read, so
 //! an app that refuses the request early never makes the client send the body.
 //!
+//! Copies: `read(n)` of a Content-Length body whose result size is known
+//! (at most 4 MiB) allocates the `bytes` once and reads the socket straight
+//! into it; larger reads grow a buffer by reading into its spare capacity.
+//! Only bytes that arrived with the head, and chunked bodies, go through the
+//! decoder's buffer. docs/profile.md has why (page faults, not parsing).
+//!
 //! gunicorn counterpart: `http.body.Body` (`read`, `readline`, `readlines`, `__iter__`).
 
 use std::io::{self, Read, Write};
@@ -18,6 +24,14 @@ use pyo3::types::{PyBytes, PyList};
 use crate::sock::Stream;
 
 const READ_CHUNK: usize = 64 * 1024;
+/// Largest single read straight into a growing result (`read()` of a body
+/// too large for [`DIRECT_MAX`]).
+const BIG_READ: usize = 1024 * 1024;
+/// `read()` results up to this size are allocated once, at their final
+/// size, as Python `bytes` and filled from the socket with no copy; larger
+/// ones grow as the data arrives, so a client announcing a huge
+/// Content-Length does not make the worker allocate it up front.
+const DIRECT_MAX: usize = 4 * 1024 * 1024;
 
 pub struct BodyReader {
     stream: Arc<Stream>,
@@ -84,37 +98,80 @@ impl BodyReader {
                     continue;
                 }
             }
-            if self.send_continue {
-                self.send_continue = false;
-                (&*self.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            }
+            self.continue_once()?;
             // Need more raw bytes: compact and read.
             self.raw.drain(..self.raw_pos);
             self.raw_pos = 0;
-            let start = self.raw.len();
             let want = match self.decoder.remaining() {
-                Some(n) => (n as usize).clamp(1, READ_CHUNK),
+                Some(n) => clamp(n, READ_CHUNK).max(1),
                 None => READ_CHUNK,
             };
-            self.raw.resize(start + want, 0);
-            let n = loop {
-                match (&*self.stream).read(&mut self.raw[start..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.raw.truncate(start);
-                        return Err(e);
-                    }
-                }
-            };
-            self.raw.truncate(start + n);
+            let fd = self.stream.raw_fd();
+            let n = retry(|| crate::sys::fd::read_append(fd, &mut self.raw, want))?;
             if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client disconnected before the end of the body",
-                ));
+                return Err(disconnected());
             }
         }
+    }
+
+    fn continue_once(&mut self) -> io::Result<()> {
+        if self.send_continue {
+            self.send_continue = false;
+            (&*self.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the next body bytes can be read from the socket straight
+    /// into the caller's buffer: a Content-Length body with nothing
+    /// buffered. Returns the body bytes still to come.
+    fn direct(&self) -> Option<u64> {
+        if self.dec_pos < self.decoded.len() || self.raw_pos < self.raw.len() {
+            return None;
+        }
+        self.decoder.remaining().filter(|&n| n > 0)
+    }
+
+    /// The exact length `read(limit)` will return, when it is known before
+    /// reading: Content-Length bodies (`None` for chunked ones, or after an error).
+    pub fn known_len(&self, limit: Option<usize>) -> Option<usize> {
+        let rest = self.decoder.remaining()?;
+        let total = usize::try_from(rest)
+            .ok()?
+            .checked_add(self.available().len())?;
+        Some(limit.map_or(total, |l| l.min(total)))
+    }
+
+    /// Fill `dst` with body bytes; fewer only at the end of the body.
+    /// Content-Length bodies go from the socket straight into `dst`.
+    pub fn read_into(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        let mut pos = 0;
+        while pos < dst.len() {
+            let avail = self.available();
+            if !avail.is_empty() {
+                let n = avail.len().min(dst.len() - pos);
+                dst[pos..pos + n].copy_from_slice(&avail[..n]);
+                self.dec_pos += n;
+                pos += n;
+                continue;
+            }
+            if let Some(rest) = self.direct() {
+                self.continue_once()?;
+                let want = clamp(rest, dst.len() - pos);
+                let target = &mut dst[pos..pos + want];
+                let n = retry(|| (&*self.stream).read(target))?;
+                if n == 0 {
+                    return Err(disconnected());
+                }
+                self.decoder.advance(n as u64);
+                pos += n;
+                continue;
+            }
+            if !self.fill()? {
+                break;
+            }
+        }
+        Ok(pos)
     }
 
     /// Read up to `limit` bytes (all remaining when `None`).
@@ -134,6 +191,20 @@ impl BodyReader {
             let want = limit.map_or(usize::MAX, |l| l - out.len());
             if want == 0 {
                 break;
+            }
+            if !line {
+                if let Some(rest) = self.direct() {
+                    // Content-Length body, nothing buffered: straight into `out`.
+                    self.continue_once()?;
+                    let fd = self.stream.raw_fd();
+                    let max = clamp(rest, want.min(BIG_READ));
+                    let n = retry(|| crate::sys::fd::read_append(fd, &mut out, max))?;
+                    if n == 0 {
+                        return Err(disconnected());
+                    }
+                    self.decoder.advance(n as u64);
+                    continue;
+                }
             }
             if self.available().is_empty() && !self.fill()? {
                 break;
@@ -180,6 +251,27 @@ impl BodyReader {
     }
 }
 
+fn clamp(n: u64, max: usize) -> usize {
+    usize::try_from(n).map_or(max, |n| n.min(max))
+}
+
+fn disconnected() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "client disconnected before the end of the body",
+    )
+}
+
+/// Run a read, again when a signal interrupted it.
+fn retry(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 fn to_py_err(e: io::Error) -> PyErr {
     PyOSError::new_err(e.to_string())
 }
@@ -217,6 +309,22 @@ impl Input {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let limit = size_arg(size);
+        let known = self
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .known_len(limit);
+        if let Some(n) = known.filter(|&n| n > 0 && n <= DIRECT_MAX) {
+            // One allocation at the final size, filled straight from the socket.
+            return PyBytes::new_with(py, n, |dst| {
+                let got = self.with_reader(py, |r| r.read_into(dst))?;
+                if got == n {
+                    Ok(())
+                } else {
+                    Err(to_py_err(disconnected()))
+                }
+            });
+        }
         let data = self.with_reader(py, |r| r.read(limit))?;
         Ok(PyBytes::new(py, &data))
     }

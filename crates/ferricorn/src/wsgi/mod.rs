@@ -12,6 +12,7 @@
 
 pub mod environ;
 pub mod errors_stream;
+pub mod extras;
 pub mod file_wrapper;
 pub mod input;
 pub mod loader;
@@ -44,6 +45,15 @@ pub fn with_date<R>(f: impl FnOnce(&DateCache) -> R) -> R {
     })
 }
 
+/// Run `f`, a thread's whole life, with one Python thread state kept for
+/// it. `f` attaches (`Python::attach`) per request; without an outer
+/// attachment each of those creates and destroys a thread state (and
+/// CPython maps and unmaps its 16 KiB frame stack), which docs/profile.md
+/// measured on every gthread request. The GIL is released while `f` runs.
+pub fn keep_thread_state<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    Python::attach(|py| py.detach(f))
+}
+
 /// A complete error response (`Connection: close`) for `status`.
 pub fn error_response(status: u16, reason: &str, message: &str) -> Vec<u8> {
     let mut out = Vec::new();
@@ -71,6 +81,8 @@ pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
 /// How the request ended, for the access log and the connection.
 pub struct Outcome {
     pub status: Vec<u8>,
+    /// The status the app gave `start_response` (`"200 OK"`), if it did.
+    pub status_line: Option<String>,
     /// Body bytes sent, `None` when no response went out.
     pub sent: Option<u64>,
     pub response_headers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -79,6 +91,8 @@ pub struct Outcome {
     /// Bytes after this request's body already read (pipelining).
     pub leftover: Vec<u8>,
     pub environ: Py<PyDict>,
+    /// The app (or reading its request body) raised.
+    pub failed: bool,
 }
 
 /// Per-request facts from the connection.
@@ -123,6 +137,7 @@ pub fn serve(
             },
         )?;
         let environ = app.environ(py, head, conn, input.into_any())?;
+        let sock = extras::add(py, &environ, conn, &writer, head.version)?;
         let start_response = Py::new(
             py,
             StartResponse {
@@ -130,6 +145,7 @@ pub fn serve(
             },
         )?;
         let outcome = call_app(py, app, &environ, start_response, &writer);
+        extras::release(&sock);
         Ok((environ.unbind(), outcome))
     })();
 
@@ -142,6 +158,7 @@ pub fn serve(
     let mut keep_alive = false;
     let mut status = w.status_code().map(<[u8]>::to_vec).unwrap_or_default();
     let mut sent = None;
+    let failed = app_result.is_err();
     match app_result {
         Ok(()) => {
             keep_alive = w.keep_alive();
@@ -193,6 +210,7 @@ pub fn serve(
         }
     }
     let response_headers = std::mem::take(&mut w.headers);
+    let status_line = w.status.take();
     drop(w);
 
     // The connection is reusable only if the whole body was consumed (or can be
@@ -211,11 +229,13 @@ pub fn serve(
     }
     Outcome {
         status,
+        status_line,
         sent,
         response_headers,
         keep_alive,
         leftover,
         environ,
+        failed,
     }
 }
 
@@ -234,9 +254,14 @@ fn call_app(
 ) -> PyResult<()> {
     let iterable = app.callable().bind(py).call1((environ, start_response))?;
     let sent = send_body(py, app, &iterable, writer);
-    let closed = if iterable
-        .hasattr(pyo3::intern!(py, "close"))
-        .unwrap_or(false)
+    // A plain list or tuple has no `close`; asking would raise and clear an
+    // AttributeError per request (about 4,000 instructions, docs/profile.md).
+    let plain =
+        iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
+    let closed = if !plain
+        && iterable
+            .hasattr(pyo3::intern!(py, "close"))
+            .unwrap_or(false)
     {
         iterable
             .call_method0(pyo3::intern!(py, "close"))
@@ -307,23 +332,44 @@ fn send_body(
             .map(|i| bytes_of(i).map(|b| b.as_bytes()))
             .collect::<PyResult<_>>()?;
         let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-        for chunk in &chunks {
-            w.push(chunk)
-                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        }
-        w.push_finish()
+        w.ensure_head()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         drop(w);
-        return flush(py, writer);
+        // Small chunks are queued behind the head and leave in one write;
+        // large ones go out with writev, uncopied. The `bytes` are immutable
+        // and `items` holds them, so the slices outlive the released GIL.
+        return py
+            .detach(|| {
+                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                for chunk in &chunks {
+                    w.write_body(chunk)?;
+                }
+                w.push_finish()?;
+                w.flush()
+            })
+            .map_err(io_to_py);
     }
     for item in iterable.try_iter()? {
         let item = item?;
-        let data = bytes_of(&item)?;
+        let data = bytes_of(&item)?.as_bytes();
         let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.push(data.as_bytes())
+        if data.len() < response::DIRECT_WRITE {
+            w.push(data)
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            drop(w);
+            flush(py, writer)?;
+            continue;
+        }
+        w.ensure_head()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         drop(w);
-        flush(py, writer)?;
+        py.detach(|| {
+            writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_body(data)
+        })
+        .map_err(io_to_py)?;
     }
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     w.push_finish()

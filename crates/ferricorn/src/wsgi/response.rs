@@ -3,12 +3,14 @@
 //!
 //! Invariants: headers go out with the first non-empty body chunk (or at the
 //! end for an empty body); once they are sent, `start_response` with
-//! `exc_info` re-raises; writes release the GIL.
+//! `exc_info` re-raises; writes release the GIL. Body chunks of
+//! [`DIRECT_WRITE`] bytes or more are sent with writev from the app's
+//! `bytes` (held, immutable) rather than copied behind the head.
 //!
 //! gunicorn counterpart: `http.wsgi.Response` (`start_response`, `write`,
 //! `process_headers`, `close`).
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Mutex};
 
 use ferricorn_http::response::{BodyEncoder, Framing, ResponseContext, encode_head};
@@ -23,6 +25,12 @@ use crate::sock::Stream;
 /// that arrived while the app ran (not yet handled by the worker's loop)
 /// counts too.
 pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Body chunks at least this large are not copied behind the head: they go
+/// out with one writev of (queued bytes, chunk) straight from the
+/// application's `bytes`. Smaller ones are copied so that a head and a small
+/// body leave in one plain write.
+pub const DIRECT_WRITE: usize = 16 * 1024;
 
 /// What the request looked like, for framing decisions.
 pub struct RequestSide {
@@ -71,8 +79,9 @@ impl ResponseWriter {
         self.framing.as_ref().is_some_and(|f| f.keep_alive)
     }
 
-    /// Encode the head into `buf` if not done yet.
-    fn ensure_head(&mut self) -> io::Result<()> {
+    /// Encode the head into `buf` if not done yet (needs `start_response`
+    /// to have been called; no I/O).
+    pub fn ensure_head(&mut self) -> io::Result<()> {
         if self.headers_sent {
             return Ok(());
         }
@@ -114,6 +123,29 @@ impl ResponseWriter {
             enc.chunk(data, &mut self.buf);
         }
         Ok(())
+    }
+
+    /// Queue a small body chunk, or send a large one at once with what is
+    /// queued (see [`DIRECT_WRITE`]). Call without the GIL.
+    pub fn write_body(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.len() < DIRECT_WRITE {
+            return self.push(data);
+        }
+        self.ensure_head()?;
+        let n = match self.encoder.as_mut() {
+            Some(enc) => enc.chunk_start(data.len(), &mut self.buf),
+            None => 0,
+        };
+        let result = write_all_vectored(
+            &self.stream,
+            &mut [IoSlice::new(&self.buf), IoSlice::new(&data[..n])],
+        );
+        self.buf.clear();
+        if let Some(enc) = self.encoder.as_mut() {
+            enc.chunk_end(n, &mut self.buf);
+        }
+        self.sent = self.encoder.as_ref().map_or(0, |e| e.written());
+        result
     }
 
     /// Queue the end of the body (and the head for an empty body).
@@ -174,6 +206,20 @@ impl ResponseWriter {
     }
 }
 
+/// `write_all` over several buffers: writev until every byte is out.
+fn write_all_vectored(stream: &Stream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match (&*stream).write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The `start_response` callable handed to the app.
 #[pyclass(module = "ferricorn", name = "StartResponse", frozen)]
 pub struct StartResponse {
@@ -186,10 +232,17 @@ pub struct WriteCallable {
     writer: Arc<Mutex<ResponseWriter>>,
 }
 
-fn latin1(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+pub(super) fn latin1(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     let s: &Bound<'_, pyo3::types::PyString> = obj.cast().map_err(|_| {
         PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(obj)))
     })?;
+    // ASCII (nearly every status and header): CPython hands out its own
+    // buffer, no decoding, one copy.
+    if let Ok(text) = s.to_str() {
+        if text.is_ascii() {
+            return Ok(text.as_bytes().to_vec());
+        }
+    }
     let text = s.to_cow()?;
     text.chars()
         .map(|c| {
@@ -206,7 +259,7 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "object".into())
 }
 
-fn is_token_byte(b: u8) -> bool {
+pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
@@ -275,7 +328,10 @@ impl StartResponse {
             parsed.push((name, value));
         }
         let _ = py;
-        w.status = Some(String::from_utf8_lossy(&status_bytes).into_owned());
+        w.status = Some(String::from_utf8(status_bytes).unwrap_or_else(|e| {
+            // Latin-1 beyond ASCII in the reason phrase: as before, lossily.
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        }));
         w.headers = parsed;
         Ok(WriteCallable {
             writer: self.writer.clone(),
@@ -292,11 +348,13 @@ impl WriteCallable {
                 type_name(data)
             ))
         })?;
-        let chunk = bytes.as_bytes().to_vec();
+        // `bytes` are immutable and `data` holds a reference: the slice stays
+        // valid while the GIL is released.
+        let chunk = bytes.as_bytes();
         let writer = &self.writer;
         py.detach(|| {
             let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-            w.push(&chunk)?;
+            w.write_body(chunk)?;
             w.flush()
         })
         .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))

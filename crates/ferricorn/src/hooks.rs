@@ -1,0 +1,529 @@
+//! Server hooks: the Python callables a configuration file sets
+//! (`on_starting`, `pre_fork`, `post_request`, ...), the gunicorn-shaped
+//! objects they receive (`python/ferricorn/_hooks.py`), and the calls.
+//!
+//! The master installs the hooks at start-up and again on every `HUP`
+//! (`install`); a forked worker inherits them with the rest of the master's
+//! memory. Master call sites are in `run.rs` and `arbiter/shell.rs`, worker
+//! call sites in `workers/`; every hook runs in the process gunicorn runs it
+//! in. A call returns `Err(traceback)` when the hook raised; the caller
+//! decides, as gunicorn does, whether that is fatal or only logged.
+//!
+//! Invariants: with no hook configured nothing here takes the GIL or builds a
+//! Python object; `pre_request`/`post_request` are looked up once when the
+//! worker starts (`worker_started`), so a request pays one `OnceLock` read
+//! when neither is set. The worker object a hook sees in `pre_fork` is the
+//! same object the child's hooks see and the master's `child_exit` gets
+//! (gunicorn forks its `Worker` instance the same way).
+//!
+//! gunicorn counterpart: the hook settings of `gunicorn/config.py` and their
+//! calls in `arbiter.py`, `workers/base.py` and `workers/sync.py`.
+
+use std::sync::{Mutex, OnceLock};
+
+use ferricorn_http::parse::Head;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::config::{Settings, Value};
+use crate::glogging::{self, Level};
+use crate::wsgi::{self, Conn, Outcome, environ::AppContext, format_traceback};
+
+/// Every hook setting, in the settings table's order.
+pub const NAMES: [&str; 16] = [
+    "on_starting",
+    "on_reload",
+    "when_ready",
+    "pre_fork",
+    "post_fork",
+    "post_worker_init",
+    "worker_int",
+    "worker_abort",
+    "pre_exec",
+    "pre_request",
+    "post_request",
+    "child_exit",
+    "worker_exit",
+    "nworkers_changed",
+    "on_exit",
+    "ssl_context",
+];
+
+/// The hooks of the current configuration and the `server` object.
+struct Installed {
+    server: Py<PyAny>,
+    hooks: Vec<(&'static str, Py<PyAny>)>,
+}
+
+static INSTALLED: Mutex<Option<Installed>> = Mutex::new(None);
+/// The worker object between `pre_fork` and the fork (in the child: its own).
+static SPAWNING: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+/// In a worker: its `worker` object.
+static OWN: OnceLock<Py<PyAny>> = OnceLock::new();
+/// In a worker: `pre_request` / `post_request`, when either is set.
+static REQUEST: OnceLock<RequestHooks> = OnceLock::new();
+
+fn installed() -> std::sync::MutexGuard<'static, Option<Installed>> {
+    INSTALLED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether any hook is configured.
+pub fn any() -> bool {
+    installed().is_some()
+}
+
+/// Whether the hook `name` is configured.
+pub fn is_set(name: &str) -> bool {
+    installed()
+        .as_ref()
+        .is_some_and(|i| i.hooks.iter().any(|(n, _)| *n == name))
+}
+
+/// `(server, hook)` for a configured hook.
+fn lookup(py: Python<'_>, name: &str) -> Option<(Py<PyAny>, Py<PyAny>)> {
+    let guard = installed();
+    let inst = guard.as_ref()?;
+    let (_, f) = inst.hooks.iter().find(|(n, _)| *n == name)?;
+    Some((inst.server.clone_ref(py), f.clone_ref(py)))
+}
+
+fn server(py: Python<'_>) -> Option<Py<PyAny>> {
+    installed().as_ref().map(|i| i.server.clone_ref(py))
+}
+
+fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::None => py.None().into_bound(py),
+        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(f) => f.into_pyobject(py)?.into_any(),
+        Value::Str(s) | Value::Object(s) => s.into_pyobject(py)?.into_any(),
+        Value::List(l) => PyList::new(py, l)?.into_any(),
+        Value::Map(m) => {
+            let d = PyDict::new(py);
+            for (k, v) in m {
+                d.set_item(k, v)?;
+            }
+            d.into_any()
+        }
+    })
+}
+
+/// Install the hooks of a freshly loaded configuration (start-up and `HUP`).
+/// With none set, every call here becomes a no-op.
+pub fn install(
+    py: Python<'_>,
+    hooks: Vec<(&'static str, Py<PyAny>)>,
+    settings: &Settings,
+    app_spec: &str,
+) -> PyResult<()> {
+    let mut guard = installed();
+    if hooks.is_empty() {
+        *guard = None;
+        return Ok(());
+    }
+    let module = py.import("ferricorn._hooks")?;
+    let values = PyDict::new(py);
+    for (row, value) in settings.iter() {
+        if !row.kind.is_hook() {
+            values.set_item(row.name, value_to_py(py, value)?)?;
+        }
+    }
+    let funcs = module.call_method1("defaults", (NAMES.to_vec(),))?;
+    for (name, f) in &hooks {
+        funcs.set_item(*name, f.bind(py))?;
+    }
+    let cfg = module.getattr("Config")?.call1((values, funcs))?;
+    let server = module
+        .getattr("Server")?
+        .call1((cfg, std::process::id(), app_spec))?;
+    if let Some(old) = guard.as_ref() {
+        // The live workers and the re-exec state outlive a reload.
+        let old = old.server.bind(py);
+        for attr in [
+            "WORKERS",
+            "master_pid",
+            "reexec_pid",
+            "master_name",
+            "worker_age",
+        ] {
+            server.setattr(attr, old.getattr(attr)?)?;
+        }
+    }
+    *guard = Some(Installed {
+        server: server.unbind(),
+        hooks,
+    });
+    Ok(())
+}
+
+/// What the master knows when it calls a hook; copied onto `server`.
+#[derive(Clone, Copy, Debug)]
+pub struct MasterView {
+    pub num_workers: usize,
+    pub reexec_pid: i32,
+    /// The master that re-executed us (`GUNICORN_PID`), or 0.
+    pub master_pid: i32,
+}
+
+fn update_server(server: &Bound<'_, PyAny>, view: &MasterView) -> PyResult<()> {
+    server.setattr("num_workers", view.num_workers)?;
+    server.setattr("reexec_pid", view.reexec_pid)?;
+    server.setattr("master_pid", view.master_pid)?;
+    server.setattr(
+        "master_name",
+        if view.master_pid != 0 {
+            "Master.2"
+        } else {
+            "Master"
+        },
+    )?;
+    Ok(())
+}
+
+/// The extra arguments of a master hook after `server`.
+pub enum Args {
+    /// `hook(server)`
+    None,
+    /// `nworkers_changed(server, new, old)`; `old` is `None` at start-up.
+    Counts { new: usize, old: Option<usize> },
+}
+
+/// Call a master hook that takes `server` (and for `nworkers_changed` the
+/// counts). `Ok` when it is not set or returned.
+pub fn master(name: &'static str, view: &MasterView, args: Args) -> Result<(), String> {
+    if !is_set(name) {
+        return Ok(());
+    }
+    Python::attach(|py| {
+        let Some((server, f)) = lookup(py, name) else {
+            return Ok(());
+        };
+        let server = server.bind(py);
+        let called = update_server(server, view).and_then(|()| match args {
+            Args::None => f.call1(py, (server,)),
+            Args::Counts { new, old } => f.call1(py, (server, new, old)),
+        });
+        called.map(|_| ()).map_err(|e| format_traceback(py, &e))
+    })
+}
+
+/// Run `f` with the `server` object when hooks are installed; a Python
+/// error comes back as its traceback.
+fn with_server(
+    f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<()>,
+) -> Result<(), String> {
+    if !any() {
+        return Ok(());
+    }
+    Python::attach(|py| {
+        let Some(server) = server(py) else {
+            return Ok(());
+        };
+        f(py, server.bind(py)).map_err(|e| format_traceback(py, &e))
+    })
+}
+
+/// A fresh `worker` object of age `age`.
+fn new_worker<'py>(
+    py: Python<'py>,
+    server: &Bound<'py, PyAny>,
+    age: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    py.import("ferricorn._hooks")?
+        .getattr("Worker")?
+        .call1((server, age))
+}
+
+/// Before forking a worker of age `age`: build its `worker` object and call
+/// `pre_fork(server, worker)`.
+pub fn pre_fork(view: &MasterView, age: u64) -> Result<(), String> {
+    with_server(|py, server| {
+        update_server(server, view)?;
+        server.setattr("worker_age", age)?;
+        let worker = new_worker(py, server, age)?;
+        *SPAWNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone().unbind());
+        if let Some((_, f)) = lookup(py, "pre_fork") {
+            f.call1(py, (server, worker))?;
+        }
+        Ok(())
+    })
+}
+
+/// In the master after the fork: the worker object gets its pid and joins
+/// `server.WORKERS`.
+pub fn spawned(pid: i32) {
+    let Some(worker) = SPAWNING.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    let _ = with_server(|py, server| {
+        worker.bind(py).setattr("pid", pid)?;
+        server.getattr("WORKERS")?.set_item(pid, worker.bind(py))
+    });
+}
+
+/// `child_exit(server, worker)` for a reaped worker.
+pub fn child_exit(view: &MasterView, pid: i32, age: u64) -> Result<(), String> {
+    with_server(|py, server| {
+        let known = server
+            .getattr("WORKERS")?
+            .call_method1("pop", (pid, py.None()))?;
+        let Some((_, f)) = lookup(py, "child_exit") else {
+            return Ok(());
+        };
+        update_server(server, view)?;
+        let worker = if known.is_none() {
+            let w = new_worker(py, server, age)?;
+            w.setattr("pid", pid)?;
+            w
+        } else {
+            known
+        };
+        f.call1(py, (server, worker))?;
+        Ok(())
+    })
+}
+
+// ---- in a worker ----
+
+/// In a freshly forked worker: take the worker object built by `pre_fork`,
+/// give it this pid and the master's, and look up the request hooks.
+pub fn worker_started(py: Python<'_>, master_pid: i32) {
+    let Some(worker) = SPAWNING.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    let bound = worker.bind(py);
+    let _ = bound.setattr("pid", std::process::id());
+    let _ = bound.setattr("ppid", master_pid);
+    let pre = lookup(py, "pre_request").map(|(_, f)| f);
+    let post = lookup(py, "post_request").map(|(_, f)| f);
+    if pre.is_some() || post.is_some() {
+        let classes = py.import("ferricorn._hooks").and_then(|m| {
+            Ok((
+                m.getattr("Request")?.unbind(),
+                m.getattr("Response")?.unbind(),
+            ))
+        });
+        match classes {
+            Ok((request, response)) => {
+                let _ = REQUEST.set(RequestHooks {
+                    worker: worker.clone_ref(py),
+                    pre,
+                    post,
+                    request,
+                    response,
+                });
+            }
+            Err(e) => glogging::error!("Cannot set up the request hooks: {e}"),
+        }
+    }
+    let _ = OWN.set(worker);
+}
+
+/// Call a worker hook: `worker_int`/`worker_abort`/`post_worker_init` take
+/// `(worker)`, `post_fork`/`worker_exit` take `(server, worker)`.
+pub fn worker(py: Python<'_>, name: &'static str) -> Result<(), String> {
+    let Some(own) = OWN.get() else {
+        return Ok(());
+    };
+    let own = own.bind(py);
+    let update = |attr: &str, value: bool| own.setattr(attr, value).map_err(|e| e.to_string());
+    match name {
+        "worker_int" | "worker_abort" | "worker_exit" => update("alive", false)?,
+        _ => {}
+    }
+    if name == "worker_abort" {
+        update("aborted", true)?;
+    }
+    let Some((server, f)) = lookup(py, name) else {
+        return Ok(());
+    };
+    let called = match name {
+        "post_fork" | "worker_exit" => f.call1(py, (server, own)),
+        _ => f.call1(py, (own,)),
+    };
+    let result = called.map(|_| ()).map_err(|e| format_traceback(py, &e));
+    if name == "post_worker_init" && result.is_ok() {
+        update("booted", true)?;
+    }
+    result
+}
+
+/// `worker_exit(server, worker)` just before a worker exits; a raising hook
+/// is logged as a warning (gunicorn's "Exception during worker exit").
+pub fn worker_exit(py: Python<'_>) {
+    if let Err(tb) = worker(py, "worker_exit") {
+        glogging::warning!("Exception during worker exit:\n{tb}");
+    }
+}
+
+// ---- per request ----
+
+struct RequestHooks {
+    worker: Py<PyAny>,
+    pre: Option<Py<PyAny>>,
+    post: Option<Py<PyAny>>,
+    request: Py<PyAny>,
+    response: Py<PyAny>,
+}
+
+fn latin1(b: &[u8]) -> String {
+    b.iter().map(|&c| char::from(c)).collect()
+}
+
+impl RequestHooks {
+    fn request<'py>(
+        &self,
+        py: Python<'py>,
+        head: &Head<'_>,
+        conn: &Conn<'_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let headers = PyList::empty(py);
+        for (name, value) in &head.headers {
+            headers.append((latin1(name).to_ascii_uppercase(), latin1(value)))?;
+        }
+        let peer = match conn.peer.port {
+            Some(port) => (conn.peer.addr.as_str(), port)
+                .into_pyobject(py)?
+                .into_any(),
+            None => conn.peer.addr.as_str().into_pyobject(py)?.into_any(),
+        };
+        self.request.bind(py).call1((
+            latin1(&head.method),
+            latin1(head.target),
+            latin1(head.path),
+            latin1(head.query),
+            latin1(head.fragment),
+            PyTuple::new(py, [head.version.0, head.version.1])?,
+            headers,
+            conn.url_scheme,
+            peer,
+        ))
+    }
+
+    fn post(
+        &self,
+        py: Python<'_>,
+        req: &Bound<'_, PyAny>,
+        outcome: &Outcome,
+        version: (u8, u8),
+    ) -> PyResult<()> {
+        let Some(post) = &self.post else {
+            return Ok(());
+        };
+        let resp = match &outcome.status_line {
+            Some(status) => {
+                let headers = PyList::empty(py);
+                for (k, v) in &outcome.response_headers {
+                    headers.append((latin1(k), latin1(v)))?;
+                }
+                self.response.bind(py).call1((
+                    status.as_str(),
+                    headers,
+                    outcome.sent.unwrap_or(0),
+                    PyTuple::new(py, [version.0, version.1])?,
+                ))?
+            }
+            None => py.None().into_bound(py),
+        };
+        post.call1(py, (&self.worker, req, outcome.environ.bind(py), resp))?;
+        Ok(())
+    }
+}
+
+/// Serve one parsed request through `wsgi::serve`, with `pre_request` and
+/// `post_request` around it when the configuration sets them. Every worker
+/// class calls the app through here.
+///
+/// As in gunicorn: a raising `pre_request` fails the request with a 500 (the
+/// app is not called) and `post_request` still runs, with an empty environ
+/// and no response; a raising `post_request` is logged.
+pub fn serve(
+    py: Python<'_>,
+    app: &AppContext,
+    head: &Head<'_>,
+    leftover: &[u8],
+    conn: &Conn<'_>,
+) -> Outcome {
+    let Some(hooks) = REQUEST.get() else {
+        return wsgi::serve(py, app, head, leftover, conn);
+    };
+    let req = match hooks.request(py, head, conn) {
+        Ok(r) => r,
+        Err(e) => {
+            glogging::error!(
+                "Cannot build the request object for the request hooks: {}",
+                format_traceback(py, &e)
+            );
+            return wsgi::serve(py, app, head, leftover, conn);
+        }
+    };
+    let pre = match &hooks.pre {
+        Some(pre) => pre.call1(py, (&hooks.worker, &req)).map(|_| ()),
+        None => Ok(()),
+    };
+    let outcome = match pre {
+        Ok(()) => wsgi::serve(py, app, head, leftover, conn),
+        Err(e) => {
+            glogging::exception(&format!(
+                "Error handling request {} {}\n{}",
+                String::from_utf8_lossy(&head.method),
+                String::from_utf8_lossy(head.target),
+                format_traceback(py, &e)
+            ));
+            let out = wsgi::error_response(500, "Internal Server Error", "");
+            let stream = conn.stream.clone();
+            py.detach(|| {
+                let _ = std::io::Write::write_all(&mut &*stream, &out);
+            });
+            Outcome {
+                status: b"500".to_vec(),
+                status_line: None,
+                sent: Some(0),
+                response_headers: Vec::new(),
+                keep_alive: false,
+                leftover: Vec::new(),
+                environ: PyDict::new(py).unbind(),
+                failed: true,
+            }
+        }
+    };
+    if let Err(e) = hooks.post(py, &req, &outcome, head.version) {
+        glogging::exception(&format!(
+            "Exception in post_request hook\n{}",
+            format_traceback(py, &e)
+        ));
+    }
+    outcome
+}
+
+/// `_ferricorn._hook_log(level, text)`: `server.log.info(...)` and friends.
+#[pyfunction]
+fn _hook_log(level: i32, text: &str) {
+    let level = match level {
+        ..=10 => Level::Debug,
+        11..=20 => Level::Info,
+        21..=30 => Level::Warning,
+        31..=40 => Level::Error,
+        _ => Level::Critical,
+    };
+    if glogging::enabled(level) {
+        glogging::log(level, text);
+    }
+}
+
+/// `_ferricorn._hook_reopen_logs()`: `server.log.reopen_files()`.
+#[pyfunction]
+fn _hook_reopen_logs() {
+    if let Err(e) = glogging::reopen() {
+        glogging::error!("{e}");
+    }
+}
+
+/// Add the hook helpers to the extension module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_hook_log, m)?)?;
+    m.add_function(wrap_pyfunction!(_hook_reopen_logs, m)?)?;
+    m.add("_HOOK_NAMES", NAMES.to_vec())?;
+    Ok(())
+}

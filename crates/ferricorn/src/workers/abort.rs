@@ -1,0 +1,112 @@
+//! A timed-out worker's report: the master sends `ABRT`; the worker logs the
+//! Python stack of every thread, each named with the request line it was
+//! serving, as one record in the error log (file, stderr or syslog, in the
+//! usual `[time] [pid] [ERROR]` format), then exits 1.
+//!
+//! How it runs outside signal context: the OS-level handler
+//! (`sys::signals::via_python`) only sets flags; CPython runs the
+//! Python-level handler registered here in the worker's main thread at its
+//! next bytecode boundary (a sync worker stuck in the app), or the worker's
+//! loop notices the pending `ABRT` and calls `PyErr_CheckSignals` (an idle
+//! sync worker, or gthread's poller thread while app threads are stuck).
+//! Code stuck in C while holding the GIL never lets it run; the master's
+//! `KILL` follows one second after the `ABRT` anyway. Request lines come from
+//! `sys::signals`' per-thread table (the first 64 threads of a worker).
+//!
+//! After the report the `worker_abort(worker)` hook runs, then the worker
+//! exits 1 through the usual exit path (`worker_exit`), as in gunicorn.
+//!
+//! gunicorn counterpart: `Worker.handle_abort` (which exits 1 without a
+//! stack; the report is ferricorn's addition).
+
+use nix::sys::signal::Signal;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::glogging::{self, Level};
+use crate::sys::signals;
+
+/// Register the `ABRT` handler. Call in the worker's main thread after fork,
+/// after `faulthandler.enable` (which it overrides for `ABRT` only).
+pub fn install(py: Python<'_>) -> PyResult<()> {
+    let handler = wrap_pyfunction!(on_abort, py)?;
+    py.import("signal")?
+        .call_method1("signal", (Signal::SIGABRT as i32, handler))?;
+    signals::via_python(Signal::SIGABRT)
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+}
+
+/// Run the Python-level `ABRT` handler now if `ABRT` is pending (called by
+/// the worker loops, which may hold the GIL or not).
+pub fn run_pending() {
+    Python::attach(|py| {
+        if let Err(e) = py.check_signals() {
+            glogging::error!("Exception in the ABRT handler: {e}");
+        }
+    });
+}
+
+#[pyfunction]
+fn on_abort(py: Python<'_>, _signum: i32, _frame: Bound<'_, PyAny>) {
+    let report = match stacks_report(py) {
+        Ok(r) => r,
+        Err(e) => format!("Worker timed out (no Python stack: {e})"),
+    };
+    glogging::log_always(Level::Error, &report);
+    // gunicorn's `handle_abort`: `worker_abort(worker)`, then the exit path.
+    if let Err(tb) = crate::hooks::worker(py, "worker_abort") {
+        glogging::error!("Exception in worker_abort hook\n{tb}");
+    }
+    glogging::info!("Worker exiting (pid: {})", std::process::id());
+    super::exit_worker(py, 1)
+}
+
+/// One record: a first line naming what was in flight, then every thread's
+/// stack (threads serving a request first), oldest call first as in a
+/// Python traceback.
+fn stacks_report(py: Python<'_>) -> PyResult<String> {
+    let frames = py
+        .import("sys")?
+        .call_method0("_current_frames")?
+        .cast_into::<PyDict>()?;
+    let threading = py.import("threading")?;
+    let traceback = py.import("traceback")?;
+    let mut names = std::collections::HashMap::new();
+    for t in threading.call_method0("enumerate")?.try_iter()? {
+        let t = t?;
+        if let Ok(ident) = t.getattr("ident")?.extract::<u64>() {
+            names.insert(ident, t.getattr("name")?.extract::<String>()?);
+        }
+    }
+    let mut serving = Vec::new();
+    let mut blocks = Vec::new();
+    for (ident, frame) in frames.iter() {
+        let ident: u64 = ident.extract()?;
+        let (rust_name, request) = signals::current_request(ident);
+        let name = names
+            .get(&ident)
+            .cloned()
+            .or(rust_name)
+            .unwrap_or_else(|| format!("0x{ident:016x}"));
+        let stack: Vec<String> = traceback
+            .call_method1("format_stack", (frame,))?
+            .extract()?;
+        let head = match &request {
+            Some(line) => format!("Thread {name} serving {line} (most recent call last):"),
+            None => format!("Thread {name} (most recent call last):"),
+        };
+        let block = format!("{head}\n{}", stack.concat().trim_end());
+        if let Some(line) = request {
+            serving.push(line);
+            blocks.insert(serving.len() - 1, block);
+        } else {
+            blocks.push(block);
+        }
+    }
+    let first = if serving.is_empty() {
+        "Worker timed out while idle".to_string()
+    } else {
+        format!("Worker timed out while serving: {}", serving.join(", "))
+    };
+    Ok(format!("{first}\n{}", blocks.join("\n")))
+}
