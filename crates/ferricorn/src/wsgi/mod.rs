@@ -102,6 +102,9 @@ pub struct Conn<'a> {
     pub server: &'a (String, String),
     pub url_scheme: &'static str,
     pub server_allows_keep_alive: bool,
+    /// Where the connection keeps its `gunicorn.socket` object across its
+    /// requests (evloop); `None`: a fresh one per request.
+    pub socket: Option<&'a extras::SocketSlot>,
 }
 
 /// Call the app for one parsed request and send its response.
@@ -145,7 +148,9 @@ pub fn serve(
             },
         )?;
         let outcome = call_app(py, app, &environ, start_response, &writer);
-        extras::release(&sock);
+        if let Some(sock) = sock {
+            extras::release(&sock);
+        }
         Ok((environ.unbind(), outcome))
     })();
 
