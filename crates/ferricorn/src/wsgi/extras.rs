@@ -46,9 +46,7 @@ impl SocketSlot {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sock) = slot.as_ref() {
             let sock = sock.bind(py);
-            let fd: i64 = sock
-                .call_method0(pyo3::intern!(py, "fileno"))?
-                .extract()?;
+            let fd: i64 = sock.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
             if fd >= 0 {
                 return Ok(sock.clone());
             }
