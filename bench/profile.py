@@ -48,6 +48,8 @@ SCENARIOS = {
     "echo-ka": ("echo:app", "gthread", True, "POST", 65536),
     "big-close": ("big:app", "sync", False, "GET", 0),
     "big-ka": ("big:app", "gthread", True, "GET", 0),
+    "hello-ev": ("hello:app", "evloop", True, "GET", 0),
+    "flask-ev": ("flask_json:app", "evloop", True, "GET", 0),
 }
 
 

@@ -194,6 +194,42 @@ def test_gunicorn_socket(srv):
     assert one_request(srv.port, "/")[2] == b"ok"
 
 
+def test_gunicorn_socket_kept_by_the_app(srv):
+    # evloop hands every request of a connection the same socket object (as
+    # gunicorn hands its connection socket); the others make one per request.
+    # Either way a reference the app keeps is inert once the worker is done
+    # with it, and the connection is unaffected.
+    c = Client(srv.port)
+    try:
+        _, h1, b1 = c.request("/socket-keep")
+        first = json.loads(b1)
+        assert first["fileno"] >= 0
+        if h1.get("connection") != "close":
+            _, h2, b2 = c.request("/socket-keep", headers="Connection: close\r\n")
+            second = json.loads(b2)
+            assert second["fileno"] >= 0
+            assert second["same"] == (srv.worker == "evloop")
+            assert h2.get("connection") == "close"
+        else:
+            assert srv.worker == "sync"
+        with pytest.raises(EOFError):
+            c.read_response()  # the server closed the connection
+    finally:
+        c.close()
+    _, _, body = one_request(srv.port, "/socket-kept")
+    assert json.loads(body)["filenos"] and all(f == -1 for f in json.loads(body)["filenos"])
+    # Closed by the app at one request: the next request on the connection gets a live one.
+    c = Client(srv.port)
+    try:
+        for _ in range(2):
+            status, headers, body = c.request("/socket")
+            assert status == 200 and json.loads(body)["peer"] == list(c.sock.getsockname())
+            if headers.get("connection") == "close":
+                break
+    finally:
+        c.close()
+
+
 def test_legacy_write(srv):
     status, _, body = srv.req("/write")
     assert status == 200 and body == b"legacy write"

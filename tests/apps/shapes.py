@@ -45,6 +45,9 @@ def _big_chunks(n, size):
         yield block
 
 
+_KEPT = []  # gunicorn.socket objects /socket-keep held on to
+
+
 def _json(start_response, obj, status="200 OK"):
     body = json.dumps(obj).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -200,6 +203,16 @@ def app(environ, start_response):
             yield b"end"
 
         return body()
+    if path == "/socket-keep":
+        # Keep a reference past the request (and the connection).
+        sock = environ["gunicorn.socket"]
+        _KEPT.append(sock)
+        info = {"fileno": sock.fileno(), "same": len(_KEPT) > 1 and _KEPT[-2] is sock}
+        return _json(start_response, info)
+    if path == "/socket-kept":
+        filenos = [s.fileno() for s in _KEPT]
+        del _KEPT[:]
+        return _json(start_response, {"filenos": filenos})
     if path == "/socket":
         sock = environ["gunicorn.socket"]
         info = {

@@ -49,7 +49,29 @@ mod imp {
             std::fs::read_to_string("/proc/self/stat")
                 .ok()
                 .and_then(|s| parse_area(&s))
+                .filter(|&(start, end)| argv_is_ours(start, end))
         })
+    }
+
+    /// Whether the kernel's argv area starts with this program's own
+    /// `argv[0]`. Under a launcher that loads the program itself (valgrind)
+    /// the area is the launcher's: overwriting it would corrupt the
+    /// launcher's options, which it reads again at `fork` (callgrind's
+    /// `--callgrind-out-file`). Called once, before any title is written.
+    fn argv_is_ours(start: usize, end: usize) -> bool {
+        let Some(arg0) = std::env::args_os().next() else {
+            return false;
+        };
+        let want = std::os::unix::ffi::OsStrExt::as_bytes(arg0.as_os_str());
+        if want.len() >= end - start {
+            return false;
+        }
+        // SAFETY: [start, end) is this process's argv block as reported by
+        // the kernel (mapped and readable: the initial stack); we read
+        // `want.len() + 1 < end - start` bytes from `start`, and the module
+        // invariant (single thread) means nobody writes it meanwhile.
+        let have = unsafe { std::slice::from_raw_parts(start as *const u8, want.len() + 1) };
+        have[..want.len()] == *want && have[want.len()] == 0
     }
 
     pub(super) fn set(title: &str) {

@@ -91,6 +91,7 @@ pub fn serve_one(
                     allow_keep_alive,
                     busy,
                     started,
+                    None,
                 );
                 drop(head);
                 buf.clear();
@@ -153,6 +154,7 @@ pub fn serve_head(
     allow_keep_alive: bool,
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
     started: Instant,
+    socket: Option<&wsgi::extras::SocketSlot>,
 ) -> Option<Vec<u8>> {
     let url_scheme = match app.trust().scheme(&head.headers, trusted) {
         Ok(scheme) => scheme.unwrap_or("http"),
@@ -170,6 +172,7 @@ pub fn serve_head(
         server,
         url_scheme,
         server_allows_keep_alive: allow_keep_alive,
+        socket,
     };
     glogging::debug!(
         "{} {}",

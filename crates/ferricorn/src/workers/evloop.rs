@@ -95,6 +95,8 @@ struct Connection {
     head_started: bool,
     /// Complete requests were left in `buf` for the next turn (fairness).
     more: bool,
+    /// Its `gunicorn.socket`, made at its first request and closed with it.
+    socket: wsgi::extras::SocketSlot,
 }
 
 /// What a turn on a connection left it as.
@@ -327,6 +329,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                                 deadline: Instant::now() + ctx.header_for,
                                 head_started: false,
                                 more: false,
+                                socket: Default::default(),
                             };
                             let fd = c.stream.raw_fd();
                             let i = conns.insert(c);
@@ -464,6 +467,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                         allow,
                         busy,
                         Instant::now(),
+                        Some(&c.socket),
                     );
                     drop(head);
                     c.buf.clear();

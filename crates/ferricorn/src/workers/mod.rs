@@ -114,6 +114,9 @@ pub struct Worker<'a> {
     pub served: u64,
     /// `--max-requests` plus jitter (0 = unlimited).
     pub budget: u64,
+    /// `--max-worker-memory` in MiB (0 = unlimited), read once: a settings
+    /// lookup hashes its name, which showed in the per-request profile.
+    pub memory_limit_mb: u64,
     /// Already asked the master for a replacement.
     pub retire_requested: bool,
 }
@@ -170,7 +173,7 @@ impl Worker<'_> {
             glogging::info!("Autorestarting worker after current request.");
             Some(heartbeat::SlotState::RetireMaxRequests)
         } else {
-            over_memory_limit(self.setup.settings.max_worker_memory()).then(|| {
+            over_memory_limit(self.memory_limit_mb).then(|| {
                 glogging::info!(
                     "Worker (pid:{}) exceeds --max-worker-memory; retiring it after its replacement boots.",
                     self.pid
@@ -420,6 +423,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             settings.max_requests_jitter(),
             u64::from(pid) ^ crate::util::monotonic_ms(),
         ),
+        memory_limit_mb: settings.max_worker_memory(),
         retire_requested: false,
     };
     setup

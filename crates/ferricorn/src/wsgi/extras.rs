@@ -5,8 +5,16 @@
 //! Invariants: the socket object owns a duplicate of the connection's
 //! descriptor (same connection, its own number), so the app closing it, or
 //! its garbage collection, never closes a descriptor the worker owns (which
-//! could be reused by then); `release` closes the duplicate once the app
-//! returned, so a reference kept past the request is inert. Early hints go out only
+//! could be reused by then). Without a [`SocketSlot`] (sync, gthread) each
+//! request gets a fresh object and `release` closes its duplicate once the
+//! app returned, so a reference kept past the request is inert. With one
+//! (evloop) the object is made at the connection's first request and handed
+//! to each later request on it, as gunicorn hands every request the same
+//! connection socket: a dup(2), a Python object and a close(2) per
+//! connection instead of per request. An app that closed (or `detach`ed) it
+//! gets a fresh one at its next request; the slot closes the duplicate when
+//! the connection ends, so a reference kept past the connection is inert.
+//! Early hints go out only
 //! before the response head, only to HTTP/1.1+ clients, written under the
 //! response writer's lock so they never interleave with the response.
 //!
@@ -26,16 +34,52 @@ use crate::sock::Stream;
 
 static SOCKET_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// A connection's `gunicorn.socket` object, kept across its requests.
+/// Dropping it closes the object's duplicate descriptor (the connection's
+/// own descriptor is the worker's).
+#[derive(Default)]
+pub struct SocketSlot(Mutex<Option<Py<PyAny>>>);
+
+impl SocketSlot {
+    /// The kept object if the app has not closed it, else a fresh one (kept).
+    fn get<'py>(&self, py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, PyAny>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sock) = slot.as_ref() {
+            let sock = sock.bind(py);
+            let fd: i64 = sock.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
+            if fd >= 0 {
+                return Ok(sock.clone());
+            }
+        }
+        let sock = socket_object(py, conn)?;
+        *slot = Some(sock.clone().unbind());
+        Ok(sock)
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let kept = self.0.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(sock) = kept {
+            Python::attach(|py| release(sock.bind(py)));
+        }
+    }
+}
+
 /// Add `gunicorn.socket` and `wsgi.early_hints` to a request's environ.
-/// Returns the socket object, to hand to [`release`] after the app returned.
+/// Returns the socket object to hand to [`release`] after the app returned,
+/// `None` when the connection's [`SocketSlot`] keeps it.
 pub fn add<'py>(
     py: Python<'py>,
     env: &Bound<'py, PyDict>,
     conn: &Conn<'_>,
     writer: &Arc<Mutex<ResponseWriter>>,
     version: (u8, u8),
-) -> PyResult<Bound<'py, PyAny>> {
-    let sock = socket_object(py, conn)?;
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let (sock, owned) = match conn.socket {
+        Some(slot) => (slot.get(py, conn)?, false),
+        None => (socket_object(py, conn)?, true),
+    };
     env.set_item(pyo3::intern!(py, "gunicorn.socket"), &sock)?;
     let hints = EarlyHints {
         writer: writer.clone(),
@@ -43,7 +87,7 @@ pub fn add<'py>(
         version,
     };
     env.set_item(pyo3::intern!(py, "wsgi.early_hints"), Py::new(py, hints)?)?;
-    Ok(sock)
+    Ok(owned.then_some(sock))
 }
 
 /// Close the socket object's duplicate descriptor (the connection stays open).

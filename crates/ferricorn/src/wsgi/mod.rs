@@ -102,6 +102,9 @@ pub struct Conn<'a> {
     pub server: &'a (String, String),
     pub url_scheme: &'static str,
     pub server_allows_keep_alive: bool,
+    /// Where the connection keeps its `gunicorn.socket` object across its
+    /// requests (evloop); `None`: a fresh one per request.
+    pub socket: Option<&'a extras::SocketSlot>,
 }
 
 /// Call the app for one parsed request and send its response.
@@ -145,7 +148,9 @@ pub fn serve(
             },
         )?;
         let outcome = call_app(py, app, &environ, start_response, &writer);
-        extras::release(&sock);
+        if let Some(sock) = sock {
+            extras::release(&sock);
+        }
         Ok((environ.unbind(), outcome))
     })();
 
@@ -217,11 +222,15 @@ pub fn serve(
     // drained cheaply) and nothing after it is lost.
     let mut leftover = Vec::new();
     if keep_alive {
-        let drained = py.detach(|| {
+        let drain = || {
             let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
             r.drain(64 * 1024)
                 .map(|done| done.then(|| r.leftover().to_vec()))
-        });
+        };
+        // A body already read to its end (or none, as for most GETs) drains
+        // without a socket read: no need to release the GIL for it.
+        let done = reader.lock().unwrap_or_else(|e| e.into_inner()).is_done();
+        let drained = if done { drain() } else { py.detach(drain) };
         match drained {
             Ok(Some(rest)) => leftover = rest,
             _ => keep_alive = false,
@@ -334,6 +343,22 @@ fn send_body(
         let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
         w.ensure_head()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        if chunks.iter().all(|c| c.len() < response::DIRECT_WRITE) {
+            // All of it is copied behind the head; offer that to the socket
+            // without blocking, keeping the GIL: for a small response the
+            // kernel takes it at once, and releasing and retaking the GIL
+            // would cost more than the send. Only what the socket could not
+            // take waits for it without the GIL.
+            for chunk in &chunks {
+                w.write_body(chunk).map_err(io_to_py)?;
+            }
+            w.push_finish().map_err(io_to_py)?;
+            if w.flush_nowait().map_err(io_to_py)? {
+                return Ok(());
+            }
+            drop(w);
+            return flush(py, writer);
+        }
         drop(w);
         // Small chunks are queued behind the head and leave in one write;
         // large ones go out with writev, uncopied. The `bytes` are immutable

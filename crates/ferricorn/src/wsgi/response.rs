@@ -3,7 +3,9 @@
 //!
 //! Invariants: headers go out with the first non-empty body chunk (or at the
 //! end for an empty body); once they are sent, `start_response` with
-//! `exc_info` re-raises; writes release the GIL. Body chunks of
+//! `exc_info` re-raises; writes that may block release the GIL (a small
+//! response is first offered to the socket without blocking, holding it:
+//! a send that cannot wait needs no hand-off). Body chunks of
 //! [`DIRECT_WRITE`] bytes or more are sent with writev from the app's
 //! `bytes` (held, immutable) rather than copied behind the head.
 //!
@@ -192,6 +194,33 @@ impl ResponseWriter {
             enc.chunk_end(n, &mut self.buf);
         }
         Ok(())
+    }
+
+    /// Send what is queued as far as the socket takes it without blocking
+    /// (`MSG_DONTWAIT`): `Ok(true)` when all of it went out. What is left
+    /// stays queued for [`Self::flush`]. Safe to call holding the GIL.
+    pub fn flush_nowait(&mut self) -> io::Result<bool> {
+        use nix::sys::socket::{MsgFlags, send};
+        let fd = self.stream.raw_fd();
+        let mut done = 0;
+        let result = loop {
+            if done == self.buf.len() {
+                break Ok(true);
+            }
+            match send(
+                fd,
+                &self.buf[done..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => done += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => break Ok(false),
+                Err(e) => break Err(io::Error::from(e)),
+            }
+        };
+        self.buf.drain(..done);
+        self.sent = self.encoder.as_ref().map_or(0, |e| e.written());
+        result
     }
 
     /// Send what is queued. Call without the GIL.
