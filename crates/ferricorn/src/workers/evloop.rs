@@ -416,7 +416,6 @@ fn uncork(corked: &mut Vec<Arc<Stream>>) {
 }
 
 /// Apply what a turn decided: requeue, or deregister and close.
-
 fn settle(poll: &Poll, conns: &mut Slab, ready: &mut Vec<usize>, i: usize, turn: Turn) {
     match turn {
         Turn::Wait => {}
