@@ -13,7 +13,10 @@
 //! short read: registrations are edge-triggered); as soon as a request head
 //! is complete, serve it through `conn::serve_head` (the path every worker
 //! shares); serve every complete pipelined request already read, at most
-//! `FAIR_SHARE` in a row before the other connections get a turn.
+//! `FAIR_SHARE` in a row before the other connections get a turn. When a
+//! poll returns several ready connections, the responses of all but the last
+//! are held back with `TCP_CORK` and released together after the batch (or
+//! `CORK_HOLD` after the first), so a sleeping client is woken once per batch.
 //!
 //! Invariants:
 //! - sockets stay in blocking mode with `SO_RCVTIMEO`/`SO_SNDTIMEO` set to
