@@ -95,6 +95,39 @@ def test_many_concurrent_keep_alive_connections_on_one_thread(ev):
             c.close()
 
 
+def test_a_batch_of_ready_connections_is_answered_at_once(tmp_path_factory):
+    # Connections that are ready together are served as one batch with their
+    # responses held back (TCP_CORK) until the batch ends, then sent together.
+    # Left corked, the kernel would send each only after 200 ms.
+    markers = tmp_path_factory.mktemp("markers")
+    srv = start(tmp_path_factory, *EVLOOP, "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
+    blocker = Client(srv.port)
+    clients = [Client(srv.port) for _ in range(8)]
+    try:
+        waited = []
+        for _ in range(5):
+            (markers / "sleep").unlink(missing_ok=True)
+            blocker.send(b"GET /sleep?0.05 HTTP/1.1\r\nHost: t\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while not (markers / "sleep").exists():
+                assert time.monotonic() < deadline, srv.log()
+                time.sleep(0.005)  # poll the marker until the deadline
+            # The worker is inside the app: these eight become ready together.
+            for c in clients:
+                c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert blocker.read_response()[0] == 200
+            t0 = time.monotonic()
+            for c in clients:
+                assert c.read_response()[2] == b"ok"
+            waited.append(time.monotonic() - t0)
+        assert sum(waited) < 0.5, waited
+    finally:
+        blocker.close()
+        for c in clients:
+            c.close()
+        srv.stop()
+
+
 def test_header_timeout_answers_408_and_idle_first_connection_closes(tmp_path_factory):
     srv = start(tmp_path_factory, *EVLOOP, "--header-timeout", "1", "shapes:app")
     try:
