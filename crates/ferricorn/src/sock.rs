@@ -358,6 +358,13 @@ impl Stream {
         }
     }
 
+    pub fn set_write_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(on),
@@ -441,6 +448,9 @@ impl Listener {
         match self {
             Listener::Tcp { sock, .. } => {
                 let (s, addr) = sock.accept()?;
+                // Linux's accept4 never passes the listener's O_NONBLOCK on
+                // (BSDs do): one ioctl per connection saved there.
+                #[cfg(not(target_os = "linux"))]
                 s.set_nonblocking(false)?;
                 let _ = s.set_nodelay(true);
                 Ok((
@@ -454,6 +464,7 @@ impl Listener {
             }
             Listener::Unix { sock, .. } => {
                 let (s, _) = sock.accept()?;
+                #[cfg(not(target_os = "linux"))]
                 s.set_nonblocking(false)?;
                 Ok((
                     Stream::Unix(s),

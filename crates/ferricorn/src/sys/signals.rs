@@ -107,6 +107,11 @@ pub fn take_pending() -> Vec<Signal> {
         .collect()
 }
 
+/// Whether any signal is pending (one atomic load: no syscall, no allocation).
+pub fn any_pending() -> bool {
+    PENDING.load(Ordering::SeqCst) != 0
+}
+
 /// Whether `sig` is pending, without clearing the others.
 pub fn peek(sig: Signal) -> bool {
     PENDING.load(Ordering::SeqCst) & (1u64 << (sig as i32)) != 0

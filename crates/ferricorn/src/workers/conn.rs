@@ -42,6 +42,21 @@ impl Timeouts {
     }
 }
 
+/// Arm a fresh connection's deadlines before its first read: the send
+/// timeout, and the read timeout unless `serve_one` replaces it with the
+/// header timeout before any read (a PROXY header, read first, needs it).
+/// Each `setsockopt` is a syscall per connection, so none is set twice in a
+/// row; on return from `serve_one` with `KeepAlive` the read timeout is `io`
+/// again, so a kept connection needs no re-arming.
+pub fn arm(stream: &Stream, timeouts: Timeouts, proxy_first: bool) {
+    if timeouts.io.is_some() {
+        let _ = stream.set_write_timeout(timeouts.io);
+        if timeouts.header.is_none() || proxy_first {
+            let _ = stream.set_read_timeout(timeouts.io);
+        }
+    }
+}
+
 /// What became of the connection after one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {

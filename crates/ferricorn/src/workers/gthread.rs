@@ -76,7 +76,6 @@ struct Shared<'a> {
     /// Cleared on graceful shutdown: in-flight responses then close.
     alive: AtomicBool,
     keepalive: bool,
-    io_timeout: Option<Duration>,
     policy: conn::Policy,
 }
 
@@ -100,7 +99,13 @@ fn thread_main(shared: &Shared<'_>) {
             rx.recv()
         };
         let Ok(mut c) = job else { return };
-        let _ = c.stream.set_timeouts(shared.io_timeout);
+        if c.fresh {
+            conn::arm(
+                &c.stream,
+                shared.policy.timeouts,
+                shared.policy.proxy.is_some(),
+            );
+        }
         // Counted whether the connection then stays open or closes.
         let started = super::signals::requests_started();
         let keep = Python::attach(|py| {
@@ -203,7 +208,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         waker,
         alive: AtomicBool::new(true),
         keepalive: keepalive > 0.0,
-        io_timeout,
         policy: conn::Policy::from_settings(setup.settings),
     };
 
@@ -253,14 +257,17 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             true
         };
 
+        // Whether the last wait reported the wake pipe (true at start: a
+        // signal may have come before the loop).
+        let mut pipe_ready = true;
         loop {
             worker.notify();
-            if worker.handle_signals() {
+            if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) {
                 // QUIT/INT: stop now, in-flight requests included.
                 glogging::info!("Worker exiting (pid: {})", worker.pid);
                 crate::sys::process::exit_now(0);
             }
-            if worker.alive && worker.parent_changed() {
+            if worker.alive && worker.parent_check_due() {
                 glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
                 worker.alive = false;
             }
@@ -312,8 +319,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                     if let Some(p) = pending_accept.get_mut(t - LISTENER_BASE) {
                         *p = true;
                     }
+                } else if ev.token() == SIGNAL_PIPE {
+                    pipe_ready = true;
                 }
-                // WAKER and SIGNAL_PIPE: handled below and at the top of the loop.
+                // WAKER: handled below; SIGNAL_PIPE at the top of the loop.
             }
 
             // Connections the threads are done with.

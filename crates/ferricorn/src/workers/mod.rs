@@ -119,7 +119,12 @@ pub struct Worker<'a> {
     pub memory_limit_mb: u64,
     /// Already asked the master for a replacement.
     pub retire_requested: bool,
+    /// When `parent_check_due` next asks the kernel for the parent pid.
+    pub next_parent_check: std::time::Instant,
 }
+
+/// How often a worker loop checks that its master is still its parent.
+const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Worker<'_> {
     pub fn notify(&self) {
@@ -153,6 +158,17 @@ impl Worker<'_> {
         let mut buf = [0u8; 64];
         while matches!(nix::unistd::read(self.wake.0.as_fd(), &mut buf), Ok(n) if n > 0) {}
         quick
+    }
+
+    /// `handle_signals` for a loop's every pass: does nothing (no syscall)
+    /// unless a signal is pending or the loop's wait reported the wake pipe
+    /// readable (`pipe_ready`; a byte whose signal an earlier pass already
+    /// took must still be drained, or a level-triggered wait would spin).
+    pub fn handle_signals_if(&mut self, pipe_ready: bool) -> bool {
+        if !pipe_ready && !signals::any_pending() {
+            return false;
+        }
+        self.handle_signals()
     }
 
     /// After each request: count it and, at `--max-requests` or above
@@ -196,6 +212,17 @@ impl Worker<'_> {
     /// The master went away (re-parented): stop.
     pub fn parent_changed(&self) -> bool {
         nix::unistd::getppid().as_raw() != self.setup.master_pid
+    }
+
+    /// `parent_changed` at most every `PARENT_CHECK` (a `getppid` per loop
+    /// pass showed in the per-request syscall count); false in between.
+    pub fn parent_check_due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if now < self.next_parent_check {
+            return false;
+        }
+        self.next_parent_check = now + PARENT_CHECK;
+        self.parent_changed()
     }
 }
 
@@ -415,6 +442,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         setup,
         pid,
         wake,
+        next_parent_check: std::time::Instant::now(),
         alive: true,
         quick_exit: false,
         served: 0,

@@ -51,7 +51,6 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
     } else {
         1000
     };
-    let io_timeout = (timeout > 0.0).then(|| Duration::from_secs_f64(timeout));
     let policy = conn::Policy::from_settings(settings);
     let servers: Vec<(String, String)> = setup
         .listeners
@@ -62,7 +61,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // One accepted connection, from the main loop or the graceful drain.
     let mut serve = |stream: Stream, peer: &Peer, listener: usize| {
-        let _ = stream.set_timeouts(io_timeout);
+        conn::arm(&stream, policy.timeouts, policy.proxy.is_some());
         let busy = (setup.heartbeats, setup.slot);
         handle(
             py,
@@ -77,12 +76,15 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         );
     };
 
+    // Whether the last wait saw the wake pipe readable (true at start: a
+    // signal may have come before the loop).
+    let mut pipe_ready = true;
     while worker.alive {
         worker.notify();
-        if worker.handle_signals() || !worker.alive {
+        if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) || !worker.alive {
             break;
         }
-        if worker.parent_changed() {
+        if worker.parent_check_due() {
             glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
             break;
         }
@@ -103,7 +105,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         }
         let wake_fd = worker.wake.0.as_fd();
         let listeners = setup.listeners;
-        py.detach(|| {
+        pipe_ready = py.detach(|| {
             let mut fds: Vec<PollFd<'_>> = listeners
                 .iter()
                 .map(|l| PollFd::new(l.fd(), PollFlags::POLLIN))
@@ -111,6 +113,9 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
             fds.push(PollFd::new(wake_fd, PollFlags::POLLIN));
             // EINTR (a signal) simply ends the wait.
             let _ = poll(&mut fds, PollTimeout::from(wait_ms));
+            fds.last()
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty())
         });
     }
     // Graceful stop: serve what already waits in the backlog (ferricorn's
