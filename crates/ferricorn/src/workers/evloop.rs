@@ -185,13 +185,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let setup = worker.setup;
     let settings = setup.settings;
     let timeout = settings.timeout();
-    // Wake at least every half timeout to beat (as the other workers), at most every second.
-    let wait = Duration::from_millis(if timeout > 0.0 {
-        ((timeout * 500.0) as u64).clamp(10, 1000)
-    } else {
-        1000
-    });
-    let io_timeout = (timeout > 0.0).then(|| Duration::from_secs_f64(timeout));
+    let wait = super::loop_wait(timeout);
+    let io_timeout = super::io_timeout(timeout);
     let policy = conn::Policy::from_settings(settings);
     let header_for = policy
         .timeouts

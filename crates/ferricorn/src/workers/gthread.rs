@@ -168,12 +168,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
     let setup = worker.setup;
     let settings = setup.settings;
     let timeout = settings.timeout();
-    let wait = Duration::from_millis(if timeout > 0.0 {
-        ((timeout * 500.0) as u64).clamp(10, 1000)
-    } else {
-        1000
-    });
-    let io_timeout = (timeout > 0.0).then(|| Duration::from_secs_f64(timeout));
+    let wait = super::loop_wait(timeout);
+    let io_timeout = super::io_timeout(timeout);
     let keepalive = settings.keepalive();
     let keepalive_for = Duration::from_secs_f64(keepalive.max(0.0));
     // How long a fresh connection may take to send its first request.

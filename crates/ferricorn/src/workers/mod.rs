@@ -28,6 +28,21 @@ use crate::wsgi::environ::AppContext;
 use crate::wsgi::loader::{self, LoadError};
 use heartbeat::Heartbeats;
 
+/// How long a worker's loop may wait for events: half of `--timeout` so the
+/// heartbeat stays fresh (gunicorn: timeout / 2), between 10 ms and 1 s.
+pub(crate) fn loop_wait(timeout: f64) -> std::time::Duration {
+    std::time::Duration::from_millis(if timeout > 0.0 {
+        ((timeout * 500.0) as u64).clamp(10, 1000)
+    } else {
+        1000
+    })
+}
+
+/// `--timeout` as a socket I/O timeout (`None` when 0 disables it).
+pub(crate) fn io_timeout(timeout: f64) -> Option<std::time::Duration> {
+    (timeout > 0.0).then(|| std::time::Duration::from_secs_f64(timeout))
+}
+
 /// The worker classes ferricorn implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {

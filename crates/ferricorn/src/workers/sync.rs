@@ -45,12 +45,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
     let setup = worker.setup;
     let settings = setup.settings;
     let timeout = settings.timeout();
-    // Wake at least every half timeout to beat (gunicorn: timeout / 2), and at most every second.
-    let wait_ms: u16 = if timeout > 0.0 {
-        ((timeout * 500.0) as u64).clamp(10, 1000) as u16
-    } else {
-        1000
-    };
+    let wait_ms = super::loop_wait(timeout).as_millis() as u16;
     let policy = conn::Policy::from_settings(settings);
     let servers: Vec<(String, String)> = setup
         .listeners
