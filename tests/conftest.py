@@ -206,3 +206,27 @@ def dechunk(data):
 def get(port, path="/", headers="", method="GET", body=b"", version="HTTP/1.1"):
     req = ("%s %s %s\r\nHost: 127.0.0.1\r\n%s\r\n" % (method, path, version, headers)).encode("latin-1") + body
     return parse_response(raw_request(port, req))
+
+
+def wait_until(cond, timeout=20.0, what="condition", log=None):
+    """Poll `cond` until it is true; fail after `timeout` seconds (with `log()`'s text)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting for %s\n%s" % (what, log() if log else "")
+        time.sleep(0.02)
+
+
+def wait_file(path, pattern, timeout=15.0):
+    """Wait until the file's text matches `pattern` (multi-line); return the text."""
+    rx = re.compile(pattern, re.M)
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        if rx.search(text):
+            return text
+        time.sleep(0.05)
+    raise AssertionError("no match for %r in %s within %.1fs:\n%s" % (pattern, path, timeout, text))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import APPS, PYTHON, get, raw_request
+from conftest import APPS, PYTHON, get, raw_request, wait_file
 
 
 def test_access_line_shapes(start_server):
@@ -177,11 +177,7 @@ format=%(name)s|%(levelname)s|%(message)s
 
 
 def _wait_file(path, text, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and text in path.read_text()):
-        assert time.monotonic() < deadline, path.read_text() if path.exists() else "no file"
-        time.sleep(0.05)
-    return path.read_text()
+    return wait_file(path, re.escape(text), timeout)
 
 
 def _served_through_python(out, prefix):

@@ -17,25 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import get
+from conftest import get, wait_file, wait_until
 
 TS = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\]"
-
-
-def wait_file(path, pattern, timeout=15.0):
-    """Wait until the file's text matches `pattern` (multi-line); return the text."""
-    rx = re.compile(pattern, re.M)
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            text = ""
-        if rx.search(text):
-            return text
-        time.sleep(0.05)
-    raise AssertionError("no match for %r in %s within %.1fs:\n%s" % (pattern, path, timeout, text))
 
 
 def stuck(port, path):
@@ -293,11 +277,6 @@ def pid_gone(pid):
         return True
 
 
-def wait_until(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting for " + what
-        time.sleep(0.02)
 
 
 def test_daemon_detaches_serves_and_stops_on_term_via_pidfile(start_server, tmp_path):

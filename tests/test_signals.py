@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import get, parse_response
+from conftest import get, parse_response, wait_until
 
 
 class RequestLoop:
@@ -66,13 +66,6 @@ def pid_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def wait_until(cond, timeout=20.0, what="condition", log=None):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting for %s\n%s" % (what, log() if log else "")
-        time.sleep(0.02)
 
 
 def booted_pids(srv):

@@ -230,12 +230,7 @@ fn corpus_whole() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
@@ -259,12 +254,7 @@ fn corpus_split_everywhere() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
@@ -303,12 +293,7 @@ fn corpus_pipelined() {
         }
     }
     assert!(tried >= 50, "only {tried} pipelinable cases");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
@@ -318,4 +303,14 @@ fn escapes_round_trip() {
         b"a\r\nb \0ababab\\"
     );
     assert_eq!(escape(b"a\r\n\t\\\x7f"), "a\\r\\n\\t\\\\\\x7f");
+}
+
+/// Fail with every collected case failure listed.
+fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -45,7 +45,6 @@
 //! workers); the lifecycle follows `workers/base.py` like the others.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -214,17 +213,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     };
 
     let mut poll = Poll::new()?;
-    let wake_fd = worker.wake.0.as_raw_fd();
-    poll.registry()
-        .register(&mut SourceFd(&wake_fd), SIGNAL_PIPE, Interest::READABLE)?;
-    for (i, l) in setup.listeners.iter().enumerate() {
-        let fd = l.raw_fd();
-        poll.registry().register(
-            &mut SourceFd(&fd),
-            Token(LISTENER_BASE + i),
-            Interest::READABLE,
-        )?;
-    }
+    super::register_sources(poll.registry(), worker, SIGNAL_PIPE, LISTENER_BASE)?;
 
     let mut events = Events::with_capacity(256);
     let mut conns = Slab::default();

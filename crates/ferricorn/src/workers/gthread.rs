@@ -23,7 +23,6 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -178,17 +177,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
 
     let mut poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
-    let wake_fd = worker.wake.0.as_raw_fd();
-    poll.registry()
-        .register(&mut SourceFd(&wake_fd), SIGNAL_PIPE, Interest::READABLE)?;
-    for (i, l) in setup.listeners.iter().enumerate() {
-        let fd = l.raw_fd();
-        poll.registry().register(
-            &mut SourceFd(&fd),
-            Token(LISTENER_BASE + i),
-            Interest::READABLE,
-        )?;
-    }
+    super::register_sources(poll.registry(), worker, SIGNAL_PIPE, LISTENER_BASE)?;
 
     let (job_tx, job_rx) = mpsc::channel::<Connection>();
     let (done_tx, done_rx) = mpsc::channel::<Done>();

@@ -43,6 +43,30 @@ pub(crate) fn io_timeout(timeout: f64) -> Option<std::time::Duration> {
     (timeout > 0.0).then(|| std::time::Duration::from_secs_f64(timeout))
 }
 
+/// Register the worker's signal wake pipe (as `signal`) and every listener
+/// (as `Token(listener_base + i)`) with a mio poller, readable: the start of
+/// the gthread and evloop loops.
+pub(crate) fn register_sources(
+    registry: &mio::Registry,
+    worker: &Worker<'_>,
+    signal: mio::Token,
+    listener_base: usize,
+) -> std::io::Result<()> {
+    use mio::unix::SourceFd;
+    use std::os::fd::AsRawFd;
+    let wake_fd = worker.wake.0.as_raw_fd();
+    registry.register(&mut SourceFd(&wake_fd), signal, mio::Interest::READABLE)?;
+    for (i, l) in worker.setup.listeners.iter().enumerate() {
+        let fd = l.raw_fd();
+        registry.register(
+            &mut SourceFd(&fd),
+            mio::Token(listener_base + i),
+            mio::Interest::READABLE,
+        )?;
+    }
+    Ok(())
+}
+
 /// The worker classes ferricorn implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
