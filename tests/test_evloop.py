@@ -42,6 +42,33 @@ def test_pipelined_requests_are_all_answered_in_order(ev):
         c.close()
 
 
+def test_held_responses_go_out_before_an_error_answer_and_the_close(ev):
+    # A response held back for the batch is sent before the 400 of a bad
+    # request pipelined behind it, and before the connection is shut down.
+    c = Client(ev.port)
+    try:
+        c.send(b"GET /?1 HTTP/1.1\r\nHost: t\r\n\r\nGET /?2 HTTP/1.1\r\nHost: t\r\n\r\n"
+               b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n")
+        assert c.read_response()[2] == b"ok"
+        assert c.read_response()[2] == b"ok"
+        status, headers, _ = c.read_response()
+        assert status == 400 and headers["connection"] == "close"
+        c.sock.settimeout(5)
+        assert c.sock.recv(10) == b""
+    finally:
+        c.close()
+    c = Client(ev.port)
+    try:
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+        assert c.read_response()[2] == b"ok"
+        status, headers, body = c.read_response()
+        assert status == 200 and body == b"ok"
+        c.sock.settimeout(5)
+        assert c.sock.recv(10) == b""
+    finally:
+        c.close()
+
+
 def test_a_request_split_across_reads(ev):
     c = Client(ev.port)
     try:
@@ -97,8 +124,8 @@ def test_many_concurrent_keep_alive_connections_on_one_thread(ev):
 
 def test_a_batch_of_ready_connections_is_answered_at_once(tmp_path_factory):
     # Connections that are ready together are served as one batch with their
-    # responses held back (TCP_CORK) until the batch ends, then sent together.
-    # Left corked, the kernel would send each only after 200 ms.
+    # responses held back until the batch ends, then sent together. A held
+    # response left behind would make its client wait for its 10 s timeout.
     markers = tmp_path_factory.mktemp("markers")
     srv = start(tmp_path_factory, *EVLOOP, "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
     blocker = Client(srv.port)

@@ -13,12 +13,16 @@
 //! short read: registrations are edge-triggered); as soon as a request head
 //! is complete, serve it through `conn::serve_head` (the path every worker
 //! shares); serve every complete pipelined request already read, at most
-//! `FAIR_SHARE` in a row before the other connections get a turn. When a
-//! poll returns several ready connections, the responses of all but the last
-//! are held back with `TCP_CORK` and released together after the batch (or
-//! `CORK_HOLD` after the first), so a sleeping client is woken once per batch.
+//! `FAIR_SHARE` in a row before the other connections get a turn. A small
+//! response made in one piece (a list or tuple body) is not sent at once: it
+//! waits in its connection's `out` until the batch of ready connections has
+//! had its turn (or `HOLD` after the first one waited), then they go out
+//! together: a sleeping client is woken once per batch rather than once per
+//! response, and no syscall is spent to hold them (docs/profile.md).
 //!
 //! Invariants:
+//! - a connection's `out` is sent before anything else is written to it
+//!   (its next request, an error answer) and before it is shut down;
 //! - sockets stay in blocking mode with `SO_RCVTIMEO`/`SO_SNDTIMEO` set to
 //!   `--timeout`: the loop itself only reads with `MSG_DONTWAIT`, while the
 //!   app's `wsgi.input` reads and the response writes block on that one
@@ -74,7 +78,7 @@ const FAIR_SHARE: u32 = 16;
 /// After TERM, how long a connection that has sent nothing yet is kept.
 const TERM_LINGER: Duration = Duration::from_secs(1);
 /// The longest a response is held back to be sent with the next ones.
-const CORK_HOLD: Duration = Duration::from_millis(1);
+const HOLD: Duration = Duration::from_millis(1);
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(100);
 
@@ -101,6 +105,8 @@ struct Connection {
     more: bool,
     /// Its `gunicorn.socket`, made at its first request and closed with it.
     socket: wsgi::extras::SocketSlot,
+    /// Responses made and not sent yet (see the module's header).
+    out: std::sync::Mutex<Vec<u8>>,
 }
 
 /// What a turn on a connection left it as.
@@ -219,11 +225,12 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut conns = Slab::default();
     let mut ready: Vec<usize> = Vec::new();
     let mut todo: Vec<usize> = Vec::new();
-    // Connections corked for this batch of ready ones. Each response sent
-    // on loopback wakes the client if it sleeps (an inter-processor
+    // Connections whose `out` holds responses of this batch. Each response
+    // sent on loopback wakes the client if it sleeps (an inter-processor
     // interrupt, costly in a VM: ~6 us of system time per response for a
-    // Flask app, docs/profile.md); released together, they wake it once.
-    let mut corked: Vec<Arc<Stream>> = Vec::new();
+    // Flask app, docs/profile.md); sent together, they wake it once.
+    let mut held: Vec<usize> = Vec::new();
+    let mut held_since = Instant::now();
     let mut next_id: u64 = 0;
     let mut pending_accept = vec![true; setup.listeners.len()];
     let mut accepting = true;
@@ -253,19 +260,24 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             let linger = Instant::now() + TERM_LINGER;
             for i in conns.indices() {
                 let turn = match conns.get_mut(i) {
-                    Some(c) => match turn(py, &mut ctx, worker, c) {
-                        Turn::Wait if c.served > 0 && c.buf.is_empty() => Turn::Close,
-                        Turn::Wait if c.buf.is_empty() => {
-                            // Connected, nothing sent yet: a request may be on its way.
-                            c.deadline = c.deadline.min(linger);
-                            Turn::Wait
-                        }
-                        t => t,
-                    },
+                    Some(c) => {
+                        let t = match turn(py, &mut ctx, worker, c) {
+                            Turn::Wait if c.served > 0 && c.buf.is_empty() => Turn::Close,
+                            Turn::Wait if c.buf.is_empty() => {
+                                // Connected, nothing sent yet: a request may be on its way.
+                                c.deadline = c.deadline.min(linger);
+                                Turn::Wait
+                            }
+                            t => t,
+                        };
+                        hold(&mut held, &mut held_since, i, c);
+                        t
+                    }
                     None => continue,
                 };
-                settle(&poll, &mut conns, &mut ready, i, turn);
+                settle(py, &poll, &mut conns, &mut ready, i, turn);
             }
+            send_held(py, &poll, &mut conns, &mut ready, &mut held);
         }
         if !accepting && (conns.len == 0 || stop_by.is_some_and(|t| Instant::now() >= t)) {
             return Ok(());
@@ -296,26 +308,17 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 }
             }
         }
-        // Several connections ready: hold their responses back (TCP_CORK)
-        // and send them together after the last one (see `corked`).
-        // At most `CORK_HOLD` after the first one was corked.
-        let last = todo.len().saturating_sub(1);
-        let mut held_since = Instant::now();
-        for (n, &i) in todo.iter().enumerate() {
+        // The ready connections' responses wait in their `out` and go
+        // together after the batch (see `held`), at most `HOLD` after the first.
+        for &i in &todo {
             let Some(c) = conns.get_mut(i) else { continue };
-            if n < last && c.stream.set_cork(true).is_ok() {
-                if corked.is_empty() {
-                    held_since = Instant::now();
-                }
-                corked.push(Arc::clone(&c.stream));
-            }
             let t = turn(py, &mut ctx, worker, c);
-            settle(&poll, &mut conns, &mut ready, i, t);
-            if !corked.is_empty() && held_since.elapsed() >= CORK_HOLD {
-                uncork(&mut corked);
+            hold(&mut held, &mut held_since, i, c);
+            settle(py, &poll, &mut conns, &mut ready, i, t);
+            if !held.is_empty() && held_since.elapsed() >= HOLD {
+                send_held(py, &poll, &mut conns, &mut ready, &mut held);
             }
         }
-        uncork(&mut corked);
 
         // Accept while under the connection cap; a new connection's request
         // often came with it, so it gets a turn at once.
@@ -339,6 +342,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                                 head_started: false,
                                 more: false,
                                 socket: Default::default(),
+                                out: Default::default(),
                             };
                             let fd = c.stream.raw_fd();
                             let i = conns.insert(c);
@@ -351,14 +355,18 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                                 )
                                 .is_err()
                             {
-                                settle(&poll, &mut conns, &mut ready, i, Turn::Close);
+                                settle(py, &poll, &mut conns, &mut ready, i, Turn::Close);
                                 continue;
                             }
                             let t = match conns.get_mut(i) {
-                                Some(c) => turn(py, &mut ctx, worker, c),
+                                Some(c) => {
+                                    let t = turn(py, &mut ctx, worker, c);
+                                    hold(&mut held, &mut held_since, i, c);
+                                    t
+                                }
                                 None => continue,
                             };
-                            settle(&poll, &mut conns, &mut ready, i, t);
+                            settle(py, &poll, &mut conns, &mut ready, i, t);
                         }
                         Err(e) => {
                             if accept_failed(&e) {
@@ -369,6 +377,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 }
             }
         }
+        send_held(py, &poll, &mut conns, &mut ready, &mut held);
 
         let now = Instant::now();
         if now >= next_sweep {
@@ -382,7 +391,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 if c.deadline > now {
                     continue;
                 }
-                if !c.buf.is_empty() {
+                if !c.buf.is_empty() && send_out(py, c) {
                     glogging::debug!("Request head from ip={} not complete in time", c.peer.addr);
                     let out = wsgi::error_response(
                         408,
@@ -392,26 +401,79 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                     let stream = c.stream.clone();
                     let _ = py.detach(|| io::Write::write_all(&mut &*stream, &out));
                 }
-                settle(&poll, &mut conns, &mut ready, i, Turn::Close);
+                settle(py, &poll, &mut conns, &mut ready, i, Turn::Close);
             }
         }
     }
 }
 
-/// Send what the corked connections hold back.
-fn uncork(corked: &mut Vec<Arc<Stream>>) {
-    for s in corked.drain(..) {
-        let _ = s.set_cork(false);
+/// Note that connection `i` has responses waiting in its `out`.
+fn hold(held: &mut Vec<usize>, since: &mut Instant, i: usize, c: &mut Connection) {
+    if c.out.get_mut().map_or(true, |o| !o.is_empty()) {
+        if held.is_empty() {
+            *since = Instant::now();
+        }
+        held.push(i);
     }
 }
 
+/// Send every held response; a connection whose send fails is closed.
+fn send_held(
+    py: Python<'_>,
+    poll: &Poll,
+    conns: &mut Slab,
+    ready: &mut Vec<usize>,
+    held: &mut Vec<usize>,
+) {
+    for i in held.drain(..) {
+        // (A closed connection's slot may hold a newer one: `out` is then empty or its own.)
+        let Some(c) = conns.get_mut(i) else { continue };
+        if !send_out(py, c) {
+            settle(py, poll, conns, ready, i, Turn::Close);
+        }
+    }
+}
+
+/// Send the connection's `out`: without blocking while the socket takes it,
+/// then (the client is slow to read) waiting without the GIL, bounded by the
+/// socket's send timeout. False when the connection failed.
+fn send_out(py: Python<'_>, c: &mut Connection) -> bool {
+    send_pending(py, &c.stream, &mut c.out)
+}
+
+fn send_pending(py: Python<'_>, stream: &Arc<Stream>, out: &mut std::sync::Mutex<Vec<u8>>) -> bool {
+    let out = out.get_mut().unwrap_or_else(|e| e.into_inner());
+    if out.is_empty() {
+        return true;
+    }
+    let ok = match wsgi::response::send_nowait(stream.raw_fd(), out) {
+        Ok(n) if n == out.len() => true,
+        Ok(n) => {
+            let rest = &out[n..];
+            py.detach(|| io::Write::write_all(&mut &**stream, rest))
+                .is_ok()
+        }
+        Err(_) => false,
+    };
+    out.clear();
+    ok
+}
+
 /// Apply what a turn decided: requeue, or deregister and close.
-fn settle(poll: &Poll, conns: &mut Slab, ready: &mut Vec<usize>, i: usize, turn: Turn) {
+fn settle(
+    py: Python<'_>,
+    poll: &Poll,
+    conns: &mut Slab,
+    ready: &mut Vec<usize>,
+    i: usize,
+    turn: Turn,
+) {
     match turn {
         Turn::Wait => {}
         Turn::Again => ready.push(i),
         Turn::Close => {
-            if let Some(c) = conns.remove(i) {
+            if let Some(mut c) = conns.remove(i) {
+                send_out(py, &mut c);
                 let fd = c.stream.raw_fd();
                 let _ = poll.registry().deregister(&mut SourceFd(&fd));
                 // FIN after the response, before the fd goes.
@@ -465,12 +527,17 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                         c.more = true;
                         return Turn::Again;
                     }
+                    // A response of this turn still waits: it goes first.
+                    if !send_pending(py, &c.stream, &mut c.out) {
+                        return Turn::Close;
+                    }
                     let allow = ctx.keepalive
                         && !ctx.draining
                         && worker.alive
                         && !worker.retire_requested
                         && !super::signals::peek(Signal::SIGTERM);
                     let busy = Some((worker.setup.heartbeats, worker.setup.slot));
+                    let defer = Some(&c.out);
                     let kept = conn::serve_head(
                         py,
                         ctx.app,
@@ -484,6 +551,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                         busy,
                         Instant::now(),
                         Some(&c.socket),
+                        defer,
                     );
                     drop(head);
                     c.buf.clear();
@@ -506,7 +574,9 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                     break;
                 }
                 Err(err) => {
-                    conn::refuse(py, &c.stream, &c.peer, &err);
+                    if send_out(py, c) {
+                        conn::refuse(py, &c.stream, &c.peer, &err);
+                    }
                     return Turn::Close;
                 }
             }

@@ -118,8 +118,6 @@ impl BodyReader {
         if self.send_continue {
             self.send_continue = false;
             (&*self.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            // The client waits for it: send it now even if evloop corked the socket.
-            let _ = self.stream.set_cork(false);
         }
         Ok(())
     }

@@ -105,7 +105,14 @@ pub struct Conn<'a> {
     /// Where the connection keeps its `gunicorn.socket` object across its
     /// requests (evloop); `None`: a fresh one per request.
     pub socket: Option<&'a extras::SocketSlot>,
+    /// Where a small, complete response may be left instead of sent
+    /// (evloop): the worker sends it after its batch of ready connections,
+    /// before anything else is written to this connection. `None`: sent at once.
+    pub defer: Option<&'a Mutex<Vec<u8>>>,
 }
+
+/// The largest response left in [`Conn::defer`]; larger ones go out at once.
+pub const DEFER_MAX: usize = 64 * 1024;
 
 /// Call the app for one parsed request and send its response.
 pub fn serve(
@@ -147,7 +154,7 @@ pub fn serve(
                 writer: writer.clone(),
             },
         )?;
-        let outcome = call_app(py, app, &environ, start_response, &writer);
+        let outcome = call_app(py, app, &environ, start_response, &writer, conn.defer);
         if let Some(sock) = sock {
             extras::release(&sock);
         }
@@ -260,9 +267,10 @@ fn call_app(
     environ: &Bound<'_, PyDict>,
     start_response: Py<StartResponse>,
     writer: &Arc<Mutex<ResponseWriter>>,
+    defer: Option<&Mutex<Vec<u8>>>,
 ) -> PyResult<()> {
     let iterable = app.callable().bind(py).call1((environ, start_response))?;
-    let sent = send_body(py, app, &iterable, writer);
+    let sent = send_body(py, app, &iterable, writer, defer);
     // A plain list or tuple has no `close`; asking would raise and clear an
     // AttributeError per request (about 4,000 instructions, docs/profile.md).
     let plain =
@@ -311,6 +319,7 @@ fn send_body(
     app: &environ::AppContext,
     iterable: &Bound<'_, PyAny>,
     writer: &Arc<Mutex<ResponseWriter>>,
+    defer: Option<&Mutex<Vec<u8>>>,
 ) -> PyResult<()> {
     // wsgi.file_wrapper around a real file: sendfile(2), no copies through Python.
     if app.sendfile() {
@@ -353,6 +362,12 @@ fn send_body(
                 w.write_body(chunk).map_err(io_to_py)?;
             }
             w.push_finish().map_err(io_to_py)?;
+            if let Some(out) = defer {
+                if w.queued() <= DEFER_MAX {
+                    w.defer_into(&mut out.lock().unwrap_or_else(|e| e.into_inner()));
+                    return Ok(());
+                }
+            }
             if w.flush_nowait().map_err(io_to_py)? {
                 return Ok(());
             }

@@ -200,27 +200,23 @@ impl ResponseWriter {
     /// (`MSG_DONTWAIT`): `Ok(true)` when all of it went out. What is left
     /// stays queued for [`Self::flush`]. Safe to call holding the GIL.
     pub fn flush_nowait(&mut self) -> io::Result<bool> {
-        use nix::sys::socket::{MsgFlags, send};
-        let fd = self.stream.raw_fd();
-        let mut done = 0;
-        let result = loop {
-            if done == self.buf.len() {
-                break Ok(true);
-            }
-            match send(
-                fd,
-                &self.buf[done..],
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            ) {
-                Ok(n) => done += n,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(nix::errno::Errno::EAGAIN) => break Ok(false),
-                Err(e) => break Err(io::Error::from(e)),
-            }
-        };
+        let result = send_nowait(self.stream.raw_fd(), &self.buf);
+        let done = *result.as_ref().unwrap_or(&0);
         self.buf.drain(..done);
         self.sent = self.encoder.as_ref().map_or(0, |e| e.written());
-        result
+        result.map(|_| self.buf.is_empty())
+    }
+
+    /// Bytes queued and not sent yet.
+    pub fn queued(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Move what is queued to `out` for the worker to send later; it counts
+    /// as sent (the access log's byte count).
+    pub fn defer_into(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.buf);
+        self.sent = self.encoder.as_ref().map_or(0, |e| e.written());
     }
 
     /// Send what is queued. Call without the GIL.
@@ -233,6 +229,27 @@ impl ResponseWriter {
         self.buf.clear();
         result
     }
+}
+
+/// Send `buf` to `fd` as far as the socket takes it without blocking
+/// (`MSG_DONTWAIT`); returns how much went out (all of it unless the socket
+/// is full). Safe to call holding the GIL.
+pub fn send_nowait(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, send};
+    let mut done = 0;
+    while done < buf.len() {
+        match send(
+            fd,
+            &buf[done..],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+    Ok(done)
 }
 
 /// `write_all` over several buffers: writev until every byte is out.
