@@ -122,10 +122,13 @@ def test_many_concurrent_keep_alive_connections_on_one_thread(ev):
             c.close()
 
 
-def test_a_batch_of_ready_connections_is_answered_at_once(tmp_path_factory):
+@pytest.mark.parametrize("path, body", [("/", b"ok"), ("/stream", b"one two three")])
+def test_a_batch_of_ready_connections_is_answered_at_once(tmp_path_factory, path, body):
     # Connections that are ready together are served as one batch with their
-    # responses held back until the batch ends, then sent together. A held
-    # response left behind would make its client wait for its 10 s timeout.
+    # responses held back until the batch ends, then sent together: a list
+    # body ("/") waits in memory (left behind, its client would wait for its
+    # 10 s timeout), a streamed one ("/stream") is written corked (left
+    # corked, the kernel would send it only after 200 ms).
     markers = tmp_path_factory.mktemp("markers")
     srv = start(tmp_path_factory, *EVLOOP, "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
     blocker = Client(srv.port)
@@ -141,11 +144,11 @@ def test_a_batch_of_ready_connections_is_answered_at_once(tmp_path_factory):
                 time.sleep(0.005)  # poll the marker until the deadline
             # The worker is inside the app: these eight become ready together.
             for c in clients:
-                c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                c.send(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
             assert blocker.read_response()[0] == 200
             t0 = time.monotonic()
             for c in clients:
-                assert c.read_response()[2] == b"ok"
+                assert c.read_response()[2] == body
             waited.append(time.monotonic() - t0)
         assert sum(waited) < 0.5, waited
     finally:

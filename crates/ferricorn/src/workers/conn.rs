@@ -171,7 +171,7 @@ pub fn serve_head(
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
     started: Instant,
     socket: Option<&wsgi::extras::SocketSlot>,
-    defer: Option<&std::sync::Mutex<Vec<u8>>>,
+    held: Option<&wsgi::Held>,
 ) -> Option<Vec<u8>> {
     let url_scheme = match app.trust().scheme(&head.headers, trusted) {
         Ok(scheme) => scheme.unwrap_or("http"),
@@ -190,7 +190,7 @@ pub fn serve_head(
         url_scheme,
         server_allows_keep_alive: allow_keep_alive,
         socket,
-        defer,
+        held,
     };
     glogging::debug!(
         "{} {}",

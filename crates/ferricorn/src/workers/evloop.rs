@@ -13,16 +13,18 @@
 //! short read: registrations are edge-triggered); as soon as a request head
 //! is complete, serve it through `conn::serve_head` (the path every worker
 //! shares); serve every complete pipelined request already read, at most
-//! `FAIR_SHARE` in a row before the other connections get a turn. A small
-//! response made in one piece (a list or tuple body) is not sent at once: it
-//! waits in its connection's `out` until the batch of ready connections has
-//! had its turn (or `HOLD` after the first one waited), then they go out
-//! together: a sleeping client is woken once per batch rather than once per
-//! response, and no syscall is spent to hold them (docs/profile.md).
+//! `FAIR_SHARE` in a row before the other connections get a turn. Responses
+//! are held back until the batch of ready connections has had its turn (or
+//! `HOLD` after the first one was held), then released together, so a
+//! sleeping client is woken once per batch rather than once per response
+//! (docs/profile.md): a small response made in one piece (a list or tuple
+//! body) waits in memory, at no syscall; a streamed one is written with
+//! `TCP_CORK` on, unless its connection is the batch's last.
 //!
 //! Invariants:
-//! - a connection's `out` is sent before anything else is written to it
-//!   (its next request, an error answer) and before it is shut down;
+//! - what a connection holds (`wsgi::Held`) is sent, and the socket
+//!   uncorked, before anything else is written to it (its next request, an
+//!   error answer) and before it is shut down;
 //! - sockets stay in blocking mode with `SO_RCVTIMEO`/`SO_SNDTIMEO` set to
 //!   `--timeout`: the loop itself only reads with `MSG_DONTWAIT`, while the
 //!   app's `wsgi.input` reads and the response writes block on that one
@@ -50,6 +52,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ferricorn_http::parse::Parser;
@@ -105,8 +108,8 @@ struct Connection {
     more: bool,
     /// Its `gunicorn.socket`, made at its first request and closed with it.
     socket: wsgi::extras::SocketSlot,
-    /// Responses made and not sent yet (see the module's header).
-    out: std::sync::Mutex<Vec<u8>>,
+    /// Its responses held back for the batch (see the module's header).
+    held: wsgi::Held,
 }
 
 /// What a turn on a connection left it as.
@@ -225,7 +228,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut conns = Slab::default();
     let mut ready: Vec<usize> = Vec::new();
     let mut todo: Vec<usize> = Vec::new();
-    // Connections whose `out` holds responses of this batch. Each response
+    // Connections holding responses of this batch. Each response
     // sent on loopback wakes the client if it sleeps (an inter-processor
     // interrupt, costly in a VM: ~6 us of system time per response for a
     // Flask app, docs/profile.md); sent together, they wake it once.
@@ -308,11 +311,14 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 }
             }
         }
-        // The ready connections' responses wait in their `out` and go
-        // together after the batch (see `held`), at most `HOLD` after the first.
-        for &i in &todo {
+        // The ready connections' responses are held and go together after
+        // the batch (see `held`), at most `HOLD` after the first.
+        let last = todo.len().saturating_sub(1);
+        for (n, &i) in todo.iter().enumerate() {
             let Some(c) = conns.get_mut(i) else { continue };
+            c.held.may_cork.store(n < last, Ordering::Relaxed);
             let t = turn(py, &mut ctx, worker, c);
+            c.held.may_cork.store(false, Ordering::Relaxed);
             hold(&mut held, &mut held_since, i, c);
             settle(py, &poll, &mut conns, &mut ready, i, t);
             if !held.is_empty() && held_since.elapsed() >= HOLD {
@@ -342,7 +348,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                                 head_started: false,
                                 more: false,
                                 socket: Default::default(),
-                                out: Default::default(),
+                                held: Default::default(),
                             };
                             let fd = c.stream.raw_fd();
                             let i = conns.insert(c);
@@ -407,9 +413,10 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     }
 }
 
-/// Note that connection `i` has responses waiting in its `out`.
+/// Note that connection `i` holds responses back, if it does.
 fn hold(held: &mut Vec<usize>, since: &mut Instant, i: usize, c: &mut Connection) {
-    if c.out.get_mut().map_or(true, |o| !o.is_empty()) {
+    let h = &mut c.held;
+    if *h.corked.get_mut() || h.out.get_mut().map_or(true, |o| !o.is_empty()) {
         if held.is_empty() {
             *since = Instant::now();
         }
@@ -426,7 +433,7 @@ fn send_held(
     held: &mut Vec<usize>,
 ) {
     for i in held.drain(..) {
-        // (A closed connection's slot may hold a newer one: `out` is then empty or its own.)
+        // (A closed connection's slot may hold a newer one: it then holds nothing or its own.)
         let Some(c) = conns.get_mut(i) else { continue };
         if !send_out(py, c) {
             settle(py, poll, conns, ready, i, Turn::Close);
@@ -434,15 +441,19 @@ fn send_held(
     }
 }
 
-/// Send the connection's `out`: without blocking while the socket takes it,
-/// then (the client is slow to read) waiting without the GIL, bounded by the
-/// socket's send timeout. False when the connection failed.
+/// Release what the connection holds: send its `out` (without blocking
+/// while the socket takes it, then, for a client slow to read, waiting
+/// without the GIL, bounded by the socket's send timeout) and uncork it.
+/// False when the connection failed.
 fn send_out(py: Python<'_>, c: &mut Connection) -> bool {
-    send_pending(py, &c.stream, &mut c.out)
+    send_pending(py, &c.stream, &mut c.held)
 }
 
-fn send_pending(py: Python<'_>, stream: &Arc<Stream>, out: &mut std::sync::Mutex<Vec<u8>>) -> bool {
-    let out = out.get_mut().unwrap_or_else(|e| e.into_inner());
+fn send_pending(py: Python<'_>, stream: &Arc<Stream>, held: &mut wsgi::Held) -> bool {
+    if std::mem::take(held.corked.get_mut()) {
+        let _ = stream.set_cork(false);
+    }
+    let out = held.out.get_mut().unwrap_or_else(|e| e.into_inner());
     if out.is_empty() {
         return true;
     }
@@ -528,7 +539,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                         return Turn::Again;
                     }
                     // A response of this turn still waits: it goes first.
-                    if !send_pending(py, &c.stream, &mut c.out) {
+                    if !send_pending(py, &c.stream, &mut c.held) {
                         return Turn::Close;
                     }
                     let allow = ctx.keepalive
@@ -537,7 +548,6 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                         && !worker.retire_requested
                         && !super::signals::peek(Signal::SIGTERM);
                     let busy = Some((worker.setup.heartbeats, worker.setup.slot));
-                    let defer = Some(&c.out);
                     let kept = conn::serve_head(
                         py,
                         ctx.app,
@@ -551,7 +561,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                         busy,
                         Instant::now(),
                         Some(&c.socket),
-                        defer,
+                        Some(&c.held),
                     );
                     drop(head);
                     c.buf.clear();

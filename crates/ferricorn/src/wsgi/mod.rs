@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod response;
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferricorn_http::date::DateCache;
@@ -105,14 +106,39 @@ pub struct Conn<'a> {
     /// Where the connection keeps its `gunicorn.socket` object across its
     /// requests (evloop); `None`: a fresh one per request.
     pub socket: Option<&'a extras::SocketSlot>,
-    /// Where a small, complete response may be left instead of sent
-    /// (evloop): the worker sends it after its batch of ready connections,
-    /// before anything else is written to this connection. `None`: sent at once.
-    pub defer: Option<&'a Mutex<Vec<u8>>>,
+    /// Where the response may be held back (evloop); `None`: sent at once.
+    pub held: Option<&'a Held>,
 }
 
-/// The largest response left in [`Conn::defer`]; larger ones go out at once.
-pub const DEFER_MAX: usize = 64 * 1024;
+/// A connection's responses held back until its worker's batch of ready
+/// connections has been served (evloop), so a sleeping client is woken
+/// once per batch. The worker sends `out` and uncorks before anything else
+/// is written to the connection and before it closes.
+#[derive(Default)]
+pub struct Held {
+    /// Complete small responses (list or tuple bodies) not sent yet: no syscall to hold.
+    pub out: Mutex<Vec<u8>>,
+    /// Set by the worker: more connections follow in this batch, so a
+    /// streamed response may be held back with `TCP_CORK`.
+    pub may_cork: AtomicBool,
+    /// `TCP_CORK` is on (a streamed response was written corked).
+    pub corked: AtomicBool,
+}
+
+impl Held {
+    /// Before a streamed response's first write: cork if the worker allows.
+    fn cork(&self, stream: &Stream) {
+        if self.may_cork.load(Ordering::Relaxed)
+            && !self.corked.load(Ordering::Relaxed)
+            && stream.set_cork(true).is_ok()
+        {
+            self.corked.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The largest response left in [`Held::out`]; larger ones go out at once.
+pub const HOLD_MAX: usize = 64 * 1024;
 
 /// Call the app for one parsed request and send its response.
 pub fn serve(
@@ -154,7 +180,7 @@ pub fn serve(
                 writer: writer.clone(),
             },
         )?;
-        let outcome = call_app(py, app, &environ, start_response, &writer, conn.defer);
+        let outcome = call_app(py, app, &environ, start_response, &writer, conn);
         if let Some(sock) = sock {
             extras::release(&sock);
         }
@@ -267,10 +293,10 @@ fn call_app(
     environ: &Bound<'_, PyDict>,
     start_response: Py<StartResponse>,
     writer: &Arc<Mutex<ResponseWriter>>,
-    defer: Option<&Mutex<Vec<u8>>>,
+    conn: &Conn<'_>,
 ) -> PyResult<()> {
     let iterable = app.callable().bind(py).call1((environ, start_response))?;
-    let sent = send_body(py, app, &iterable, writer, defer);
+    let sent = send_body(py, app, &iterable, writer, conn);
     // A plain list or tuple has no `close`; asking would raise and clear an
     // AttributeError per request (about 4,000 instructions, docs/profile.md).
     let plain =
@@ -319,7 +345,7 @@ fn send_body(
     app: &environ::AppContext,
     iterable: &Bound<'_, PyAny>,
     writer: &Arc<Mutex<ResponseWriter>>,
-    defer: Option<&Mutex<Vec<u8>>>,
+    conn: &Conn<'_>,
 ) -> PyResult<()> {
     // wsgi.file_wrapper around a real file: sendfile(2), no copies through Python.
     if app.sendfile() {
@@ -362,9 +388,9 @@ fn send_body(
                 w.write_body(chunk).map_err(io_to_py)?;
             }
             w.push_finish().map_err(io_to_py)?;
-            if let Some(out) = defer {
-                if w.queued() <= DEFER_MAX {
-                    w.defer_into(&mut out.lock().unwrap_or_else(|e| e.into_inner()));
+            if let Some(held) = conn.held {
+                if w.queued() <= HOLD_MAX {
+                    w.defer_into(&mut held.out.lock().unwrap_or_else(|e| e.into_inner()));
                     return Ok(());
                 }
             }
@@ -388,6 +414,10 @@ fn send_body(
                 w.flush()
             })
             .map_err(io_to_py);
+    }
+    // A streamed body: its writes can be held back only by the kernel.
+    if let Some(held) = conn.held {
+        held.cork(conn.stream);
     }
     for item in iterable.try_iter()? {
         let item = item?;
