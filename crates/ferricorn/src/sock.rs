@@ -372,15 +372,6 @@ impl Stream {
         }
     }
 
-    /// `TCP_CORK` on or off (unix sockets: nothing). While corked the
-    /// kernel holds back partial segments; turning it off sends them.
-    pub fn set_cork(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => socket2::SockRef::from(s).set_tcp_cork(on),
-            Stream::Unix(_) => Ok(()),
-        }
-    }
-
     pub fn shutdown_write(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),

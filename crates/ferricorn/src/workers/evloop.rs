@@ -17,14 +17,15 @@
 //! are held back until the batch of ready connections has had its turn (or
 //! `HOLD` after the first one was held), then released together, so a
 //! sleeping client is woken once per batch rather than once per response
-//! (docs/profile.md): a small response made in one piece (a list or tuple
-//! body) waits in memory, at no syscall; a streamed one is written with
-//! `TCP_CORK` on, unless its connection is the batch's last.
+//! (docs/profile.md). They wait in memory (`wsgi::Held`), at no syscall: a
+//! response made in one piece (a list or tuple body) under 64 KiB always; a
+//! streamed one while other connections of the batch wait and its chunks
+//! come quickly.
 //!
 //! Invariants:
-//! - what a connection holds (`wsgi::Held`) is sent, and the socket
-//!   uncorked, before anything else is written to it (its next request, an
-//!   error answer) and before it is shut down;
+//! - what a connection holds (`wsgi::Held`) is sent before anything else is
+//!   written to it (its next request, an error answer) and before it is
+//!   shut down;
 //! - sockets stay in blocking mode with `SO_RCVTIMEO`/`SO_SNDTIMEO` set to
 //!   `--timeout`: the loop itself only reads with `MSG_DONTWAIT`, while the
 //!   app's `wsgi.input` reads and the response writes block on that one
@@ -80,8 +81,9 @@ const READ_CHUNK: usize = 8192;
 const FAIR_SHARE: u32 = 16;
 /// After TERM, how long a connection that has sent nothing yet is kept.
 const TERM_LINGER: Duration = Duration::from_secs(1);
-/// The longest a response is held back to be sent with the next ones.
-const HOLD: Duration = Duration::from_millis(1);
+/// A batch's held responses go out once a turn ends this long after the
+/// first was held (the same bound as a streamed body's, `wsgi::HOLD_FOR`).
+const HOLD: Duration = wsgi::HOLD_FOR;
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(100);
 
@@ -316,9 +318,9 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         let last = todo.len().saturating_sub(1);
         for (n, &i) in todo.iter().enumerate() {
             let Some(c) = conns.get_mut(i) else { continue };
-            c.held.may_cork.store(n < last, Ordering::Relaxed);
+            c.held.others_follow.store(n < last, Ordering::Relaxed);
             let t = turn(py, &mut ctx, worker, c);
-            c.held.may_cork.store(false, Ordering::Relaxed);
+            c.held.others_follow.store(false, Ordering::Relaxed);
             hold(&mut held, &mut held_since, i, c);
             settle(py, &poll, &mut conns, &mut ready, i, t);
             if !held.is_empty() && held_since.elapsed() >= HOLD {
@@ -415,8 +417,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
 
 /// Note that connection `i` holds responses back, if it does.
 fn hold(held: &mut Vec<usize>, since: &mut Instant, i: usize, c: &mut Connection) {
-    let h = &mut c.held;
-    if *h.corked.get_mut() || h.out.get_mut().map_or(true, |o| !o.is_empty()) {
+    if c.held.out.get_mut().map_or(true, |o| !o.is_empty()) {
         if held.is_empty() {
             *since = Instant::now();
         }
@@ -441,18 +442,14 @@ fn send_held(
     }
 }
 
-/// Release what the connection holds: send its `out` (without blocking
-/// while the socket takes it, then, for a client slow to read, waiting
-/// without the GIL, bounded by the socket's send timeout) and uncork it.
-/// False when the connection failed.
+/// Send what the connection holds: without blocking while the socket takes
+/// it, then (a client slow to read) waiting without the GIL, bounded by the
+/// socket's send timeout. False when the connection failed.
 fn send_out(py: Python<'_>, c: &mut Connection) -> bool {
     send_pending(py, &c.stream, &mut c.held)
 }
 
 fn send_pending(py: Python<'_>, stream: &Arc<Stream>, held: &mut wsgi::Held) -> bool {
-    if std::mem::take(held.corked.get_mut()) {
-        let _ = stream.set_cork(false);
-    }
     let out = held.out.get_mut().unwrap_or_else(|e| e.into_inner());
     if out.is_empty() {
         return true;

@@ -110,35 +110,27 @@ pub struct Conn<'a> {
     pub held: Option<&'a Held>,
 }
 
-/// A connection's responses held back until its worker's batch of ready
-/// connections has been served (evloop), so a sleeping client is woken
-/// once per batch. The worker sends `out` and uncorks before anything else
-/// is written to the connection and before it closes.
+/// A connection's complete responses held back in memory until its
+/// worker's batch of ready connections has been served (evloop), so a
+/// sleeping client is woken once per batch, at no syscall. The worker sends
+/// `out` before anything else is written to the connection and before it
+/// closes.
 #[derive(Default)]
 pub struct Held {
-    /// Complete small responses (list or tuple bodies) not sent yet: no syscall to hold.
+    /// Complete responses not sent yet.
     pub out: Mutex<Vec<u8>>,
-    /// Set by the worker: more connections follow in this batch, so a
-    /// streamed response may be held back with `TCP_CORK`.
-    pub may_cork: AtomicBool,
-    /// `TCP_CORK` is on (a streamed response was written corked).
-    pub corked: AtomicBool,
-}
-
-impl Held {
-    /// Before a streamed response's first write: cork if the worker allows.
-    fn cork(&self, stream: &Stream) {
-        if self.may_cork.load(Ordering::Relaxed)
-            && !self.corked.load(Ordering::Relaxed)
-            && stream.set_cork(true).is_ok()
-        {
-            self.corked.store(true, Ordering::Relaxed);
-        }
-    }
+    /// Set by the worker while more connections of the batch wait for
+    /// their turn: then a streamed body is held too, while its chunks come
+    /// quickly. A list or tuple body (made in one piece) is always held.
+    pub others_follow: AtomicBool,
 }
 
 /// The largest response left in [`Held::out`]; larger ones go out at once.
 pub const HOLD_MAX: usize = 64 * 1024;
+
+/// A streamed body is held only while its chunks come within this time of
+/// the first (then they go out as they come).
+pub const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Call the app for one parsed request and send its response.
 pub fn serve(
@@ -415,10 +407,14 @@ fn send_body(
             })
             .map_err(io_to_py);
     }
-    // A streamed body: its writes can be held back only by the kernel.
-    if let Some(held) = conn.held {
-        held.cork(conn.stream);
-    }
+    // A streamed body. While others of the batch wait (see `Held`), its
+    // small chunks are held as long as they come within `HOLD_FOR` of the
+    // first and stay under `HOLD_MAX` in all; from then on they go out as
+    // they come.
+    let mut hold_until = conn
+        .held
+        .filter(|h| h.others_follow.load(Ordering::Relaxed))
+        .map(|_| std::time::Instant::now() + HOLD_FOR);
     for item in iterable.try_iter()? {
         let item = item?;
         let data = bytes_of(&item)?.as_bytes();
@@ -426,10 +422,15 @@ fn send_body(
         if data.len() < response::DIRECT_WRITE {
             w.push(data)
                 .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            if hold_until.is_some_and(|t| w.queued() <= HOLD_MAX && std::time::Instant::now() < t) {
+                continue;
+            }
+            hold_until = None;
             drop(w);
             flush(py, writer)?;
             continue;
         }
+        hold_until = None;
         w.ensure_head()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         drop(w);
@@ -444,12 +445,22 @@ fn send_body(
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     w.push_finish()
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    if let (Some(held), Some(_)) = (conn.held, hold_until) {
+        if w.queued() <= HOLD_MAX {
+            w.defer_into(&mut held.out.lock().unwrap_or_else(|e| e.into_inner()));
+            return Ok(());
+        }
+    }
     drop(w);
     flush(py, writer)
 }
 
-/// Send what the writer has queued, without the GIL.
+/// Send what the writer has queued, without the GIL (nothing to send: no
+/// GIL hand-off either).
 fn flush(py: Python<'_>, writer: &Arc<Mutex<ResponseWriter>>) -> PyResult<()> {
+    if writer.lock().unwrap_or_else(|e| e.into_inner()).queued() == 0 {
+        return Ok(());
+    }
     py.detach(|| writer.lock().unwrap_or_else(|e| e.into_inner()).flush())
         .map_err(io_to_py)
 }
