@@ -2,6 +2,7 @@
 and a small keep-alive HTTP/1.1 client over a raw socket."""
 
 import socket
+import time
 
 from conftest import Server, parse_head
 
@@ -104,3 +105,16 @@ def one_request(port, path, method="GET", body=b"", headers=""):
         return c.request(path, method, body, headers + "Connection: close\r\n")
     finally:
         c.close()
+
+
+def slow_head_gets_408(sock):
+    """Send half a request head on `sock` and never finish it: the server
+    must answer 408 and close after its 1 s `--header-timeout`."""
+    started = time.monotonic()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # head never completed
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    elapsed = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    assert 0.8 < elapsed < 5, elapsed

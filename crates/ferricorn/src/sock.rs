@@ -4,6 +4,17 @@
 //! Forms: `HOST`, `HOST:PORT`, `[V6]:PORT`, `tcp://HOST:PORT`, `unix:PATH`,
 //! `unix://PATH`, `fd://N`. Listeners are non-blocking (workers poll them).
 //!
+//! Per-connection options come from the listener: on Linux, the BSDs and
+//! macOS a TCP socket made by `accept` starts with its listener's
+//! `TCP_NODELAY`, `SO_RCVTIMEO` and `SO_SNDTIMEO` (the kernel clones the
+//! listening socket), so setting them once on the listener saves a
+//! `setsockopt` per option per connection. TCP listeners get `TCP_NODELAY`
+//! when bound or adopted (gunicorn sets it on its listeners too); a worker
+//! sets the timeouts it wants with [`Listener::set_connection_timeouts`].
+//! Unix-domain connections inherit none of these on Linux (a fresh socket is
+//! made for them), so their options are set per connection. Tested below
+//! (`accepted_tcp_socket_inherits_listener_options`).
+//!
 //! gunicorn counterpart: `gunicorn/sock.py` (`create_sockets`, `TCPSocket`,
 //! `UnixSocket`) and `util.parse_address`.
 
@@ -127,6 +138,24 @@ impl Listener {
         }
     }
 
+    /// Give the connections accepted from now on these read and write
+    /// timeouts (`None`: none), for the whole listener: it is shared by
+    /// every worker. Returns whether accepted connections inherit them (TCP);
+    /// false for a unix listener, whose connections must be set one by one.
+    pub fn set_connection_timeouts(
+        &self,
+        read: Option<std::time::Duration>,
+        write: Option<std::time::Duration>,
+    ) -> bool {
+        match self {
+            Listener::Tcp { sock, .. } => {
+                let s = socket2::SockRef::from(sock);
+                s.set_read_timeout(read).is_ok() && s.set_write_timeout(write).is_ok()
+            }
+            Listener::Unix { .. } => false,
+        }
+    }
+
     /// Remove the socket file of a unix listener (on shutdown).
     pub fn unlink(&self) {
         if let Listener::Unix { path, .. } = self {
@@ -205,6 +234,9 @@ pub fn bind(addr: &Address, opts: &BindOptions) -> Result<Listener, BindError> {
                 .map_err(|e| BindError::Io(label.clone(), e))?;
             sock.set_nonblocking(true)
                 .map_err(|e| BindError::Io(label.clone(), e))?;
+            // Inherited by every accepted connection (module header).
+            sock.set_tcp_nodelay(true)
+                .map_err(|e| BindError::Io(label.clone(), e))?;
             let sock: TcpListener = sock.into();
             let addr = sock.local_addr().map_err(|e| BindError::Io(label, e))?;
             Ok(Listener::Tcp { sock, addr })
@@ -246,6 +278,8 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<Listener> {
     sock.set_nonblocking(true)?;
     let local = sock.local_addr()?;
     if let Some(addr) = local.as_socket() {
+        // Inherited by every accepted connection (module header).
+        sock.set_tcp_nodelay(true)?;
         let sock: TcpListener = sock.into();
         return Ok(Listener::Tcp { sock, addr });
     }
@@ -308,6 +342,75 @@ mod tests {
             shown.starts_with("http://127.0.0.1:") && !shown.ends_with(":0"),
             "{shown}"
         );
+    }
+
+    /// What the module header relies on: a TCP connection starts with the
+    /// listener's TCP_NODELAY and timeouts; a unix one does not.
+    #[test]
+    fn accepted_tcp_socket_inherits_listener_options() {
+        use std::time::Duration;
+        let opts = BindOptions {
+            backlog: 16,
+            reuse_port: false,
+        };
+        let l = bind(&tcp("127.0.0.1", 0), &opts).unwrap();
+        let (read, write) = (Duration::from_secs(3), Duration::from_secs(7));
+        assert!(l.set_connection_timeouts(Some(read), Some(write)));
+        let Listener::Tcp { addr, .. } = &l else {
+            unreachable!()
+        };
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (stream, _) = accept_blocking(&l);
+        let Stream::Tcp(s) = &stream else {
+            unreachable!()
+        };
+        assert!(s.nodelay().unwrap());
+        assert_eq!(s.read_timeout().unwrap(), Some(read));
+        assert_eq!(s.write_timeout().unwrap(), Some(write));
+        // Accepted sockets block (Linux: accept4 does not pass O_NONBLOCK on).
+        assert!(!socket2::SockRef::from(s).nonblocking().unwrap());
+        // Cleared on the listener: cleared on the next connection.
+        assert!(l.set_connection_timeouts(None, None));
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (stream, _) = accept_blocking(&l);
+        let Stream::Tcp(s) = &stream else {
+            unreachable!()
+        };
+        assert_eq!(s.read_timeout().unwrap(), None);
+        assert_eq!(s.write_timeout().unwrap(), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let u = bind(&Address::Unix(path.clone()), &opts).unwrap();
+        assert!(!u.set_connection_timeouts(Some(read), Some(write)));
+        if let Listener::Unix { sock, .. } = &u {
+            let s = socket2::SockRef::from(sock);
+            s.set_read_timeout(Some(read)).unwrap();
+        }
+        let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (stream, _) = accept_blocking(&u);
+        let Stream::Unix(s) = &stream else {
+            unreachable!()
+        };
+        // Why unix connections are armed one by one.
+        #[cfg(target_os = "linux")]
+        assert_eq!(s.read_timeout().unwrap(), None);
+        let _ = s;
+    }
+
+    fn accept_blocking(l: &Listener) -> (Stream, Peer) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match l.accept() {
+                Ok(c) => return c,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no connection");
+                    let mut fds = [nix::poll::PollFd::new(l.fd(), nix::poll::PollFlags::POLLIN)];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     #[test]
@@ -379,6 +482,17 @@ impl Stream {
         };
     }
 
+    /// Make the read timeout what the write timeout is (`--timeout`, on
+    /// every worker class): for the app's own reads on `gunicorn.socket`
+    /// after the worker left the header timeout in place.
+    pub fn read_timeout_as_write(&self) -> io::Result<()> {
+        let t = match self {
+            Stream::Tcp(s) => s.write_timeout()?,
+            Stream::Unix(s) => s.write_timeout()?,
+        };
+        self.set_read_timeout(t)
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
@@ -443,7 +557,7 @@ impl Listener {
                 // (BSDs do): one ioctl per connection saved there.
                 #[cfg(not(target_os = "linux"))]
                 s.set_nonblocking(false)?;
-                let _ = s.set_nodelay(true);
+                // TCP_NODELAY and the timeouts come from the listener.
                 Ok((
                     Stream::Tcp(s),
                     Peer {

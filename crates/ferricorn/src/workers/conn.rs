@@ -13,7 +13,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::{Head, Parser};
+use ferricorn_http::parse::{BodyKind, Head, Parser};
 use pyo3::prelude::*;
 
 use crate::glogging::{self, access};
@@ -42,18 +42,66 @@ impl Timeouts {
     }
 }
 
+/// Give the connections every listener accepts from now on the deadlines a
+/// fresh connection starts with (see [`arm`]); returns, per listener,
+/// whether its connections inherit them (TCP) so `arm` has nothing to do.
+///
+/// Called by a worker (sync, gthread) once at start. The listeners are
+/// shared by all workers, so the last worker to start sets them. Every
+/// worker of one configuration sets the same values; evloop sets its own
+/// per connection. After a reload that changes `--timeout` or
+/// `--header-timeout` (or `--proxy-protocol`), an old worker that accepts a
+/// connection between the new workers' start and its own stop serves it
+/// with the new configuration's starting deadlines: read by the new
+/// header (or I/O) timeout, written by the new I/O timeout. That is the only
+/// effect, for a short window, and no connection is left without the
+/// deadlines of one of the two configurations.
+pub fn arm_listeners(
+    listeners: &[crate::sock::Listener],
+    timeouts: Timeouts,
+    proxy_first: bool,
+) -> Vec<bool> {
+    let read = match timeouts.header {
+        Some(h) if !proxy_first => Some(h),
+        _ => timeouts.io,
+    };
+    listeners
+        .iter()
+        .map(|l| l.set_connection_timeouts(read, timeouts.io))
+        .collect()
+}
+
 /// Arm a fresh connection's deadlines before its first read: the send
-/// timeout, and the read timeout unless `serve_one` replaces it with the
-/// header timeout before any read (a PROXY header, read first, needs it).
-/// Each `setsockopt` is a syscall per connection, so none is set twice in a
-/// row; on return from `serve_one` with `KeepAlive` the read timeout is `io`
-/// again, so a kept connection needs no re-arming.
-pub fn arm(stream: &Stream, timeouts: Timeouts, proxy_first: bool) {
-    if timeouts.io.is_some() {
-        let _ = stream.set_write_timeout(timeouts.io);
-        if timeouts.header.is_none() || proxy_first {
-            let _ = stream.set_read_timeout(timeouts.io);
+/// timeout, and the read timeout: the header timeout, or the I/O timeout
+/// when there is none or a PROXY header (read first) comes before the head.
+/// `inherited`: the listener already gave it these ([`arm_listeners`]), so
+/// no syscall is made. Returns whether the read timeout is now the header
+/// timeout (pass it to the first `serve_one` as `header_armed`).
+pub fn arm(stream: &Stream, timeouts: Timeouts, proxy_first: bool, inherited: bool) -> bool {
+    let header = timeouts.header.filter(|_| !proxy_first);
+    if !inherited {
+        if timeouts.io.is_some() {
+            let _ = stream.set_write_timeout(timeouts.io);
         }
+        if let Some(read) = header.or(timeouts.io) {
+            let _ = stream.set_read_timeout(Some(read));
+        }
+    }
+    header.is_some()
+}
+
+/// End a connection the worker is done with. `shutdown(SHUT_WR)` before
+/// the close only when something else may still hold the connection open:
+/// another `Arc` of the stream (a Python object the app kept, such as
+/// `wsgi.input` or `wsgi.early_hints`) or a `gunicorn.socket` duplicate made
+/// since `dups_before` ([`crate::wsgi::extras::dups_made`]; a process-wide
+/// count, so under gthread another connection's duplicate also counts, which
+/// only costs a needless shutdown). Otherwise the close alone ends the
+/// connection: the kernel sends the queued response, then the FIN, exactly
+/// as after a shutdown (what gunicorn does: it only closes).
+pub fn close(stream: Arc<Stream>, dups_before: u64) {
+    if Arc::strong_count(&stream) > 1 || wsgi::extras::dups_made() != dups_before {
+        stream.shutdown_write();
     }
 }
 
@@ -68,6 +116,17 @@ pub enum Next {
 
 /// Read one request from `stream` (continuing from what `buf` holds), serve
 /// it and log it. `allow_keep_alive` is the server's side of the decision.
+/// `header_armed`: whether the read timeout is exactly the header timeout
+/// (on a fresh connection from [`arm`]); updated on return, so that the
+/// next request of a kept connection needs no `setsockopt` either.
+///
+/// Read timeouts: the header timeout until the head is in, then the I/O
+/// timeout, but only for a request with a body: without one this function
+/// reads nothing more for this request (the next request of a kept
+/// connection wants the header timeout again), and the app's own reads on
+/// `gunicorn.socket` get the I/O timeout when it first uses the object
+/// (`wsgi::extras`, counted by `dups_made`). One `setsockopt` saved per
+/// body-less request, two per body-less keep-alive request.
 #[allow(clippy::too_many_arguments)]
 pub fn serve_one(
     py: Python<'_>,
@@ -80,20 +139,25 @@ pub fn serve_one(
     allow_keep_alive: bool,
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
     timeouts: Timeouts,
+    header_armed: &mut bool,
 ) -> Next {
     let started = Instant::now();
     let head_deadline = timeouts.header.map(|t| started + t);
-    if head_deadline.is_some() {
+    if head_deadline.is_some() && !*header_armed {
         let _ = stream.set_read_timeout(timeouts.header);
     }
+    *header_armed = head_deadline.is_some();
     let trusted = app.trust().trusts(peer);
     parser.set_peer_trusted(trusted);
     loop {
         match parser.parse(buf) {
             Ok(Some((head, consumed))) => {
-                if head_deadline.is_some() {
+                let body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
+                if head_deadline.is_some() && body {
                     let _ = stream.set_read_timeout(timeouts.io);
+                    *header_armed = false;
                 }
+                let dups = wsgi::extras::dups_made();
                 let kept = serve_head(
                     py,
                     app,
@@ -109,6 +173,9 @@ pub fn serve_one(
                     None,
                     None,
                 );
+                if wsgi::extras::dups_made() != dups {
+                    *header_armed = false; // the app's socket set the I/O timeout
+                }
                 drop(head);
                 buf.clear();
                 return match kept {
@@ -123,6 +190,7 @@ pub fn serve_one(
                 let start = buf.len();
                 if let (Some(deadline), true) = (head_deadline, start > 0) {
                     let left = deadline.saturating_duration_since(Instant::now());
+                    *header_armed = false;
                     if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
                         return head_timed_out(py, stream, peer, buf);
                     }

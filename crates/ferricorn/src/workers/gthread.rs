@@ -55,6 +55,10 @@ struct Connection {
     buf: Vec<u8>,
     /// No request read yet (a PROXY header may come first).
     fresh: bool,
+    /// `wsgi::extras::dups_made()` when accepted: for `conn::close`.
+    dups_before: u64,
+    /// Its read timeout is the header timeout (`conn::serve_one`).
+    header_armed: bool,
 }
 
 /// What a thread hands back to the poller when it is done with a connection.
@@ -76,6 +80,8 @@ struct Shared<'a> {
     alive: AtomicBool,
     keepalive: bool,
     policy: conn::Policy,
+    /// Per listener: its connections start with their deadlines (`conn::arm_listeners`).
+    inherited: Vec<bool>,
 }
 
 pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
@@ -99,10 +105,11 @@ fn thread_main(shared: &Shared<'_>) {
         };
         let Ok(mut c) = job else { return };
         if c.fresh {
-            conn::arm(
+            c.header_armed = conn::arm(
                 &c.stream,
                 shared.policy.timeouts,
                 shared.policy.proxy.is_some(),
+                shared.inherited[c.server],
             );
         }
         // Counted whether the connection then stays open or closes.
@@ -128,6 +135,7 @@ fn thread_main(shared: &Shared<'_>) {
                     allow,
                     None,
                     shared.policy.timeouts,
+                    &mut c.header_armed,
                 );
                 if next == Next::Close {
                     return false;
@@ -142,7 +150,7 @@ fn thread_main(shared: &Shared<'_>) {
         let conn = if keep {
             Some(c)
         } else {
-            c.stream.shutdown_write();
+            conn::close(c.stream, c.dups_before);
             None
         };
         let sent = shared
@@ -181,6 +189,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
 
     let (job_tx, job_rx) = mpsc::channel::<Connection>();
     let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let policy = conn::Policy::from_settings(setup.settings);
     let shared = Shared {
         app,
         servers: setup
@@ -193,7 +202,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         waker,
         alive: AtomicBool::new(true),
         keepalive: keepalive > 0.0,
-        policy: conn::Policy::from_settings(setup.settings),
+        inherited: conn::arm_listeners(setup.listeners, policy.timeouts, policy.proxy.is_some()),
+        policy,
     };
 
     std::thread::scope(|scope| -> io::Result<()> {
@@ -341,6 +351,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                                     server: i,
                                     buf: Vec::new(),
                                     fresh: true,
+                                    dups_before: crate::wsgi::extras::dups_made(),
+                                    header_armed: false,
                                 };
                                 active += 1;
                                 let until = Instant::now() + first_request_for;

@@ -52,11 +52,18 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         .iter()
         .map(|l| l.server_name_port())
         .collect();
+    // Connections start with their deadlines from the listener (TCP).
+    let inherited = conn::arm_listeners(setup.listeners, policy.timeouts, policy.proxy.is_some());
     let mut parser = Parser::new(app.parser_options().clone());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // One accepted connection, from the main loop or the graceful drain.
     let mut serve = |stream: Stream, peer: &Peer, listener: usize| {
-        conn::arm(&stream, policy.timeouts, policy.proxy.is_some());
+        let header_armed = conn::arm(
+            &stream,
+            policy.timeouts,
+            policy.proxy.is_some(),
+            inherited[listener],
+        );
         let busy = (setup.heartbeats, setup.slot);
         handle(
             py,
@@ -68,6 +75,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
             &mut buf,
             busy,
             &policy,
+            header_armed,
         );
     };
 
@@ -161,8 +169,10 @@ fn handle(
     buf: &mut Vec<u8>,
     busy: (&super::heartbeat::Heartbeats, usize),
     policy: &conn::Policy,
+    mut header_armed: bool,
 ) {
     let stream = Arc::new(stream);
+    let dups_before = crate::wsgi::extras::dups_made();
     buf.clear();
     let mut peer = peer.clone();
     let proxied = match &policy.proxy {
@@ -181,10 +191,10 @@ fn handle(
             false,
             Some(busy),
             policy.timeouts,
+            &mut header_armed,
         );
     }
-    // Closing: shut down our side so the client sees EOF after the response.
-    stream.shutdown_write();
+    conn::close(stream, dups_before);
 }
 
 #[cfg(test)]

@@ -2,37 +2,148 @@
 //! client connection as a Python `socket.socket`) and `wsgi.early_hints`
 //! (a callable that sends `103 Early Hints`).
 //!
+//! `gunicorn.socket` is lazy: few apps use it, and a ready socket object
+//! cost every request three syscalls (the `dup`, CPython's `getsockname`
+//! check of the descriptor, the `close`) and a Python `__init__`/`close`.
+//! The environ gets an instance of `LazySocket`, a `socket.socket` subclass
+//! made with `__new__` alone (no descriptor yet; `isinstance(s,
+//! socket.socket)` holds), and a [`SocketSource`] (the connection, kept
+//! alive by its `Arc`) waits in a dict under the object's `id`. The first
+//! attribute access on the object (any method, `fileno()`, `makefile`, ...)
+//! takes the source, turns the object into a plain `socket.socket` in
+//! place (same slots, so `__class__` can be assigned) and initialises it on
+//! a duplicate of the connection's descriptor; after that it is an ordinary
+//! socket object at no further cost. Making the duplicate also gives the
+//! connection the I/O read timeout (the worker may have left the header
+//! timeout in place, `conn::serve_one`) and counts it ([`dups_made`]), so
+//! the worker knows to `shutdown` the connection before closing it.
+//!
 //! Invariants: the socket object owns a duplicate of the connection's
 //! descriptor (same connection, its own number), so the app closing it, or
 //! its garbage collection, never closes a descriptor the worker owns (which
 //! could be reused by then). Without a [`SocketSlot`] (sync, gthread) each
-//! request gets a fresh object and `release` closes its duplicate once the
-//! app returned, so a reference kept past the request is inert. With one
-//! (evloop) the object is made at the connection's first request and handed
-//! to each later request on it, as gunicorn hands every request the same
-//! connection socket: a dup(2), a Python object and a close(2) per
-//! connection instead of per request. An app that closed (or `detach`ed) it
-//! gets a fresh one at its next request; the slot closes the duplicate when
-//! the connection ends, so a reference kept past the connection is inert.
-//! Early hints go out only
+//! request gets a fresh object and `release` ends it once the app returned:
+//! an untouched one loses its source (touched later it becomes a closed
+//! socket: `fileno()` is -1), a touched one has its duplicate closed; either
+//! way a reference kept past the request is inert. With one (evloop) the
+//! object is made at the connection's first request and handed to each
+//! later request on it, as gunicorn hands every request the same
+//! connection socket. An app that closed (or `detach`ed) it gets a fresh one
+//! at its next request; the slot releases it when the connection ends, so a
+//! reference kept past the connection is inert. Early hints go out only
 //! before the response head, only to HTTP/1.1+ clients, written under the
 //! response writer's lock so they never interleave with the response.
 //!
 //! gunicorn counterpart: `http/wsgi.py` (`default_environ`'s
 //! `gunicorn.socket`, `_make_early_hints_callback`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyModule, PyTuple};
 
 use super::Conn;
 use super::response::{ResponseWriter, is_token_byte, latin1};
 use crate::sock::Stream;
 
-static SOCKET_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The `LazySocket` class, `socket.socket.__new__` and the dict of sources.
+static LAZY: PyOnceLock<Lazy> = PyOnceLock::new();
+
+/// `gunicorn.socket` duplicates made so far in this process.
+static DUPS_MADE: AtomicU64 = AtomicU64::new(0);
+
+struct Lazy {
+    class: Py<PyAny>,
+    new: Py<PyAny>,
+    pending: Py<PyDict>,
+}
+
+/// Python side of the lazy socket. `__getattribute__` runs under a lock so
+/// that two threads touching a fresh object at once make one duplicate.
+/// `__class__` is answered without materialising: `isinstance(obj, str)`
+/// and the like look it up.
+const LAZY_SOCKET_PY: &std::ffi::CStr = cr#"
+import os as _os
+import socket as _socket_module
+import threading as _threading
+
+_socket = _socket_module.socket
+_SOCK_STREAM = _socket_module.SOCK_STREAM
+_getattribute = object.__getattribute__
+_setattr = object.__setattr__
+_lock = _threading.Lock()
+pending = {}
+
+
+class LazySocket(_socket):
+    """The client connection (gunicorn.socket); set up on first use."""
+
+    __slots__ = ()
+
+    def __getattribute__(self, name):
+        if name == "__class__":
+            return type(self)
+        with _lock:
+            if type(self) is LazySocket:
+                _materialise(self)
+        return _getattribute(self, name)
+
+
+# Named as the class it turns into at first use (type names in logs, reprs).
+LazySocket.__module__ = "socket"
+LazySocket.__name__ = LazySocket.__qualname__ = "socket"
+
+
+def _materialise(sock):
+    source = pending.pop(id(sock), None)
+    # A closed socket.socket unless the source is still there.
+    _setattr(sock, "_io_refs", 0)
+    _setattr(sock, "_closed", True)
+    _setattr(sock, "__class__", _socket)
+    if source is None:
+        return
+    family, fd = source.dup()
+    try:
+        _socket.__init__(sock, family, _SOCK_STREAM, 0, fd)
+    except BaseException:
+        _os.close(fd)
+        raise
+    # With socket.setdefaulttimeout() in effect Python has just made the
+    # descriptor non-blocking; the worker's connections block (with timeouts).
+    if sock.gettimeout() is not None:
+        sock.settimeout(None)
+"#;
+
+/// What a `LazySocket` needs to become a socket: the connection and its
+/// address family.
+#[pyclass(module = "ferricorn", name = "SocketSource", frozen)]
+pub struct SocketSource {
+    stream: Arc<Stream>,
+    family: i32,
+}
+
+#[pymethods]
+impl SocketSource {
+    /// `(family, fd)`: a new duplicate of the connection's descriptor, owned
+    /// by the caller; the connection's reads get the I/O timeout.
+    fn dup(&self) -> PyResult<(i32, i32)> {
+        // Counted first: a duplicate that exists is always counted.
+        DUPS_MADE.fetch_add(1, Ordering::Relaxed);
+        let dup = crate::sys::fd::dup_borrowed(self.stream.raw_fd())
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        let _ = self.stream.read_timeout_as_write();
+        Ok((self.family, std::os::fd::IntoRawFd::into_raw_fd(dup)))
+    }
+}
+
+/// How many `gunicorn.socket` duplicates this process has made (each may
+/// outlive its request: a `makefile`, a `detach`).
+pub fn dups_made() -> u64 {
+    DUPS_MADE.load(Ordering::Relaxed)
+}
 
 /// A connection's `gunicorn.socket` object, kept across its requests.
 /// Dropping it closes the object's duplicate descriptor (the connection's
@@ -46,6 +157,9 @@ impl SocketSlot {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sock) = slot.as_ref() {
             let sock = sock.bind(py);
+            if is_lazy(py, sock)? {
+                return Ok(sock.clone());
+            }
             let fd: i64 = sock.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
             if fd >= 0 {
                 return Ok(sock.clone());
@@ -90,51 +204,68 @@ pub fn add<'py>(
     Ok(owned.then_some(sock))
 }
 
-/// Close the socket object's duplicate descriptor (the connection stays open).
+/// End the app's use of a socket object: an untouched one loses its source
+/// (a no-op for the connection), a touched one has its duplicate closed (the
+/// connection stays open).
 pub fn release(sock: &Bound<'_, PyAny>) {
-    let _ = sock.call_method0(pyo3::intern!(sock.py(), "close"));
+    let py = sock.py();
+    match lazy(py) {
+        Ok(l) if sock.get_type().is(l.class.bind(py)) => {
+            let _ = l.pending.bind(py).del_item(sock.as_ptr() as usize);
+        }
+        _ => {
+            let _ = sock.call_method0(pyo3::intern!(py, "close"));
+        }
+    }
 }
 
 /// Import what the extras need at request time. Called by a worker before
 /// it drops privileges (`--user`), which may leave the standard library
 /// unreadable.
 pub fn prepare(py: Python<'_>) -> PyResult<()> {
-    socket_class(py).map(|_| ())
+    lazy(py).map(|_| ())
 }
 
-fn socket_class(py: Python<'_>) -> PyResult<&Py<PyAny>> {
-    SOCKET_CLASS.get_or_try_init(py, || {
-        py.import("socket")
-            .and_then(|m| m.getattr("socket"))
-            .map(Bound::unbind)
+fn lazy(py: Python<'_>) -> PyResult<&Lazy> {
+    LAZY.get_or_try_init(py, || {
+        let module = PyModule::from_code(
+            py,
+            LAZY_SOCKET_PY,
+            c"ferricorn_lazy_socket.py",
+            c"ferricorn._lazy_socket",
+        )?;
+        let class = module.getattr("LazySocket")?;
+        Ok(Lazy {
+            new: class.getattr("__new__")?.unbind(),
+            class: class.unbind(),
+            pending: module.getattr("pending")?.cast_into::<PyDict>()?.unbind(),
+        })
     })
 }
 
+/// Still waiting for its first use.
+fn is_lazy(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(sock.get_type().is(lazy(py)?.class.bind(py)))
+}
+
+/// A fresh `LazySocket` for the connection, its source filed under its id.
 fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, PyAny>> {
-    let class = socket_class(py)?;
+    let l = lazy(py)?;
     // The listener's family is the connection's (`server` holds its address).
     let family = match &**conn.stream {
         Stream::Unix(_) => libc::AF_UNIX,
         Stream::Tcp(_) if conn.server.0.contains(':') => libc::AF_INET6,
         Stream::Tcp(_) => libc::AF_INET,
     };
-    let dup = crate::sys::fd::dup_borrowed(conn.stream.raw_fd())
-        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
-    // The socket object owns the duplicate from here on.
-    let sock = class.bind(py).call1((
+    let sock = l.new.bind(py).call1((l.class.bind(py),))?;
+    let source = SocketSource {
+        stream: conn.stream.clone(),
         family,
-        libc::SOCK_STREAM,
-        0,
-        std::os::fd::IntoRawFd::into_raw_fd(dup),
-    ))?;
-    // With `socket.setdefaulttimeout()` in effect Python has just made the
-    // descriptor non-blocking; the worker's connections block (with timeouts).
-    if !sock
-        .call_method0(pyo3::intern!(py, "gettimeout"))?
-        .is_none()
-    {
-        sock.call_method1(pyo3::intern!(py, "settimeout"), (py.None(),))?;
-    }
+    };
+    // `id(sock)` in Python: the object's address.
+    l.pending
+        .bind(py)
+        .set_item(sock.as_ptr() as usize, Py::new(py, source)?)?;
     Ok(sock)
 }
 
