@@ -125,7 +125,7 @@ pub fn serve(
     let writer = Arc::new(Mutex::new(ResponseWriter::new(
         conn.stream.clone(),
         RequestSide {
-            method: head.method.to_vec(),
+            head: &*head.method == b"HEAD",
             version: head.version,
             keep_alive: head.keep_alive,
             server_allows_keep_alive: conn.server_allows_keep_alive,

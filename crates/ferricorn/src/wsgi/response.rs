@@ -36,7 +36,8 @@ pub const DIRECT_WRITE: usize = 16 * 1024;
 
 /// What the request looked like, for framing decisions.
 pub struct RequestSide {
-    pub method: Vec<u8>,
+    /// The method is `HEAD` (the only thing about it framing depends on).
+    pub head: bool,
     pub version: (u8, u8),
     pub keep_alive: bool,
     pub server_allows_keep_alive: bool,
@@ -91,13 +92,9 @@ impl ResponseWriter {
             .status
             .as_deref()
             .ok_or_else(|| io::Error::other("the application did not call start_response"))?;
-        let headers: Vec<(&[u8], &[u8])> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
+        let headers = &self.headers;
         let ctx = ResponseContext {
-            method: &self.req.method,
+            method: if self.req.head { b"HEAD" } else { b"" },
             version: self.req.version,
             request_keep_alive: self.req.keep_alive,
             server_allows_keep_alive: self.req.server_allows_keep_alive
@@ -107,7 +104,7 @@ impl ResponseWriter {
         };
         let buf = &mut self.buf;
         let framing =
-            super::with_date(|date| encode_head(buf, status.as_bytes(), &headers, &ctx, date))
+            super::with_date(|date| encode_head(buf, status.as_bytes(), headers, &ctx, date))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         self.encoder = Some(BodyEncoder::new(&framing));
         self.framing = Some(framing);
