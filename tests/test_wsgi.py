@@ -163,6 +163,45 @@ def test_environ_keys_match_gunicorn(srv):
     assert got["scheme"] == "http"
 
 
+def test_environ_not_shared_between_requests(srv):
+    # The environ is a copy of a per-worker template holding common values:
+    # an app changing its environ must leave the next request's intact, and
+    # values cached across requests (header values, addresses) must follow
+    # what each request sends.
+    client = None
+
+    def values(path, headers=""):
+        nonlocal client
+        if client is None or srv.worker == "sync":
+            if client:
+                client.close()
+            client = Client(srv.port)
+        req = "GET %s HTTP/1.1\r\nHost: h\r\nX-Rep: a\r\n%sX-Rep: b\r\n\r\n" % (path, headers)
+        client.send(req.encode())
+        status, _, body = client.read_response()
+        assert status == 200, body
+        got = json.loads(body)
+        got.pop("REMOTE_PORT")  # a new connection per request under sync
+        return got
+
+    try:
+        first = values("/environ-values", "X-Val: one\r\n")
+        assert first["types"] == ["str"]
+        assert first["HTTP_X_REP"] == "a,b" and first["HTTP_X_VAL"] == "one"
+        assert (first["REQUEST_METHOD"], first["QUERY_STRING"]) == ("GET", "")
+        assert first["RAW_URI"] == first["PATH_INFO"] == "/environ-values"
+        mutated = values("/environ-values?mutate", "X-Val: two\r\nX-Other: 1\r\n")
+        assert mutated["QUERY_STRING"] == "mutate" and mutated["HTTP_X_VAL"] == "two"
+        assert mutated["RAW_URI"] == "/environ-values?mutate"
+        assert mutated["HTTP_X_OTHER"] == "1"
+        again = values("/environ-values", "X-Val: one\r\n")
+        assert again == first
+        assert "EXTRA_KEY" not in again and "HTTP_X_OTHER" not in again
+        assert "mutated" not in again.values()
+    finally:
+        client.close()
+
+
 def test_early_hints(srv):
     req = b"GET /early-hints HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     raw = raw_request(srv.port, req)

@@ -106,6 +106,17 @@ def app(environ, start_response):
             _mark("input-error", "OSError %s" % type(e).__name__)
             raise
         return _json(start_response, {})
+    if path == "/environ-values":
+        # The str values; with ?mutate the app then overwrites, deletes and
+        # adds keys: no later request may see any of that.
+        values = {k: v for k, v in environ.items() if isinstance(v, str)}
+        values["types"] = sorted({type(v).__name__ for v in values.values()})
+        if qs == "mutate":
+            for k in list(environ):
+                environ[k] = "mutated"
+            del environ["PATH_INFO"]
+            environ["EXTRA_KEY"] = "added"
+        return _json(start_response, values)
     if path == "/environ":
         keys = sorted(environ.keys())
         return _json(

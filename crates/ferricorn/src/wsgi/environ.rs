@@ -615,4 +615,14 @@ mod tests {
         assert_eq!(&*percent_decode(b"/plain"), b"/plain");
         assert_eq!(&*percent_decode(b"%41"), b"A");
     }
+
+    #[test]
+    fn header_keys() {
+        assert_eq!(http_key(b"User-Agent"), "HTTP_USER_AGENT");
+        assert_eq!(http_key(b"x_y"), "HTTP_X_Y");
+        assert!(same_key(b"X-Rep", b"x-rep"));
+        assert!(same_key(b"X-Rep", b"X_REP"));
+        assert!(!same_key(b"X-Rep", b"X-Repo"));
+        assert!(!same_key(b"X-Rep", b"X-Ree"));
+    }
 }
