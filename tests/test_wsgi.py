@@ -202,6 +202,26 @@ def test_environ_not_shared_between_requests(srv):
         client.close()
 
 
+def test_reused_header_list_follows_its_changes(srv):
+    # start_response remembers the header tuples it validated last; an app
+    # passing the same list object with other tuples in it must be heard.
+    def ask(qs=""):
+        status, headers, body = srv.req("/reused-headers" + ("?" + qs if qs else ""))
+        return status, headers.get("x-reused"), headers.get("x-more")
+
+    assert ask("0") == (200, "0", None)
+    assert ask() == (200, "0", None)
+    assert ask() == (200, "0", None)
+    assert ask("5") == (200, "5", None)
+    assert ask() == (200, "5", None)
+    assert ask("more") == (200, "5", "yes")
+    assert ask() == (200, "5", "yes")
+    assert ask("bad")[0] == 500
+    assert ask()[0] == 500  # the list still holds the bad value
+    assert ask("1") == (200, "1", None)
+    assert ask() == (200, "1", None)
+
+
 def test_early_hints(srv):
     req = b"GET /early-hints HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     raw = raw_request(srv.port, req)

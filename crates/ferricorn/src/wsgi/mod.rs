@@ -85,7 +85,7 @@ pub struct Outcome {
     pub status_line: Option<String>,
     /// Body bytes sent, `None` when no response went out.
     pub sent: Option<u64>,
-    pub response_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub response_headers: response::Headers,
     /// The connection may serve another request.
     pub keep_alive: bool,
     /// Bytes after this request's body already read (pipelining).

@@ -43,11 +43,47 @@ pub struct RequestSide {
     pub server_allows_keep_alive: bool,
 }
 
+/// The application's response headers, validated, as (name, value) bytes.
+/// Shared (not copied) when an app passes the same header tuples again.
+pub type Headers = Arc<Vec<(Vec<u8>, Vec<u8>)>>;
+
+/// Header lists of at most this many tuples are remembered per thread.
+const HEADER_CACHE_MAX: usize = 32;
+
+/// The last header list `start_response` validated on this thread: its
+/// tuples (held, so no other object can take their identity) and what
+/// they parsed to. A tuple and the `str`s in it are immutable, so the same
+/// tuple objects in the same order mean the same validated headers.
+#[derive(Default)]
+struct HeaderCache {
+    items: Vec<Py<PyAny>>,
+    parsed: Headers,
+}
+
+impl Drop for HeaderCache {
+    /// At thread (or process) exit the interpreter may be gone: the few
+    /// references are leaked rather than released without it.
+    fn drop(&mut self) {
+        for item in self.items.drain(..) {
+            std::mem::forget(item);
+        }
+    }
+}
+
+thread_local! {
+    static HEADER_CACHE: std::cell::RefCell<HeaderCache> = std::cell::RefCell::default();
+    /// A response buffer left by the previous request on this thread.
+    static SPARE_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Response buffers at most this large are kept for the next request.
+const SPARE_BUF_MAX: usize = 64 * 1024;
+
 pub struct ResponseWriter {
     stream: Arc<Stream>,
     req: RequestSide,
     pub status: Option<String>,
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: Headers,
     pub headers_sent: bool,
     framing: Option<Framing>,
     encoder: Option<BodyEncoder>,
@@ -62,11 +98,18 @@ impl ResponseWriter {
             stream,
             req,
             status: None,
-            headers: Vec::new(),
+            headers: Headers::default(),
             headers_sent: false,
             framing: None,
             encoder: None,
-            buf: Vec::with_capacity(1024),
+            buf: {
+                let buf = SPARE_BUF.with(std::cell::Cell::take);
+                if buf.capacity() == 0 {
+                    Vec::with_capacity(1024)
+                } else {
+                    buf
+                }
+            },
             sent: 0,
         }
     }
@@ -92,7 +135,7 @@ impl ResponseWriter {
             .status
             .as_deref()
             .ok_or_else(|| io::Error::other("the application did not call start_response"))?;
-        let headers = &self.headers;
+        let headers = &self.headers[..];
         let ctx = ResponseContext {
             method: if self.req.head { b"HEAD" } else { b"" },
             version: self.req.version,
@@ -232,6 +275,16 @@ impl ResponseWriter {
     }
 }
 
+impl Drop for ResponseWriter {
+    fn drop(&mut self) {
+        if self.buf.capacity() <= SPARE_BUF_MAX {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            SPARE_BUF.with(|spare| spare.set(buf));
+        }
+    }
+}
+
 /// `write_all` over several buffers: writev until every byte is out.
 fn write_all_vectored(stream: &Stream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
     IoSlice::advance_slices(&mut bufs, 0);
@@ -289,6 +342,86 @@ pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// The validated headers of `headers` if it is a list or tuple of the very
+/// tuples this thread validated last time.
+fn cached_headers(headers: &Bound<'_, PyAny>) -> Option<Headers> {
+    HEADER_CACHE.with(|cache| {
+        let cache = cache.try_borrow().ok()?;
+        let n = cache.items.len();
+        let same = n > 0
+            && if let Ok(list) = headers.cast_exact::<pyo3::types::PyList>() {
+                list.len() == n && list.iter().zip(&cache.items).all(|(a, b)| a.is(b))
+            } else if let Ok(tuple) = headers.cast_exact::<PyTuple>() {
+                tuple.len() == n && tuple.iter().zip(&cache.items).all(|(a, b)| a.is(b))
+            } else {
+                false
+            };
+        same.then(|| cache.parsed.clone())
+    })
+}
+
+/// Remember `parsed` as what `headers` validated to, when it is a short
+/// list or tuple of exact tuples.
+fn remember_headers(headers: &Bound<'_, PyAny>, parsed: &Headers) {
+    let Some(items) = header_items(headers) else {
+        return;
+    };
+    if items.len() > HEADER_CACHE_MAX || !items.iter().all(|i| i.is_exact_instance_of::<PyTuple>())
+    {
+        return;
+    }
+    HEADER_CACHE.with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            cache.items = items.into_iter().map(Bound::unbind).collect();
+            cache.parsed = parsed.clone();
+        }
+    });
+}
+
+/// The items of an exact list or tuple (no Python code runs).
+fn header_items<'py>(headers: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    if let Ok(list) = headers.cast_exact::<pyo3::types::PyList>() {
+        Some(list.iter().collect())
+    } else if let Ok(tuple) = headers.cast_exact::<PyTuple>() {
+        Some(tuple.iter().collect())
+    } else {
+        None
+    }
+}
+
+/// Validate the application's header list (gunicorn `process_headers`).
+fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut parsed = Vec::new();
+    for item in headers.try_iter()? {
+        let item = item?;
+        let pair: &Bound<'_, PyTuple> = item.cast().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "header must be a (name, value) tuple, not {}",
+                type_name(&item)
+            ))
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err("header must be a (name, value) tuple"));
+        }
+        let name = latin1(&pair.get_item(0)?, "header name")?;
+        let value = latin1(&pair.get_item(1)?, "header value")?;
+        if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+            return Err(PyValueError::new_err(format!(
+                "Invalid header name {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(PyValueError::new_err(format!(
+                "Invalid header value for {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        parsed.push((name, value));
+    }
+    Ok(parsed)
+}
+
 #[pymethods]
 impl StartResponse {
     #[pyo3(signature = (status, headers, exc_info = None))]
@@ -325,34 +458,14 @@ impl StartResponse {
                 String::from_utf8_lossy(&status_bytes)
             )));
         }
-        let mut parsed = Vec::new();
-        for item in headers.try_iter()? {
-            let item = item?;
-            let pair: &Bound<'_, PyTuple> = item.cast().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "header must be a (name, value) tuple, not {}",
-                    type_name(&item)
-                ))
-            })?;
-            if pair.len() != 2 {
-                return Err(PyTypeError::new_err("header must be a (name, value) tuple"));
+        let parsed = match cached_headers(headers) {
+            Some(parsed) => parsed,
+            None => {
+                let parsed = Arc::new(parse_headers(headers)?);
+                remember_headers(headers, &parsed);
+                parsed
             }
-            let name = latin1(&pair.get_item(0)?, "header name")?;
-            let value = latin1(&pair.get_item(1)?, "header value")?;
-            if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
-                return Err(PyValueError::new_err(format!(
-                    "Invalid header name {:?}",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(PyValueError::new_err(format!(
-                    "Invalid header value for {:?}",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            parsed.push((name, value));
-        }
+        };
         let _ = py;
         w.status = Some(String::from_utf8(status_bytes).unwrap_or_else(|e| {
             // Latin-1 beyond ASCII in the reason phrase: as before, lossily.
