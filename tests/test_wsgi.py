@@ -220,6 +220,31 @@ def test_reused_header_list_follows_its_changes(srv):
     assert ask()[0] == 500  # the list still holds the bad value
     assert ask("1") == (200, "1", None)
     assert ask() == (200, "1", None)
+    # The same status and headers framed per request (version, method,
+    # keep-alive), each with a Date of its own.
+    def raw(line, extra=""):
+        req = "%s\r\nHost: t\r\n%s\r\n" % (line, extra)
+        return raw_request(srv.port, req.encode())
+
+    for _ in range(2):
+        r11 = raw("GET /reused-headers HTTP/1.1", "Connection: close\r\n")
+        assert r11.startswith(b"HTTP/1.1 200 OK\r\n"), r11
+        assert b"\r\nConnection: close\r\n" in r11 and b"Transfer-Encoding: chunked" in r11
+        assert r11.endswith(b"\r\n\r\n6\r\nreused\r\n0\r\n\r\n"), r11
+        r10 = raw("GET /reused-headers HTTP/1.0")
+        assert b"Transfer-Encoding" not in r10 and b"\r\nConnection: close\r\n" in r10
+        assert r10.endswith(b"\r\n\r\nreused"), r10
+        head = raw("HEAD /reused-headers HTTP/1.1", "Connection: close\r\n")
+        assert head.endswith(b"X-Reused: 1\r\n\r\n"), head
+        c = Client(srv.port)
+        try:
+            status, headers, body = c.request("/reused-headers")
+            expected = "close" if srv.worker == "sync" else "keep-alive"
+            assert (status, headers["connection"], body) == (200, expected, b"reused")
+        finally:
+            c.close()
+        for r in (r11, r10, head):
+            assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", r), r
 
 
 def test_early_hints(srv):

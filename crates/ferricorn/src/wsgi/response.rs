@@ -15,6 +15,7 @@
 use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Mutex};
 
+use ferricorn_http::date::DATE_LEN;
 use ferricorn_http::response::{BodyEncoder, Framing, ResponseContext, encode_head};
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -135,20 +136,36 @@ impl ResponseWriter {
             .status
             .as_deref()
             .ok_or_else(|| io::Error::other("the application did not call start_response"))?;
-        let headers = &self.headers[..];
-        let ctx = ResponseContext {
-            method: if self.req.head { b"HEAD" } else { b"" },
+        let server_allows_keep_alive = self.req.server_allows_keep_alive
+            && !DRAINING.load(std::sync::atomic::Ordering::Relaxed)
+            && !crate::sys::signals::peek(nix::sys::signal::Signal::SIGTERM);
+        let key = HeadKey {
+            head: self.req.head,
             version: self.req.version,
             request_keep_alive: self.req.keep_alive,
-            server_allows_keep_alive: self.req.server_allows_keep_alive
-                && !DRAINING.load(std::sync::atomic::Ordering::Relaxed)
-                && !crate::sys::signals::peek(nix::sys::signal::Signal::SIGTERM),
-            server_header: Some(b"ferricorn"),
+            server_allows_keep_alive,
         };
         let buf = &mut self.buf;
-        let framing =
-            super::with_date(|date| encode_head(buf, status.as_bytes(), headers, &ctx, date))
+        let framing = match cached_head(&self.headers, status, key, buf) {
+            Some(framing) => framing,
+            None => {
+                let ctx = ResponseContext {
+                    method: if key.head { b"HEAD" } else { b"" },
+                    version: key.version,
+                    request_keep_alive: key.request_keep_alive,
+                    server_allows_keep_alive,
+                    server_header: Some(b"ferricorn"),
+                };
+                let start = buf.len();
+                let headers = &self.headers[..];
+                let framing = super::with_date(|date| {
+                    encode_head(buf, status.as_bytes(), headers, &ctx, date)
+                })
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                remember_head(&self.headers, status, key, &buf[start..], framing);
+                framing
+            }
+        };
         self.encoder = Some(BodyEncoder::new(&framing));
         self.framing = Some(framing);
         self.headers_sent = true;
@@ -273,6 +290,84 @@ impl ResponseWriter {
         self.buf.clear();
         result
     }
+}
+
+/// The request facts a response head depends on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct HeadKey {
+    head: bool,
+    version: (u8, u8),
+    request_keep_alive: bool,
+    server_allows_keep_alive: bool,
+}
+
+/// The last response head encoded on this thread for a header list that
+/// `start_response` shares (see [`HeaderCache`]): a response with the same
+/// status, the same shared headers (`Arc` identity: the cache holds it, so
+/// no other list can take its address) and the same request facts gets the
+/// same bytes, except the date.
+struct HeadCache {
+    headers: Headers,
+    status: String,
+    key: HeadKey,
+    bytes: Vec<u8>,
+    /// Where the date starts in `bytes`.
+    date_at: usize,
+    framing: Framing,
+}
+
+thread_local! {
+    static HEAD_CACHE: std::cell::RefCell<Option<HeadCache>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Append the remembered head (with the current date) if it fits.
+fn cached_head(
+    headers: &Headers,
+    status: &str,
+    key: HeadKey,
+    out: &mut Vec<u8>,
+) -> Option<Framing> {
+    HEAD_CACHE.with(|cache| {
+        let cache = cache.try_borrow().ok()?;
+        let c = cache.as_ref()?;
+        if !(Arc::ptr_eq(&c.headers, headers) && c.key == key && c.status == status) {
+            return None;
+        }
+        let start = out.len() + c.date_at;
+        out.extend_from_slice(&c.bytes);
+        super::with_date(|date| out[start..start + DATE_LEN].copy_from_slice(date.get()));
+        Some(c.framing)
+    })
+}
+
+/// Remember an encoded head whose header list is shared by the header cache.
+fn remember_head(headers: &Headers, status: &str, key: HeadKey, bytes: &[u8], framing: Framing) {
+    if Arc::strong_count(headers) < 2 {
+        return;
+    }
+    const DATE: &[u8] = b"\r\nDate: ";
+    let Some(at) = bytes.windows(DATE.len()).position(|w| w == DATE) else {
+        return;
+    };
+    let date_at = at + DATE.len();
+    if bytes.len() < date_at + DATE_LEN {
+        return;
+    }
+    HEAD_CACHE.with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            let mut reused = cache.take().map(|c| c.bytes).unwrap_or_default();
+            reused.clear();
+            reused.extend_from_slice(bytes);
+            *cache = Some(HeadCache {
+                headers: headers.clone(),
+                status: status.to_owned(),
+                key,
+                bytes: reused,
+                date_at,
+                framing,
+            });
+        }
+    });
 }
 
 impl Drop for ResponseWriter {
