@@ -59,7 +59,14 @@ const HEADER_CACHE_MAX: usize = 32;
 struct HeaderCache {
     items: Vec<Py<PyAny>>,
     parsed: Headers,
+    /// Lookups that missed in a row: an app that builds a new list per
+    /// response (most frameworks) is only sampled now and then.
+    misses: u32,
 }
+
+/// After this many misses in a row, remember one list in [`SAMPLE_EVERY`].
+const MISSES_BEFORE_SAMPLING: u32 = 16;
+const SAMPLE_EVERY: u32 = 64;
 
 impl Drop for HeaderCache {
     /// At thread (or process) exit the interpreter may be gone: the few
@@ -441,7 +448,7 @@ pub(super) fn is_token_byte(b: u8) -> bool {
 /// tuples this thread validated last time.
 fn cached_headers(headers: &Bound<'_, PyAny>) -> Option<Headers> {
     HEADER_CACHE.with(|cache| {
-        let cache = cache.try_borrow().ok()?;
+        let mut cache = cache.try_borrow_mut().ok()?;
         let n = cache.items.len();
         let same = n > 0
             && if let Ok(list) = headers.cast_exact::<pyo3::types::PyList>() {
@@ -451,13 +458,27 @@ fn cached_headers(headers: &Bound<'_, PyAny>) -> Option<Headers> {
             } else {
                 false
             };
-        same.then(|| cache.parsed.clone())
+        if same {
+            cache.misses = 0;
+            Some(cache.parsed.clone())
+        } else {
+            cache.misses = cache.misses.saturating_add(1);
+            None
+        }
     })
 }
 
 /// Remember `parsed` as what `headers` validated to, when it is a short
 /// list or tuple of exact tuples.
 fn remember_headers(headers: &Bound<'_, PyAny>, parsed: &Headers) {
+    let sampled = HEADER_CACHE.with(|cache| {
+        cache
+            .try_borrow()
+            .is_ok_and(|c| c.misses <= MISSES_BEFORE_SAMPLING || c.misses % SAMPLE_EVERY == 0)
+    });
+    if !sampled {
+        return;
+    }
     let Some(items) = header_items(headers) else {
         return;
     };
