@@ -402,13 +402,13 @@ fn write_all_vectored(stream: &Stream, mut bufs: &mut [IoSlice<'_>]) -> io::Resu
 }
 
 /// The `start_response` callable handed to the app.
-#[pyclass(module = "ferricorn", name = "StartResponse", frozen)]
+#[pyclass(module = "ferricorn", name = "StartResponse", frozen, freelist = 8)]
 pub struct StartResponse {
     pub writer: Arc<Mutex<ResponseWriter>>,
 }
 
 /// The `write(data)` callable `start_response` returns.
-#[pyclass(module = "ferricorn", name = "Write", frozen)]
+#[pyclass(module = "ferricorn", name = "Write", frozen, freelist = 8)]
 pub struct WriteCallable {
     writer: Arc<Mutex<ResponseWriter>>,
 }
