@@ -163,6 +163,90 @@ def test_environ_keys_match_gunicorn(srv):
     assert got["scheme"] == "http"
 
 
+def test_environ_not_shared_between_requests(srv):
+    # The environ is a copy of a per-worker template holding common values:
+    # an app changing its environ must leave the next request's intact, and
+    # values cached across requests (header values, addresses) must follow
+    # what each request sends.
+    client = None
+
+    def values(path, headers=""):
+        nonlocal client
+        if client is None or srv.worker == "sync":
+            if client:
+                client.close()
+            client = Client(srv.port)
+        req = "GET %s HTTP/1.1\r\nHost: h\r\nX-Rep: a\r\n%sX-Rep: b\r\n\r\n" % (path, headers)
+        client.send(req.encode())
+        status, _, body = client.read_response()
+        assert status == 200, body
+        got = json.loads(body)
+        got.pop("REMOTE_PORT")  # a new connection per request under sync
+        return got
+
+    try:
+        first = values("/environ-values", "X-Val: one\r\n")
+        assert first["types"] == ["str"]
+        assert first["HTTP_X_REP"] == "a,b" and first["HTTP_X_VAL"] == "one"
+        assert (first["REQUEST_METHOD"], first["QUERY_STRING"]) == ("GET", "")
+        assert first["RAW_URI"] == first["PATH_INFO"] == "/environ-values"
+        mutated = values("/environ-values?mutate", "X-Val: two\r\nX-Other: 1\r\n")
+        assert mutated["QUERY_STRING"] == "mutate" and mutated["HTTP_X_VAL"] == "two"
+        assert mutated["RAW_URI"] == "/environ-values?mutate"
+        assert mutated["HTTP_X_OTHER"] == "1"
+        again = values("/environ-values", "X-Val: one\r\n")
+        assert again == first
+        assert "EXTRA_KEY" not in again and "HTTP_X_OTHER" not in again
+        assert "mutated" not in again.values()
+    finally:
+        client.close()
+
+
+def test_reused_header_list_follows_its_changes(srv):
+    # start_response remembers the header tuples it validated last; an app
+    # passing the same list object with other tuples in it must be heard.
+    def ask(qs=""):
+        status, headers, body = srv.req("/reused-headers" + ("?" + qs if qs else ""))
+        return status, headers.get("x-reused"), headers.get("x-more")
+
+    assert ask("0") == (200, "0", None)
+    assert ask() == (200, "0", None)
+    assert ask() == (200, "0", None)
+    assert ask("5") == (200, "5", None)
+    assert ask() == (200, "5", None)
+    assert ask("more") == (200, "5", "yes")
+    assert ask() == (200, "5", "yes")
+    assert ask("bad")[0] == 500
+    assert ask()[0] == 500  # the list still holds the bad value
+    assert ask("1") == (200, "1", None)
+    assert ask() == (200, "1", None)
+    # The same status and headers framed per request (version, method,
+    # keep-alive), each with a Date of its own.
+    def raw(line, extra=""):
+        req = "%s\r\nHost: t\r\n%s\r\n" % (line, extra)
+        return raw_request(srv.port, req.encode())
+
+    for _ in range(2):
+        r11 = raw("GET /reused-headers HTTP/1.1", "Connection: close\r\n")
+        assert r11.startswith(b"HTTP/1.1 200 OK\r\n"), r11
+        assert b"\r\nConnection: close\r\n" in r11 and b"Transfer-Encoding: chunked" in r11
+        assert r11.endswith(b"\r\n\r\n6\r\nreused\r\n0\r\n\r\n"), r11
+        r10 = raw("GET /reused-headers HTTP/1.0")
+        assert b"Transfer-Encoding" not in r10 and b"\r\nConnection: close\r\n" in r10
+        assert r10.endswith(b"\r\n\r\nreused"), r10
+        head = raw("HEAD /reused-headers HTTP/1.1", "Connection: close\r\n")
+        assert head.endswith(b"X-Reused: 1\r\n\r\n"), head
+        c = Client(srv.port)
+        try:
+            status, headers, body = c.request("/reused-headers")
+            expected = "close" if srv.worker == "sync" else "keep-alive"
+            assert (status, headers["connection"], body) == (200, expected, b"reused")
+        finally:
+            c.close()
+        for r in (r11, r10, head):
+            assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", r), r
+
+
 def test_early_hints(srv):
     req = b"GET /early-hints HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     raw = raw_request(srv.port, req)

@@ -63,6 +63,11 @@ def _read_all_by(inp, n):
         out += piece
 
 
+# One header list object passed to start_response again and again, its
+# tuples replaced in place between requests (/reused-headers).
+REUSED_HEADERS = [("Content-Type", "text/plain"), ("X-Reused", "0")]
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     inp = environ["wsgi.input"]
@@ -106,6 +111,27 @@ def app(environ, start_response):
             _mark("input-error", "OSError %s" % type(e).__name__)
             raise
         return _json(start_response, {})
+    if path == "/reused-headers":
+        if qs == "bad":
+            REUSED_HEADERS[1] = ("X-Reused", "a\r\nInjected: yes")
+        elif qs == "more":
+            REUSED_HEADERS.append(("X-More", "yes"))
+        elif qs:
+            REUSED_HEADERS[1] = ("X-Reused", qs)
+            del REUSED_HEADERS[2:]
+        start_response("200 OK", REUSED_HEADERS)
+        return [b"reused"]
+    if path == "/environ-values":
+        # The str values; with ?mutate the app then overwrites, deletes and
+        # adds keys: no later request may see any of that.
+        values = {k: v for k, v in environ.items() if isinstance(v, str)}
+        values["types"] = sorted({type(v).__name__ for v in values.values()})
+        if qs == "mutate":
+            for k in list(environ):
+                environ[k] = "mutated"
+            del environ["PATH_INFO"]
+            environ["EXTRA_KEY"] = "added"
+        return _json(start_response, values)
     if path == "/environ":
         keys = sorted(environ.keys())
         return _json(

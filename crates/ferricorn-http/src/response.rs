@@ -87,10 +87,10 @@ struct Scan {
 /// `status` is the application's full status, e.g. `b"200 OK"` or `b"204"`:
 /// three digits (100-999), then optionally one SP and a reason of SP, HTAB,
 /// VCHAR or obs-text. On `Err`, `out` is left as it was.
-pub fn encode_head(
+pub fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     out: &mut Vec<u8>,
     status: &[u8],
-    headers: &[(&[u8], &[u8])],
+    headers: &[(N, V)],
     ctx: &ResponseContext,
     date: &DateCache,
 ) -> Result<Framing, Error> {
@@ -101,7 +101,10 @@ pub fn encode_head(
     let forbids_length = code < 200 || code == 204;
 
     let mut scan = Scan::default();
-    for &(name, value) in headers {
+    let mut size = 0;
+    for (name, value) in headers {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        size += name.len() + value.len() + 4;
         classify(name, value, forbids_length, &mut scan)?;
     }
 
@@ -118,12 +121,7 @@ pub fn encode_head(
         BodyFraming::CloseDelimited
     };
 
-    out.reserve(
-        128 + headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum::<usize>(),
-    );
+    out.reserve(128 + size);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status);
     if status.len() == 3 {
@@ -150,8 +148,8 @@ pub fn encode_head(
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     let mut length_sent = false;
-    for &(name, value) in headers {
-        let value = trim_ows(value);
+    for (name, value) in headers {
+        let (name, value) = (name.as_ref(), trim_ows(value.as_ref()));
         let kind = special(name);
         let emit = match action(kind, value, forbids_length, ctx) {
             Action::Drop => false,

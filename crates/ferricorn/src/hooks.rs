@@ -414,7 +414,7 @@ impl RequestHooks {
         let resp = match &outcome.status_line {
             Some(status) => {
                 let headers = PyList::empty(py);
-                for (k, v) in &outcome.response_headers {
+                for (k, v) in outcome.response_headers.iter() {
                     headers.append((latin1(k), latin1(v)))?;
                 }
                 self.response.bind(py).call1((
@@ -480,7 +480,7 @@ pub fn serve(
                 status: b"500".to_vec(),
                 status_line: None,
                 sent: Some(0),
-                response_headers: Vec::new(),
+                response_headers: Default::default(),
                 keep_alive: false,
                 leftover: Vec::new(),
                 environ: PyDict::new(py).unbind(),

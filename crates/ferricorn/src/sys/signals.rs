@@ -187,14 +187,25 @@ fn my_entry() -> Option<&'static RequestEntry> {
 
 /// Remember the request line the calling thread serves (empty: none).
 pub fn set_current_request(line: &[u8]) {
-    if !line.is_empty() {
+    set_current_request_parts(&[line]);
+}
+
+/// `set_current_request` with the line given in pieces (method, SP,
+/// target, …), copied in place: no joined copy per request.
+pub fn set_current_request_parts(parts: &[&[u8]]) {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total > 0 {
         STARTED.with(|s| s.set(s.get() + 1));
     }
     let Some(entry) = my_entry() else { return };
-    let n = line.len().min(REQUEST_MAX);
+    let n = total.min(REQUEST_MAX);
     entry.len.store(0, Ordering::SeqCst);
-    for (slot, b) in entry.line.iter().zip(&line[..n]) {
-        slot.store(*b, Ordering::Relaxed);
+    let mut slots = entry.line.iter();
+    for part in parts {
+        // The part first: an exhausted part takes no slot.
+        for (b, slot) in part.iter().zip(slots.by_ref()) {
+            slot.store(*b, Ordering::Relaxed);
+        }
     }
     entry.len.store(n, Ordering::SeqCst);
 }

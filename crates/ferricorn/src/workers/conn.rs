@@ -274,9 +274,7 @@ pub fn serve_head(
     } else {
         b" HTTP/1.1"
     };
-    super::signals::set_current_request(
-        &[head.method.as_ref(), b" ", head.target, version].concat(),
-    );
+    super::signals::set_current_request_parts(&[&head.method, b" ", head.target, version]);
     let outcome = crate::hooks::serve(py, app, head, rest, &conn);
     super::signals::set_current_request(b"");
     if let Some((table, slot)) = busy {

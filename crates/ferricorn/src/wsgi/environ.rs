@@ -1,16 +1,21 @@
 //! Building the PEP 3333 environ for a request.
 //!
 //! The constant part (`wsgi.version`, `wsgi.errors`, `SERVER_SOFTWARE`, …) is
-//! built once per worker and copied per request; header keys
-//! (`HTTP_USER_AGENT`) are cached as Python strings so a request allocates
-//! only its values. The base also holds every always-set key (as `None`), so
-//! the copy has their slots and never grows for them; common values (`GET`,
-//! `http`, `""`, `/`, the listener's name and port) are shared strings.
-//! docs/profile.md has the per-request cost.
+//! built once per worker and copied per request (`dict.copy()`); header keys
+//! (`HTTP_USER_AGENT`) are cached as Python strings, and so is the last value
+//! seen for each, so a keep-alive client repeating its headers costs no new
+//! strings. The base also holds every always-set key, with the most common
+//! value (`GET`, `http`, `HTTP/1.1`, `/`, `""`, the first listener's name and
+//! port, the first client address): a request sets only the keys whose value
+//! differs, and its copy has room for a few more keys without growing.
+//! Every value is an immutable `str` (or `None`-free constant), so requests
+//! share no mutable state through the copy. docs/profile.md has the
+//! per-request cost.
 //!
 //! gunicorn counterpart: `http.wsgi.base_environ`, `default_environ`, `create`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use ferricorn_http::parse::{Head, Options};
@@ -21,16 +26,15 @@ use super::Conn;
 use super::errors_stream::ErrorsStream;
 use super::file_wrapper::FileWrapper;
 
-/// An environ header entry: (key, first value, joined values when repeated).
-type Field<'py, 'h> = (Bound<'py, PyString>, &'h [u8], Option<Vec<u8>>);
-
 /// Everything a worker needs to call its app, built once after the app loads.
 pub struct AppContext {
     callable: Py<PyAny>,
+    /// The template every request's environ is copied from. Its per-request
+    /// keys hold the values of [`Defaults`] (request-independent ones are
+    /// filled in by the first request that knows them).
     base: Py<PyDict>,
-    header_keys: Mutex<HashMap<Vec<u8>, Py<PyString>>>,
-    /// `SERVER_NAME` and `SERVER_PORT` strings per listener address.
-    servers: Mutex<Vec<ServerStrings>>,
+    /// Strings cached across requests, behind one lock taken once per request.
+    caches: Mutex<Caches>,
     script_name: String,
     parser_options: Options,
     sendfile: bool,
@@ -39,6 +43,53 @@ pub struct AppContext {
 }
 
 const HEADER_KEY_CACHE: usize = 512;
+/// Header values at most this long are remembered for reuse.
+const VALUE_CACHE_MAX: usize = 256;
+
+/// FNV-1a: header names are short, and SipHash costs more than the lookup.
+/// The table is bounded ([`HEADER_KEY_CACHE`]), so colliding names can only
+/// lengthen a bounded probe.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A header name's environ key and the last value seen for it.
+struct HeaderEntry {
+    key: Py<PyString>,
+    last: Option<(Vec<u8>, Py<PyString>)>,
+}
+
+#[derive(Default)]
+struct Caches {
+    header_keys: HashMap<Vec<u8>, HeaderEntry, BuildHasherDefault<Fnv>>,
+    /// `SERVER_NAME` and `SERVER_PORT` strings per listener address.
+    servers: Vec<ServerStrings>,
+    /// The last client address and port, as strings.
+    remote_addr: Option<(String, Py<PyString>)>,
+    remote_port: Option<(u16, Py<PyString>)>,
+    /// The values `base` holds for the keys filled in by a first request.
+    server_name: Option<Py<PyString>>,
+    server_port: Option<Py<PyString>>,
+    remote: Option<Py<PyString>>,
+}
 
 /// A listener's (name, port) and the Python strings made of them once.
 struct ServerStrings {
@@ -48,10 +99,12 @@ struct ServerStrings {
     py_port: Py<PyString>,
 }
 
-/// Keys every request sets. The base environ holds them (as `None`) so each
-/// request's copy already has their slots: setting them replaces a value
-/// instead of inserting (and growing the dict).
-const ALWAYS_SET: [&str; 11] = [
+/// Keys every request sets (`gunicorn.socket` and `wsgi.early_hints` by
+/// `extras::add`). The base environ holds them so each request's copy
+/// already has their slots: setting them replaces a value instead of
+/// inserting (and growing the dict). Those with a common value hold it (see
+/// `AppContext::new`); a request sets only what differs.
+const ALWAYS_SET: [&str; 13] = [
     "wsgi.input",
     "wsgi.url_scheme",
     "REQUEST_METHOD",
@@ -63,7 +116,43 @@ const ALWAYS_SET: [&str; 11] = [
     "SERVER_PORT",
     "PATH_INFO",
     "SCRIPT_NAME",
+    "gunicorn.socket",
+    "wsgi.early_hints",
 ];
+
+/// Give `dict` room to grow: CPython copies a dict's table at its size, so a
+/// template whose table is full makes every copy resize (rehash) on its
+/// first insertion. Inserting placeholder keys until the table grows and
+/// deleting them leaves a larger table; it is kept only if the deleted slots
+/// are few enough that `dict.copy()` still copies the table as it is (at
+/// most a third of the entries). The contents are unchanged either way.
+fn presize(py: Python<'_>, dict: &Bound<'_, PyDict>) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    let size_of = |d: &Bound<'_, PyDict>| -> PyResult<usize> {
+        sys.call_method1("getsizeof", (d,))?.extract()
+    };
+    let before = size_of(dict)?;
+    let used = dict.len();
+    let mut pads = Vec::new();
+    while pads.len() <= used / 2 {
+        let pad = PyString::new(py, &format!("\0ferricorn-pad-{}", pads.len()));
+        dict.set_item(&pad, py.None())?;
+        pads.push(pad);
+        if size_of(dict)? != before {
+            break;
+        }
+    }
+    for pad in &pads {
+        dict.del_item(pad)?;
+    }
+    if pads.len() > used / 2 {
+        // Too many holes for the fast copy: rebuild the table compact.
+        let compact = dict.copy()?;
+        dict.clear();
+        dict.update(compact.as_mapping())?;
+    }
+    Ok(())
+}
 
 /// A str for a request method: the common ones are interned constants.
 fn method_str<'py>(py: Python<'py>, method: &[u8]) -> Bound<'py, PyString> {
@@ -138,6 +227,9 @@ impl AppContext {
         multithread: bool,
         parser_options: Options,
     ) -> PyResult<Self> {
+        use pyo3::intern;
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        let py_script_name = path_str(py, script_name.as_bytes());
         let base = PyDict::new(py);
         base.set_item("wsgi.errors", Py::new(py, ErrorsStream)?)?;
         base.set_item("wsgi.version", (1, 0))?;
@@ -153,12 +245,20 @@ impl AppContext {
         for key in ALWAYS_SET {
             base.set_item(PyString::intern(py, key), py.None())?;
         }
+        // The common values; `environ()` compares against these same objects.
+        base.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
+        base.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, b"GET"))?;
+        base.set_item(intern!(py, "QUERY_STRING"), path_str(py, b""))?;
+        base.set_item(intern!(py, "RAW_URI"), path_str(py, b"/"))?;
+        base.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
+        base.set_item(intern!(py, "PATH_INFO"), path_str(py, b"/"))?;
+        base.set_item(intern!(py, "SCRIPT_NAME"), &py_script_name)?;
+        presize(py, &base)?;
         Ok(AppContext {
             callable,
             base: base.unbind(),
-            header_keys: Mutex::new(HashMap::new()),
-            servers: Mutex::new(Vec::new()),
-            script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
+            caches: Mutex::new(Caches::default()),
+            script_name,
             parser_options,
             sendfile: true,
             trust: super::proxy::Trust::default(),
@@ -197,50 +297,6 @@ impl AppContext {
         &self.parser_options
     }
 
-    fn header_key<'py>(&self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
-        let mut cache = self.header_keys.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = cache.get(name) {
-            return k.bind(py).clone();
-        }
-        let mut key = String::with_capacity(5 + name.len());
-        key.push_str("HTTP_");
-        for &b in name {
-            key.push(if b == b'-' {
-                '_'
-            } else {
-                char::from(b.to_ascii_uppercase())
-            });
-        }
-        let s = PyString::intern(py, &key);
-        if cache.len() < HEADER_KEY_CACHE {
-            cache.insert(name.to_vec(), s.clone().unbind());
-        }
-        s
-    }
-
-    /// `SERVER_NAME` and `SERVER_PORT` of a listener, made once.
-    fn server_strings<'py>(
-        &self,
-        py: Python<'py>,
-        (name, port): &(String, String),
-    ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
-        let mut cache = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = cache.iter().find(|s| s.name == *name && s.port == *port) {
-            return (s.py_name.bind(py).clone(), s.py_port.bind(py).clone());
-        }
-        let (py_name, py_port) = (PyString::new(py, name), PyString::new(py, port));
-        // Bounded: one entry per listener is the normal case.
-        if cache.len() < 64 {
-            cache.push(ServerStrings {
-                name: name.clone(),
-                port: port.clone(),
-                py_name: py_name.clone().unbind(),
-                py_port: py_port.clone().unbind(),
-            });
-        }
-        (py_name, py_port)
-    }
-
     /// The environ for one request.
     pub fn environ<'py>(
         &self,
@@ -250,28 +306,87 @@ impl AppContext {
         input: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         use pyo3::intern;
-        let env = self.base.bind(py).copy()?;
+        let mut guard = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        let caches = &mut *guard;
+        let base = self.base.bind(py);
+
+        // Values that the first request to know them puts into the template.
+        let server = if conn.server.1.is_empty() {
+            None
+        } else {
+            let (name, port) = server_strings(py, &mut caches.servers, conn.server);
+            if caches.server_name.is_none() {
+                base.set_item(intern!(py, "SERVER_NAME"), &name)?;
+                base.set_item(intern!(py, "SERVER_PORT"), &port)?;
+                caches.server_name = Some(name.clone().unbind());
+                caches.server_port = Some(port.clone().unbind());
+            }
+            Some((name, port))
+        };
+        let remote = match &caches.remote_addr {
+            Some((addr, s)) if *addr == conn.peer.addr => s.bind(py).clone(),
+            _ => {
+                let s = PyString::new(py, &conn.peer.addr);
+                caches.remote_addr = Some((conn.peer.addr.clone(), s.clone().unbind()));
+                s
+            }
+        };
+        if caches.remote.is_none() {
+            base.set_item(intern!(py, "REMOTE_ADDR"), &remote)?;
+            caches.remote = Some(remote.clone().unbind());
+        }
+
+        let env = base.copy()?;
+        // Set `key` unless the copy already holds this very object.
+        let set = |key: &Bound<'py, PyString>,
+                   value: Bound<'py, PyString>,
+                   default: Option<&Bound<'py, PyString>>|
+         -> PyResult<()> {
+            if default.is_some_and(|d| d.is(&value)) {
+                return Ok(());
+            }
+            env.set_item(key, value)
+        };
         env.set_item(intern!(py, "wsgi.input"), input)?;
         let scheme = match conn.url_scheme {
             "http" => intern!(py, "http").clone(),
             "https" => intern!(py, "https").clone(),
             other => PyString::new(py, other),
         };
-        env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
-        env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &head.method))?;
-        env.set_item(intern!(py, "QUERY_STRING"), path_str(py, head.query))?;
-        env.set_item(intern!(py, "RAW_URI"), latin1_str(py, head.target))?;
+        set(
+            intern!(py, "wsgi.url_scheme"),
+            scheme,
+            Some(intern!(py, "http")),
+        )?;
+        set(
+            intern!(py, "REQUEST_METHOD"),
+            method_str(py, &head.method),
+            Some(intern!(py, "GET")),
+        )?;
+        set(
+            intern!(py, "QUERY_STRING"),
+            path_str(py, head.query),
+            Some(intern!(py, "")),
+        )?;
+        set(
+            intern!(py, "RAW_URI"),
+            path_str(py, head.target),
+            Some(intern!(py, "/")),
+        )?;
         let protocol = match head.version {
             (1, 0) => intern!(py, "HTTP/1.0").clone(),
             (1, 1) => intern!(py, "HTTP/1.1").clone(),
             (major, minor) => PyString::new(py, &format!("HTTP/{major}.{minor}")),
         };
-        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+        set(
+            intern!(py, "SERVER_PROTOCOL"),
+            protocol,
+            Some(intern!(py, "HTTP/1.1")),
+        )?;
 
         let mut host: Option<&[u8]> = None;
-        // (key, first value, joined values when the field is repeated)
-        let mut fields: Vec<Field<'py, '_>> = Vec::with_capacity(head.headers.len());
-        for (name, value) in &head.headers {
+        let headers = &head.headers;
+        for (i, (name, value)) in headers.iter().enumerate() {
             if name.eq_ignore_ascii_case(b"content-type") {
                 env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, value))?;
                 continue;
@@ -283,54 +398,89 @@ impl AppContext {
             if name.eq_ignore_ascii_case(b"host") {
                 host = Some(value);
             }
-            let key = self.header_key(py, name);
-            // Keys are interned, so identity is equality.
-            match fields.iter_mut().find(|(k, _, _)| k.is(&key)) {
-                Some((_, first, joined)) => {
-                    let buf = joined.get_or_insert_with(|| first.to_vec());
-                    buf.push(b',');
-                    buf.extend_from_slice(value);
-                }
-                None => fields.push((key, value, None)),
+            // Repeated fields (names equal once mapped to a key) become one
+            // entry, at the first one's place, their values joined with ",".
+            if headers[..i].iter().any(|(n, _)| same_key(n, name)) {
+                continue;
             }
-        }
-        for (key, first, joined) in fields {
-            env.set_item(key, latin1_str(py, joined.as_deref().unwrap_or(first)))?;
+            let mut joined: Option<Vec<u8>> = None;
+            for (_, v) in headers[i + 1..].iter().filter(|(n, _)| same_key(n, name)) {
+                let buf = joined.get_or_insert_with(|| value.to_vec());
+                buf.push(b',');
+                buf.extend_from_slice(v);
+            }
+            let (key, value) = match header_entry(py, &mut caches.header_keys, name) {
+                Some(entry) => {
+                    let value = match &joined {
+                        Some(all) => latin1_str(py, all),
+                        None => cached_value(py, &mut entry.last, value),
+                    };
+                    (entry.key.bind(py).clone(), value)
+                }
+                None => (
+                    PyString::intern(py, &http_key(name)),
+                    latin1_str(py, joined.as_deref().unwrap_or(value)),
+                ),
+            };
+            env.set_item(key, value)?;
         }
 
         let url_scheme = conn.url_scheme;
-        env.set_item(intern!(py, "REMOTE_ADDR"), conn.peer.addr.as_str())?;
+        set(
+            intern!(py, "REMOTE_ADDR"),
+            remote,
+            caches.remote.as_ref().map(|r| r.bind(py)),
+        )?;
         if let Some(port) = conn.peer.port {
-            let mut digits = itoa::Buffer::new();
-            env.set_item(intern!(py, "REMOTE_PORT"), digits.format(port))?;
+            let s = match &caches.remote_port {
+                Some((p, s)) if *p == port => s.bind(py).clone(),
+                _ => {
+                    let mut digits = itoa::Buffer::new();
+                    let s = PyString::new(py, digits.format(port));
+                    caches.remote_port = Some((port, s.clone().unbind()));
+                    s
+                }
+            };
+            env.set_item(intern!(py, "REMOTE_PORT"), s)?;
         }
         if let Some(proxied) = &conn.peer.proxy {
             env.set_item(intern!(py, "PROXY_PROTOCOL"), proxied.protocol)?;
             env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
             env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
         }
-        if conn.server.1.is_empty() {
-            // Unix socket: derive SERVER_* from the Host header when present.
-            let (server_name, server_port) = match host {
-                Some(h) => {
-                    let h = String::from_utf8_lossy(h);
-                    match h.rsplit_once(':') {
-                        Some((n, p)) => (n.to_string(), p.to_string()),
-                        None => (
-                            h.to_string(),
-                            if url_scheme == "https" { "443" } else { "80" }.to_string(),
-                        ),
+        match server {
+            Some((name, port)) => {
+                set(
+                    intern!(py, "SERVER_NAME"),
+                    name,
+                    caches.server_name.as_ref().map(|s| s.bind(py)),
+                )?;
+                set(
+                    intern!(py, "SERVER_PORT"),
+                    port,
+                    caches.server_port.as_ref().map(|s| s.bind(py)),
+                )?;
+            }
+            None => {
+                // Unix socket: derive SERVER_* from the Host header when present.
+                let (server_name, server_port) = match host {
+                    Some(h) => {
+                        let h = String::from_utf8_lossy(h);
+                        match h.rsplit_once(':') {
+                            Some((n, p)) => (n.to_string(), p.to_string()),
+                            None => (
+                                h.to_string(),
+                                if url_scheme == "https" { "443" } else { "80" }.to_string(),
+                            ),
+                        }
                     }
-                }
-                None => (conn.server.0.clone(), String::new()),
-            };
-            env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
-            env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
-        } else {
-            let (name, port) = self.server_strings(py, conn.server);
-            env.set_item(intern!(py, "SERVER_NAME"), name)?;
-            env.set_item(intern!(py, "SERVER_PORT"), port)?;
+                    None => (conn.server.0.clone(), String::new()),
+                };
+                env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+                env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
+            }
         }
+        drop(guard);
 
         let path = percent_decode(head.path);
         // A `SCRIPT_NAME` header reaches here only from a trusted peer that
@@ -350,10 +500,107 @@ impl AppContext {
         } else {
             &path
         };
-        env.set_item(intern!(py, "PATH_INFO"), path_str(py, path_info))?;
-        env.set_item(intern!(py, "SCRIPT_NAME"), path_str(py, script))?;
+        set(
+            intern!(py, "PATH_INFO"),
+            path_str(py, path_info),
+            Some(intern!(py, "/")),
+        )?;
+        if script != self.script_name.as_bytes() {
+            env.set_item(intern!(py, "SCRIPT_NAME"), path_str(py, script))?;
+        }
         Ok(env)
     }
+}
+
+/// `HTTP_` and the name upper-cased, `-` as `_`.
+fn http_key(name: &[u8]) -> String {
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    for &b in name {
+        key.push(if b == b'-' {
+            '_'
+        } else {
+            char::from(b.to_ascii_uppercase())
+        });
+    }
+    key
+}
+
+/// Whether two header names map to the same environ key.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    let norm = |c: u8| {
+        if c == b'-' {
+            b'_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| norm(x) == norm(y))
+}
+
+/// The cache entry for a header name, made on first sight (`None` when the
+/// cache is full and the name is new).
+fn header_entry<'c>(
+    py: Python<'_>,
+    cache: &'c mut HashMap<Vec<u8>, HeaderEntry, BuildHasherDefault<Fnv>>,
+    name: &[u8],
+) -> Option<&'c mut HeaderEntry> {
+    if !cache.contains_key(name) {
+        if cache.len() >= HEADER_KEY_CACHE {
+            return None;
+        }
+        let key = PyString::intern(py, &http_key(name)).unbind();
+        cache.insert(name.to_vec(), HeaderEntry { key, last: None });
+    }
+    cache.get_mut(name)
+}
+
+/// The str for a header value: the one made last time when the bytes are
+/// the same (strs are immutable, so requests may share it).
+fn cached_value<'py>(
+    py: Python<'py>,
+    last: &mut Option<(Vec<u8>, Py<PyString>)>,
+    value: &[u8],
+) -> Bound<'py, PyString> {
+    if let Some((bytes, s)) = last.as_ref() {
+        if bytes.as_slice() == value {
+            return s.bind(py).clone();
+        }
+    }
+    let s = latin1_str(py, value);
+    if value.len() <= VALUE_CACHE_MAX {
+        match last {
+            Some((bytes, old)) => {
+                bytes.clear();
+                bytes.extend_from_slice(value);
+                *old = s.clone().unbind();
+            }
+            None => *last = Some((value.to_vec(), s.clone().unbind())),
+        }
+    }
+    s
+}
+
+/// `SERVER_NAME` and `SERVER_PORT` of a listener, made once.
+fn server_strings<'py>(
+    py: Python<'py>,
+    cache: &mut Vec<ServerStrings>,
+    (name, port): &(String, String),
+) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+    if let Some(s) = cache.iter().find(|s| s.name == *name && s.port == *port) {
+        return (s.py_name.bind(py).clone(), s.py_port.bind(py).clone());
+    }
+    let (py_name, py_port) = (PyString::new(py, name), PyString::new(py, port));
+    // Bounded: one entry per listener is the normal case.
+    if cache.len() < 64 {
+        cache.push(ServerStrings {
+            name: name.clone(),
+            port: port.clone(),
+            py_name: py_name.clone().unbind(),
+            py_port: py_port.clone().unbind(),
+        });
+    }
+    (py_name, py_port)
 }
 
 #[cfg(test)]
@@ -367,5 +614,15 @@ mod tests {
         assert_eq!(&*percent_decode(b"/a%zz"), b"/a%zz");
         assert_eq!(&*percent_decode(b"/plain"), b"/plain");
         assert_eq!(&*percent_decode(b"%41"), b"A");
+    }
+
+    #[test]
+    fn header_keys() {
+        assert_eq!(http_key(b"User-Agent"), "HTTP_USER_AGENT");
+        assert_eq!(http_key(b"x_y"), "HTTP_X_Y");
+        assert!(same_key(b"X-Rep", b"x-rep"));
+        assert!(same_key(b"X-Rep", b"X_REP"));
+        assert!(!same_key(b"X-Rep", b"X-Repo"));
+        assert!(!same_key(b"X-Rep", b"X-Ree"));
     }
 }

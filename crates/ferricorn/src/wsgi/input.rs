@@ -277,7 +277,7 @@ fn to_py_err(e: io::Error) -> PyErr {
 }
 
 /// The `wsgi.input` object handed to the app.
-#[pyclass(module = "ferricorn", name = "Input", frozen)]
+#[pyclass(module = "ferricorn", name = "Input", frozen, freelist = 8)]
 pub struct Input {
     pub reader: Arc<Mutex<BodyReader>>,
 }

@@ -86,7 +86,7 @@ pub struct Outcome {
     pub status_line: Option<String>,
     /// Body bytes sent, `None` when no response went out.
     pub sent: Option<u64>,
-    pub response_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub response_headers: response::Headers,
     /// The connection may serve another request.
     pub keep_alive: bool,
     /// Bytes after this request's body already read (pipelining).
@@ -150,7 +150,7 @@ pub fn serve(
     let writer = Arc::new(Mutex::new(ResponseWriter::new(
         conn.stream.clone(),
         RequestSide {
-            method: head.method.to_vec(),
+            head: &*head.method == b"HEAD",
             version: head.version,
             keep_alive: head.keep_alive,
             server_allows_keep_alive: conn.server_allows_keep_alive,
@@ -352,6 +352,30 @@ fn send_body(
                 .map_err(io_to_py)?;
                 return Ok(());
             }
+        }
+    }
+    // Fastest path: a list of small `bytes` (`[b"Hello"]`). Checked whole
+    // first, so that a bad item still fails before the head is queued; no
+    // Python code runs between the check and the copies.
+    if let Ok(list) = iterable.cast_exact::<PyList>() {
+        let small = |i: Bound<'_, PyAny>| {
+            i.cast::<PyBytes>()
+                .is_ok_and(|b| b.as_bytes().len() < response::DIRECT_WRITE)
+        };
+        if list.iter().all(small) {
+            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            w.ensure_head()
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            for item in list.iter() {
+                w.write_body(bytes_of(&item)?.as_bytes())
+                    .map_err(io_to_py)?;
+            }
+            w.push_finish().map_err(io_to_py)?;
+            if w.flush_nowait().map_err(io_to_py)? {
+                return Ok(());
+            }
+            drop(w);
+            return flush(py, writer);
         }
     }
     // Fast path: a list or tuple is the whole body; send head and body in one write.

@@ -15,6 +15,7 @@
 use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Mutex};
 
+use ferricorn_http::date::DATE_LEN;
 use ferricorn_http::response::{BodyEncoder, Framing, ResponseContext, encode_head};
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -36,17 +37,61 @@ pub const DIRECT_WRITE: usize = 16 * 1024;
 
 /// What the request looked like, for framing decisions.
 pub struct RequestSide {
-    pub method: Vec<u8>,
+    /// The method is `HEAD` (the only thing about it framing depends on).
+    pub head: bool,
     pub version: (u8, u8),
     pub keep_alive: bool,
     pub server_allows_keep_alive: bool,
 }
 
+/// The application's response headers, validated, as (name, value) bytes.
+/// Shared (not copied) when an app passes the same header tuples again.
+pub type Headers = Arc<Vec<(Vec<u8>, Vec<u8>)>>;
+
+/// Header lists of at most this many tuples are remembered per thread.
+const HEADER_CACHE_MAX: usize = 32;
+
+/// The last header list `start_response` validated on this thread: its
+/// tuples (held, so no other object can take their identity) and what
+/// they parsed to. A tuple and the `str`s in it are immutable, so the same
+/// tuple objects in the same order mean the same validated headers.
+#[derive(Default)]
+struct HeaderCache {
+    items: Vec<Py<PyAny>>,
+    parsed: Headers,
+    /// Lookups that missed in a row: an app that builds a new list per
+    /// response (most frameworks) is only sampled now and then.
+    misses: u32,
+}
+
+/// After this many misses in a row, remember one list in [`SAMPLE_EVERY`].
+const MISSES_BEFORE_SAMPLING: u32 = 16;
+const SAMPLE_EVERY: u32 = 64;
+
+impl Drop for HeaderCache {
+    /// At thread (or process) exit the interpreter may be gone: the few
+    /// references are leaked rather than released without it.
+    fn drop(&mut self) {
+        for item in self.items.drain(..) {
+            std::mem::forget(item);
+        }
+    }
+}
+
+thread_local! {
+    static HEADER_CACHE: std::cell::RefCell<HeaderCache> = std::cell::RefCell::default();
+    /// A response buffer left by the previous request on this thread.
+    static SPARE_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Response buffers at most this large are kept for the next request.
+const SPARE_BUF_MAX: usize = 64 * 1024;
+
 pub struct ResponseWriter {
     stream: Arc<Stream>,
     req: RequestSide,
     pub status: Option<String>,
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: Headers,
     pub headers_sent: bool,
     framing: Option<Framing>,
     encoder: Option<BodyEncoder>,
@@ -61,11 +106,18 @@ impl ResponseWriter {
             stream,
             req,
             status: None,
-            headers: Vec::new(),
+            headers: Headers::default(),
             headers_sent: false,
             framing: None,
             encoder: None,
-            buf: Vec::with_capacity(1024),
+            buf: {
+                let buf = SPARE_BUF.with(std::cell::Cell::take);
+                if buf.capacity() == 0 {
+                    Vec::with_capacity(1024)
+                } else {
+                    buf
+                }
+            },
             sent: 0,
         }
     }
@@ -91,24 +143,36 @@ impl ResponseWriter {
             .status
             .as_deref()
             .ok_or_else(|| io::Error::other("the application did not call start_response"))?;
-        let headers: Vec<(&[u8], &[u8])> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
-        let ctx = ResponseContext {
-            method: &self.req.method,
+        let server_allows_keep_alive = self.req.server_allows_keep_alive
+            && !DRAINING.load(std::sync::atomic::Ordering::Relaxed)
+            && !crate::sys::signals::peek(nix::sys::signal::Signal::SIGTERM);
+        let key = HeadKey {
+            head: self.req.head,
             version: self.req.version,
             request_keep_alive: self.req.keep_alive,
-            server_allows_keep_alive: self.req.server_allows_keep_alive
-                && !DRAINING.load(std::sync::atomic::Ordering::Relaxed)
-                && !crate::sys::signals::peek(nix::sys::signal::Signal::SIGTERM),
-            server_header: Some(b"ferricorn"),
+            server_allows_keep_alive,
         };
         let buf = &mut self.buf;
-        let framing =
-            super::with_date(|date| encode_head(buf, status.as_bytes(), &headers, &ctx, date))
+        let framing = match cached_head(&self.headers, status, key, buf) {
+            Some(framing) => framing,
+            None => {
+                let ctx = ResponseContext {
+                    method: if key.head { b"HEAD" } else { b"" },
+                    version: key.version,
+                    request_keep_alive: key.request_keep_alive,
+                    server_allows_keep_alive,
+                    server_header: Some(b"ferricorn"),
+                };
+                let start = buf.len();
+                let headers = &self.headers[..];
+                let framing = super::with_date(|date| {
+                    encode_head(buf, status.as_bytes(), headers, &ctx, date)
+                })
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                remember_head(&self.headers, status, key, &buf[start..], framing);
+                framing
+            }
+        };
         self.encoder = Some(BodyEncoder::new(&framing));
         self.framing = Some(framing);
         self.headers_sent = true;
@@ -252,6 +316,94 @@ pub fn send_nowait(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(done)
 }
 
+/// The request facts a response head depends on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct HeadKey {
+    head: bool,
+    version: (u8, u8),
+    request_keep_alive: bool,
+    server_allows_keep_alive: bool,
+}
+
+/// The last response head encoded on this thread for a header list that
+/// `start_response` shares (see [`HeaderCache`]): a response with the same
+/// status, the same shared headers (`Arc` identity: the cache holds it, so
+/// no other list can take its address) and the same request facts gets the
+/// same bytes, except the date.
+struct HeadCache {
+    headers: Headers,
+    status: String,
+    key: HeadKey,
+    bytes: Vec<u8>,
+    /// Where the date starts in `bytes`.
+    date_at: usize,
+    framing: Framing,
+}
+
+thread_local! {
+    static HEAD_CACHE: std::cell::RefCell<Option<HeadCache>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Append the remembered head (with the current date) if it fits.
+fn cached_head(
+    headers: &Headers,
+    status: &str,
+    key: HeadKey,
+    out: &mut Vec<u8>,
+) -> Option<Framing> {
+    HEAD_CACHE.with(|cache| {
+        let cache = cache.try_borrow().ok()?;
+        let c = cache.as_ref()?;
+        if !(Arc::ptr_eq(&c.headers, headers) && c.key == key && c.status == status) {
+            return None;
+        }
+        let start = out.len() + c.date_at;
+        out.extend_from_slice(&c.bytes);
+        super::with_date(|date| out[start..start + DATE_LEN].copy_from_slice(date.get()));
+        Some(c.framing)
+    })
+}
+
+/// Remember an encoded head whose header list is shared by the header cache.
+fn remember_head(headers: &Headers, status: &str, key: HeadKey, bytes: &[u8], framing: Framing) {
+    if Arc::strong_count(headers) < 2 {
+        return;
+    }
+    const DATE: &[u8] = b"\r\nDate: ";
+    let Some(at) = bytes.windows(DATE.len()).position(|w| w == DATE) else {
+        return;
+    };
+    let date_at = at + DATE.len();
+    if bytes.len() < date_at + DATE_LEN {
+        return;
+    }
+    HEAD_CACHE.with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            let mut reused = cache.take().map(|c| c.bytes).unwrap_or_default();
+            reused.clear();
+            reused.extend_from_slice(bytes);
+            *cache = Some(HeadCache {
+                headers: headers.clone(),
+                status: status.to_owned(),
+                key,
+                bytes: reused,
+                date_at,
+                framing,
+            });
+        }
+    });
+}
+
+impl Drop for ResponseWriter {
+    fn drop(&mut self) {
+        if self.buf.capacity() <= SPARE_BUF_MAX {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            SPARE_BUF.with(|spare| spare.set(buf));
+        }
+    }
+}
+
 /// `write_all` over several buffers: writev until every byte is out.
 fn write_all_vectored(stream: &Stream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
     IoSlice::advance_slices(&mut bufs, 0);
@@ -267,13 +419,13 @@ fn write_all_vectored(stream: &Stream, mut bufs: &mut [IoSlice<'_>]) -> io::Resu
 }
 
 /// The `start_response` callable handed to the app.
-#[pyclass(module = "ferricorn", name = "StartResponse", frozen)]
+#[pyclass(module = "ferricorn", name = "StartResponse", frozen, freelist = 8)]
 pub struct StartResponse {
     pub writer: Arc<Mutex<ResponseWriter>>,
 }
 
 /// The `write(data)` callable `start_response` returns.
-#[pyclass(module = "ferricorn", name = "Write", frozen)]
+#[pyclass(module = "ferricorn", name = "Write", frozen, freelist = 8)]
 pub struct WriteCallable {
     writer: Arc<Mutex<ResponseWriter>>,
 }
@@ -307,6 +459,100 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The validated headers of `headers` if it is a list or tuple of the very
+/// tuples this thread validated last time.
+fn cached_headers(headers: &Bound<'_, PyAny>) -> Option<Headers> {
+    HEADER_CACHE.with(|cache| {
+        let mut cache = cache.try_borrow_mut().ok()?;
+        let n = cache.items.len();
+        let same = n > 0
+            && if let Ok(list) = headers.cast_exact::<pyo3::types::PyList>() {
+                list.len() == n && list.iter().zip(&cache.items).all(|(a, b)| a.is(b))
+            } else if let Ok(tuple) = headers.cast_exact::<PyTuple>() {
+                tuple.len() == n && tuple.iter().zip(&cache.items).all(|(a, b)| a.is(b))
+            } else {
+                false
+            };
+        if same {
+            cache.misses = 0;
+            Some(cache.parsed.clone())
+        } else {
+            cache.misses = cache.misses.saturating_add(1);
+            None
+        }
+    })
+}
+
+/// Remember `parsed` as what `headers` validated to, when it is a short
+/// list or tuple of exact tuples.
+fn remember_headers(headers: &Bound<'_, PyAny>, parsed: &Headers) {
+    let sampled = HEADER_CACHE.with(|cache| {
+        cache
+            .try_borrow()
+            .is_ok_and(|c| c.misses <= MISSES_BEFORE_SAMPLING || c.misses % SAMPLE_EVERY == 0)
+    });
+    if !sampled {
+        return;
+    }
+    let Some(items) = header_items(headers) else {
+        return;
+    };
+    if items.len() > HEADER_CACHE_MAX || !items.iter().all(|i| i.is_exact_instance_of::<PyTuple>())
+    {
+        return;
+    }
+    HEADER_CACHE.with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            cache.items = items.into_iter().map(Bound::unbind).collect();
+            cache.parsed = parsed.clone();
+        }
+    });
+}
+
+/// The items of an exact list or tuple (no Python code runs).
+fn header_items<'py>(headers: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    if let Ok(list) = headers.cast_exact::<pyo3::types::PyList>() {
+        Some(list.iter().collect())
+    } else if let Ok(tuple) = headers.cast_exact::<PyTuple>() {
+        Some(tuple.iter().collect())
+    } else {
+        None
+    }
+}
+
+/// Validate the application's header list (gunicorn `process_headers`).
+fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut parsed = Vec::new();
+    for item in headers.try_iter()? {
+        let item = item?;
+        let pair: &Bound<'_, PyTuple> = item.cast().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "header must be a (name, value) tuple, not {}",
+                type_name(&item)
+            ))
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err("header must be a (name, value) tuple"));
+        }
+        let name = latin1(&pair.get_item(0)?, "header name")?;
+        let value = latin1(&pair.get_item(1)?, "header value")?;
+        if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+            return Err(PyValueError::new_err(format!(
+                "Invalid header name {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(PyValueError::new_err(format!(
+                "Invalid header value for {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        parsed.push((name, value));
+    }
+    Ok(parsed)
 }
 
 #[pymethods]
@@ -345,34 +591,14 @@ impl StartResponse {
                 String::from_utf8_lossy(&status_bytes)
             )));
         }
-        let mut parsed = Vec::new();
-        for item in headers.try_iter()? {
-            let item = item?;
-            let pair: &Bound<'_, PyTuple> = item.cast().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "header must be a (name, value) tuple, not {}",
-                    type_name(&item)
-                ))
-            })?;
-            if pair.len() != 2 {
-                return Err(PyTypeError::new_err("header must be a (name, value) tuple"));
+        let parsed = match cached_headers(headers) {
+            Some(parsed) => parsed,
+            None => {
+                let parsed = Arc::new(parse_headers(headers)?);
+                remember_headers(headers, &parsed);
+                parsed
             }
-            let name = latin1(&pair.get_item(0)?, "header name")?;
-            let value = latin1(&pair.get_item(1)?, "header value")?;
-            if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
-                return Err(PyValueError::new_err(format!(
-                    "Invalid header name {:?}",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(PyValueError::new_err(format!(
-                    "Invalid header value for {:?}",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            parsed.push((name, value));
-        }
+        };
         let _ = py;
         w.status = Some(String::from_utf8(status_bytes).unwrap_or_else(|e| {
             // Latin-1 beyond ASCII in the reason phrase: as before, lossily.
