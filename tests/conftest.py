@@ -105,9 +105,14 @@ class Server:
 
     def wait_exit(self, timeout=20.0):
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError("server did not exit; log:\n" + self.log())
+        # The exit can be seen before the reader thread has taken the last
+        # lines from the pipe: let it reach EOF (briefly: a child that
+        # outlives the master, a re-exec'd one or a daemon, keeps the pipe open).
+        self._reader.join(1.0)
+        return code
 
     def signal(self, sig):
         os.kill(self.master_pid, sig)
