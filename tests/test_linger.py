@@ -63,6 +63,18 @@ def test_ignored_body_response_arrives_whole(srv, size, extra):
         assert len(got) == RESPONSE, (i, len(got))
 
 
+def test_ignored_chunked_body_response_arrives_whole(srv):
+    """The same with a chunked body (its end is not known without decoding it)."""
+    chunk = b"%x\r\n%s\r\n" % (16384, b"c" * 16384)
+    body = chunk * 20 + b"0\r\n\r\n"
+    head = b"POST /list?%d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % RESPONSE
+    for i in range(20):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(head + body)
+            raw = read_all(s)
+        assert len(raw.partition(b"\r\n\r\n")[2]) == RESPONSE, i
+
+
 def test_client_that_keeps_sending_is_cut_off(srv):
     """A client that never stops sending (a huge announced body) gets the
     response and the FIN, then is cut off once the linger's bound is over:

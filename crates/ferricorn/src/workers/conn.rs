@@ -4,7 +4,10 @@
 //!
 //! Invariants: bytes read past the current request (pipelining) stay in
 //! `buf` for the next call; a parse error is answered and ends the
-//! connection; keep-alive is only ever offered when the caller allows it.
+//! connection; keep-alive is only ever offered when the caller allows it;
+//! a connection closed while request bytes may remain unread lingers first
+//! (`close`: FIN, discard until EOF, bounded), one with nothing unread
+//! closes with no extra syscall.
 //!
 //! gunicorn counterpart: `SyncWorker.handle`/`handle_request` and
 //! `ThreadWorker.handle`/`handle_request` (the shared parts).

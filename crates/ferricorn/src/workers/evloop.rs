@@ -40,6 +40,9 @@
 //! - the heartbeat is beaten every loop turn and after every request; the
 //!   poll waits at most half `--timeout`, so only a stuck app call (or a
 //!   write to a client that stopped reading) lets the master's timeout fire;
+//! - a connection closed with request bytes unread lingers without blocking
+//!   the loop (`Turn::Linger`, `discard`: FIN, then what comes is discarded
+//!   until EOF, `conn::LINGER_IDLE` without data or `conn::LINGER_FOR`);
 //! - TERM: stop accepting, answer requests already read with
 //!   `Connection: close`, close idle keep-alive connections at once, give
 //!   new connections that have sent nothing a second and partial heads their
