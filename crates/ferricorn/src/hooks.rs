@@ -483,6 +483,13 @@ pub fn serve(
                 response_headers: Default::default(),
                 keep_alive: false,
                 leftover: Vec::new(),
+                // The body (if any) was not read.
+                unread: !leftover.is_empty()
+                    || !matches!(
+                        head.body,
+                        ferricorn_http::parse::BodyKind::None
+                            | ferricorn_http::parse::BodyKind::Length(0)
+                    ),
                 environ: PyDict::new(py).unbind(),
                 failed: true,
             }

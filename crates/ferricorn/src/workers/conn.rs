@@ -4,7 +4,10 @@
 //!
 //! Invariants: bytes read past the current request (pipelining) stay in
 //! `buf` for the next call; a parse error is answered and ends the
-//! connection; keep-alive is only ever offered when the caller allows it.
+//! connection; keep-alive is only ever offered when the caller allows it;
+//! a connection closed while request bytes may remain unread lingers first
+//! (`close`: FIN, discard until EOF, bounded), one with nothing unread
+//! closes with no extra syscall.
 //!
 //! gunicorn counterpart: `SyncWorker.handle`/`handle_request` and
 //! `ThreadWorker.handle`/`handle_request` (the shared parts).
@@ -90,28 +93,129 @@ pub fn arm(stream: &Stream, timeouts: Timeouts, proxy_first: bool, inherited: bo
     header.is_some()
 }
 
-/// End a connection the worker is done with. `shutdown(SHUT_WR)` before
-/// the close only when something else may still hold the connection open:
-/// another `Arc` of the stream (a Python object the app kept, such as
-/// `wsgi.input` or `wsgi.early_hints`) or a `gunicorn.socket` duplicate made
-/// since `dups_before` ([`crate::wsgi::extras::dups_made`]; a process-wide
-/// count, so under gthread another connection's duplicate also counts, which
-/// only costs a needless shutdown). Otherwise the close alone ends the
+/// End a connection the worker is done with.
+///
+/// `closing` is [`Closing::Unread`] when request bytes may remain unread
+/// (a body the app did not read to its end, pipelined bytes, a refused
+/// request): closing a socket with unread received data makes the kernel
+/// send a reset instead of a FIN, and a reset may destroy the end of the
+/// response before the client has read it. Such a close lingers
+/// ([`linger`]): FIN after the response, then what the client still sends
+/// is read and discarded until it closes its side, for at most
+/// [`LINGER_FOR`] (and [`LINGER_IDLE`] without data), then the close.
+/// gunicorn does not linger (it only closes); nginx does (`lingering_close`).
+///
+/// [`Closing::Clean`]: `shutdown(SHUT_WR)` before the close only when
+/// something else may still hold the connection open: another `Arc` of the
+/// stream (a Python object the app kept, such as `wsgi.input` or
+/// `wsgi.early_hints`) or a `gunicorn.socket` duplicate made since
+/// `dups_before` ([`crate::wsgi::extras::dups_made`]; a process-wide count,
+/// so under gthread another connection's duplicate also counts, which only
+/// costs a needless shutdown). Otherwise the close alone ends the
 /// connection: the kernel sends the queued response, then the FIN, exactly
-/// as after a shutdown (what gunicorn does: it only closes).
-pub fn close(stream: Arc<Stream>, dups_before: u64) {
-    if Arc::strong_count(&stream) > 1 || wsgi::extras::dups_made() != dups_before {
+/// as after a shutdown (what gunicorn does: it only closes). No syscall
+/// beyond the close: the sync worker's `Connection: close` path stays
+/// `accept4, read, sendto, close`.
+///
+/// `beat`: the worker's heartbeat slot, beaten while lingering (sync).
+/// Call without the GIL when `closing` is `Unread` (it may wait).
+pub fn close(
+    stream: Arc<Stream>,
+    dups_before: u64,
+    closing: Closing,
+    beat: Option<(&super::heartbeat::Heartbeats, usize)>,
+) {
+    if closing == Closing::Unread {
+        linger(&stream, beat);
+    } else if Arc::strong_count(&stream) > 1 || wsgi::extras::dups_made() != dups_before {
         stream.shutdown_write();
     }
 }
+
+/// How a closing connection ends (see [`close`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closing {
+    /// Every byte the client sent was read: close at once.
+    Clean,
+    /// Request bytes may remain unread: linger before the close.
+    Unread,
+}
+
+/// A lingering close takes at most this long. Long enough for a client on
+/// loopback or a LAN to finish sending a body of a few megabytes that the
+/// app ignored and then read the response (a 1 MB body takes milliseconds
+/// on loopback); short enough that a sync worker, which serves nothing
+/// while it lingers, is not held long by a client that keeps sending (or a
+/// hostile one), and well under any sensible `--timeout` (the heartbeat is
+/// beaten while lingering anyway). nginx's `lingering_time` is 30 s, for an
+/// event loop where a lingering connection costs no worker.
+pub const LINGER_FOR: Duration = Duration::from_secs(2);
+
+/// A lingering close ends when nothing came for this long: a client that
+/// has sent all it meant to and still holds its side open (it read the
+/// response but keeps the connection) gets no more time. nginx's
+/// `lingering_timeout` is 5 s.
+pub const LINGER_IDLE: Duration = Duration::from_millis(500);
+
+/// Lingering close: FIN after the response (`shutdown(SHUT_WR)`), then
+/// read and discard whatever the client sends until it closes (EOF), an
+/// error, [`LINGER_IDLE`] without data, [`LINGER_FOR`] in all, or a pending
+/// QUIT/INT (a signal interrupts the wait; TERM lets it finish, bounded).
+/// The caller's drop of the stream then closes it with nothing unread, or
+/// with a reset only after the bound.
+fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>) {
+    use nix::errno::Errno;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsFd;
+
+    stream.shutdown_write();
+    let raw = stream.raw_fd();
+    let end = Instant::now() + LINGER_FOR;
+    let mut scratch = vec![0u8; LINGER_CHUNK];
+    loop {
+        // What is there now, without blocking (bounded by the time too: a
+        // fast sender could keep this loop busy).
+        loop {
+            match recv(raw, &mut scratch, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return,
+                Ok(_) if Instant::now() >= end => return,
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(_) => return,
+            }
+        }
+        if let Some((table, slot)) = beat {
+            table.beat(slot);
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() || super::signals::peek_quit() {
+            return;
+        }
+        let wait = PollTimeout::try_from(left.min(LINGER_IDLE)).unwrap_or(PollTimeout::ZERO);
+        let fd = match stream {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, wait) {
+            Ok(0) => return, // idle: the client sends nothing more
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// What one read of a lingering close takes in.
+const LINGER_CHUNK: usize = 64 * 1024;
 
 /// What became of the connection after one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     /// Another request may follow; `buf` holds what was already read of it.
     KeepAlive,
-    /// Close the connection.
-    Close,
+    /// Close the connection (pass this to [`close`]).
+    Close(Closing),
 }
 
 /// Read one request from `stream` (continuing from what `buf` holds), serve
@@ -179,11 +283,11 @@ pub fn serve_one(
                 drop(head);
                 buf.clear();
                 return match kept {
-                    Some(rest) => {
+                    Ok(rest) => {
                         buf.extend_from_slice(&rest);
                         Next::KeepAlive
                     }
-                    None => Next::Close,
+                    Err(closing) => Next::Close(closing),
                 };
             }
             Ok(None) => {
@@ -208,7 +312,7 @@ pub fn serve_one(
                     }
                     Ok(0) | Err(_) => {
                         // Client went away (or timed out) before a full request: nothing to answer.
-                        return Next::Close;
+                        return Next::Close(Closing::Clean);
                     }
                     Ok(_) => {}
                 }
@@ -216,7 +320,8 @@ pub fn serve_one(
             Err(err) => {
                 refuse(py, stream, peer, &err);
                 buf.clear();
-                return Next::Close;
+                // What follows the refused part (a body?) was not read.
+                return Next::Close(Closing::Unread);
             }
         }
     }
@@ -224,7 +329,7 @@ pub fn serve_one(
 
 /// Serve one request whose head is parsed (`rest`: the bytes read after the
 /// head) and log it. Returns the bytes already read past this request when
-/// the connection stays open, `None` when it must close.
+/// the connection stays open, how to close it when it must close.
 #[allow(clippy::too_many_arguments)]
 pub fn serve_head(
     py: Python<'_>,
@@ -240,7 +345,7 @@ pub fn serve_head(
     started: Instant,
     socket: Option<&wsgi::extras::SocketSlot>,
     held: Option<&wsgi::Held>,
-) -> Option<Vec<u8>> {
+) -> Result<Vec<u8>, Closing> {
     let url_scheme = match app.trust().scheme(&head.headers, trusted) {
         Ok(scheme) => scheme.unwrap_or("http"),
         Err(_) => {
@@ -248,7 +353,12 @@ pub fn serve_head(
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
             let out = wsgi::error_response(400, "Bad Request", why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
-            return None;
+            let body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
+            return Err(if body || !rest.is_empty() {
+                Closing::Unread
+            } else {
+                Closing::Clean
+            });
         }
     };
     let conn = Conn {
@@ -288,7 +398,13 @@ pub fn serve_head(
         // gthread's line for a response that ends its connection.
         glogging::debug!("Closing connection.");
     }
-    keep.then_some(outcome.leftover)
+    if keep {
+        Ok(outcome.leftover)
+    } else if outcome.unread {
+        Err(Closing::Unread)
+    } else {
+        Err(Closing::Clean)
+    }
 }
 
 /// Answer a request the parser refused (4xx/5xx, `Connection: close`) and log it.
@@ -348,7 +464,7 @@ fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut V
         let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
     }
     buf.clear();
-    Next::Close
+    Next::Close(Closing::Clean)
 }
 
 /// Append what the socket has to `buf` (GIL released while waiting); retries

@@ -40,6 +40,9 @@
 //! - the heartbeat is beaten every loop turn and after every request; the
 //!   poll waits at most half `--timeout`, so only a stuck app call (or a
 //!   write to a client that stopped reading) lets the master's timeout fire;
+//! - a connection closed with request bytes unread lingers without blocking
+//!   the loop (`Turn::Linger`, `discard`: FIN, then what comes is discarded
+//!   until EOF, `conn::LINGER_IDLE` without data or `conn::LINGER_FOR`);
 //! - TERM: stop accepting, answer requests already read with
 //!   `Connection: close`, close idle keep-alive connections at once, give
 //!   new connections that have sent nothing a second and partial heads their
@@ -112,6 +115,9 @@ struct Connection {
     socket: wsgi::extras::SocketSlot,
     /// Its responses held back for the batch (see the module's header).
     held: wsgi::Held,
+    /// Closing with request bytes unread: its write side is shut down and
+    /// what comes is discarded until EOF or this instant (`conn::close`).
+    lingering: Option<Instant>,
 }
 
 /// What a turn on a connection left it as.
@@ -123,6 +129,8 @@ enum Turn {
     Again,
     /// Close it.
     Close,
+    /// Close it, lingering first: request bytes may remain unread.
+    Linger,
 }
 
 /// Per-worker settings and state the connection turns need.
@@ -351,6 +359,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                                 more: false,
                                 socket: Default::default(),
                                 held: Default::default(),
+                                lingering: None,
                             };
                             let fd = c.stream.raw_fd();
                             let i = conns.insert(c);
@@ -488,12 +497,63 @@ fn settle(
                 c.stream.shutdown_write();
             }
         }
+        Turn::Linger => {
+            let Some(c) = conns.get_mut(i) else { return };
+            if !send_out(py, c) {
+                return settle(py, poll, conns, ready, i, Turn::Close);
+            }
+            // FIN after the response; then `discard` reads what comes
+            // (this turn's reads already emptied the socket or the next
+            // turn comes at once) until EOF or the sweep's deadline.
+            c.stream.shutdown_write();
+            let now = Instant::now();
+            c.lingering = Some(now + conn::LINGER_FOR);
+            c.deadline = now + conn::LINGER_IDLE;
+            c.buf.clear();
+            ready.push(i);
+        }
     }
 }
+
+/// A lingering connection's turn: read and discard what the client sends
+/// (at most `LINGER_TURN` bytes before the others get a turn); EOF, an
+/// error or the end of the linger closes it, an idle client is closed by
+/// the sweep at its deadline (`conn::LINGER_IDLE` after its last data).
+fn discard(ctx: &mut Ctx<'_>, c: &mut Connection, end: Instant) -> Turn {
+    let mut got = 0;
+    let turn = loop {
+        match nix::sys::socket::recv(c.stream.raw_fd(), &mut ctx.scratch, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Turn::Close,
+            Ok(n) => {
+                got += n;
+                if got >= LINGER_TURN {
+                    break Turn::Again;
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => break Turn::Wait,
+            Err(_) => return Turn::Close,
+        }
+    };
+    let now = Instant::now();
+    if now >= end {
+        return Turn::Close;
+    }
+    if got > 0 {
+        c.deadline = end.min(now + conn::LINGER_IDLE);
+    }
+    turn
+}
+
+/// Bytes a lingering connection's turn discards before the others get a turn.
+const LINGER_TURN: usize = 256 * 1024;
 
 /// Serve every complete request buffered on the connection, then read what
 /// it has without blocking, until a short read says its socket is drained.
 fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Connection) -> Turn {
+    if let Some(end) = c.lingering {
+        return discard(ctx, c, end);
+    }
     let mut served_now = 0u32;
     // Requests left over from the last turn (`Turn::Again`) come first.
     let mut read_first = !std::mem::take(&mut c.more);
@@ -565,8 +625,10 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                     worker.request_done();
                     c.served += 1;
                     served_now += 1;
-                    let Some(rest) = kept else {
-                        return Turn::Close;
+                    let rest = match kept {
+                        Ok(rest) => rest,
+                        Err(conn::Closing::Clean) => return Turn::Close,
+                        Err(conn::Closing::Unread) => return Turn::Linger,
                     };
                     c.buf.extend_from_slice(&rest);
                     c.head_started = false;
@@ -584,7 +646,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                     if send_out(py, c) {
                         conn::refuse(py, &c.stream, &c.peer, &err);
                     }
-                    return Turn::Close;
+                    return Turn::Linger;
                 }
             }
         }

@@ -114,11 +114,12 @@ fn thread_main(shared: &Shared<'_>) {
         }
         // Counted whether the connection then stays open or closes.
         let started = super::signals::requests_started();
-        let keep = Python::attach(|py| {
+        // `None`: keep the connection; else how to close it.
+        let closing = Python::attach(|py| {
             if std::mem::take(&mut c.fresh) {
                 if let Some(proxy) = &shared.policy.proxy {
                     if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.buf, proxy) {
-                        return false;
+                        return Some(conn::Closing::Clean);
                     }
                 }
             }
@@ -137,21 +138,24 @@ fn thread_main(shared: &Shared<'_>) {
                     shared.policy.timeouts,
                     &mut c.header_armed,
                 );
-                if next == Next::Close {
-                    return false;
+                if let Next::Close(closing) = next {
+                    return Some(closing);
                 }
                 // Pipelined bytes already read: serve them now, else wait in the poller.
                 if c.buf.is_empty() {
-                    return true;
+                    return None;
                 }
             }
         });
         let served = super::signals::requests_started() - started;
-        let conn = if keep {
-            Some(c)
-        } else {
-            conn::close(c.stream, c.dups_before);
-            None
+        let conn = match closing {
+            None => Some(c),
+            Some(closing) => {
+                // A lingering close holds this thread, bounded by
+                // `conn::LINGER_FOR`; the main thread beats and handles signals.
+                conn::close(c.stream, c.dups_before, closing, None);
+                None
+            }
         };
         let sent = shared
             .done

@@ -179,7 +179,7 @@ fn handle(
         Some(proxy) => conn::read_proxy_header(py, &stream, &mut peer, buf, proxy),
         None => true,
     };
-    if proxied {
+    let next = if proxied {
         conn::serve_one(
             py,
             app,
@@ -192,9 +192,17 @@ fn handle(
             Some(busy),
             policy.timeouts,
             &mut header_armed,
-        );
+        )
+    } else {
+        conn::Next::Close(conn::Closing::Clean)
+    };
+    match next {
+        conn::Next::Close(conn::Closing::Unread) => {
+            // Lingering may wait: without the GIL (the app's threads run).
+            py.detach(|| conn::close(stream, dups_before, conn::Closing::Unread, Some(busy)));
+        }
+        _ => conn::close(stream, dups_before, conn::Closing::Clean, None),
     }
-    conn::close(stream, dups_before);
 }
 
 #[cfg(test)]

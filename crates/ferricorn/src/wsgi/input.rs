@@ -249,6 +249,22 @@ impl BodyReader {
     pub fn leftover(&self) -> &[u8] {
         &self.raw[self.raw_pos..]
     }
+
+    /// Whether request bytes may remain unread on the socket when the
+    /// connection closes now: body bytes not read yet, or bytes after the
+    /// body already read (pipelining: more may follow). A Content-Length
+    /// body read whole from the socket along with the head (a small POST
+    /// the app ignored) leaves nothing unread.
+    pub fn unread(&self) -> bool {
+        let buffered = (self.raw.len() - self.raw_pos) as u64;
+        if self.decoder.is_done() {
+            return buffered > 0;
+        }
+        match self.decoder.remaining() {
+            Some(n) => buffered != n,
+            None => true, // chunked: where it ends is not known before decoding it
+        }
+    }
 }
 
 fn clamp(n: u64, max: usize) -> usize {

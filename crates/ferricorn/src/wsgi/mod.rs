@@ -91,6 +91,11 @@ pub struct Outcome {
     pub keep_alive: bool,
     /// Bytes after this request's body already read (pipelining).
     pub leftover: Vec<u8>,
+    /// The connection closes while request bytes may remain unread on the
+    /// socket: the body was not read to its end, or bytes after it came
+    /// (pipelining; `BodyReader::unread`).
+    /// Its close then lingers (`workers::conn::close`).
+    pub unread: bool,
     pub environ: Py<PyDict>,
     /// The app (or reading its request body) raised.
     pub failed: bool,
@@ -261,6 +266,10 @@ pub fn serve(
             _ => keep_alive = false,
         }
     }
+    let unread = !keep_alive && {
+        let r = reader.lock().unwrap_or_else(|e| e.into_inner());
+        r.unread()
+    };
     Outcome {
         status,
         status_line,
@@ -268,6 +277,7 @@ pub fn serve(
         response_headers,
         keep_alive,
         leftover,
+        unread,
         environ,
         failed,
     }
