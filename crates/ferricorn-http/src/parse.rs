@@ -504,7 +504,7 @@ impl Parser {
     /// last field, now that no continuation line can follow it. Runs once
     /// per field, in order, so policy errors come in the same order as
     /// gunicorn's `parse_headers` raises them.
-    #[inline]
+    #[inline(always)]
     fn finish_field(&mut self, buf: &[u8]) -> Result<(), Error> {
         let version = self.line.version;
         let Some(field) = self.fields.last_mut() else {
@@ -796,7 +796,7 @@ impl FieldPolicy {
     }
 
     /// [`FieldPolicy::check`] for a name already known to hold a `_` or not.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check_flagged(
         &mut self,
         header_map: &HeaderMap,
