@@ -245,9 +245,10 @@ pub struct Parser {
     /// How far the method has been checked, and whether it has ended.
     method_scan: usize,
     method_done: bool,
-    /// Read complete, plain field lines in one pass ([`fast_field`]);
-    /// off only in tests that compare it with the general path.
-    fast_fields: bool,
+    /// Read a complete, plain request line and field lines in one pass
+    /// ([`fast_request_line`], [`fast_field`]); off only in tests that
+    /// compare them with the general path.
+    fast_paths: bool,
 }
 
 impl Parser {
@@ -267,7 +268,7 @@ impl Parser {
             expect_continue: false,
             method_scan: 0,
             method_done: false,
-            fast_fields: true,
+            fast_paths: true,
         }
     }
 
@@ -344,6 +345,22 @@ impl Parser {
                 }
                 Stage::RequestLine => {
                     let limit = self.limits.request_line;
+                    // The common case in one pass, on the first look only
+                    // (so a line arriving in pieces is scanned once); else
+                    // the general path below judges the line.
+                    if self.fast_paths && self.scan == self.pos {
+                        if let Some((line, nl)) = fast_request_line(buf, self.pos, limit) {
+                            debug_assert_eq!(
+                                format!("{:?}", self.parse_request_line(buf, self.pos, nl - 1)),
+                                format!("{:?}", Ok::<_, Error>(line))
+                            );
+                            self.line = line;
+                            self.pos = nl + 1;
+                            self.scan = self.pos;
+                            self.stage = Stage::Headers;
+                            continue;
+                        }
+                    }
                     // The line may be `limit` bytes plus CRLF; look no further.
                     let window_end = buf.len().min(self.pos.saturating_add(limit + 2));
                     self.check_method_prefix(buf, window_end)?;
@@ -403,7 +420,7 @@ impl Parser {
                             // already in `buf`, in one pass; anything else
                             // (and every error) is left to the general
                             // path below, which decides as it always has.
-                            if self.fast_fields {
+                            if self.fast_paths {
                                 if let Some(f) = fast_field(buf, self.pos, self.limits.field_size) {
                                     debug_assert_eq!(
                                         split_field(
@@ -903,6 +920,53 @@ pub(crate) fn split_field(
     Ok(((line.0, line.0 + name_len), (base + vs, base + ve)))
 }
 
+/// The request line at `buf[pos..]` in one pass, when it is of the plain
+/// kind nearly every request has: a method of 3 to 20 upper-case letters,
+/// one SP, an origin-form target (`/` then printable ASCII), one SP,
+/// `HTTP/1.` and a digit, CRLF, all within `limit` bytes plus CRLF. Every
+/// such line is accepted by [`Parser::parse_request_line`] whatever the
+/// options (the method is conventional, the version 1.x), and this gives
+/// what it gives (tests compare the two), plus where the LF is. `None` for
+/// anything else, valid or not: the general path then judges the line.
+#[inline]
+fn fast_request_line(buf: &[u8], pos: usize, limit: usize) -> Option<(RequestLine, usize)> {
+    let line = buf.get(pos..buf.len().min(pos.saturating_add(limit + 2)))?;
+    let sp1 = line.iter().position(|b| !b.is_ascii_uppercase())?;
+    if !(3..=20).contains(&sp1) || line[sp1] != b' ' || line.get(sp1 + 1) != Some(&b'/') {
+        return None;
+    }
+    let t0 = sp1 + 1;
+    let sp2 = t0 + line[t0..].iter().position(|b| !(0x21..=0x7e).contains(b))?;
+    let minor = match line.get(sp2..sp2 + 11)? {
+        [
+            b' ',
+            b'H',
+            b'T',
+            b'T',
+            b'P',
+            b'/',
+            b'1',
+            b'.',
+            minor,
+            b'\r',
+            b'\n',
+        ] if minor.is_ascii_digit() => minor - b'0',
+        _ => return None,
+    };
+    let (path, query, fragment) = split_path(pos + t0, &line[t0..sp2]);
+    Some((
+        RequestLine {
+            method: (pos, pos + sp1),
+            target: (pos + t0, pos + sp2),
+            path,
+            query,
+            fragment,
+            version: (1, minor),
+        },
+        pos + sp2 + 10,
+    ))
+}
+
 /// A field line read by [`fast_field`].
 #[derive(Debug)]
 struct FastField {
@@ -1281,9 +1345,9 @@ mod bounded {
     }
 }
 
-/// The one-pass field reader ([`fast_field`]) against the general path
-/// alone: the same outcome (head, consumed bytes, or error) for every input,
-/// option set and chunking.
+/// The one-pass readers ([`fast_request_line`], [`fast_field`]) against
+/// the general path alone: the same outcome (head, consumed bytes, or
+/// error) for every input, option set and chunking.
 #[cfg(test)]
 mod fast_path {
     use super::*;
@@ -1315,9 +1379,19 @@ mod fast_path {
                     limit_request_field_size: 17,
                     header_map: HeaderMap::Dangerous,
                     permit_obsolete_folding: true,
-                    ..base
+                    ..base.clone()
                 },
                 true,
+            ),
+            (
+                Options {
+                    limit_request_line: 16,
+                    casefold_http_method: true,
+                    permit_unconventional_http_method: true,
+                    permit_unconventional_http_version: true,
+                    ..base
+                },
+                false,
             ),
         ]
     }
@@ -1325,7 +1399,7 @@ mod fast_path {
     fn parser(opts: &Options, trusted: bool, fast: bool) -> Parser {
         let mut p = Parser::new(opts.clone());
         p.set_peer_trusted(trusted);
-        p.fast_fields = fast;
+        p.fast_paths = fast;
         p
     }
 
@@ -1393,6 +1467,42 @@ mod fast_path {
         b"GET / HTTP/1.1\r\nA:b\r\nB: 1\r",
         b"GET / HTTP/1.1\r\nA:b\r\n\r\nBODY\r\nX: y\r\n\r\n",
         b"\r\nGET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        b"\nGET / HTTP/1.1\r\n\r\n",
+        b"GET /a?b#c HTTP/1.1\r\n\r\n",
+        b"GET /a#b?c HTTP/1.1\r\n\r\n",
+        b"GET /?# HTTP/1.0\r\n\r\n",
+        // 16 and 17 bytes: at and over one option set's limit_request_line.
+        b"GET /ab HTTP/1.1\r\n\r\n",
+        b"GET /abc HTTP/1.1\r\n\r\n",
+        b"GET /abcdefg HTTP/1.1\r\n\r\n",
+        b"GET /abcdefgh HTTP/1.1\r\n\r\n",
+        b"GET /abcdefghi HTTP/1.1\r\n\r\n",
+        b"GE / HTTP/1.1\r\n\r\n",
+        b"get / HTTP/1.1\r\n\r\n",
+        b"Get / HTTP/1.1\r\n\r\n",
+        b"ABCDEFGHIJKLMNOPQRST / HTTP/1.1\r\n\r\n",
+        b"ABCDEFGHIJKLMNOPQRSTU / HTTP/1.1\r\n\r\n",
+        b"M-SEARCH * HTTP/1.1\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\n\r\n",
+        b"CONNECT h:443 HTTP/1.1\r\n\r\n",
+        b"GET http://h/p?q HTTP/1.1\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1 \r\n\r\n",
+        b"GET /  HTTP/1.1\r\n\r\n",
+        b"GET /\t HTTP/1.1\r\n\r\n",
+        b"GET /\x7f HTTP/1.1\r\n\r\n",
+        b"GET /\x80 HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.x\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET / HTTP/0.9\r\n\r\n",
+        b"GET / http/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\n\r\n",
+        b"GET / HTTP/1.1\r\r\n\r\n",
+        b"GET / HTTP/1.10\r\n\r\n",
+        b"GET / HTTP/1.1",
+        b"GET /",
+        b"\x16\x03\x01\x02",
     ];
 
     #[test]
@@ -1425,7 +1535,7 @@ mod fast_path {
             b"GET /p?q HTTP/1.1\r\nHost: example.com\r\nUser-Agent: x/1.0\r\nAccept: */*\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: 3\r\nX_A: b\r\nExpect: 100-continue\r\n\r\nabc",
         ];
-        const BYTES: &[u8] = b"\r\n\t :_(\x00\x7f\x80\xff\x0ba,";
+        const BYTES: &[u8] = b"\r\n\t :_(\x00\x7f\x80\xff\x0ba,/?#*E1.";
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = |n: usize| {
             // xorshift64*
@@ -1437,7 +1547,9 @@ mod fast_path {
         for round in 0..1500 {
             let mut input = SEEDS[round % SEEDS.len()].to_vec();
             for _ in 0..1 + next(3) {
-                let at = 16 + next(input.len() - 16);
+                // Mostly in the field lines, one in four in the request line.
+                let from = if round % 4 == 0 { 0 } else { 16 };
+                let at = from + next(input.len() - from);
                 let b = BYTES[next(BYTES.len())];
                 match next(3) {
                     0 => input.insert(at, b),
