@@ -17,10 +17,11 @@
 //! - Split-invariant: the outcome depends only on the bytes, not on how they
 //!   were chunked. Lines are validated in order, and a line's size limit is
 //!   checked before its contents.
-//! - One judge: a complete plain field line is read in one pass
-//!   (`fast_field`), which only ever accepts what the general path accepts,
-//!   with the same spans; every other line, and every error, is left to the
-//!   general path (`parse::fast_path` tests compare the two).
+//! - One judge: a complete plain request line or field line is read in one
+//!   pass (`fast_request_line`, `fast_field`), which only ever accepts what
+//!   the general path accepts, with the same spans; every other line, and
+//!   every error, is left to the general path (`parse::fast_path` tests
+//!   compare the two).
 
 use std::borrow::Cow;
 
