@@ -202,6 +202,40 @@ def test_environ_not_shared_between_requests(srv):
         client.close()
 
 
+def test_environ_headers_in_changing_order(srv):
+    # The environ remembers which header name came at which position in the
+    # previous request (to skip hashing it): names that move, swap, change
+    # case or vanish between requests on one connection must still land
+    # under their own keys.
+    client = Client(srv.port)
+    try:
+        def http_keys(*lines):
+            if srv.worker == "sync":
+                nonlocal client
+                client.close()
+                client = Client(srv.port)
+            req = "GET /environ-values HTTP/1.1\r\n%s\r\n" % "".join(
+                line + "\r\n" for line in lines
+            )
+            client.send(req.encode())
+            status, _, body = client.read_response()
+            assert status == 200, body
+            got = json.loads(body)
+            return {k: v for k, v in got.items() if k.startswith("HTTP_")}
+
+        assert http_keys("Host: h", "X-A: 1", "X-B: 2") == {
+            "HTTP_HOST": "h", "HTTP_X_A": "1", "HTTP_X_B": "2"}
+        assert http_keys("Host: h", "X-B: 3", "X-A: 4") == {
+            "HTTP_HOST": "h", "HTTP_X_A": "4", "HTTP_X_B": "3"}
+        assert http_keys("X-B: 5", "host: g", "x-a: 6", "X-C: 7") == {
+            "HTTP_HOST": "g", "HTTP_X_A": "6", "HTTP_X_B": "5", "HTTP_X_C": "7"}
+        assert http_keys("Host: h", "X-C: 8") == {"HTTP_HOST": "h", "HTTP_X_C": "8"}
+        assert http_keys("Host: h", "X-A: 1", "X-B: 2") == {
+            "HTTP_HOST": "h", "HTTP_X_A": "1", "HTTP_X_B": "2"}
+    finally:
+        client.close()
+
+
 def test_reused_header_list_follows_its_changes(srv):
     # start_response remembers the header tuples it validated last; an app
     # passing the same list object with other tuples in it must be heard.

@@ -31,6 +31,39 @@ const fn build_token_table() -> [bool; 256] {
 
 static TOKEN: [bool; 256] = build_token_table();
 
+/// [`is_tchar`] as a class: 0 not a tchar, 1 a tchar other than `_`, 2 `_`.
+/// Scanning a name with it gives "has an underscore" at one OR a byte.
+const fn build_name_class_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        if TOKEN[i] {
+            t[i] = if i == b'_' as usize { 2 } else { 1 };
+        }
+        i += 1;
+    }
+    t
+}
+
+static NAME_CLASS: [u8; 256] = build_name_class_table();
+
+/// Length of the run of tchars at the start of `s`, and whether it holds a
+/// `_`.
+#[inline]
+pub(crate) fn token_prefix(s: &[u8]) -> (usize, bool) {
+    let mut seen = 0u8;
+    let mut i = 0;
+    while i < s.len() {
+        let c = NAME_CLASS[s[i] as usize];
+        if c == 0 {
+            break;
+        }
+        seen |= c;
+        i += 1;
+    }
+    (i, seen & 2 != 0)
+}
+
 #[inline]
 pub(crate) fn is_tchar(b: u8) -> bool {
     TOKEN[b as usize]
@@ -100,6 +133,35 @@ pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
 }
 
+/// Index of the first control byte (below 0x20, HTAB included) or DEL in
+/// `hay`, eight bytes at a time: the bytes a field value may not hold, plus
+/// HTAB (allowed, the caller steps over it) and CR / LF (the line end).
+#[inline]
+pub(crate) fn find_ctl_or_del(hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    for chunk in hay.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // Some byte is below 0x20 (exact as a yes/no: a borrow only ever
+        // flags a byte above one that really is below).
+        let below = x.wrapping_sub(LO * 0x20) & !x & HI;
+        // Some byte is 0x7f.
+        let d = x ^ (LO * 0x7f);
+        let del = d.wrapping_sub(LO) & !d & HI;
+        if below | del != 0 {
+            break;
+        }
+        i += 8;
+    }
+    hay[i..]
+        .iter()
+        .position(|&b| b < 0x20 || b == 0x7f)
+        .map(|p| i + p)
+}
+
 /// Parse a non-empty run of ASCII decimal digits into a u64; `None` on any
 /// other byte (sign, space, hex) or on overflow.
 pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
@@ -163,6 +225,47 @@ mod tests {
             find_byte(b"\x80\x80\x80\x80\x80\x80\x80\x0a", b'\n'),
             Some(7)
         );
+    }
+
+    #[test]
+    fn name_class() {
+        for b in 0..=255u8 {
+            let s = [b, b'x'];
+            let (n, us) = token_prefix(&s[..1]);
+            assert_eq!(n == 1, is_tchar(b), "{b:#x}");
+            assert_eq!(us, b == b'_', "{b:#x}");
+        }
+        assert_eq!(token_prefix(b"X-Forwarded_For: 1"), (15, true));
+        assert_eq!(token_prefix(b"Host: a_b"), (4, false));
+        assert_eq!(token_prefix(b""), (0, false));
+    }
+
+    #[test]
+    fn find_ctl() {
+        let naive = |s: &[u8]| s.iter().position(|&b| b < 0x20 || b == 0x7f);
+        // Every byte value at every position of a 19-byte run of value
+        // bytes, over backgrounds that stress the word arithmetic
+        // (0x20 just above the bound, 0x80/0xff with the high bit set,
+        // 0x7e/0x80 next to DEL).
+        for background in [b'a', 0x20, 0x21, 0x7e, 0x80, 0x81, 0xff] {
+            for pos in 0..19 {
+                for b in 0..=255u8 {
+                    let mut s = [background; 19];
+                    s[pos] = b;
+                    assert_eq!(
+                        find_ctl_or_del(&s),
+                        naive(&s),
+                        "{background:#x} {pos} {b:#x}"
+                    );
+                    // Two candidates: the first one wins.
+                    if pos + 1 < s.len() {
+                        s[pos + 1] = b'\r';
+                        assert_eq!(find_ctl_or_del(&s), naive(&s));
+                    }
+                }
+            }
+        }
+        assert_eq!(find_ctl_or_del(b""), None);
     }
 
     #[test]

@@ -17,12 +17,17 @@
 //! - Split-invariant: the outcome depends only on the bytes, not on how they
 //!   were chunked. Lines are validated in order, and a line's size limit is
 //!   checked before its contents.
+//! - One judge: a complete plain request line or field line is read in one
+//!   pass (`fast_request_line`, `fast_field`), which only ever accepts what
+//!   the general path accepts, with the same spans; every other line, and
+//!   every error, is left to the general path (`parse::fast_path` tests
+//!   compare the two).
 
 use std::borrow::Cow;
 
 use crate::chars::{
-    find_byte, is_bad_value_byte, is_tchar, is_token, list_contains, parse_decimal, trim_ows,
-    trim_ows_range,
+    find_byte, find_ctl_or_del, is_bad_value_byte, is_tchar, is_token, list_contains,
+    parse_decimal, token_prefix, trim_ows, trim_ows_range,
 };
 use crate::error::Error;
 
@@ -198,6 +203,8 @@ struct Field {
     size: usize,
     /// Dropped per `header_map`.
     dropped: bool,
+    /// The name holds a `_`.
+    underscore: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,6 +246,10 @@ pub struct Parser {
     /// How far the method has been checked, and whether it has ended.
     method_scan: usize,
     method_done: bool,
+    /// Read a complete, plain request line and field lines in one pass
+    /// ([`fast_request_line`], [`fast_field`]); off only in tests that
+    /// compare them with the general path.
+    fast_paths: bool,
 }
 
 impl Parser {
@@ -258,6 +269,7 @@ impl Parser {
             expect_continue: false,
             method_scan: 0,
             method_done: false,
+            fast_paths: true,
         }
     }
 
@@ -334,6 +346,22 @@ impl Parser {
                 }
                 Stage::RequestLine => {
                     let limit = self.limits.request_line;
+                    // The common case in one pass, on the first look only
+                    // (so a line arriving in pieces is scanned once); else
+                    // the general path below judges the line.
+                    if self.fast_paths && self.scan == self.pos {
+                        if let Some((line, nl)) = fast_request_line(buf, self.pos, limit) {
+                            debug_assert_eq!(
+                                format!("{:?}", self.parse_request_line(buf, self.pos, nl - 1)),
+                                format!("{:?}", Ok::<_, Error>(line))
+                            );
+                            self.line = line;
+                            self.pos = nl + 1;
+                            self.scan = self.pos;
+                            self.stage = Stage::Headers;
+                            continue;
+                        }
+                    }
                     // The line may be `limit` bytes plus CRLF; look no further.
                     let window_end = buf.len().min(self.pos.saturating_add(limit + 2));
                     self.check_method_prefix(buf, window_end)?;
@@ -389,6 +417,33 @@ impl Parser {
                             if self.fields.len() >= self.limits.fields {
                                 return Err(Error::TooManyHeaders);
                             }
+                            // The common case, a whole plain field line
+                            // already in `buf`, in one pass; anything else
+                            // (and every error) is left to the general
+                            // path below, which decides as it always has.
+                            if self.fast_paths {
+                                if let Some(f) = fast_field(buf, self.pos, self.limits.field_size) {
+                                    debug_assert_eq!(
+                                        split_field(
+                                            buf,
+                                            (self.pos, f.nl - 1),
+                                            self.opts.strip_header_spaces
+                                        ),
+                                        Ok((f.name, f.value))
+                                    );
+                                    self.fields.push(Field {
+                                        name: f.name,
+                                        value: f.value,
+                                        folds: Vec::new(),
+                                        size: f.nl + 1 - self.pos,
+                                        dropped: false,
+                                        underscore: f.underscore,
+                                    });
+                                    self.pos = f.nl + 1;
+                                    self.scan = self.pos;
+                                    continue;
+                                }
+                            }
                         }
                     }
                     let used = if fold {
@@ -424,6 +479,7 @@ impl Parser {
                             folds: Vec::new(),
                             size,
                             dropped: false,
+                            underscore: buf[name.0..name.1].contains(&b'_'),
                         });
                     }
                     self.pos = nl + 1;
@@ -470,6 +526,7 @@ impl Parser {
     /// last field, now that no continuation line can follow it. Runs once
     /// per field, in order, so policy errors come in the same order as
     /// gunicorn's `parse_headers` raises them.
+    #[inline(always)]
     fn finish_field(&mut self, buf: &[u8]) -> Result<(), Error> {
         let version = self.line.version;
         let Some(field) = self.fields.last_mut() else {
@@ -479,7 +536,10 @@ impl Parser {
         let forwarders = self
             .peer_trusted
             .then_some(&self.opts.forwarder_headers[..]);
-        if !self.policy.check(&self.opts.header_map, forwarders, name)? {
+        if !self
+            .policy
+            .check_flagged(&self.opts.header_map, forwarders, name, field.underscore)?
+        {
             field.dropped = true;
             return Ok(());
         }
@@ -754,6 +814,19 @@ impl FieldPolicy {
         forwarders: Option<&[String]>,
         name: &[u8],
     ) -> Result<bool, Error> {
+        self.check_flagged(header_map, forwarders, name, name.contains(&b'_'))
+    }
+
+    /// [`FieldPolicy::check`] for a name already known to hold a `_` or not.
+    #[inline(always)]
+    pub(crate) fn check_flagged(
+        &mut self,
+        header_map: &HeaderMap,
+        forwarders: Option<&[String]>,
+        name: &[u8],
+        underscore: bool,
+    ) -> Result<bool, Error> {
+        debug_assert_eq!(underscore, name.contains(&b'_'));
         if self.trailer && is_forbidden_trailer(name) {
             return Err(Error::ForbiddenTrailer);
         }
@@ -768,7 +841,7 @@ impl FieldPolicy {
             }
             self.seen_content_type = true;
         }
-        if name.contains(&b'_') {
+        if underscore {
             // Trailers never come from a trusted front-end's rewriting.
             let forwarded = !self.trailer
                 && forwarders.is_some_and(|list| {
@@ -846,6 +919,107 @@ pub(crate) fn split_field(
     }
     let base = line.0 + colon + 1;
     Ok(((line.0, line.0 + name_len), (base + vs, base + ve)))
+}
+
+/// The request line at `buf[pos..]` in one pass, when it is of the plain
+/// kind nearly every request has: a method of 3 to 20 upper-case letters,
+/// one SP, an origin-form target (`/` then printable ASCII), one SP,
+/// `HTTP/1.` and a digit, CRLF, all within `limit` bytes plus CRLF. Every
+/// such line is accepted by [`Parser::parse_request_line`] whatever the
+/// options (the method is conventional, the version 1.x), and this gives
+/// what it gives (tests compare the two), plus where the LF is. `None` for
+/// anything else, valid or not: the general path then judges the line.
+#[inline]
+fn fast_request_line(buf: &[u8], pos: usize, limit: usize) -> Option<(RequestLine, usize)> {
+    let line = buf.get(pos..buf.len().min(pos.saturating_add(limit + 2)))?;
+    let sp1 = line.iter().position(|b| !b.is_ascii_uppercase())?;
+    if !(3..=20).contains(&sp1) || line[sp1] != b' ' || line.get(sp1 + 1) != Some(&b'/') {
+        return None;
+    }
+    let t0 = sp1 + 1;
+    let sp2 = t0 + line[t0..].iter().position(|b| !(0x21..=0x7e).contains(b))?;
+    let minor = match line.get(sp2..sp2 + 11)? {
+        [
+            b' ',
+            b'H',
+            b'T',
+            b'T',
+            b'P',
+            b'/',
+            b'1',
+            b'.',
+            minor,
+            b'\r',
+            b'\n',
+        ] if minor.is_ascii_digit() => minor - b'0',
+        _ => return None,
+    };
+    let (path, query, fragment) = split_path(pos + t0, &line[t0..sp2]);
+    Some((
+        RequestLine {
+            method: (pos, pos + sp1),
+            target: (pos + t0, pos + sp2),
+            path,
+            query,
+            fragment,
+            version: (1, minor),
+        },
+        pos + sp2 + 10,
+    ))
+}
+
+/// A field line read by [`fast_field`].
+#[derive(Debug)]
+struct FastField {
+    name: Span,
+    value: Span,
+    /// The line's LF.
+    nl: usize,
+    underscore: bool,
+}
+
+/// A whole field line at `buf[pos..]` in one pass, when it is of the plain
+/// kind nearly every request holds: a token name directly followed by `:`,
+/// a value of allowed bytes, CRLF within `allowed` bytes of `pos`. Gives
+/// exactly what [`split_field`] gives for that line (tests compare the two).
+/// `None` for anything else, whether valid (spaces before the colon under
+/// `strip_header_spaces`, a line not all in `buf` yet) or not: the caller's
+/// general path then judges the line, and only it reports errors, so the
+/// error and its precedence (size limit before contents) are unchanged.
+#[inline]
+fn fast_field(buf: &[u8], pos: usize, allowed: usize) -> Option<FastField> {
+    // The line with its CRLF may be `allowed` bytes; look no further.
+    let buf = &buf[..buf.len().min(pos.saturating_add(allowed))];
+    let (name_len, underscore) = token_prefix(buf.get(pos..)?);
+    let colon = pos + name_len;
+    if name_len == 0 || buf.get(colon) != Some(&b':') {
+        return None;
+    }
+    let mut i = colon + 1;
+    while matches!(buf.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    let value_start = i;
+    // Up to the first byte a value may not hold; it must be the CR of CRLF.
+    // HTAB is allowed and stepped over.
+    loop {
+        i += find_ctl_or_del(buf.get(i..)?)?;
+        match buf[i] {
+            b'\t' => i += 1,
+            b'\r' if buf.get(i + 1) == Some(&b'\n') => break,
+            _ => return None,
+        }
+    }
+    let mut value_end = i;
+    while value_end > value_start && matches!(buf[value_end - 1], b' ' | b'\t') {
+        value_end -= 1;
+    }
+    Some(FastField {
+        name: (pos, colon),
+        value: (value_start, value_end),
+        nl: i + 1,
+        underscore,
+    })
 }
 
 /// Whether a field value holds a control byte other than HTAB, or DEL.
@@ -1169,5 +1343,224 @@ mod bounded {
         let (h, n) = p.parse(b"PUT /x HTTP/1.1\r\n\r\n").unwrap().unwrap();
         assert_eq!(&*h.method, b"PUT");
         assert_eq!(n, 19);
+    }
+}
+
+/// The one-pass readers ([`fast_request_line`], [`fast_field`]) against
+/// the general path alone: the same outcome (head, consumed bytes, or
+/// error) for every input, option set and chunking.
+#[cfg(test)]
+mod fast_path {
+    use super::*;
+
+    fn option_sets() -> Vec<(Options, bool)> {
+        let base = Options::default();
+        vec![
+            (base.clone(), false),
+            (base.clone(), true),
+            (
+                Options {
+                    strip_header_spaces: true,
+                    permit_obsolete_folding: true,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                Options {
+                    limit_request_field_size: 24,
+                    limit_request_fields: 3,
+                    header_map: HeaderMap::Refuse,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                Options {
+                    limit_request_field_size: 17,
+                    header_map: HeaderMap::Dangerous,
+                    permit_obsolete_folding: true,
+                    ..base.clone()
+                },
+                true,
+            ),
+            (
+                Options {
+                    limit_request_line: 16,
+                    casefold_http_method: true,
+                    permit_unconventional_http_method: true,
+                    permit_unconventional_http_version: true,
+                    ..base
+                },
+                false,
+            ),
+        ]
+    }
+
+    fn parser(opts: &Options, trusted: bool, fast: bool) -> Parser {
+        let mut p = Parser::new(opts.clone());
+        p.set_peer_trusted(trusted);
+        p.fast_paths = fast;
+        p
+    }
+
+    /// Whole-buffer outcome and the outcome fed one byte at a time, as text.
+    fn outcomes(opts: &Options, trusted: bool, fast: bool, input: &[u8]) -> (String, String) {
+        let whole = format!("{:?}", parser(opts, trusted, fast).parse(input));
+        let mut p = parser(opts, trusted, fast);
+        let mut fed = String::from("incomplete");
+        for end in 1..=input.len() {
+            match p.parse(&input[..end]) {
+                Ok(None) => {}
+                other => {
+                    fed = format!("{end}: {other:?}");
+                    break;
+                }
+            }
+        }
+        (whole, fed)
+    }
+
+    fn same(input: &[u8]) {
+        for (opts, trusted) in option_sets() {
+            let fast = outcomes(&opts, trusted, true, input);
+            let slow = outcomes(&opts, trusted, false, input);
+            assert_eq!(fast, slow, "{:?} {opts:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    const TRICKY: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: profile\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost:a\r\nX:\r\nY: \t \r\nZ:\t\tv\t \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\n: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX(y): a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\nb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x0bb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: caf\xc3\xa9 \x80\xff\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\r\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\r\n\tb\r\nY: c\r\n\r\n",
+        b"GET / HTTP/1.1\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX_Y: a\r\nScript_Name: /x\r\nPath_Info: /y\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Type: a\r\nCONTENT-TYPE: b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: \tchunked\t\r\n\r\n",
+        b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        b"POST / HTTP/1.1\r\nExpect: 100-continue \r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: 123456789012345678\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: 1234567890123456789\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: 12345678901234567890\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: 123456789012\r\nB: 1\r\nC: 1\r\nD: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA:b\r\nB: 1\r\n\r",
+        b"GET / HTTP/1.1\r\nA:b\r\nB: 1\r\n\rX",
+        b"GET / HTTP/1.1\r\nA:b\r\nB: 1\r\n\n",
+        b"GET / HTTP/1.1\r\nA:b\r\nB: 1\r\n",
+        b"GET / HTTP/1.1\r\nA:b\r\nB: 1\r",
+        b"GET / HTTP/1.1\r\nA:b\r\n\r\nBODY\r\nX: y\r\n\r\n",
+        b"\r\nGET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        b"\nGET / HTTP/1.1\r\n\r\n",
+        b"GET /a?b#c HTTP/1.1\r\n\r\n",
+        b"GET /a#b?c HTTP/1.1\r\n\r\n",
+        b"GET /?# HTTP/1.0\r\n\r\n",
+        // 16 and 17 bytes: at and over one option set's limit_request_line.
+        b"GET /ab HTTP/1.1\r\n\r\n",
+        b"GET /abc HTTP/1.1\r\n\r\n",
+        b"GET /abcdefg HTTP/1.1\r\n\r\n",
+        b"GET /abcdefgh HTTP/1.1\r\n\r\n",
+        b"GET /abcdefghi HTTP/1.1\r\n\r\n",
+        b"GE / HTTP/1.1\r\n\r\n",
+        b"get / HTTP/1.1\r\n\r\n",
+        b"Get / HTTP/1.1\r\n\r\n",
+        b"ABCDEFGHIJKLMNOPQRST / HTTP/1.1\r\n\r\n",
+        b"ABCDEFGHIJKLMNOPQRSTU / HTTP/1.1\r\n\r\n",
+        b"M-SEARCH * HTTP/1.1\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\n\r\n",
+        b"CONNECT h:443 HTTP/1.1\r\n\r\n",
+        b"GET http://h/p?q HTTP/1.1\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1 \r\n\r\n",
+        b"GET /  HTTP/1.1\r\n\r\n",
+        b"GET /\t HTTP/1.1\r\n\r\n",
+        b"GET /\x7f HTTP/1.1\r\n\r\n",
+        b"GET /\x80 HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.x\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET / HTTP/0.9\r\n\r\n",
+        b"GET / http/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\n\r\n",
+        b"GET / HTTP/1.1\r\r\n\r\n",
+        b"GET / HTTP/1.10\r\n\r\n",
+        b"GET / HTTP/1.1",
+        b"GET /",
+        b"\x16\x03\x01\x02",
+    ];
+
+    #[test]
+    fn tricky_inputs() {
+        for input in TRICKY {
+            same(input);
+        }
+    }
+
+    /// Long values (the word-at-a-time scan) with a bad byte at each place.
+    #[test]
+    fn long_values() {
+        for bad in [0u8, b'\t', b'\n', b'\r', 0x0b, 0x1f, b' ', 0x7f, 0x80, b':'] {
+            for at in 0..40 {
+                let mut input = b"GET / HTTP/1.1\r\nUser-Agent: ".to_vec();
+                let mut value = vec![b'v'; 40];
+                value[at] = bad;
+                input.extend_from_slice(&value);
+                input.extend_from_slice(b"\r\nHost: h\r\n\r\n");
+                same(&input);
+            }
+        }
+    }
+
+    /// Seeded mutations of ordinary requests: bytes replaced by, or
+    /// inserted as, the bytes that matter to a field line.
+    #[test]
+    fn mutations() {
+        const SEEDS: &[&[u8]] = &[
+            b"GET /p?q HTTP/1.1\r\nHost: example.com\r\nUser-Agent: x/1.0\r\nAccept: */*\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nX_A: b\r\nExpect: 100-continue\r\n\r\nabc",
+        ];
+        const BYTES: &[u8] = b"\r\n\t :_(\x00\x7f\x80\xff\x0ba,/?#*E1.";
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            // xorshift64*
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        };
+        for round in 0..1500 {
+            let mut input = SEEDS[round % SEEDS.len()].to_vec();
+            for _ in 0..1 + next(3) {
+                // Mostly in the field lines, one in four in the request line.
+                let from = if round % 4 == 0 { 0 } else { 16 };
+                let at = from + next(input.len() - from);
+                let b = BYTES[next(BYTES.len())];
+                match next(3) {
+                    0 => input.insert(at, b),
+                    1 if input.len() > 20 => {
+                        input.remove(at);
+                    }
+                    _ => input[at] = b,
+                }
+            }
+            same(&input);
+        }
     }
 }

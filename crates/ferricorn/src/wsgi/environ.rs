@@ -73,13 +73,21 @@ impl Hasher for Fnv {
 
 /// A header name's environ key and the last value seen for it.
 struct HeaderEntry {
+    /// The name as sent (the map's key too).
+    name: Vec<u8>,
     key: Py<PyString>,
     last: Option<(Vec<u8>, Py<PyString>)>,
 }
 
 #[derive(Default)]
 struct Caches {
-    header_keys: HashMap<Vec<u8>, HeaderEntry, BuildHasherDefault<Fnv>>,
+    /// Header name as sent → index in `header_entries`.
+    header_keys: HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv>>,
+    header_entries: Vec<HeaderEntry>,
+    /// The entry found for each header position of the previous request: a
+    /// keep-alive client sends the same names in the same order, so one
+    /// comparison finds the entry, without hashing the name.
+    recent: Vec<usize>,
     /// `SERVER_NAME` and `SERVER_PORT` strings per listener address.
     servers: Vec<ServerStrings>,
     /// The last client address and port, as strings.
@@ -409,7 +417,7 @@ impl AppContext {
                 buf.push(b',');
                 buf.extend_from_slice(v);
             }
-            let (key, value) = match header_entry(py, &mut caches.header_keys, name) {
+            let (key, value) = match header_entry(py, caches, i, name) {
                 Some(entry) => {
                     let value = match &joined {
                         Some(all) => latin1_str(py, all),
@@ -538,21 +546,46 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| norm(x) == norm(y))
 }
 
-/// The cache entry for a header name, made on first sight (`None` when the
-/// cache is full and the name is new).
+/// The cache entry for the request's header number `at`, named `name`,
+/// made on first sight (`None` when the cache is full and the name is new).
 fn header_entry<'c>(
     py: Python<'_>,
-    cache: &'c mut HashMap<Vec<u8>, HeaderEntry, BuildHasherDefault<Fnv>>,
+    caches: &'c mut Caches,
+    at: usize,
     name: &[u8],
 ) -> Option<&'c mut HeaderEntry> {
-    if !cache.contains_key(name) {
-        if cache.len() >= HEADER_KEY_CACHE {
-            return None;
+    let hint = caches.recent.get(at).copied();
+    let index = match hint {
+        Some(i) if caches.header_entries.get(i).is_some_and(|e| e.name == name) => i,
+        _ => {
+            let i = match caches.header_keys.get(name) {
+                Some(&i) => i,
+                None => {
+                    if caches.header_entries.len() >= HEADER_KEY_CACHE {
+                        return None;
+                    }
+                    let key = PyString::intern(py, &http_key(name)).unbind();
+                    let i = caches.header_entries.len();
+                    caches.header_entries.push(HeaderEntry {
+                        name: name.to_vec(),
+                        key,
+                        last: None,
+                    });
+                    caches.header_keys.insert(name.to_vec(), i);
+                    i
+                }
+            };
+            // Remember it for this position (positions beyond the first
+            // few dozen are not worth remembering).
+            if at < caches.recent.len() {
+                caches.recent[at] = i;
+            } else if at == caches.recent.len() && at < 64 {
+                caches.recent.push(i);
+            }
+            i
         }
-        let key = PyString::intern(py, &http_key(name)).unbind();
-        cache.insert(name.to_vec(), HeaderEntry { key, last: None });
-    }
-    cache.get_mut(name)
+    };
+    caches.header_entries.get_mut(index)
 }
 
 /// The str for a header value: the one made last time when the bytes are

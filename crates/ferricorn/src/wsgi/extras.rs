@@ -272,7 +272,7 @@ fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, P
 /// `environ['wsgi.early_hints'](headers)`: send `103 Early Hints` with these
 /// `(name, value)` headers (str or bytes). Ignored once the response head was
 /// sent and for HTTP/1.0 clients; may be called several times.
-#[pyclass(module = "ferricorn", name = "EarlyHints", frozen)]
+#[pyclass(module = "ferricorn", name = "EarlyHints", frozen, freelist = 8)]
 pub struct EarlyHints {
     writer: Arc<Mutex<ResponseWriter>>,
     stream: Arc<Stream>,
