@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from conftest import wait_until
 from wsgi_helpers import WORKER_ARGS, start
 
 RESPONSE = 200 * 1024
@@ -182,13 +183,13 @@ def test_clean_close_makes_no_extra_syscall(tmp_path_factory):
             assert one(post_head(5, "Connection: close\r\n") + b"hello").startswith(b"HTTP/1.1 200")
             # An ignored body larger than the first read: lingers.
             assert one(post_head(100_000, "Connection: close\r\n") + b"h" * 100_000).startswith(b"HTTP/1.1 200")
-            deadline = time.monotonic() + 10
-            while True:
+
+            def traced():
                 conns = connections(out.read_text())
-                if len(conns) == 6 and all(c is not None for c in conns):
-                    break
-                assert time.monotonic() < deadline, out.read_text()[-3000:]
-                time.sleep(0.05)
+                return len(conns) == 6 and all(c is not None for c in conns)
+
+            wait_until(traced, timeout=10, what="six traced connections", log=lambda: out.read_text()[-3000:])
+            conns = connections(out.read_text())
         finally:
             tracer.send_signal(signal.SIGINT)
             tracer.wait(10)

@@ -89,11 +89,8 @@ def test_gthread_max_requests_replaces_before_retiring_without_failures(start_se
     clients = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(2)]
     for c in clients:
         c.start()
-    deadline = time.monotonic() + 45
     try:
-        while srv.count(r"Worker exiting") < 6:
-            assert time.monotonic() < deadline, srv.log()
-            time.sleep(0.05)
+        wait_until(lambda: srv.count(r"Worker exiting") >= 6, timeout=45, what="six worker exits", log=srv.log)
     finally:
         stop.set()
         for c in clients:

@@ -40,6 +40,11 @@ class Client:
     def send(self, data):
         self.sock.sendall(data)
 
+    def assert_closed(self, timeout=5):
+        """The server closed the connection: EOF, with nothing more sent."""
+        self.sock.settimeout(timeout)
+        assert self.sock.recv(10) == b""
+
     def _fill(self):
         chunk = self.sock.recv(65536)
         if not chunk:

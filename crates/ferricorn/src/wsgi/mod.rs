@@ -130,6 +130,18 @@ pub struct Held {
     pub others_follow: AtomicBool,
 }
 
+impl Held {
+    /// Take what `w` has queued, if it is small enough to hold
+    /// ([`HOLD_MAX`]); false when it must be sent now.
+    fn take(&self, w: &mut ResponseWriter) -> bool {
+        if w.queued() > HOLD_MAX {
+            return false;
+        }
+        w.defer_into(&mut self.out.lock().unwrap_or_else(|e| e.into_inner()));
+        true
+    }
+}
+
 /// The largest response left in [`Held::out`]; larger ones go out at once.
 pub const HOLD_MAX: usize = 64 * 1024;
 
@@ -414,11 +426,8 @@ fn send_body(
                 w.write_body(chunk).map_err(io_to_py)?;
             }
             w.push_finish().map_err(io_to_py)?;
-            if let Some(held) = conn.held {
-                if w.queued() <= HOLD_MAX {
-                    w.defer_into(&mut held.out.lock().unwrap_or_else(|e| e.into_inner()));
-                    return Ok(());
-                }
+            if conn.held.is_some_and(|h| h.take(&mut w)) {
+                return Ok(());
             }
             if w.flush_nowait().map_err(io_to_py)? {
                 return Ok(());
@@ -479,11 +488,8 @@ fn send_body(
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     w.push_finish()
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-    if let (Some(held), Some(_)) = (conn.held, hold_until) {
-        if w.queued() <= HOLD_MAX {
-            w.defer_into(&mut held.out.lock().unwrap_or_else(|e| e.into_inner()));
-            return Ok(());
-        }
+    if hold_until.is_some() && conn.held.is_some_and(|h| h.take(&mut w)) {
+        return Ok(());
     }
     drop(w);
     flush(py, writer)
