@@ -823,7 +823,11 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
         "- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v and v != "-"),
         (f"- wrk: -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up; for -w N the server "
          f"is pinned to the first N cpus and wrk, one thread per cpu, to the rest; "
-         f"{opts.threads} threads for gthread/granian" if scaling else
+         f"{opts.threads} threads for gthread/granian" if scaling and not opts.worker_counts else
+         f"- wrk: -t{opts.wrk_threads} -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up"
+         + (f"; every -w with the server on cpu {opts.server_cpus}, wrk on cpu {opts.wrk_cpus}" if opts.pin
+            else "; not pinned")
+         + f"; {opts.threads} threads for gthread/granian" if scaling else
          f"- wrk: -t{opts.wrk_threads} -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up"
          + (f"; server on cpu {opts.server_cpus}, wrk on cpu {opts.wrk_cpus}" if opts.pin else "; not pinned")
          + f"; {opts.workers} worker(s), {opts.threads} threads for gthread/granian"),
@@ -838,7 +842,7 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
         "",
     ]
     if scaling:
-        out.append("### Scaling (hello, keep-alive)")
+        out.append(f"### Scaling ({opts.apps}, {opts.modes})")
         out.append("")
     out.append(render_table(rows, with_workers=scaling))
     builds = {(b["profile"], b["built"]) for r in rows if r.server == "ferricorn" and (b := r.build)}
@@ -866,6 +870,16 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         if action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of worker counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be 1 or more: {text!r}")
+    return counts
 
 
 def parse_args(argv=None):
@@ -897,8 +911,14 @@ def parse_args(argv=None):
     p.add_argument("--scaling", action="store_true",
                    help="instead of the matrix: hello, keep-alive, -w 1,2,4.. up to nproc-1, "
                         "server on cpus 0..w-1, wrk on the rest")
+    p.add_argument("--worker-counts", type=_counts, default=None,
+                   help="with --scaling: these -w values (e.g. 1,2,4,8,16), each with the ordinary "
+                        "pinning (--server-cpus, --wrk-cpus): for an app that waits rather than computes "
+                        "(sleep), whose workers need no core each")
     p.add_argument("--out", default=str(HERE / "results"), help="directory for latest.md and latest.json")
     opts = p.parse_args(argv)
+    if opts.worker_counts and not opts.scaling:
+        p.error("--worker-counts goes with --scaling")
     if opts.duration < 1 or opts.warmup < 0:
         p.error("--duration must be >= 1 and --warmup >= 0 (whole seconds)")
     if opts.quick:
@@ -943,7 +963,7 @@ def main(argv=None) -> int:
     if opts.pin and not shutil.which("taskset"):
         print("bench: taskset not found: not pinning", file=sys.stderr)
         opts.pin = False
-    if opts.pin and len(usable) < 2 and not opts.scaling:
+    if opts.pin and len(usable) < 2 and not (opts.scaling and not opts.worker_counts):
         print("bench: fewer than 2 usable CPUs: not pinning", file=sys.stderr)
         opts.pin = False
     server_cpus = parse_cpu_list(opts.server_cpus) if opts.pin else None
@@ -976,15 +996,21 @@ def main(argv=None) -> int:
             w *= 2
         if n > 1 and counts[-1] != n - 1:
             counts.append(n - 1)
+        if opts.worker_counts:
+            counts = opts.worker_counts
         for w in counts:
-            s_cpus = usable[:w] if n > 1 and opts.pin else None
-            c_cpus = usable[w:] if n > 1 and opts.pin else None
+            if opts.worker_counts:  # the ordinary pinning, whatever -w
+                s_cpus, c_cpus = server_cpus, wrk_cpus
+            else:
+                s_cpus = usable[:w] if n > 1 and opts.pin else None
+                c_cpus = usable[w:] if n > 1 and opts.pin else None
             for srv in servers:
                 if w > 1 and not srv.multi_worker:
                     continue
                 for a in app_keys:
                     for m in mode_keys:
-                        plan.append((srv, APPS[a], m, w, s_cpus, c_cpus, len(c_cpus) if c_cpus else opts.wrk_threads))
+                        wt = len(c_cpus) if c_cpus and not opts.worker_counts else opts.wrk_threads
+                        plan.append((srv, APPS[a], m, w, s_cpus, c_cpus, wt))
     else:
         for srv in servers:
             if opts.workers > 1 and not srv.multi_worker:
@@ -995,7 +1021,7 @@ def main(argv=None) -> int:
                     plan.append((srv, APPS[a], m, opts.workers, server_cpus, wrk_cpus, opts.wrk_threads))
 
     harness_cpus = wrk_cpus if opts.pin and wrk_cpus else None
-    if opts.scaling and len(usable) > 1 and opts.pin:
+    if opts.scaling and not opts.worker_counts and len(usable) > 1 and opts.pin:
         harness_cpus = [usable[-1]]
     if harness_cpus:
         os.sched_setaffinity(0, harness_cpus)  # keep our polling off the server's core
