@@ -32,9 +32,10 @@
 //!   connection (bounded by `--timeout`), as in the sync worker;
 //! - `active` counts open connections and is capped by `--worker-connections`
 //!   (the listeners are not accepted from while at the cap);
-//! - with other workers, new connections are taken in turns (`Accepts`): a
-//!   worker with open connections waits a little, then takes only its share
-//!   of the accept queue, so keep-alive connections spread over the workers;
+//! - with other workers, new connections are taken in turns
+//!   (`workers::accepts`): a worker with open connections waits a little,
+//!   then takes only its share of the accept queue, so keep-alive
+//!   connections spread over the workers;
 //! - every connection has one deadline: its first request head within
 //!   `--header-timeout` of the connection (408 if part of it came, a silent
 //!   close if nothing did), the next one within `--keep-alive` of the last
@@ -71,6 +72,7 @@ use nix::sys::socket::MsgFlags;
 use pyo3::prelude::*;
 
 use super::Worker;
+use super::accepts::Accepts;
 use super::conn;
 use super::sync::accept_failed;
 use crate::glogging;
@@ -92,12 +94,6 @@ const TERM_LINGER: Duration = Duration::from_secs(1);
 const HOLD: Duration = wsgi::HOLD_FOR;
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(100);
-/// With other workers on the same listeners, a worker that already has
-/// open connections waits this long per connection (at most
-/// `ACCEPT_DEFER_MAX`) before it accepts another, so a less loaded worker
-/// takes it first (see `Accepts`).
-const ACCEPT_DEFER_PER_CONN: Duration = Duration::from_micros(50);
-const ACCEPT_DEFER_MAX: Duration = Duration::from_millis(2);
 
 /// A client connection and what was read of its next request.
 struct Connection {
@@ -159,64 +155,6 @@ struct Ctx<'a> {
     draining: bool,
     /// What each non-blocking read lands in before it is appended to a connection's buffer.
     scratch: Vec<u8>,
-}
-
-/// When the worker takes new connections from the shared listeners.
-///
-/// Keep-alive connections stay with the worker that accepted them, so an
-/// uneven split at accept time lasts: a worker that takes every waiting
-/// connection at once (it is running while the others still wait to be
-/// scheduled, or they are busy) leaves the others idle for the connections'
-/// lifetime; measured: 32 of 32 connections of a burst on one of four
-/// workers, and 64 of 64 on one of sixteen. With other workers (`-w` above
-/// 1) a worker therefore
-/// - with no open connection, takes one (and another while each it takes
-///   is served and closed in its first turn, as with `Connection: close`);
-/// - with open connections, first waits `ACCEPT_DEFER_PER_CONN` per
-///   connection (at most `ACCEPT_DEFER_MAX`), serving its own connections
-///   meanwhile, so a less loaded worker (an idle one accepts at once) gets
-///   there first (the idea of Puma's `wait_for_less_busy_worker`); then it
-///   takes its share of what waits: the accept queue's length (TCP; 1 where
-///   the kernel does not say, as for a unix socket) divided by `-w`,
-///   rounded up. Taking a share rather than one keeps a burst from waiting
-///   one loop turn per connection when turns are long (a slow app).
-///
-/// A lone worker takes all that wait, at once.
-struct Accepts {
-    /// Other workers accept from the same listeners.
-    shared: bool,
-    workers: usize,
-    /// While deferring: when the worker may take its share.
-    defer_until: Option<Instant>,
-}
-
-impl Accepts {
-    /// The instant a worker with `open` connections may take more, if that
-    /// is later than `now`.
-    fn wait_until(&mut self, open: usize, now: Instant) -> Option<Instant> {
-        if !self.shared || open == 0 {
-            return None;
-        }
-        let defer = (ACCEPT_DEFER_PER_CONN * open as u32).min(ACCEPT_DEFER_MAX);
-        let until = *self.defer_until.get_or_insert(now + defer);
-        (now < until).then_some(until)
-    }
-
-    /// How many connections to take from `l` now, with `open` open.
-    fn budget(&mut self, l: &crate::sock::Listener, open: usize, now: Instant) -> usize {
-        if !self.shared {
-            return usize::MAX;
-        }
-        if open == 0 {
-            return 1;
-        }
-        if self.wait_until(open, now).is_some() {
-            return 0;
-        }
-        self.defer_until = None;
-        let waiting = usize::try_from(l.backlog()).unwrap_or(0).max(1);
-        waiting.div_ceil(self.workers.max(1))
-    }
 }
 
 pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
@@ -313,11 +251,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut held_since = Instant::now();
     let mut next_id: u64 = 0;
     let mut pending_accept = vec![true; setup.listeners.len()];
-    let mut accepts = Accepts {
-        shared: settings.workers() > 1,
-        workers: settings.workers(),
-        defer_until: None,
-    };
+    // An idle worker takes a connection at once; see `Accepts`.
+    let mut accepts = Accepts::new(settings.workers(), 1, usize::MAX);
     let mut accepting = true;
     let mut signalled = true;
     let mut next_sweep = Instant::now() + SWEEP;
@@ -474,9 +409,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                             }
                         }
                     }
-                    if budget == 0 && accepts.shared && conns.len == 0 {
-                        budget = 1; // served and closed already: still idle
-                    }
+                    // Served and closed already: still idle.
+                    budget = budget.max(accepts.free(conns.len));
                 }
             }
         }
@@ -739,54 +673,5 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
         if !read_first {
             return Turn::Wait;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn listener_with_waiting(n: usize) -> (crate::sock::Listener, Vec<std::net::TcpStream>) {
-        let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = sock.local_addr().unwrap();
-        let clients = (0..n)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
-            .collect();
-        (crate::sock::Listener::Tcp { sock, addr }, clients)
-    }
-
-    #[test]
-    fn a_lone_worker_takes_all_at_once() {
-        let (l, _c) = listener_with_waiting(3);
-        let mut a = Accepts {
-            shared: false,
-            workers: 1,
-            defer_until: None,
-        };
-        let now = Instant::now();
-        assert_eq!(a.wait_until(5, now), None);
-        assert_eq!(a.budget(&l, 5, now), usize::MAX);
-    }
-
-    #[test]
-    #[cfg(target_os = "linux")] // the accept queue's length comes from TCP_INFO
-    fn with_other_workers_a_busy_one_waits_then_takes_its_share() {
-        let (l, _c) = listener_with_waiting(5);
-        let mut a = Accepts {
-            shared: true,
-            workers: 2,
-            defer_until: None,
-        };
-        let now = Instant::now();
-        // No open connection: one, at once.
-        assert_eq!(a.wait_until(0, now), None);
-        assert_eq!(a.budget(&l, 0, now), 1);
-        // Four open: wait 4 x 50 us, then half of the five waiting, rounded up.
-        assert_eq!(a.budget(&l, 4, now), 0);
-        assert_eq!(a.wait_until(4, now), Some(now + ACCEPT_DEFER_PER_CONN * 4));
-        let later = now + ACCEPT_DEFER_PER_CONN * 4;
-        assert_eq!(a.budget(&l, 4, later), 3);
-        // The deferral starts over after a share was taken; it has a ceiling.
-        assert_eq!(a.wait_until(1000, later), Some(later + ACCEPT_DEFER_MAX));
     }
 }

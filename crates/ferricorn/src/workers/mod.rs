@@ -8,6 +8,7 @@
 //! `init_signals`, `load_wsgi`) and `Arbiter.spawn_worker`'s child branch.
 
 pub mod abort;
+pub mod accepts;
 pub mod conn;
 pub mod evloop;
 pub mod gthread;
