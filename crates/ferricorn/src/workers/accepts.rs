@@ -24,6 +24,11 @@
 //!
 //! A lone worker takes all that wait, at once.
 //!
+//! "Other workers" and the share's divisor are `-w` as configured: TTIN and
+//! TTOU do not change them (after TTIN from `-w 1` the workers accept all
+//! that wait, as before; after TTOU down to one, the last one still takes
+//! turns with nobody, taking new connections up to 2 ms later).
+//!
 //! gunicorn counterpart: none (its workers accept whatever they can).
 
 use std::time::{Duration, Instant};
