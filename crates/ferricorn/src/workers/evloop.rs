@@ -348,9 +348,9 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             }
         }
 
-        // Accept while under the connection cap (with other workers: one per
-        // listener and turn, see `Accepts`); a new connection's request often
-        // came with it, so it gets a turn at once.
+        // Accept while under the connection cap (with other workers: in
+        // turns, see `Accepts`); a new connection's request often came with
+        // it, so it gets a turn at once.
         if accepting {
             for (li, l) in setup.listeners.iter().enumerate() {
                 if !pending_accept[li] || conns.len >= max_conns {
