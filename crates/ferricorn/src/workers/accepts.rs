@@ -14,10 +14,11 @@
 //! - otherwise first waits `DEFER_PER_CONN` per open connection (at most
 //!   `DEFER_MAX`), serving its connections meanwhile, so that a worker with
 //!   room gets there first (the idea of Puma's `wait_for_less_busy_worker`);
-//!   then it takes its share of what waits: the accept queue's length (TCP;
-//!   1 where the kernel does not say, as for a unix socket) divided by `-w`,
-//!   rounded up. A share rather than one keeps a burst from waiting one loop
-//!   turn per connection when turns are long (a slow app under evloop).
+//!   then it takes its share of what waits: the accept queue's length divided
+//!   by `-w`, rounded up (TCP; where the kernel does not say, as for a unix
+//!   socket, as many as it already has: its count at most doubles per turn).
+//!   A share rather than one keeps a burst from waiting one loop turn per
+//!   connection when turns are long (a slow app under evloop).
 //!   gthread takes at most `--threads` per share: its threads keep it running
 //!   through the wait (it does not give up the cpu as an idle evloop does),
 //!   and whole shares then went to one worker of four on a shared cpu.
@@ -95,8 +96,13 @@ impl Accepts {
             return 0;
         }
         self.defer_until = None;
-        let waiting = usize::try_from(l.backlog()).unwrap_or(0).max(1);
-        waiting.div_ceil(self.workers).min(self.share_max)
+        let share = match usize::try_from(l.backlog()) {
+            Ok(waiting) if waiting > 0 => waiting.div_ceil(self.workers),
+            // Not reported (a unix socket, or no TCP_INFO): as many as it
+            // has, so a burst is taken in a few turns, not one per turn.
+            _ => open,
+        };
+        share.min(self.share_max)
     }
 }
 
@@ -148,6 +154,22 @@ mod tests {
         assert_eq!(a.budget(&l, 1, now), 3);
         assert_eq!(a.free(3), 1);
         assert_eq!(a.wait_until(4, now), Some(now + DEFER_PER_CONN * 4));
+    }
+
+    #[test]
+    fn without_a_queue_length_the_share_is_what_it_has() {
+        let dir = std::env::temp_dir().join(format!("ferricorn-accepts-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let sock = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let l = Listener::Unix {
+            sock,
+            path: dir.clone(),
+        };
+        let mut a = Accepts::new(4, 1, usize::MAX);
+        let now = Instant::now();
+        assert_eq!(a.budget(&l, 3, now), 0);
+        assert_eq!(a.budget(&l, 3, now + DEFER_PER_CONN * 3), 3);
+        let _ = std::fs::remove_file(&dir);
     }
 
     #[test]
