@@ -1,29 +1,29 @@
-//! When a worker takes new connections from the listeners it shares with the
-//! other workers (evloop and gthread).
+//! When an evloop worker takes new connections from the listeners it shares
+//! with the other workers.
 //!
 //! A keep-alive connection stays with the worker that accepted it, so an
-//! uneven split at accept time lasts for the connection's lifetime. A worker
-//! that takes every waiting connection at once (it is running while the
-//! others still wait to be scheduled, or they are busy) leaves the others
-//! idle; measured with evloop: 32 of 32 connections of a burst on one of four
-//! workers, and 64 of 64 on one of sixteen (docs/workers.md). With other
-//! workers (`-w` above 1) a worker therefore
-//! - with room (fewer open connections than it serves at once: one for
-//!   evloop, `--threads` for gthread), fills it at once, and goes on while
-//!   what it takes is answered and closed at once (`Connection: close`);
+//! uneven split at accept time lasts for the connection's lifetime; under
+//! evloop, which serves its connections one request at a time on one thread,
+//! a worker holding most of them is the whole server's limit. A worker that
+//! takes every waiting connection at once (it is running while the others
+//! still wait to be scheduled, or they are busy) leaves the others idle:
+//! measured, 32 of 32 connections of a burst on one of four workers, and 64
+//! of 64 on one of sixteen (docs/workers.md). With other workers (`-w` above
+//! 1) a worker therefore
+//! - with no open connection, takes one at once, and goes on while each it
+//!   takes is answered and closed in its first turn (`Connection: close`);
 //! - otherwise first waits `DEFER_PER_CONN` per open connection (at most
-//!   `DEFER_MAX`), serving its connections meanwhile, so that a worker with
-//!   room gets there first (the idea of Puma's `wait_for_less_busy_worker`);
-//!   then it takes its share of what waits: the accept queue's length divided
-//!   by `-w`, rounded up (TCP; where the kernel does not say, as for a unix
+//!   `DEFER_MAX`), serving its connections meanwhile, so that an idle worker
+//!   gets there first (the idea of Puma's `wait_for_less_busy_worker`); then
+//!   it takes its share of what waits: the accept queue's length divided by
+//!   `-w`, rounded up (TCP; where the kernel does not say, as for a unix
 //!   socket, as many as it already has: its count at most doubles per turn).
 //!   A share rather than one keeps a burst from waiting one loop turn per
-//!   connection when turns are long (a slow app under evloop).
-//!   gthread takes at most `--threads` per share: its threads keep it running
-//!   through the wait (it does not give up the cpu as an idle evloop does),
-//!   and whole shares then went to one worker of four on a shared cpu.
+//!   connection when turns are long (a slow app).
 //!
-//! A lone worker takes all that wait, at once.
+//! A lone worker takes all that wait, at once. gthread keeps taking all that
+//! wait: the same rule there (tried, with `--threads` as the room) cost ~5 %
+//! of `Connection: close` throughput with two workers (docs/workers.md).
 //!
 //! "Other workers" and the share's divisor are `-w` as configured: TTIN and
 //! TTOU do not change them (after TTIN from `-w 1` the workers accept all
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::sock::Listener;
 
-/// Wait per open connection before taking more, with no room.
+/// Wait per open connection before taking more.
 pub const DEFER_PER_CONN: Duration = Duration::from_micros(50);
 /// The longest such wait.
 pub const DEFER_MAX: Duration = Duration::from_millis(2);
@@ -45,33 +45,26 @@ pub struct Accepts {
     /// Other workers accept from the same listeners.
     shared: bool,
     workers: usize,
-    /// Open connections the worker serves at once.
-    room: usize,
-    /// The most it takes in one share.
-    share_max: usize,
     /// While deferring: when the worker may take its share.
     defer_until: Option<Instant>,
 }
 
 impl Accepts {
-    /// For a worker among `workers` that serves `room` connections at once
-    /// and takes at most `share_max` after a wait.
-    pub fn new(workers: usize, room: usize, share_max: usize) -> Self {
+    /// For a worker among `workers`.
+    pub fn new(workers: usize) -> Self {
         Accepts {
             shared: workers > 1,
             workers: workers.max(1),
-            room: room.max(1),
-            share_max: share_max.max(1),
             defer_until: None,
         }
     }
 
     /// How many a worker with `open` connections takes without waiting.
     pub fn free(&self, open: usize) -> usize {
-        if self.shared {
-            self.room.saturating_sub(open)
-        } else {
-            usize::MAX
+        match (self.shared, open) {
+            (false, _) => usize::MAX,
+            (true, 0) => 1,
+            (true, _) => 0,
         }
     }
 
@@ -96,13 +89,12 @@ impl Accepts {
             return 0;
         }
         self.defer_until = None;
-        let share = match usize::try_from(l.backlog()) {
+        match usize::try_from(l.backlog()) {
             Ok(waiting) if waiting > 0 => waiting.div_ceil(self.workers),
             // Not reported (a unix socket, or no TCP_INFO): as many as it
             // has, so a burst is taken in a few turns, not one per turn.
             _ => open,
-        };
-        share.min(self.share_max)
+        }
     }
 }
 
@@ -122,7 +114,7 @@ mod tests {
     #[test]
     fn a_lone_worker_takes_all_at_once() {
         let (l, _c) = listener_with_waiting(3);
-        let mut a = Accepts::new(1, 1, usize::MAX);
+        let mut a = Accepts::new(1);
         let now = Instant::now();
         assert_eq!(a.wait_until(5, now), None);
         assert_eq!(a.budget(&l, 5, now), usize::MAX);
@@ -132,7 +124,7 @@ mod tests {
     #[cfg(target_os = "linux")] // the accept queue's length comes from TCP_INFO
     fn with_other_workers_a_busy_one_waits_then_takes_its_share() {
         let (l, _c) = listener_with_waiting(5);
-        let mut a = Accepts::new(2, 1, usize::MAX);
+        let mut a = Accepts::new(2);
         let now = Instant::now();
         // No open connection: one, at once.
         assert_eq!(a.wait_until(0, now), None);
@@ -147,16 +139,6 @@ mod tests {
     }
 
     #[test]
-    fn room_for_several_is_filled_at_once() {
-        let (l, _c) = listener_with_waiting(1);
-        let mut a = Accepts::new(4, 4, 4); // gthread, --threads 4
-        let now = Instant::now();
-        assert_eq!(a.budget(&l, 1, now), 3);
-        assert_eq!(a.free(3), 1);
-        assert_eq!(a.wait_until(4, now), Some(now + DEFER_PER_CONN * 4));
-    }
-
-    #[test]
     fn without_a_queue_length_the_share_is_what_it_has() {
         let dir = std::env::temp_dir().join(format!("ferricorn-accepts-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
@@ -165,20 +147,10 @@ mod tests {
             sock,
             path: dir.clone(),
         };
-        let mut a = Accepts::new(4, 1, usize::MAX);
+        let mut a = Accepts::new(4);
         let now = Instant::now();
         assert_eq!(a.budget(&l, 3, now), 0);
         assert_eq!(a.budget(&l, 3, now + DEFER_PER_CONN * 3), 3);
         let _ = std::fs::remove_file(&dir);
-    }
-
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn a_share_has_a_ceiling() {
-        let (l, _c) = listener_with_waiting(9);
-        let mut a = Accepts::new(2, 2, 2);
-        let now = Instant::now();
-        assert_eq!(a.budget(&l, 2, now), 0);
-        assert_eq!(a.budget(&l, 2, now + DEFER_PER_CONN * 2), 2); // not 5
     }
 }

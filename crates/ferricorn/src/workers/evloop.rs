@@ -252,7 +252,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut next_id: u64 = 0;
     let mut pending_accept = vec![true; setup.listeners.len()];
     // An idle worker takes a connection at once; see `Accepts`.
-    let mut accepts = Accepts::new(settings.workers(), 1, usize::MAX);
+    let mut accepts = Accepts::new(settings.workers());
     let mut accepting = true;
     let mut signalled = true;
     let mut next_sweep = Instant::now() + SWEEP;

@@ -34,7 +34,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use pyo3::prelude::*;
 
 use super::Worker;
-use super::accepts::Accepts;
 use super::conn::{self, Next};
 use super::sync::is_transient_accept_error;
 use crate::glogging;
@@ -187,8 +186,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
     // How long a fresh connection may take to send its first request.
     let first_request_for = io_timeout.unwrap_or(Duration::from_secs(30));
     let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
-    // A worker with fewer connections than threads takes more at once.
-    let mut accepts = Accepts::new(settings.workers(), threads, threads);
 
     let mut poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
@@ -299,16 +296,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             }
 
             let now = Instant::now();
-            // A connection waiting to be accepted: now or once a deferral
-            // ends (see `Accepts`).
-            let accept_at = (accepting && active < max_conns && pending_accept.iter().any(|&p| p))
-                .then(|| accepts.wait_until(active, now).unwrap_or(now));
-            let wake = match (deadlines.peek(), accept_at) {
-                (Some(Reverse((d, _))), Some(a)) => Some((*d).min(a)),
-                (Some(Reverse((d, _))), None) => Some(*d),
-                (None, a) => a,
-            };
-            let poll_for = wake.map_or(wait, |d| d.saturating_duration_since(now).min(wait));
+            let poll_for = deadlines.peek().map_or(wait, |Reverse((d, _))| {
+                d.saturating_duration_since(now).min(wait)
+            });
             if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -353,16 +343,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 worker.requests_done(served);
             }
 
-            // Accept while under the connection cap (with other workers: in
-            // turns, see `Accepts`).
+            // Accept while under the connection cap.
             if accepting {
                 for (i, l) in setup.listeners.iter().enumerate() {
-                    if !pending_accept[i] || active >= max_conns {
-                        continue;
-                    }
-                    let mut budget = accepts.budget(l, active, Instant::now());
-                    while budget > 0 && pending_accept[i] && active < max_conns {
-                        budget -= 1;
+                    while pending_accept[i] && active < max_conns {
                         match l.accept() {
                             Ok((stream, peer)) => {
                                 let c = Connection {
