@@ -72,6 +72,7 @@ impl Accepts {
     /// is later than `now`.
     pub fn wait_until(&mut self, open: usize, now: Instant) -> Option<Instant> {
         if self.free(open) > 0 {
+            self.defer_until = None; // a wait begun while busy is over
             return None;
         }
         let defer = (DEFER_PER_CONN * open as u32).min(DEFER_MAX);
@@ -83,6 +84,7 @@ impl Accepts {
     pub fn budget(&mut self, l: &Listener, open: usize, now: Instant) -> usize {
         let free = self.free(open);
         if free > 0 {
+            self.defer_until = None;
             return free;
         }
         if self.wait_until(open, now).is_some() {
@@ -136,6 +138,13 @@ mod tests {
         assert_eq!(a.budget(&l, 4, later), 3);
         // The wait starts over after a share was taken; it has a ceiling.
         assert_eq!(a.wait_until(1000, later), Some(later + DEFER_MAX));
+        // A wait begun while busy does not carry over to a later busy spell.
+        assert_eq!(a.budget(&l, 0, later), 1);
+        let much_later = later + DEFER_MAX * 10;
+        assert_eq!(
+            a.wait_until(2, much_later),
+            Some(much_later + DEFER_PER_CONN * 2)
+        );
     }
 
     #[test]
