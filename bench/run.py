@@ -812,6 +812,18 @@ def versions(opts, ferricorn_ok: bool) -> dict:
     return v
 
 
+def _wrk_line(opts, scaling) -> str:
+    """How wrk ran and where the server and wrk were pinned."""
+    threads = f"{opts.threads} threads for gthread/granian"
+    if scaling and not opts.worker_counts:
+        return (f"- wrk: -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up; for -w N the "
+                f"server is pinned to the first N cpus and wrk, one thread per cpu, to the rest; {threads}")
+    line = f"- wrk: -t{opts.wrk_threads} -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up"
+    every = "every -w with the server" if scaling else "server"
+    line += f"; {every} on cpu {opts.server_cpus}, wrk on cpu {opts.wrk_cpus}" if opts.pin else "; not pinned"
+    return line + (f"; {threads}" if scaling else f"; {opts.workers} worker(s), {threads}")
+
+
 def render_report(opts, info, vers, rows, skipped, scaling, command, started) -> str:
     now = datetime.datetime.now(datetime.timezone.utc)
     out = [
@@ -821,16 +833,7 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
         f"- machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory']}, Linux {info['kernel']}, "
         f"Python {info['python']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v and v != "-"),
-        (f"- wrk: -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up; for -w N the server "
-         f"is pinned to the first N cpus and wrk, one thread per cpu, to the rest; "
-         f"{opts.threads} threads for gthread/granian" if scaling and not opts.worker_counts else
-         f"- wrk: -t{opts.wrk_threads} -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up"
-         + (f"; every -w with the server on cpu {opts.server_cpus}, wrk on cpu {opts.wrk_cpus}" if opts.pin
-            else "; not pinned")
-         + f"; {opts.threads} threads for gthread/granian" if scaling else
-         f"- wrk: -t{opts.wrk_threads} -c{opts.connections} -d{opts.duration}s after a {opts.warmup}s warm-up"
-         + (f"; server on cpu {opts.server_cpus}, wrk on cpu {opts.wrk_cpus}" if opts.pin else "; not pinned")
-         + f"; {opts.workers} worker(s), {opts.threads} threads for gthread/granian"),
+        _wrk_line(opts, scaling),
         "",
         "CPU µs/req: the server's whole process tree (master, workers, reaped children), "
         "user+system, over the run, divided by requests. server CPU % and wrk CPU % are shares "

@@ -82,13 +82,12 @@ impl Accepts {
 
     /// How many connections to take from `l` now, with `open` open.
     pub fn budget(&mut self, l: &Listener, open: usize, now: Instant) -> usize {
-        let free = self.free(open);
-        if free > 0 {
-            self.defer_until = None;
-            return free;
-        }
         if self.wait_until(open, now).is_some() {
             return 0;
+        }
+        let free = self.free(open);
+        if free > 0 {
+            return free; // no wait was needed (and none is left over)
         }
         self.defer_until = None;
         match usize::try_from(l.backlog()) {
