@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, wait_until
 from wsgi_helpers import Client, start
 
 GTHREAD = ["-k", "gthread", "-b", "127.0.0.1:0"]
@@ -120,6 +120,28 @@ def test_worker_connections_caps_open_connections(tmp_path_factory, worker):
         second.sock.settimeout(10)
         assert second.read_response()[2] == b"ok"
         second.close()
+    finally:
+        srv.stop()
+
+
+def test_a_fresh_worker_answers_concurrent_first_requests(tmp_path_factory):
+    """A new worker's threads once hung on their first concurrent requests:
+    one held the environ's cache lock while it let go of the GIL (the first
+    use of an interned string does), another took the GIL and waited for the
+    lock. Each round meets a fresh worker (`--max-requests 4` replaces it);
+    five rounds failed 5 runs in 6 before the fix."""
+    srv = start(tmp_path_factory, *GTHREAD, "--threads", "4", "--max-requests", "4", "shapes:app")
+    try:
+        for rnd in range(10):
+            # Only the fresh worker is left to accept.
+            srv.wait_booted(rnd + 1)
+            wait_until(lambda: srv.count(r"Worker exiting") >= rnd, what="the old worker's exit", log=srv.log)
+            clients = [Client(srv.port, timeout=5) for _ in range(4)]
+            for c in clients:
+                c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            for c in clients:
+                assert c.read_response()[2] == b"ok", srv.log()
+                c.close()
     finally:
         srv.stop()
 

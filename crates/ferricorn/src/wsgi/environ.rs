@@ -20,6 +20,7 @@ use std::sync::Mutex;
 
 use ferricorn_http::parse::{Head, Options};
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyString};
 
 use super::Conn;
@@ -314,7 +315,15 @@ impl AppContext {
         input: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         use pyo3::intern;
-        let mut guard = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        // Locked without holding the GIL while it waits: the holder may
+        // release the GIL inside (the first use of an `intern!` string
+        // does), and a gthread thread blocking here with the GIL held would
+        // then wait for it forever (seen: both threads of a new worker hung
+        // on their first requests).
+        let mut guard = self
+            .caches
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner());
         let caches = &mut *guard;
         let base = self.base.bind(py);
 
