@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -159,13 +160,15 @@ def test_heartbeat_stays_live_during_a_long_request(tmp_path_factory):
 
 
 @pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
-def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory, worker):
+def test_term_finishes_in_flight_and_lets_idle_go_after_a_linger(tmp_path_factory, worker):
     markers = tmp_path_factory.mktemp("markers")
     srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
     try:
         idle = Client(srv.port)
         assert idle.request("/")[2] == b"ok"
-        # evloop: a connection that never sends anything gets a second after TERM.
+        late = Client(srv.port)
+        assert late.request("/")[2] == b"ok"
+        # evloop: a connection that never sends anything is let go too.
         silent = Client(srv.port, timeout=15) if worker == "evloop" else None
         busy = Client(srv.port, timeout=15)
         busy.send(b"GET /sleep?1.5 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -175,11 +178,18 @@ def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory, worker):
             time.sleep(0.02)  # poll the marker until the deadline
         t0 = time.monotonic()
         srv.signal(signal.SIGTERM)
-        idle.sock.settimeout(10)
-        assert idle.sock.recv(10) == b""  # idle keep-alive connection closed
+        # A request on an idle keep-alive connection after TERM is answered
+        # (and the connection closed after it), not dropped.
+        time.sleep(0.3)
+        status, headers, body = late.request("/")
+        assert (status, headers["connection"], body) == (200, "close", b"ok")
+        late.assert_closed()
         status, headers, body = busy.read_response()
         assert status == 200 and json.loads(body) == {"slept": 1.5}
         assert headers["connection"] == "close"
+        # One that stays idle is closed once the stop's linger (2 s) is over.
+        idle.assert_closed(timeout=10)
+        assert 1.5 < time.monotonic() - t0 < 6, time.monotonic() - t0
         assert srv.wait_exit(20) == 0
         if silent:
             # It did not hold the exit for the header timeout (10 s).
@@ -187,9 +197,65 @@ def test_term_finishes_in_flight_and_closes_idle(tmp_path_factory, worker):
             assert silent.sock.recv(10) == b""
             silent.close()
         idle.close()
+        late.close()
         busy.close()
     finally:
         srv.stop()
+
+
+def keep_alive_load(port, stop, lost, served):
+    """One client sending request after request on a keep-alive connection,
+    reconnecting after a `Connection: close` response. A request that gets
+    no response (EOF or reset instead) is lost."""
+    c = None
+    while not stop.is_set():
+        try:
+            if c is None:
+                c = Client(port, timeout=10)
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, headers, _ = c.read_response()
+        except (OSError, EOFError) as e:
+            lost.append(repr(e))
+            if c is not None:
+                c.close()
+            c = None
+            continue
+        assert status == 200
+        served.append(1)
+        if headers.get("connection") == "close":
+            c.close()
+            c = None
+    if c is not None:
+        c.close()
+
+
+@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
+@pytest.mark.parametrize("how", ["max-requests", "HUP"])
+def test_replacing_workers_loses_no_keep_alive_request(tmp_path_factory, worker, how):
+    """Workers replaced under a keep-alive load (`--max-requests`, HUP):
+    every request sent gets its response. A stopping worker answers a
+    request that arrives on an idle keep-alive connection (with
+    `Connection: close`) instead of closing the connection under it, as
+    gunicorn 27's gthread does for 2 s."""
+    extra = ["--max-requests", "200"] if how == "max-requests" else []
+    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "-w", "2", *extra, "shapes:app", booted=2)
+    stop, lost, served = threading.Event(), [], []
+    clients = [threading.Thread(target=keep_alive_load, args=(srv.port, stop, lost, served), daemon=True)
+               for _ in range(6)]
+    try:
+        for c in clients:
+            c.start()
+        for n in range(1, 7):
+            if how == "HUP":
+                wait_until(lambda: len(served) >= 300 * n, what="requests", log=srv.log)
+                srv.signal(signal.SIGHUP)
+            wait_until(lambda: srv.count(r"Worker exiting") >= 2 * n, timeout=30, what="worker exits", log=srv.log)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(15)
+        srv.stop()
+    assert lost == [], "%d of %d requests lost: %s" % (len(lost), len(served) + len(lost), lost[:3])
 
 
 def test_sync_with_threads_becomes_gthread(tmp_path_factory):

@@ -142,6 +142,14 @@ pub enum Closing {
     Unread,
 }
 
+/// Once a graceful stop (TERM) begins, how long a connection with no
+/// request in progress (idle keep-alive, or new and silent) is kept open
+/// for a request that may already be on its way; such a request is
+/// answered with `Connection: close`. Closing the connection at once would
+/// lose it (the client sees a reset or EOF where its response should be).
+/// gunicorn 27's gthread: `STOP_KEEPALIVE_LINGER` (2 s).
+pub const STOP_LINGER: Duration = Duration::from_secs(2);
+
 /// A lingering close takes at most this long. Long enough for a client on
 /// loopback or a LAN to finish sending a body of a few megabytes that the
 /// app ignored and then read the response (a 1 MB body takes milliseconds

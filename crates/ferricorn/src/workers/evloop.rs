@@ -48,9 +48,10 @@
 //!   the loop (`Turn::Linger`, `discard`: FIN, then what comes is discarded
 //!   until EOF, `conn::LINGER_IDLE` without data or `conn::LINGER_FOR`);
 //! - TERM: stop accepting, answer requests already read with
-//!   `Connection: close`, close idle keep-alive connections at once, give
-//!   new connections that have sent nothing a second and partial heads their
-//!   header timeout (within `--graceful-timeout`);
+//!   `Connection: close`, keep connections that have sent nothing since
+//!   their last response (idle keep-alive, or new) for `conn::STOP_LINGER`
+//!   and answer what comes on them with `Connection: close`, give partial
+//!   heads their header timeout (within `--graceful-timeout`);
 //!   QUIT/INT: leave now. Once `--max-requests` is reached (replacement asked
 //!   for) responses also carry `Connection: close`, so clients reconnect to
 //!   whichever worker accepts, and the master's TERM finds nothing to cut.
@@ -87,8 +88,6 @@ const CONN_BASE: usize = 1 << 20;
 const READ_CHUNK: usize = 8192;
 /// Pipelined requests served in a row on one connection before the others get a turn.
 const FAIR_SHARE: u32 = 16;
-/// After TERM, how long a connection that has sent nothing yet is kept.
-const TERM_LINGER: Duration = Duration::from_secs(1);
 /// A batch's held responses go out once a turn ends this long after the
 /// first was held (the same bound as a streamed body's, `wsgi::HOLD_FOR`).
 const HOLD: Duration = wsgi::HOLD_FOR;
@@ -268,7 +267,9 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         }
         if !worker.alive && accepting {
             // Graceful stop: no new connections; serve what was already
-            // sent with `Connection: close`; idle keep-alive ones go now.
+            // sent with `Connection: close`; one with nothing in progress
+            // (idle keep-alive, or new and silent) is kept for a request
+            // that may be on its way (`conn::STOP_LINGER`).
             accepting = false;
             ctx.draining = true;
             wsgi::response::DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -277,14 +278,14 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 let fd = l.raw_fd();
                 let _ = poll.registry().deregister(&mut SourceFd(&fd));
             }
-            let linger = Instant::now() + TERM_LINGER;
+            let linger = Instant::now() + conn::STOP_LINGER;
             for i in conns.indices() {
                 let turn = match conns.get_mut(i) {
                     Some(c) => {
                         let t = match turn(py, &mut ctx, worker, c) {
-                            Turn::Wait if c.served > 0 && c.buf.is_empty() => Turn::Close,
                             Turn::Wait if c.buf.is_empty() => {
-                                // Connected, nothing sent yet: a request may be on its way.
+                                // Nothing sent since the last response (or
+                                // at all): a request may be on its way.
                                 c.deadline = c.deadline.min(linger);
                                 Turn::Wait
                             }

@@ -11,12 +11,15 @@
 //! - a connection is either idle in the poller (registered) or owned by one
 //!   thread (deregistered), never both; `active` counts both kinds and is
 //!   capped by `--worker-connections`;
-//! - TERM stops accepting, closes idle keep-alive connections, lets
-//!   accepted-but-unread connections, queued and in-flight requests finish (answering them with `Connection: close`),
-//!   then joins the threads; QUIT/INT exit at once;
+//! - TERM stops accepting, lets accepted-but-unread connections, queued
+//!   and in-flight requests finish (answering them with `Connection:
+//!   close`), keeps idle keep-alive connections for `conn::STOP_LINGER` and
+//!   answers a request that comes on one meanwhile (with `Connection:
+//!   close`), then joins the threads; QUIT/INT exit at once;
 //! - at `--max-requests` (or above `--max-worker-memory`) the worker does
-//!   not stop by itself: it marks its slot for retirement and keeps serving
-//!   until the master, once the replacement has booted, sends `TERM`.
+//!   not stop by itself: it marks its slot for retirement and keeps serving,
+//!   with `Connection: close` so that its keep-alive clients move to another
+//!   worker, until the master, once the replacement has booted, sends `TERM`.
 //!
 //! gunicorn counterpart: `workers/gthread.py` (`ThreadWorker`).
 
@@ -78,6 +81,9 @@ struct Shared<'a> {
     waker: Waker,
     /// Cleared on graceful shutdown: in-flight responses then close.
     alive: AtomicBool,
+    /// Set once the worker asked for its replacement (`--max-requests`,
+    /// `--max-worker-memory`): responses then close.
+    retiring: AtomicBool,
     keepalive: bool,
     policy: conn::Policy,
     /// Per listener: its connections start with their deadlines (`conn::arm_listeners`).
@@ -124,7 +130,9 @@ fn thread_main(shared: &Shared<'_>) {
                 }
             }
             loop {
-                let allow = shared.keepalive && shared.alive.load(Ordering::Relaxed);
+                let allow = shared.keepalive
+                    && shared.alive.load(Ordering::Relaxed)
+                    && !shared.retiring.load(Ordering::Relaxed);
                 let next = conn::serve_one(
                     py,
                     shared.app,
@@ -205,6 +213,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         done: Mutex::new(done_tx),
         waker,
         alive: AtomicBool::new(true),
+        retiring: AtomicBool::new(false),
         keepalive: keepalive > 0.0,
         inherited: conn::arm_listeners(setup.listeners, policy.timeouts, policy.proxy.is_some()),
         policy,
@@ -229,6 +238,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         let mut active: usize = 0;
         let mut pending_accept = vec![true; setup.listeners.len()];
         let mut accepting = true;
+        // Set at TERM: when idle keep-alive connections are let go.
+        let mut linger_until: Option<Instant> = None;
 
         let registry = poll.registry().try_clone()?;
         let mut park = |conn: Connection,
@@ -271,7 +282,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 worker.alive = false;
             }
             if !worker.alive && accepting {
-                // Graceful stop: no new connections, idle ones are closed.
+                // Graceful stop: no new connections; what comes on the
+                // open ones is answered with `Connection: close`.
                 accepting = false;
                 shared.alive.store(false, Ordering::Relaxed);
                 crate::wsgi::response::DRAINING.store(true, Ordering::Relaxed);
@@ -279,17 +291,31 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                     let fd = l.raw_fd();
                     let _ = poll.registry().deregister(&mut SourceFd(&fd));
                 }
-                for (_, i) in idle.drain() {
-                    let fd = i.conn.stream.raw_fd();
-                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                    // A connection accepted but not yet read may carry a
-                    // request already: a thread reads and answers it (with
-                    // `Connection: close`). Idle keep-alive ones are closed.
-                    if !i.conn.fresh || job_tx.send(i.conn).is_err() {
-                        active -= 1;
+                // A connection accepted but not yet read may carry a
+                // request already: a thread reads and answers it.
+                let fresh: Vec<usize> = idle
+                    .iter()
+                    .filter_map(|(t, i)| i.conn.fresh.then_some(*t))
+                    .collect();
+                for t in fresh {
+                    if let Some(i) = idle.remove(&t) {
+                        let fd = i.conn.stream.raw_fd();
+                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                        if job_tx.send(i.conn).is_err() {
+                            active -= 1;
+                        }
                     }
                 }
-                deadlines.clear();
+                // An idle keep-alive one stays in the poller a little longer:
+                // its client may be sending a request already.
+                let linger = Instant::now() + conn::STOP_LINGER;
+                linger_until = Some(linger);
+                for (t, i) in idle.iter_mut() {
+                    if i.deadline > linger {
+                        i.deadline = linger;
+                        deadlines.push(Reverse((linger, *t)));
+                    }
+                }
             }
             if !accepting && active == 0 {
                 break;
@@ -329,18 +355,25 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             while let Ok(d) = done_rx.try_recv() {
                 served += d.served;
                 match d.conn {
-                    Some(c) if accepting => {
-                        if !park(c, Instant::now() + keepalive_for, &mut idle, &mut deadlines) {
+                    Some(c) => {
+                        // Kept alive (a response begun before TERM, then
+                        // only until the stop's linger ends).
+                        let until = Instant::now() + keepalive_for;
+                        let until = linger_until.map_or(until, |l| until.min(l));
+                        if !park(c, until, &mut idle, &mut deadlines) {
                             active -= 1;
                         }
                     }
-                    _ => active -= 1,
+                    None => active -= 1,
                 }
             }
             if served > 0 {
                 // At --max-requests / --max-worker-memory this asks the master
                 // for a replacement; we keep serving until its TERM.
                 worker.requests_done(served);
+                if worker.retire_requested {
+                    shared.retiring.store(true, Ordering::Relaxed);
+                }
             }
 
             // Accept while under the connection cap.
