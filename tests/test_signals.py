@@ -72,9 +72,21 @@ def booted_pids(srv):
     return [int(p) for p in re.findall(r"\[(\d+)\] \[INFO\] Booting worker with pid: \1", srv.log())]
 
 
-def test_term_serves_connections_already_in_the_backlog(start_server, tmp_path):
+# Each class with its one slot busy, so that new connections wait in the
+# kernel's listen backlog: sync serves one at a time, evloop does not accept
+# while the app runs, gthread is capped at one connection.
+BACKLOG_WORKERS = {
+    "sync": [],
+    "gthread": ["-k", "gthread", "--threads", "1", "--worker-connections", "1"],
+    "evloop": ["-k", "evloop"],
+}
+
+
+@pytest.mark.parametrize("worker", sorted(BACKLOG_WORKERS))
+def test_term_serves_connections_already_in_the_backlog(start_server, tmp_path, worker):
     started = tmp_path / "started"
-    srv = start_server("-b", "127.0.0.1:0", "-w", "1", "basic:app", env={"FERRICORN_TEST_STARTED_MARKER": str(started)})
+    srv = start_server("-b", "127.0.0.1:0", "-w", "1", *BACKLOG_WORKERS[worker], "basic:app",
+                       env={"FERRICORN_TEST_STARTED_MARKER": str(started)})
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("slow", get(srv.port, "/sleep?1")))
     t.start()

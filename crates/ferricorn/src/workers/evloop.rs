@@ -124,6 +124,46 @@ struct Connection {
     lingering: Option<Instant>,
 }
 
+/// A connection just accepted (`id`, listener index), registered with the
+/// poller, due to send its first request head by `deadline`; `None` when
+/// the poller refused it (it is closed then).
+fn admit(
+    poll: &Poll,
+    conns: &mut Slab,
+    (id, server): (u64, usize),
+    stream: Stream,
+    peer: Peer,
+    deadline: Instant,
+    io_timeout: Option<Duration>,
+) -> Option<usize> {
+    let _ = stream.set_timeouts(io_timeout);
+    let fd = stream.raw_fd();
+    let i = conns.insert(Connection {
+        id,
+        stream: Arc::new(stream),
+        peer,
+        server,
+        buf: Vec::new(),
+        fresh: true,
+        trusted: false,
+        served: 0,
+        deadline,
+        head_started: false,
+        more: false,
+        socket: Default::default(),
+        held: Default::default(),
+        lingering: None,
+    });
+    let registered =
+        poll.registry()
+            .register(&mut SourceFd(&fd), Token(CONN_BASE + i), Interest::READABLE);
+    if registered.is_err() {
+        conns.remove(i); // dropped: closed
+        return None;
+    }
+    Some(i)
+}
+
 /// What a turn on a connection left it as.
 #[derive(Debug, PartialEq, Eq)]
 enum Turn {
@@ -256,6 +296,9 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut signalled = true;
     let mut next_sweep = Instant::now() + SWEEP;
     let mut stop_by: Option<Instant> = None;
+    // Once stopping: per listener, whether its backlog may still hold
+    // connections to serve.
+    let mut backlog: Vec<bool> = Vec::new();
 
     loop {
         worker.notify();
@@ -274,11 +317,16 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             ctx.draining = true;
             wsgi::response::DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
             stop_by = Some(Instant::now() + graceful);
+            let linger = Instant::now() + conn::STOP_LINGER;
+            // Connections already in the listen backlog are served (with
+            // `Connection: close`) as the cap allows, not left to be reset
+            // when the worker exits (docs/signals.md): accepted below until
+            // a listener has none left.
+            backlog = vec![worker.should_drain(); setup.listeners.len()];
             for l in setup.listeners {
                 let fd = l.raw_fd();
                 let _ = poll.registry().deregister(&mut SourceFd(&fd));
             }
-            let linger = Instant::now() + conn::STOP_LINGER;
             for i in conns.indices() {
                 let turn = match conns.get_mut(i) {
                     Some(c) => {
@@ -300,7 +348,10 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             }
             send_held(py, &poll, &mut conns, &mut ready, &mut held);
         }
-        if !accepting && (conns.len == 0 || stop_by.is_some_and(|t| Instant::now() >= t)) {
+        let drain = !accepting && conns.len < max_conns && backlog.contains(&true);
+        if !accepting
+            && ((conns.len == 0 && !drain) || stop_by.is_some_and(|t| Instant::now() >= t))
+        {
             return Ok(());
         }
 
@@ -309,7 +360,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         // deferral ends (see `Accepts`).
         let accept_at = (accepting && conns.len < max_conns && pending_accept.iter().any(|&p| p))
             .then(|| accepts.wait_until(conns.len, now).unwrap_or(now));
-        let poll_for = if ready.is_empty() {
+        let poll_for = if ready.is_empty() && !drain {
             let wake = accept_at.map_or(next_sweep, |t| t.min(next_sweep));
             wake.saturating_duration_since(now).min(wait)
         } else {
@@ -350,69 +401,71 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         }
 
         // Accept while under the connection cap (with other workers: in
-        // turns, see `Accepts`); a new connection's request often came with
-        // it, so it gets a turn at once.
-        if accepting {
-            for (li, l) in setup.listeners.iter().enumerate() {
-                if !pending_accept[li] || conns.len >= max_conns {
-                    continue;
+        // turns, see `Accepts`); once stopping, what the backlog still
+        // holds. A new connection's request often came with it, so it gets
+        // a turn at once.
+        for (li, l) in setup.listeners.iter().enumerate() {
+            let wanted = |pending: &[bool], backlog: &[bool], alive: bool| {
+                if accepting {
+                    pending[li] && alive
+                } else {
+                    backlog[li]
                 }
-                let mut budget = accepts.budget(l, conns.len, Instant::now());
-                while budget > 0 && pending_accept[li] && conns.len < max_conns && worker.alive {
-                    budget -= 1;
-                    match l.accept() {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_timeouts(io_timeout);
-                            next_id += 1;
-                            let c = Connection {
-                                id: next_id,
-                                stream: Arc::new(stream),
-                                peer,
-                                server: li,
-                                buf: Vec::new(),
-                                fresh: true,
-                                trusted: false,
-                                served: 0,
-                                deadline: Instant::now() + ctx.header_for,
-                                head_started: false,
-                                more: false,
-                                socket: Default::default(),
-                                held: Default::default(),
-                                lingering: None,
-                            };
-                            let fd = c.stream.raw_fd();
-                            let i = conns.insert(c);
-                            if poll
-                                .registry()
-                                .register(
-                                    &mut SourceFd(&fd),
-                                    Token(CONN_BASE + i),
-                                    Interest::READABLE,
-                                )
-                                .is_err()
-                            {
-                                settle(py, &poll, &mut conns, &mut ready, i, Turn::Close);
-                                continue;
+            };
+            if conns.len >= max_conns || !wanted(&pending_accept, &backlog, worker.alive) {
+                continue;
+            }
+            let mut budget = if accepting {
+                accepts.budget(l, conns.len, Instant::now())
+            } else {
+                usize::MAX
+            };
+            while budget > 0
+                && conns.len < max_conns
+                && wanted(&pending_accept, &backlog, worker.alive)
+            {
+                budget -= 1;
+                match l.accept() {
+                    Ok((stream, peer)) => {
+                        next_id += 1;
+                        // Stopping: a silent one is kept only as long as
+                        // an idle one (a head begun gets the header timeout).
+                        let wait = if accepting {
+                            ctx.header_for
+                        } else {
+                            conn::STOP_LINGER
+                        };
+                        let admitted = admit(
+                            &poll,
+                            &mut conns,
+                            (next_id, li),
+                            stream,
+                            peer,
+                            Instant::now() + wait,
+                            io_timeout,
+                        );
+                        let Some(i) = admitted else { continue };
+                        let t = match conns.get_mut(i) {
+                            Some(c) => {
+                                let t = turn(py, &mut ctx, worker, c);
+                                hold(&mut held, &mut held_since, i, c);
+                                t
                             }
-                            let t = match conns.get_mut(i) {
-                                Some(c) => {
-                                    let t = turn(py, &mut ctx, worker, c);
-                                    hold(&mut held, &mut held_since, i, c);
-                                    t
-                                }
-                                None => continue,
-                            };
-                            settle(py, &poll, &mut conns, &mut ready, i, t);
-                        }
-                        Err(e) => {
-                            if accept_failed(&e) {
-                                pending_accept[li] = false;
+                            None => continue,
+                        };
+                        settle(py, &poll, &mut conns, &mut ready, i, t);
+                    }
+                    Err(e) => {
+                        if accept_failed(&e) {
+                            pending_accept[li] = false;
+                            if let Some(b) = backlog.get_mut(li) {
+                                *b = false;
                             }
                         }
                     }
-                    // Served and closed already: still idle.
-                    budget = budget.max(accepts.free(conns.len));
                 }
+                // Served and closed already: still idle.
+                budget = budget.max(accepts.free(conns.len));
             }
         }
         send_held(py, &poll, &mut conns, &mut ready, &mut held);

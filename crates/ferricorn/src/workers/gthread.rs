@@ -64,6 +64,21 @@ struct Connection {
     header_armed: bool,
 }
 
+impl Connection {
+    /// One just accepted from listener `server`.
+    fn new(stream: Stream, peer: Peer, server: usize) -> Self {
+        Connection {
+            stream: Arc::new(stream),
+            peer,
+            server,
+            buf: Vec::new(),
+            fresh: true,
+            dups_before: crate::wsgi::extras::dups_made(),
+            header_armed: false,
+        }
+    }
+}
+
 /// What a thread hands back to the poller when it is done with a connection.
 struct Done {
     /// `Some` to keep the connection alive, `None` when it was closed.
@@ -240,6 +255,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         let mut accepting = true;
         // Set at TERM: when idle keep-alive connections are let go.
         let mut linger_until: Option<Instant> = None;
+        // Set at TERM: per listener, whether its backlog may still hold
+        // connections to serve.
+        let mut backlog: Vec<bool> = Vec::new();
 
         let registry = poll.registry().try_clone()?;
         let mut park = |conn: Connection,
@@ -287,6 +305,11 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 accepting = false;
                 shared.alive.store(false, Ordering::Relaxed);
                 crate::wsgi::response::DRAINING.store(true, Ordering::Relaxed);
+                // Connections already in the listen backlog are served (with
+                // `Connection: close`) as the cap allows, not left to be
+                // reset when the worker exits (docs/signals.md): accepted
+                // below until a listener has none left.
+                backlog = vec![worker.should_drain(); setup.listeners.len()];
                 for l in setup.listeners {
                     let fd = l.raw_fd();
                     let _ = poll.registry().deregister(&mut SourceFd(&fd));
@@ -317,14 +340,19 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                     }
                 }
             }
-            if !accepting && active == 0 {
+            let drain = !accepting && active < max_conns && backlog.contains(&true);
+            if !accepting && active == 0 && !drain {
                 break;
             }
 
             let now = Instant::now();
-            let poll_for = deadlines.peek().map_or(wait, |Reverse((d, _))| {
-                d.saturating_duration_since(now).min(wait)
-            });
+            let poll_for = if drain {
+                Duration::ZERO
+            } else {
+                deadlines.peek().map_or(wait, |Reverse((d, _))| {
+                    d.saturating_duration_since(now).min(wait)
+                })
+            };
             if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -376,35 +404,43 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 }
             }
 
-            // Accept while under the connection cap.
-            if accepting {
-                for (i, l) in setup.listeners.iter().enumerate() {
-                    while pending_accept[i] && active < max_conns {
-                        match l.accept() {
-                            Ok((stream, peer)) => {
-                                let c = Connection {
-                                    stream: Arc::new(stream),
-                                    peer,
-                                    server: i,
-                                    buf: Vec::new(),
-                                    fresh: true,
-                                    dups_before: crate::wsgi::extras::dups_made(),
-                                    header_armed: false,
-                                };
-                                active += 1;
+            // Accept while under the connection cap; once stopping, what
+            // the backlog still holds (a thread reads and answers it).
+            for (i, l) in setup.listeners.iter().enumerate() {
+                while active < max_conns
+                    && (if accepting {
+                        pending_accept[i]
+                    } else {
+                        backlog[i]
+                    })
+                {
+                    match l.accept() {
+                        Ok((stream, peer)) => {
+                            let c = Connection::new(stream, peer, i);
+                            active += 1;
+                            let kept = if accepting {
                                 let until = Instant::now() + first_request_for;
-                                if !park(c, until, &mut idle, &mut deadlines) {
-                                    active -= 1;
-                                }
+                                park(c, until, &mut idle, &mut deadlines)
+                            } else {
+                                job_tx.send(c).is_ok()
+                            };
+                            if !kept {
+                                active -= 1;
                             }
-                            Err(e) if is_transient_accept_error(&e) => {
-                                if e.kind() == io::ErrorKind::WouldBlock {
-                                    pending_accept[i] = false;
-                                }
-                            }
-                            Err(e) => {
-                                glogging::error!("Error accepting a connection: {e}");
+                        }
+                        Err(e) if is_transient_accept_error(&e) => {
+                            if e.kind() == io::ErrorKind::WouldBlock {
                                 pending_accept[i] = false;
+                                if let Some(b) = backlog.get_mut(i) {
+                                    *b = false;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            glogging::error!("Error accepting a connection: {e}");
+                            pending_accept[i] = false;
+                            if let Some(b) = backlog.get_mut(i) {
+                                *b = false;
                             }
                         }
                     }
