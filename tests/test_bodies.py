@@ -10,10 +10,11 @@ import json
 import os
 import socket
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
+from conftest import wait_file
 from wsgi_helpers import WORKER_ARGS, Client, chunked, one_request, start
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "apps"))
@@ -104,12 +105,8 @@ def test_client_gone_during_whole_read_is_oserror(srv):
     s = socket.create_connection(("127.0.0.1", srv.port))
     s.sendall(b"POST /read-whole-guarded HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n" + b"x" * 70_000)
     s.close()
-    path = os.path.join(srv.markers, "guarded")
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.02)  # poll for the app's marker until the deadline
-    with open(path) as f:
-        lines = f.read().splitlines()
+    # The app creates the file, then writes its line: wait for the line.
+    lines = wait_file(Path(srv.markers) / "guarded", r"\n", timeout=10).splitlines()
     assert lines == ["OSError OSError"], lines
     # The worker is fine afterwards.
     assert one_request(srv.port, "/list?3")[2] == pattern(3)

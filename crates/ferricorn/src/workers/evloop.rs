@@ -47,7 +47,8 @@
 //! - a connection closed with request bytes unread lingers without blocking
 //!   the loop (`Turn::Linger`, `discard`: FIN, then what comes is discarded
 //!   until EOF, `conn::LINGER_IDLE` without data or `conn::LINGER_FOR`);
-//! - TERM: stop accepting, answer requests already read with
+//! - TERM: stop accepting (what the listen backlog holds is still taken,
+//!   as the cap allows), answer requests already read with
 //!   `Connection: close`, keep connections that have sent nothing since
 //!   their last response (idle keep-alive, or new) for `conn::STOP_LINGER`
 //!   and answer what comes on them with `Connection: close`, give partial

@@ -11,7 +11,8 @@
 //! - a connection is either idle in the poller (registered) or owned by one
 //!   thread (deregistered), never both; `active` counts both kinds and is
 //!   capped by `--worker-connections`;
-//! - TERM stops accepting, lets accepted-but-unread connections, queued
+//! - TERM stops accepting (what the listen backlog holds is still taken,
+//!   as the cap allows), lets accepted-but-unread connections, queued
 //!   and in-flight requests finish (answering them with `Connection:
 //!   close`), keeps idle keep-alive connections for `conn::STOP_LINGER` and
 //!   answers a request that comes on one meanwhile (with `Connection:
