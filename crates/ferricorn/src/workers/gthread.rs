@@ -12,11 +12,12 @@
 //!   thread (deregistered), never both; `active` counts both kinds and is
 //!   capped by `--worker-connections`;
 //! - TERM stops accepting (what the listen backlog holds is still taken,
-//!   as the cap allows), lets accepted-but-unread connections, queued
-//!   and in-flight requests finish (answering them with `Connection:
-//!   close`), keeps idle keep-alive connections for `conn::STOP_LINGER` and
-//!   answers a request that comes on one meanwhile (with `Connection:
-//!   close`), then joins the threads; QUIT/INT exit at once;
+//!   as the cap allows), lets queued and in-flight requests finish
+//!   (answering them with `Connection: close`), keeps connections that
+//!   have sent nothing since their last response (idle keep-alive) or at
+//!   all (new) for `conn::STOP_LINGER` and answers a request that comes on
+//!   one meanwhile (with `Connection: close`), then joins the threads;
+//!   QUIT/INT exit at once;
 //! - at `--max-requests` (or above `--max-worker-memory`) the worker does
 //!   not stop by itself: it marks its slot for retirement and keeps serving,
 //!   with `Connection: close` so that its keep-alive clients move to another
@@ -315,23 +316,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                     let fd = l.raw_fd();
                     let _ = poll.registry().deregister(&mut SourceFd(&fd));
                 }
-                // A connection accepted but not yet read may carry a
-                // request already: a thread reads and answers it.
-                let fresh: Vec<usize> = idle
-                    .iter()
-                    .filter_map(|(t, i)| i.conn.fresh.then_some(*t))
-                    .collect();
-                for t in fresh {
-                    if let Some(i) = idle.remove(&t) {
-                        let fd = i.conn.stream.raw_fd();
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                        if job_tx.send(i.conn).is_err() {
-                            active -= 1;
-                        }
-                    }
-                }
-                // An idle keep-alive one stays in the poller a little longer:
-                // its client may be sending a request already.
+                // A connection that has sent nothing since its last response
+                // (idle keep-alive) or at all (new) stays in the poller a
+                // little longer: its client may be sending a request
+                // already; a thread answers it when it comes.
                 let linger = Instant::now() + conn::STOP_LINGER;
                 linger_until = Some(linger);
                 for (t, i) in idle.iter_mut() {
@@ -406,7 +394,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             }
 
             // Accept while under the connection cap; once stopping, what
-            // the backlog still holds (a thread reads and answers it).
+            // the backlog still holds.
             for (i, l) in setup.listeners.iter().enumerate() {
                 while active < max_conns
                     && (if accepting {
@@ -419,13 +407,13 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                         Ok((stream, peer)) => {
                             let c = Connection::new(stream, peer, i);
                             active += 1;
-                            let kept = if accepting {
-                                let until = Instant::now() + first_request_for;
-                                park(c, until, &mut idle, &mut deadlines)
+                            // Stopping: one that stays silent goes as an idle one does.
+                            let wait = if accepting {
+                                first_request_for
                             } else {
-                                job_tx.send(c).is_ok()
+                                first_request_for.min(conn::STOP_LINGER)
                             };
-                            if !kept {
+                            if !park(c, Instant::now() + wait, &mut idle, &mut deadlines) {
                                 active -= 1;
                             }
                         }
