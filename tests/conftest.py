@@ -213,6 +213,19 @@ def get(port, path="/", headers="", method="GET", body=b"", version="HTTP/1.1"):
     return parse_response(raw_request(port, req))
 
 
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie counts as gone.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_until(cond, timeout=20.0, what="condition", log=None):
     """Poll `cond` until it is true; fail after `timeout` seconds (with `log()`'s text)."""
     deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@ The keep-alive tests run under evloop too (its own tests: test_evloop.py).
 App: tests/apps/shapes.py."""
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, ROOT, wait_until
+from conftest import PYTHON, ROOT, pid_alive, wait_until
 from wsgi_helpers import Client, start
 
 GTHREAD = ["-k", "gthread", "-b", "127.0.0.1:0"]
@@ -255,6 +256,30 @@ def test_replacing_workers_loses_no_keep_alive_request(tmp_path_factory, worker,
             c.join(15)
         srv.stop()
     assert lost == [], "%d of %d requests lost: %s" % (len(lost), len(served) + len(lost), lost[:3])
+
+
+def test_an_orphaned_worker_with_a_stuck_request_leaves_after_the_graceful_timeout(tmp_path_factory):
+    """Its master gone, a gthread worker stops; a request that does not end
+    does not keep it (and its listening socket) alive past
+    `--graceful-timeout`: no master is left to kill it."""
+    markers = tmp_path_factory.mktemp("markers")
+    srv = start(tmp_path_factory, *GTHREAD, "--threads", "2", "--graceful-timeout", "2", "shapes:app",
+                env={"FERRICORN_TEST_MARKERS": str(markers)})
+    stuck = Client(srv.port, timeout=30)
+    try:
+        worker = int(srv.wait_for(r"Booting worker with pid: (\d+)").group(1))
+        stuck.send(b"GET /sleep?60 HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_until((markers / "sleep").exists, what="the request to start", log=srv.log)
+        os.kill(srv.master_pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        srv.wait_for(r"Parent changed, shutting down: worker %d" % worker)
+        wait_until(lambda: not pid_alive(worker), timeout=15, what="the worker's exit", log=srv.log)
+        assert time.monotonic() - t0 < 6, time.monotonic() - t0
+    finally:
+        stuck.close()
+        srv.stop()
+        if pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 def test_sync_with_threads_becomes_gthread(tmp_path_factory):

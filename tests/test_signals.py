@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import get, parse_response, wait_until
+from conftest import get, parse_response, pid_alive, wait_until
 
 
 class RequestLoop:
@@ -53,19 +53,6 @@ class RequestLoop:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(30)
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie counts as gone.
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def booted_pids(srv):

@@ -17,7 +17,7 @@
 //!   have sent nothing since their last response (idle keep-alive) or at
 //!   all (new) for `conn::STOP_LINGER` and answers a request that comes on
 //!   one meanwhile (with `Connection: close`), then joins the threads;
-//!   QUIT/INT exit at once;
+//!   past `--graceful-timeout` it exits without them; QUIT/INT exit at once;
 //! - at `--max-requests` (or above `--max-worker-memory`) the worker does
 //!   not stop by itself: it marks its slot for retirement and keeps serving,
 //!   with `Connection: close` so that its keep-alive clients move to another
@@ -207,6 +207,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
     let wait = super::loop_wait(timeout);
     let io_timeout = super::io_timeout(timeout);
     let keepalive = settings.keepalive();
+    let graceful = Duration::from_secs_f64(settings.graceful_timeout().max(0.0));
     let keepalive_for = Duration::from_secs_f64(keepalive.max(0.0));
     // How long a fresh connection may take to send its first request.
     let first_request_for = io_timeout.unwrap_or(Duration::from_secs(30));
@@ -257,6 +258,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         let mut accepting = true;
         // Set at TERM: when idle keep-alive connections are let go.
         let mut linger_until: Option<Instant> = None;
+        // Set at TERM: when the stop gives up on requests still running.
+        let mut stop_by: Option<Instant> = None;
         // Set at TERM: per listener, whether its backlog may still hold
         // connections to serve.
         let mut backlog: Vec<bool> = Vec::new();
@@ -305,6 +308,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 // Graceful stop: no new connections; what comes on the
                 // open ones is answered with `Connection: close`.
                 accepting = false;
+                stop_by = Some(Instant::now() + graceful);
                 shared.alive.store(false, Ordering::Relaxed);
                 crate::wsgi::response::DRAINING.store(true, Ordering::Relaxed);
                 // Connections already in the listen backlog are served (with
@@ -333,14 +337,26 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             if !accepting && active == 0 && !drain {
                 break;
             }
+            if stop_by.is_some_and(|t| Instant::now() >= t) {
+                // `--graceful-timeout` is over and requests still run: a
+                // live master KILLs us about now anyway; without one (it
+                // died) nobody would, and a stuck app thread would keep this
+                // process and its listening sockets forever. Leave without
+                // joining the threads.
+                glogging::info!("Worker exiting (pid: {})", worker.pid);
+                crate::sys::process::exit_now(0);
+            }
 
             let now = Instant::now();
             let poll_for = if drain {
                 Duration::ZERO
             } else {
-                deadlines.peek().map_or(wait, |Reverse((d, _))| {
-                    d.saturating_duration_since(now).min(wait)
-                })
+                let wake = deadlines.peek().map(|Reverse((d, _))| *d);
+                let wake = match (wake, stop_by) {
+                    (Some(d), Some(t)) => Some(d.min(t)),
+                    (d, t) => d.or(t),
+                };
+                wake.map_or(wait, |d| d.saturating_duration_since(now).min(wait))
             };
             if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
                 if e.kind() != io::ErrorKind::Interrupted {
