@@ -2,12 +2,10 @@
 connections, the app called inline. Pipelining, fairness, partial heads,
 timeouts, shutdown and recycling; the keep-alive tests it shares with gthread
 (10,000 requests on a connection, idle timeout, connection cap, graceful
-TERM with a request in flight) are in
-test_gthread.py. App: tests/apps/shapes.py."""
+TERM with a request in flight, no request lost when workers are replaced, a
+burst of connections spread over the workers) are in test_gthread.py. App: tests/apps/shapes.py."""
 
-import collections
 import json
-import os
 import re
 import signal
 import socket
@@ -16,7 +14,6 @@ import time
 
 import pytest
 
-from conftest import PYTHON, Server
 from wsgi_helpers import Client, start
 
 EVLOOP = ["-k", "evloop", "-b", "127.0.0.1:0"]
@@ -293,45 +290,5 @@ def test_threads_setting_is_reported_as_ignored(tmp_path_factory):
         c = Client(srv.port)
         assert json.loads(c.request("/environ")[2])["multithread"] is False
         c.close()
-    finally:
-        srv.stop()
-
-
-def _pinned_to_one_cpu():
-    """A command that starts ferricorn with the whole process tree on one
-    cpu: the worker that wakes first runs while the others wait for it."""
-    cpu = min(os.sched_getaffinity(0))
-    return [PYTHON, "-c",
-            f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); "
-            "os.execv(sys.executable, [sys.executable, '-m', 'ferricorn'] + sys.argv[1:])"]
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity (Linux)")
-def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(tmp_path_factory):
-    # Keep-alive connections stay with the worker that accepted them. A
-    # burst of new connections (a load generator or a proxy's pool opening
-    # them at once) must not all land on the worker that happened to be
-    # running: with the server on one cpu, accepting all that wait put all
-    # 32 on one of four workers in every round (workers::accepts).
-    workers, n = 4, 32
-    cwd = tmp_path_factory.mktemp("srv")
-    srv = Server([*EVLOOP, "-w", str(workers), "shapes:app"], cwd=cwd, cmd=_pinned_to_one_cpu())
-    try:
-        srv.wait_listening()
-        srv.wait_booted(workers)
-        for _ in range(3):
-            clients = []
-            try:
-                for _ in range(n):  # connect and send at once, as wrk does
-                    clients.append(Client(srv.port))
-                    clients[-1].send(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
-                pids = collections.Counter(json.loads(c.read_response()[2])["pid"] for c in clients)
-            finally:
-                for c in clients:
-                    c.close()
-            # Every worker got some, none more than three quarters: on one
-            # cpu the split is usually 8 / 8 / 8 / 8 or near it, now and then
-            # 17 / 6 / 5 / 4 (a worker woken late finds a share waiting).
-            assert len(pids) == workers and max(pids.values()) <= n * 3 // 4, pids
     finally:
         srv.stop()

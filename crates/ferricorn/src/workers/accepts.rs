@@ -1,5 +1,5 @@
-//! When an evloop worker takes new connections from the listeners it shares
-//! with the other workers.
+//! When a worker (evloop; gthread in part) takes new connections from the
+//! listeners it shares with the other workers.
 //!
 //! A keep-alive connection stays with the worker that accepted it, so an
 //! uneven split at accept time lasts for the connection's lifetime; under
@@ -21,9 +21,10 @@
 //!   A share rather than one keeps a burst from waiting one loop turn per
 //!   connection when turns are long (a slow app).
 //!
-//! A lone worker takes all that wait, at once. gthread keeps taking all that
-//! wait: the same rule there (tried, with `--threads` as the room) cost ~5 %
-//! of `Connection: close` throughput with two workers (docs/workers.md).
+//! A lone worker takes all that wait, at once. gthread takes a [`share`]
+//! per turn without the wait: the wait there (tried, with
+//! `--threads` as the room) cost ~5 % of `Connection: close` throughput with
+//! two workers (docs/workers.md).
 //!
 //! "Other workers" and the share's divisor are `-w` as configured: TTIN and
 //! TTOU do not change them (after TTIN from `-w 1` the workers accept all
@@ -90,12 +91,19 @@ impl Accepts {
             return free; // no wait was needed (and none is left over)
         }
         self.defer_until = None;
-        match usize::try_from(l.backlog()) {
-            Ok(waiting) if waiting > 0 => waiting.div_ceil(self.workers),
-            // Not reported (a unix socket, or no TCP_INFO): as many as it
-            // has, so a burst is taken in a few turns, not one per turn.
-            _ => open,
-        }
+        share(l, self.workers, open)
+    }
+}
+
+/// A worker's share of what waits on `l` among `workers`: the accept queue
+/// divided by `workers`, rounded up; where the kernel does not report the
+/// queue (a unix socket, or no TCP_INFO), as many as the worker already has
+/// (`open`, at least one), so a burst is taken in a few turns, not one per
+/// turn.
+pub fn share(l: &Listener, workers: usize, open: usize) -> usize {
+    match usize::try_from(l.backlog()) {
+        Ok(waiting) if waiting > 0 => waiting.div_ceil(workers.max(1)),
+        _ => open.max(1),
     }
 }
 

@@ -263,6 +263,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         // Set at TERM: per listener, whether its backlog may still hold
         // connections to serve.
         let mut backlog: Vec<bool> = Vec::new();
+        // Connections left waiting when the last turn's share was taken.
+        let mut more_waiting = false;
+        let workers = settings.workers().max(1);
+        let shared_listeners = workers > 1;
 
         let registry = poll.registry().try_clone()?;
         let mut park = |conn: Connection,
@@ -350,6 +354,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             let now = Instant::now();
             let poll_for = if drain {
                 Duration::ZERO
+            } else if more_waiting {
+                // Others' turn first (see the accept below), then ours again.
+                std::thread::yield_now();
+                Duration::ZERO
             } else {
                 let wake = deadlines.peek().map(|Reverse((d, _))| *d);
                 let wake = match (wake, stop_by) {
@@ -410,15 +418,26 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             }
 
             // Accept while under the connection cap; once stopping, what
-            // the backlog still holds.
+            // the backlog still holds. With other workers, a share of what
+            // waits per turn (then the cpu is offered to them): a keep-alive
+            // connection stays with the worker that took it, and one that
+            // took a whole burst would serve it alone.
+            more_waiting = false;
             for (i, l) in setup.listeners.iter().enumerate() {
-                while active < max_conns
+                let mut budget = if accepting && shared_listeners && pending_accept[i] {
+                    super::accepts::share(l, workers, active)
+                } else {
+                    usize::MAX
+                };
+                while budget > 0
+                    && active < max_conns
                     && (if accepting {
                         pending_accept[i]
                     } else {
                         backlog[i]
                     })
                 {
+                    budget -= 1;
                     match l.accept() {
                         Ok((stream, peer)) => {
                             let c = Connection::new(stream, peer, i);
@@ -450,6 +469,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                         }
                     }
                 }
+                more_waiting |= accepting && budget == 0 && pending_accept[i] && active < max_conns;
             }
 
             // Idle connections past their deadline.
