@@ -3,7 +3,8 @@ connections, the app called inline. Pipelining, fairness, partial heads,
 timeouts, shutdown and recycling; the keep-alive tests it shares with gthread
 (10,000 requests on a connection, idle timeout, connection cap, graceful
 TERM with a request in flight, no request lost when workers are replaced, a
-burst of connections spread over the workers) are in test_gthread.py. App: tests/apps/shapes.py."""
+burst of connections spread over the workers) are in test_gthread.py.
+App: tests/apps/shapes.py."""
 
 import json
 import re

@@ -297,9 +297,6 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut signalled = true;
     let mut next_sweep = Instant::now() + SWEEP;
     let mut stop_by: Option<Instant> = None;
-    // Once stopping: per listener, whether its backlog may still hold
-    // connections to serve.
-    let mut backlog: Vec<bool> = Vec::new();
 
     loop {
         worker.notify();
@@ -322,8 +319,9 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             // Connections already in the listen backlog are served (with
             // `Connection: close`) as the cap allows, not left to be reset
             // when the worker exits (docs/signals.md): accepted below until
-            // a listener has none left.
-            backlog = vec![worker.should_drain(); setup.listeners.len()];
+            // a listener has none left (no readiness event sets the flags
+            // again once the listeners are deregistered).
+            pending_accept.fill(worker.should_drain());
             for l in setup.listeners {
                 let fd = l.raw_fd();
                 let _ = poll.registry().deregister(&mut SourceFd(&fd));
@@ -349,7 +347,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             }
             send_held(py, &poll, &mut conns, &mut ready, &mut held);
         }
-        let drain = !accepting && conns.len < max_conns && backlog.contains(&true);
+        let drain = !accepting && conns.len < max_conns && pending_accept.contains(&true);
         if !accepting
             && ((conns.len == 0 && !drain) || stop_by.is_some_and(|t| Instant::now() >= t))
         {
@@ -406,14 +404,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         // holds. A new connection's request often came with it, so it gets
         // a turn at once.
         for (li, l) in setup.listeners.iter().enumerate() {
-            let wanted = |pending: &[bool], backlog: &[bool], alive: bool| {
-                if accepting {
-                    pending[li] && alive
-                } else {
-                    backlog[li]
-                }
-            };
-            if conns.len >= max_conns || !wanted(&pending_accept, &backlog, worker.alive) {
+            if conns.len >= max_conns || !pending_accept[li] || (accepting && !worker.alive) {
                 continue;
             }
             let mut budget = if accepting {
@@ -423,7 +414,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             };
             while budget > 0
                 && conns.len < max_conns
-                && wanted(&pending_accept, &backlog, worker.alive)
+                && pending_accept[li]
+                && (!accepting || worker.alive)
             {
                 budget -= 1;
                 match l.accept() {
@@ -459,9 +451,6 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                     Err(e) => {
                         if accept_failed(&e) {
                             pending_accept[li] = false;
-                            if let Some(b) = backlog.get_mut(li) {
-                                *b = false;
-                            }
                         }
                     }
                 }

@@ -194,6 +194,13 @@ fn thread_main(shared: &Shared<'_>) {
     }
 }
 
+/// Exit at once, without joining the app threads (requests still running
+/// on them are cut).
+fn leave_now(worker: &Worker<'_>) -> ! {
+    glogging::info!("Worker exiting (pid: {})", worker.pid);
+    crate::sys::process::exit_now(0)
+}
+
 /// An idle connection waiting in the poller, and when it expires.
 struct Idle {
     conn: Connection,
@@ -260,13 +267,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         let mut linger_until: Option<Instant> = None;
         // Set at TERM: when the stop gives up on requests still running.
         let mut stop_by: Option<Instant> = None;
-        // Set at TERM: per listener, whether its backlog may still hold
-        // connections to serve.
-        let mut backlog: Vec<bool> = Vec::new();
         // Connections left waiting when the last turn's share was taken.
         let mut more_waiting = false;
         let workers = settings.workers().max(1);
-        let shared_listeners = workers > 1;
 
         let registry = poll.registry().try_clone()?;
         let mut park = |conn: Connection,
@@ -301,8 +304,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             worker.notify();
             if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) {
                 // QUIT/INT: stop now, in-flight requests included.
-                glogging::info!("Worker exiting (pid: {})", worker.pid);
-                crate::sys::process::exit_now(0);
+                leave_now(worker);
             }
             if worker.alive && worker.parent_check_due() {
                 glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
@@ -318,8 +320,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 // Connections already in the listen backlog are served (with
                 // `Connection: close`) as the cap allows, not left to be
                 // reset when the worker exits (docs/signals.md): accepted
-                // below until a listener has none left.
-                backlog = vec![worker.should_drain(); setup.listeners.len()];
+                // below until a listener has none left (no readiness event
+                // sets the flags again once the listeners are deregistered).
+                pending_accept.fill(worker.should_drain());
                 for l in setup.listeners {
                     let fd = l.raw_fd();
                     let _ = poll.registry().deregister(&mut SourceFd(&fd));
@@ -337,7 +340,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                     }
                 }
             }
-            let drain = !accepting && active < max_conns && backlog.contains(&true);
+            let drain = !accepting && active < max_conns && pending_accept.contains(&true);
             if !accepting && active == 0 && !drain {
                 break;
             }
@@ -345,10 +348,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 // `--graceful-timeout` is over and requests still run: a
                 // live master KILLs us about now anyway; without one (it
                 // died) nobody would, and a stuck app thread would keep this
-                // process and its listening sockets forever. Leave without
-                // joining the threads.
-                glogging::info!("Worker exiting (pid: {})", worker.pid);
-                crate::sys::process::exit_now(0);
+                // process and its listening sockets forever.
+                leave_now(worker);
             }
 
             let now = Instant::now();
@@ -359,11 +360,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 std::thread::yield_now();
                 Duration::ZERO
             } else {
-                let wake = deadlines.peek().map(|Reverse((d, _))| *d);
-                let wake = match (wake, stop_by) {
-                    (Some(d), Some(t)) => Some(d.min(t)),
-                    (d, t) => d.or(t),
-                };
+                let next_deadline = deadlines.peek().map(|Reverse((d, _))| *d);
+                let wake = next_deadline.into_iter().chain(stop_by).min();
                 wake.map_or(wait, |d| d.saturating_duration_since(now).min(wait))
             };
             if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
@@ -424,19 +422,12 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             // took a whole burst would serve it alone.
             more_waiting = false;
             for (i, l) in setup.listeners.iter().enumerate() {
-                let mut budget = if accepting && shared_listeners && pending_accept[i] {
+                let mut budget = if accepting && workers > 1 && pending_accept[i] {
                     super::accepts::share(l, workers, active)
                 } else {
                     usize::MAX
                 };
-                while budget > 0
-                    && active < max_conns
-                    && (if accepting {
-                        pending_accept[i]
-                    } else {
-                        backlog[i]
-                    })
-                {
+                while budget > 0 && active < max_conns && pending_accept[i] {
                     budget -= 1;
                     match l.accept() {
                         Ok((stream, peer)) => {
@@ -455,17 +446,11 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                         Err(e) if is_transient_accept_error(&e) => {
                             if e.kind() == io::ErrorKind::WouldBlock {
                                 pending_accept[i] = false;
-                                if let Some(b) = backlog.get_mut(i) {
-                                    *b = false;
-                                }
                             }
                         }
                         Err(e) => {
                             glogging::error!("Error accepting a connection: {e}");
                             pending_accept[i] = false;
-                            if let Some(b) = backlog.get_mut(i) {
-                                *b = false;
-                            }
                         }
                     }
                 }
