@@ -15,6 +15,7 @@ pub mod pidfile;
 pub mod pylogging;
 pub mod run;
 pub mod sock;
+pub mod stream;
 pub mod sys;
 pub mod systemd;
 pub mod util;

@@ -20,7 +20,8 @@ use ferricorn_http::parse::{BodyKind, Head, Parser};
 use pyo3::prelude::*;
 
 use crate::glogging::{self, access};
-use crate::sock::{Peer, Stream};
+use crate::sock::Peer;
+use crate::stream::Stream;
 use crate::wsgi::{self, Conn, environ::AppContext};
 
 const READ_CHUNK: usize = 8192;
@@ -173,24 +174,19 @@ pub const LINGER_IDLE: Duration = Duration::from_millis(500);
 /// The caller's drop of the stream then closes it with nothing unread, or
 /// with a reset only after the bound.
 fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>) {
-    use nix::errno::Errno;
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsFd;
-
     stream.shutdown_write();
-    let raw = stream.raw_fd();
     let end = Instant::now() + LINGER_FOR;
     let mut scratch = vec![0u8; LINGER_CHUNK];
     loop {
         // What is there now, without blocking (bounded by the time too: a
         // fast sender could keep this loop busy).
         loop {
-            match recv(raw, &mut scratch, MsgFlags::MSG_DONTWAIT) {
+            match stream.read_nowait(&mut scratch) {
                 Ok(0) => return,
                 Ok(_) if Instant::now() >= end => return,
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return,
             }
         }
@@ -201,16 +197,9 @@ fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>)
         if left.is_zero() || super::signals::peek_quit() {
             return;
         }
-        let wait = PollTimeout::try_from(left.min(LINGER_IDLE)).unwrap_or(PollTimeout::ZERO);
-        let fd = match stream {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        };
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, wait) {
-            Ok(0) => return, // idle: the client sends nothing more
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return,
+        match stream.wait_readable(left.min(LINGER_IDLE)) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return, // idle: the client sends nothing more
         }
     }
 }
@@ -480,10 +469,9 @@ fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut V
 /// reads interrupted by a signal unless a quick exit is pending. `Ok(0)` is EOF.
 fn read_more(py: Python<'_>, stream: &Arc<Stream>, buf: &mut Vec<u8>) -> io::Result<usize> {
     // Into the spare capacity: no 8 KiB zero-fill per read (docs/profile.md).
-    let fd = stream.raw_fd();
     py.detach(|| {
         loop {
-            match crate::sys::fd::read_append(fd, buf, READ_CHUNK) {
+            match stream.read_append(buf, READ_CHUNK) {
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted && !super::signals::peek_quit() =>
                 {

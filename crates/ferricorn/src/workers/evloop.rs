@@ -66,11 +66,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ferricorn_http::parse::Parser;
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::socket::MsgFlags;
 use pyo3::prelude::*;
 
 use super::Worker;
@@ -78,7 +75,8 @@ use super::accepts::Accepts;
 use super::conn;
 use super::sync::accept_failed;
 use crate::glogging;
-use crate::sock::{Peer, Stream};
+use crate::sock::Peer;
+use crate::stream::Stream;
 use crate::wsgi;
 use crate::wsgi::environ::AppContext;
 
@@ -138,7 +136,6 @@ fn admit(
     io_timeout: Option<Duration>,
 ) -> Option<usize> {
     let _ = stream.set_timeouts(io_timeout);
-    let fd = stream.raw_fd();
     let i = conns.insert(Connection {
         id,
         stream: Arc::new(stream),
@@ -155,10 +152,11 @@ fn admit(
         held: Default::default(),
         lingering: None,
     });
-    let registered =
-        poll.registry()
-            .register(&mut SourceFd(&fd), Token(CONN_BASE + i), Interest::READABLE);
-    if registered.is_err() {
+    let registered = conns.get_mut(i).map(|c| {
+        c.stream
+            .register(poll.registry(), Token(CONN_BASE + i), Interest::READABLE)
+    });
+    if !matches!(registered, Some(Ok(()))) {
         conns.remove(i); // dropped: closed
         return None;
     }
@@ -323,8 +321,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             // again once the listeners are deregistered).
             pending_accept.fill(worker.should_drain());
             for l in setup.listeners {
-                let fd = l.raw_fd();
-                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                let _ = l.deregister(poll.registry());
             }
             for i in conns.indices() {
                 let turn = match conns.get_mut(i) {
@@ -527,7 +524,7 @@ fn send_pending(py: Python<'_>, stream: &Arc<Stream>, held: &mut wsgi::Held) -> 
     if out.is_empty() {
         return true;
     }
-    let ok = match wsgi::response::send_nowait(stream.raw_fd(), out) {
+    let ok = match stream.send_nowait(out) {
         Ok(n) if n == out.len() => true,
         Ok(n) => {
             let rest = &out[n..];
@@ -555,8 +552,7 @@ fn settle(
         Turn::Close => {
             if let Some(mut c) = conns.remove(i) {
                 send_out(py, &mut c);
-                let fd = c.stream.raw_fd();
-                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                let _ = c.stream.deregister(poll.registry());
                 // FIN after the response, before the fd goes.
                 c.stream.shutdown_write();
             }
@@ -586,7 +582,7 @@ fn settle(
 fn discard(ctx: &mut Ctx<'_>, c: &mut Connection, end: Instant) -> Turn {
     let mut got = 0;
     let turn = loop {
-        match nix::sys::socket::recv(c.stream.raw_fd(), &mut ctx.scratch, MsgFlags::MSG_DONTWAIT) {
+        match c.stream.read_nowait(&mut ctx.scratch) {
             Ok(0) => return Turn::Close,
             Ok(n) => {
                 got += n;
@@ -594,8 +590,8 @@ fn discard(ctx: &mut Ctx<'_>, c: &mut Connection, end: Instant) -> Turn {
                     break Turn::Again;
                 }
             }
-            Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => break Turn::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Turn::Wait,
             Err(_) => return Turn::Close,
         }
     };
@@ -623,17 +619,16 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
     let mut read_first = !std::mem::take(&mut c.more);
     loop {
         if read_first {
-            let got =
-                nix::sys::socket::recv(c.stream.raw_fd(), &mut ctx.scratch, MsgFlags::MSG_DONTWAIT);
-            match got {
+            match c.stream.read_nowait(&mut ctx.scratch) {
                 Ok(0) => return Turn::Close,
                 Ok(n) => {
                     c.buf.extend_from_slice(&ctx.scratch[..n]);
-                    // A short read emptied the socket: the next byte brings a new event.
-                    read_first = n == ctx.scratch.len();
+                    // A short read emptied the socket (and the stream holds
+                    // nothing more): the next byte brings a new event.
+                    read_first = n == ctx.scratch.len() || c.stream.has_buffered();
                 }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Turn::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Wait,
                 Err(_) => return Turn::Close,
             }
             if std::mem::take(&mut c.fresh) {

@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferricorn_http::parse::Parser;
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use pyo3::prelude::*;
 
@@ -42,7 +41,8 @@ use super::Worker;
 use super::conn::{self, Next};
 use super::sync::is_transient_accept_error;
 use crate::glogging;
-use crate::sock::{Peer, Stream};
+use crate::sock::Peer;
+use crate::stream::Stream;
 use crate::wsgi::{self, environ::AppContext};
 
 const WAKER: Token = Token(0);
@@ -166,8 +166,9 @@ fn thread_main(shared: &Shared<'_>) {
                 if let Next::Close(closing) = next {
                     return Some(closing);
                 }
-                // Pipelined bytes already read: serve them now, else wait in the poller.
-                if c.buf.is_empty() {
+                // Pipelined bytes already read (or held by the stream):
+                // serve them now, else wait in the poller.
+                if c.buf.is_empty() && !c.stream.has_buffered() {
                     return None;
                 }
             }
@@ -279,9 +280,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
          -> bool {
             let token = next_token;
             next_token = next_token.wrapping_add(1).max(CONN_BASE);
-            let fd = conn.stream.raw_fd();
-            if registry
-                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+            if conn
+                .stream
+                .register(&registry, Token(token), Interest::READABLE)
                 .is_err()
             {
                 return false;
@@ -324,8 +325,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 // sets the flags again once the listeners are deregistered).
                 pending_accept.fill(worker.should_drain());
                 for l in setup.listeners {
-                    let fd = l.raw_fd();
-                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                    let _ = l.deregister(poll.registry());
                 }
                 // A connection that has sent nothing since its last response
                 // (idle keep-alive) or at all (new) stays in the poller a
@@ -373,8 +373,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 let Token(t) = ev.token();
                 if t >= CONN_BASE {
                     if let Some(i) = idle.remove(&t) {
-                        let fd = i.conn.stream.raw_fd();
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                        let _ = i.conn.stream.deregister(poll.registry());
                         if job_tx.send(i.conn).is_err() {
                             active -= 1;
                         }
@@ -466,8 +465,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 deadlines.pop();
                 if idle.get(&t).is_some_and(|i| i.deadline == d) {
                     if let Some(i) = idle.remove(&t) {
-                        let fd = i.conn.stream.raw_fd();
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                        let _ = i.conn.stream.deregister(poll.registry());
                         active -= 1;
                     }
                 }

@@ -58,12 +58,7 @@ pub(crate) fn register_sources(
     let wake_fd = worker.wake.0.as_raw_fd();
     registry.register(&mut SourceFd(&wake_fd), signal, mio::Interest::READABLE)?;
     for (i, l) in worker.setup.listeners.iter().enumerate() {
-        let fd = l.raw_fd();
-        registry.register(
-            &mut SourceFd(&fd),
-            mio::Token(listener_base + i),
-            mio::Interest::READABLE,
-        )?;
+        l.register(registry, mio::Token(listener_base + i))?;
     }
     Ok(())
 }

@@ -19,7 +19,8 @@ use pyo3::prelude::*;
 
 use super::{Worker, conn};
 use crate::glogging;
-use crate::sock::{Peer, Stream};
+use crate::sock::Peer;
+use crate::stream::Stream;
 use crate::wsgi::environ::AppContext;
 
 const READ_CHUNK: usize = 8192;

@@ -47,7 +47,7 @@ use pyo3::types::{PyBytes, PyDict, PyModule, PyTuple};
 
 use super::Conn;
 use super::response::{ResponseWriter, is_token_byte, latin1};
-use crate::sock::Stream;
+use crate::stream::Stream;
 
 /// The `LazySocket` class, `socket.socket.__new__` and the dict of sources.
 static LAZY: PyOnceLock<Lazy> = PyOnceLock::new();
@@ -132,7 +132,9 @@ impl SocketSource {
     fn dup(&self) -> PyResult<(i32, i32)> {
         // Counted first: a duplicate that exists is always counted.
         DUPS_MADE.fetch_add(1, Ordering::Relaxed);
-        let dup = crate::sys::fd::dup_borrowed(self.stream.raw_fd())
+        let dup = self
+            .stream
+            .dup_socket()
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         let _ = self.stream.read_timeout_as_write();
         Ok((self.family, std::os::fd::IntoRawFd::into_raw_fd(dup)))
@@ -252,10 +254,12 @@ fn is_lazy(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<bool> {
 fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, PyAny>> {
     let l = lazy(py)?;
     // The listener's family is the connection's (`server` holds its address).
-    let family = match &**conn.stream {
-        Stream::Unix(_) => libc::AF_UNIX,
-        Stream::Tcp(_) if conn.server.0.contains(':') => libc::AF_INET6,
-        Stream::Tcp(_) => libc::AF_INET,
+    let family = if conn.stream.is_unix() {
+        libc::AF_UNIX
+    } else if conn.server.0.contains(':') {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
     };
     let sock = l.new.bind(py).call1((l.class.bind(py),))?;
     let source = SocketSource {

@@ -21,7 +21,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::sock::Stream;
+use crate::stream::Stream;
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest single read straight into a growing result (`read()` of a body
@@ -106,8 +106,7 @@ impl BodyReader {
                 Some(n) => clamp(n, READ_CHUNK).max(1),
                 None => READ_CHUNK,
             };
-            let fd = self.stream.raw_fd();
-            let n = retry(|| crate::sys::fd::read_append(fd, &mut self.raw, want))?;
+            let n = retry(|| self.stream.read_append(&mut self.raw, want))?;
             if n == 0 {
                 return Err(disconnected());
             }
@@ -196,9 +195,8 @@ impl BodyReader {
                 if let Some(rest) = self.direct() {
                     // Content-Length body, nothing buffered: straight into `out`.
                     self.continue_once()?;
-                    let fd = self.stream.raw_fd();
                     let max = clamp(rest, want.min(BIG_READ));
-                    let n = retry(|| crate::sys::fd::read_append(fd, &mut out, max))?;
+                    let n = retry(|| self.stream.read_append(&mut out, max))?;
                     if n == 0 {
                         return Err(disconnected());
                     }

@@ -29,7 +29,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::glogging;
-use crate::sock::{Peer, Stream};
+use crate::sock::Peer;
+use crate::stream::Stream;
 use input::{BodyReader, Input};
 use response::{RequestSide, ResponseWriter, StartResponse};
 
@@ -361,8 +362,9 @@ fn send_body(
     writer: &Arc<Mutex<ResponseWriter>>,
     conn: &Conn<'_>,
 ) -> PyResult<()> {
-    // wsgi.file_wrapper around a real file: sendfile(2), no copies through Python.
-    if app.sendfile() {
+    // wsgi.file_wrapper around a real file: sendfile(2), no copies through
+    // Python (where the stream sends from a descriptor).
+    if app.sendfile() && conn.stream.can_sendfile() {
         if let Ok(fw) = iterable.cast::<file_wrapper::FileWrapper>() {
             if let Some(src) = fw.borrow().file_source(py) {
                 py.detach(|| {

@@ -21,7 +21,7 @@ use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::sock::Stream;
+use crate::stream::Stream;
 
 /// Set when the worker is shutting down gracefully: responses whose head is
 /// not out yet announce `Connection: close` (one worker per process). A TERM
@@ -226,7 +226,6 @@ impl ResponseWriter {
     /// Send `src` as (the rest of) the body with sendfile(2), framed like any
     /// other chunk. Call without the GIL.
     pub fn send_file(&mut self, src: &super::file_wrapper::FileSource) -> io::Result<()> {
-        use std::os::fd::AsFd;
         self.ensure_head()?;
         let want = usize::try_from(src.len).unwrap_or(usize::MAX);
         let n = match self.encoder.as_mut() {
@@ -234,26 +233,9 @@ impl ResponseWriter {
             None => 0,
         };
         self.flush()?;
-        let out = match &*self.stream {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        };
         let mut offset = src.offset;
-        let mut left = n;
-        while left > 0 {
-            match nix::sys::sendfile::sendfile(out, &src.fd, Some(&mut offset), left) {
-                Ok(0) => {
-                    // The file shrank under us: the framing promised more.
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shorter than announced",
-                    ));
-                }
-                Ok(k) => left -= k,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.stream
+            .send_file(std::os::fd::AsFd::as_fd(&src.fd), &mut offset, n)?;
         if let Some(enc) = self.encoder.as_mut() {
             enc.chunk_end(n, &mut self.buf);
         }
@@ -264,7 +246,7 @@ impl ResponseWriter {
     /// (`MSG_DONTWAIT`): `Ok(true)` when all of it went out. What is left
     /// stays queued for [`Self::flush`]. Safe to call holding the GIL.
     pub fn flush_nowait(&mut self) -> io::Result<bool> {
-        let result = send_nowait(self.stream.raw_fd(), &self.buf);
+        let result = self.stream.send_nowait(&self.buf);
         let done = *result.as_ref().unwrap_or(&0);
         self.buf.drain(..done);
         self.sent = self.encoder.as_ref().map_or(0, |e| e.written());
@@ -293,27 +275,6 @@ impl ResponseWriter {
         self.buf.clear();
         result
     }
-}
-
-/// Send `buf` to `fd` as far as the socket takes it without blocking
-/// (`MSG_DONTWAIT`); returns how much went out (all of it unless the socket
-/// is full). Safe to call holding the GIL.
-pub fn send_nowait(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
-    use nix::sys::socket::{MsgFlags, send};
-    let mut done = 0;
-    while done < buf.len() {
-        match send(
-            fd,
-            &buf[done..],
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        ) {
-            Ok(n) => done += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(e) => return Err(io::Error::from(e)),
-        }
-    }
-    Ok(done)
 }
 
 /// The request facts a response head depends on.
