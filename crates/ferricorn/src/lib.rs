@@ -11,6 +11,7 @@ pub mod errors;
 pub mod glogging;
 pub mod hooks;
 pub mod instrument;
+pub mod lifecycle;
 pub mod pidfile;
 pub mod pylogging;
 pub mod run;

@@ -67,13 +67,12 @@ use std::time::{Duration, Instant};
 
 use ferricorn_http::parse::Parser;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::Signal;
 use pyo3::prelude::*;
 
 use super::Worker;
 use super::accepts::Accepts;
 use super::conn;
-use super::sync::accept_failed;
+use super::listening::Listening;
 use crate::glogging;
 use crate::sock::Peer;
 use crate::stream::Stream;
@@ -189,8 +188,6 @@ struct Ctx<'a> {
     keepalive: bool,
     keepalive_for: Duration,
     header_for: Duration,
-    /// TERM seen: answer with `Connection: close`.
-    draining: bool,
     /// What each non-blocking read lands in before it is appended to a connection's buffer.
     scratch: Vec<u8>,
 }
@@ -270,7 +267,6 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         keepalive: keepalive > 0.0,
         keepalive_for: Duration::from_secs_f64(keepalive.max(0.0)),
         header_for,
-        draining: false,
         scratch: vec![0; READ_CHUNK],
     };
 
@@ -288,13 +284,11 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut held: Vec<usize> = Vec::new();
     let mut held_since = Instant::now();
     let mut next_id: u64 = 0;
-    let mut pending_accept = vec![true; setup.listeners.len()];
+    let mut listening = Listening::new(setup.listeners);
     // An idle worker takes a connection at once; see `Accepts`.
     let mut accepts = Accepts::new(settings.workers());
-    let mut accepting = true;
     let mut signalled = true;
     let mut next_sweep = Instant::now() + SWEEP;
-    let mut stop_by: Option<Instant> = None;
 
     loop {
         worker.notify();
@@ -304,25 +298,12 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 return Ok(()); // QUIT/INT: leave now, connections and all.
             }
         }
-        if !worker.alive && accepting {
-            // Graceful stop: no new connections; serve what was already
-            // sent with `Connection: close`; one with nothing in progress
-            // (idle keep-alive, or new and silent) is kept for a request
-            // that may be on its way (`conn::STOP_LINGER`).
-            accepting = false;
-            ctx.draining = true;
-            wsgi::response::DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
-            stop_by = Some(Instant::now() + graceful);
-            let linger = Instant::now() + conn::STOP_LINGER;
-            // Connections already in the listen backlog are served (with
-            // `Connection: close`) as the cap allows, not left to be reset
-            // when the worker exits (docs/signals.md): accepted below until
-            // a listener has none left (no readiness event sets the flags
-            // again once the listeners are deregistered).
-            pending_accept.fill(worker.should_drain());
-            for l in setup.listeners {
-                let _ = l.deregister(poll.registry());
-            }
+        // Graceful stop: no new connections; serve what was already sent
+        // with `Connection: close`; one with nothing in progress (idle
+        // keep-alive, or new and silent) is kept for a request that may be
+        // on its way (`conn::STOP_LINGER`).
+        if let Some(stop) = listening.stop_if_stopping(worker, poll.registry(), graceful) {
+            let linger = stop.linger_until;
             for i in conns.indices() {
                 let turn = match conns.get_mut(i) {
                     Some(c) => {
@@ -344,17 +325,19 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             }
             send_held(py, &poll, &mut conns, &mut ready, &mut held);
         }
-        let drain = !accepting && conns.len < max_conns && pending_accept.contains(&true);
-        if !accepting
-            && ((conns.len == 0 && !drain) || stop_by.is_some_and(|t| Instant::now() >= t))
+        let drain = listening.draining_backlog(conns.len, max_conns);
+        if listening
+            .end(conns.len, max_conns, Instant::now())
+            .is_some()
         {
             return Ok(());
         }
+        let accepting = listening.accepting();
 
         let now = Instant::now();
         // A connection waiting to be accepted: now (next turn) or once a
         // deferral ends (see `Accepts`).
-        let accept_at = (accepting && conns.len < max_conns && pending_accept.iter().any(|&p| p))
+        let accept_at = (accepting && conns.len < max_conns && listening.any_waiting())
             .then(|| accepts.wait_until(conns.len, now).unwrap_or(now));
         let poll_for = if ready.is_empty() && !drain {
             let wake = accept_at.map_or(next_sweep, |t| t.min(next_sweep));
@@ -374,11 +357,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             match ev.token() {
                 SIGNAL_PIPE => signalled = true,
                 Token(t) if t >= CONN_BASE => todo.push(t - CONN_BASE),
-                Token(t) => {
-                    if let Some(p) = pending_accept.get_mut(t - LISTENER_BASE) {
-                        *p = true;
-                    }
-                }
+                Token(t) => listening.ready(t - LISTENER_BASE),
             }
         }
         // The ready connections' responses are held and go together after
@@ -401,7 +380,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         // holds. A new connection's request often came with it, so it gets
         // a turn at once.
         for (li, l) in setup.listeners.iter().enumerate() {
-            if conns.len >= max_conns || !pending_accept[li] || (accepting && !worker.alive) {
+            if conns.len >= max_conns || !listening.waiting(li) || (accepting && !worker.alive()) {
                 continue;
             }
             let mut budget = if accepting {
@@ -411,45 +390,38 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             };
             while budget > 0
                 && conns.len < max_conns
-                && pending_accept[li]
-                && (!accepting || worker.alive)
+                && listening.waiting(li)
+                && (!accepting || worker.alive())
             {
                 budget -= 1;
-                match l.accept() {
-                    Ok((stream, peer)) => {
-                        next_id += 1;
-                        // Stopping: a silent one is kept only as long as
-                        // an idle one (a head begun gets the header timeout).
-                        let wait = if accepting {
-                            ctx.header_for
-                        } else {
-                            conn::STOP_LINGER
-                        };
-                        let admitted = admit(
-                            &poll,
-                            &mut conns,
-                            (next_id, li),
-                            stream,
-                            peer,
-                            Instant::now() + wait,
-                            io_timeout,
-                        );
-                        let Some(i) = admitted else { continue };
-                        let t = match conns.get_mut(i) {
-                            Some(c) => {
-                                let t = turn(py, &mut ctx, worker, c);
-                                hold(&mut held, &mut held_since, i, c);
-                                t
-                            }
-                            None => continue,
-                        };
-                        settle(py, &poll, &mut conns, &mut ready, i, t);
-                    }
-                    Err(e) => {
-                        if accept_failed(&e) {
-                            pending_accept[li] = false;
+                if let Some((stream, peer)) = listening.accept(li) {
+                    next_id += 1;
+                    // Stopping: a silent one is kept only as long as
+                    // an idle one (a head begun gets the header timeout).
+                    let wait = if accepting {
+                        ctx.header_for
+                    } else {
+                        conn::STOP_LINGER
+                    };
+                    let admitted = admit(
+                        &poll,
+                        &mut conns,
+                        (next_id, li),
+                        stream,
+                        peer,
+                        Instant::now() + wait,
+                        io_timeout,
+                    );
+                    let Some(i) = admitted else { continue };
+                    let t = match conns.get_mut(i) {
+                        Some(c) => {
+                            let t = turn(py, &mut ctx, worker, c);
+                            hold(&mut held, &mut held_since, i, c);
+                            t
                         }
-                    }
+                        None => continue,
+                    };
+                    settle(py, &poll, &mut conns, &mut ready, i, t);
                 }
                 // Served and closed already: still idle.
                 budget = budget.max(accepts.free(conns.len));
@@ -460,10 +432,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         let now = Instant::now();
         if now >= next_sweep {
             next_sweep = now + SWEEP;
-            if worker.alive && worker.parent_changed() {
-                glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
-                worker.alive = false;
-            }
+            worker.stop_if_orphaned();
             for i in conns.indices() {
                 let Some(c) = conns.get_mut(i) else { continue };
                 if c.deadline > now {
@@ -658,11 +627,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                     if !send_pending(py, &c.stream, &mut c.held) {
                         return Turn::Close;
                     }
-                    let allow = ctx.keepalive
-                        && !ctx.draining
-                        && worker.alive
-                        && !worker.retire_requested
-                        && !super::signals::peek(Signal::SIGTERM);
+                    let allow = ctx.keepalive && crate::lifecycle::current().keeps_connections();
                     let busy = Some((worker.setup.heartbeats, worker.setup.slot));
                     let kept = conn::serve_head(
                         py,

@@ -28,7 +28,6 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +38,7 @@ use pyo3::prelude::*;
 
 use super::Worker;
 use super::conn::{self, Next};
-use super::sync::is_transient_accept_error;
+use super::listening::{End, Listening};
 use crate::glogging;
 use crate::sock::Peer;
 use crate::stream::Stream;
@@ -96,11 +95,6 @@ struct Shared<'a> {
     jobs: Mutex<Receiver<Connection>>,
     done: Mutex<Sender<Done>>,
     waker: Waker,
-    /// Cleared on graceful shutdown: in-flight responses then close.
-    alive: AtomicBool,
-    /// Set once the worker asked for its replacement (`--max-requests`,
-    /// `--max-worker-memory`): responses then close.
-    retiring: AtomicBool,
     keepalive: bool,
     policy: conn::Policy,
     /// Per listener: its connections start with their deadlines (`conn::arm_listeners`).
@@ -147,9 +141,7 @@ fn thread_main(shared: &Shared<'_>) {
                 }
             }
             loop {
-                let allow = shared.keepalive
-                    && shared.alive.load(Ordering::Relaxed)
-                    && !shared.retiring.load(Ordering::Relaxed);
+                let allow = shared.keepalive && crate::lifecycle::current().keeps_connections();
                 let next = conn::serve_one(
                     py,
                     shared.app,
@@ -238,8 +230,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         jobs: Mutex::new(job_rx),
         done: Mutex::new(done_tx),
         waker,
-        alive: AtomicBool::new(true),
-        retiring: AtomicBool::new(false),
         keepalive: keepalive > 0.0,
         inherited: conn::arm_listeners(setup.listeners, policy.timeouts, policy.proxy.is_some()),
         policy,
@@ -262,12 +252,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         let mut deadlines: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
         let mut next_token = CONN_BASE;
         let mut active: usize = 0;
-        let mut pending_accept = vec![true; setup.listeners.len()];
-        let mut accepting = true;
-        // Set at TERM: when idle keep-alive connections are let go.
-        let mut linger_until: Option<Instant> = None;
-        // Set at TERM: when the stop gives up on requests still running.
-        let mut stop_by: Option<Instant> = None;
+        let mut listening = Listening::new(setup.listeners);
         // Connections left waiting when the last turn's share was taken.
         let mut more_waiting = false;
         let workers = settings.workers().max(1);
@@ -307,49 +292,29 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 // QUIT/INT: stop now, in-flight requests included.
                 leave_now(worker);
             }
-            if worker.alive && worker.parent_check_due() {
-                glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
-                worker.alive = false;
-            }
-            if !worker.alive && accepting {
-                // Graceful stop: no new connections; what comes on the
-                // open ones is answered with `Connection: close`.
-                accepting = false;
-                stop_by = Some(Instant::now() + graceful);
-                shared.alive.store(false, Ordering::Relaxed);
-                crate::wsgi::response::DRAINING.store(true, Ordering::Relaxed);
-                // Connections already in the listen backlog are served (with
-                // `Connection: close`) as the cap allows, not left to be
-                // reset when the worker exits (docs/signals.md): accepted
-                // below until a listener has none left (no readiness event
-                // sets the flags again once the listeners are deregistered).
-                pending_accept.fill(worker.should_drain());
-                for l in setup.listeners {
-                    let _ = l.deregister(poll.registry());
-                }
-                // A connection that has sent nothing since its last response
-                // (idle keep-alive) or at all (new) stays in the poller a
-                // little longer: its client may be sending a request
-                // already; a thread answers it when it comes.
-                let linger = Instant::now() + conn::STOP_LINGER;
-                linger_until = Some(linger);
+            worker.stop_if_orphaned();
+            // Graceful stop: no new connections; what comes on the open
+            // ones is answered with `Connection: close`. One that has sent
+            // nothing since its last response (idle keep-alive) or at all
+            // (new) stays in the poller until the stop's linger: its client
+            // may be sending a request already; a thread answers it.
+            if let Some(stop) = listening.stop_if_stopping(worker, poll.registry(), graceful) {
                 for (t, i) in idle.iter_mut() {
-                    if i.deadline > linger {
-                        i.deadline = linger;
-                        deadlines.push(Reverse((linger, *t)));
+                    if i.deadline > stop.linger_until {
+                        i.deadline = stop.linger_until;
+                        deadlines.push(Reverse((stop.linger_until, *t)));
                     }
                 }
             }
-            let drain = !accepting && active < max_conns && pending_accept.contains(&true);
-            if !accepting && active == 0 && !drain {
-                break;
-            }
-            if stop_by.is_some_and(|t| Instant::now() >= t) {
+            let drain = listening.draining_backlog(active, max_conns);
+            match listening.end(active, max_conns, Instant::now()) {
+                Some(End::Done) => break,
                 // `--graceful-timeout` is over and requests still run: a
                 // live master KILLs us about now anyway; without one (it
                 // died) nobody would, and a stuck app thread would keep this
                 // process and its listening sockets forever.
-                leave_now(worker);
+                Some(End::TimedOut) => leave_now(worker),
+                None => {}
             }
 
             let now = Instant::now();
@@ -361,7 +326,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 Duration::ZERO
             } else {
                 let next_deadline = deadlines.peek().map(|Reverse((d, _))| *d);
-                let wake = next_deadline.into_iter().chain(stop_by).min();
+                let wake = next_deadline
+                    .into_iter()
+                    .chain(listening.stop().map(|s| s.by))
+                    .min();
                 wake.map_or(wait, |d| d.saturating_duration_since(now).min(wait))
             };
             if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
@@ -379,9 +347,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                         }
                     }
                 } else if t >= LISTENER_BASE {
-                    if let Some(p) = pending_accept.get_mut(t - LISTENER_BASE) {
-                        *p = true;
-                    }
+                    listening.ready(t - LISTENER_BASE);
                 } else if ev.token() == SIGNAL_PIPE {
                     pipe_ready = true;
                 }
@@ -397,7 +363,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                         // Kept alive (a response begun before TERM, then
                         // only until the stop's linger ends).
                         let until = Instant::now() + keepalive_for;
-                        let until = linger_until.map_or(until, |l| until.min(l));
+                        let until = listening
+                            .stop()
+                            .map_or(until, |s| until.min(s.linger_until));
                         if !park(c, until, &mut idle, &mut deadlines) {
                             active -= 1;
                         }
@@ -409,9 +377,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 // At --max-requests / --max-worker-memory this asks the master
                 // for a replacement; we keep serving until its TERM.
                 worker.requests_done(served);
-                if worker.retire_requested {
-                    shared.retiring.store(true, Ordering::Relaxed);
-                }
             }
 
             // Accept while under the connection cap; once stopping, what
@@ -420,40 +385,31 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             // connection stays with the worker that took it, and one that
             // took a whole burst would serve it alone.
             more_waiting = false;
+            let accepting = listening.accepting();
             for (i, l) in setup.listeners.iter().enumerate() {
-                let mut budget = if accepting && workers > 1 && pending_accept[i] {
+                let mut budget = if accepting && workers > 1 && listening.waiting(i) {
                     super::accepts::share(l, workers, active)
                 } else {
                     usize::MAX
                 };
-                while budget > 0 && active < max_conns && pending_accept[i] {
+                while budget > 0 && active < max_conns && listening.waiting(i) {
                     budget -= 1;
-                    match l.accept() {
-                        Ok((stream, peer)) => {
-                            let c = Connection::new(stream, peer, i);
-                            active += 1;
-                            // Stopping: one that stays silent goes as an idle one does.
-                            let wait = if accepting {
-                                first_request_for
-                            } else {
-                                first_request_for.min(conn::STOP_LINGER)
-                            };
-                            if !park(c, Instant::now() + wait, &mut idle, &mut deadlines) {
-                                active -= 1;
-                            }
-                        }
-                        Err(e) if is_transient_accept_error(&e) => {
-                            if e.kind() == io::ErrorKind::WouldBlock {
-                                pending_accept[i] = false;
-                            }
-                        }
-                        Err(e) => {
-                            glogging::error!("Error accepting a connection: {e}");
-                            pending_accept[i] = false;
+                    if let Some((stream, peer)) = listening.accept(i) {
+                        let c = Connection::new(stream, peer, i);
+                        active += 1;
+                        // Stopping: one that stays silent goes as an idle one does.
+                        let wait = if accepting {
+                            first_request_for
+                        } else {
+                            first_request_for.min(conn::STOP_LINGER)
+                        };
+                        if !park(c, Instant::now() + wait, &mut idle, &mut deadlines) {
+                            active -= 1;
                         }
                     }
                 }
-                more_waiting |= accepting && budget == 0 && pending_accept[i] && active < max_conns;
+                more_waiting |=
+                    accepting && budget == 0 && listening.waiting(i) && active < max_conns;
             }
 
             // Idle connections past their deadline.

@@ -23,12 +23,6 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::stream::Stream;
 
-/// Set when the worker is shutting down gracefully: responses whose head is
-/// not out yet announce `Connection: close` (one worker per process). A TERM
-/// that arrived while the app ran (not yet handled by the worker's loop)
-/// counts too.
-pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Body chunks at least this large are not copied behind the head: they go
 /// out with one writev of (queued bytes, chunk) straight from the
 /// application's `bytes`. Smaller ones are copied so that a head and a small
@@ -143,9 +137,8 @@ impl ResponseWriter {
             .status
             .as_deref()
             .ok_or_else(|| io::Error::other("the application did not call start_response"))?;
-        let server_allows_keep_alive = self.req.server_allows_keep_alive
-            && !DRAINING.load(std::sync::atomic::Ordering::Relaxed)
-            && !crate::sys::signals::peek(nix::sys::signal::Signal::SIGTERM);
+        let server_allows_keep_alive =
+            self.req.server_allows_keep_alive && crate::lifecycle::current().keeps_connections();
         let key = HeadKey {
             head: self.req.head,
             version: self.req.version,
