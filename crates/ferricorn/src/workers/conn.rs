@@ -20,9 +20,12 @@ use ferricorn_http::parse::{BodyKind, Head, Parser};
 use pyo3::prelude::*;
 
 use crate::glogging::{self, access};
+use crate::request::Request;
 use crate::sock::Peer;
 use crate::stream::Stream;
-use crate::wsgi::{self, Conn, environ::AppContext};
+use crate::wsgi::input::BodyReader;
+use crate::wsgi::response::{RequestSide, ResponseWriter};
+use crate::wsgi::{self, Exchange, environ::AppContext};
 
 const READ_CHUNK: usize = 8192;
 
@@ -349,7 +352,7 @@ pub fn serve_head(
         Err(_) => {
             let why = "Contradictory scheme headers";
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
-            let out = wsgi::error_response(400, "Bad Request", why);
+            let out = crate::app::error_response(400, "Bad Request", why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
             let body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
             return Err(if body || !rest.is_empty() {
@@ -359,15 +362,7 @@ pub fn serve_head(
             });
         }
     };
-    let conn = Conn {
-        stream,
-        peer,
-        server,
-        url_scheme,
-        server_allows_keep_alive: allow_keep_alive,
-        socket,
-        held,
-    };
+    let req = Request::new(head, url_scheme, server, peer, app.script_name());
     glogging::debug!(
         "{} {}",
         String::from_utf8_lossy(&head.method),
@@ -383,13 +378,28 @@ pub fn serve_head(
         b" HTTP/1.1"
     };
     super::signals::set_current_request_parts(&[&head.method, b" ", head.target, version]);
-    let outcome = crate::hooks::serve(py, app, head, rest, &conn);
+    let decoder = ferricorn_http::body::Decoder::new(&head.body, app.parser_options());
+    let exchange = Exchange {
+        body: BodyReader::new(stream.clone(), decoder, rest.to_vec(), head.expect_continue),
+        response: ResponseWriter::new(
+            stream.clone(),
+            RequestSide {
+                head: &*head.method == b"HEAD",
+                version: head.version,
+                keep_alive: head.keep_alive,
+                server_allows_keep_alive: allow_keep_alive,
+            },
+        ),
+        socket,
+        held,
+    };
+    let outcome = crate::hooks::serve(py, app, &req, exchange);
     super::signals::set_current_request(b"");
     if let Some((table, slot)) = busy {
         table.end_request(slot);
     }
     if glogging::access_enabled() {
-        log_access(py, head, peer, &outcome, started);
+        log_access(py, &req, &outcome, started);
     }
     let keep = outcome.keep_alive && allow_keep_alive;
     if allow_keep_alive && !keep && !outcome.failed {
@@ -408,17 +418,11 @@ pub fn serve_head(
 /// Answer a request the parser refused (4xx/5xx, `Connection: close`) and log it.
 pub fn refuse(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, err: &ferricorn_http::Error) {
     glogging::warning!("Invalid request from ip={}: {}", peer.addr, err);
-    let out = wsgi::error_response(err.status(), err.reason(), &err.to_string());
+    let out = crate::app::error_response(err.status(), err.reason(), &err.to_string());
     let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
 }
 
-fn log_access(
-    py: Python<'_>,
-    head: &ferricorn_http::parse::Head<'_>,
-    peer: &Peer,
-    outcome: &wsgi::Outcome,
-    started: Instant,
-) {
+fn log_access(py: Python<'_>, req: &Request<'_>, outcome: &wsgi::Outcome, started: Instant) {
     let environ = outcome.environ.bind(py);
     // `{var}e`: environ keys match case-insensitively; the last match wins (as gunicorn).
     let lookup = |key: &str| -> Option<String> {
@@ -430,19 +434,21 @@ fn log_access(
         }
         found
     };
-    let protocol = match head.version {
+    let protocol = match req.version() {
         (1, 0) => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
-    let path = wsgi::environ::percent_decode(head.path);
-    let request_headers: Vec<(&[u8], &[u8])> =
-        head.headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    let request_headers: Vec<(&[u8], &[u8])> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (*k, v.as_ref()))
+        .collect();
     glogging::access(&access::Record {
-        remote_addr: &peer.addr,
-        method: &head.method,
-        raw_uri: head.target,
-        path_info: &path,
-        query: head.query,
+        remote_addr: &req.peer.addr,
+        method: req.method(),
+        raw_uri: req.raw_target(),
+        path_info: req.path(),
+        query: req.query(),
         protocol,
         status: &outcome.status,
         sent: outcome.sent,
@@ -458,7 +464,8 @@ fn log_access(
 fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut Vec<u8>) -> Next {
     if !buf.is_empty() {
         glogging::debug!("Request head from ip={} not complete in time", peer.addr);
-        let out = wsgi::error_response(408, "Request Timeout", "Request head not received in time");
+        let out =
+            crate::app::error_response(408, "Request Timeout", "Request head not received in time");
         let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
     }
     buf.clear();
@@ -503,7 +510,7 @@ impl Policy {
 #[derive(Clone, Debug)]
 pub struct ProxyPolicy {
     mode: ferricorn_http::proxy::Mode,
-    allow: wsgi::proxy::Trust,
+    allow: crate::request::proxy::Trust,
 }
 
 impl ProxyPolicy {
@@ -518,7 +525,7 @@ impl ProxyPolicy {
         };
         Some(ProxyPolicy {
             mode,
-            allow: wsgi::proxy::Trust::new(s.get("proxy_allow_ips").as_list(), &[]),
+            allow: crate::request::proxy::Trust::new(s.get("proxy_allow_ips").as_list(), &[]),
         })
     }
 }
@@ -540,7 +547,7 @@ pub fn read_proxy_header(
     loop {
         let refuse = |status: u16, reason: &str, why: &str| {
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
-            let out = wsgi::error_response(status, reason, why);
+            let out = crate::app::error_response(status, reason, why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
             false
         };

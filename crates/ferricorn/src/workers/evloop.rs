@@ -440,7 +440,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
                 }
                 if !c.buf.is_empty() && send_out(py, c) {
                     glogging::debug!("Request head from ip={} not complete in time", c.peer.addr);
-                    let out = wsgi::error_response(
+                    let out = crate::app::error_response(
                         408,
                         "Request Timeout",
                         "Request head not received in time",

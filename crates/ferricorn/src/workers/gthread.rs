@@ -42,7 +42,7 @@ use super::listening::{End, Listening};
 use crate::glogging;
 use crate::sock::Peer;
 use crate::stream::Stream;
-use crate::wsgi::{self, environ::AppContext};
+use crate::wsgi::environ::AppContext;
 
 const WAKER: Token = Token(0);
 const SIGNAL_PIPE: Token = Token(1);
@@ -242,7 +242,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             let h = std::thread::Builder::new()
                 .name(format!("ferricorn-{i}"))
                 .spawn_scoped(scope, move || {
-                    wsgi::keep_thread_state(|| thread_main(shared))
+                    crate::app::keep_thread_state(|| thread_main(shared))
                 })?;
             handles.push(h);
         }

@@ -21,6 +21,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::sys::signal::Signal;
 use pyo3::prelude::*;
 
+use crate::app::loader::{self, LoadError};
 use crate::config::Settings;
 use crate::errors::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::glogging::{self, Level};
@@ -28,7 +29,6 @@ use crate::lifecycle::{self, Phase};
 use crate::sock::Listener;
 pub(crate) use crate::sys::signals;
 use crate::wsgi::environ::AppContext;
-use crate::wsgi::loader::{self, LoadError};
 use heartbeat::Heartbeats;
 
 /// How long a worker's loop may wait for events: half of `--timeout` so the
@@ -491,7 +491,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
                 Level::Error,
                 &format!(
                     "Exception in worker process\n{}",
-                    crate::wsgi::format_traceback(py, &e)
+                    crate::app::format_traceback(py, &e)
                 ),
             );
             exit_worker(py, WORKER_BOOT_ERROR);

@@ -18,14 +18,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
-use ferricorn_http::parse::{Head, Options};
+use ferricorn_http::parse::Options;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyString};
 
-use super::Conn;
 use super::errors_stream::ErrorsStream;
 use super::file_wrapper::FileWrapper;
+use crate::request::Request;
 
 /// Everything a worker needs to call its app, built once after the app loads.
 pub struct AppContext {
@@ -40,7 +40,7 @@ pub struct AppContext {
     parser_options: Options,
     sendfile: bool,
     /// Peers trusted to set scheme and forwarder headers (`forwarded_allow_ips`).
-    trust: super::proxy::Trust,
+    trust: crate::request::proxy::Trust,
 }
 
 const HEADER_KEY_CACHE: usize = 512;
@@ -199,35 +199,6 @@ pub fn latin1_str<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-/// Percent-decode a path (`%2F` → `/`), leaving malformed escapes as they are.
-pub fn percent_decode(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !raw.contains(&b'%') {
-        return std::borrow::Cow::Borrowed(raw);
-    }
-    let hex = |b: u8| -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    };
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(raw[i]);
-        i += 1;
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 impl AppContext {
     pub fn new(
         py: Python<'_>,
@@ -270,7 +241,7 @@ impl AppContext {
             script_name,
             parser_options,
             sendfile: true,
-            trust: super::proxy::Trust::default(),
+            trust: crate::request::proxy::Trust::default(),
         })
     }
 
@@ -280,11 +251,11 @@ impl AppContext {
         allow: &[String],
         secure_headers: &[(String, String)],
     ) -> Self {
-        self.trust = super::proxy::Trust::new(allow, secure_headers);
+        self.trust = crate::request::proxy::Trust::new(allow, secure_headers);
         self
     }
 
-    pub fn trust(&self) -> &super::proxy::Trust {
+    pub fn trust(&self) -> &crate::request::proxy::Trust {
         &self.trust
     }
 
@@ -302,6 +273,11 @@ impl AppContext {
         self.sendfile
     }
 
+    /// The worker's `SCRIPT_NAME` (from its environment).
+    pub fn script_name(&self) -> &[u8] {
+        self.script_name.as_bytes()
+    }
+
     pub fn parser_options(&self) -> &Options {
         &self.parser_options
     }
@@ -310,8 +286,7 @@ impl AppContext {
     pub fn environ<'py>(
         &self,
         py: Python<'py>,
-        head: &Head<'_>,
-        conn: &Conn<'_>,
+        req: &Request<'_>,
         input: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         use pyo3::intern;
@@ -328,10 +303,10 @@ impl AppContext {
         let base = self.base.bind(py);
 
         // Values that the first request to know them puts into the template.
-        let server = if conn.server.1.is_empty() {
+        let server = if req.server.1.is_empty() {
             None
         } else {
-            let (name, port) = server_strings(py, &mut caches.servers, conn.server);
+            let (name, port) = server_strings(py, &mut caches.servers, req.server);
             if caches.server_name.is_none() {
                 base.set_item(intern!(py, "SERVER_NAME"), &name)?;
                 base.set_item(intern!(py, "SERVER_PORT"), &port)?;
@@ -341,10 +316,10 @@ impl AppContext {
             Some((name, port))
         };
         let remote = match &caches.remote_addr {
-            Some((addr, s)) if *addr == conn.peer.addr => s.bind(py).clone(),
+            Some((addr, s)) if *addr == req.peer.addr => s.bind(py).clone(),
             _ => {
-                let s = PyString::new(py, &conn.peer.addr);
-                caches.remote_addr = Some((conn.peer.addr.clone(), s.clone().unbind()));
+                let s = PyString::new(py, &req.peer.addr);
+                caches.remote_addr = Some((req.peer.addr.clone(), s.clone().unbind()));
                 s
             }
         };
@@ -365,7 +340,7 @@ impl AppContext {
             env.set_item(key, value)
         };
         env.set_item(intern!(py, "wsgi.input"), input)?;
-        let scheme = match conn.url_scheme {
+        let scheme = match req.scheme {
             "http" => intern!(py, "http").clone(),
             "https" => intern!(py, "https").clone(),
             other => PyString::new(py, other),
@@ -377,23 +352,23 @@ impl AppContext {
         )?;
         set(
             intern!(py, "REQUEST_METHOD"),
-            method_str(py, &head.method),
+            method_str(py, req.method()),
             Some(intern!(py, "GET")),
         )?;
         set(
             intern!(py, "QUERY_STRING"),
-            path_str(py, head.query),
+            path_str(py, req.query()),
             Some(intern!(py, "")),
         )?;
         set(
             intern!(py, "RAW_URI"),
-            path_str(py, head.target),
+            path_str(py, req.raw_target()),
             Some(intern!(py, "/")),
         )?;
-        let protocol = match head.version {
+        let protocol = match req.version() {
             (1, 0) => intern!(py, "HTTP/1.0").clone(),
             (1, 1) => intern!(py, "HTTP/1.1").clone(),
-            (major, minor) => PyString::new(py, &format!("HTTP/{major}.{minor}")),
+            _ => PyString::new(py, &req.protocol()),
         };
         set(
             intern!(py, "SERVER_PROTOCOL"),
@@ -401,8 +376,7 @@ impl AppContext {
             Some(intern!(py, "HTTP/1.1")),
         )?;
 
-        let mut host: Option<&[u8]> = None;
-        let headers = &head.headers;
+        let headers = req.headers();
         for (i, (name, value)) in headers.iter().enumerate() {
             if name.eq_ignore_ascii_case(b"content-type") {
                 env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, value))?;
@@ -411,9 +385,6 @@ impl AppContext {
             if name.eq_ignore_ascii_case(b"content-length") {
                 env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, value))?;
                 continue;
-            }
-            if name.eq_ignore_ascii_case(b"host") {
-                host = Some(value);
             }
             // Repeated fields (names equal once mapped to a key) become one
             // entry, at the first one's place, their values joined with ",".
@@ -442,13 +413,12 @@ impl AppContext {
             env.set_item(key, value)?;
         }
 
-        let url_scheme = conn.url_scheme;
         set(
             intern!(py, "REMOTE_ADDR"),
             remote,
             caches.remote.as_ref().map(|r| r.bind(py)),
         )?;
-        if let Some(port) = conn.peer.port {
+        if let Some(port) = req.peer.port {
             let s = match &caches.remote_port {
                 Some((p, s)) if *p == port => s.bind(py).clone(),
                 _ => {
@@ -460,7 +430,7 @@ impl AppContext {
             };
             env.set_item(intern!(py, "REMOTE_PORT"), s)?;
         }
-        if let Some(proxied) = &conn.peer.proxy {
+        if let Some(proxied) = &req.peer.proxy {
             env.set_item(intern!(py, "PROXY_PROTOCOL"), proxied.protocol)?;
             env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
             env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
@@ -480,50 +450,23 @@ impl AppContext {
             }
             None => {
                 // Unix socket: derive SERVER_* from the Host header when present.
-                let (server_name, server_port) = match host {
-                    Some(h) => {
-                        let h = String::from_utf8_lossy(h);
-                        match h.rsplit_once(':') {
-                            Some((n, p)) => (n.to_string(), p.to_string()),
-                            None => (
-                                h.to_string(),
-                                if url_scheme == "https" { "443" } else { "80" }.to_string(),
-                            ),
-                        }
-                    }
-                    None => (conn.server.0.clone(), String::new()),
-                };
+                let (server_name, server_port) = req.server_from_host();
                 env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
                 env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
             }
         }
         drop(guard);
 
-        let path = percent_decode(head.path);
-        // A `SCRIPT_NAME` header reaches here only from a trusted peer that
-        // `forwarder_headers` lists (the parser drops it otherwise).
-        let script = head
-            .header(b"script_name")
-            .unwrap_or(self.script_name.as_bytes());
-        let path_info: &[u8] = if !script.is_empty() {
-            if !path.starts_with(script) {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "Request path {:?} does not start with SCRIPT_NAME {:?}",
-                    String::from_utf8_lossy(&path),
-                    String::from_utf8_lossy(script)
-                )));
-            }
-            &path[script.len()..]
-        } else {
-            &path
-        };
+        let path_info = req
+            .path_info()
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         set(
             intern!(py, "PATH_INFO"),
             path_str(py, path_info),
             Some(intern!(py, "/")),
         )?;
-        if script != self.script_name.as_bytes() {
-            env.set_item(intern!(py, "SCRIPT_NAME"), path_str(py, script))?;
+        if req.script_name() != self.script_name.as_bytes() {
+            env.set_item(intern!(py, "SCRIPT_NAME"), path_str(py, req.script_name()))?;
         }
         Ok(env)
     }
@@ -648,15 +591,6 @@ fn server_strings<'py>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(&*percent_decode(b"/a%20b"), b"/a b");
-        assert_eq!(&*percent_decode(b"/a%2Fb%"), b"/a/b%");
-        assert_eq!(&*percent_decode(b"/a%zz"), b"/a%zz");
-        assert_eq!(&*percent_decode(b"/plain"), b"/plain");
-        assert_eq!(&*percent_decode(b"%41"), b"A");
-    }
 
     #[test]
     fn header_keys() {

@@ -1,6 +1,10 @@
-//! The PyO3 boundary for serving requests: the environ, `wsgi.input`,
-//! `start_response`, `wsgi.errors`, `wsgi.file_wrapper`, loading the app,
-//! and calling it for one request.
+//! The WSGI interface: the environ (rendered from the request's facts,
+//! `crate::request`), `wsgi.input` (over the body source), `start_response`
+//! and the body (into the response sink), `wsgi.errors`,
+//! `wsgi.file_wrapper`, and calling the app for one request. The app
+//! boundary, [`serve`], takes request facts and an [`Exchange`] (body
+//! source, response sink), never the connection itself. Loading the app,
+//! error responses and tracebacks are protocol-neutral (`crate::app`).
 //!
 //! `serve()` is the one place that calls the application. Invariants: the
 //! iterable's `close()` is called exactly once whatever happens; an exception
@@ -15,70 +19,20 @@ pub mod errors_stream;
 pub mod extras;
 pub mod file_wrapper;
 pub mod input;
-pub mod loader;
-pub mod proxy;
 pub mod response;
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferricorn_http::date::DateCache;
-use ferricorn_http::parse::Head;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::glogging;
-use crate::sock::Peer;
-use crate::stream::Stream;
+use crate::request::Request;
 use input::{BodyReader, Input};
-use response::{RequestSide, ResponseWriter, StartResponse};
+use response::{ResponseWriter, StartResponse};
 
-thread_local! {
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
-}
-
-/// Run `f` with this thread's cached `Date` header, refreshed at most once a second.
-pub fn with_date<R>(f: impl FnOnce(&DateCache) -> R) -> R {
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        d.refresh();
-        f(&d)
-    })
-}
-
-/// Run `f`, a thread's whole life, with one Python thread state kept for
-/// it. `f` attaches (`Python::attach`) per request; without an outer
-/// attachment each of those creates and destroys a thread state (and
-/// CPython maps and unmaps its 16 KiB frame stack), which docs/profile.md
-/// measured on every gthread request. The GIL is released while `f` runs.
-pub fn keep_thread_state<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    Python::attach(|py| py.detach(f))
-}
-
-/// A complete error response (`Connection: close`) for `status`.
-pub fn error_response(status: u16, reason: &str, message: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    with_date(|d| ferricorn_http::response::error_response(status, reason, message, d, &mut out));
-    out
-}
-
-/// Render a Python exception with its traceback, as `traceback.format_exception` does.
-pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
-    let formatted = py
-        .import("traceback")
-        .and_then(|tb| {
-            tb.call_method1(
-                "format_exception",
-                (err.get_type(py), err.value(py), err.traceback(py)),
-            )
-        })
-        .and_then(|lines| lines.extract::<Vec<String>>());
-    match formatted {
-        Ok(lines) => lines.concat().trim_end().to_string(),
-        Err(_) => err.to_string(),
-    }
-}
+use crate::app::{error_response, format_traceback};
 
 /// How the request ended, for the access log and the connection.
 pub struct Outcome {
@@ -102,13 +56,15 @@ pub struct Outcome {
     pub failed: bool,
 }
 
-/// Per-request facts from the connection.
-pub struct Conn<'a> {
-    pub stream: &'a Arc<Stream>,
-    pub peer: &'a Peer,
-    pub server: &'a (String, String),
-    pub url_scheme: &'static str,
-    pub server_allows_keep_alive: bool,
+/// The connection's side of one request at the app boundary: where the
+/// body comes from, where the response goes, and what the connection keeps
+/// across its requests. The worker's driver builds it; the app side never
+/// sees the connection itself.
+pub struct Exchange<'a> {
+    /// The body source (reads through the connection's stream).
+    pub body: BodyReader,
+    /// The response sink (writes through the connection's stream).
+    pub response: ResponseWriter,
     /// Where the connection keeps its `gunicorn.socket` object across its
     /// requests (evloop); `None`: a fresh one per request.
     pub socket: Option<&'a extras::SocketSlot>,
@@ -150,30 +106,21 @@ pub const HOLD_MAX: usize = 64 * 1024;
 /// the first (then they go out as they come).
 pub const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Call the app for one parsed request and send its response.
+/// Call the app for one request and send its response.
 pub fn serve(
     py: Python<'_>,
     app: &environ::AppContext,
-    head: &Head<'_>,
-    leftover: &[u8],
-    conn: &Conn<'_>,
+    req: &Request<'_>,
+    ex: Exchange<'_>,
 ) -> Outcome {
-    let decoder = ferricorn_http::body::Decoder::new(&head.body, app.parser_options());
-    let reader = Arc::new(Mutex::new(BodyReader::new(
-        conn.stream.clone(),
-        decoder,
-        leftover.to_vec(),
-        head.expect_continue,
-    )));
-    let writer = Arc::new(Mutex::new(ResponseWriter::new(
-        conn.stream.clone(),
-        RequestSide {
-            head: &*head.method == b"HEAD",
-            version: head.version,
-            keep_alive: head.keep_alive,
-            server_allows_keep_alive: conn.server_allows_keep_alive,
-        },
-    )));
+    let Exchange {
+        body,
+        response,
+        socket,
+        held,
+    } = ex;
+    let reader = Arc::new(Mutex::new(body));
+    let writer = Arc::new(Mutex::new(response));
 
     let result = (|| -> PyResult<(Py<PyDict>, PyResult<()>)> {
         let input = Py::new(
@@ -182,15 +129,15 @@ pub fn serve(
                 reader: reader.clone(),
             },
         )?;
-        let environ = app.environ(py, head, conn, input.into_any())?;
-        let sock = extras::add(py, &environ, conn, &writer, head.version)?;
+        let environ = app.environ(py, req, input.into_any())?;
+        let sock = extras::add(py, &environ, req, socket, &writer)?;
         let start_response = Py::new(
             py,
             StartResponse {
                 writer: writer.clone(),
             },
         )?;
-        let outcome = call_app(py, app, &environ, start_response, &writer, conn);
+        let outcome = call_app(py, app, &environ, start_response, &writer, held);
         if let Some(sock) = sock {
             extras::release(&sock);
         }
@@ -218,15 +165,14 @@ pub fn serve(
                 .unwrap_or_else(|e| e.into_inner())
                 .error
                 .take();
-            let uri = String::from_utf8_lossy(head.target);
+            let uri = String::from_utf8_lossy(req.raw_target());
             if let Some(http_err) = framing_error {
-                glogging::warning!("Invalid request from ip={}: {}", conn.peer.addr, http_err);
+                glogging::warning!("Invalid request from ip={}: {}", req.peer.addr, http_err);
                 if !w.headers_sent {
                     let code = http_err.status();
                     let out = error_response(code, http_err.reason(), &http_err.to_string());
-                    let stream = conn.stream.clone();
                     py.detach(|| {
-                        let _ = std::io::Write::write_all(&mut &*stream, &out);
+                        let _ = w.write_raw(&out);
                     });
                     status = code.to_string().into_bytes();
                     sent = Some(0);
@@ -240,14 +186,13 @@ pub fn serve(
             } else {
                 glogging::exception(&format!(
                     "Error handling request {} {uri}\n{}",
-                    String::from_utf8_lossy(&head.method),
+                    String::from_utf8_lossy(req.method()),
                     format_traceback(py, &err)
                 ));
                 if !w.headers_sent {
                     let out = error_response(500, "Internal Server Error", "");
-                    let stream = conn.stream.clone();
                     py.detach(|| {
-                        let _ = std::io::Write::write_all(&mut &*stream, &out);
+                        let _ = w.write_raw(&out);
                     });
                     status = b"500".to_vec();
                     sent = Some(0);
@@ -308,10 +253,10 @@ fn call_app(
     environ: &Bound<'_, PyDict>,
     start_response: Py<StartResponse>,
     writer: &Arc<Mutex<ResponseWriter>>,
-    conn: &Conn<'_>,
+    held: Option<&Held>,
 ) -> PyResult<()> {
     let iterable = app.callable().bind(py).call1((environ, start_response))?;
-    let sent = send_body(py, app, &iterable, writer, conn);
+    let sent = send_body(py, app, &iterable, writer, held);
     // A plain list or tuple has no `close`; asking would raise and clear an
     // AttributeError per request (about 4,000 instructions, docs/profile.md).
     let plain =
@@ -360,13 +305,17 @@ fn send_body(
     app: &environ::AppContext,
     iterable: &Bound<'_, PyAny>,
     writer: &Arc<Mutex<ResponseWriter>>,
-    conn: &Conn<'_>,
+    held: Option<&Held>,
 ) -> PyResult<()> {
     // wsgi.file_wrapper around a real file: sendfile(2), no copies through
     // Python (where the stream sends from a descriptor).
-    if app.sendfile() && conn.stream.can_sendfile() {
+    if app.sendfile() {
         if let Ok(fw) = iterable.cast::<file_wrapper::FileWrapper>() {
-            if let Some(src) = fw.borrow().file_source(py) {
+            let direct = || {
+                let w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                w.stream().can_sendfile()
+            };
+            if let Some(src) = direct().then(|| fw.borrow().file_source(py)).flatten() {
                 py.detach(|| {
                     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
                     w.send_file(&src)?;
@@ -428,7 +377,7 @@ fn send_body(
                 w.write_body(chunk).map_err(io_to_py)?;
             }
             w.push_finish().map_err(io_to_py)?;
-            if conn.held.is_some_and(|h| h.take(&mut w)) {
+            if held.is_some_and(|h| h.take(&mut w)) {
                 return Ok(());
             }
             if w.flush_nowait().map_err(io_to_py)? {
@@ -456,8 +405,7 @@ fn send_body(
     // small chunks are held as long as they come within `HOLD_FOR` of the
     // first and stay under `HOLD_MAX` in all; from then on they go out as
     // they come.
-    let mut hold_until = conn
-        .held
+    let mut hold_until = held
         .filter(|h| h.others_follow.load(Ordering::Relaxed))
         .map(|_| std::time::Instant::now() + HOLD_FOR);
     for item in iterable.try_iter()? {
@@ -490,7 +438,7 @@ fn send_body(
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     w.push_finish()
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-    if hold_until.is_some() && conn.held.is_some_and(|h| h.take(&mut w)) {
+    if hold_until.is_some() && held.is_some_and(|h| h.take(&mut w)) {
         return Ok(());
     }
     drop(w);

@@ -123,6 +123,17 @@ impl ResponseWriter {
             .map(|s| s.as_bytes().get(..3).unwrap_or(s.as_bytes()))
     }
 
+    /// The connection's stream (what `gunicorn.socket` duplicates).
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Write bytes outside this response's framing: an interim `103`, or a
+    /// complete error response in place of it. Call without the GIL.
+    pub fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        (&*self.stream).write_all(bytes)
+    }
+
     pub fn keep_alive(&self) -> bool {
         self.framing.as_ref().is_some_and(|f| f.keep_alive)
     }
@@ -158,7 +169,7 @@ impl ResponseWriter {
                 };
                 let start = buf.len();
                 let headers = &self.headers[..];
-                let framing = super::with_date(|date| {
+                let framing = crate::app::with_date(|date| {
                     encode_head(buf, status.as_bytes(), headers, &ctx, date)
                 })
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -313,7 +324,7 @@ fn cached_head(
         }
         let start = out.len() + c.date_at;
         out.extend_from_slice(&c.bytes);
-        super::with_date(|date| out[start..start + DATE_LEN].copy_from_slice(date.get()));
+        crate::app::with_date(|date| out[start..start + DATE_LEN].copy_from_slice(date.get()));
         Some(c.framing)
     })
 }
