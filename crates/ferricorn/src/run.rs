@@ -449,6 +449,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         None => None,
     };
     glogging::debug!("Arbiter booted");
+    crate::workers::conn::arm_listeners_from(&listeners, &settings);
     for l in &listeners {
         glogging::info!("Listening at: {l} ({pid})");
     }

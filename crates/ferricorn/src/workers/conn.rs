@@ -78,6 +78,16 @@ pub fn arm_listeners(
         .collect()
 }
 
+/// [`arm_listeners`] with the deadlines `settings` give. The master calls
+/// it as soon as it has its listeners (at start, and for new ones at a
+/// reload), before any worker runs: a connection that waits in the
+/// backlog while the first workers boot was made from the listener as it
+/// was then, and a worker trusts it to have inherited its deadlines.
+pub fn arm_listeners_from(listeners: &[crate::sock::Listener], s: &crate::config::Settings) {
+    let policy = Policy::from_settings(s);
+    arm_listeners(listeners, policy.timeouts, policy.proxy.is_some());
+}
+
 /// Arm a fresh connection's deadlines before its first read: the send
 /// timeout, and the read timeout: the header timeout, or the I/O timeout
 /// when there is none or a PROXY header (read first) comes before the head.
