@@ -122,46 +122,6 @@ struct Connection {
     lingering: Option<Instant>,
 }
 
-/// A connection just accepted (`id`, listener index), registered with the
-/// poller, due to send its first request head by `deadline`; `None` when
-/// the poller refused it (it is closed then).
-fn admit(
-    poll: &Poll,
-    conns: &mut Slab,
-    (id, server): (u64, usize),
-    stream: Stream,
-    peer: Peer,
-    deadline: Instant,
-    io_timeout: Option<Duration>,
-) -> Option<usize> {
-    let _ = stream.set_timeouts(io_timeout);
-    let i = conns.insert(Connection {
-        id,
-        stream: Arc::new(stream),
-        peer,
-        server,
-        buf: Vec::new(),
-        fresh: true,
-        trusted: false,
-        served: 0,
-        deadline,
-        head_started: false,
-        more: false,
-        socket: Default::default(),
-        held: Default::default(),
-        lingering: None,
-    });
-    let registered = conns.get_mut(i).map(|c| {
-        c.stream
-            .register(poll.registry(), Token(CONN_BASE + i), Interest::READABLE)
-    });
-    if !matches!(registered, Some(Ok(()))) {
-        conns.remove(i); // dropped: closed
-        return None;
-    }
-    Some(i)
-}
-
 /// What a turn on a connection left it as.
 #[derive(Debug, PartialEq, Eq)]
 enum Turn {
@@ -243,7 +203,6 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let setup = worker.setup;
     let settings = setup.settings;
     let timeout = settings.timeout();
-    let wait = super::loop_wait(timeout);
     let io_timeout = super::io_timeout(timeout);
     let policy = conn::Policy::from_settings(settings);
     let header_for = policy
@@ -252,8 +211,6 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         .or(io_timeout)
         .unwrap_or(Duration::from_secs(30));
     let keepalive = settings.keepalive();
-    let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
-    let graceful = Duration::from_secs_f64(settings.graceful_timeout().max(0.0));
     let mut ctx = Ctx {
         app,
         parser: Parser::new(app.parser_options().clone()),
@@ -270,213 +227,341 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         scratch: vec![0; READ_CHUNK],
     };
 
-    let mut poll = Poll::new()?;
+    let poll = Poll::new()?;
     super::register_sources(poll.registry(), worker, SIGNAL_PIPE, LISTENER_BASE)?;
-
-    let mut events = Events::with_capacity(256);
-    let mut conns = Slab::default();
-    let mut ready: Vec<usize> = Vec::new();
-    let mut todo: Vec<usize> = Vec::new();
-    // Connections holding responses of this batch. Each response
-    // sent on loopback wakes the client if it sleeps (an inter-processor
-    // interrupt, costly in a VM: ~6 us of system time per response for a
-    // Flask app, docs/profile.md); sent together, they wake it once.
-    let mut held: Vec<usize> = Vec::new();
-    let mut held_since = Instant::now();
-    let mut next_id: u64 = 0;
-    let mut listening = Listening::new(setup.listeners);
-    // An idle worker takes a connection at once; see `Accepts`.
-    let mut accepts = Accepts::new(settings.workers());
+    let mut lp = Loop {
+        poll,
+        events: Events::with_capacity(256),
+        conns: Slab::default(),
+        ready: Vec::new(),
+        todo: Vec::new(),
+        held: Vec::new(),
+        held_since: Instant::now(),
+        next_id: 0,
+        listening: Listening::new(setup.listeners),
+        accepts: Accepts::new(settings.workers()),
+        next_sweep: Instant::now() + SWEEP,
+        wait: super::loop_wait(timeout),
+        io_timeout,
+        max_conns: settings.get("worker_connections").as_int().max(1) as usize,
+        graceful: Duration::from_secs_f64(settings.graceful_timeout().max(0.0)),
+    };
     let mut signalled = true;
-    let mut next_sweep = Instant::now() + SWEEP;
-
     loop {
         worker.notify();
-        if signalled {
-            signalled = false;
-            if worker.handle_signals() {
-                return Ok(()); // QUIT/INT: leave now, connections and all.
-            }
+        if std::mem::take(&mut signalled) && worker.handle_signals() {
+            return Ok(()); // QUIT/INT: leave now, connections and all.
         }
-        // Graceful stop: no new connections; serve what was already sent
-        // with `Connection: close`; one with nothing in progress (idle
-        // keep-alive, or new and silent) is kept for a request that may be
-        // on its way (`conn::STOP_LINGER`).
-        if let Some(stop) = listening.stop_if_stopping(worker, poll.registry(), graceful) {
-            let linger = stop.linger_until;
-            for i in conns.indices() {
-                let turn = match conns.get_mut(i) {
-                    Some(c) => {
-                        let t = match turn(py, &mut ctx, worker, c) {
-                            Turn::Wait if c.buf.is_empty() => {
-                                // Nothing sent since the last response (or
-                                // at all): a request may be on its way.
-                                c.deadline = c.deadline.min(linger);
-                                Turn::Wait
-                            }
-                            t => t,
-                        };
-                        hold(&mut held, &mut held_since, i, c);
-                        t
-                    }
-                    None => continue,
-                };
-                settle(py, &poll, &mut conns, &mut ready, i, turn);
-            }
-            send_held(py, &poll, &mut conns, &mut ready, &mut held);
-        }
-        let drain = listening.draining_backlog(conns.len, max_conns);
-        if listening
-            .end(conns.len, max_conns, Instant::now())
+        lp.stop_if_stopping(py, &mut ctx, worker);
+        let drain = lp.listening.draining_backlog(lp.conns.len, lp.max_conns);
+        if lp
+            .listening
+            .end(lp.conns.len, lp.max_conns, Instant::now())
             .is_some()
         {
             return Ok(());
         }
-        let accepting = listening.accepting();
+        signalled = lp.wait(py, drain)?;
+        lp.serve_ready(py, &mut ctx, worker);
+        lp.accept(py, &mut ctx, worker);
+        lp.send_held(py);
+        lp.sweep(py, worker);
+    }
+}
 
+/// The worker's connections, its listeners, and what their turns leave to do.
+struct Loop<'a> {
+    poll: Poll,
+    events: Events,
+    conns: Slab,
+    /// Connections to give a turn without waiting (`Turn::Again`, lingering).
+    ready: Vec<usize>,
+    /// This pass's connections with a turn due.
+    todo: Vec<usize>,
+    /// Connections holding responses of this batch. Each response sent on
+    /// loopback wakes the client if it sleeps (an inter-processor
+    /// interrupt, costly in a VM: ~6 us of system time per response for a
+    /// Flask app, docs/profile.md); sent together, they wake it once.
+    held: Vec<usize>,
+    held_since: Instant,
+    next_id: u64,
+    listening: Listening<'a>,
+    /// An idle worker takes a connection at once; see `Accepts`.
+    accepts: Accepts,
+    next_sweep: Instant,
+    /// The longest wait for events (the heartbeat's pace).
+    wait: Duration,
+    io_timeout: Option<Duration>,
+    /// `--worker-connections`.
+    max_conns: usize,
+    graceful: Duration,
+}
+
+impl Loop<'_> {
+    /// Graceful stop: no new connections; serve what was already sent with
+    /// `Connection: close`; one with nothing in progress (idle keep-alive,
+    /// or new and silent) is kept for a request that may be on its way
+    /// (`conn::STOP_LINGER`).
+    fn stop_if_stopping(&mut self, py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>) {
+        let registry = self.poll.registry();
+        let Some(stop) = self
+            .listening
+            .stop_if_stopping(worker, registry, self.graceful)
+        else {
+            return;
+        };
+        for i in self.conns.indices() {
+            self.give_turn(py, ctx, worker, i, false, |c, t| match t {
+                Turn::Wait if c.buf.is_empty() => {
+                    // Nothing sent since the last response (or at all): a
+                    // request may be on its way.
+                    c.deadline = c.deadline.min(stop.linger_until);
+                    Turn::Wait
+                }
+                t => t,
+            });
+        }
+        self.send_held(py);
+    }
+
+    /// Wait for events (not while turns or the backlog are due) and note
+    /// what they make due. Returns whether the signal pipe was readable.
+    fn wait(&mut self, py: Python<'_>, drain: bool) -> io::Result<bool> {
         let now = Instant::now();
         // A connection waiting to be accepted: now (next turn) or once a
         // deferral ends (see `Accepts`).
-        let accept_at = (accepting && conns.len < max_conns && listening.any_waiting())
-            .then(|| accepts.wait_until(conns.len, now).unwrap_or(now));
-        let poll_for = if ready.is_empty() && !drain {
-            let wake = accept_at.map_or(next_sweep, |t| t.min(next_sweep));
-            wake.saturating_duration_since(now).min(wait)
+        let accept_at = (self.listening.accepting()
+            && self.conns.len < self.max_conns
+            && self.listening.any_waiting())
+        .then(|| self.accepts.wait_until(self.conns.len, now).unwrap_or(now));
+        let poll_for = if self.ready.is_empty() && !drain {
+            let wake = accept_at.map_or(self.next_sweep, |t| t.min(self.next_sweep));
+            wake.saturating_duration_since(now).min(self.wait)
         } else {
             Duration::ZERO
         };
-        let polled = py.detach(|| poll.poll(&mut events, Some(poll_for)));
-        if let Err(e) = polled {
+        let (poll, events) = (&mut self.poll, &mut self.events);
+        if let Err(e) = py.detach(|| poll.poll(events, Some(poll_for))) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
         }
-        todo.clear();
-        todo.append(&mut ready);
-        for ev in &events {
+        self.todo.clear();
+        self.todo.append(&mut self.ready);
+        let mut signalled = false;
+        for ev in &self.events {
             match ev.token() {
                 SIGNAL_PIPE => signalled = true,
-                Token(t) if t >= CONN_BASE => todo.push(t - CONN_BASE),
-                Token(t) => listening.ready(t - LISTENER_BASE),
+                Token(t) if t >= CONN_BASE => self.todo.push(t - CONN_BASE),
+                Token(t) => self.listening.ready(t - LISTENER_BASE),
             }
         }
-        // The ready connections' responses are held and go together after
-        // the batch (see `held`), at most `HOLD` after the first.
+        Ok(signalled)
+    }
+
+    /// A turn for each connection with one due. Their responses are held
+    /// and go together after the batch (see `held`), at most `HOLD` after
+    /// the first.
+    fn serve_ready(&mut self, py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>) {
+        let todo = std::mem::take(&mut self.todo);
         let last = todo.len().saturating_sub(1);
         for (n, &i) in todo.iter().enumerate() {
-            let Some(c) = conns.get_mut(i) else { continue };
-            c.held.others_follow.store(n < last, Ordering::Relaxed);
-            let t = turn(py, &mut ctx, worker, c);
-            c.held.others_follow.store(false, Ordering::Relaxed);
-            hold(&mut held, &mut held_since, i, c);
-            settle(py, &poll, &mut conns, &mut ready, i, t);
-            if !held.is_empty() && held_since.elapsed() >= HOLD {
-                send_held(py, &poll, &mut conns, &mut ready, &mut held);
+            self.give_turn(py, ctx, worker, i, n < last, |_, t| t);
+            if !self.held.is_empty() && self.held_since.elapsed() >= HOLD {
+                self.send_held(py);
             }
         }
+        self.todo = todo;
+    }
 
-        // Accept while under the connection cap (with other workers: in
-        // turns, see `Accepts`); once stopping, what the backlog still
-        // holds. A new connection's request often came with it, so it gets
-        // a turn at once.
-        for (li, l) in setup.listeners.iter().enumerate() {
-            if conns.len >= max_conns || !listening.waiting(li) || (accepting && !worker.alive()) {
+    /// Accept while under the connection cap (with other workers: in
+    /// turns, see `Accepts`); once stopping, what the backlog still holds.
+    /// A new connection's request often came with it, so it gets a turn at
+    /// once.
+    fn accept(&mut self, py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>) {
+        let accepting = self.listening.accepting();
+        for (li, l) in self.listening.listeners().iter().enumerate() {
+            if self.conns.len >= self.max_conns
+                || !self.listening.waiting(li)
+                || (accepting && !worker.alive())
+            {
                 continue;
             }
             let mut budget = if accepting {
-                accepts.budget(l, conns.len, Instant::now())
+                self.accepts.budget(l, self.conns.len, Instant::now())
             } else {
                 usize::MAX
             };
             while budget > 0
-                && conns.len < max_conns
-                && listening.waiting(li)
+                && self.conns.len < self.max_conns
+                && self.listening.waiting(li)
                 && (!accepting || worker.alive())
             {
                 budget -= 1;
-                if let Some((stream, peer)) = listening.accept(li) {
-                    next_id += 1;
-                    // Stopping: a silent one is kept only as long as
-                    // an idle one (a head begun gets the header timeout).
+                if let Some((stream, peer)) = self.listening.accept(li) {
+                    // Stopping: a silent one is kept only as long as an
+                    // idle one (a head begun gets the header timeout).
                     let wait = if accepting {
                         ctx.header_for
                     } else {
                         conn::STOP_LINGER
                     };
-                    let admitted = admit(
-                        &poll,
-                        &mut conns,
-                        (next_id, li),
-                        stream,
-                        peer,
-                        Instant::now() + wait,
-                        io_timeout,
-                    );
-                    let Some(i) = admitted else { continue };
-                    let t = match conns.get_mut(i) {
-                        Some(c) => {
-                            let t = turn(py, &mut ctx, worker, c);
-                            hold(&mut held, &mut held_since, i, c);
-                            t
-                        }
-                        None => continue,
+                    let Some(i) = self.admit(li, stream, peer, Instant::now() + wait) else {
+                        continue;
                     };
-                    settle(py, &poll, &mut conns, &mut ready, i, t);
+                    self.give_turn(py, ctx, worker, i, false, |_, t| t);
                 }
                 // Served and closed already: still idle.
-                budget = budget.max(accepts.free(conns.len));
+                budget = budget.max(self.accepts.free(self.conns.len));
             }
         }
-        send_held(py, &poll, &mut conns, &mut ready, &mut held);
+    }
 
+    /// Every `SWEEP`: check the master is still there, and close the
+    /// connections past their deadline (a partial head gets its 408).
+    fn sweep(&mut self, py: Python<'_>, worker: &mut Worker<'_>) {
         let now = Instant::now();
-        if now >= next_sweep {
-            next_sweep = now + SWEEP;
-            worker.stop_if_orphaned();
-            for i in conns.indices() {
-                let Some(c) = conns.get_mut(i) else { continue };
-                if c.deadline > now {
-                    continue;
-                }
-                if !c.buf.is_empty() && send_out(py, c) {
-                    glogging::debug!("Request head from ip={} not complete in time", c.peer.addr);
-                    let out = crate::app::error_response(
-                        408,
-                        "Request Timeout",
-                        "Request head not received in time",
-                    );
-                    let stream = c.stream.clone();
-                    let _ = py.detach(|| io::Write::write_all(&mut &*stream, &out));
-                }
-                settle(py, &poll, &mut conns, &mut ready, i, Turn::Close);
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP;
+        worker.stop_if_orphaned();
+        for i in self.conns.indices() {
+            let Some(c) = self.conns.get_mut(i) else {
+                continue;
+            };
+            if c.deadline > now {
+                continue;
+            }
+            if !c.buf.is_empty() && send_out(py, c) {
+                glogging::debug!("Request head from ip={} not complete in time", c.peer.addr);
+                let out = crate::app::error_response(
+                    408,
+                    "Request Timeout",
+                    "Request head not received in time",
+                );
+                let stream = c.stream.clone();
+                let _ = py.detach(|| io::Write::write_all(&mut &*stream, &out));
+            }
+            self.settle(py, i, Turn::Close);
+        }
+    }
+
+    /// A connection just accepted from listener `server`, registered with
+    /// the poller, due to send its first request head by `deadline`; `None`
+    /// when the poller refused it (it is closed then).
+    fn admit(
+        &mut self,
+        server: usize,
+        stream: Stream,
+        peer: Peer,
+        deadline: Instant,
+    ) -> Option<usize> {
+        let _ = stream.set_timeouts(self.io_timeout);
+        self.next_id += 1;
+        let i = self.conns.insert(Connection {
+            id: self.next_id,
+            stream: Arc::new(stream),
+            peer,
+            server,
+            buf: Vec::new(),
+            fresh: true,
+            trusted: false,
+            served: 0,
+            deadline,
+            head_started: false,
+            more: false,
+            socket: Default::default(),
+            held: Default::default(),
+            lingering: None,
+        });
+        let registry = self.poll.registry();
+        let registered = self.conns.get_mut(i).map(|c| {
+            c.stream
+                .register(registry, Token(CONN_BASE + i), Interest::READABLE)
+        });
+        if !matches!(registered, Some(Ok(()))) {
+            self.conns.remove(i); // dropped: closed
+            return None;
+        }
+        Some(i)
+    }
+
+    /// Give connection `i` a turn (`others_follow`: more of the batch wait
+    /// after it), let `adjust` see what the turn decided, note what it
+    /// holds, and apply the decision.
+    fn give_turn(
+        &mut self,
+        py: Python<'_>,
+        ctx: &mut Ctx<'_>,
+        worker: &mut Worker<'_>,
+        i: usize,
+        others_follow: bool,
+        adjust: impl FnOnce(&mut Connection, Turn) -> Turn,
+    ) {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        c.held.others_follow.store(others_follow, Ordering::Relaxed);
+        let t = turn(py, ctx, worker, c);
+        c.held.others_follow.store(false, Ordering::Relaxed);
+        let t = adjust(c, t);
+        // Note that the connection holds responses back, if it does.
+        if c.held.out.get_mut().map_or(true, |o| !o.is_empty()) {
+            if self.held.is_empty() {
+                self.held_since = Instant::now();
+            }
+            self.held.push(i);
+        }
+        self.settle(py, i, t);
+    }
+
+    /// Send every held response; a connection whose send fails is closed.
+    fn send_held(&mut self, py: Python<'_>) {
+        let held = std::mem::take(&mut self.held);
+        for &i in &held {
+            // (A closed connection's slot may hold a newer one: it then holds nothing or its own.)
+            let Some(c) = self.conns.get_mut(i) else {
+                continue;
+            };
+            if !send_out(py, c) {
+                self.settle(py, i, Turn::Close);
             }
         }
+        self.held = held;
+        self.held.clear();
     }
-}
 
-/// Note that connection `i` holds responses back, if it does.
-fn hold(held: &mut Vec<usize>, since: &mut Instant, i: usize, c: &mut Connection) {
-    if c.held.out.get_mut().map_or(true, |o| !o.is_empty()) {
-        if held.is_empty() {
-            *since = Instant::now();
-        }
-        held.push(i);
-    }
-}
-
-/// Send every held response; a connection whose send fails is closed.
-fn send_held(
-    py: Python<'_>,
-    poll: &Poll,
-    conns: &mut Slab,
-    ready: &mut Vec<usize>,
-    held: &mut Vec<usize>,
-) {
-    for i in held.drain(..) {
-        // (A closed connection's slot may hold a newer one: it then holds nothing or its own.)
-        let Some(c) = conns.get_mut(i) else { continue };
-        if !send_out(py, c) {
-            settle(py, poll, conns, ready, i, Turn::Close);
+    /// Apply what a turn decided: requeue, or deregister and close.
+    fn settle(&mut self, py: Python<'_>, i: usize, turn: Turn) {
+        match turn {
+            Turn::Wait => {}
+            Turn::Again => self.ready.push(i),
+            Turn::Close => {
+                if let Some(mut c) = self.conns.remove(i) {
+                    send_out(py, &mut c);
+                    let _ = c.stream.deregister(self.poll.registry());
+                    // FIN after the response, before the fd goes.
+                    c.stream.shutdown_write();
+                }
+            }
+            Turn::Linger => {
+                let Some(c) = self.conns.get_mut(i) else {
+                    return;
+                };
+                if !send_out(py, c) {
+                    return self.settle(py, i, Turn::Close);
+                }
+                // FIN after the response; then `discard` reads what comes
+                // (this turn's reads already emptied the socket or the next
+                // turn comes at once) until EOF or the sweep's deadline.
+                c.stream.shutdown_write();
+                let now = Instant::now();
+                c.lingering = Some(now + conn::LINGER_FOR);
+                c.deadline = now + conn::LINGER_IDLE;
+                c.buf.clear();
+                self.ready.push(i);
+            }
         }
     }
 }
@@ -504,44 +589,6 @@ fn send_pending(py: Python<'_>, stream: &Arc<Stream>, held: &mut wsgi::Held) -> 
     };
     out.clear();
     ok
-}
-
-/// Apply what a turn decided: requeue, or deregister and close.
-fn settle(
-    py: Python<'_>,
-    poll: &Poll,
-    conns: &mut Slab,
-    ready: &mut Vec<usize>,
-    i: usize,
-    turn: Turn,
-) {
-    match turn {
-        Turn::Wait => {}
-        Turn::Again => ready.push(i),
-        Turn::Close => {
-            if let Some(mut c) = conns.remove(i) {
-                send_out(py, &mut c);
-                let _ = c.stream.deregister(poll.registry());
-                // FIN after the response, before the fd goes.
-                c.stream.shutdown_write();
-            }
-        }
-        Turn::Linger => {
-            let Some(c) = conns.get_mut(i) else { return };
-            if !send_out(py, c) {
-                return settle(py, poll, conns, ready, i, Turn::Close);
-            }
-            // FIN after the response; then `discard` reads what comes
-            // (this turn's reads already emptied the socket or the next
-            // turn comes at once) until EOF or the sweep's deadline.
-            c.stream.shutdown_write();
-            let now = Instant::now();
-            c.lingering = Some(now + conn::LINGER_FOR);
-            c.deadline = now + conn::LINGER_IDLE;
-            c.buf.clear();
-            ready.push(i);
-        }
-    }
 }
 
 /// A lingering connection's turn: read and discard what the client sends

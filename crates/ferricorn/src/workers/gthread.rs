@@ -200,6 +200,209 @@ struct Idle {
     deadline: Instant,
 }
 
+/// The worker's settings the poller works with.
+struct Limits {
+    /// The longest wait for events (the heartbeat's pace).
+    wait: Duration,
+    graceful: Duration,
+    /// How long an idle keep-alive connection is kept.
+    keepalive_for: Duration,
+    /// How long a fresh connection may take to send its first request.
+    first_request_for: Duration,
+    /// `--worker-connections`.
+    max_conns: usize,
+    /// `--workers`: with others, new connections are taken in shares.
+    workers: usize,
+}
+
+/// The main thread's side: idle connections wait in the poller until they
+/// have something to read (then a thread takes them), expire, or the stop
+/// lets them go; new connections are accepted as the cap allows.
+struct Poller<'a> {
+    poll: Poll,
+    events: Events,
+    idle: HashMap<usize, Idle>,
+    /// Idle connections' deadlines, soonest first (stale entries are
+    /// skipped: an entry counts only while it matches its connection's).
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    next_token: usize,
+    /// Connections open: idle, queued for a thread, or on one.
+    active: usize,
+    listening: Listening<'a>,
+    /// Connections left waiting when the last turn's share was taken.
+    more_waiting: bool,
+    jobs: &'a Sender<Connection>,
+    done: Receiver<Done>,
+    limits: Limits,
+}
+
+impl Poller<'_> {
+    /// Wait in the poller for `conn` to have something to read, until
+    /// `until`; a connection the poller refuses is closed (and uncounted).
+    fn park(&mut self, conn: Connection, until: Instant) {
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1).max(CONN_BASE);
+        if conn
+            .stream
+            .register(self.poll.registry(), Token(token), Interest::READABLE)
+            .is_err()
+        {
+            self.active -= 1;
+            return;
+        }
+        self.idle.insert(
+            token,
+            Idle {
+                conn,
+                deadline: until,
+            },
+        );
+        self.deadlines.push(Reverse((until, token)));
+    }
+
+    /// Graceful stop: no new connections; what comes on the open ones is
+    /// answered with `Connection: close`. One that has sent nothing since
+    /// its last response (idle keep-alive) or at all (new) stays in the
+    /// poller until the stop's linger: its client may be sending a request
+    /// already; a thread answers it.
+    fn stop_if_stopping(&mut self, worker: &Worker<'_>) {
+        let registry = self.poll.registry();
+        let Some(stop) = self
+            .listening
+            .stop_if_stopping(worker, registry, self.limits.graceful)
+        else {
+            return;
+        };
+        for (t, i) in self.idle.iter_mut() {
+            if i.deadline > stop.linger_until {
+                i.deadline = stop.linger_until;
+                self.deadlines.push(Reverse((stop.linger_until, *t)));
+            }
+        }
+    }
+
+    /// Wait for events (not at all while the backlog drains or others had
+    /// their turn) and hand connections with something to read to the
+    /// threads. Returns whether the signal pipe was readable.
+    fn wait(&mut self, drain: bool) -> io::Result<bool> {
+        let now = Instant::now();
+        let poll_for = if drain {
+            Duration::ZERO
+        } else if self.more_waiting {
+            // Others' turn first (see `accept`), then ours again.
+            std::thread::yield_now();
+            Duration::ZERO
+        } else {
+            let next_deadline = self.deadlines.peek().map(|Reverse((d, _))| *d);
+            let wake = next_deadline
+                .into_iter()
+                .chain(self.listening.stop().map(|s| s.by))
+                .min();
+            let wait = self.limits.wait;
+            wake.map_or(wait, |d| d.saturating_duration_since(now).min(wait))
+        };
+        if let Err(e) = self.poll.poll(&mut self.events, Some(poll_for)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let mut pipe_ready = false;
+        for ev in &self.events {
+            let Token(t) = ev.token();
+            if t >= CONN_BASE {
+                if let Some(i) = self.idle.remove(&t) {
+                    let _ = i.conn.stream.deregister(self.poll.registry());
+                    if self.jobs.send(i.conn).is_err() {
+                        self.active -= 1;
+                    }
+                }
+            } else if t >= LISTENER_BASE {
+                self.listening.ready(t - LISTENER_BASE);
+            } else if ev.token() == SIGNAL_PIPE {
+                pipe_ready = true;
+            }
+            // WAKER: it only ends the wait; `take_back` follows.
+        }
+        Ok(pipe_ready)
+    }
+
+    /// Take back the connections the threads are done with; returns how
+    /// many requests they served.
+    fn take_back(&mut self) -> u64 {
+        let mut served = 0;
+        while let Ok(d) = self.done.try_recv() {
+            served += d.served;
+            match d.conn {
+                Some(c) => {
+                    // Kept alive (a response begun before TERM, then
+                    // only until the stop's linger ends).
+                    let until = Instant::now() + self.limits.keepalive_for;
+                    let until = self
+                        .listening
+                        .stop()
+                        .map_or(until, |s| until.min(s.linger_until));
+                    self.park(c, until);
+                }
+                None => self.active -= 1,
+            }
+        }
+        served
+    }
+
+    /// Accept while under the connection cap; once stopping, what the
+    /// backlog still holds. With other workers, a share of what waits per
+    /// turn (then the cpu is offered to them): a keep-alive connection
+    /// stays with the worker that took it, and one that took a whole burst
+    /// would serve it alone.
+    fn accept(&mut self) {
+        self.more_waiting = false;
+        let accepting = self.listening.accepting();
+        let (workers, max_conns) = (self.limits.workers, self.limits.max_conns);
+        // Stopping: one that stays silent goes as an idle one does.
+        let first_wait = if accepting {
+            self.limits.first_request_for
+        } else {
+            self.limits.first_request_for.min(conn::STOP_LINGER)
+        };
+        for (i, l) in self.listening.listeners().iter().enumerate() {
+            let mut budget = if accepting && workers > 1 && self.listening.waiting(i) {
+                super::accepts::share(l, workers, self.active)
+            } else {
+                usize::MAX
+            };
+            while budget > 0 && self.active < max_conns && self.listening.waiting(i) {
+                budget -= 1;
+                if let Some((stream, peer)) = self.listening.accept(i) {
+                    self.active += 1;
+                    self.park(
+                        Connection::new(stream, peer, i),
+                        Instant::now() + first_wait,
+                    );
+                }
+            }
+            self.more_waiting |=
+                accepting && budget == 0 && self.listening.waiting(i) && self.active < max_conns;
+        }
+    }
+
+    /// Close idle connections past their deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((d, t))) = self.deadlines.peek().copied() {
+            if d > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.idle.get(&t).is_some_and(|i| i.deadline == d) {
+                if let Some(i) = self.idle.remove(&t) {
+                    let _ = i.conn.stream.deregister(self.poll.registry());
+                    self.active -= 1;
+                }
+            }
+        }
+    }
+}
+
 fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Result<()> {
     let setup = worker.setup;
     let settings = setup.settings;
@@ -213,7 +416,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
     let first_request_for = io_timeout.unwrap_or(Duration::from_secs(30));
     let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
 
-    let mut poll = Poll::new()?;
+    let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
     super::register_sources(poll.registry(), worker, SIGNAL_PIPE, LISTENER_BASE)?;
 
@@ -247,42 +450,26 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             handles.push(h);
         }
 
-        let mut events = Events::with_capacity(256);
-        let mut idle: HashMap<usize, Idle> = HashMap::new();
-        let mut deadlines: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
-        let mut next_token = CONN_BASE;
-        let mut active: usize = 0;
-        let mut listening = Listening::new(setup.listeners);
-        // Connections left waiting when the last turn's share was taken.
-        let mut more_waiting = false;
-        let workers = settings.workers().max(1);
-
-        let registry = poll.registry().try_clone()?;
-        let mut park = |conn: Connection,
-                        until: Instant,
-                        idle: &mut HashMap<usize, Idle>,
-                        deadlines: &mut BinaryHeap<Reverse<(Instant, usize)>>|
-         -> bool {
-            let token = next_token;
-            next_token = next_token.wrapping_add(1).max(CONN_BASE);
-            if conn
-                .stream
-                .register(&registry, Token(token), Interest::READABLE)
-                .is_err()
-            {
-                return false;
-            }
-            idle.insert(
-                token,
-                Idle {
-                    conn,
-                    deadline: until,
-                },
-            );
-            deadlines.push(Reverse((until, token)));
-            true
+        let mut p = Poller {
+            poll,
+            events: Events::with_capacity(256),
+            idle: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_token: CONN_BASE,
+            active: 0,
+            listening: Listening::new(setup.listeners),
+            more_waiting: false,
+            jobs: &job_tx,
+            done: done_rx,
+            limits: Limits {
+                wait,
+                graceful,
+                keepalive_for,
+                first_request_for,
+                max_conns,
+                workers: settings.workers().max(1),
+            },
         };
-
         // Whether the last wait reported the wake pipe (true at start: a
         // signal may have come before the loop).
         let mut pipe_ready = true;
@@ -293,21 +480,12 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 leave_now(worker);
             }
             worker.stop_if_orphaned();
-            // Graceful stop: no new connections; what comes on the open
-            // ones is answered with `Connection: close`. One that has sent
-            // nothing since its last response (idle keep-alive) or at all
-            // (new) stays in the poller until the stop's linger: its client
-            // may be sending a request already; a thread answers it.
-            if let Some(stop) = listening.stop_if_stopping(worker, poll.registry(), graceful) {
-                for (t, i) in idle.iter_mut() {
-                    if i.deadline > stop.linger_until {
-                        i.deadline = stop.linger_until;
-                        deadlines.push(Reverse((stop.linger_until, *t)));
-                    }
-                }
-            }
-            let drain = listening.draining_backlog(active, max_conns);
-            match listening.end(active, max_conns, Instant::now()) {
+            p.stop_if_stopping(worker);
+            let drain = p.listening.draining_backlog(p.active, p.limits.max_conns);
+            match p
+                .listening
+                .end(p.active, p.limits.max_conns, Instant::now())
+            {
                 Some(End::Done) => break,
                 // `--graceful-timeout` is over and requests still run: a
                 // live master KILLs us about now anyway; without one (it
@@ -316,116 +494,15 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 Some(End::TimedOut) => leave_now(worker),
                 None => {}
             }
-
-            let now = Instant::now();
-            let poll_for = if drain {
-                Duration::ZERO
-            } else if more_waiting {
-                // Others' turn first (see the accept below), then ours again.
-                std::thread::yield_now();
-                Duration::ZERO
-            } else {
-                let next_deadline = deadlines.peek().map(|Reverse((d, _))| *d);
-                let wake = next_deadline
-                    .into_iter()
-                    .chain(listening.stop().map(|s| s.by))
-                    .min();
-                wake.map_or(wait, |d| d.saturating_duration_since(now).min(wait))
-            };
-            if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            for ev in &events {
-                let Token(t) = ev.token();
-                if t >= CONN_BASE {
-                    if let Some(i) = idle.remove(&t) {
-                        let _ = i.conn.stream.deregister(poll.registry());
-                        if job_tx.send(i.conn).is_err() {
-                            active -= 1;
-                        }
-                    }
-                } else if t >= LISTENER_BASE {
-                    listening.ready(t - LISTENER_BASE);
-                } else if ev.token() == SIGNAL_PIPE {
-                    pipe_ready = true;
-                }
-                // WAKER: handled below; SIGNAL_PIPE at the top of the loop.
-            }
-
-            // Connections the threads are done with.
-            let mut served = 0;
-            while let Ok(d) = done_rx.try_recv() {
-                served += d.served;
-                match d.conn {
-                    Some(c) => {
-                        // Kept alive (a response begun before TERM, then
-                        // only until the stop's linger ends).
-                        let until = Instant::now() + keepalive_for;
-                        let until = listening
-                            .stop()
-                            .map_or(until, |s| until.min(s.linger_until));
-                        if !park(c, until, &mut idle, &mut deadlines) {
-                            active -= 1;
-                        }
-                    }
-                    None => active -= 1,
-                }
-            }
+            pipe_ready = p.wait(drain)?;
+            let served = p.take_back();
             if served > 0 {
                 // At --max-requests / --max-worker-memory this asks the master
                 // for a replacement; we keep serving until its TERM.
                 worker.requests_done(served);
             }
-
-            // Accept while under the connection cap; once stopping, what
-            // the backlog still holds. With other workers, a share of what
-            // waits per turn (then the cpu is offered to them): a keep-alive
-            // connection stays with the worker that took it, and one that
-            // took a whole burst would serve it alone.
-            more_waiting = false;
-            let accepting = listening.accepting();
-            for (i, l) in setup.listeners.iter().enumerate() {
-                let mut budget = if accepting && workers > 1 && listening.waiting(i) {
-                    super::accepts::share(l, workers, active)
-                } else {
-                    usize::MAX
-                };
-                while budget > 0 && active < max_conns && listening.waiting(i) {
-                    budget -= 1;
-                    if let Some((stream, peer)) = listening.accept(i) {
-                        let c = Connection::new(stream, peer, i);
-                        active += 1;
-                        // Stopping: one that stays silent goes as an idle one does.
-                        let wait = if accepting {
-                            first_request_for
-                        } else {
-                            first_request_for.min(conn::STOP_LINGER)
-                        };
-                        if !park(c, Instant::now() + wait, &mut idle, &mut deadlines) {
-                            active -= 1;
-                        }
-                    }
-                }
-                more_waiting |=
-                    accepting && budget == 0 && listening.waiting(i) && active < max_conns;
-            }
-
-            // Idle connections past their deadline.
-            let now = Instant::now();
-            while let Some(Reverse((d, t))) = deadlines.peek().copied() {
-                if d > now {
-                    break;
-                }
-                deadlines.pop();
-                if idle.get(&t).is_some_and(|i| i.deadline == d) {
-                    if let Some(i) = idle.remove(&t) {
-                        let _ = i.conn.stream.deregister(poll.registry());
-                        active -= 1;
-                    }
-                }
-            }
+            p.accept();
+            p.expire();
         }
         // Let the threads finish what is queued, then stop them.
         drop(job_tx);

@@ -282,14 +282,15 @@ impl AppContext {
         &self.parser_options
     }
 
-    /// The environ for one request.
+    /// The environ for one request: a copy of the template with what
+    /// differs set (each step below sets its keys only where the value is
+    /// not the template's very object).
     pub fn environ<'py>(
         &self,
         py: Python<'py>,
         req: &Request<'_>,
         input: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        use pyo3::intern;
         // Locked without holding the GIL while it waits: the holder may
         // release the GIL inside (the first use of an `intern!` string
         // does), and a gthread thread blocking here with the GIL held would
@@ -300,9 +301,27 @@ impl AppContext {
             .lock_py_attached(py)
             .unwrap_or_else(|e| e.into_inner());
         let caches = &mut *guard;
-        let base = self.base.bind(py);
+        let addresses = self.fill_template(py, caches, req)?;
+        let env = self.base.bind(py).copy()?;
+        env.set_item(pyo3::intern!(py, "wsgi.input"), input)?;
+        set_request_line(py, &env, req)?;
+        set_headers(py, &env, caches, req.headers())?;
+        set_addresses(py, &env, caches, req, addresses)?;
+        drop(guard);
+        self.set_paths(py, &env, req)?;
+        Ok(env)
+    }
 
-        // Values that the first request to know them puts into the template.
+    /// The request's server and client address strings (cached), put into
+    /// the template by the first request that knows them.
+    fn fill_template<'py>(
+        &self,
+        py: Python<'py>,
+        caches: &mut Caches,
+        req: &Request<'_>,
+    ) -> PyResult<Addresses<'py>> {
+        use pyo3::intern;
+        let base = self.base.bind(py);
         let server = if req.server.1.is_empty() {
             None
         } else {
@@ -327,140 +346,22 @@ impl AppContext {
             base.set_item(intern!(py, "REMOTE_ADDR"), &remote)?;
             caches.remote = Some(remote.clone().unbind());
         }
+        Ok(Addresses { server, remote })
+    }
 
-        let env = base.copy()?;
-        // Set `key` unless the copy already holds this very object.
-        let set = |key: &Bound<'py, PyString>,
-                   value: Bound<'py, PyString>,
-                   default: Option<&Bound<'py, PyString>>|
-         -> PyResult<()> {
-            if default.is_some_and(|d| d.is(&value)) {
-                return Ok(());
-            }
-            env.set_item(key, value)
-        };
-        env.set_item(intern!(py, "wsgi.input"), input)?;
-        let scheme = match req.scheme {
-            "http" => intern!(py, "http").clone(),
-            "https" => intern!(py, "https").clone(),
-            other => PyString::new(py, other),
-        };
-        set(
-            intern!(py, "wsgi.url_scheme"),
-            scheme,
-            Some(intern!(py, "http")),
-        )?;
-        set(
-            intern!(py, "REQUEST_METHOD"),
-            method_str(py, req.method()),
-            Some(intern!(py, "GET")),
-        )?;
-        set(
-            intern!(py, "QUERY_STRING"),
-            path_str(py, req.query()),
-            Some(intern!(py, "")),
-        )?;
-        set(
-            intern!(py, "RAW_URI"),
-            path_str(py, req.raw_target()),
-            Some(intern!(py, "/")),
-        )?;
-        let protocol = match req.version() {
-            (1, 0) => intern!(py, "HTTP/1.0").clone(),
-            (1, 1) => intern!(py, "HTTP/1.1").clone(),
-            _ => PyString::new(py, &req.protocol()),
-        };
-        set(
-            intern!(py, "SERVER_PROTOCOL"),
-            protocol,
-            Some(intern!(py, "HTTP/1.1")),
-        )?;
-
-        let headers = req.headers();
-        for (i, (name, value)) in headers.iter().enumerate() {
-            if name.eq_ignore_ascii_case(b"content-type") {
-                env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, value))?;
-                continue;
-            }
-            if name.eq_ignore_ascii_case(b"content-length") {
-                env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, value))?;
-                continue;
-            }
-            // Repeated fields (names equal once mapped to a key) become one
-            // entry, at the first one's place, their values joined with ",".
-            if headers[..i].iter().any(|(n, _)| same_key(n, name)) {
-                continue;
-            }
-            let mut joined: Option<Vec<u8>> = None;
-            for (_, v) in headers[i + 1..].iter().filter(|(n, _)| same_key(n, name)) {
-                let buf = joined.get_or_insert_with(|| value.to_vec());
-                buf.push(b',');
-                buf.extend_from_slice(v);
-            }
-            let (key, value) = match header_entry(py, caches, i, name) {
-                Some(entry) => {
-                    let value = match &joined {
-                        Some(all) => latin1_str(py, all),
-                        None => cached_value(py, &mut entry.last, value),
-                    };
-                    (entry.key.bind(py).clone(), value)
-                }
-                None => (
-                    PyString::intern(py, &http_key(name)),
-                    latin1_str(py, joined.as_deref().unwrap_or(value)),
-                ),
-            };
-            env.set_item(key, value)?;
-        }
-
-        set(
-            intern!(py, "REMOTE_ADDR"),
-            remote,
-            caches.remote.as_ref().map(|r| r.bind(py)),
-        )?;
-        if let Some(port) = req.peer.port {
-            let s = match &caches.remote_port {
-                Some((p, s)) if *p == port => s.bind(py).clone(),
-                _ => {
-                    let mut digits = itoa::Buffer::new();
-                    let s = PyString::new(py, digits.format(port));
-                    caches.remote_port = Some((port, s.clone().unbind()));
-                    s
-                }
-            };
-            env.set_item(intern!(py, "REMOTE_PORT"), s)?;
-        }
-        if let Some(proxied) = &req.peer.proxy {
-            env.set_item(intern!(py, "PROXY_PROTOCOL"), proxied.protocol)?;
-            env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
-            env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
-        }
-        match server {
-            Some((name, port)) => {
-                set(
-                    intern!(py, "SERVER_NAME"),
-                    name,
-                    caches.server_name.as_ref().map(|s| s.bind(py)),
-                )?;
-                set(
-                    intern!(py, "SERVER_PORT"),
-                    port,
-                    caches.server_port.as_ref().map(|s| s.bind(py)),
-                )?;
-            }
-            None => {
-                // Unix socket: derive SERVER_* from the Host header when present.
-                let (server_name, server_port) = req.server_from_host();
-                env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
-                env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
-            }
-        }
-        drop(guard);
-
+    /// `PATH_INFO`, and `SCRIPT_NAME` where it is not the worker's.
+    fn set_paths(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        req: &Request<'_>,
+    ) -> PyResult<()> {
+        use pyo3::intern;
         let path_info = req
             .path_info()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        set(
+        set_unless(
+            env,
             intern!(py, "PATH_INFO"),
             path_str(py, path_info),
             Some(intern!(py, "/")),
@@ -468,8 +369,182 @@ impl AppContext {
         if req.script_name() != self.script_name.as_bytes() {
             env.set_item(intern!(py, "SCRIPT_NAME"), path_str(py, req.script_name()))?;
         }
-        Ok(env)
+        Ok(())
     }
+}
+
+/// A request's `SERVER_NAME`/`SERVER_PORT` (`None` for a Unix socket) and
+/// `REMOTE_ADDR` strings.
+struct Addresses<'py> {
+    server: Option<(Bound<'py, PyString>, Bound<'py, PyString>)>,
+    remote: Bound<'py, PyString>,
+}
+
+/// Set `key` unless the environ already holds this very object (`default`,
+/// the template's value).
+fn set_unless<'py>(
+    env: &Bound<'py, PyDict>,
+    key: &Bound<'py, PyString>,
+    value: Bound<'py, PyString>,
+    default: Option<&Bound<'py, PyString>>,
+) -> PyResult<()> {
+    if default.is_some_and(|d| d.is(&value)) {
+        return Ok(());
+    }
+    env.set_item(key, value)
+}
+
+/// `wsgi.url_scheme`, `REQUEST_METHOD`, `QUERY_STRING`, `RAW_URI`, `SERVER_PROTOCOL`.
+fn set_request_line<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
+    req: &Request<'_>,
+) -> PyResult<()> {
+    use pyo3::intern;
+    let scheme = match req.scheme {
+        "http" => intern!(py, "http").clone(),
+        "https" => intern!(py, "https").clone(),
+        other => PyString::new(py, other),
+    };
+    set_unless(
+        env,
+        intern!(py, "wsgi.url_scheme"),
+        scheme,
+        Some(intern!(py, "http")),
+    )?;
+    set_unless(
+        env,
+        intern!(py, "REQUEST_METHOD"),
+        method_str(py, req.method()),
+        Some(intern!(py, "GET")),
+    )?;
+    set_unless(
+        env,
+        intern!(py, "QUERY_STRING"),
+        path_str(py, req.query()),
+        Some(intern!(py, "")),
+    )?;
+    set_unless(
+        env,
+        intern!(py, "RAW_URI"),
+        path_str(py, req.raw_target()),
+        Some(intern!(py, "/")),
+    )?;
+    let protocol = match req.version() {
+        (1, 0) => intern!(py, "HTTP/1.0").clone(),
+        (1, 1) => intern!(py, "HTTP/1.1").clone(),
+        _ => PyString::new(py, &req.protocol()),
+    };
+    set_unless(
+        env,
+        intern!(py, "SERVER_PROTOCOL"),
+        protocol,
+        Some(intern!(py, "HTTP/1.1")),
+    )
+}
+
+/// `CONTENT_TYPE`, `CONTENT_LENGTH` and an `HTTP_*` key per header name
+/// (repeated fields joined with `,`), keys and values from the caches.
+fn set_headers<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
+    caches: &mut Caches,
+    headers: &[(&[u8], std::borrow::Cow<'_, [u8]>)],
+) -> PyResult<()> {
+    use pyo3::intern;
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if name.eq_ignore_ascii_case(b"content-type") {
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, value))?;
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, value))?;
+            continue;
+        }
+        // Repeated fields (names equal once mapped to a key) become one
+        // entry, at the first one's place, their values joined with ",".
+        if headers[..i].iter().any(|(n, _)| same_key(n, name)) {
+            continue;
+        }
+        let mut joined: Option<Vec<u8>> = None;
+        for (_, v) in headers[i + 1..].iter().filter(|(n, _)| same_key(n, name)) {
+            let buf = joined.get_or_insert_with(|| value.to_vec());
+            buf.push(b',');
+            buf.extend_from_slice(v);
+        }
+        let (key, value) = match header_entry(py, caches, i, name) {
+            Some(entry) => {
+                let value = match &joined {
+                    Some(all) => latin1_str(py, all),
+                    None => cached_value(py, &mut entry.last, value),
+                };
+                (entry.key.bind(py).clone(), value)
+            }
+            None => (
+                PyString::intern(py, &http_key(name)),
+                latin1_str(py, joined.as_deref().unwrap_or(value)),
+            ),
+        };
+        env.set_item(key, value)?;
+    }
+    Ok(())
+}
+
+/// `REMOTE_ADDR`, `REMOTE_PORT`, the `PROXY_*` keys, `SERVER_NAME`, `SERVER_PORT`.
+fn set_addresses<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
+    caches: &mut Caches,
+    req: &Request<'_>,
+    addresses: Addresses<'py>,
+) -> PyResult<()> {
+    use pyo3::intern;
+    set_unless(
+        env,
+        intern!(py, "REMOTE_ADDR"),
+        addresses.remote,
+        caches.remote.as_ref().map(|r| r.bind(py)),
+    )?;
+    if let Some(port) = req.peer.port {
+        let s = match &caches.remote_port {
+            Some((p, s)) if *p == port => s.bind(py).clone(),
+            _ => {
+                let mut digits = itoa::Buffer::new();
+                let s = PyString::new(py, digits.format(port));
+                caches.remote_port = Some((port, s.clone().unbind()));
+                s
+            }
+        };
+        env.set_item(intern!(py, "REMOTE_PORT"), s)?;
+    }
+    if let Some(proxied) = &req.peer.proxy {
+        env.set_item(intern!(py, "PROXY_PROTOCOL"), proxied.protocol)?;
+        env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
+        env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
+    }
+    match addresses.server {
+        Some((name, port)) => {
+            set_unless(
+                env,
+                intern!(py, "SERVER_NAME"),
+                name,
+                caches.server_name.as_ref().map(|s| s.bind(py)),
+            )?;
+            set_unless(
+                env,
+                intern!(py, "SERVER_PORT"),
+                port,
+                caches.server_port.as_ref().map(|s| s.bind(py)),
+            )?;
+        }
+        None => {
+            // Unix socket: derive SERVER_* from the Host header when present.
+            let (server_name, server_port) = req.server_from_host();
+            env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+            env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
+        }
+    }
+    Ok(())
 }
 
 /// `HTTP_` and the name upper-cased, `-` as `_`.

@@ -150,58 +150,23 @@ pub fn serve(
     };
 
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-    let mut keep_alive = false;
-    let mut status = w.status_code().map(<[u8]>::to_vec).unwrap_or_default();
-    let mut sent = None;
     let failed = app_result.is_err();
-    match app_result {
-        Ok(()) => {
-            keep_alive = w.keep_alive();
-            sent = Some(w.sent);
-        }
+    let (mut keep_alive, status, sent) = match app_result {
+        Ok(()) => (
+            w.keep_alive(),
+            w.status_code().map(<[u8]>::to_vec).unwrap_or_default(),
+            Some(w.sent),
+        ),
         Err(err) => {
             let framing_error = reader
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .error
                 .take();
-            let uri = String::from_utf8_lossy(req.raw_target());
-            if let Some(http_err) = framing_error {
-                glogging::warning!("Invalid request from ip={}: {}", req.peer.addr, http_err);
-                if !w.headers_sent {
-                    let code = http_err.status();
-                    let out = error_response(code, http_err.reason(), &http_err.to_string());
-                    py.detach(|| {
-                        let _ = w.write_raw(&out);
-                    });
-                    status = code.to_string().into_bytes();
-                    sent = Some(0);
-                }
-            } else if is_client_gone(py, &err) {
-                glogging::debug!(
-                    "Ignoring connection error while handling request {uri}: {}",
-                    err.value(py)
-                );
-                sent = Some(w.sent);
-            } else {
-                glogging::exception(&format!(
-                    "Error handling request {} {uri}\n{}",
-                    String::from_utf8_lossy(req.method()),
-                    format_traceback(py, &err)
-                ));
-                if !w.headers_sent {
-                    let out = error_response(500, "Internal Server Error", "");
-                    py.detach(|| {
-                        let _ = w.write_raw(&out);
-                    });
-                    status = b"500".to_vec();
-                    sent = Some(0);
-                } else {
-                    sent = Some(w.sent);
-                }
-            }
+            let (status, sent) = answer_failure(py, req, &mut w, framing_error, &err);
+            (false, status, sent)
         }
-    }
+    };
     let response_headers = std::mem::take(&mut w.headers);
     let status_line = w.status.take();
     drop(w);
@@ -210,18 +175,9 @@ pub fn serve(
     // drained cheaply) and nothing after it is lost.
     let mut leftover = Vec::new();
     if keep_alive {
-        let drain = || {
-            let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
-            r.drain(64 * 1024)
-                .map(|done| done.then(|| r.leftover().to_vec()))
-        };
-        // A body already read to its end (or none, as for most GETs) drains
-        // without a socket read: no need to release the GIL for it.
-        let done = reader.lock().unwrap_or_else(|e| e.into_inner()).is_done();
-        let drained = if done { drain() } else { py.detach(drain) };
-        match drained {
-            Ok(Some(rest)) => leftover = rest,
-            _ => keep_alive = false,
+        match drain_body(py, &reader) {
+            Some(rest) => leftover = rest,
+            None => keep_alive = false,
         }
     }
     let unread = !keep_alive && {
@@ -239,6 +195,67 @@ pub fn serve(
         environ,
         failed,
     }
+}
+
+/// After the app (or reading its body) raised: log it and answer it where
+/// no response went out yet (the framing error's 4xx, else a 500; nothing
+/// for a client that left). Returns the status and body bytes to log.
+fn answer_failure(
+    py: Python<'_>,
+    req: &Request<'_>,
+    w: &mut ResponseWriter,
+    framing_error: Option<ferricorn_http::Error>,
+    err: &PyErr,
+) -> (Vec<u8>, Option<u64>) {
+    let status = w.status_code().map(<[u8]>::to_vec).unwrap_or_default();
+    let uri = String::from_utf8_lossy(req.raw_target());
+    let replace = |w: &mut ResponseWriter, code: u16, out: Vec<u8>| {
+        py.detach(|| {
+            let _ = w.write_raw(&out);
+        });
+        (code.to_string().into_bytes(), Some(0))
+    };
+    if let Some(http_err) = framing_error {
+        glogging::warning!("Invalid request from ip={}: {}", req.peer.addr, http_err);
+        if w.headers_sent {
+            return (status, None);
+        }
+        let code = http_err.status();
+        let out = error_response(code, http_err.reason(), &http_err.to_string());
+        return replace(w, code, out);
+    }
+    if is_client_gone(py, err) {
+        glogging::debug!(
+            "Ignoring connection error while handling request {uri}: {}",
+            err.value(py)
+        );
+        return (status, Some(w.sent));
+    }
+    glogging::exception(&format!(
+        "Error handling request {} {uri}\n{}",
+        String::from_utf8_lossy(req.method()),
+        format_traceback(py, err)
+    ));
+    if w.headers_sent {
+        return (status, Some(w.sent));
+    }
+    replace(w, 500, error_response(500, "Internal Server Error", ""))
+}
+
+/// Read what the app left of the request body (up to 64 KiB) so the
+/// connection can serve its next request; returns the bytes read past the
+/// body, `None` when the connection cannot be kept.
+fn drain_body(py: Python<'_>, reader: &Arc<Mutex<BodyReader>>) -> Option<Vec<u8>> {
+    let drain = || {
+        let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
+        r.drain(64 * 1024)
+            .map(|done| done.then(|| r.leftover().to_vec()))
+    };
+    // A body already read to its end (or none, as for most GETs) drains
+    // without a socket read: no need to release the GIL for it.
+    let done = reader.lock().unwrap_or_else(|e| e.into_inner()).is_done();
+    let drained = if done { drain() } else { py.detach(drain) };
+    drained.ok().flatten()
 }
 
 fn is_client_gone(py: Python<'_>, err: &PyErr) -> bool {
@@ -307,24 +324,9 @@ fn send_body(
     writer: &Arc<Mutex<ResponseWriter>>,
     held: Option<&Held>,
 ) -> PyResult<()> {
-    // wsgi.file_wrapper around a real file: sendfile(2), no copies through
-    // Python (where the stream sends from a descriptor).
     if app.sendfile() {
-        if let Ok(fw) = iterable.cast::<file_wrapper::FileWrapper>() {
-            let direct = || {
-                let w = writer.lock().unwrap_or_else(|e| e.into_inner());
-                w.stream().can_sendfile()
-            };
-            if let Some(src) = direct().then(|| fw.borrow().file_source(py)).flatten() {
-                py.detach(|| {
-                    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-                    w.send_file(&src)?;
-                    w.push_finish()?;
-                    w.flush()
-                })
-                .map_err(io_to_py)?;
-                return Ok(());
-            }
+        if let Some(sent) = send_file_body(py, iterable, writer) {
+            return sent;
         }
     }
     // Fastest path: a list of small `bytes` (`[b"Hello"]`). Checked whole
@@ -336,19 +338,7 @@ fn send_body(
                 .is_ok_and(|b| b.as_bytes().len() < response::DIRECT_WRITE)
         };
         if list.iter().all(small) {
-            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-            w.ensure_head()
-                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-            for item in list.iter() {
-                w.write_body(bytes_of(&item)?.as_bytes())
-                    .map_err(io_to_py)?;
-            }
-            w.push_finish().map_err(io_to_py)?;
-            if w.flush_nowait().map_err(io_to_py)? {
-                return Ok(());
-            }
-            drop(w);
-            return flush(py, writer);
+            return send_small_list(py, list, writer);
         }
     }
     // Fast path: a list or tuple is the whole body; send head and body in one write.
@@ -359,52 +349,118 @@ fn send_body(
     } else {
         None
     };
-    if let Some(items) = items {
-        let chunks: Vec<&[u8]> = items
-            .iter()
-            .map(|i| bytes_of(i).map(|b| b.as_bytes()))
-            .collect::<PyResult<_>>()?;
-        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.ensure_head()
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        if chunks.iter().all(|c| c.len() < response::DIRECT_WRITE) {
-            // All of it is copied behind the head; offer that to the socket
-            // without blocking, keeping the GIL: for a small response the
-            // kernel takes it at once, and releasing and retaking the GIL
-            // would cost more than the send. Only what the socket could not
-            // take waits for it without the GIL.
-            for chunk in &chunks {
-                w.write_body(chunk).map_err(io_to_py)?;
-            }
-            w.push_finish().map_err(io_to_py)?;
-            if held.is_some_and(|h| h.take(&mut w)) {
-                return Ok(());
-            }
-            if w.flush_nowait().map_err(io_to_py)? {
-                return Ok(());
-            }
-            drop(w);
-            return flush(py, writer);
+    match items {
+        Some(items) => send_sequence(py, &items, writer, held),
+        None => send_stream(py, iterable, writer, held),
+    }
+}
+
+/// `wsgi.file_wrapper` around a real file: sendfile(2), no copies through
+/// Python (where the stream sends from a descriptor). `None`: not such a
+/// body, send it otherwise.
+fn send_file_body(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    writer: &Arc<Mutex<ResponseWriter>>,
+) -> Option<PyResult<()>> {
+    let fw = iterable.cast::<file_wrapper::FileWrapper>().ok()?;
+    let direct = {
+        let w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.stream().can_sendfile()
+    };
+    let src = direct.then(|| fw.borrow().file_source(py)).flatten()?;
+    Some(
+        py.detach(|| {
+            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            w.send_file(&src)?;
+            w.push_finish()?;
+            w.flush()
+        })
+        .map_err(io_to_py),
+    )
+}
+
+/// A list of small `bytes`, all copied behind the head and offered to the
+/// socket holding the GIL.
+fn send_small_list(
+    py: Python<'_>,
+    list: &Bound<'_, PyList>,
+    writer: &Arc<Mutex<ResponseWriter>>,
+) -> PyResult<()> {
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    w.ensure_head()
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    for item in list.iter() {
+        w.write_body(bytes_of(&item)?.as_bytes())
+            .map_err(io_to_py)?;
+    }
+    w.push_finish().map_err(io_to_py)?;
+    if w.flush_nowait().map_err(io_to_py)? {
+        return Ok(());
+    }
+    drop(w);
+    flush(py, writer)
+}
+
+/// A list or tuple body: the whole response in one write (or held, see
+/// [`Held`]).
+fn send_sequence(
+    py: Python<'_>,
+    items: &[Bound<'_, PyAny>],
+    writer: &Arc<Mutex<ResponseWriter>>,
+    held: Option<&Held>,
+) -> PyResult<()> {
+    let chunks: Vec<&[u8]> = items
+        .iter()
+        .map(|i| bytes_of(i).map(|b| b.as_bytes()))
+        .collect::<PyResult<_>>()?;
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    w.ensure_head()
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    if chunks.iter().all(|c| c.len() < response::DIRECT_WRITE) {
+        // All of it is copied behind the head; offer that to the socket
+        // without blocking, keeping the GIL: for a small response the
+        // kernel takes it at once, and releasing and retaking the GIL
+        // would cost more than the send. Only what the socket could not
+        // take waits for it without the GIL.
+        for chunk in &chunks {
+            w.write_body(chunk).map_err(io_to_py)?;
+        }
+        w.push_finish().map_err(io_to_py)?;
+        if held.is_some_and(|h| h.take(&mut w)) {
+            return Ok(());
+        }
+        if w.flush_nowait().map_err(io_to_py)? {
+            return Ok(());
         }
         drop(w);
-        // Small chunks are queued behind the head and leave in one write;
-        // large ones go out with writev, uncopied. The `bytes` are immutable
-        // and `items` holds them, so the slices outlive the released GIL.
-        return py
-            .detach(|| {
-                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-                for chunk in &chunks {
-                    w.write_body(chunk)?;
-                }
-                w.push_finish()?;
-                w.flush()
-            })
-            .map_err(io_to_py);
+        return flush(py, writer);
     }
-    // A streamed body. While others of the batch wait (see `Held`), its
-    // small chunks are held as long as they come within `HOLD_FOR` of the
-    // first and stay under `HOLD_MAX` in all; from then on they go out as
-    // they come.
+    drop(w);
+    // Small chunks are queued behind the head and leave in one write;
+    // large ones go out with writev, uncopied. The `bytes` are immutable
+    // and `items` holds them, so the slices outlive the released GIL.
+    py.detach(|| {
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        for chunk in &chunks {
+            w.write_body(chunk)?;
+        }
+        w.push_finish()?;
+        w.flush()
+    })
+    .map_err(io_to_py)
+}
+
+/// A streamed body. While others of the batch wait (see `Held`), its
+/// small chunks are held as long as they come within `HOLD_FOR` of the
+/// first and stay under `HOLD_MAX` in all; from then on they go out as
+/// they come.
+fn send_stream(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    writer: &Arc<Mutex<ResponseWriter>>,
+    held: Option<&Held>,
+) -> PyResult<()> {
     let mut hold_until = held
         .filter(|h| h.others_follow.load(Ordering::Relaxed))
         .map(|_| std::time::Instant::now() + HOLD_FOR);

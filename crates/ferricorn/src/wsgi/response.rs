@@ -597,3 +597,110 @@ impl WriteCallable {
         .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The response sink without Python: status and headers set as
+    //! `start_response` sets them, the bytes read on the other end.
+    use super::{RequestSide, ResponseWriter};
+    use crate::stream::Stream;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    fn writer(side: RequestSide, headers: &[(&str, &str)]) -> (ResponseWriter, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut w = ResponseWriter::new(Arc::new(Stream::from(a)), side);
+        w.status = Some("200 OK".into());
+        w.headers = Arc::new(
+            headers
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        );
+        (w, b)
+    }
+
+    fn side(version: (u8, u8), keep_alive: bool) -> RequestSide {
+        RequestSide {
+            head: false,
+            version,
+            keep_alive,
+            server_allows_keep_alive: true,
+        }
+    }
+
+    /// Send `body` as the app's whole response; what the client got.
+    fn respond(mut w: ResponseWriter, mut peer: UnixStream, body: &[u8]) -> (bool, String) {
+        w.push(body).unwrap();
+        w.push_finish().unwrap();
+        assert!(
+            w.flush_nowait().unwrap(),
+            "a small response goes out at once"
+        );
+        let keep = w.keep_alive();
+        drop(w);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        (keep, String::from_utf8(got).unwrap())
+    }
+
+    #[test]
+    fn a_sized_response_keeps_the_connection() {
+        let (w, peer) = writer(side((1, 1), true), &[("Content-Length", "5")]);
+        let (keep, got) = respond(w, peer, b"hello");
+        assert!(keep);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(!got.contains("Connection: close"), "{got}");
+        assert!(got.ends_with("\r\n\r\nhello"), "{got}");
+    }
+
+    #[test]
+    fn an_unsized_response_is_chunked_on_1_1_and_closes_on_1_0() {
+        let (w, peer) = writer(side((1, 1), true), &[]);
+        let (keep, got) = respond(w, peer, b"hello");
+        assert!(keep);
+        assert!(got.contains("Transfer-Encoding: chunked"), "{got}");
+        assert!(got.ends_with("5\r\nhello\r\n0\r\n\r\n"), "{got}");
+
+        let (w, peer) = writer(side((1, 0), true), &[]);
+        let (keep, got) = respond(w, peer, b"hello");
+        assert!(!keep, "no length on HTTP/1.0: the close ends the body");
+        assert!(got.ends_with("\r\n\r\nhello"), "{got}");
+    }
+
+    #[test]
+    fn the_server_or_the_client_saying_close_closes() {
+        let mut s = side((1, 1), true);
+        s.server_allows_keep_alive = false;
+        let (w, peer) = writer(s, &[("Content-Length", "2")]);
+        let (keep, got) = respond(w, peer, b"ok");
+        assert!(!keep);
+        assert!(got.contains("Connection: close"), "{got}");
+
+        let (w, peer) = writer(side((1, 1), false), &[("Content-Length", "2")]);
+        let (keep, got) = respond(w, peer, b"ok");
+        assert!(!keep);
+        assert!(got.contains("Connection: close"), "{got}");
+    }
+
+    #[test]
+    fn a_head_request_gets_no_body() {
+        let mut s = side((1, 1), true);
+        s.head = true;
+        let (w, peer) = writer(s, &[("Content-Length", "5")]);
+        let (keep, got) = respond(w, peer, b"hello");
+        assert!(keep);
+        assert!(got.ends_with("Content-Length: 5\r\n\r\n"), "{got}");
+    }
+
+    #[test]
+    fn raw_bytes_bypass_the_framing() {
+        let (w, mut peer) = writer(side((1, 1), true), &[]);
+        w.write_raw(b"HTTP/1.1 103 Early Hints\r\n\r\n").unwrap();
+        drop(w);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"HTTP/1.1 103 Early Hints\r\n\r\n");
+    }
+}
