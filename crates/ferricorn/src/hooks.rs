@@ -462,7 +462,8 @@ pub fn serve(py: Python<'_>, app: &AppContext, req: &Request<'_>, ex: Exchange<'
             ));
             let out = crate::app::error_response(500, "Internal Server Error", "");
             py.detach(|| {
-                let _ = ex.response.write_raw(&out);
+                let w = ex.response.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = w.write_raw(&out);
             });
             Outcome {
                 status: b"500".to_vec(),
@@ -472,7 +473,13 @@ pub fn serve(py: Python<'_>, app: &AppContext, req: &Request<'_>, ex: Exchange<'
                 keep_alive: false,
                 leftover: Vec::new(),
                 // The body (if any) was not read.
-                unread: !ex.body.leftover().is_empty() || req.has_body(),
+                unread: req.has_body()
+                    || !ex
+                        .body
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .leftover()
+                        .is_empty(),
                 environ: PyDict::new(py).unbind(),
                 failed: true,
             }

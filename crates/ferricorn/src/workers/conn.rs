@@ -13,7 +13,7 @@
 //! `ThreadWorker.handle`/`handle_request` (the shared parts).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferricorn_http::parse::{BodyKind, Head, Parser};
@@ -389,17 +389,19 @@ pub fn serve_head(
     };
     super::signals::set_current_request_parts(&[&head.method, b" ", head.target, version]);
     let decoder = ferricorn_http::body::Decoder::new(&head.body, app.parser_options());
+    let body = BodyReader::new(stream.clone(), decoder, rest.to_vec(), head.expect_continue);
+    let response = ResponseWriter::new(
+        stream.clone(),
+        RequestSide {
+            head: &*head.method == b"HEAD",
+            version: head.version,
+            keep_alive: head.keep_alive,
+            server_allows_keep_alive: allow_keep_alive,
+        },
+    );
     let exchange = Exchange {
-        body: BodyReader::new(stream.clone(), decoder, rest.to_vec(), head.expect_continue),
-        response: ResponseWriter::new(
-            stream.clone(),
-            RequestSide {
-                head: &*head.method == b"HEAD",
-                version: head.version,
-                keep_alive: head.keep_alive,
-                server_allows_keep_alive: allow_keep_alive,
-            },
-        ),
+        body: Arc::new(Mutex::new(body)),
+        response: Arc::new(Mutex::new(response)),
         socket,
         held,
     };

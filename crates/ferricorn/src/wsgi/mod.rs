@@ -61,10 +61,12 @@ pub struct Outcome {
 /// across its requests. The worker's driver builds it; the app side never
 /// sees the connection itself.
 pub struct Exchange<'a> {
-    /// The body source (reads through the connection's stream).
-    pub body: BodyReader,
-    /// The response sink (writes through the connection's stream).
-    pub response: ResponseWriter,
+    /// The body source (reads through the connection's stream). Shared:
+    /// `wsgi.input` holds it too.
+    pub body: Arc<Mutex<BodyReader>>,
+    /// The response sink (writes through the connection's stream). Shared:
+    /// `start_response` and `wsgi.early_hints` hold it too.
+    pub response: Arc<Mutex<ResponseWriter>>,
     /// Where the connection keeps its `gunicorn.socket` object across its
     /// requests (evloop); `None`: a fresh one per request.
     pub socket: Option<&'a extras::SocketSlot>,
@@ -114,13 +116,11 @@ pub fn serve(
     ex: Exchange<'_>,
 ) -> Outcome {
     let Exchange {
-        body,
-        response,
+        body: reader,
+        response: writer,
         socket,
         held,
     } = ex;
-    let reader = Arc::new(Mutex::new(body));
-    let writer = Arc::new(Mutex::new(response));
 
     let result = (|| -> PyResult<(Py<PyDict>, PyResult<()>)> {
         let input = Py::new(
