@@ -183,14 +183,16 @@ class Server:
         self._reader.join(5)
 
 
-# Every Server started, in order: the finalizers below stop those a test or
-# a module started, whichever way it started them.
+# The Servers started and not yet reaped, in order: the finalizers below stop
+# those a test or a module started, whichever way it started them (so a
+# session-scoped fixture's server would not outlive its first module).
 _SERVERS = []
 
 
 def _stop_started_since(first):
     for srv in _SERVERS[first:]:
         srv.stop()
+    del _SERVERS[first:]
 
 
 @pytest.fixture(autouse=True, scope="module")
