@@ -9,17 +9,15 @@ import time
 
 import pytest
 
-from conftest import get
-from wsgi_helpers import WORKER_ARGS, Client, slow_head_gets_408, start
+from conftest import classes, get, serve, worker_args
+from wsgi_helpers import Client, slow_head_gets_408
 
 
 # evloop keeps its own deadlines (tests/test_evloop.py).
-@pytest.fixture(scope="module", params=["sync", "gthread"])
-def srv(request, tmp_path_factory):
-    server = start(tmp_path_factory, *WORKER_ARGS[request.param], "-b", "127.0.0.1:0",
-                   "--header-timeout", "1", "--timeout", "30", "lazysock:app")
-    yield server
-    server.stop()
+@pytest.fixture(scope="module", params=classes("sync", "gthread"))
+def srv(request):
+    return serve(request, *worker_args(request.param), "-b", "127.0.0.1:0",
+                 "--header-timeout", "1", "--timeout", "30", "lazysock:app")
 
 
 def test_slow_body_gets_the_io_timeout(srv):
