@@ -902,3 +902,36 @@ fn buffers_are_reused_across_requests() {
     assert_eq!(d.seen.len(), 50);
     assert!(d.seen.iter().all(|s| s.body == b"abc"));
 }
+
+#[test]
+fn no_buffer_is_reallocated_per_request() {
+    // Keep-alive requests with bodies on one connection: after the first,
+    // the read buffer and the body buffer are the same allocations.
+    let req: &[u8] = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody";
+    let keep = ferricorn_http::Framing {
+        kind: BodyFraming::Length(0),
+        keep_alive: true,
+        upgrade: false,
+        status: 200,
+    };
+    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut seen: Option<(*const u8, *const u8)> = None;
+    for _ in 0..20 {
+        let buf = c.read_buf();
+        buf.reserve(READ_CHUNK);
+        buf.extend_from_slice(req);
+        let read_ptr = buf.as_ptr();
+        c.received(req.len());
+        let HeadEvent::Request(r) = c.next_head() else {
+            panic!()
+        };
+        let mut body = r.body;
+        assert_eq!(body.next_data().unwrap(), Chunk::Data(b"body"));
+        let body_ptr = body.read_buf().0.as_ptr();
+        assert_eq!(c.finish(body, Response::Complete(keep)), Next::KeepAlive);
+        match seen {
+            None => seen = Some((read_ptr, body_ptr)),
+            Some(ptrs) => assert_eq!(ptrs, (read_ptr, body_ptr)),
+        }
+    }
+}
