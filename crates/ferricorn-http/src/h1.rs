@@ -282,15 +282,24 @@ pub enum Drain {
 }
 
 /// One request's body: its decoder and the body bytes read so far and not
-/// yet decoded. Owned (it holds no borrow of the connection), so a driver
+/// yet handed out. Owned (it holds no borrow of the connection), so a driver
 /// can hand it to the application for the request's life and give it back
 /// to [`Conn::finish`]; its buffer then serves the next body.
+///
+/// Reading: [`Body::data`] shows the next decoded bytes without taking
+/// them (a run of a chunk, or of a Content-Length body), [`Body::consume`]
+/// takes some (a `read(n)` or a `readline` takes what it needs, the rest
+/// stays); [`Body::next_data`] does both for a whole run. None of them
+/// copies: the bytes are a slice of the body's buffer.
 #[derive(Debug)]
 pub struct Body {
     decoder: Decoder,
-    /// Raw body bytes, from `pos`. For a Content-Length body never more
-    /// than the body; for a chunked one possibly the next request's bytes.
+    /// Raw body bytes. `raw[window.0..window.1]`: decoded body bytes not
+    /// handed out yet; `raw[pos..]`: bytes not decoded yet (for a
+    /// Content-Length body never more than the body; for a chunked one
+    /// possibly the next request's bytes). `window.1 <= pos`.
     raw: Vec<u8>,
+    window: (usize, usize),
     pos: usize,
     /// `Expect: 100-continue` not answered yet.
     continue_pending: bool,
@@ -304,45 +313,77 @@ impl Body {
     /// A body framed as `kind`, starting with `raw` (the bytes that came
     /// with the head); for tests and for drivers that parse heads themselves.
     pub fn new(kind: &BodyKind, opts: &Options, raw: Vec<u8>, expect_continue: bool) -> Self {
-        let decoder = Decoder::new(kind, opts);
+        Self::with_decoder(Decoder::new(kind, opts), raw, expect_continue)
+    }
+
+    fn with_decoder(decoder: Decoder, raw: Vec<u8>, expect_continue: bool) -> Self {
         Body {
             continue_pending: expect_continue && !decoder.is_done(),
             had_body: !decoder.is_done(),
             decoder,
             raw,
+            window: (0, 0),
             pos: 0,
             error: None,
         }
     }
 
-    /// The next run of decoded body bytes from what is buffered (no copy).
-    pub fn next_data(&mut self) -> Result<Chunk<'_>, Error> {
-        let Body {
-            decoder,
-            raw,
-            pos,
-            error,
-            ..
-        } = self;
-        loop {
-            if decoder.is_done() {
-                return Ok(Chunk::End);
-            }
-            let input = &raw[*pos..];
-            if input.is_empty() {
-                return Ok(Chunk::NeedRead);
-            }
-            let (used, data) = decoder.next_data(input).inspect_err(|e| {
-                error.get_or_insert(*e);
-            })?;
-            *pos += used;
-            if !data.is_empty() {
-                return Ok(Chunk::Data(data));
-            }
-            if used == 0 {
-                return Ok(Chunk::NeedRead);
+    /// The next decoded body bytes, left in place until [`Body::consume`]d
+    /// (no copy).
+    pub fn data(&mut self) -> Result<Chunk<'_>, Error> {
+        if self.window.0 == self.window.1 {
+            self.window = (self.pos, self.pos);
+            loop {
+                if self.decoder.is_done() {
+                    return Ok(Chunk::End);
+                }
+                let input = &self.raw[self.pos..];
+                if input.is_empty() {
+                    return Ok(Chunk::NeedRead);
+                }
+                let (used, data) = match self.decoder.next_data(input) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                        return Err(e);
+                    }
+                };
+                let len = data.len();
+                if len > 0 {
+                    // `data` is a slice of `input`: where it sits in `raw`.
+                    let at = self.pos + (data.as_ptr() as usize - input.as_ptr() as usize);
+                    self.pos += used;
+                    self.window = (at, at + len);
+                    break;
+                }
+                self.pos += used;
+                if used == 0 {
+                    return Ok(Chunk::NeedRead);
+                }
             }
         }
+        Ok(Chunk::Data(&self.raw[self.window.0..self.window.1]))
+    }
+
+    /// Take `n` of the bytes [`Body::data`] showed.
+    pub fn consume(&mut self, n: usize) {
+        self.window.0 = (self.window.0 + n).min(self.window.1);
+    }
+
+    /// The next run of decoded body bytes, taken (no copy).
+    pub fn next_data(&mut self) -> Result<Chunk<'_>, Error> {
+        let range = match self.data()? {
+            Chunk::Data(_) => self.window.0..self.window.1,
+            Chunk::End => return Ok(Chunk::End),
+            Chunk::NeedRead => return Ok(Chunk::NeedRead),
+        };
+        self.window.0 = self.window.1;
+        Ok(Chunk::Data(&self.raw[range]))
+    }
+
+    /// Decoded body bytes shown by [`Body::data`] and not taken yet.
+    pub fn available(&self) -> usize {
+        self.window.1 - self.window.0
     }
 
     /// Before a read from the client for this body: the interim response
@@ -350,7 +391,7 @@ impl Body {
     /// body is not complete and nothing of it is buffered: an application
     /// that never reads the body never makes the client send it.
     pub fn take_continue(&mut self) -> Option<&'static [u8]> {
-        if self.continue_pending && !self.decoder.is_done() && self.pos == self.raw.len() {
+        if self.continue_pending && !self.decoder.is_done() && self.is_empty() {
             self.continue_pending = false;
             return Some(CONTINUE);
         }
@@ -362,16 +403,32 @@ impl Body {
         self.continue_pending && !self.decoder.is_done()
     }
 
+    /// Nothing buffered: neither decoded bytes nor raw ones.
+    fn is_empty(&self) -> bool {
+        self.window.0 == self.window.1 && self.pos == self.raw.len()
+    }
+
     /// The buffer to read body bytes into (append to it, then call
     /// [`Body::received`]) and how many bytes to ask for at most: never
-    /// past the end of a Content-Length body.
+    /// past the end of a Content-Length body. Call when [`Body::data`]
+    /// said [`Chunk::NeedRead`].
     pub fn read_buf(&mut self) -> (&mut Vec<u8>, usize) {
-        if self.pos == self.raw.len() {
-            self.raw.clear();
+        // Keep the bytes not taken yet (the window, then the raw rest).
+        let keep = if self.window.0 < self.window.1 {
+            self.window.0
         } else {
-            self.raw.drain(..self.pos);
+            self.pos
+        };
+        if keep == self.raw.len() {
+            self.raw.clear();
+        } else if keep > 0 {
+            self.raw.drain(..keep);
         }
-        self.pos = 0;
+        self.window = (
+            self.window.0 - keep.min(self.window.0),
+            self.window.1.saturating_sub(keep),
+        );
+        self.pos -= keep;
         let want = match self.decoder.remaining() {
             Some(n) => clamp(n, BODY_READ_CHUNK).max(1),
             None => BODY_READ_CHUNK,
@@ -399,7 +456,7 @@ impl Body {
     /// the application's buffer (a Content-Length body, nothing buffered):
     /// how many remain. Write [`Body::take_continue`] first.
     pub fn direct(&self) -> Option<u64> {
-        if self.pos < self.raw.len() {
+        if !self.is_empty() {
             return None;
         }
         self.decoder.remaining().filter(|&n| n > 0)
@@ -415,13 +472,21 @@ impl Body {
         Ok(())
     }
 
-    /// Body bytes still to come, buffered ones included, for a
-    /// Content-Length body; `None` for a chunked one.
+    /// Body bytes still to come from the client, for a Content-Length body
+    /// (buffered raw ones included, decoded ones not); `None` for a
+    /// chunked one.
     pub fn remaining(&self) -> Option<u64> {
         self.decoder.remaining()
     }
 
-    /// The body is complete.
+    /// The exact number of body bytes the application has still to read,
+    /// when known: Content-Length bodies (`None` for chunked ones).
+    pub fn known_len(&self) -> Option<u64> {
+        Some(self.decoder.remaining()? + self.available() as u64)
+    }
+
+    /// The body is complete on the wire (all of it was read from the
+    /// client; [`Body::available`] may still hold some for the application).
     pub fn is_done(&self) -> bool {
         self.decoder.is_done()
     }
@@ -436,10 +501,10 @@ impl Body {
         self.decoder.trailers()
     }
 
-    /// Discard buffered body bytes, counting them against `budget`
-    /// (decremented): to reuse a connection whose application did not read
-    /// its body to the end. On [`Drain::NeedRead`] read (after
-    /// [`Body::take_continue`]) and call again.
+    /// Discard body bytes, counting them against `budget` (decremented):
+    /// to reuse a connection whose application did not read its body to
+    /// the end. On [`Drain::NeedRead`] read (after [`Body::take_continue`])
+    /// and call again.
     pub fn drain(&mut self, budget: &mut u64) -> Result<Drain, Error> {
         loop {
             match self.next_data()? {
@@ -457,10 +522,11 @@ impl Body {
         }
     }
 
-    /// Whether request bytes may remain unread when the connection closes
-    /// now: body bytes not read yet, or bytes after the body already read
-    /// (pipelining: more may follow). A Content-Length body read whole
-    /// along with the head leaves nothing unread.
+    /// Whether request bytes may remain unread on the connection when it
+    /// closes now: body bytes not read from the client yet, or bytes after
+    /// the body already read (pipelining: more may follow). A
+    /// Content-Length body read whole along with the head leaves nothing
+    /// unread.
     fn unread(&self) -> bool {
         let buffered = (self.raw.len() - self.pos) as u64;
         if self.decoder.is_done() {
@@ -653,14 +719,7 @@ impl Conn {
                     request_keep_alive: head.keep_alive,
                     server_keep_alive: *keep_alive,
                 };
-                let body = Body {
-                    continue_pending: head.expect_continue && !decoder.is_done(),
-                    had_body: !decoder.is_done(),
-                    decoder,
-                    raw,
-                    pos: 0,
-                    error: None,
-                };
+                let body = Body::with_decoder(decoder, raw, head.expect_continue);
                 HeadEvent::Request(Request {
                     head,
                     body,

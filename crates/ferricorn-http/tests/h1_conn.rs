@@ -935,3 +935,69 @@ fn no_buffer_is_reallocated_per_request() {
         }
     }
 }
+
+/// `readline()` as `wsgi.input` does it: look at the decoded bytes, take
+/// up to and including the first `\n`, leave the rest.
+fn readline(body: &mut Body, client: &mut Client, out: &mut Vec<u8>) -> Vec<u8> {
+    let mut line = Vec::new();
+    loop {
+        match body.data().unwrap() {
+            Chunk::Data(d) => {
+                let take = d
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(d.len(), |i| i + 1);
+                line.extend_from_slice(&d[..take]);
+                let done = d[take - 1] == b'\n';
+                body.consume(take);
+                if done {
+                    return line;
+                }
+            }
+            Chunk::End => return line,
+            Chunk::NeedRead => fill(body, client, out).unwrap(),
+        }
+    }
+}
+
+#[test]
+fn lines_of_a_chunked_body_split_at_every_offset() {
+    let wire: &[u8] = b"5\r\nab\ncd\r\n4\r\n\nef\n\r\n3\r\nxyz\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    for at in 0..wire.len() {
+        let opts = Options::default();
+        let mut body = Body::new(&BodyKind::Chunked, &opts, wire[..at].to_vec(), false);
+        let mut client = Client::new(&[&wire[at..]]);
+        let mut out = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let l = readline(&mut body, &mut client, &mut out);
+            if l.is_empty() {
+                break;
+            }
+            lines.push(String::from_utf8(l).unwrap());
+        }
+        assert_eq!(lines, ["ab\n", "cd\n", "ef\n", "xyz"], "split at {at}");
+        assert!(body.is_done());
+        assert_eq!(body.available(), 0);
+    }
+}
+
+#[test]
+fn partial_reads_leave_the_rest_in_place() {
+    let opts = Options::default();
+    let mut b = Body::new(&BodyKind::Length(6), &opts, b"abcd".to_vec(), false);
+    assert_eq!(b.known_len(), Some(6));
+    assert_eq!(b.data().unwrap(), Chunk::Data(b"abcd"));
+    b.consume(1);
+    assert_eq!(b.known_len(), Some(5));
+    assert_eq!(b.available(), 3);
+    assert_eq!(b.direct(), None, "decoded bytes wait");
+    // A read while decoded bytes wait keeps them, in front.
+    let (buf, want) = b.read_buf();
+    assert_eq!(want, 2);
+    buf.extend_from_slice(b"ef");
+    b.received(2).unwrap();
+    assert_eq!(b.next_data().unwrap(), Chunk::Data(b"bcd"));
+    assert_eq!(b.next_data().unwrap(), Chunk::Data(b"ef"));
+    assert_eq!(b.next_data().unwrap(), Chunk::End);
+}
