@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use ferricorn_http::date::DateCache;
 use ferricorn_http::h1::{
-    Answer, Body, CONTINUE, Chunk, Closing, Conn, DRAIN_MAX, Drain, HeadEvent, LINGER_FOR,
-    LINGER_IDLE, Lifecycle, Linger, LingerStep, Next, READ_CHUNK, Response, STOP_LINGER, Waits,
+    Answer, Body, CONTINUE, Chunk, Closing, Conn, DRAIN_MAX, Drain, Exchange, HeadEvent,
+    LINGER_FOR, LINGER_IDLE, Lifecycle, Linger, LingerStep, Next, READ_CHUNK, Response,
+    STOP_LINGER, Waits,
 };
 use ferricorn_http::parse::{BodyKind, Options};
-use ferricorn_http::response::{BodyEncoder, BodyFraming, encode_head, error_response};
+use ferricorn_http::response::{BodyEncoder, BodyFraming, Framing, encode_head, error_response};
 
 /// The client side of the socket: what it has sent, as the reads see it
 /// (a read never crosses a send's boundary, and takes at most what it asks).
@@ -110,7 +111,7 @@ struct Driver {
 impl Driver {
     fn new(sends: &[&[u8]], keep_alive: bool) -> Self {
         Driver {
-            conn: Conn::new(Arc::new(Options::default()), keep_alive),
+            conn: conn(keep_alive),
             client: Client::new(sends),
             out: Vec::new(),
             seen: Vec::new(),
@@ -260,6 +261,27 @@ fn count(hay: &str, needle: &str) -> usize {
 
 const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
 
+/// A response framed to keep its connection.
+const KEEP: Framing = Framing {
+    kind: BodyFraming::Length(0),
+    keep_alive: true,
+    upgrade: false,
+    status: 200,
+};
+
+/// A connection with default options.
+fn conn(keep_alive: bool) -> Conn {
+    Conn::new(Arc::new(Options::default()), keep_alive)
+}
+
+/// The request `c` has buffered (its body and facts; the head is dropped).
+fn request(c: &mut Conn) -> (Body, Exchange) {
+    match c.next_head() {
+        HeadEvent::Request(r) => (r.body, r.exchange),
+        other => panic!("no request: {other:?}"),
+    }
+}
+
 // --- pipelining -----------------------------------------------------------
 
 #[test]
@@ -347,15 +369,12 @@ fn partial_head_waits_for_more() {
 
 #[test]
 fn received_reports_the_start_of_a_head() {
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut c = conn(true);
     assert!(c.extend(b"GE"));
     assert!(!c.extend(b"T / HTTP/1.1\r\n"));
     assert!(matches!(c.next_head(), HeadEvent::NeedMore));
     assert!(!c.extend(b"\r\n"));
-    let HeadEvent::Request(req) = c.next_head() else {
-        panic!()
-    };
-    let body = req.body;
+    let (body, _) = request(&mut c);
     assert_eq!(
         c.finish(body, Response::Failed),
         Next::Close(Closing::Clean)
@@ -364,22 +383,13 @@ fn received_reports_the_start_of_a_head() {
 
 #[test]
 fn read_buf_compacts_without_cutting_a_partial_head() {
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut c = conn(true);
     // A first request, then most of a second one, in one read.
     let mut first = GET.to_vec();
     first.extend_from_slice(b"GET /second HTTP/1.1\r\nHost: ");
     c.extend(&first);
-    let HeadEvent::Request(req) = c.next_head() else {
-        panic!()
-    };
-    let body = req.body;
-    let framing = ferricorn_http::Framing {
-        kind: BodyFraming::Length(0),
-        keep_alive: true,
-        upgrade: false,
-        status: 200,
-    };
-    assert_eq!(c.finish(body, Response::Complete(framing)), Next::KeepAlive);
+    let (body, _) = request(&mut c);
+    assert_eq!(c.finish(body, Response::Complete(KEEP)), Next::KeepAlive);
     assert!(matches!(c.next_head(), HeadEvent::NeedMore));
     // Fill the buffer so the next read_buf compacts.
     let buf = c.read_buf();
@@ -602,20 +612,14 @@ fn refused_after_the_head() {
     let opts = Arc::new(Options::default());
     let mut c = Conn::new(opts.clone(), true);
     c.extend(GET);
-    let HeadEvent::Request(r) = c.next_head() else {
-        panic!()
-    };
-    let body = r.body;
+    let (body, _) = request(&mut c);
     assert_eq!(
         c.finish(body, Response::Refused),
         Next::Close(Closing::Clean)
     );
     let mut c = Conn::new(opts, true);
     c.extend(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab");
-    let HeadEvent::Request(r) = c.next_head() else {
-        panic!()
-    };
-    let body = r.body;
+    let (body, _) = request(&mut c);
     assert_eq!(
         c.finish(body, Response::Refused),
         Next::Close(Closing::Unread)
@@ -624,7 +628,7 @@ fn refused_after_the_head() {
 
 #[test]
 fn header_timeout_408_only_for_a_partial_head() {
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut c = conn(true);
     assert_eq!(c.head_timed_out().answer, None);
     c.extend(b"GET / HT");
     assert!(matches!(c.next_head(), HeadEvent::NeedMore));
@@ -780,28 +784,21 @@ fn no_body_statuses_keep_alive_without_length() {
 
 #[test]
 fn interim_responses_only_on_1_1() {
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut c = conn(true);
     c.extend(b"GET / HTTP/1.0\r\n\r\n");
-    let HeadEvent::Request(r) = c.next_head() else {
-        panic!()
-    };
-    assert!(!r.exchange.interim_allowed());
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let (_, exchange) = request(&mut c);
+    assert!(!exchange.interim_allowed());
+    let mut c = conn(true);
     c.extend(GET);
-    let HeadEvent::Request(r) = c.next_head() else {
-        panic!()
-    };
-    assert!(r.exchange.interim_allowed());
+    let (_, exchange) = request(&mut c);
+    assert!(exchange.interim_allowed());
 }
 
 #[test]
 fn a_failed_app_closes() {
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut c = conn(true);
     c.extend(GET);
-    let HeadEvent::Request(r) = c.next_head() else {
-        panic!()
-    };
-    let body = r.body;
+    let (body, _) = request(&mut c);
     assert_eq!(
         c.finish(body, Response::Failed),
         Next::Close(Closing::Clean)
@@ -810,7 +807,7 @@ fn a_failed_app_closes() {
 
 #[test]
 fn reset_serves_a_new_connection() {
-    let mut c = Conn::new(Arc::new(Options::default()), false);
+    let mut c = conn(false);
     c.extend(b"GET / HT");
     c.eof();
     assert!(matches!(c.next_head(), HeadEvent::End(_)));
@@ -822,7 +819,7 @@ fn reset_serves_a_new_connection() {
 
 #[test]
 fn proxy_header_bytes_are_consumed_by_the_driver() {
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut c = conn(true);
     let mut bytes = b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n".to_vec();
     let n = bytes.len();
     bytes.extend_from_slice(GET);
@@ -841,24 +838,15 @@ fn wait_until_by_state_and_stop() {
         header: Duration::from_secs(10),
         keepalive: Duration::from_secs(5),
     };
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut c = conn(true);
     // New.
     assert_eq!(c.wait_until(now, waits, None), now + waits.header);
     let stop = now + STOP_LINGER;
     assert_eq!(c.wait_until(now, waits, Some(stop)), now + STOP_LINGER);
     // After a response.
     c.extend(GET);
-    let HeadEvent::Request(r) = c.next_head() else {
-        panic!()
-    };
-    let body = r.body;
-    let framing = ferricorn_http::Framing {
-        kind: BodyFraming::Length(0),
-        keep_alive: true,
-        upgrade: false,
-        status: 200,
-    };
-    assert_eq!(c.finish(body, Response::Complete(framing)), Next::KeepAlive);
+    let (body, _) = request(&mut c);
+    assert_eq!(c.finish(body, Response::Complete(KEEP)), Next::KeepAlive);
     assert_eq!(c.wait_until(now, waits, None), now + waits.keepalive);
     assert_eq!(c.wait_until(now, waits, Some(stop)), stop);
     assert_eq!(c.stop_deadline(now + waits.keepalive, stop), stop);
@@ -912,13 +900,7 @@ fn no_buffer_is_reallocated_per_request() {
     // Keep-alive requests with bodies on one connection: after the first,
     // the read buffer and the body buffer are the same allocations.
     let req: &[u8] = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody";
-    let keep = ferricorn_http::Framing {
-        kind: BodyFraming::Length(0),
-        keep_alive: true,
-        upgrade: false,
-        status: 200,
-    };
-    let mut c = Conn::new(Arc::new(Options::default()), true);
+    let mut c = conn(true);
     let mut seen: Option<(*const u8, *const u8)> = None;
     for _ in 0..20 {
         let buf = c.read_buf();
@@ -932,7 +914,7 @@ fn no_buffer_is_reallocated_per_request() {
         let mut body = r.body;
         assert_eq!(body.next_data().unwrap(), Chunk::Data(b"body"));
         let body_ptr = body.read_buf().0.as_ptr();
-        assert_eq!(c.finish(body, Response::Complete(keep)), Next::KeepAlive);
+        assert_eq!(c.finish(body, Response::Complete(KEEP)), Next::KeepAlive);
         match seen {
             None => seen = Some((read_ptr, body_ptr)),
             Some(ptrs) => assert_eq!(ptrs, (read_ptr, body_ptr)),
