@@ -987,3 +987,13 @@ fn partial_reads_leave_the_rest_in_place() {
     assert_eq!(b.next_data().unwrap(), Chunk::Data(b"ef"));
     assert_eq!(b.next_data().unwrap(), Chunk::End);
 }
+
+#[test]
+fn conn_and_body_move_between_threads() {
+    // gthread hands connections to app threads; a body goes to Python
+    // objects that any thread may use.
+    fn send<T: Send + 'static>() {}
+    send::<Conn>();
+    send::<Body>();
+    send::<Exchange>();
+}
