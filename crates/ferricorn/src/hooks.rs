@@ -470,16 +470,8 @@ pub fn serve(py: Python<'_>, app: &AppContext, req: &Request<'_>, ex: Exchange<'
                 status_line: None,
                 sent: Some(0),
                 response_headers: Default::default(),
-                keep_alive: false,
-                leftover: Vec::new(),
                 // The body (if any) was not read.
-                unread: req.has_body()
-                    || !ex
-                        .body
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .leftover()
-                        .is_empty(),
+                response: ferricorn_http::h1::Response::Refused,
                 environ: PyDict::new(py).unbind(),
                 failed: true,
             }

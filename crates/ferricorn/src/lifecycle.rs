@@ -31,34 +31,26 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::sys::signals;
 
-/// A worker's phase, in the order it goes through them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Phase {
-    Running = 0,
-    Retiring = 1,
-    Draining = 2,
-    Quitting = 3,
+/// A worker's phase, in the order it goes through them: the sans-IO
+/// HTTP/1 state's own type, so that its keep-alive and close decisions read
+/// the same value (`Phase::allows_keep_alive`, `Phase::is_stopping`).
+pub use ferricorn_http::h1::Lifecycle as Phase;
+
+fn from_u8(v: u8) -> Phase {
+    match v {
+        0 => Phase::Running,
+        1 => Phase::Retiring,
+        2 => Phase::Draining,
+        _ => Phase::Quitting,
+    }
 }
 
-impl Phase {
-    fn from_u8(v: u8) -> Phase {
-        match v {
-            0 => Phase::Running,
-            1 => Phase::Retiring,
-            2 => Phase::Draining,
-            _ => Phase::Quitting,
-        }
-    }
-
-    /// A response may leave its connection open for another request.
-    pub fn keeps_connections(self) -> bool {
-        self == Phase::Running
-    }
-
-    /// The worker is stopping (gracefully or not): no new connections.
-    pub fn stopping(self) -> bool {
-        self >= Phase::Draining
+fn to_u8(p: Phase) -> u8 {
+    match p {
+        Phase::Running => 0,
+        Phase::Retiring => 1,
+        Phase::Draining => 2,
+        Phase::Quitting => 3,
     }
 }
 
@@ -70,20 +62,20 @@ pub struct Lifecycle {
 impl Lifecycle {
     pub const fn new() -> Self {
         Lifecycle {
-            phase: AtomicU8::new(Phase::Running as u8),
+            phase: AtomicU8::new(0),
         }
     }
 
     /// The phase recorded so far (signals not taken yet do not count).
     #[inline]
     pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+        from_u8(self.phase.load(Ordering::Relaxed))
     }
 
     /// Move to `to` unless the worker is already there or further; returns
     /// whether this call moved it.
     pub fn advance(&self, to: Phase) -> bool {
-        self.phase.fetch_max(to as u8, Ordering::Relaxed) < to as u8
+        self.phase.fetch_max(to_u8(to), Ordering::Relaxed) < to_u8(to)
     }
 
     /// The phase, counting stop signals that arrived but were not taken:
@@ -136,13 +128,13 @@ mod tests {
     fn phases_only_move_forward() {
         let l = Lifecycle::new();
         assert_eq!(l.phase(), Phase::Running);
-        assert!(l.phase().keeps_connections());
+        assert!(l.phase().allows_keep_alive());
         assert!(l.advance(Phase::Retiring));
         assert!(!l.advance(Phase::Retiring), "already there");
-        assert!(!l.phase().keeps_connections());
-        assert!(!l.phase().stopping());
+        assert!(!l.phase().allows_keep_alive());
+        assert!(!l.phase().is_stopping());
         assert!(l.advance(Phase::Draining));
-        assert!(l.phase().stopping());
+        assert!(l.phase().is_stopping());
         assert!(!l.advance(Phase::Running), "never back");
         assert!(!l.advance(Phase::Retiring));
         assert_eq!(l.phase(), Phase::Draining);

@@ -16,7 +16,8 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::{BodyKind, Head, Parser};
+use ferricorn_http::h1::{self, Answer, Body, Exchange as H1Exchange, HeadEvent, Response};
+use ferricorn_http::parse::{BodyKind, Head};
 use pyo3::prelude::*;
 
 use crate::glogging::{self, access};
@@ -24,7 +25,7 @@ use crate::request::Request;
 use crate::sock::Peer;
 use crate::stream::Stream;
 use crate::wsgi::input::BodyReader;
-use crate::wsgi::response::{RequestSide, ResponseWriter};
+use crate::wsgi::response::ResponseWriter;
 use crate::wsgi::{self, Exchange, environ::AppContext};
 
 const READ_CHUNK: usize = 8192;
@@ -147,38 +148,7 @@ pub fn close(
     }
 }
 
-/// How a closing connection ends (see [`close`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Closing {
-    /// Every byte the client sent was read: close at once.
-    Clean,
-    /// Request bytes may remain unread: linger before the close.
-    Unread,
-}
-
-/// Once a graceful stop (TERM) begins, how long a connection with no
-/// request in progress (idle keep-alive, or new and silent) is kept open
-/// for a request that may already be on its way; such a request is
-/// answered with `Connection: close`. Closing the connection at once would
-/// lose it (the client sees a reset or EOF where its response should be).
-/// gunicorn 27's gthread: `STOP_KEEPALIVE_LINGER` (2 s).
-pub const STOP_LINGER: Duration = Duration::from_secs(2);
-
-/// A lingering close takes at most this long. Long enough for a client on
-/// loopback or a LAN to finish sending a body of a few megabytes that the
-/// app ignored and then read the response (a 1 MB body takes milliseconds
-/// on loopback); short enough that a sync worker, which serves nothing
-/// while it lingers, is not held long by a client that keeps sending (or a
-/// hostile one), and well under any sensible `--timeout` (the heartbeat is
-/// beaten while lingering anyway). nginx's `lingering_time` is 30 s, for an
-/// event loop where a lingering connection costs no worker.
-pub const LINGER_FOR: Duration = Duration::from_secs(2);
-
-/// A lingering close ends when nothing came for this long: a client that
-/// has sent all it meant to and still holds its side open (it read the
-/// response but keeps the connection) gets no more time. nginx's
-/// `lingering_timeout` is 5 s.
-pub const LINGER_IDLE: Duration = Duration::from_millis(500);
+pub use ferricorn_http::h1::{Closing, LINGER_FOR, LINGER_IDLE, Next, STOP_LINGER};
 
 /// Lingering close: FIN after the response (`shutdown(SHUT_WR)`), then
 /// read and discard whatever the client sends until it closes (EOF), an
@@ -220,20 +190,12 @@ fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>)
 /// What one read of a lingering close takes in.
 const LINGER_CHUNK: usize = 64 * 1024;
 
-/// What became of the connection after one request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Another request may follow; `buf` holds what was already read of it.
-    KeepAlive,
-    /// Close the connection (pass this to [`close`]).
-    Close(Closing),
-}
-
-/// Read one request from `stream` (continuing from what `buf` holds), serve
-/// it and log it. `allow_keep_alive` is the server's side of the decision.
-/// `header_armed`: whether the read timeout is exactly the header timeout
-/// (on a fresh connection from [`arm`]); updated on return, so that the
-/// next request of a kept connection needs no `setsockopt` either.
+/// Read one request on `conn` (continuing from what it holds), serve it
+/// and log it; what becomes of the connection is `conn`'s verdict
+/// (`h1::Conn::finish`). `header_armed`: whether the read timeout is
+/// exactly the header timeout (on a fresh connection from [`arm`]); updated
+/// on return, so that the next request of a kept connection needs no
+/// `setsockopt` either.
 ///
 /// Read timeouts: the header timeout until the head is in, then the I/O
 /// timeout, but only for a request with a body: without one this function
@@ -249,9 +211,7 @@ pub fn serve_one(
     stream: &Arc<Stream>,
     peer: &Peer,
     server: &(String, String),
-    parser: &mut Parser,
-    buf: &mut Vec<u8>,
-    allow_keep_alive: bool,
+    conn: &mut h1::Conn,
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
     timeouts: Timeouts,
     header_armed: &mut bool,
@@ -263,55 +223,43 @@ pub fn serve_one(
     }
     *header_armed = head_deadline.is_some();
     let trusted = app.trust().trusts(peer);
-    parser.set_peer_trusted(trusted);
+    conn.set_peer_trusted(trusted);
     loop {
-        match parser.parse(buf) {
-            Ok(Some((head, consumed))) => {
-                let body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
-                if head_deadline.is_some() && body {
+        let begun = !conn.is_idle();
+        match conn.next_head() {
+            HeadEvent::Request(h1::Request {
+                head,
+                body,
+                exchange,
+            }) => {
+                if head_deadline.is_some() && !body.is_done() {
                     let _ = stream.set_read_timeout(timeouts.io);
                     *header_armed = false;
                 }
                 let dups = wsgi::extras::dups_made();
-                let kept = serve_head(
-                    py,
-                    app,
+                let on = Connection {
                     stream,
                     peer,
                     server,
-                    &head,
-                    &buf[consumed..],
                     trusted,
-                    allow_keep_alive,
-                    busy,
-                    started,
-                    None,
-                    None,
-                );
+                };
+                let served =
+                    serve_request(py, app, &on, &head, body, exchange, busy, started, None);
+                drop(head);
                 if wsgi::extras::dups_made() != dups {
                     *header_armed = false; // the app's socket set the I/O timeout
                 }
-                drop(head);
-                buf.clear();
-                return match kept {
-                    Ok(rest) => {
-                        buf.extend_from_slice(&rest);
-                        Next::KeepAlive
-                    }
-                    Err(closing) => Next::Close(closing),
-                };
+                return served.finish(conn);
             }
-            Ok(None) => {
-                let start = buf.len();
-                if let (Some(deadline), true) = (head_deadline, start > 0) {
+            HeadEvent::NeedMore => {
+                if let (Some(deadline), true) = (head_deadline, begun) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     *header_armed = false;
                     if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-                        return head_timed_out(py, stream, peer, buf);
+                        return end(py, stream, peer, conn.head_timed_out());
                     }
                 }
-                let read = read_more(py, stream, buf);
-                match read {
+                match read_more(py, stream, conn.read_buf()) {
                     Err(e)
                         if head_deadline.is_some()
                             && matches!(
@@ -319,60 +267,85 @@ pub fn serve_one(
                                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                             ) =>
                     {
-                        return head_timed_out(py, stream, peer, buf);
+                        return end(py, stream, peer, conn.head_timed_out());
                     }
-                    Ok(0) | Err(_) => {
-                        // Client went away (or timed out) before a full request: nothing to answer.
-                        return Next::Close(Closing::Clean);
+                    // The client went away (or failed): `next_head` ends it.
+                    Ok(0) | Err(_) => conn.eof(),
+                    Ok(n) => {
+                        conn.received(n);
                     }
-                    Ok(_) => {}
                 }
             }
-            Err(err) => {
-                refuse(py, stream, peer, &err);
-                buf.clear();
-                // What follows the refused part (a body?) was not read.
-                return Next::Close(Closing::Unread);
-            }
+            HeadEvent::End(ending) => return end(py, stream, peer, ending),
         }
     }
 }
 
-/// Serve one request whose head is parsed (`rest`: the bytes read after the
-/// head) and log it. Returns the bytes already read past this request when
-/// the connection stays open, how to close it when it must close.
+/// A connection's facts that serving a request on it needs.
+pub struct Connection<'a> {
+    pub stream: &'a Arc<Stream>,
+    pub peer: &'a Peer,
+    /// The listener's `(name, port)`.
+    pub server: &'a (String, String),
+    /// `peer` may set scheme and forwarder headers (`forwarded_allow_ips`).
+    pub trusted: bool,
+}
+
+/// What serving a request left for its connection: the body to give back
+/// and how the response went (`h1::Conn::finish` decides from them).
+pub struct Served {
+    body: Option<Body>,
+    response: Response,
+    /// The server offered keep-alive and the app did not fail: a response
+    /// that closes anyway is worth gthread's debug line.
+    say_closing: bool,
+}
+
+impl Served {
+    /// The connection's verdict, from `conn`.
+    pub fn finish(self, conn: &mut h1::Conn) -> Next {
+        let body = self
+            .body
+            .unwrap_or_else(|| Body::new(&BodyKind::None, conn.options(), Vec::new(), false));
+        let next = conn.finish(body, self.response);
+        if self.say_closing && next != Next::KeepAlive {
+            // gthread's line for a response that ends its connection.
+            glogging::debug!("Closing connection.");
+        }
+        next
+    }
+}
+
+/// Serve one request whose head `conn` parsed, with its `body` and
+/// `exchange` (`h1::Request`), and log it.
 #[allow(clippy::too_many_arguments)]
-pub fn serve_head(
+pub fn serve_request(
     py: Python<'_>,
     app: &AppContext,
-    stream: &Arc<Stream>,
-    peer: &Peer,
-    server: &(String, String),
+    on: &Connection<'_>,
     head: &Head<'_>,
-    rest: &[u8],
-    trusted: bool,
-    allow_keep_alive: bool,
+    body: Body,
+    exchange: H1Exchange,
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
     started: Instant,
-    socket: Option<&wsgi::extras::SocketSlot>,
-    held: Option<&wsgi::Held>,
-) -> Result<Vec<u8>, Closing> {
-    let url_scheme = match app.trust().scheme(&head.headers, trusted) {
+    kept: Option<(&wsgi::extras::SocketSlot, &wsgi::Held)>,
+) -> Served {
+    let (stream, peer) = (on.stream, on.peer);
+    let url_scheme = match app.trust().scheme(&head.headers, on.trusted) {
         Ok(scheme) => scheme.unwrap_or("http"),
         Err(_) => {
             let why = "Contradictory scheme headers";
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
             let out = crate::app::error_response(400, "Bad Request", why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
-            let body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
-            return Err(if body || !rest.is_empty() {
-                Closing::Unread
-            } else {
-                Closing::Clean
-            });
+            return Served {
+                body: Some(body),
+                response: Response::Refused,
+                say_closing: false,
+            };
         }
     };
-    let req = Request::new(head, url_scheme, server, peer, app.script_name());
+    let req = Request::new(head, url_scheme, on.server, peer, app.script_name());
     glogging::debug!(
         "{} {}",
         String::from_utf8_lossy(&head.method),
@@ -388,24 +361,15 @@ pub fn serve_head(
         b" HTTP/1.1"
     };
     super::signals::set_current_request_parts(&[&head.method, b" ", head.target, version]);
-    let decoder = ferricorn_http::body::Decoder::new(&head.body, app.parser_options());
-    let body = BodyReader::new(stream.clone(), decoder, rest.to_vec(), head.expect_continue);
-    let response = ResponseWriter::new(
-        stream.clone(),
-        RequestSide {
-            head: &*head.method == b"HEAD",
-            version: head.version,
-            keep_alive: head.keep_alive,
-            server_allows_keep_alive: allow_keep_alive,
-        },
-    );
-    let exchange = Exchange {
-        body: Arc::new(Mutex::new(body)),
-        response: Arc::new(Mutex::new(response)),
-        socket,
-        held,
+    let offered = exchange.server_allows_keep_alive(crate::lifecycle::current());
+    let reader = Arc::new(Mutex::new(BodyReader::new(stream.clone(), body)));
+    let ex = Exchange {
+        body: reader.clone(),
+        response: Arc::new(Mutex::new(ResponseWriter::new(stream.clone(), exchange))),
+        socket: kept.map(|k| k.0),
+        held: kept.map(|k| k.1),
     };
-    let outcome = crate::hooks::serve(py, app, &req, exchange);
+    let outcome = crate::hooks::serve(py, app, &req, ex);
     super::signals::set_current_request(b"");
     if let Some((table, slot)) = busy {
         table.end_request(slot);
@@ -413,18 +377,31 @@ pub fn serve_head(
     if glogging::access_enabled() {
         log_access(py, &req, &outcome, started);
     }
-    let keep = outcome.keep_alive && allow_keep_alive;
-    if allow_keep_alive && !keep && !outcome.failed {
-        // gthread's line for a response that ends its connection.
-        glogging::debug!("Closing connection.");
+    let body = reader.lock().unwrap_or_else(|e| e.into_inner()).take_body();
+    Served {
+        body,
+        response: outcome.response,
+        say_closing: offered && !outcome.failed,
     }
-    if keep {
-        Ok(outcome.leftover)
-    } else if outcome.unread {
-        Err(Closing::Unread)
-    } else {
-        Err(Closing::Clean)
+}
+
+/// End a connection as `ending` says: answer it first when there is an
+/// answer (a refused request, a head not complete in time).
+pub fn end(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, ending: h1::Ending) -> Next {
+    match &ending.answer {
+        Some(Answer::Refused(err)) => refuse(py, stream, peer, err),
+        Some(Answer::HeadTimeout) => {
+            glogging::debug!("Request head from ip={} not complete in time", peer.addr);
+            let out = crate::app::error_response(
+                408,
+                "Request Timeout",
+                "Request head not received in time",
+            );
+            let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
+        }
+        None => {}
     }
+    Next::Close(ending.closing)
 }
 
 /// Answer a request the parser refused (4xx/5xx, `Connection: close`) and log it.
@@ -469,19 +446,6 @@ fn log_access(py: Python<'_>, req: &Request<'_>, outcome: &wsgi::Outcome, starte
         duration: started.elapsed(),
         environ: Some(&lookup),
     });
-}
-
-/// The client did not send a complete head in time: 408 if it sent part of
-/// one, a silent close if it sent nothing (an idle connection).
-fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut Vec<u8>) -> Next {
-    if !buf.is_empty() {
-        glogging::debug!("Request head from ip={} not complete in time", peer.addr);
-        let out =
-            crate::app::error_response(408, "Request Timeout", "Request head not received in time");
-        let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
-    }
-    buf.clear();
-    Next::Close(Closing::Clean)
 }
 
 /// Append what the socket has to `buf` (GIL released while waiting); retries
@@ -552,7 +516,7 @@ pub fn read_proxy_header(
     py: Python<'_>,
     stream: &Arc<Stream>,
     peer: &mut Peer,
-    buf: &mut Vec<u8>,
+    conn: &mut h1::Conn,
     policy: &ProxyPolicy,
 ) -> bool {
     use ferricorn_http::proxy::{self, ProxyInfo};
@@ -563,7 +527,7 @@ pub fn read_proxy_header(
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
             false
         };
-        match proxy::parse(buf, policy.mode) {
+        match proxy::parse(conn.buffered(), policy.mode) {
             Ok(Some((_, 0))) => return true,
             Ok(Some((info, used))) => {
                 if !policy.allow.trusts(peer) {
@@ -580,11 +544,13 @@ pub fn read_proxy_header(
                         }),
                     };
                 }
-                buf.drain(..used);
+                conn.consume(used);
                 return true;
             }
-            Ok(None) => match read_more(py, stream, buf) {
-                Ok(n) if n > 0 => {}
+            Ok(None) => match read_more(py, stream, conn.read_buf()) {
+                Ok(n) if n > 0 => {
+                    conn.received(n);
+                }
                 _ => return false,
             },
             Err(e) => return refuse(e.status(), e.reason(), &e.to_string()),

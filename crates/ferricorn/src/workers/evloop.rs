@@ -65,7 +65,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::Parser;
+use ferricorn_http::h1::{self, Closing, HeadEvent, Next};
+use ferricorn_http::parse::Options;
 use mio::{Events, Interest, Poll, Token};
 use pyo3::prelude::*;
 
@@ -94,13 +95,12 @@ const SWEEP: Duration = Duration::from_millis(100);
 
 /// A client connection and what was read of its next request.
 struct Connection {
-    /// Unique for the worker's life (slab indices are reused).
-    id: u64,
     stream: Arc<Stream>,
     peer: Peer,
     /// Index of the listener it came from (for SERVER_NAME/PORT).
     server: usize,
-    buf: Vec<u8>,
+    /// Its HTTP/1 state: buffer, parser, pipelining, verdicts.
+    http: h1::Conn,
     /// No byte read yet (a PROXY header may come first).
     fresh: bool,
     /// `peer` is in `--forwarded-allow-ips` (known once the PROXY header, if any, is read).
@@ -109,9 +109,7 @@ struct Connection {
     served: u64,
     /// When it is closed unless a request completes first.
     deadline: Instant,
-    /// A partial request head is buffered (its deadline is running).
-    head_started: bool,
-    /// Complete requests were left in `buf` for the next turn (fairness).
+    /// Complete requests were left buffered for the next turn (fairness).
     more: bool,
     /// Its `gunicorn.socket`, made at its first request and closed with it.
     socket: wsgi::extras::SocketSlot,
@@ -138,11 +136,8 @@ enum Turn {
 /// Per-worker settings and state the connection turns need.
 struct Ctx<'a> {
     app: &'a AppContext,
-    /// One resumable parser for all connections: `parser_owner` is the
-    /// connection whose partial head it holds, if any; any other connection
-    /// resets it first (re-parsing its own buffer from the start).
-    parser: Parser,
-    parser_owner: Option<u64>,
+    /// The parser's settings, shared by every connection's HTTP/1 state.
+    parser_options: Arc<Options>,
     servers: Vec<(String, String)>,
     policy: conn::Policy,
     keepalive: bool,
@@ -213,8 +208,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let keepalive = settings.keepalive();
     let mut ctx = Ctx {
         app,
-        parser: Parser::new(app.parser_options().clone()),
-        parser_owner: None,
+        parser_options: Arc::new(app.parser_options().clone()),
         servers: setup
             .listeners
             .iter()
@@ -237,7 +231,6 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         todo: Vec::new(),
         held: Vec::new(),
         held_since: Instant::now(),
-        next_id: 0,
         listening: Listening::new(setup.listeners),
         accepts: Accepts::new(settings.workers()),
         next_sweep: Instant::now() + SWEEP,
@@ -284,7 +277,6 @@ struct Loop<'a> {
     /// Flask app, docs/profile.md); sent together, they wake it once.
     held: Vec<usize>,
     held_since: Instant,
-    next_id: u64,
     listening: Listening<'a>,
     /// An idle worker takes a connection at once; see `Accepts`.
     accepts: Accepts,
@@ -312,7 +304,7 @@ impl Loop<'_> {
         };
         for i in self.conns.indices() {
             self.give_turn(py, ctx, worker, i, false, |c, t| match t {
-                Turn::Wait if c.buf.is_empty() => {
+                Turn::Wait if c.http.is_idle() => {
                     // Nothing sent since the last response (or at all): a
                     // request may be on its way.
                     c.deadline = c.deadline.min(stop.linger_until);
@@ -406,7 +398,8 @@ impl Loop<'_> {
                     } else {
                         conn::STOP_LINGER
                     };
-                    let Some(i) = self.admit(li, stream, peer, Instant::now() + wait) else {
+                    let http = h1::Conn::new(ctx.parser_options.clone(), ctx.keepalive);
+                    let Some(i) = self.admit(li, stream, peer, http, Instant::now() + wait) else {
                         continue;
                     };
                     self.give_turn(py, ctx, worker, i, false, |_, t| t);
@@ -433,15 +426,11 @@ impl Loop<'_> {
             if c.deadline > now {
                 continue;
             }
-            if !c.buf.is_empty() && send_out(py, c) {
-                glogging::debug!("Request head from ip={} not complete in time", c.peer.addr);
-                let out = crate::app::error_response(
-                    408,
-                    "Request Timeout",
-                    "Request head not received in time",
-                );
-                let stream = c.stream.clone();
-                let _ = py.detach(|| io::Write::write_all(&mut &*stream, &out));
+            // A 408 when part of a head came (after what is held), a
+            // silent close when nothing did.
+            let ending = c.http.head_timed_out();
+            if ending.answer.is_some() && send_out(py, c) {
+                conn::end(py, &c.stream, &c.peer, ending);
             }
             self.settle(py, i, Turn::Close);
         }
@@ -455,21 +444,19 @@ impl Loop<'_> {
         server: usize,
         stream: Stream,
         peer: Peer,
+        http: h1::Conn,
         deadline: Instant,
     ) -> Option<usize> {
         let _ = stream.set_timeouts(self.io_timeout);
-        self.next_id += 1;
         let i = self.conns.insert(Connection {
-            id: self.next_id,
             stream: Arc::new(stream),
             peer,
             server,
-            buf: Vec::new(),
+            http,
             fresh: true,
             trusted: false,
             served: 0,
             deadline,
-            head_started: false,
             more: false,
             socket: Default::default(),
             held: Default::default(),
@@ -559,7 +546,6 @@ impl Loop<'_> {
                 let now = Instant::now();
                 c.lingering = Some(now + conn::LINGER_FOR);
                 c.deadline = now + conn::LINGER_IDLE;
-                c.buf.clear();
                 self.ready.push(i);
             }
         }
@@ -638,7 +624,10 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
             match c.stream.read_nowait(&mut ctx.scratch) {
                 Ok(0) => return Turn::Close,
                 Ok(n) => {
-                    c.buf.extend_from_slice(&ctx.scratch[..n]);
+                    if c.http.extend(&ctx.scratch[..n]) {
+                        // The first bytes of a head: its deadline runs.
+                        c.deadline = Instant::now() + ctx.header_for;
+                    }
                     // A short read emptied the socket (and the stream holds
                     // nothing more): the next byte brings a new event.
                     read_first = n == ctx.scratch.len() || c.stream.has_buffered();
@@ -649,7 +638,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
             }
             if std::mem::take(&mut c.fresh) {
                 if let Some(proxy) = &ctx.policy.proxy {
-                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.buf, proxy) {
+                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.http, proxy) {
                         return Turn::Close;
                     }
                 }
@@ -658,66 +647,64 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
         } else {
             read_first = true;
         }
-        while !c.buf.is_empty() {
-            let trusted = c.trusted;
-            if ctx.parser_owner.take().is_some_and(|id| id != c.id) {
-                ctx.parser.reset();
+        while !c.http.is_idle() {
+            if served_now >= FAIR_SHARE {
+                c.more = true;
+                return Turn::Again;
             }
-            ctx.parser.set_peer_trusted(trusted);
-            match ctx.parser.parse(&c.buf) {
-                Ok(Some((head, consumed))) => {
-                    if served_now >= FAIR_SHARE {
-                        c.more = true;
-                        return Turn::Again;
-                    }
+            let trusted = c.trusted;
+            c.http.set_peer_trusted(trusted);
+            match c.http.next_head() {
+                HeadEvent::Request(h1::Request {
+                    head,
+                    body,
+                    exchange,
+                }) => {
                     // A response of this turn still waits: it goes first.
                     if !send_pending(py, &c.stream, &mut c.held) {
                         return Turn::Close;
                     }
-                    let allow = ctx.keepalive && crate::lifecycle::current().keeps_connections();
                     let busy = Some((worker.setup.heartbeats, worker.setup.slot));
-                    let kept = conn::serve_head(
+                    let on = conn::Connection {
+                        stream: &c.stream,
+                        peer: &c.peer,
+                        server: &ctx.servers[c.server],
+                        trusted,
+                    };
+                    let kept = Some((&c.socket, &c.held));
+                    let served = conn::serve_request(
                         py,
                         ctx.app,
-                        &c.stream,
-                        &c.peer,
-                        &ctx.servers[c.server],
+                        &on,
                         &head,
-                        &c.buf[consumed..],
-                        trusted,
-                        allow,
+                        body,
+                        exchange,
                         busy,
                         Instant::now(),
-                        Some(&c.socket),
-                        Some(&c.held),
+                        kept,
                     );
                     drop(head);
-                    c.buf.clear();
+                    let next = served.finish(&mut c.http);
                     worker.request_done();
                     c.served += 1;
                     served_now += 1;
-                    let rest = match kept {
-                        Ok(rest) => rest,
-                        Err(conn::Closing::Clean) => return Turn::Close,
-                        Err(conn::Closing::Unread) => return Turn::Linger,
-                    };
-                    c.buf.extend_from_slice(&rest);
-                    c.head_started = false;
-                    c.deadline = Instant::now() + ctx.keepalive_for;
-                }
-                Ok(None) => {
-                    ctx.parser_owner = Some(c.id);
-                    if !c.head_started {
-                        c.head_started = true;
-                        c.deadline = Instant::now() + ctx.header_for;
+                    match next {
+                        Next::KeepAlive => c.deadline = Instant::now() + ctx.keepalive_for,
+                        Next::Close(Closing::Clean) => return Turn::Close,
+                        Next::Close(Closing::Unread) => return Turn::Linger,
                     }
-                    break;
                 }
-                Err(err) => {
+                HeadEvent::NeedMore => break,
+                HeadEvent::End(ending) => {
+                    // A refused head (after what is held).
+                    let closing = ending.closing;
                     if send_out(py, c) {
-                        conn::refuse(py, &c.stream, &c.peer, &err);
+                        conn::end(py, &c.stream, &c.peer, ending);
                     }
-                    return Turn::Linger;
+                    return match closing {
+                        Closing::Clean => Turn::Close,
+                        Closing::Unread => Turn::Linger,
+                    };
                 }
             }
         }

@@ -32,7 +32,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::Parser;
+use ferricorn_http::h1;
+use ferricorn_http::parse::Options;
 use mio::{Events, Interest, Poll, Token, Waker};
 use pyo3::prelude::*;
 
@@ -56,7 +57,8 @@ struct Connection {
     peer: Peer,
     /// Index of the listener it came from (for SERVER_NAME/PORT).
     server: usize,
-    buf: Vec<u8>,
+    /// Its HTTP/1 state: buffer, parser, pipelining, verdicts.
+    http: h1::Conn,
     /// No request read yet (a PROXY header may come first).
     fresh: bool,
     /// `wsgi::extras::dups_made()` when accepted: for `conn::close`.
@@ -67,12 +69,12 @@ struct Connection {
 
 impl Connection {
     /// One just accepted from listener `server`.
-    fn new(stream: Stream, peer: Peer, server: usize) -> Self {
+    fn new(stream: Stream, peer: Peer, server: usize, http: h1::Conn) -> Self {
         Connection {
             stream: Arc::new(stream),
             peer,
             server,
-            buf: Vec::new(),
+            http,
             fresh: true,
             dups_before: crate::wsgi::extras::dups_made(),
             header_armed: false,
@@ -95,7 +97,6 @@ struct Shared<'a> {
     jobs: Mutex<Receiver<Connection>>,
     done: Mutex<Sender<Done>>,
     waker: Waker,
-    keepalive: bool,
     policy: conn::Policy,
     /// Per listener: its connections start with their deadlines (`conn::arm_listeners`).
     inherited: Vec<bool>,
@@ -114,7 +115,6 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
 fn thread_main(shared: &Shared<'_>) {
     // Signals are for the main thread.
     let _ = nix::sys::signal::SigSet::all().thread_block();
-    let mut parser = Parser::new(shared.app.parser_options().clone());
     loop {
         let job = {
             let rx = shared.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,22 +135,19 @@ fn thread_main(shared: &Shared<'_>) {
         let closing = Python::attach(|py| {
             if std::mem::take(&mut c.fresh) {
                 if let Some(proxy) = &shared.policy.proxy {
-                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.buf, proxy) {
+                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.http, proxy) {
                         return Some(conn::Closing::Clean);
                     }
                 }
             }
             loop {
-                let allow = shared.keepalive && crate::lifecycle::current().keeps_connections();
                 let next = conn::serve_one(
                     py,
                     shared.app,
                     &c.stream,
                     &c.peer,
                     &shared.servers[c.server],
-                    &mut parser,
-                    &mut c.buf,
-                    allow,
+                    &mut c.http,
                     None,
                     shared.policy.timeouts,
                     &mut c.header_armed,
@@ -160,7 +157,7 @@ fn thread_main(shared: &Shared<'_>) {
                 }
                 // Pipelined bytes already read (or held by the stream):
                 // serve them now, else wait in the poller.
-                if c.buf.is_empty() && !c.stream.has_buffered() {
+                if c.http.is_idle() && !c.stream.has_buffered() {
                     return None;
                 }
             }
@@ -234,6 +231,8 @@ struct Poller<'a> {
     jobs: &'a Sender<Connection>,
     done: Receiver<Done>,
     limits: Limits,
+    /// The parser's settings, shared by every connection's HTTP/1 state.
+    parser_options: Arc<Options>,
 }
 
 impl Poller<'_> {
@@ -375,7 +374,7 @@ impl Poller<'_> {
                 if let Some((stream, peer)) = self.listening.accept(i) {
                     self.active += 1;
                     self.park(
-                        Connection::new(stream, peer, i),
+                        Connection::new(stream, peer, i, self.new_http()),
                         Instant::now() + first_wait,
                     );
                 }
@@ -383,6 +382,14 @@ impl Poller<'_> {
             self.more_waiting |=
                 accepting && budget == 0 && self.listening.waiting(i) && self.active < max_conns;
         }
+    }
+
+    /// A new connection's HTTP/1 state.
+    fn new_http(&self) -> h1::Conn {
+        h1::Conn::new(
+            self.parser_options.clone(),
+            !self.limits.keepalive_for.is_zero(),
+        )
     }
 
     /// Close idle connections past their deadline.
@@ -433,7 +440,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         jobs: Mutex::new(job_rx),
         done: Mutex::new(done_tx),
         waker,
-        keepalive: keepalive > 0.0,
         inherited: conn::arm_listeners(setup.listeners, policy.timeouts, policy.proxy.is_some()),
         policy,
     };
@@ -461,6 +467,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             more_waiting: false,
             jobs: &job_tx,
             done: done_rx,
+            parser_options: Arc::new(app.parser_options().clone()),
             limits: Limits {
                 wait,
                 graceful,

@@ -245,7 +245,7 @@ impl Worker<'_> {
     /// Not stopping: the worker takes new connections (its phase is
     /// `Running` or `Retiring`; see [`crate::lifecycle`]).
     pub fn alive(&self) -> bool {
-        !lifecycle::phase().stopping()
+        !lifecycle::phase().is_stopping()
     }
 
     /// The master went away (looked at most every `PARENT_CHECK`): say so

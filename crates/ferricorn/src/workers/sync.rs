@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::Parser;
+use ferricorn_http::h1;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use pyo3::prelude::*;
 
@@ -22,8 +22,6 @@ use crate::glogging;
 use crate::sock::Peer;
 use crate::stream::Stream;
 use crate::wsgi::environ::AppContext;
-
-const READ_CHUNK: usize = 8192;
 
 /// Requests this worker serves before it retires itself (0 = unlimited):
 /// `max_requests` plus a random jitter in `0..=max_requests_jitter`.
@@ -55,8 +53,8 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         .collect();
     // Connections start with their deadlines from the listener (TCP).
     let inherited = conn::arm_listeners(setup.listeners, policy.timeouts, policy.proxy.is_some());
-    let mut parser = Parser::new(app.parser_options().clone());
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // One HTTP/1 connection state for every connection (never kept alive).
+    let mut http = h1::Conn::new(Arc::new(app.parser_options().clone()), false);
     // One accepted connection, from the main loop or the graceful drain.
     let mut serve = |stream: Stream, peer: &Peer, listener: usize| {
         let header_armed = conn::arm(
@@ -72,8 +70,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
             stream,
             peer,
             &servers[listener],
-            &mut parser,
-            &mut buf,
+            &mut http,
             busy,
             &policy,
             header_armed,
@@ -165,18 +162,17 @@ fn handle(
     stream: Stream,
     peer: &Peer,
     server: &(String, String),
-    parser: &mut Parser,
-    buf: &mut Vec<u8>,
+    http: &mut h1::Conn,
     busy: (&super::heartbeat::Heartbeats, usize),
     policy: &conn::Policy,
     mut header_armed: bool,
 ) {
     let stream = Arc::new(stream);
     let dups_before = crate::wsgi::extras::dups_made();
-    buf.clear();
+    http.reset();
     let mut peer = peer.clone();
     let proxied = match &policy.proxy {
-        Some(proxy) => conn::read_proxy_header(py, &stream, &mut peer, buf, proxy),
+        Some(proxy) => conn::read_proxy_header(py, &stream, &mut peer, http, proxy),
         None => true,
     };
     let next = if proxied {
@@ -186,9 +182,7 @@ fn handle(
             &stream,
             &peer,
             server,
-            parser,
-            buf,
-            false,
+            http,
             Some(busy),
             policy.timeouts,
             &mut header_armed,

@@ -217,7 +217,6 @@ pub fn add<'py>(
     env.set_item(pyo3::intern!(py, "gunicorn.socket"), &sock)?;
     let hints = EarlyHints {
         writer: writer.clone(),
-        version: req.version(),
     };
     env.set_item(pyo3::intern!(py, "wsgi.early_hints"), Py::new(py, hints)?)?;
     Ok(owned.then_some(sock))
@@ -292,7 +291,6 @@ fn socket_object<'py>(
 #[pyclass(module = "ferricorn", name = "EarlyHints", frozen, freelist = 8)]
 pub struct EarlyHints {
     writer: Arc<Mutex<ResponseWriter>>,
-    version: (u8, u8),
 }
 
 fn text_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
@@ -357,15 +355,13 @@ fn encode(headers: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 #[pymethods]
 impl EarlyHints {
     fn __call__(&self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.version < (1, 1) {
-            return Ok(());
-        }
-        if self
+        // HTTP/1.1 or later, and the final head not made yet.
+        let allowed = self
             .writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .headers_sent
-        {
+            .interim_allowed();
+        if !allowed {
             return Ok(());
         }
         let out = encode(headers)?;
@@ -374,7 +370,7 @@ impl EarlyHints {
             // Holding the writer's lock: the head cannot start meanwhile
             // (its queue is empty until `headers_sent`).
             let w = writer.lock().unwrap_or_else(|e| e.into_inner());
-            if w.headers_sent {
+            if !w.interim_allowed() {
                 return Ok(());
             }
             w.write_raw(&out)

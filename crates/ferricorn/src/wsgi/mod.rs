@@ -29,6 +29,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::glogging;
 use crate::request::Request;
+use ferricorn_http::h1::Response;
 use input::{BodyReader, Input};
 use response::{ResponseWriter, StartResponse};
 
@@ -42,15 +43,9 @@ pub struct Outcome {
     /// Body bytes sent, `None` when no response went out.
     pub sent: Option<u64>,
     pub response_headers: response::Headers,
-    /// The connection may serve another request.
-    pub keep_alive: bool,
-    /// Bytes after this request's body already read (pipelining).
-    pub leftover: Vec<u8>,
-    /// The connection closes while request bytes may remain unread on the
-    /// socket: the body was not read to its end, or bytes after it came
-    /// (pipelining; `BodyReader::unread`).
-    /// Its close then lingers (`workers::conn::close`).
-    pub unread: bool,
+    /// How the response went, for the connection's verdict
+    /// (`h1::Conn::finish`): framed whole, failed, or refused.
+    pub response: Response,
     pub environ: Py<PyDict>,
     /// The app (or reading its request body) raised.
     pub failed: bool,
@@ -151,47 +146,34 @@ pub fn serve(
 
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     let failed = app_result.is_err();
-    let (mut keep_alive, status, sent) = match app_result {
+    let (response, status, sent) = match app_result {
         Ok(()) => (
-            w.keep_alive(),
+            w.framing().map_or(Response::Failed, Response::Complete),
             w.status_code().map(<[u8]>::to_vec).unwrap_or_default(),
             Some(w.sent),
         ),
         Err(err) => {
-            let framing_error = reader
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .error
-                .take();
+            let framing_error = reader.lock().unwrap_or_else(|e| e.into_inner()).error();
             let (status, sent) = answer_failure(py, req, &mut w, framing_error, &err);
-            (false, status, sent)
+            (Response::Failed, status, sent)
         }
     };
     let response_headers = std::mem::take(&mut w.headers);
     let status_line = w.status.take();
     drop(w);
 
-    // The connection is reusable only if the whole body was consumed (or can be
-    // drained cheaply) and nothing after it is lost.
-    let mut leftover = Vec::new();
-    if keep_alive {
-        match drain_body(py, &reader) {
-            Some(rest) => leftover = rest,
-            None => keep_alive = false,
-        }
+    // A connection the response keeps is reusable only once the whole
+    // body is read: what the app left is drained (cheaply, or the
+    // connection closes: `h1::Conn::finish` sees the body not done).
+    if matches!(response, Response::Complete(f) if f.keep_alive) {
+        drain_body(py, &reader);
     }
-    let unread = !keep_alive && {
-        let r = reader.lock().unwrap_or_else(|e| e.into_inner());
-        r.unread()
-    };
     Outcome {
         status,
         status_line,
         sent,
         response_headers,
-        keep_alive,
-        leftover,
-        unread,
+        response,
         environ,
         failed,
     }
@@ -242,20 +224,17 @@ fn answer_failure(
     replace(w, 500, error_response(500, "Internal Server Error", ""))
 }
 
-/// Read what the app left of the request body (up to 64 KiB) so the
-/// connection can serve its next request; returns the bytes read past the
-/// body, `None` when the connection cannot be kept.
-fn drain_body(py: Python<'_>, reader: &Arc<Mutex<BodyReader>>) -> Option<Vec<u8>> {
+/// Read what the app left of the request body (up to
+/// `h1::DRAIN_MAX`) so the connection can serve its next request.
+fn drain_body(py: Python<'_>, reader: &Arc<Mutex<BodyReader>>) {
     let drain = || {
         let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
-        r.drain(64 * 1024)
-            .map(|done| done.then(|| r.leftover().to_vec()))
+        let _ = r.drain(ferricorn_http::h1::DRAIN_MAX);
     };
     // A body already read to its end (or none, as for most GETs) drains
     // without a socket read: no need to release the GIL for it.
     let done = reader.lock().unwrap_or_else(|e| e.into_inner()).is_done();
-    let drained = if done { drain() } else { py.detach(drain) };
-    drained.ok().flatten()
+    if done { drain() } else { py.detach(drain) }
 }
 
 fn is_client_gone(py: Python<'_>, err: &PyErr) -> bool {

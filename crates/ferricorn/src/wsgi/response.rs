@@ -16,7 +16,8 @@ use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Mutex};
 
 use ferricorn_http::date::DATE_LEN;
-use ferricorn_http::response::{BodyEncoder, Framing, ResponseContext, encode_head};
+use ferricorn_http::h1::Exchange;
+use ferricorn_http::response::{BodyEncoder, Framing, encode_head};
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
@@ -28,15 +29,6 @@ use crate::stream::Stream;
 /// application's `bytes`. Smaller ones are copied so that a head and a small
 /// body leave in one plain write.
 pub const DIRECT_WRITE: usize = 16 * 1024;
-
-/// What the request looked like, for framing decisions.
-pub struct RequestSide {
-    /// The method is `HEAD` (the only thing about it framing depends on).
-    pub head: bool,
-    pub version: (u8, u8),
-    pub keep_alive: bool,
-    pub server_allows_keep_alive: bool,
-}
 
 /// The application's response headers, validated, as (name, value) bytes.
 /// Shared (not copied) when an app passes the same header tuples again.
@@ -83,7 +75,8 @@ const SPARE_BUF_MAX: usize = 64 * 1024;
 
 pub struct ResponseWriter {
     stream: Arc<Stream>,
-    req: RequestSide,
+    /// The request facts the framing depends on (`ferricorn_http::h1`).
+    exchange: Exchange,
     pub status: Option<String>,
     pub headers: Headers,
     pub headers_sent: bool,
@@ -95,10 +88,10 @@ pub struct ResponseWriter {
 }
 
 impl ResponseWriter {
-    pub fn new(stream: Arc<Stream>, req: RequestSide) -> Self {
+    pub fn new(stream: Arc<Stream>, exchange: Exchange) -> Self {
         ResponseWriter {
             stream,
-            req,
+            exchange,
             status: None,
             headers: Headers::default(),
             headers_sent: false,
@@ -134,8 +127,16 @@ impl ResponseWriter {
         (&*self.stream).write_all(bytes)
     }
 
-    pub fn keep_alive(&self) -> bool {
-        self.framing.as_ref().is_some_and(|f| f.keep_alive)
+    /// How the response head framed it (once made): what
+    /// `h1::Conn::finish` decides the connection's fate by.
+    pub fn framing(&self) -> Option<Framing> {
+        self.framing
+    }
+
+    /// An interim response (`103 Early Hints`) may still go out: HTTP/1.1
+    /// or later, and the final head not made yet.
+    pub fn interim_allowed(&self) -> bool {
+        self.exchange.interim_allowed() && !self.headers_sent
     }
 
     /// Encode the head into `buf` if not done yet (needs `start_response`
@@ -148,25 +149,21 @@ impl ResponseWriter {
             .status
             .as_deref()
             .ok_or_else(|| io::Error::other("the application did not call start_response"))?;
-        let server_allows_keep_alive =
-            self.req.server_allows_keep_alive && crate::lifecycle::current().keeps_connections();
+        // Keep-alive as the worker stands now: a stop that began while the
+        // app ran closes this connection.
+        let ctx = self
+            .exchange
+            .response_context(crate::lifecycle::current(), Some(b"ferricorn"));
         let key = HeadKey {
-            head: self.req.head,
-            version: self.req.version,
-            request_keep_alive: self.req.keep_alive,
-            server_allows_keep_alive,
+            head: self.exchange.head_method,
+            version: ctx.version,
+            request_keep_alive: ctx.request_keep_alive,
+            server_allows_keep_alive: ctx.server_allows_keep_alive,
         };
         let buf = &mut self.buf;
         let framing = match cached_head(&self.headers, status, key, buf) {
             Some(framing) => framing,
             None => {
-                let ctx = ResponseContext {
-                    method: if key.head { b"HEAD" } else { b"" },
-                    version: key.version,
-                    request_keep_alive: key.request_keep_alive,
-                    server_allows_keep_alive,
-                    server_header: Some(b"ferricorn"),
-                };
                 let start = buf.len();
                 let headers = &self.headers[..];
                 let framing = crate::app::with_date(|date| {
@@ -602,13 +599,13 @@ impl WriteCallable {
 mod tests {
     //! The response sink without Python: status and headers set as
     //! `start_response` sets them, the bytes read on the other end.
-    use super::{RequestSide, ResponseWriter};
+    use super::{Exchange, ResponseWriter};
     use crate::stream::Stream;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::sync::Arc;
 
-    fn writer(side: RequestSide, headers: &[(&str, &str)]) -> (ResponseWriter, UnixStream) {
+    fn writer(side: Exchange, headers: &[(&str, &str)]) -> (ResponseWriter, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         let mut w = ResponseWriter::new(Arc::new(Stream::from(a)), side);
         w.status = Some("200 OK".into());
@@ -621,12 +618,12 @@ mod tests {
         (w, b)
     }
 
-    fn side(version: (u8, u8), keep_alive: bool) -> RequestSide {
-        RequestSide {
-            head: false,
+    fn side(version: (u8, u8), keep_alive: bool) -> Exchange {
+        Exchange {
+            head_method: false,
             version,
-            keep_alive,
-            server_allows_keep_alive: true,
+            request_keep_alive: keep_alive,
+            server_keep_alive: true,
         }
     }
 
@@ -638,7 +635,7 @@ mod tests {
             w.flush_nowait().unwrap(),
             "a small response goes out at once"
         );
-        let keep = w.keep_alive();
+        let keep = w.framing().is_some_and(|f| f.keep_alive);
         drop(w);
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
@@ -672,7 +669,7 @@ mod tests {
     #[test]
     fn the_server_or_the_client_saying_close_closes() {
         let mut s = side((1, 1), true);
-        s.server_allows_keep_alive = false;
+        s.server_keep_alive = false;
         let (w, peer) = writer(s, &[("Content-Length", "2")]);
         let (keep, got) = respond(w, peer, b"ok");
         assert!(!keep);
@@ -687,7 +684,7 @@ mod tests {
     #[test]
     fn a_head_request_gets_no_body() {
         let mut s = side((1, 1), true);
-        s.head = true;
+        s.head_method = true;
         let (w, peer) = writer(s, &[("Content-Length", "5")]);
         let (keep, got) = respond(w, peer, b"hello");
         assert!(keep);
