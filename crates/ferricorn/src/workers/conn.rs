@@ -1,13 +1,18 @@
-//! Serving one request on an accepted connection, shared by every worker
-//! class: read until a full request head is buffered (GIL released while
-//! waiting), call the app through `wsgi::serve`, write the access log line.
+//! Driving a connection's HTTP/1 state (`ferricorn_http::h1::Conn`), shared
+//! by every worker class: read until it has a full request head (GIL
+//! released while waiting), serve that request (its facts and an
+//! `Exchange` to the app through `wsgi::serve`, the access log line), and
+//! hand the body and how the response went back to the state, whose
+//! verdict (`h1::Next`) says whether the connection stays.
 //!
-//! Invariants: bytes read past the current request (pipelining) stay in
-//! `buf` for the next call; a parse error is answered and ends the
-//! connection; keep-alive is only ever offered when the caller allows it;
-//! a connection closed while request bytes may remain unread lingers first
+//! Every keep-alive and close decision is `h1`'s: bytes read past the
+//! current request (pipelining) stay in its buffer for the next one; a
+//! parse error is answered and ends the connection; keep-alive is only ever
+//! offered when the setting and the worker's lifecycle allow it; a
+//! connection closed while request bytes may remain unread lingers first
 //! (`close`: FIN, discard until EOF, bounded), one with nothing unread
-//! closes with no extra syscall.
+//! closes with no extra syscall. This module moves the bytes and arms the
+//! socket deadlines.
 //!
 //! gunicorn counterpart: `SyncWorker.handle`/`handle_request` and
 //! `ThreadWorker.handle`/`handle_request` (the shared parts).
@@ -27,8 +32,6 @@ use crate::stream::Stream;
 use crate::wsgi::input::BodyReader;
 use crate::wsgi::response::ResponseWriter;
 use crate::wsgi::{self, Exchange, environ::AppContext};
-
-const READ_CHUNK: usize = 8192;
 
 /// Socket deadlines of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -454,7 +457,7 @@ fn read_more(py: Python<'_>, stream: &Arc<Stream>, buf: &mut Vec<u8>) -> io::Res
     // Into the spare capacity: no 8 KiB zero-fill per read (docs/profile.md).
     py.detach(|| {
         loop {
-            match stream.read_append(buf, READ_CHUNK) {
+            match stream.read_append(buf, h1::READ_CHUNK) {
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted && !super::signals::peek_quit() =>
                 {

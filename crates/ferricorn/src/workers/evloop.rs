@@ -11,8 +11,8 @@
 //! Loop: wait for readiness (listeners, connections, the signal pipe); read
 //! what a ready connection has without blocking (`MSG_DONTWAIT`, until a
 //! short read: registrations are edge-triggered); as soon as a request head
-//! is complete, serve it through `conn::serve_head` (the path every worker
-//! shares); serve every complete pipelined request already read, at most
+//! is complete (the connection's `h1::Conn` says), serve it through
+//! `conn::serve_request` (the path every worker shares); serve every complete pipelined request already read, at most
 //! `FAIR_SHARE` in a row before the other connections get a turn. Responses
 //! are held back until the batch of ready connections has had its turn (or
 //! `HOLD` after the first one was held), then released together, so a
@@ -84,7 +84,6 @@ const SIGNAL_PIPE: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 /// Connection tokens start here (listener tokens sit below).
 const CONN_BASE: usize = 1 << 20;
-const READ_CHUNK: usize = 8192;
 /// Pipelined requests served in a row on one connection before the others get a turn.
 const FAIR_SHARE: u32 = 16;
 /// A batch's held responses go out once a turn ends this long after the
@@ -218,7 +217,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         keepalive: keepalive > 0.0,
         keepalive_for: Duration::from_secs_f64(keepalive.max(0.0)),
         header_for,
-        scratch: vec![0; READ_CHUNK],
+        scratch: vec![0; h1::READ_CHUNK],
     };
 
     let poll = Poll::new()?;
