@@ -32,6 +32,20 @@ def ka(request):
     return serve(request, *KEEP_ALIVE[request.param], "shapes:app")
 
 
+def test_a_body_the_app_never_read_gets_no_late_continue(ka):
+    # `Expect: 100-continue`, and the app answers without reading the body.
+    # A 100 sent now would come after the final response, where the client
+    # takes it for the start of the next one (and it would wait for a body
+    # it was never asked for): the connection closes instead.
+    with socket.create_connection(("127.0.0.1", ka.port), timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    assert b"100 Continue" not in data, data
+
+
 def test_ten_thousand_requests_on_one_connection(ka):
     c = Client(ka.port)
     try:

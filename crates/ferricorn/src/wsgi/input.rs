@@ -203,6 +203,12 @@ impl BodyReader {
         }
     }
 
+    /// `100 Continue` is still owed: the client waits for it before it
+    /// sends the body.
+    pub fn continue_pending(&self) -> bool {
+        self.body.as_ref().is_some_and(Body::continue_pending)
+    }
+
     /// The body is complete on the wire (nothing more to read for it).
     pub fn is_done(&self) -> bool {
         self.body.as_ref().is_none_or(Body::is_done)

@@ -225,8 +225,19 @@ fn answer_failure(
 }
 
 /// Read what the app left of the request body (up to
-/// `h1::DRAIN_MAX`) so the connection can serve its next request.
+/// `h1::DRAIN_MAX`) so the connection can serve its next request. Not when
+/// the client still waits for `100 Continue` (the app never read): a 100
+/// now would come after the final response, where the client takes it for
+/// the next one's start, and the body would never come without it; the
+/// connection closes instead (`h1::Conn::finish` sees the body not done).
 fn drain_body(py: Python<'_>, reader: &Arc<Mutex<BodyReader>>) {
+    if reader
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .continue_pending()
+    {
+        return;
+    }
     let drain = || {
         let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
         let _ = r.drain(ferricorn_http::h1::DRAIN_MAX);
