@@ -85,7 +85,7 @@ impl Connection {
 /// What a thread hands back to the poller when it is done with a connection.
 struct Done {
     /// `Some` to keep the connection alive, `None` when it was closed.
-    conn: Option<Connection>,
+    conn: Option<Box<Connection>>,
     /// Requests served while the thread held it.
     served: u64,
 }
@@ -94,7 +94,7 @@ struct Done {
 struct Shared<'a> {
     app: &'a AppContext,
     servers: Vec<(String, String)>,
-    jobs: Mutex<Receiver<Connection>>,
+    jobs: Mutex<Receiver<Box<Connection>>>,
     done: Mutex<Sender<Done>>,
     waker: Waker,
     policy: conn::Policy,
@@ -193,7 +193,7 @@ fn leave_now(worker: &Worker<'_>) -> ! {
 
 /// An idle connection waiting in the poller, and when it expires.
 struct Idle {
-    conn: Connection,
+    conn: Box<Connection>,
     deadline: Instant,
 }
 
@@ -228,7 +228,7 @@ struct Poller<'a> {
     listening: Listening<'a>,
     /// Connections left waiting when the last turn's share was taken.
     more_waiting: bool,
-    jobs: &'a Sender<Connection>,
+    jobs: &'a Sender<Box<Connection>>,
     done: Receiver<Done>,
     limits: Limits,
     /// The parser's settings, shared by every connection's HTTP/1 state.
@@ -238,7 +238,7 @@ struct Poller<'a> {
 impl Poller<'_> {
     /// Wait in the poller for `conn` to have something to read, until
     /// `until`; a connection the poller refuses is closed (and uncounted).
-    fn park(&mut self, conn: Connection, until: Instant) {
+    fn park(&mut self, conn: Box<Connection>, until: Instant) {
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1).max(CONN_BASE);
         if conn
@@ -374,7 +374,7 @@ impl Poller<'_> {
                 if let Some((stream, peer)) = self.listening.accept(i) {
                     self.active += 1;
                     self.park(
-                        Connection::new(stream, peer, i, self.new_http()),
+                        Box::new(Connection::new(stream, peer, i, self.new_http())),
                         Instant::now() + first_wait,
                     );
                 }
@@ -427,7 +427,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
     let waker = Waker::new(poll.registry(), WAKER)?;
     super::register_sources(poll.registry(), worker, SIGNAL_PIPE, LISTENER_BASE)?;
 
-    let (job_tx, job_rx) = mpsc::channel::<Connection>();
+    // Connections travel boxed: its HTTP/1 state makes one a few hundred
+    // bytes, copied at every hand-over otherwise (and the channel's blocks
+    // would be allocated, zeroed, at that size).
+    let (job_tx, job_rx) = mpsc::channel::<Box<Connection>>();
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let policy = conn::Policy::from_settings(setup.settings);
     let shared = Shared {
