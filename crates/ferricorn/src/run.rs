@@ -179,6 +179,10 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
                     glogging::error!("Retrying in 1 second.");
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
+                Err(sock::BindError::InUse(label)) => {
+                    glogging::error!("Connection in use: {label}");
+                    return Err(format!("Can't connect to {label}"));
+                }
                 Err(e) => return Err(format!("{e}")),
             }
         }
@@ -452,7 +456,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     for l in &listeners {
         glogging::info!("Listening at: {l} ({pid})");
     }
-    glogging::info!("Using worker: {}", settings.worker_class());
+    glogging::info!("Using worker: {}", settings.worker_class_str());
 
     let heartbeats = match Heartbeats::new() {
         Ok(h) => h,

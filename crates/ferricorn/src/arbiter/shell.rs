@@ -306,15 +306,6 @@ impl Shell {
                 }
                 Action::Reload => self.reload(),
                 Action::Reexec => self.reexec(),
-                Action::RestorePidfile => {
-                    if let (Some(pf), Some(name)) =
-                        (self.launch.pidfile.as_mut(), self.launch.settings.pidfile())
-                    {
-                        if let Err(e) = pf.rename(&name) {
-                            glogging::error!("{e}");
-                        }
-                    }
-                }
                 Action::Gauge { name, value } => glogging::gauge(name, value),
                 Action::NworkersChanged { new, old } => {
                     let args = hooks::Args::Counts {
@@ -500,16 +491,11 @@ impl Shell {
         self.execute(rest);
     }
 
-    /// `USR2`: rename the pidfile to `.oldbin`, fork, and in the child exec
-    /// the same interpreter and arguments with the listeners inherited.
+    /// `USR2`: fork, and in the child exec the same interpreter and
+    /// arguments with the listeners inherited. As in gunicorn 27 the pidfile
+    /// keeps naming this master; the new one writes `PIDFILE.2` and takes
+    /// the name over when it is promoted (`maybe_promote`).
     fn reexec(&mut self) {
-        if let Some(pf) = self.launch.pidfile.as_mut() {
-            let mut old = pf.path().as_os_str().to_owned();
-            old.push(".oldbin");
-            if let Err(e) = pf.rename(&PathBuf::from(old)) {
-                glogging::error!("{e}");
-            }
-        }
         let fds: Vec<i32> = self.launch.listeners.iter().map(|l| l.raw_fd()).collect();
         for l in &self.launch.listeners {
             if let Err(e) = crate::sys::fd::set_cloexec(l.fd(), false) {

@@ -159,6 +159,17 @@ impl Settings {
     pub fn worker_class(&self) -> &str {
         self.get("worker_class").as_str().unwrap_or("sync")
     }
+    /// The worker class as gunicorn names it in `Using worker:` and
+    /// `cfg.worker_class_str`: a sync class with more than one thread is
+    /// `gthread`, anything else the setting as given.
+    pub fn worker_class_str(&self) -> &str {
+        let class = self.worker_class();
+        if (class == "sync" || class.ends_with("SyncWorker")) && self.threads() > 1 {
+            "gthread"
+        } else {
+            class
+        }
+    }
     pub fn threads(&self) -> usize {
         self.get("threads").as_int().max(1) as usize
     }
