@@ -70,3 +70,80 @@ def test_ipv6_and_ipv4_any_on_one_port_refused_like_gunicorn(tmp_path):
 def test_threads_without_worker_class_logs_gthread(start_server):
     srv = start_server("-b", "127.0.0.1:0", "--threads", "4", "basic:app")
     srv.wait_for(r"\[INFO\] Using worker: gthread$")
+
+
+def run_cli(tmp_path, *args, timeout=60):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(APPS)
+    return subprocess.run([PYTHON, "-m", "ferricorn", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=timeout)
+
+
+CONF_MANY = """
+reload = True
+reuse_port = True
+keyfile = "key.pem"
+certfile = "cert.pem"
+worker_class = "gevent"
+"""
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_every_refusal_in_one_start(tmp_path, check):
+    (tmp_path / "many.py").write_text(CONF_MANY)
+    args = ["-c", "many.py", "-b", "127.0.0.1:0"] + (["--check-config"] if check else []) + ["basic:app"]
+    out = run_cli(tmp_path, *args)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert all(line.startswith("Error: ") for line in lines), lines
+    text = out.stderr
+    for name in ("reload (--reload)", "reuse_port (--reuse-port)", "keyfile (--keyfile)", "certfile (--certfile)"):
+        assert ("Setting %s is not supported" % name) in text, text
+    assert 'Worker class "gevent"' in text and "-k gthread" in text
+    assert "terminate TLS" in text and "send HUP" in text
+    assert lines[-1] == "Error: ferricorn cannot run this configuration (5 reasons); see docs/migrating.md#settings-ferricorn-refuses"
+    assert len(lines) == 6
+    # Every refused setting named in a line is also in docs/migrating.md.
+    doc = (APPS.parent.parent / "docs" / "migrating.md").read_text()
+    assert "## Settings ferricorn refuses" in doc
+    for name in ("reload", "reuse_port", "keyfile", "certfile", "gevent"):
+        assert "`%s`" % name in doc
+
+
+@pytest.mark.parametrize("worker", ["uvicorn.workers.UvicornWorker", "asgi", "uvicorn_worker.UvicornWorker"])
+def test_asgi_worker_class_says_asgi_is_not_served_yet(tmp_path, worker):
+    out = run_cli(tmp_path, "-k", worker, "-b", "127.0.0.1:0", "basic:app")
+    assert out.returncode == 2, out
+    assert "does not serve ASGI apps yet (an asgi worker is coming)" in out.stderr, out.stderr
+    assert "-k sync" not in out.stderr and "-k evloop" not in out.stderr
+
+
+def test_http2_refusal_does_not_ask_to_install_h2(tmp_path):
+    out = run_cli(tmp_path, "--http-protocols", "h2,h1", "-b", "127.0.0.1:0", "basic:app")
+    assert out.returncode == 2, out
+    assert "HTTP/2 is not supported yet" in out.stderr, out.stderr
+    assert "install" not in out.stderr.lower()
+
+
+@pytest.mark.parametrize("spec", ["asgi_apps:app", "asgi_apps:instance"])
+@pytest.mark.parametrize("worker", ["sync", "gthread", "evloop"])
+def test_asgi_app_on_a_wsgi_worker_refuses_to_start(start_server, spec, worker):
+    srv = start_server("-b", "127.0.0.1:0", "-w", "2", "-k", worker, spec, wait=False)
+    assert srv.wait_exit() == 4
+    log = srv.log()
+    assert "is an ASGI app" in log and "does not serve ASGI yet" in log, log
+    assert "Reason: App failed to load." in log
+    assert srv.count(r"Booting worker with pid") <= 2
+
+
+def test_asgi_app_refused_by_check_config_and_preload(tmp_path):
+    out = run_cli(tmp_path, "--check-config", "asgi_apps:instance")
+    assert out.returncode != 0 and "is an ASGI app" in out.stderr, out
+    out = run_cli(tmp_path, "--preload", "-b", "127.0.0.1:0", "asgi_apps:app")
+    assert out.returncode != 0 and "is an ASGI app" in out.stderr, out
+
+
+def test_wsgi_object_with_async_methods_still_served(start_server):
+    srv = start_server("-b", "127.0.0.1:0", "asgi_apps:wsgi_instance")
+    status, _, body = get(srv.port)
+    assert (status, body) == (200, b"wsgi")

@@ -25,15 +25,6 @@ fn usage_error(msg: &str) -> i32 {
     USAGE_ERROR
 }
 
-/// The worker classes ferricorn implements, by every name gunicorn accepts for them.
-fn resolve_worker_class(name: &str, threads: usize) -> Result<&'static str, String> {
-    crate::workers::resolve_class(name, threads).map(|c| match c {
-        crate::workers::Class::Sync => "sync",
-        crate::workers::Class::Gthread => "gthread",
-        crate::workers::Class::Evloop => "evloop",
-    })
-}
-
 /// Load the configuration (`config::pyfile::load`) and check what only the
 /// runner can check. `Err(code)` means exit with it now (message printed).
 fn load_settings(py: Python<'_>, argv: &[String]) -> Result<pyfile::Loaded, i32> {
@@ -49,17 +40,15 @@ fn load_settings(py: Python<'_>, argv: &[String]) -> Result<pyfile::Loaded, i32>
             return Err(STARTUP_ERROR);
         }
         Err(LoadFailure::Unsupported(msg)) => {
-            eprintln!("Error: {msg}");
+            for line in msg.lines() {
+                eprintln!("Error: {line}");
+            }
             return Err(USAGE_ERROR);
         }
     };
     let settings = &loaded.settings;
     if settings.get("print_config").as_bool() {
         return Ok(loaded);
-    }
-    if let Err(e) = resolve_worker_class(settings.worker_class(), settings.threads()) {
-        eprintln!("Error: {e}");
-        return Err(USAGE_ERROR);
     }
     for addr in settings.bind() {
         if let Err(e) = sock::parse_address(addr) {
@@ -494,34 +483,4 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     };
     crate::systemd::notify("READY=1");
     py.detach(|| shell.run())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worker_class_names() {
-        assert_eq!(resolve_worker_class("sync", 1), Ok("sync"));
-        assert_eq!(
-            resolve_worker_class("gunicorn.workers.sync.SyncWorker", 1),
-            Ok("sync")
-        );
-        assert!(
-            resolve_worker_class("gevent", 1)
-                .unwrap_err()
-                .contains("gevent")
-        );
-        assert_eq!(resolve_worker_class("sync", 4), Ok("gthread"));
-        assert_eq!(resolve_worker_class("evloop", 4), Ok("evloop"));
-        assert_eq!(
-            resolve_worker_class("gunicorn.workers.gthread.ThreadWorker", 1),
-            Ok("gthread")
-        );
-        assert!(
-            resolve_worker_class("eventlet", 1)
-                .unwrap_err()
-                .contains("gthread")
-        );
-    }
 }

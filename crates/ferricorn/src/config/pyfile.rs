@@ -43,7 +43,8 @@ pub enum LoadFailure {
     Usage(String),
     /// A bad configuration: print as `Error: ...`, exit 1.
     Config(String),
-    /// A setting ferricorn does not implement was changed: `Error: ...`, exit 2.
+    /// Settings ferricorn does not implement were changed, or the worker
+    /// class is not one of ferricorn's: one `Error: ...` line per reason, exit 2.
     Unsupported(String),
 }
 
@@ -350,18 +351,6 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
     }
     apply_parsed(&mut settings, &cli)?;
 
-    // gunicorn's cross-check (`Config.validate`): h2 needs the h2 package.
-    if settings
-        .get("http_protocols")
-        .as_list()
-        .iter()
-        .any(|p| p == "h2")
-        && py.import("h2").is_err()
-    {
-        return Err(LoadFailure::Config(
-            "http_protocols includes h2 but the h2 package is not installed; install h2 or drop h2 from http_protocols.".into(),
-        ));
-    }
     let mut app_spec = app_spec.or_else(|| settings.wsgi_app().map(str::to_string));
     if !matches!(settings.get("paste"), Value::None) {
         app_spec = app_spec
@@ -374,9 +363,14 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
         ));
     }
     // `--print-config` shows everything as gunicorn would; any other run
-    // (including `--check-config`) refuses what ferricorn cannot honour.
+    // (including `--check-config`) refuses what ferricorn cannot honour,
+    // every reason at once, one per line. (gunicorn's own h2 cross-check,
+    // "install h2", does not apply: HTTP/2 is refused as unsupported.)
     if !settings.get("print_config").as_bool() {
-        settings.check_supported()?;
+        let refusals = settings.refusals();
+        if !refusals.is_empty() {
+            return Err(LoadFailure::Unsupported(refusals.join("\n")));
+        }
     }
     Ok(Loaded {
         settings,
