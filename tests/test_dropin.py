@@ -147,3 +147,38 @@ def test_wsgi_object_with_async_methods_still_served(start_server):
     srv = start_server("-b", "127.0.0.1:0", "asgi_apps:wsgi_instance")
     status, _, body = get(srv.port)
     assert (status, body) == (200, b"wsgi")
+
+
+def _cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().rstrip(b"\0").decode()
+
+
+SPT_HOOK = """
+import setproctitle
+
+def post_worker_init(worker):
+    before = setproctitle.getproctitle()
+    setproctitle.setproctitle("[ready] " + before)
+    worker.log.info("title before=%r after=%r", before, setproctitle.getproctitle())
+"""
+
+
+def test_setproctitle_in_a_hook_reads_and_replaces_ferricorns_title(start_server, tmp_path):
+    """Airflow's webserver marks ready workers this way."""
+    (tmp_path / "spt.py").write_text(SPT_HOOK)
+    srv = start_server("-c", "spt.py", "-b", "127.0.0.1:0", "basic:app")
+    m = srv.wait_for(r"\[(\d+)\] \[INFO\] title before='(.*)' after='(.*)'$")
+    pid = int(m.group(1))
+    assert m.group(2) == "ferricorn: worker [basic:app]"
+    assert m.group(3) == "[ready] ferricorn: worker [basic:app]"
+    assert _cmdline(pid) == "[ready] ferricorn: worker [basic:app]"
+    assert _cmdline(srv.master_pid) == "ferricorn: master [basic:app]"
+
+
+def test_titles_without_the_setproctitle_package(start_server):
+    hidden = str(APPS / "no_setproctitle")
+    srv = start_server("-b", "127.0.0.1:0", "basic:app", env={"PYTHONPATH": hidden + os.pathsep + str(APPS)})
+    pid = int(srv.wait_for(r"Booting worker with pid: (\d+)").group(1))
+    assert _cmdline(srv.master_pid) == "ferricorn: master [basic:app]"
+    wait_until(lambda: _cmdline(pid) == "ferricorn: worker [basic:app]", what="worker title", log=srv.log)

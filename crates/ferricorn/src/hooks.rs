@@ -504,6 +504,33 @@ pub fn serve(
     outcome
 }
 
+/// The `setproctitle` package's `setproctitle`, when it is installed.
+static SETPROCTITLE: OnceLock<Option<Py<PyAny>>> = OnceLock::new();
+
+/// Set the process title to `ferricorn: {title}`. With the `setproctitle`
+/// package installed the title goes through it, as gunicorn's does, so a
+/// hook's `setproctitle.getproctitle()` returns ferricorn's title and its
+/// `setproctitle.setproctitle(...)` replaces it (two writers of one argv
+/// area would not see each other); `comm` is set either way. Without the
+/// package, `sys::proctitle` writes the argv area itself.
+pub fn set_proctitle(title: &str) {
+    let full = format!("ferricorn: {title}");
+    let through_package = Python::attach(|py| {
+        let f = SETPROCTITLE.get_or_init(|| {
+            py.import("setproctitle")
+                .and_then(|m| m.getattr("setproctitle"))
+                .ok()
+                .map(Bound::unbind)
+        });
+        f.as_ref().is_some_and(|f| f.call1(py, (&full,)).is_ok())
+    });
+    if through_package {
+        crate::sys::proctitle::set_comm(&full);
+    } else {
+        crate::sys::proctitle::set(&full);
+    }
+}
+
 /// `_ferricorn._hook_log(level, text)`: `server.log.info(...)` and friends.
 #[pyfunction]
 fn _hook_log(level: i32, text: &str) {

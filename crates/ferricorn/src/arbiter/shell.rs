@@ -150,7 +150,7 @@ impl Shell {
     }
 
     fn set_master_title(&self) {
-        crate::sys::proctitle::set(&format!("master [{}]", self.proc_name()));
+        hooks::set_proctitle(&format!("master [{}]", self.proc_name()));
     }
 
     /// Run until the arbiter decides to exit; returns the exit code.
@@ -396,7 +396,7 @@ impl Shell {
         let forked = Python::attach(|py| -> PyResult<i32> {
             let pid: i32 = py.import("os")?.call_method0("fork")?.extract()?;
             if pid == 0 {
-                crate::sys::proctitle::set(&title);
+                hooks::set_proctitle(&title);
                 workers::main(py, &setup, &master_fds);
             }
             Ok(pid)
