@@ -182,3 +182,90 @@ def test_titles_without_the_setproctitle_package(start_server):
     pid = int(srv.wait_for(r"Booting worker with pid: (\d+)").group(1))
     assert _cmdline(srv.master_pid) == "ferricorn: master [basic:app]"
     wait_until(lambda: _cmdline(pid) == "ferricorn: worker [basic:app]", what="worker title", log=srv.log)
+
+
+LOGCONF = """
+import json, logging, os
+
+
+class Capture(logging.Formatter):
+    '''A JSON formatter that reads record.args, as JSON access-log recipes do.'''
+
+    def format(self, record):
+        args = record.args
+        out = {"name": record.name, "level": record.levelname, "args_type": type(args).__name__,
+               "message": record.getMessage()}
+        if isinstance(args, dict):
+            out["msg"] = record.msg
+            out["atoms"] = {k: args[k] for k in "hlusmUqHbBfar"}
+            out["types"] = {k: type(args[k]).__name__ for k in "bBTDMLp"}
+            out["rid"] = args["{x-request-id}i"]
+            out["rid_upper"] = args["{X-Request-Id}i"]
+            out["ctype"] = args["{content-type}o"]
+            out["path_e"] = args["{path_info}e"]
+            out["missing"] = args["{nope}i"]
+            out["unknown_atom"] = args["zz"]
+        return json.dumps(out)
+
+
+logconfig_dict = {
+    "version": 1,
+    "root": {"level": "INFO", "handlers": []},
+    "formatters": {"capture": {"()": Capture}},
+    "handlers": {"file": {"class": "logging.FileHandler", "filename": os.environ["CAPTURE_FILE"],
+                          "formatter": "capture"}},
+    "loggers": {
+        "gunicorn.access": {"handlers": ["file"], "level": "INFO", "propagate": False},
+        "gunicorn.error": {"handlers": ["file"], "level": "INFO", "propagate": False},
+    },
+}
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %({x-request-id}i)s'
+"""
+
+
+def _records(path):
+    import json
+
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _capture(tmp_path, name, cmd):
+    import json  # noqa: F401
+
+    (tmp_path / "logconf.py").write_text(LOGCONF)
+    capture = str(tmp_path / ("%s.jsonl" % name))
+    srv = Server(["-c", "logconf.py", "-b", "127.0.0.1:0", "basic:app"], cwd=tmp_path, cmd=cmd,
+                 env={"CAPTURE_FILE": capture})
+    try:
+        # The error log goes to the capture file, not stdout: find the port there.
+        wait_until(lambda: any(r["message"].startswith("Listening at:") for r in _records(capture)),
+                   what="Listening at record", log=srv.log)
+        (listen,) = [r for r in _records(capture) if r["message"].startswith("Listening at:")]
+        port = int(listen["message"].split()[2].rsplit(":", 1)[1])
+        headers = 'X-Request-Id: abc"123\r\nReferer: http://r/\r\nUser-Agent: t/1\r\n'
+        status, _, _ = get(port, "/?x=1", headers=headers)
+        assert status == 200
+        wait_until(lambda: any(r["name"] == "gunicorn.access" for r in _records(capture)),
+                   what="access record", log=srv.log)
+        return listen, [r for r in _records(capture) if r["name"] == "gunicorn.access"][0]
+    finally:
+        srv.stop()
+
+
+def test_logconfig_dict_class_objects_and_gunicorns_log_records(tmp_path):
+    g_listen, g_access = _capture(tmp_path, "gunicorn", gunicorn_cmd())
+    f_listen, f_access = _capture(tmp_path, "ferricorn", None)
+    # Error records: logger name, level, a finished message.
+    for rec in (g_listen, f_listen):
+        assert (rec["name"], rec["level"], rec["args_type"]) == ("gunicorn.error", "INFO", "tuple"), rec
+    # Access records: msg is the format, args the atoms dict, as gunicorn gives them.
+    assert f_access["msg"] == g_access["msg"] == '%(h)s "%(r)s" %(s)s %(b)s %({x-request-id}i)s'
+    assert f_access["args_type"] == "Atoms" or f_access["args_type"].endswith("Atoms")
+    assert g_access["args_type"] == "SafeAtoms"
+    for key in ("level", "atoms", "types", "rid", "rid_upper", "ctype", "path_e", "missing", "unknown_atom"):
+        assert f_access[key] == g_access[key], (key, f_access[key], g_access[key])
+    assert f_access["message"] == g_access["message"]
+    assert f_access["rid"] == 'abc\\"123' and f_access["atoms"]["s"] == "200"

@@ -445,6 +445,19 @@ pub fn serve(
     leftover: &[u8],
     conn: &Conn<'_>,
 ) -> Outcome {
+    let outcome = serve_with_hooks(py, app, head, leftover, conn);
+    // Python logging's access record carries the environ (`{var}e` atoms).
+    crate::pylogging::remember_environ(py, &outcome.environ);
+    outcome
+}
+
+fn serve_with_hooks(
+    py: Python<'_>,
+    app: &AppContext,
+    head: &Head<'_>,
+    leftover: &[u8],
+    conn: &Conn<'_>,
+) -> Outcome {
     let Some(hooks) = REQUEST.get() else {
         return wsgi::serve(py, app, head, leftover, conn);
     };

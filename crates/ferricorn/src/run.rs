@@ -346,7 +346,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         return STARTUP_ERROR;
     }
     crate::arbiter::shell::give_logs_to_workers(&settings);
-    let logconfig_dict = settings.logconfig_dict();
+    let logconfig_dict = loaded
+        .logconfig_dict
+        .filter(|_| settings.logconfig_dict().is_some());
     if settings.logconfig().is_some()
         || settings.logconfig_json().is_some()
         || logconfig_dict.is_some()
@@ -356,7 +358,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
             py,
             settings.logconfig(),
             settings.logconfig_json(),
-            logconfig_dict.as_deref(),
+            logconfig_dict.as_ref(),
             level,
         ) {
             eprintln!("Error: {e}");

@@ -32,6 +32,10 @@ pub struct Loaded {
     pub hooks: Vec<(&'static str, Py<PyAny>)>,
     /// The application to load: the positional argument, else `wsgi_app`.
     pub app_spec: Option<String>,
+    /// `logconfig_dict` as the config file holds it, handed to
+    /// `logging.config.dictConfig` as is (it may name formatter and handler
+    /// classes by the class objects themselves); `settings` keeps its text.
+    pub logconfig_dict: Option<Py<PyAny>>,
 }
 
 /// Why loading stopped. Each carries the complete text to show.
@@ -165,6 +169,7 @@ fn apply_config_file(
     location: &str,
     settings: &mut Settings,
     hooks: &mut Vec<(&'static str, Py<PyAny>)>,
+    logconfig_dict: &mut Option<Py<PyAny>>,
 ) -> Result<(), LoadFailure> {
     let namespace = helper(py, "read")
         .and_then(|f| f.call1((location,)))
@@ -183,7 +188,12 @@ fn apply_config_file(
             Kind::Hook(_) | Kind::PostRequestHook => {
                 apply_hook(py, row, &value, settings, hooks)?;
             }
-            _ => settings.apply(row, to_input(&value))?,
+            _ => {
+                settings.apply(row, to_input(&value))?;
+                if row.name == "logconfig_dict" {
+                    *logconfig_dict = Some(value.clone().unbind());
+                }
+            }
         }
     }
     Ok(())
@@ -330,6 +340,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
 
     let mut settings = Settings::new();
     let mut hooks = Vec::new();
+    let mut logconfig_dict = None;
     let app_spec = match cli.get("paste") {
         Some(Input::Str(paste)) => Some(paste_init(py, &mut settings, paste)?),
         _ => {
@@ -343,7 +354,13 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
         .or_else(|| env_parsed.iter().rev().find_map(config_location))
         .or_else(default_config_file);
     if let Some(location) = location {
-        apply_config_file(py, &location, &mut settings, &mut hooks)?;
+        apply_config_file(
+            py,
+            &location,
+            &mut settings,
+            &mut hooks,
+            &mut logconfig_dict,
+        )?;
     }
     apply_embedded_hooks(py, &mut settings, &mut hooks)?;
     for parsed in &env_parsed {
@@ -376,6 +393,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
         settings,
         hooks,
         app_spec,
+        logconfig_dict,
     })
 }
 
