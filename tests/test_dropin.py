@@ -269,3 +269,48 @@ def test_logconfig_dict_class_objects_and_gunicorns_log_records(tmp_path):
         assert f_access[key] == g_access[key], (key, f_access[key], g_access[key])
     assert f_access["message"] == g_access["message"]
     assert f_access["rid"] == 'abc\\"123' and f_access["atoms"]["s"] == "200"
+
+
+def test_gthread_threads_named_like_gunicorns(start_server, tmp_path):
+    srv = start_server("-b", "127.0.0.1:0", "-k", "gthread", "--threads", "3", "threadname:app")
+    names = set()
+    for _ in range(6):
+        status, _, body = get(srv.port)
+        assert status == 200
+        names.add(body.decode().split("|")[0])
+    assert names <= {"ThreadPoolExecutor-0_0", "ThreadPoolExecutor-0_1", "ThreadPoolExecutor-0_2"}, names
+    # gunicorn 27 itself names its gthread threads this way.
+    g = Server(["-b", "127.0.0.1:0", "-k", "gthread", "--threads", "3", "threadname:app"], cwd=tmp_path,
+               cmd=gunicorn_cmd())
+    try:
+        g.wait_listening()
+        status, _, body = get(g.port)
+        assert body.decode().split("|")[0] == "ThreadPoolExecutor-0_0"
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("recipe, want", [
+    ("import ferricorn\nferricorn.SERVER = 'undisclosed'\n", "undisclosed"),
+    ("import gunicorn\ngunicorn.SERVER = 'undisclosed'\n", "undisclosed"),
+    ("import ferricorn\nferricorn.SERVER = None\n", None),
+    ("", "ferricorn"),
+])
+def test_server_header_set_from_the_config_file(start_server, tmp_path, recipe, want):
+    (tmp_path / "srv.py").write_text(recipe)
+    srv = start_server("-c", "srv.py", "-b", "127.0.0.1:0", "-w", "1", "basic:app")
+    for path in ("/", "/?again"):
+        status, headers, _ = get(srv.port, path)
+        assert status == 200
+        assert headers.get("server") == want, headers
+
+
+def test_server_header_gunicorn_recipe_matches_gunicorn(tmp_path):
+    (tmp_path / "srv.py").write_text("import gunicorn\ngunicorn.SERVER = 'undisclosed'\n")
+    g = Server(["-c", "srv.py", "-b", "127.0.0.1:0", "basic:app"], cwd=tmp_path, cmd=gunicorn_cmd())
+    try:
+        g.wait_listening()
+        _, headers, _ = get(g.port)
+        assert headers.get("server") == "undisclosed"
+    finally:
+        g.stop()

@@ -309,6 +309,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if let Some(server) = pyfile::server_header(py) {
+        crate::util::set_server_header(server);
+    }
     let settings = loaded.settings;
     let user_hooks = loaded.hooks;
     let app_spec = loaded.app_spec.unwrap_or_default();

@@ -397,6 +397,34 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
     })
 }
 
+/// The `Server` header the configuration asks for, the way gunicorn users
+/// change it: `ferricorn.SERVER = "..."` in the config file, or gunicorn's
+/// own recipe, `gunicorn.SERVER = "..."` (when the file imported gunicorn).
+/// `None` inside means no header (`SERVER = None`); the outer `None`, that
+/// neither was changed.
+pub fn server_header(py: Python<'_>) -> Option<Option<String>> {
+    let modules = py.import("sys").and_then(|s| s.getattr("modules")).ok()?;
+    for (module, default) in [("ferricorn", "ferricorn"), ("gunicorn", "gunicorn")] {
+        let Ok(Some(m)) = modules
+            .call_method1("get", (module,))
+            .map(|m| (!m.is_none()).then_some(m))
+        else {
+            continue;
+        };
+        let Ok(value) = m.getattr("SERVER") else {
+            continue;
+        };
+        if value.is_none() {
+            return Some(None);
+        }
+        match value.extract::<String>() {
+            Ok(v) if v != default => return Some(Some(v)),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `_ferricorn._load_config(argv)`: load as start-up would and return the
 /// `--print-config` text, or raise `ValueError` with the message start-up
 /// would print. For tests and tools; nothing is bound or started.

@@ -251,7 +251,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             let h = std::thread::Builder::new()
                 .name(format!("ferricorn-{i}"))
                 .spawn_scoped(scope, move || {
-                    wsgi::keep_thread_state(|| thread_main(shared))
+                    wsgi::keep_thread_state(|| {
+                        super::name_python_thread(&format!("ThreadPoolExecutor-0_{i}"));
+                        thread_main(shared)
+                    })
                 })?;
             handles.push(h);
         }

@@ -68,6 +68,22 @@ pub(crate) fn register_sources(
     Ok(())
 }
 
+/// Name the calling thread in Python's `threading` (the name
+/// `threading.current_thread().name`, log formats' `%(threadName)s` and
+/// profilers show). gthread's request threads take the names gunicorn's
+/// `ThreadPoolExecutor` gives its threads, `ThreadPoolExecutor-0_N`.
+pub fn name_python_thread(name: &str) {
+    Python::attach(|py| {
+        let named = py
+            .import("threading")
+            .and_then(|t| t.call_method0("current_thread"))
+            .and_then(|t| t.setattr("name", name));
+        if let Err(e) = named {
+            glogging::debug!("Cannot name the thread {name}: {e}");
+        }
+    });
+}
+
 /// The worker classes ferricorn implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {

@@ -161,7 +161,7 @@ impl ResponseWriter {
                     version: key.version,
                     request_keep_alive: key.request_keep_alive,
                     server_allows_keep_alive,
-                    server_header: Some(b"ferricorn"),
+                    server_header: crate::util::server_header(),
                 };
                 let start = buf.len();
                 let headers = &self.headers[..];
