@@ -446,6 +446,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
         None => None,
     };
+    crate::hooks::set_listeners(&listeners);
     glogging::debug!("Arbiter booted");
     for l in &listeners {
         glogging::info!("Listening at: {l} ({pid})");

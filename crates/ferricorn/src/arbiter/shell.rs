@@ -298,6 +298,7 @@ impl Shell {
                 }
                 Action::CloseListeners { unlink } => {
                     crate::systemd::notify("STOPPING=1");
+                    hooks::close_listeners();
                     for l in self.launch.listeners.drain(..) {
                         if unlink {
                             l.unlink();
@@ -469,6 +470,8 @@ impl Shell {
                 Err(e) => glogging::error!("{e}"),
             }
         }
+        // The reloaded `server` object gets the listeners now in use.
+        hooks::set_listeners(&self.launch.listeners);
         let cfg = arbiter_config(&new.settings, self.launch.systemd);
         self.launch.settings = new.settings;
         self.launch.preloaded = new.preloaded;
