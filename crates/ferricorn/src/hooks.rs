@@ -21,14 +21,15 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use ferricorn_http::parse::Head;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::app::format_traceback;
 use crate::config::{Settings, Value, validate};
 use crate::glogging::{self, Level};
+use crate::request::Request;
 use crate::sock;
-use crate::wsgi::{self, Conn, Outcome, environ::AppContext, format_traceback};
+use crate::wsgi::{self, Exchange, Outcome, environ::AppContext};
 
 /// Every hook setting, in the settings table's order.
 pub const NAMES: [&str; 16] = [
@@ -423,21 +424,15 @@ fn latin1(b: &[u8]) -> String {
 }
 
 impl RequestHooks {
-    fn request<'py>(
-        &self,
-        py: Python<'py>,
-        head: &Head<'_>,
-        conn: &Conn<'_>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn request<'py>(&self, py: Python<'py>, req: &Request<'_>) -> PyResult<Bound<'py, PyAny>> {
+        let head = req.head();
         let headers = PyList::empty(py);
         for (name, value) in &head.headers {
             headers.append((latin1(name).to_ascii_uppercase(), latin1(value)))?;
         }
-        let peer = match conn.peer.port {
-            Some(port) => (conn.peer.addr.as_str(), port)
-                .into_pyobject(py)?
-                .into_any(),
-            None => conn.peer.addr.as_str().into_pyobject(py)?.into_any(),
+        let peer = match req.peer.port {
+            Some(port) => (req.peer.addr.as_str(), port).into_pyobject(py)?.into_any(),
+            None => req.peer.addr.as_str().into_pyobject(py)?.into_any(),
         };
         self.request.bind(py).call1((
             latin1(&head.method),
@@ -447,7 +442,7 @@ impl RequestHooks {
             latin1(head.fragment),
             PyTuple::new(py, [head.version.0, head.version.1])?,
             headers,
-            conn.url_scheme,
+            req.scheme,
             peer,
             &self.worker,
         ))
@@ -494,14 +489,8 @@ impl RequestHooks {
 /// As in gunicorn: a raising `pre_request` fails the request with a 500 (the
 /// app is not called) and `post_request` still runs, with an empty environ
 /// and no response; a raising `post_request` is logged.
-pub fn serve(
-    py: Python<'_>,
-    app: &AppContext,
-    head: &Head<'_>,
-    leftover: &[u8],
-    conn: &Conn<'_>,
-) -> Outcome {
-    let outcome = serve_with_hooks(py, app, head, leftover, conn);
+pub fn serve(py: Python<'_>, app: &AppContext, req: &Request<'_>, ex: Exchange<'_>) -> Outcome {
+    let outcome = serve_with_hooks(py, app, req, ex);
     // Python logging's access record carries the environ (`{var}e` atoms).
     crate::pylogging::remember_environ(py, &outcome.environ);
     outcome
@@ -510,40 +499,39 @@ pub fn serve(
 fn serve_with_hooks(
     py: Python<'_>,
     app: &AppContext,
-    head: &Head<'_>,
-    leftover: &[u8],
-    conn: &Conn<'_>,
+    req: &Request<'_>,
+    ex: Exchange<'_>,
 ) -> Outcome {
     let Some(hooks) = REQUEST.get() else {
-        return wsgi::serve(py, app, head, leftover, conn);
+        return wsgi::serve(py, app, req, ex);
     };
-    let req = match hooks.request(py, head, conn) {
+    let hook_req = match hooks.request(py, req) {
         Ok(r) => r,
         Err(e) => {
             glogging::error!(
                 "Cannot build the request object for the request hooks: {}",
                 format_traceback(py, &e)
             );
-            return wsgi::serve(py, app, head, leftover, conn);
+            return wsgi::serve(py, app, req, ex);
         }
     };
     let pre = match &hooks.pre {
-        Some(pre) => pre.call1(py, (&hooks.worker, &req)).map(|_| ()),
+        Some(pre) => pre.call1(py, (&hooks.worker, &hook_req)).map(|_| ()),
         None => Ok(()),
     };
     let outcome = match pre {
-        Ok(()) => wsgi::serve(py, app, head, leftover, conn),
+        Ok(()) => wsgi::serve(py, app, req, ex),
         Err(e) => {
             glogging::exception(&format!(
                 "Error handling request {} {}\n{}",
-                String::from_utf8_lossy(&head.method),
-                String::from_utf8_lossy(head.target),
+                String::from_utf8_lossy(req.method()),
+                String::from_utf8_lossy(req.raw_target()),
                 format_traceback(py, &e)
             ));
-            let out = wsgi::error_response(500, "Internal Server Error", "");
-            let stream = conn.stream.clone();
+            let out = crate::app::error_response(500, "Internal Server Error", "");
             py.detach(|| {
-                let _ = std::io::Write::write_all(&mut &*stream, &out);
+                let w = ex.response.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = w.write_raw(&out);
             });
             Outcome {
                 status: b"500".to_vec(),
@@ -553,18 +541,19 @@ fn serve_with_hooks(
                 keep_alive: false,
                 leftover: Vec::new(),
                 // The body (if any) was not read.
-                unread: !leftover.is_empty()
-                    || !matches!(
-                        head.body,
-                        ferricorn_http::parse::BodyKind::None
-                            | ferricorn_http::parse::BodyKind::Length(0)
-                    ),
+                unread: req.has_body()
+                    || !ex
+                        .body
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .leftover()
+                        .is_empty(),
                 environ: PyDict::new(py).unbind(),
                 failed: true,
             }
         }
     };
-    if let Err(e) = hooks.post(py, &req, &outcome, head.version) {
+    if let Err(e) = hooks.post(py, &hook_req, &outcome, req.version()) {
         glogging::exception(&format!(
             "Exception in post_request hook\n{}",
             format_traceback(py, &e)

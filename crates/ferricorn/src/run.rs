@@ -8,6 +8,7 @@ use pyo3::PyTypeInfo;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::app::loader::{self, LoadError};
 use crate::arbiter::shell::{Launch, ReloadFn, Reloaded, Shell};
 use crate::config::pyfile::{self, LoadFailure, USAGE};
 use crate::config::{ConfigError, Settings};
@@ -16,7 +17,6 @@ use crate::glogging::{self, Level};
 use crate::pidfile::Pidfile;
 use crate::sock;
 use crate::workers::heartbeat::Heartbeats;
-use crate::wsgi::loader::{self, LoadError};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -448,6 +448,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     };
     crate::hooks::set_listeners(&listeners);
     glogging::debug!("Arbiter booted");
+    crate::workers::conn::arm_listeners_from(&listeners, &settings);
     for l in &listeners {
         glogging::info!("Listening at: {l} ({pid})");
     }

@@ -449,6 +449,7 @@ impl Shell {
         if new.settings.bind() != self.launch.settings.bind() {
             match (self.launch.bind)(&new.settings) {
                 Ok(listeners) => {
+                    crate::workers::conn::arm_listeners_from(&listeners, &new.settings);
                     self.launch.listeners = listeners;
                     let shown: Vec<String> = self
                         .launch

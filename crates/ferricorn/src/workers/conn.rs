@@ -13,15 +13,19 @@
 //! `ThreadWorker.handle`/`handle_request` (the shared parts).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferricorn_http::parse::{BodyKind, Head, Parser};
 use pyo3::prelude::*;
 
 use crate::glogging::{self, access};
-use crate::sock::{Peer, Stream};
-use crate::wsgi::{self, Conn, environ::AppContext};
+use crate::request::Request;
+use crate::sock::Peer;
+use crate::stream::Stream;
+use crate::wsgi::input::BodyReader;
+use crate::wsgi::response::{RequestSide, ResponseWriter};
+use crate::wsgi::{self, Exchange, environ::AppContext};
 
 const READ_CHUNK: usize = 8192;
 
@@ -72,6 +76,16 @@ pub fn arm_listeners(
         .iter()
         .map(|l| l.set_connection_timeouts(read, timeouts.io))
         .collect()
+}
+
+/// [`arm_listeners`] with the deadlines `settings` give. The master calls
+/// it as soon as it has its listeners (at start, and for new ones at a
+/// reload), before any worker runs: a connection that waits in the
+/// backlog while the first workers boot was made from the listener as it
+/// was then, and a worker trusts it to have inherited its deadlines.
+pub fn arm_listeners_from(listeners: &[crate::sock::Listener], s: &crate::config::Settings) {
+    let policy = Policy::from_settings(s);
+    arm_listeners(listeners, policy.timeouts, policy.proxy.is_some());
 }
 
 /// Arm a fresh connection's deadlines before its first read: the send
@@ -173,24 +187,19 @@ pub const LINGER_IDLE: Duration = Duration::from_millis(500);
 /// The caller's drop of the stream then closes it with nothing unread, or
 /// with a reset only after the bound.
 fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>) {
-    use nix::errno::Errno;
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsFd;
-
     stream.shutdown_write();
-    let raw = stream.raw_fd();
     let end = Instant::now() + LINGER_FOR;
     let mut scratch = vec![0u8; LINGER_CHUNK];
     loop {
         // What is there now, without blocking (bounded by the time too: a
         // fast sender could keep this loop busy).
         loop {
-            match recv(raw, &mut scratch, MsgFlags::MSG_DONTWAIT) {
+            match stream.read_nowait(&mut scratch) {
                 Ok(0) => return,
                 Ok(_) if Instant::now() >= end => return,
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return,
             }
         }
@@ -201,16 +210,9 @@ fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>)
         if left.is_zero() || super::signals::peek_quit() {
             return;
         }
-        let wait = PollTimeout::try_from(left.min(LINGER_IDLE)).unwrap_or(PollTimeout::ZERO);
-        let fd = match stream {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        };
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, wait) {
-            Ok(0) => return, // idle: the client sends nothing more
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return,
+        match stream.wait_readable(left.min(LINGER_IDLE)) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return, // idle: the client sends nothing more
         }
     }
 }
@@ -360,7 +362,7 @@ pub fn serve_head(
         Err(_) => {
             let why = "Contradictory scheme headers";
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
-            let out = wsgi::error_response(400, "Bad Request", why);
+            let out = crate::app::error_response(400, "Bad Request", why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
             let body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
             return Err(if body || !rest.is_empty() {
@@ -370,15 +372,7 @@ pub fn serve_head(
             });
         }
     };
-    let conn = Conn {
-        stream,
-        peer,
-        server,
-        url_scheme,
-        server_allows_keep_alive: allow_keep_alive,
-        socket,
-        held,
-    };
+    let req = Request::new(head, url_scheme, server, peer, app.script_name());
     glogging::debug!(
         "{} {}",
         String::from_utf8_lossy(&head.method),
@@ -394,13 +388,30 @@ pub fn serve_head(
         b" HTTP/1.1"
     };
     super::signals::set_current_request_parts(&[&head.method, b" ", head.target, version]);
-    let outcome = crate::hooks::serve(py, app, head, rest, &conn);
+    let decoder = ferricorn_http::body::Decoder::new(&head.body, app.parser_options());
+    let body = BodyReader::new(stream.clone(), decoder, rest.to_vec(), head.expect_continue);
+    let response = ResponseWriter::new(
+        stream.clone(),
+        RequestSide {
+            head: &*head.method == b"HEAD",
+            version: head.version,
+            keep_alive: head.keep_alive,
+            server_allows_keep_alive: allow_keep_alive,
+        },
+    );
+    let exchange = Exchange {
+        body: Arc::new(Mutex::new(body)),
+        response: Arc::new(Mutex::new(response)),
+        socket,
+        held,
+    };
+    let outcome = crate::hooks::serve(py, app, &req, exchange);
     super::signals::set_current_request(b"");
     if let Some((table, slot)) = busy {
         table.end_request(slot);
     }
     if glogging::access_enabled() {
-        log_access(py, head, peer, &outcome, started);
+        log_access(py, &req, &outcome, started);
     }
     let keep = outcome.keep_alive && allow_keep_alive;
     if allow_keep_alive && !keep && !outcome.failed {
@@ -419,17 +430,11 @@ pub fn serve_head(
 /// Answer a request the parser refused (4xx/5xx, `Connection: close`) and log it.
 pub fn refuse(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, err: &ferricorn_http::Error) {
     glogging::warning!("Invalid request from ip={}: {}", peer.addr, err);
-    let out = wsgi::error_response(err.status(), err.reason(), &err.to_string());
+    let out = crate::app::error_response(err.status(), err.reason(), &err.to_string());
     let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
 }
 
-fn log_access(
-    py: Python<'_>,
-    head: &ferricorn_http::parse::Head<'_>,
-    peer: &Peer,
-    outcome: &wsgi::Outcome,
-    started: Instant,
-) {
+fn log_access(py: Python<'_>, req: &Request<'_>, outcome: &wsgi::Outcome, started: Instant) {
     let environ = outcome.environ.bind(py);
     // `{var}e`: environ keys match case-insensitively; the last match wins (as gunicorn).
     let lookup = |key: &str| -> Option<String> {
@@ -441,19 +446,21 @@ fn log_access(
         }
         found
     };
-    let protocol = match head.version {
+    let protocol = match req.version() {
         (1, 0) => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
-    let path = wsgi::environ::percent_decode(head.path);
-    let request_headers: Vec<(&[u8], &[u8])> =
-        head.headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    let request_headers: Vec<(&[u8], &[u8])> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (*k, v.as_ref()))
+        .collect();
     glogging::access(&access::Record {
-        remote_addr: &peer.addr,
-        method: &head.method,
-        raw_uri: head.target,
-        path_info: &path,
-        query: head.query,
+        remote_addr: &req.peer.addr,
+        method: req.method(),
+        raw_uri: req.raw_target(),
+        path_info: req.path(),
+        query: req.query(),
         protocol,
         status: &outcome.status,
         sent: outcome.sent,
@@ -469,7 +476,8 @@ fn log_access(
 fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut Vec<u8>) -> Next {
     if !buf.is_empty() {
         glogging::debug!("Request head from ip={} not complete in time", peer.addr);
-        let out = wsgi::error_response(408, "Request Timeout", "Request head not received in time");
+        let out =
+            crate::app::error_response(408, "Request Timeout", "Request head not received in time");
         let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
     }
     buf.clear();
@@ -480,10 +488,9 @@ fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut V
 /// reads interrupted by a signal unless a quick exit is pending. `Ok(0)` is EOF.
 fn read_more(py: Python<'_>, stream: &Arc<Stream>, buf: &mut Vec<u8>) -> io::Result<usize> {
     // Into the spare capacity: no 8 KiB zero-fill per read (docs/profile.md).
-    let fd = stream.raw_fd();
     py.detach(|| {
         loop {
-            match crate::sys::fd::read_append(fd, buf, READ_CHUNK) {
+            match stream.read_append(buf, READ_CHUNK) {
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted && !super::signals::peek_quit() =>
                 {
@@ -515,7 +522,7 @@ impl Policy {
 #[derive(Clone, Debug)]
 pub struct ProxyPolicy {
     mode: ferricorn_http::proxy::Mode,
-    allow: wsgi::proxy::Trust,
+    allow: crate::request::proxy::Trust,
 }
 
 impl ProxyPolicy {
@@ -530,7 +537,7 @@ impl ProxyPolicy {
         };
         Some(ProxyPolicy {
             mode,
-            allow: wsgi::proxy::Trust::new(s.get("proxy_allow_ips").as_list(), &[]),
+            allow: crate::request::proxy::Trust::new(s.get("proxy_allow_ips").as_list(), &[]),
         })
     }
 }
@@ -552,7 +559,7 @@ pub fn read_proxy_header(
     loop {
         let refuse = |status: u16, reason: &str, why: &str| {
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
-            let out = wsgi::error_response(status, reason, why);
+            let out = crate::app::error_response(status, reason, why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
             false
         };

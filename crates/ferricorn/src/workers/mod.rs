@@ -13,6 +13,7 @@ pub mod conn;
 pub mod evloop;
 pub mod gthread;
 pub mod heartbeat;
+pub mod listening;
 pub mod sync;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -20,13 +21,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::sys::signal::Signal;
 use pyo3::prelude::*;
 
+use crate::app::loader::{self, LoadError};
 use crate::config::Settings;
 use crate::errors::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::glogging::{self, Level};
+use crate::lifecycle::{self, Phase};
 use crate::sock::Listener;
 pub(crate) use crate::sys::signals;
 use crate::wsgi::environ::AppContext;
-use crate::wsgi::loader::{self, LoadError};
 use heartbeat::Heartbeats;
 
 /// How long a worker's loop may wait for events: half of `--timeout` so the
@@ -58,12 +60,7 @@ pub(crate) fn register_sources(
     let wake_fd = worker.wake.0.as_raw_fd();
     registry.register(&mut SourceFd(&wake_fd), signal, mio::Interest::READABLE)?;
     for (i, l) in worker.setup.listeners.iter().enumerate() {
-        let fd = l.raw_fd();
-        registry.register(
-            &mut SourceFd(&fd),
-            mio::Token(listener_base + i),
-            mio::Interest::READABLE,
-        )?;
+        l.register(registry, mio::Token(listener_base + i))?;
     }
     Ok(())
 }
@@ -147,9 +144,6 @@ pub struct Worker<'a> {
     pub pid: u32,
     /// Wakes the worker's poll when a signal arrives.
     pub wake: (OwnedFd, OwnedFd),
-    pub alive: bool,
-    /// A QUIT/INT arrived: leave without draining the listen backlog.
-    pub quick_exit: bool,
     /// Requests served so far.
     pub served: u64,
     /// `--max-requests` plus jitter (0 = unlimited).
@@ -157,8 +151,6 @@ pub struct Worker<'a> {
     /// `--max-worker-memory` in MiB (0 = unlimited), read once: a settings
     /// lookup hashes its name, which showed in the per-request profile.
     pub memory_limit_mb: u64,
-    /// Already asked the master for a replacement.
-    pub retire_requested: bool,
     /// When `parent_check_due` next asks the kernel for the parent pid.
     pub next_parent_check: std::time::Instant,
 }
@@ -177,10 +169,11 @@ impl Worker<'_> {
         let mut quick = false;
         for sig in signals::take_pending() {
             match sig {
-                Signal::SIGTERM => self.alive = false,
+                Signal::SIGTERM => {
+                    lifecycle::advance(Phase::Draining);
+                }
                 Signal::SIGQUIT | Signal::SIGINT => {
-                    self.alive = false;
-                    self.quick_exit = true;
+                    lifecycle::advance(Phase::Quitting);
                     quick = true;
                     worker_int();
                 }
@@ -222,8 +215,8 @@ impl Worker<'_> {
     pub fn requests_done(&mut self, n: u64) {
         self.served += n;
         self.notify();
-        if self.retire_requested {
-            return;
+        if lifecycle::phase() != Phase::Running {
+            return; // already asked for a replacement, or stopping
         }
         let state = if self.budget > 0 && self.served >= self.budget {
             glogging::info!("Autorestarting worker after current request.");
@@ -238,7 +231,7 @@ impl Worker<'_> {
             })
         };
         if let Some(state) = state {
-            self.retire_requested = true;
+            lifecycle::advance(Phase::Retiring);
             self.setup.heartbeats.set_state(self.setup.slot, state);
         }
     }
@@ -246,7 +239,35 @@ impl Worker<'_> {
     /// A graceful stop (TERM) drains connections already waiting in the
     /// listen backlog before exiting, within `--graceful-timeout`.
     pub fn should_drain(&self) -> bool {
-        !self.alive && !self.quick_exit && !self.parent_changed()
+        lifecycle::phase() == Phase::Draining && !self.parent_changed()
+    }
+
+    /// Not stopping: the worker takes new connections (its phase is
+    /// `Running` or `Retiring`; see [`crate::lifecycle`]).
+    pub fn alive(&self) -> bool {
+        !lifecycle::phase().stopping()
+    }
+
+    /// The master went away (looked at most every `PARENT_CHECK`): say so
+    /// and begin a graceful stop. True when that happened now.
+    pub fn stop_if_orphaned(&mut self) -> bool {
+        if !self.alive() || !self.parent_check_due() {
+            return false;
+        }
+        glogging::info!("Parent changed, shutting down: worker {}", self.pid);
+        self.stop();
+        true
+    }
+
+    /// Begin a graceful stop (as TERM does).
+    pub fn stop(&self) {
+        lifecycle::advance(Phase::Draining);
+    }
+
+    /// Asked the master for its replacement (or stopping): responses close
+    /// their connections.
+    pub fn retiring(&self) -> bool {
+        lifecycle::phase() >= Phase::Retiring
     }
 
     /// The master went away (re-parented): stop.
@@ -470,7 +491,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
                 Level::Error,
                 &format!(
                     "Exception in worker process\n{}",
-                    crate::wsgi::format_traceback(py, &e)
+                    crate::app::format_traceback(py, &e)
                 ),
             );
             exit_worker(py, WORKER_BOOT_ERROR);
@@ -483,8 +504,6 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         pid,
         wake,
         next_parent_check: std::time::Instant::now(),
-        alive: true,
-        quick_exit: false,
         served: 0,
         budget: sync::request_budget(
             settings.max_requests(),
@@ -492,7 +511,6 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             u64::from(pid) ^ crate::util::monotonic_ms(),
         ),
         memory_limit_mb: settings.max_worker_memory(),
-        retire_requested: false,
     };
     setup
         .heartbeats

@@ -19,7 +19,8 @@ use pyo3::prelude::*;
 
 use super::{Worker, conn};
 use crate::glogging;
-use crate::sock::{Peer, Stream};
+use crate::sock::Peer;
+use crate::stream::Stream;
 use crate::wsgi::environ::AppContext;
 
 const READ_CHUNK: usize = 8192;
@@ -82,13 +83,12 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
     // Whether the last wait saw the wake pipe readable (true at start: a
     // signal may have come before the loop).
     let mut pipe_ready = true;
-    while worker.alive {
+    while worker.alive() {
         worker.notify();
-        if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) || !worker.alive {
+        if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) || !worker.alive() {
             break;
         }
-        if worker.parent_check_due() {
-            glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
+        if worker.stop_if_orphaned() {
             break;
         }
         let mut accepted = false;
@@ -103,7 +103,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                 Err(e) => glogging::error!("Error accepting a connection: {e}"),
             }
         }
-        if accepted || !worker.alive {
+        if accepted || !worker.alive() {
             continue;
         }
         let wake_fd = worker.wake.0.as_fd();

@@ -21,7 +21,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::sock::Stream;
+use crate::stream::Stream;
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest single read straight into a growing result (`read()` of a body
@@ -106,8 +106,7 @@ impl BodyReader {
                 Some(n) => clamp(n, READ_CHUNK).max(1),
                 None => READ_CHUNK,
             };
-            let fd = self.stream.raw_fd();
-            let n = retry(|| crate::sys::fd::read_append(fd, &mut self.raw, want))?;
+            let n = retry(|| self.stream.read_append(&mut self.raw, want))?;
             if n == 0 {
                 return Err(disconnected());
             }
@@ -196,9 +195,8 @@ impl BodyReader {
                 if let Some(rest) = self.direct() {
                     // Content-Length body, nothing buffered: straight into `out`.
                     self.continue_once()?;
-                    let fd = self.stream.raw_fd();
                     let max = clamp(rest, want.min(BIG_READ));
-                    let n = retry(|| crate::sys::fd::read_append(fd, &mut out, max))?;
+                    let n = retry(|| self.stream.read_append(&mut out, max))?;
                     if n == 0 {
                         return Err(disconnected());
                     }
@@ -382,5 +380,108 @@ impl Input {
         } else {
             Some(PyBytes::new(py, &line))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The body source without Python: a parsed head's framing, bytes
+    //! scripted on the other end of a socket pair.
+    use super::BodyReader;
+    use crate::stream::Stream;
+    use ferricorn_http::body::Decoder;
+    use ferricorn_http::parse::{BodyKind, Options};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn reader(kind: BodyKind, buffered: &[u8], expect: bool) -> (BodyReader, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let decoder = Decoder::new(&kind, &Options::default());
+        let r = BodyReader::new(
+            Arc::new(Stream::from(a)),
+            decoder,
+            buffered.to_vec(),
+            expect,
+        );
+        (r, b)
+    }
+
+    /// What the server wrote to the client so far (none: empty).
+    fn written(peer: &mut UnixStream) -> Vec<u8> {
+        peer.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let _ = peer.read_to_end(&mut out);
+        peer.set_nonblocking(false).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_body_read_with_the_head_leaves_the_next_request_for_the_connection() {
+        let (alone, _peer) = reader(BodyKind::Length(5), b"hello", false);
+        assert!(!alone.unread(), "the whole body came with the head");
+        let (mut r, _peer) = reader(BodyKind::Length(5), b"helloGET / HTTP/1.1\r\n", false);
+        assert!(r.unread(), "bytes past the body: more may follow");
+        assert_eq!(r.read(None).unwrap(), b"hello");
+        assert!(r.is_done());
+        assert_eq!(r.leftover(), b"GET / HTTP/1.1\r\n");
+        assert!(r.unread(), "pipelined bytes: more may follow");
+    }
+
+    #[test]
+    fn continue_is_sent_once_at_the_first_read_that_waits() {
+        let (mut r, mut peer) = reader(BodyKind::Length(6), b"", true);
+        assert!(
+            written(&mut peer).is_empty(),
+            "nothing before the app reads"
+        );
+        peer.write_all(b"abc").unwrap();
+        assert_eq!(r.read(Some(3)).unwrap(), b"abc");
+        assert_eq!(written(&mut peer), b"HTTP/1.1 100 Continue\r\n\r\n");
+        peer.write_all(b"def").unwrap();
+        assert_eq!(r.read(None).unwrap(), b"def");
+        assert!(written(&mut peer).is_empty(), "only once");
+    }
+
+    #[test]
+    fn no_continue_when_the_body_is_already_here() {
+        let (mut r, mut peer) = reader(BodyKind::Length(3), b"abc", true);
+        assert_eq!(r.read(None).unwrap(), b"abc");
+        assert!(written(&mut peer).is_empty());
+    }
+
+    #[test]
+    fn a_chunked_body_is_decoded_across_reads() {
+        let (mut r, mut peer) = reader(BodyKind::Chunked, b"3\r\nabc\r\n", false);
+        assert!(r.unread(), "where a chunked body ends is not known yet");
+        peer.write_all(b"2\r\nde\r\n0\r\n\r\nNEXT").unwrap();
+        assert_eq!(r.readline(None).unwrap(), b"abcde");
+        assert!(r.is_done());
+        assert_eq!(r.leftover(), b"NEXT");
+    }
+
+    #[test]
+    fn a_body_left_unread_is_unread_until_drained() {
+        let (mut r, mut peer) = reader(BodyKind::Length(10), b"12345", false);
+        assert!(r.unread());
+        peer.write_all(b"67890").unwrap();
+        assert!(r.drain(64).unwrap(), "drained within the bound");
+        assert!(!r.unread());
+        let (mut big, mut peer) = reader(BodyKind::Length(100), b"", false);
+        peer.write_all(&[b'x'; 100]).unwrap();
+        assert!(
+            !big.drain(10).unwrap(),
+            "more than the bound: the connection cannot be kept"
+        );
+    }
+
+    #[test]
+    fn the_client_leaving_mid_body_is_an_error() {
+        let (mut r, peer) = reader(BodyKind::Length(10), b"123", false);
+        drop(peer);
+        let err = r.read(None).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

@@ -1,4 +1,4 @@
-//! Loading the WSGI application from its spec (`module:callable`,
+//! Loading the application from its spec (`module:callable`,
 //! `module`, `module:factory(args)`), through `ferricorn._util.import_app`.
 //!
 //! gunicorn counterpart: `util.import_app`, `Worker.load_wsgi`.
