@@ -234,9 +234,10 @@ pub fn bind(addr: &Address, opts: &BindOptions) -> Result<Listener, BindError> {
                 if opts.reuse_port {
                     sock.set_reuse_port(true)?;
                 }
-                if sockaddr.is_ipv6() {
-                    sock.set_only_v6(true)?;
-                }
+                // IPV6_V6ONLY is left at the system default
+                // (`net.ipv6.bindv6only`), as gunicorn does: `[::]` is
+                // dual-stack where that is 0, and a `0.0.0.0` bind of the
+                // same port is then "Connection in use".
                 Ok(())
             };
             setup().map_err(|e| BindError::Io(label.clone(), e))?;

@@ -13,7 +13,7 @@
 //! defaults are exactly gunicorn's, rendered as gunicorn renders them (hooks by
 //! the qualified name of gunicorn's no-op default). A row with
 //! `supported: false` is accepted at its default and refused otherwise
-//! (`Settings::check_supported`); flip it when the feature lands.
+//! (`Settings::refusals`); flip it when the feature lands.
 //!
 //! gunicorn counterpart: `gunicorn/config.py` (`KNOWN_SETTINGS`, `Setting` subclasses).
 

@@ -454,7 +454,10 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             let h = std::thread::Builder::new()
                 .name(format!("ferricorn-{i}"))
                 .spawn_scoped(scope, move || {
-                    crate::app::keep_thread_state(|| thread_main(shared))
+                    crate::app::keep_thread_state(|| {
+                        super::name_python_thread(&format!("ThreadPoolExecutor-0_{i}"));
+                        thread_main(shared)
+                    })
                 })?;
             handles.push(h);
         }

@@ -65,6 +65,22 @@ pub(crate) fn register_sources(
     Ok(())
 }
 
+/// Name the calling thread in Python's `threading` (the name
+/// `threading.current_thread().name`, log formats' `%(threadName)s` and
+/// profilers show). gthread's request threads take the names gunicorn's
+/// `ThreadPoolExecutor` gives its threads, `ThreadPoolExecutor-0_N`.
+pub fn name_python_thread(name: &str) {
+    Python::attach(|py| {
+        let named = py
+            .import("threading")
+            .and_then(|t| t.call_method0("current_thread"))
+            .and_then(|t| t.setattr("name", name));
+        if let Err(e) = named {
+            glogging::debug!("Cannot name the thread {name}: {e}");
+        }
+    });
+}
+
 /// The worker classes ferricorn implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
@@ -77,26 +93,10 @@ pub enum Class {
 /// Resolve `--worker-class` (any spelling gunicorn accepts) and `--threads`
 /// to a class: `sync` with more than one thread becomes `gthread`, as in gunicorn.
 pub fn resolve_class(name: &str, threads: usize) -> Result<Class, String> {
-    let class = match name {
-        "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.SyncWorker" => Class::Sync,
-        "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
-            Class::Gthread
-        }
+    let class = match crate::config::validate::worker_class(name)? {
+        "gthread" => Class::Gthread,
         "evloop" => Class::Evloop,
-        other => {
-            let lower = other.to_ascii_lowercase();
-            let why = if ["gevent", "eventlet", "tornado"]
-                .iter()
-                .any(|k| lower.contains(k))
-            {
-                "ferricorn has no greenlet/tornado event-loop workers"
-            } else {
-                "ferricorn does not load Python worker classes"
-            };
-            return Err(format!(
-                "Worker class {other:?} (worker_class) is not available: {why}; use -k sync, -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
-            ));
-        }
+        _ => Class::Sync,
     };
     Ok(if class == Class::Sync && threads > 1 {
         Class::Gthread
@@ -522,4 +522,38 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     }
     glogging::info!("Worker exiting (pid: {pid})");
     exit_worker(py, 0)
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::{Class, resolve_class};
+
+    #[test]
+    fn worker_class_names() {
+        assert_eq!(resolve_class("sync", 1), Ok(Class::Sync));
+        assert_eq!(
+            resolve_class("gunicorn.workers.sync.SyncWorker", 1),
+            Ok(Class::Sync)
+        );
+        assert_eq!(resolve_class("sync", 4), Ok(Class::Gthread));
+        assert_eq!(resolve_class("evloop", 4), Ok(Class::Evloop));
+        assert_eq!(
+            resolve_class("gunicorn.workers.gthread.ThreadWorker", 1),
+            Ok(Class::Gthread)
+        );
+        let gevent = resolve_class("gevent", 1).unwrap_err();
+        assert!(
+            gevent.contains("gevent") && gevent.contains("gthread"),
+            "{gevent}"
+        );
+        for asgi in [
+            "uvicorn.workers.UvicornWorker",
+            "asgi",
+            "gunicorn.workers.gasgi.ASGIWorker",
+        ] {
+            let why = resolve_class(asgi, 1).unwrap_err();
+            assert!(why.contains("does not serve ASGI apps yet"), "{why}");
+            assert!(!why.contains("-k sync"), "{why}");
+        }
+    }
 }

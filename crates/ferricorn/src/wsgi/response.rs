@@ -153,7 +153,7 @@ impl ResponseWriter {
         // app ran closes this connection.
         let ctx = self
             .exchange
-            .response_context(crate::lifecycle::current(), Some(b"ferricorn"));
+            .response_context(crate::lifecycle::current(), crate::util::server_header());
         let key = HeadKey {
             head: self.exchange.head_method,
             version: ctx.version,
