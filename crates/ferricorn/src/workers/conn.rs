@@ -297,7 +297,8 @@ pub struct Connection<'a> {
 /// What serving a request left for its connection: the body to give back
 /// and how the response went (`h1::Conn::finish` decides from them).
 pub struct Served {
-    body: Option<Body>,
+    /// The body source, whose body goes back to the connection.
+    reader: Arc<Mutex<BodyReader>>,
     response: Response,
     /// The server offered keep-alive and the app did not fail: a response
     /// that closes anyway is worth gthread's debug line.
@@ -308,8 +309,12 @@ impl Served {
     /// The connection's verdict, from `conn`.
     pub fn finish(self, conn: &mut h1::Conn) -> Next {
         let body = self
-            .body
-            .unwrap_or_else(|| Body::new(&BodyKind::None, conn.options(), Vec::new(), false));
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_body();
+        let body =
+            body.unwrap_or_else(|| Body::new(&BodyKind::None, conn.options(), Vec::new(), false));
         let next = conn.finish(body, self.response);
         if self.say_closing && next != Next::KeepAlive {
             // gthread's line for a response that ends its connection.
@@ -334,6 +339,7 @@ pub fn serve_request(
     kept: Option<(&wsgi::extras::SocketSlot, &wsgi::Held)>,
 ) -> Served {
     let (stream, peer) = (on.stream, on.peer);
+    let reader = Arc::new(Mutex::new(BodyReader::new(stream.clone(), body)));
     let url_scheme = match app.trust().scheme(&head.headers, on.trusted) {
         Ok(scheme) => scheme.unwrap_or("http"),
         Err(_) => {
@@ -342,7 +348,7 @@ pub fn serve_request(
             let out = crate::app::error_response(400, "Bad Request", why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
             return Served {
-                body: Some(body),
+                reader,
                 response: Response::Refused,
                 say_closing: false,
             };
@@ -365,7 +371,6 @@ pub fn serve_request(
     };
     super::signals::set_current_request_parts(&[&head.method, b" ", head.target, version]);
     let offered = exchange.server_allows_keep_alive(crate::lifecycle::current());
-    let reader = Arc::new(Mutex::new(BodyReader::new(stream.clone(), body)));
     let ex = Exchange {
         body: reader.clone(),
         response: Arc::new(Mutex::new(ResponseWriter::new(stream.clone(), exchange))),
@@ -380,9 +385,8 @@ pub fn serve_request(
     if glogging::access_enabled() {
         log_access(py, &req, &outcome, started);
     }
-    let body = reader.lock().unwrap_or_else(|e| e.into_inner()).take_body();
     Served {
-        body,
+        reader,
         response: outcome.response,
         say_closing: offered && !outcome.failed,
     }
