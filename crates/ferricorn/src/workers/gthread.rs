@@ -412,17 +412,6 @@ impl Poller<'_> {
 
 fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Result<()> {
     let setup = worker.setup;
-    let settings = setup.settings;
-    let timeout = settings.timeout();
-    let wait = super::loop_wait(timeout);
-    let io_timeout = super::io_timeout(timeout);
-    let keepalive = settings.keepalive();
-    let graceful = Duration::from_secs_f64(settings.graceful_timeout().max(0.0));
-    let keepalive_for = Duration::from_secs_f64(keepalive.max(0.0));
-    // How long a fresh connection may take to send its first request.
-    let first_request_for = io_timeout.unwrap_or(Duration::from_secs(30));
-    let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
-
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
     super::register_sources(poll.registry(), worker, SIGNAL_PIPE, LISTENER_BASE)?;
@@ -474,15 +463,37 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             jobs: &job_tx,
             done: done_rx,
             parser_options: Arc::new(app.parser_options().clone()),
-            limits: Limits {
-                wait,
-                graceful,
-                keepalive_for,
-                first_request_for,
-                max_conns,
-                workers: settings.workers().max(1),
-            },
+            limits: Limits::from_settings(setup.settings),
         };
+        p.run(worker)?;
+        // Let the threads finish what is queued, then stop them.
+        drop(job_tx);
+        for h in handles {
+            let _ = h.join();
+        }
+        Ok(())
+    })
+}
+
+impl Limits {
+    fn from_settings(settings: &crate::config::Settings) -> Self {
+        let timeout = settings.timeout();
+        Limits {
+            wait: super::loop_wait(timeout),
+            graceful: Duration::from_secs_f64(settings.graceful_timeout().max(0.0)),
+            keepalive_for: Duration::from_secs_f64(settings.keepalive().max(0.0)),
+            first_request_for: super::io_timeout(timeout).unwrap_or(Duration::from_secs(30)),
+            max_conns: settings.get("worker_connections").as_int().max(1) as usize,
+            workers: settings.workers().max(1),
+        }
+    }
+}
+
+impl Poller<'_> {
+    /// The main thread's loop, until the worker has stopped (an immediate
+    /// exit leaves from inside).
+    fn run(&mut self, worker: &mut Worker<'_>) -> io::Result<()> {
+        let p = self;
         // Whether the last wait reported the wake pipe (true at start: a
         // signal may have come before the loop).
         let mut pipe_ready = true;
@@ -499,7 +510,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 .listening
                 .end(p.active, p.limits.max_conns, Instant::now())
             {
-                Some(End::Done) => break,
+                Some(End::Done) => return Ok(()),
                 // `--graceful-timeout` is over and requests still run: a
                 // live master KILLs us about now anyway; without one (it
                 // died) nobody would, and a stuck app thread would keep this
@@ -517,11 +528,5 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             p.accept();
             p.expire();
         }
-        // Let the threads finish what is queued, then stop them.
-        drop(job_tx);
-        for h in handles {
-            let _ = h.join();
-        }
-        Ok(())
-    })
+    }
 }
