@@ -106,6 +106,8 @@ struct Connection {
     trusted: bool,
     /// Requests served on it.
     served: u64,
+    /// A partial request head is buffered (its deadline is running).
+    head_started: bool,
     /// When it is closed unless a request completes first.
     deadline: Instant,
     /// Complete requests were left buffered for the next turn (fairness).
@@ -455,6 +457,7 @@ impl Loop<'_> {
             fresh: true,
             trusted: false,
             served: 0,
+            head_started: false,
             deadline,
             more: false,
             socket: Default::default(),
@@ -623,10 +626,7 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
             match c.stream.read_nowait(&mut ctx.scratch) {
                 Ok(0) => return Turn::Close,
                 Ok(n) => {
-                    if c.http.extend(&ctx.scratch[..n]) {
-                        // The first bytes of a head: its deadline runs.
-                        c.deadline = Instant::now() + ctx.header_for;
-                    }
+                    c.http.extend(&ctx.scratch[..n]);
                     // A short read emptied the socket (and the stream holds
                     // nothing more): the next byte brings a new event.
                     read_first = n == ctx.scratch.len() || c.stream.has_buffered();
@@ -687,13 +687,22 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
                     worker.request_done();
                     c.served += 1;
                     served_now += 1;
+                    c.head_started = false;
                     match next {
                         Next::KeepAlive => c.deadline = Instant::now() + ctx.keepalive_for,
                         Next::Close(Closing::Clean) => return Turn::Close,
                         Next::Close(Closing::Unread) => return Turn::Linger,
                     }
                 }
-                HeadEvent::NeedMore => break,
+                HeadEvent::NeedMore => {
+                    // A head begun and not complete: its deadline runs (one
+                    // clock read per incomplete head, none for whole ones).
+                    if !c.head_started {
+                        c.head_started = true;
+                        c.deadline = Instant::now() + ctx.header_for;
+                    }
+                    break;
+                }
                 HeadEvent::End(ending) => {
                     // A refused head (after what is held).
                     let closing = ending.closing;

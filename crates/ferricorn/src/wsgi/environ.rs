@@ -382,6 +382,7 @@ struct Addresses<'py> {
 
 /// Set `key` unless the environ already holds this very object (`default`,
 /// the template's value).
+#[inline]
 fn set_unless<'py>(
     env: &Bound<'py, PyDict>,
     key: &Bound<'py, PyString>,
