@@ -231,21 +231,22 @@ fn answer_failure(
 /// the next one's start, and the body would never come without it; the
 /// connection closes instead (`h1::Conn::finish` sees the body not done).
 fn drain_body(py: Python<'_>, reader: &Arc<Mutex<BodyReader>>) {
-    if reader
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .continue_pending()
     {
-        return;
+        let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
+        if r.continue_pending() {
+            return;
+        }
+        // A body already read to its end (or none, as for most GETs) drains
+        // without a socket read: no need to release the GIL for it.
+        if r.is_done() {
+            let _ = r.drain(ferricorn_http::h1::DRAIN_MAX);
+            return;
+        }
     }
-    let drain = || {
+    py.detach(|| {
         let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
         let _ = r.drain(ferricorn_http::h1::DRAIN_MAX);
-    };
-    // A body already read to its end (or none, as for most GETs) drains
-    // without a socket read: no need to release the GIL for it.
-    let done = reader.lock().unwrap_or_else(|e| e.into_inner()).is_done();
-    if done { drain() } else { py.detach(drain) }
+    });
 }
 
 fn is_client_gone(py: Python<'_>, err: &PyErr) -> bool {
