@@ -6,6 +6,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from conftest import get
 
 
@@ -108,6 +110,23 @@ def test_missing_attribute_halts_with_code_4(start_server):
     log = srv.log()
     assert "Failed to find attribute 'nope' in 'basic'." in log
     assert "Reason: App failed to load." in log
+
+
+@pytest.mark.parametrize(
+    "app, code, reason",
+    [
+        ("broken_import:app", 3, "this module cannot be imported"),
+        ("basic:nope", 4, "Failed to find attribute 'nope' in 'basic'."),
+    ],
+)
+def test_boot_failure_reason_on_stderr_when_error_log_is_a_file(start_server, tmp_path, app, code, reason):
+    # gunicorn prints the exception's message on stderr besides logging it, so
+    # a shell user learns why the server stopped even with --error-logfile FILE.
+    errlog = tmp_path / "error.log"
+    srv = start_server("-b", "127.0.0.1:0", "--error-logfile", str(errlog), app, wait=False)
+    assert srv.wait_exit() == code
+    assert any(line.strip() == reason for line in srv.lines), srv.log()
+    assert "Reason:" in errlog.read_text()
 
 
 def test_bad_flag_and_bad_value_fail_before_binding(start_server):

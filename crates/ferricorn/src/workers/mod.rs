@@ -353,9 +353,18 @@ fn worker_int() {
 fn boot_hook(py: Python<'_>, name: &'static str) {
     if let Err(tb) = crate::hooks::worker(py, name) {
         glogging::log_always(Level::Error, &format!("Exception in worker process\n{tb}"));
-        glogging::info!("Worker exiting (pid: {})", std::process::id());
-        exit_worker(py, WORKER_BOOT_ERROR);
+        let reason = tb.lines().last().unwrap_or_default().to_string();
+        boot_failed(py, WORKER_BOOT_ERROR, &reason);
     }
+}
+
+/// The worker cannot boot: say why on stderr too (gunicorn prints the
+/// exception's message there, so a shell user sees the reason even when the
+/// error log is a file), then exit with `code` (3 or 4).
+fn boot_failed(py: Python<'_>, code: i32, reason: &str) -> ! {
+    glogging::info!("Worker exiting (pid: {})", std::process::id());
+    eprintln!("{reason}");
+    exit_worker(py, code)
 }
 
 fn exit_worker(py: Python<'_>, code: i32) -> ! {
@@ -380,7 +389,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             Ok(p) => p,
             Err(e) => {
                 glogging::error!("Exception in worker process: cannot create pipe: {e}");
-                exit_worker(py, WORKER_BOOT_ERROR);
+                boot_failed(py, WORKER_BOOT_ERROR, &format!("cannot create pipe: {e}"));
             }
         };
     signals::set_wake_fd(Some(&wake.1));
@@ -390,7 +399,11 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         .and_then(|()| signals::unblock_all());
     if let Err(e) = installed {
         glogging::error!("Exception in worker process: cannot install signal handlers: {e}");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(
+            py,
+            WORKER_BOOT_ERROR,
+            &format!("cannot install signal handlers: {e}"),
+        );
     }
     // Fatal signals (SEGV...) dump the Python stacks to stderr; the master's
     // ABRT (timeout) is handled by `abort`, which logs them to the error log.
@@ -405,13 +418,17 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     }
     if let Err(e) = abort::install(py) {
         glogging::error!("Exception in worker process: cannot install the ABRT handler: {e}");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(
+            py,
+            WORKER_BOOT_ERROR,
+            &format!("cannot install the ABRT handler: {e}"),
+        );
     }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
     if let Err(e) = crate::wsgi::extras::prepare(py) {
         glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(py, WORKER_BOOT_ERROR, &e.to_string());
     }
     crate::hooks::worker_started(py, setup.master_pid);
     boot_hook(py, "post_fork");
@@ -423,8 +440,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         setup.settings.get("initgroups").as_bool(),
     ) {
         glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
-        glogging::info!("Worker exiting (pid: {pid})");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(py, WORKER_BOOT_ERROR, &e.to_string());
     }
 
     let callable = match &setup.app {
@@ -434,16 +450,14 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             Err(LoadError::App(msg)) => {
                 glogging::debug!("Exception while loading the application: {msg}");
                 glogging::log_always(Level::Error, &msg);
-                glogging::info!("Worker exiting (pid: {pid})");
-                exit_worker(py, APP_LOAD_ERROR);
+                boot_failed(py, APP_LOAD_ERROR, &msg);
             }
-            Err(LoadError::Boot { traceback, .. }) => {
+            Err(LoadError::Boot { message, traceback }) => {
                 glogging::log_always(
                     Level::Error,
                     &format!("Exception in worker process\n{traceback}"),
                 );
-                glogging::info!("Worker exiting (pid: {pid})");
-                exit_worker(py, WORKER_BOOT_ERROR);
+                boot_failed(py, WORKER_BOOT_ERROR, &message);
             }
         },
     };
@@ -473,7 +487,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
                     crate::wsgi::format_traceback(py, &e)
                 ),
             );
-            exit_worker(py, WORKER_BOOT_ERROR);
+            boot_failed(py, WORKER_BOOT_ERROR, &e.value(py).to_string());
         }
     };
 
