@@ -364,3 +364,11 @@ def test_reexecuted_master_title_has_dot_2_until_promoted(start_server):
     finally:
         os.kill(new, signal.SIGTERM)
         wait_until(lambda: pid_gone(new), what="new master exit")
+
+
+def test_spew_traces_the_lines_a_worker_runs(start_server):
+    # gunicorn's --spew: every executed line of the app, `module:lineno: source`, on stdout.
+    srv = start_server("-b", "127.0.0.1:0", "--spew", "basic:app")
+    assert get(srv.port)[0] == 200
+    srv.wait_for(r"^basic:\d+:\s+path = environ\[\"PATH_INFO\"\]$")
+    srv.wait_for(r"^basic:\d+:\s+return \[body\]$")

@@ -32,12 +32,14 @@ pub enum ConfigError {
         why: String,
     },
     #[error(
-        "Setting {name} ({flag}) is not supported by ferricorn yet; remove it or leave it at its default ({default})"
+        "Setting {name} ({flag}) is not supported by ferricorn {why}; remove it or leave it at its default ({default})"
     )]
     Unsupported {
         name: &'static str,
         flag: String,
         default: String,
+        /// `yet`, or why it cannot be (`table::refusal_reason`).
+        why: String,
     },
 }
 
@@ -112,6 +114,8 @@ impl Settings {
                         .last()
                         .map_or_else(|| "config file".to_string(), |f| f.to_string()),
                     default: (row.default)().to_string(),
+                    why: table::refusal_reason(row.name)
+                        .map_or_else(|| "yet".to_string(), |r| format!("({r})")),
                 });
             }
         }
@@ -390,9 +394,34 @@ mod tests {
     fn unsupported_setting_refused_when_changed() {
         let mut s = Settings::new();
         assert!(s.check_supported().is_ok());
-        s.set_value("reload", Value::Bool(true)).unwrap();
+        s.set_value("dirty_workers", Value::Int(2)).unwrap();
         let err = s.check_supported().unwrap_err().to_string();
-        assert!(err.contains("reload"), "{err}");
-        assert!(err.contains("not supported"), "{err}");
+        assert!(err.contains("dirty_workers"), "{err}");
+        assert!(err.contains("not supported by ferricorn yet"), "{err}");
+    }
+
+    #[test]
+    fn logger_class_refusal_says_why() {
+        let mut s = Settings::new();
+        s.set_value("logger_class", Value::Str("my.Logger".into()))
+            .unwrap();
+        let err = s.check_supported().unwrap_err().to_string();
+        assert!(
+            err.contains("Setting logger_class (--logger-class) is not supported"),
+            "{err}"
+        );
+        assert!(err.contains("logs from Rust"), "{err}");
+        assert!(!err.contains("yet"), "{err}");
+    }
+
+    #[test]
+    fn small_settings_gunicorn_accepts_are_accepted() {
+        let mut s = Settings::new();
+        s.set_value("tmp_upload_dir", Value::Str("/tmp".into()))
+            .unwrap();
+        s.set_value("http_parser", Value::Str("python".into()))
+            .unwrap();
+        s.set_value("spew", Value::Bool(true)).unwrap();
+        assert!(s.check_supported().is_ok());
     }
 }

@@ -464,7 +464,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Trace every executed Python line (debugging only).",
     },
     Setting {
@@ -644,8 +644,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
-        short: "Directory for temporary request body files.",
+        supported: true,
+        short: "Directory for temporary request body files (gunicorn never reads it; accepted, unused).",
     },
     Setting {
         name: "secure_scheme_headers",
@@ -761,7 +761,7 @@ pub static ROWS: &[Setting] = &[
         kind: Kind::Class,
         default: || Value::Str("gunicorn.glogging.Logger".into()),
         supported: false,
-        short: "Python class that does the logging.",
+        short: "Python class that does the logging (only the default: ferricorn logs from Rust).",
     },
     Setting {
         name: "logconfig",
@@ -1516,8 +1516,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::HttpParser,
         default: || Value::Str("auto".into()),
-        supported: false,
-        short: "HTTP parser implementation: auto, fast or python.",
+        supported: true,
+        short: "HTTP parser: auto, fast or python; all three mean ferricorn's own parser.",
     },
     Setting {
         name: "root_path",
@@ -1680,6 +1680,18 @@ pub static ROWS: &[Setting] = &[
 /// Rows ferricorn adds beyond gunicorn's 120 (not in gunicorn's
 /// `KNOWN_SETTINGS`; `--print-config` shows them only when set).
 pub const FERRICORN_ONLY: &[&str] = &["max_worker_memory", "header_timeout"];
+
+/// Why an unsupported setting is refused, where "not supported yet" would
+/// mislead (it cannot work in ferricorn's design).
+pub fn refusal_reason(name: &str) -> Option<&'static str> {
+    match name {
+        "logger_class" => Some(
+            "ferricorn logs from Rust, so a Python logger class has nothing to plug into; \
+             route records to Python logging with logconfig, logconfig_dict or logconfig_json",
+        ),
+        _ => None,
+    }
+}
 
 /// Look a row up by setting name.
 pub fn find(name: &str) -> Option<(usize, &'static Setting)> {

@@ -443,6 +443,14 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         boot_failed(py, WORKER_BOOT_ERROR, &e.to_string());
     }
 
+    if setup.settings.get("spew").as_bool() {
+        if let Err(e) = py
+            .import("ferricorn._spew")
+            .and_then(|m| m.call_method0("install"))
+        {
+            glogging::warning!("--spew: cannot install the line tracer: {e}");
+        }
+    }
     let callable = match &setup.app {
         AppSource::Preloaded(app) => (*app).clone_ref(py),
         AppSource::Spec(spec) => match loader::load(py, spec) {
