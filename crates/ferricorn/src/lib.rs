@@ -6,6 +6,7 @@
 
 pub mod arbiter;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod errors;
 pub mod glogging;

@@ -296,6 +296,44 @@ fn inherited_listeners(
     Ok(Some((listeners, systemd)))
 }
 
+/// Open the control socket unless `--no-control-socket`. A live socket at
+/// the path (another running server) is never taken: with the default path
+/// this server runs without one and says so; with a path the user gave,
+/// start-up fails. Other errors are warnings with the default path and
+/// fatal with a given one. A re-executed master (`take_over`) replaces its
+/// parent's socket.
+fn open_control_socket(
+    settings: &Settings,
+    take_over: bool,
+) -> Result<Option<crate::control::server::Server>, String> {
+    use crate::control::server::{OpenError, Server};
+    if settings.get("control_socket_disable").as_bool() {
+        glogging::debug!("Control socket disabled");
+        return Ok(None);
+    }
+    let given = settings.get("control_socket").as_str().unwrap_or_default();
+    let path = std::path::Path::new(&crate::config::validate::getcwd()).join(given);
+    let mode = settings.get("control_socket_mode").as_int() as u32 & 0o7777;
+    let explicit = settings.is_set("control_socket");
+    match Server::open(&path, mode, take_over) {
+        Ok(server) => {
+            glogging::info!("Control socket listening at {}", path.display());
+            Ok(Some(server))
+        }
+        Err(e @ OpenError::InUse(_)) if !explicit => {
+            glogging::warning!(
+                "{e}; running without a control socket (give this server its own with --control-socket PATH)"
+            );
+            Ok(None)
+        }
+        Err(e) if !explicit => {
+            glogging::warning!("{e}; running without a control socket");
+            Ok(None)
+        }
+        Err(e) => Err(format!("{e} (--control-socket)")),
+    }
+}
+
 pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     // gunicorn's `env_orig`: restored on HUP, handed to a USR2 child.
     let env_orig = match py
@@ -467,7 +505,18 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
         return code;
     }
+    let control = match open_control_socket(&settings, parent_master != 0) {
+        Ok(c) => c,
+        Err(e) => {
+            glogging::error!("{e}");
+            if let Some(pf) = pidfile {
+                pf.unlink();
+            }
+            return STARTUP_ERROR;
+        }
+    };
     let launch = Launch {
+        control,
         settings,
         listeners,
         heartbeats,

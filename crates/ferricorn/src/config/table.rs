@@ -1648,7 +1648,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: d_control_socket,
-        supported: false,
+        supported: true,
         short: "Unix socket path of the control interface.",
     },
     Setting {
@@ -1660,7 +1660,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::AutoInt,
         kind: Kind::PosInt,
         default: || Value::Int(384),
-        supported: false,
+        supported: true,
         short: "Permission bits of the control socket.",
     },
     Setting {
@@ -1672,7 +1672,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Do not open the control socket.",
     },
 ];
