@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod instrument;
 pub mod pidfile;
 pub mod pylogging;
+pub mod reloader;
 pub mod run;
 pub mod sock;
 pub mod sys;

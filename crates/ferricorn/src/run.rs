@@ -296,6 +296,27 @@ fn inherited_listeners(
     Ok(Some((listeners, systemd)))
 }
 
+/// What `--reload` cannot do with these settings, said once at start-up:
+/// with `--preload` the workers are forked with the master's copy of the
+/// code, and a pattern that matches nothing yet (gunicorn warns too).
+fn reload_warnings(py: Python<'_>, settings: &Settings) {
+    if settings.get("preload_app").as_bool() {
+        glogging::warning!(
+            "--reload has no effect with --preload: workers are forked with the code the master \
+             imported, so code changes need a restart of ferricorn"
+        );
+    }
+    let extra = settings.get("reload_extra_files").as_list().to_vec();
+    let unmatched: Vec<String> = py
+        .import("ferricorn._reload")
+        .and_then(|m| m.call_method1("unmatched_patterns", (extra,)))
+        .and_then(|r| r.extract())
+        .unwrap_or_default();
+    for pattern in unmatched {
+        glogging::warning!("Pattern {pattern} currently matches no files.");
+    }
+}
+
 /// Open the control socket unless `--no-control-socket`. A live socket at
 /// the path (another running server) is never taken: with the default path
 /// this server runs without one and says so; with a path the user gave,
@@ -447,6 +468,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
     glogging::debug!("Current configuration:\n{}", settings.render_current());
     glogging::info!("Starting ferricorn {VERSION}");
+    if settings.get("reload").as_bool() {
+        reload_warnings(py, &settings);
+    }
     view.master_pid = parent_master;
     if let Err(code) = startup_hook("on_starting", &view, crate::hooks::Args::None) {
         return code;

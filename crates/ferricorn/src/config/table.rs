@@ -428,7 +428,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Restart workers when application code changes (development).",
     },
     Setting {
@@ -440,7 +440,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::ReloadEngine,
         default: || Value::Str("auto".into()),
-        supported: false,
+        supported: true,
         short: "How file changes are detected: auto, poll or inotify.",
     },
     Setting {
@@ -452,7 +452,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::FilesOrPatterns,
         default: || Value::List(vec![]),
-        supported: false,
+        supported: true,
         short: "Extra files (or glob patterns) that trigger a reload. Repeatable.",
     },
     Setting {

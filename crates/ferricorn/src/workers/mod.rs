@@ -333,9 +333,10 @@ fn flush_python_stdio(py: Python<'_>) {
     }
 }
 
-/// The `worker_int` hook on QUIT/INT; one that raises ends the worker with
-/// status 255, as an exception escaping gunicorn's signal handler does.
-fn worker_int() {
+/// The `worker_int` hook on QUIT/INT (and before a `--reload` restart); one
+/// that raises ends the worker with status 255, as an exception escaping
+/// gunicorn's signal handler does.
+pub(crate) fn worker_int() {
     if !crate::hooks::is_set("worker_int") {
         return;
     }
@@ -451,6 +452,13 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             glogging::warning!("--spew: cannot install the line tracer: {e}");
         }
     }
+    // `--reload` (not with `--preload`: a new worker would get the same
+    // preloaded code; the master said so at start-up).
+    let reload = setup.settings.get("reload").as_bool() && matches!(setup.app, AppSource::Spec(_));
+    if reload {
+        glogging::warning!("Reloader is on. Use in development only!");
+    }
+    let mut reload_also: Vec<String> = Vec::new();
     let callable = match &setup.app {
         AppSource::Preloaded(app) => (*app).clone_ref(py),
         AppSource::Spec(spec) => match loader::load(py, spec) {
@@ -460,7 +468,25 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
                 glogging::log_always(Level::Error, &msg);
                 boot_failed(py, APP_LOAD_ERROR, &msg);
             }
-            Err(LoadError::Boot { message, traceback }) => {
+            // With `--reload` an app that cannot be imported (an edit in
+            // progress) does not stop the server: the worker answers 500
+            // with the traceback until the next change replaces it.
+            Err(LoadError::Boot {
+                traceback, files, ..
+            }) if reload => {
+                glogging::exception(&format!("Exception in worker process\n{traceback}"));
+                reload_also = files;
+                match py
+                    .import("ferricorn._reload")
+                    .and_then(|m| m.call_method1("fail_app", (traceback,)))
+                {
+                    Ok(app) => app.unbind(),
+                    Err(e) => boot_failed(py, WORKER_BOOT_ERROR, &e.to_string()),
+                }
+            }
+            Err(LoadError::Boot {
+                message, traceback, ..
+            }) => {
                 glogging::log_always(
                     Level::Error,
                     &format!("Exception in worker process\n{traceback}"),
@@ -469,6 +495,22 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             }
         },
     };
+    if reload {
+        let watch = crate::reloader::Watch {
+            engine: crate::reloader::engine(
+                setup
+                    .settings
+                    .get("reload_engine")
+                    .as_str()
+                    .unwrap_or("auto"),
+            ),
+            extra: setup.settings.get("reload_extra_files").as_list().to_vec(),
+            also: reload_also,
+        };
+        if let Err(e) = crate::reloader::start(watch) {
+            glogging::error!("Cannot start the reloader: {e}");
+        }
+    }
     let settings = setup.settings;
     let class = resolve_class(settings.worker_class(), settings.threads()).unwrap_or(Class::Sync);
     let ctx = match AppContext::new(
