@@ -136,9 +136,9 @@ def test_bad_flag_and_bad_value_fail_before_binding(start_server):
     srv = start_server("-w", "lots", "basic:app", wait=False)
     assert srv.wait_exit() == 2
     assert "workers" in srv.log() and "lots" in srv.log()
-    srv = start_server("--reload", "basic:app", wait=False)
+    srv = start_server("--dirty-workers", "2", "basic:app", wait=False)
     assert srv.wait_exit() == 2
-    assert "reload" in srv.log() and "not supported" in srv.log()
+    assert "dirty_workers" in srv.log() and "not supported" in srv.log()
 
 
 def test_no_app_is_an_error(start_server):

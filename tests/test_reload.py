@@ -119,9 +119,8 @@ def test_extra_files_and_patterns_trigger_a_reload(start_server, project):
     # A file created after start-up that the pattern matches is watched from
     # the next check on: its first edit reloads.
     page = templates / "page.html"
-    page.write_text("<p>1</p>")
-    srv.wait_for(r"Booting worker with pid", start=len(srv.lines) - 1)
     wait_until(lambda: body(srv)[0] == 200, what="serving")
+    page.write_text("<p>1</p>")
     deadline = time.monotonic() + 15
     while srv.count(r"Worker reloading: %s modified" % page) == 0:
         assert time.monotonic() < deadline, srv.log()

@@ -151,7 +151,9 @@ fn apply_raw_env(py: Python<'_>, settings: &Settings) -> Result<(), String> {
 fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
     let opts = sock::BindOptions {
         backlog: settings.backlog(),
-        reuse_port: false,
+        // One listener per address, shared by every worker, with
+        // SO_REUSEPORT set (docs/workers.md, "reuse_port").
+        reuse_port: settings.get("reuse_port").as_bool(),
     };
     let mut listeners = Vec::new();
     for raw in settings.bind() {

@@ -524,8 +524,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
-        short: "Set SO_REUSEPORT on listening sockets.",
+        supported: true,
+        short: "Set SO_REUSEPORT on the listening sockets (one queue shared by the workers).",
     },
     Setting {
         name: "chdir",
