@@ -94,7 +94,7 @@ def test_default_socket_mode_0600_and_gunicornc_shows_everything(start_server):
     assert everything["arbiter"]["pid"] == srv.master_pid and everything["web_worker_count"] == 2
     assert json.loads(gunicornc(path, "show dirty", "-j").stdout)["enabled"] is False
     out = gunicornc(path, "dirty add 1", "-j")
-    assert json.loads(out.stdout) == {"success": False, "error": "Dirty arbiter not running"}
+    assert json.loads(out.stdout) == {"success": False, "error": "Dirty arbiter not running: no dirty-app pool is configured"}
     out = gunicornc(path, "help")
     assert "worker kill <PID>" in out.stdout
     out = gunicornc(path, "frobnicate")

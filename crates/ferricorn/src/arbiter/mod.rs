@@ -378,7 +378,7 @@ impl Arbiter {
             list.sort_by_key(|(age, _)| *age);
             list.into_iter().map(|(_, o)| o).collect()
         };
-        let no_pool = || json!({"success": false, "error": "Dirty arbiter not running"});
+        let no_pool = || json!({"success": false, "error": "Dirty arbiter not running: no dirty-app pool is configured"});
         let data = match cmd {
             Command::ShowWorkers => {
                 let list = workers(None);
@@ -1228,7 +1228,7 @@ mod tests {
         let (data, _) = command(&mut a, Command::DirtyAdd, 0);
         assert_eq!(
             data,
-            json!({"success": false, "error": "Dirty arbiter not running"})
+            json!({"success": false, "error": "Dirty arbiter not running: no dirty-app pool is configured"})
         );
     }
 
