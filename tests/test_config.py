@@ -345,7 +345,7 @@ def test_config_from_python_module(workdir, ferricorn_load, monkeypatch):
         ([], ["No application module specified."]),
         (["a:b", "c:d"], ["unrecognized arguments: c:d"]),
         (["--log-level", "verbose", "app:app"], ["loglevel", "verbose", "unknown log level"]),
-        (["--http-protocols", "h2,h1", "app:app"], ["http_protocols", "h2 package"]),
+        (["--http-protocols", "h2,h1", "app:app"], ["http_protocols", "HTTP/2 is not supported yet"]),
     ],
 )
 def test_bad_values_name_setting_value_and_reason(argv, words, ferricorn_load):

@@ -186,6 +186,9 @@ def test_user_and_group_drop_privileges_in_workers_only(start_server, tmp_path, 
                        "--access-logfile", str(access), "basic:app")
     nobody = pwd.getpwnam("nobody")
     nogroup = grp.getgrnam("nogroup").gr_gid
+    # A request answered: the worker has dropped its privileges (it does
+    # so after the "Booting worker" line the fixture waits for).
+    assert get(srv.port)[0] == 200
     (worker,) = worker_pids(srv)
     st = proc_status(worker)
     assert st["Uid"] == [str(nobody.pw_uid)] * 4, st["Uid"]
@@ -232,13 +235,15 @@ def test_initgroups_loads_the_users_groups(start_server):
     nogroup = grp.getgrnam("nogroup").gr_gid
     srv = start_server("-b", "127.0.0.1:0", "--user", user, "--group", "nogroup", "--initgroups", "--preload",
                        "basic:app")
+    # A request answered: the worker has dropped its privileges (it does
+    # so after the "Booting worker" line the fixture waits for).
+    assert get(srv.port)[0] == 200
     (worker,) = worker_pids(srv)
     st = proc_status(worker)
     expected = {g.gr_gid for g in grp.getgrall() if user in g.gr_mem} | {nogroup}
     assert {int(g) for g in st["Groups"]} == expected, st["Groups"]
     assert st["Uid"][0] == str(pwd.getpwnam(user).pw_uid)
     assert st["Gid"][0] == str(nogroup)
-    assert get(srv.port)[0] == 200
 
 
 def test_unknown_user_or_group_is_refused(start_server):

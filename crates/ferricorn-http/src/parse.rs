@@ -24,6 +24,7 @@
 //!   compare the two).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::chars::{
     find_byte, find_ctl_or_del, is_bad_value_byte, is_tchar, is_token, list_contains,
@@ -231,7 +232,9 @@ struct RequestLine {
 /// request (it resets itself after returning a head or an error).
 #[derive(Debug)]
 pub struct Parser {
-    opts: Options,
+    /// Shared, so that one parser per connection costs no copy of the
+    /// options ([`Parser::with_shared_options`]).
+    opts: Arc<Options>,
     limits: Limits,
     peer_trusted: bool,
     stage: Stage,
@@ -255,6 +258,12 @@ pub struct Parser {
 impl Parser {
     /// A parser with these options.
     pub fn new(opts: Options) -> Self {
+        Self::with_shared_options(Arc::new(opts))
+    }
+
+    /// A parser with options shared with other parsers (one per
+    /// connection: no allocation for the options).
+    pub fn with_shared_options(opts: Arc<Options>) -> Self {
         let limits = Limits::from_options(&opts);
         Parser {
             opts,

@@ -8,6 +8,7 @@ use pyo3::PyTypeInfo;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::app::loader::{self, LoadError};
 use crate::arbiter::shell::{Launch, ReloadFn, Reloaded, Shell};
 use crate::config::pyfile::{self, LoadFailure, USAGE};
 use crate::config::{ConfigError, Settings};
@@ -16,22 +17,12 @@ use crate::glogging::{self, Level};
 use crate::pidfile::Pidfile;
 use crate::sock;
 use crate::workers::heartbeat::Heartbeats;
-use crate::wsgi::loader::{self, LoadError};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn usage_error(msg: &str) -> i32 {
     eprintln!("{USAGE}\nferricorn: error: {msg}");
     USAGE_ERROR
-}
-
-/// The worker classes ferricorn implements, by every name gunicorn accepts for them.
-fn resolve_worker_class(name: &str, threads: usize) -> Result<&'static str, String> {
-    crate::workers::resolve_class(name, threads).map(|c| match c {
-        crate::workers::Class::Sync => "sync",
-        crate::workers::Class::Gthread => "gthread",
-        crate::workers::Class::Evloop => "evloop",
-    })
 }
 
 /// Load the configuration (`config::pyfile::load`) and check what only the
@@ -49,17 +40,15 @@ fn load_settings(py: Python<'_>, argv: &[String]) -> Result<pyfile::Loaded, i32>
             return Err(STARTUP_ERROR);
         }
         Err(LoadFailure::Unsupported(msg)) => {
-            eprintln!("Error: {msg}");
+            for line in msg.lines() {
+                eprintln!("Error: {line}");
+            }
             return Err(USAGE_ERROR);
         }
     };
     let settings = &loaded.settings;
     if settings.get("print_config").as_bool() {
         return Ok(loaded);
-    }
-    if let Err(e) = resolve_worker_class(settings.worker_class(), settings.threads()) {
-        eprintln!("Error: {e}");
-        return Err(USAGE_ERROR);
     }
     for addr in settings.bind() {
         if let Err(e) = sock::parse_address(addr) {
@@ -180,6 +169,10 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
                     glogging::error!("Connection in use: {label}");
                     glogging::error!("Retrying in 1 second.");
                     std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                Err(sock::BindError::InUse(label)) => {
+                    glogging::error!("Connection in use: {label}");
+                    return Err(format!("Can't connect to {label}"));
                 }
                 Err(e) => return Err(format!("{e}")),
             }
@@ -377,6 +370,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if let Some(server) = pyfile::server_header(py) {
+        crate::util::set_server_header(server);
+    }
     let settings = loaded.settings;
     let user_hooks = loaded.hooks;
     let app_spec = loaded.app_spec.unwrap_or_default();
@@ -414,7 +410,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         return STARTUP_ERROR;
     }
     crate::arbiter::shell::give_logs_to_workers(&settings);
-    let logconfig_dict = settings.logconfig_dict();
+    let logconfig_dict = loaded
+        .logconfig_dict
+        .filter(|_| settings.logconfig_dict().is_some());
     if settings.logconfig().is_some()
         || settings.logconfig_json().is_some()
         || logconfig_dict.is_some()
@@ -424,7 +422,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
             py,
             settings.logconfig(),
             settings.logconfig_json(),
-            logconfig_dict.as_deref(),
+            logconfig_dict.as_ref(),
             level,
         ) {
             eprintln!("Error: {e}");
@@ -512,11 +510,13 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
         None => None,
     };
+    crate::hooks::set_listeners(&listeners);
     glogging::debug!("Arbiter booted");
+    crate::workers::conn::arm_listeners_from(&listeners, &settings);
     for l in &listeners {
         glogging::info!("Listening at: {l} ({pid})");
     }
-    glogging::info!("Using worker: {}", settings.worker_class());
+    glogging::info!("Using worker: {}", settings.worker_class_str());
 
     let heartbeats = match Heartbeats::new() {
         Ok(h) => h,
@@ -565,34 +565,4 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     };
     crate::systemd::notify("READY=1");
     py.detach(|| shell.run())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worker_class_names() {
-        assert_eq!(resolve_worker_class("sync", 1), Ok("sync"));
-        assert_eq!(
-            resolve_worker_class("gunicorn.workers.sync.SyncWorker", 1),
-            Ok("sync")
-        );
-        assert!(
-            resolve_worker_class("gevent", 1)
-                .unwrap_err()
-                .contains("gevent")
-        );
-        assert_eq!(resolve_worker_class("sync", 4), Ok("gthread"));
-        assert_eq!(resolve_worker_class("evloop", 4), Ok("evloop"));
-        assert_eq!(
-            resolve_worker_class("gunicorn.workers.gthread.ThreadWorker", 1),
-            Ok("gthread")
-        );
-        assert!(
-            resolve_worker_class("eventlet", 1)
-                .unwrap_err()
-                .contains("gthread")
-        );
-    }
 }

@@ -62,9 +62,6 @@ pub enum Action {
     /// `USR2`: fork and exec a new master; the shell reports the child's PID
     /// with `Arbiter::reexec_started`.
     Reexec,
-    /// The re-executed master died before taking over: the pidfile moves
-    /// back from `.oldbin` to its name.
-    RestorePidfile,
     /// Send a StatsD gauge (`gunicorn.workers`).
     Gauge {
         name: &'static str,
@@ -498,7 +495,6 @@ impl Arbiter {
                 Level::Warning,
                 format!("Re-executed master (pid:{pid}) exited; this master stays in charge"),
             ));
-            out.push(Action::RestorePidfile);
             return out;
         }
         let Some(worker) = self.workers.remove(&pid) else {
@@ -509,7 +505,7 @@ impl Arbiter {
             ExitStatus::Code(code) => {
                 out.push(log(
                     Level::Error,
-                    format!("Worker (pid:{pid}) exited with code {code}"),
+                    format!("Worker (pid:{pid}) exited with code {code}."),
                 ));
                 let reason = match code {
                     WORKER_BOOT_ERROR => Some("Worker failed to boot."),
@@ -740,12 +736,11 @@ impl Arbiter {
         else {
             return Vec::new();
         };
-        let mut out = vec![log(
-            Level::Info,
-            format!("Shutting down: {}", self.master_name()),
-        )];
+        // gunicorn's `halt`: ERROR when the master exits with a failure.
+        let level = if code == 0 { Level::Info } else { Level::Error };
+        let mut out = vec![log(level, format!("Shutting down: {}", self.master_name()))];
         if let Some(reason) = reason {
-            out.push(log(Level::Info, format!("Reason: {reason}")));
+            out.push(log(level, format!("Reason: {reason}")));
         }
         out.push(Action::Exit { code });
         out
@@ -844,7 +839,7 @@ mod tests {
         );
         assert_eq!(spawns(&acts), 1);
         let acts = a.on_exit(101, ExitStatus::Code(1), 1);
-        assert!(logs(&acts).contains(&"Worker (pid:101) exited with code 1".to_string()));
+        assert!(logs(&acts).contains(&"Worker (pid:101) exited with code 1.".to_string()));
         assert_eq!(spawns(&acts), 1);
     }
 
@@ -1123,7 +1118,7 @@ mod tests {
         assert!(logs(&acts).contains(&"USR2 signal ignored. Child exists.".to_string()));
         // While the child master lives, a stop keeps the unix sockets.
         let acts = a.on_exit(555, ExitStatus::Code(0), 0);
-        assert!(acts.contains(&Action::RestorePidfile));
+        assert!(logs(&acts).iter().any(|l| l.contains("stays in charge")));
         assert_eq!(spawns(&acts), 0);
         assert!(a.on_signal(Signal::SIGUSR2, 0).contains(&Action::Reexec));
         a.reexec_started(556);

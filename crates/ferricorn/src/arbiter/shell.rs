@@ -162,7 +162,7 @@ impl Shell {
     }
 
     fn set_master_title(&self) {
-        crate::sys::proctitle::set(&format!("master [{}]", self.proc_name()));
+        hooks::set_proctitle(&format!("master [{}]", self.proc_name()));
     }
 
     /// Run until the arbiter decides to exit; returns the exit code.
@@ -402,6 +402,7 @@ impl Shell {
                 }
                 Action::CloseListeners { unlink } => {
                     crate::systemd::notify("STOPPING=1");
+                    hooks::close_listeners();
                     for l in self.launch.listeners.drain(..) {
                         if unlink {
                             l.unlink();
@@ -410,15 +411,6 @@ impl Shell {
                 }
                 Action::Reload => self.reload(),
                 Action::Reexec => self.reexec(),
-                Action::RestorePidfile => {
-                    if let (Some(pf), Some(name)) =
-                        (self.launch.pidfile.as_mut(), self.launch.settings.pidfile())
-                    {
-                        if let Err(e) = pf.rename(&name) {
-                            glogging::error!("{e}");
-                        }
-                    }
-                }
                 Action::Gauge { name, value } => glogging::gauge(name, value),
                 Action::NworkersChanged { new, old } => {
                     let args = hooks::Args::Counts {
@@ -515,7 +507,7 @@ impl Shell {
         let forked = Python::attach(|py| -> PyResult<i32> {
             let pid: i32 = py.import("os")?.call_method0("fork")?.extract()?;
             if pid == 0 {
-                crate::sys::proctitle::set(&title);
+                hooks::set_proctitle(&title);
                 workers::main(py, &setup, &master_fds);
             }
             Ok(pid)
@@ -568,6 +560,7 @@ impl Shell {
         if new.settings.bind() != self.launch.settings.bind() {
             match (self.launch.bind)(&new.settings) {
                 Ok(listeners) => {
+                    crate::workers::conn::arm_listeners_from(&listeners, &new.settings);
                     self.launch.listeners = listeners;
                     let shown: Vec<String> = self
                         .launch
@@ -589,6 +582,8 @@ impl Shell {
                 Err(e) => glogging::error!("{e}"),
             }
         }
+        // The reloaded `server` object gets the listeners now in use.
+        hooks::set_listeners(&self.launch.listeners);
         let cfg = arbiter_config(&new.settings, self.launch.systemd);
         self.reloads += 1;
         self.launch.settings = new.settings;
@@ -612,16 +607,11 @@ impl Shell {
         self.execute(rest);
     }
 
-    /// `USR2`: rename the pidfile to `.oldbin`, fork, and in the child exec
-    /// the same interpreter and arguments with the listeners inherited.
+    /// `USR2`: fork, and in the child exec the same interpreter and
+    /// arguments with the listeners inherited. As in gunicorn 27 the pidfile
+    /// keeps naming this master; the new one writes `PIDFILE.2` and takes
+    /// the name over when it is promoted (`maybe_promote`).
     fn reexec(&mut self) {
-        if let Some(pf) = self.launch.pidfile.as_mut() {
-            let mut old = pf.path().as_os_str().to_owned();
-            old.push(".oldbin");
-            if let Err(e) = pf.rename(&PathBuf::from(old)) {
-                glogging::error!("{e}");
-            }
-        }
         let fds: Vec<i32> = self.launch.listeners.iter().map(|l| l.raw_fd()).collect();
         for l in &self.launch.listeners {
             if let Err(e) = crate::sys::fd::set_cloexec(l.fd(), false) {

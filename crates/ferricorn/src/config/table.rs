@@ -13,7 +13,7 @@
 //! defaults are exactly gunicorn's, rendered as gunicorn renders them (hooks by
 //! the qualified name of gunicorn's no-op default). A row with
 //! `supported: false` is accepted at its default and refused otherwise
-//! (`Settings::check_supported`); flip it when the feature lands.
+//! (`Settings::refusals`); flip it when the feature lands.
 //!
 //! gunicorn counterpart: `gunicorn/config.py` (`KNOWN_SETTINGS`, `Setting` subclasses).
 
@@ -1680,18 +1680,6 @@ pub static ROWS: &[Setting] = &[
 /// Rows ferricorn adds beyond gunicorn's 120 (not in gunicorn's
 /// `KNOWN_SETTINGS`; `--print-config` shows them only when set).
 pub const FERRICORN_ONLY: &[&str] = &["max_worker_memory", "header_timeout"];
-
-/// Why an unsupported setting is refused, where "not supported yet" would
-/// mislead (it cannot work in ferricorn's design).
-pub fn refusal_reason(name: &str) -> Option<&'static str> {
-    match name {
-        "logger_class" => Some(
-            "ferricorn logs from Rust, so a Python logger class has nothing to plug into; \
-             route records to Python logging with logconfig, logconfig_dict or logconfig_json",
-        ),
-        _ => None,
-    }
-}
 
 /// Look a row up by setting name.
 pub fn find(name: &str) -> Option<(usize, &'static Setting)> {

@@ -13,6 +13,7 @@ pub mod conn;
 pub mod evloop;
 pub mod gthread;
 pub mod heartbeat;
+pub mod listening;
 pub mod sync;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -20,13 +21,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::sys::signal::Signal;
 use pyo3::prelude::*;
 
+use crate::app::loader::{self, LoadError};
 use crate::config::Settings;
 use crate::errors::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::glogging::{self, Level};
+use crate::lifecycle::{self, Phase};
 use crate::sock::Listener;
 pub(crate) use crate::sys::signals;
 use crate::wsgi::environ::AppContext;
-use crate::wsgi::loader::{self, LoadError};
 use heartbeat::Heartbeats;
 
 /// How long a worker's loop may wait for events: half of `--timeout` so the
@@ -58,14 +60,25 @@ pub(crate) fn register_sources(
     let wake_fd = worker.wake.0.as_raw_fd();
     registry.register(&mut SourceFd(&wake_fd), signal, mio::Interest::READABLE)?;
     for (i, l) in worker.setup.listeners.iter().enumerate() {
-        let fd = l.raw_fd();
-        registry.register(
-            &mut SourceFd(&fd),
-            mio::Token(listener_base + i),
-            mio::Interest::READABLE,
-        )?;
+        l.register(registry, mio::Token(listener_base + i))?;
     }
     Ok(())
+}
+
+/// Name the calling thread in Python's `threading` (the name
+/// `threading.current_thread().name`, log formats' `%(threadName)s` and
+/// profilers show). gthread's request threads take the names gunicorn's
+/// `ThreadPoolExecutor` gives its threads, `ThreadPoolExecutor-0_N`.
+pub fn name_python_thread(name: &str) {
+    Python::attach(|py| {
+        let named = py
+            .import("threading")
+            .and_then(|t| t.call_method0("current_thread"))
+            .and_then(|t| t.setattr("name", name));
+        if let Err(e) = named {
+            glogging::debug!("Cannot name the thread {name}: {e}");
+        }
+    });
 }
 
 /// The worker classes ferricorn implements.
@@ -80,26 +93,10 @@ pub enum Class {
 /// Resolve `--worker-class` (any spelling gunicorn accepts) and `--threads`
 /// to a class: `sync` with more than one thread becomes `gthread`, as in gunicorn.
 pub fn resolve_class(name: &str, threads: usize) -> Result<Class, String> {
-    let class = match name {
-        "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.SyncWorker" => Class::Sync,
-        "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
-            Class::Gthread
-        }
+    let class = match crate::config::validate::worker_class(name)? {
+        "gthread" => Class::Gthread,
         "evloop" => Class::Evloop,
-        other => {
-            let lower = other.to_ascii_lowercase();
-            let why = if ["gevent", "eventlet", "tornado"]
-                .iter()
-                .any(|k| lower.contains(k))
-            {
-                "ferricorn has no greenlet/tornado event-loop workers"
-            } else {
-                "ferricorn does not load Python worker classes"
-            };
-            return Err(format!(
-                "Worker class {other:?} (worker_class) is not available: {why}; use -k sync, -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
-            ));
-        }
+        _ => Class::Sync,
     };
     Ok(if class == Class::Sync && threads > 1 {
         Class::Gthread
@@ -147,9 +144,6 @@ pub struct Worker<'a> {
     pub pid: u32,
     /// Wakes the worker's poll when a signal arrives.
     pub wake: (OwnedFd, OwnedFd),
-    pub alive: bool,
-    /// A QUIT/INT arrived: leave without draining the listen backlog.
-    pub quick_exit: bool,
     /// Requests served so far.
     pub served: u64,
     /// `--max-requests` plus jitter (0 = unlimited).
@@ -157,8 +151,6 @@ pub struct Worker<'a> {
     /// `--max-worker-memory` in MiB (0 = unlimited), read once: a settings
     /// lookup hashes its name, which showed in the per-request profile.
     pub memory_limit_mb: u64,
-    /// Already asked the master for a replacement.
-    pub retire_requested: bool,
     /// When `parent_check_due` next asks the kernel for the parent pid.
     pub next_parent_check: std::time::Instant,
 }
@@ -177,10 +169,11 @@ impl Worker<'_> {
         let mut quick = false;
         for sig in signals::take_pending() {
             match sig {
-                Signal::SIGTERM => self.alive = false,
+                Signal::SIGTERM => {
+                    lifecycle::advance(Phase::Draining);
+                }
                 Signal::SIGQUIT | Signal::SIGINT => {
-                    self.alive = false;
-                    self.quick_exit = true;
+                    lifecycle::advance(Phase::Quitting);
                     quick = true;
                     worker_int();
                 }
@@ -222,8 +215,8 @@ impl Worker<'_> {
     pub fn requests_done(&mut self, n: u64) {
         self.served += n;
         self.notify();
-        if self.retire_requested {
-            return;
+        if lifecycle::phase() != Phase::Running {
+            return; // already asked for a replacement, or stopping
         }
         let state = if self.budget > 0 && self.served >= self.budget {
             glogging::info!("Autorestarting worker after current request.");
@@ -238,7 +231,7 @@ impl Worker<'_> {
             })
         };
         if let Some(state) = state {
-            self.retire_requested = true;
+            lifecycle::advance(Phase::Retiring);
             self.setup.heartbeats.set_state(self.setup.slot, state);
         }
     }
@@ -246,7 +239,35 @@ impl Worker<'_> {
     /// A graceful stop (TERM) drains connections already waiting in the
     /// listen backlog before exiting, within `--graceful-timeout`.
     pub fn should_drain(&self) -> bool {
-        !self.alive && !self.quick_exit && !self.parent_changed()
+        lifecycle::phase() == Phase::Draining && !self.parent_changed()
+    }
+
+    /// Not stopping: the worker takes new connections (its phase is
+    /// `Running` or `Retiring`; see [`crate::lifecycle`]).
+    pub fn alive(&self) -> bool {
+        !lifecycle::phase().is_stopping()
+    }
+
+    /// The master went away (looked at most every `PARENT_CHECK`): say so
+    /// and begin a graceful stop. True when that happened now.
+    pub fn stop_if_orphaned(&mut self) -> bool {
+        if !self.alive() || !self.parent_check_due() {
+            return false;
+        }
+        glogging::info!("Parent changed, shutting down: worker {}", self.pid);
+        self.stop();
+        true
+    }
+
+    /// Begin a graceful stop (as TERM does).
+    pub fn stop(&self) {
+        lifecycle::advance(Phase::Draining);
+    }
+
+    /// Asked the master for its replacement (or stopping): responses close
+    /// their connections.
+    pub fn retiring(&self) -> bool {
+        lifecycle::phase() >= Phase::Retiring
     }
 
     /// The master went away (re-parented): stop.
@@ -534,7 +555,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
                 Level::Error,
                 &format!(
                     "Exception in worker process\n{}",
-                    crate::wsgi::format_traceback(py, &e)
+                    crate::app::format_traceback(py, &e)
                 ),
             );
             boot_failed(py, WORKER_BOOT_ERROR, &e.value(py).to_string());
@@ -547,8 +568,6 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         pid,
         wake,
         next_parent_check: std::time::Instant::now(),
-        alive: true,
-        quick_exit: false,
         served: 0,
         budget: sync::request_budget(
             settings.max_requests(),
@@ -556,7 +575,6 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             u64::from(pid) ^ crate::util::monotonic_ms(),
         ),
         memory_limit_mb: settings.max_worker_memory(),
-        retire_requested: false,
     };
     setup
         .heartbeats
@@ -568,4 +586,38 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     }
     glogging::info!("Worker exiting (pid: {pid})");
     exit_worker(py, 0)
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::{Class, resolve_class};
+
+    #[test]
+    fn worker_class_names() {
+        assert_eq!(resolve_class("sync", 1), Ok(Class::Sync));
+        assert_eq!(
+            resolve_class("gunicorn.workers.sync.SyncWorker", 1),
+            Ok(Class::Sync)
+        );
+        assert_eq!(resolve_class("sync", 4), Ok(Class::Gthread));
+        assert_eq!(resolve_class("evloop", 4), Ok(Class::Evloop));
+        assert_eq!(
+            resolve_class("gunicorn.workers.gthread.ThreadWorker", 1),
+            Ok(Class::Gthread)
+        );
+        let gevent = resolve_class("gevent", 1).unwrap_err();
+        assert!(
+            gevent.contains("gevent") && gevent.contains("gthread"),
+            "{gevent}"
+        );
+        for asgi in [
+            "uvicorn.workers.UvicornWorker",
+            "asgi",
+            "gunicorn.workers.gasgi.ASGIWorker",
+        ] {
+            let why = resolve_class(asgi, 1).unwrap_err();
+            assert!(why.contains("does not serve ASGI apps yet"), "{why}");
+            assert!(!why.contains("-k sync"), "{why}");
+        }
+    }
 }

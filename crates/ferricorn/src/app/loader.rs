@@ -1,4 +1,4 @@
-//! Loading the WSGI application from its spec (`module:callable`,
+//! Loading the application from its spec (`module:callable`,
 //! `module`, `module:factory(args)`), through `ferricorn._util.import_app`.
 //!
 //! gunicorn counterpart: `util.import_app`, `Worker.load_wsgi`.
@@ -36,6 +36,11 @@ pub fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, LoadError> {
         .and_then(|m| m.getattr("import_app"))
         .and_then(|f| f.call1((spec,)));
     match result {
+        Ok(app) if is_asgi(py, &app) => Err(LoadError::App(format!(
+            "Application object {spec:?} is an ASGI app (an async callable taking scope, receive, send): \
+             ferricorn's WSGI workers cannot serve it, and ferricorn does not serve ASGI yet \
+             (an asgi worker is coming); keep it on gunicorn with an ASGI worker until then"
+        ))),
         Ok(app) => Ok(app.unbind()),
         Err(err) => {
             let is_app_error = py
@@ -60,4 +65,34 @@ pub fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, LoadError> {
             }
         }
     }
+}
+
+/// Whether the loaded object is an ASGI 3 application rather than a WSGI
+/// one: a coroutine function of `(scope, receive, send)`, or an object whose
+/// `__call__` is one (FastAPI, Starlette, Django's `ASGIHandler`). Serving
+/// it as WSGI would answer every request with a `TypeError`, so loading
+/// refuses it instead. Anything that cannot be inspected counts as WSGI.
+pub fn is_asgi(py: Python<'_>, app: &Bound<'_, PyAny>) -> bool {
+    let Ok(inspect) = py.import("inspect") else {
+        return false;
+    };
+    let is_coroutine = |f: &Bound<'_, PyAny>| {
+        inspect
+            .call_method1("iscoroutinefunction", (f,))
+            .and_then(|r| r.is_truthy())
+            .unwrap_or(false)
+    };
+    let target = if is_coroutine(app) {
+        app.clone()
+    } else {
+        match app.getattr("__call__") {
+            Ok(call) if is_coroutine(&call) => call,
+            _ => return false,
+        }
+    };
+    inspect
+        .call_method1("signature", (&target,))
+        .and_then(|sig| sig.getattr("parameters"))
+        .and_then(|params| params.len())
+        .is_ok_and(|n| n == 3)
 }
