@@ -20,10 +20,12 @@ stop one. A test may still stop a server itself (`stop` is idempotent).
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -76,6 +78,10 @@ class Server:
     def __init__(self, args, cwd, env=None, cmd=None):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(APPS)
+        # Each server its own default control socket ($XDG_RUNTIME_DIR/gunicorn.ctl),
+        # in a short path (a unix socket path is limited to 107 bytes).
+        self.runtime_dir = tempfile.mkdtemp(prefix="fc-")
+        full_env["XDG_RUNTIME_DIR"] = self.runtime_dir
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             (cmd or [PYTHON, "-m", "ferricorn"]) + list(args),
@@ -181,6 +187,17 @@ class Server:
             pass
         self.proc.wait(5)
         self._reader.join(5)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def own_runtime_dir(monkeypatch):
+    """Servers a test starts outside `Server` get a default control socket
+    path of their own too, never the user's real $XDG_RUNTIME_DIR."""
+    d = tempfile.mkdtemp(prefix="fc-")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", d)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 # The Servers started and not yet reaped, in order: the finalizers below stop

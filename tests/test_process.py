@@ -369,3 +369,28 @@ def test_reexecuted_master_title_has_dot_2_until_promoted(start_server):
     finally:
         os.kill(new, signal.SIGTERM)
         wait_until(lambda: pid_gone(new), what="new master exit")
+
+
+def test_spew_traces_the_lines_a_worker_runs(start_server):
+    # gunicorn's --spew: every executed line of the app, `module:lineno: source`, on stdout.
+    srv = start_server("-b", "127.0.0.1:0", "--spew", "basic:app")
+    assert get(srv.port)[0] == 200
+    srv.wait_for(r"^basic:\d+:\s+path = environ\[\"PATH_INFO\"\]$")
+    srv.wait_for(r"^basic:\d+:\s+return \[body\]$")
+
+
+def test_reuse_port_lets_another_socket_share_the_port(start_server):
+    # --reuse-port: the master's listener carries SO_REUSEPORT, so a second
+    # server (a new deployment, say) can bind the same port beside it.
+    srv = start_server("-b", "127.0.0.1:0", "-w", "2", "--reuse-port", "basic:app", workers_booted=2)
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", srv.port))
+    other.close()
+    assert get(srv.port)[0] == 200
+    plain = start_server("-b", "127.0.0.1:0", "basic:app")
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    with pytest.raises(OSError):
+        other.bind(("127.0.0.1", plain.port))
+    other.close()

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod arbiter;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod errors;
 pub mod glogging;
@@ -15,6 +16,7 @@ pub mod instrument;
 pub mod lifecycle;
 pub mod pidfile;
 pub mod pylogging;
+pub mod reloader;
 pub mod request;
 pub mod run;
 pub mod sock;

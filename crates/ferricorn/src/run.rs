@@ -140,7 +140,9 @@ fn apply_raw_env(py: Python<'_>, settings: &Settings) -> Result<(), String> {
 fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
     let opts = sock::BindOptions {
         backlog: settings.backlog(),
-        reuse_port: false,
+        // One listener per address, shared by every worker, with
+        // SO_REUSEPORT set (docs/workers.md, "reuse_port").
+        reuse_port: settings.get("reuse_port").as_bool(),
     };
     let mut listeners = Vec::new();
     for raw in settings.bind() {
@@ -289,6 +291,65 @@ fn inherited_listeners(
     Ok(Some((listeners, systemd)))
 }
 
+/// What `--reload` cannot do with these settings, said once at start-up:
+/// with `--preload` the workers are forked with the master's copy of the
+/// code, and a pattern that matches nothing yet (gunicorn warns too).
+fn reload_warnings(py: Python<'_>, settings: &Settings) {
+    if settings.get("preload_app").as_bool() {
+        glogging::warning!(
+            "--reload has no effect with --preload: workers are forked with the code the master \
+             imported, so code changes need a restart of ferricorn"
+        );
+    }
+    let extra = settings.get("reload_extra_files").as_list().to_vec();
+    let unmatched: Vec<String> = py
+        .import("ferricorn._reload")
+        .and_then(|m| m.call_method1("unmatched_patterns", (extra,)))
+        .and_then(|r| r.extract())
+        .unwrap_or_default();
+    for pattern in unmatched {
+        glogging::warning!("Pattern {pattern} currently matches no files.");
+    }
+}
+
+/// Open the control socket unless `--no-control-socket`. A live socket at
+/// the path (another running server) is never taken: with the default path
+/// this server runs without one and says so; with a path the user gave,
+/// start-up fails. Other errors are warnings with the default path and
+/// fatal with a given one. A re-executed master (`take_over`) replaces its
+/// parent's socket.
+fn open_control_socket(
+    settings: &Settings,
+    take_over: bool,
+) -> Result<Option<crate::control::server::Server>, String> {
+    use crate::control::server::{OpenError, Server};
+    if settings.get("control_socket_disable").as_bool() {
+        glogging::debug!("Control socket disabled");
+        return Ok(None);
+    }
+    let given = settings.get("control_socket").as_str().unwrap_or_default();
+    let path = std::path::Path::new(&crate::config::validate::getcwd()).join(given);
+    let mode = settings.get("control_socket_mode").as_int() as u32 & 0o7777;
+    let explicit = settings.is_set("control_socket");
+    match Server::open(&path, mode, take_over) {
+        Ok(server) => {
+            glogging::info!("Control socket listening at {}", path.display());
+            Ok(Some(server))
+        }
+        Err(e @ OpenError::InUse(_)) if !explicit => {
+            glogging::warning!(
+                "{e}; running without a control socket (give this server its own with --control-socket PATH)"
+            );
+            Ok(None)
+        }
+        Err(e) if !explicit => {
+            glogging::warning!("{e}; running without a control socket");
+            Ok(None)
+        }
+        Err(e) => Err(format!("{e} (--control-socket)")),
+    }
+}
+
 pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     // gunicorn's `env_orig`: restored on HUP, handed to a USR2 child.
     let env_orig = match py
@@ -407,6 +468,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
     glogging::debug!("Current configuration:\n{}", settings.render_current());
     glogging::info!("Starting ferricorn {VERSION}");
+    if settings.get("reload").as_bool() {
+        reload_warnings(py, &settings);
+    }
     view.master_pid = parent_master;
     if let Err(code) = startup_hook("on_starting", &view, crate::hooks::Args::None) {
         return code;
@@ -467,7 +531,18 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
         return code;
     }
+    let control = match open_control_socket(&settings, parent_master != 0) {
+        Ok(c) => c,
+        Err(e) => {
+            glogging::error!("{e}");
+            if let Some(pf) = pidfile {
+                pf.unlink();
+            }
+            return STARTUP_ERROR;
+        }
+    };
     let launch = Launch {
+        control,
         settings,
         listeners,
         heartbeats,

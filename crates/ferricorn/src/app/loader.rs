@@ -9,8 +9,13 @@ use pyo3::prelude::*;
 pub enum LoadError {
     /// `AppImportError`: not found / not callable (exit 4). Message only.
     App(String),
-    /// Any other exception while importing (exit 3). Message and traceback.
-    Boot { message: String, traceback: String },
+    /// Any other exception while importing (exit 3). Message and traceback,
+    /// and the source files the traceback names (what `--reload` watches).
+    Boot {
+        message: String,
+        traceback: String,
+        files: Vec<String>,
+    },
 }
 
 /// Put `--pythonpath` entries and the working directory at the front of `sys.path`.
@@ -47,9 +52,15 @@ pub fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, LoadError> {
             if is_app_error {
                 Err(LoadError::App(message))
             } else {
+                let files = py
+                    .import("ferricorn._reload")
+                    .and_then(|m| m.call_method1("error_files", (err.value(py),)))
+                    .and_then(|f| f.extract())
+                    .unwrap_or_default();
                 Err(LoadError::Boot {
                     message,
                     traceback: super::format_traceback(py, &err),
+                    files,
                 })
             }
         }

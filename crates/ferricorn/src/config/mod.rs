@@ -419,7 +419,7 @@ mod tests {
     fn every_refusal_reported_at_once() {
         let mut s = Settings::new();
         for (name, input) in [
-            ("reload", Input::Bool(true)),
+            ("logger_class", Input::Str("my.Logger".into())),
             ("keyfile", Input::Str("k.pem".into())),
             ("certfile", Input::Str("c.pem".into())),
             ("worker_class", Input::Str("gevent".into())),
@@ -428,14 +428,40 @@ mod tests {
         }
         let lines = s.refusals();
         assert_eq!(lines.len(), 5, "{lines:#?}");
-        assert!(lines[0].starts_with("Setting reload (--reload) is not supported"));
+        assert!(lines[0].starts_with("Setting logger_class (--logger-class) is not supported"));
         assert!(lines[1].contains("keyfile") && lines[1].contains("terminate TLS"));
         assert!(lines[2].contains("certfile"));
         assert!(lines[3].contains("\"gevent\"") && lines[3].contains("-k gthread"));
         assert!(lines[4].contains("4 reasons") && lines[4].contains("migrating.md"));
         assert!(Settings::new().refusals().is_empty());
         let mut one = Settings::new();
-        one.set_value("reload", Value::Bool(true)).unwrap();
+        one.set_value("dirty_workers", Value::Int(2)).unwrap();
         assert_eq!(one.refusals().len(), 1, "a single reason needs no summary");
+    }
+
+    #[test]
+    fn logger_class_refusal_says_why() {
+        let mut s = Settings::new();
+        s.set_value("logger_class", Value::Str("my.Logger".into()))
+            .unwrap();
+        let lines = s.refusals();
+        assert!(lines[0].contains("Setting logger_class (--logger-class) is not supported"));
+        assert!(lines[0].contains("logconfig_dict"), "{lines:?}");
+    }
+
+    #[test]
+    fn small_settings_gunicorn_accepts_are_accepted() {
+        let mut s = Settings::new();
+        for (name, value) in [
+            ("tmp_upload_dir", Value::Str("/tmp".into())),
+            ("http_parser", Value::Str("python".into())),
+            ("spew", Value::Bool(true)),
+            ("reload", Value::Bool(true)),
+            ("reuse_port", Value::Bool(true)),
+            ("control_socket", Value::Str("/tmp/x.ctl".into())),
+        ] {
+            s.set_value(name, value).unwrap();
+        }
+        assert!(s.refusals().is_empty(), "{:?}", s.refusals());
     }
 }

@@ -299,14 +299,6 @@ pub const REFUSALS_DOC: &str = "docs/migrating.md#settings-ferricorn-refuses";
 /// (one clause, appended to the refusal; `docs/migrating.md` says the same).
 pub fn instead_of(name: &str) -> &'static str {
     match name {
-        "reload" | "reload_engine" | "reload_extra_files" => {
-            "send HUP to the master to reload the code (`kill -HUP $(cat PIDFILE)`) or restart ferricorn from a file watcher"
-        }
-        "spew" => "drop it; trace with a profiler or `python -X importtime` instead",
-        "reuse_port" => {
-            "drop it; one ferricorn master already shares its sockets with all its workers"
-        }
-        "tmp_upload_dir" => "drop it; gunicorn does not use it either",
         "logger_class" => {
             "drop it; shape the logs with logconfig_dict / logconfig / logconfig_json, --access-logformat or a logging.Formatter"
         }
@@ -349,9 +341,6 @@ pub fn instead_of(name: &str) -> &'static str {
         | "dirty_worker_init"
         | "dirty_worker_exit" => {
             "dirty app pools are not supported yet: run that work in a separate service or task queue"
-        }
-        "control_socket" | "control_socket_mode" | "control_socket_disable" => {
-            "there is no control socket yet: drop it and use signals (docs/signals.md)"
         }
         _ => "drop it",
     }

@@ -354,9 +354,10 @@ fn flush_python_stdio(py: Python<'_>) {
     }
 }
 
-/// The `worker_int` hook on QUIT/INT; one that raises ends the worker with
-/// status 255, as an exception escaping gunicorn's signal handler does.
-fn worker_int() {
+/// The `worker_int` hook on QUIT/INT (and before a `--reload` restart); one
+/// that raises ends the worker with status 255, as an exception escaping
+/// gunicorn's signal handler does.
+pub(crate) fn worker_int() {
     if !crate::hooks::is_set("worker_int") {
         return;
     }
@@ -374,9 +375,18 @@ fn worker_int() {
 fn boot_hook(py: Python<'_>, name: &'static str) {
     if let Err(tb) = crate::hooks::worker(py, name) {
         glogging::log_always(Level::Error, &format!("Exception in worker process\n{tb}"));
-        glogging::info!("Worker exiting (pid: {})", std::process::id());
-        exit_worker(py, WORKER_BOOT_ERROR);
+        let reason = tb.lines().last().unwrap_or_default().to_string();
+        boot_failed(py, WORKER_BOOT_ERROR, &reason);
     }
+}
+
+/// The worker cannot boot: say why on stderr too (gunicorn prints the
+/// exception's message there, so a shell user sees the reason even when the
+/// error log is a file), then exit with `code` (3 or 4).
+fn boot_failed(py: Python<'_>, code: i32, reason: &str) -> ! {
+    glogging::info!("Worker exiting (pid: {})", std::process::id());
+    eprintln!("{reason}");
+    exit_worker(py, code)
 }
 
 fn exit_worker(py: Python<'_>, code: i32) -> ! {
@@ -401,7 +411,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             Ok(p) => p,
             Err(e) => {
                 glogging::error!("Exception in worker process: cannot create pipe: {e}");
-                exit_worker(py, WORKER_BOOT_ERROR);
+                boot_failed(py, WORKER_BOOT_ERROR, &format!("cannot create pipe: {e}"));
             }
         };
     signals::set_wake_fd(Some(&wake.1));
@@ -411,7 +421,11 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         .and_then(|()| signals::unblock_all());
     if let Err(e) = installed {
         glogging::error!("Exception in worker process: cannot install signal handlers: {e}");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(
+            py,
+            WORKER_BOOT_ERROR,
+            &format!("cannot install signal handlers: {e}"),
+        );
     }
     // Fatal signals (SEGV...) dump the Python stacks to stderr; the master's
     // ABRT (timeout) is handled by `abort`, which logs them to the error log.
@@ -426,13 +440,17 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     }
     if let Err(e) = abort::install(py) {
         glogging::error!("Exception in worker process: cannot install the ABRT handler: {e}");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(
+            py,
+            WORKER_BOOT_ERROR,
+            &format!("cannot install the ABRT handler: {e}"),
+        );
     }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
     if let Err(e) = crate::wsgi::extras::prepare(py) {
         glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(py, WORKER_BOOT_ERROR, &e.to_string());
     }
     crate::hooks::worker_started(py, setup.master_pid);
     boot_hook(py, "post_fork");
@@ -444,10 +462,24 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         setup.settings.get("initgroups").as_bool(),
     ) {
         glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
-        glogging::info!("Worker exiting (pid: {pid})");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(py, WORKER_BOOT_ERROR, &e.to_string());
     }
 
+    if setup.settings.get("spew").as_bool() {
+        if let Err(e) = py
+            .import("ferricorn._spew")
+            .and_then(|m| m.call_method0("install"))
+        {
+            glogging::warning!("--spew: cannot install the line tracer: {e}");
+        }
+    }
+    // `--reload` (not with `--preload`: a new worker would get the same
+    // preloaded code; the master said so at start-up).
+    let reload = setup.settings.get("reload").as_bool() && matches!(setup.app, AppSource::Spec(_));
+    if reload {
+        glogging::warning!("Reloader is on. Use in development only!");
+    }
+    let mut reload_also: Vec<String> = Vec::new();
     let callable = match &setup.app {
         AppSource::Preloaded(app) => (*app).clone_ref(py),
         AppSource::Spec(spec) => match loader::load(py, spec) {
@@ -455,19 +487,51 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             Err(LoadError::App(msg)) => {
                 glogging::debug!("Exception while loading the application: {msg}");
                 glogging::log_always(Level::Error, &msg);
-                glogging::info!("Worker exiting (pid: {pid})");
-                exit_worker(py, APP_LOAD_ERROR);
+                boot_failed(py, APP_LOAD_ERROR, &msg);
             }
-            Err(LoadError::Boot { traceback, .. }) => {
+            // With `--reload` an app that cannot be imported (an edit in
+            // progress) does not stop the server: the worker answers 500
+            // with the traceback until the next change replaces it.
+            Err(LoadError::Boot {
+                traceback, files, ..
+            }) if reload => {
+                glogging::exception(&format!("Exception in worker process\n{traceback}"));
+                reload_also = files;
+                match py
+                    .import("ferricorn._reload")
+                    .and_then(|m| m.call_method1("fail_app", (traceback,)))
+                {
+                    Ok(app) => app.unbind(),
+                    Err(e) => boot_failed(py, WORKER_BOOT_ERROR, &e.to_string()),
+                }
+            }
+            Err(LoadError::Boot {
+                message, traceback, ..
+            }) => {
                 glogging::log_always(
                     Level::Error,
                     &format!("Exception in worker process\n{traceback}"),
                 );
-                glogging::info!("Worker exiting (pid: {pid})");
-                exit_worker(py, WORKER_BOOT_ERROR);
+                boot_failed(py, WORKER_BOOT_ERROR, &message);
             }
         },
     };
+    if reload {
+        let watch = crate::reloader::Watch {
+            engine: crate::reloader::engine(
+                setup
+                    .settings
+                    .get("reload_engine")
+                    .as_str()
+                    .unwrap_or("auto"),
+            ),
+            extra: setup.settings.get("reload_extra_files").as_list().to_vec(),
+            also: reload_also,
+        };
+        if let Err(e) = crate::reloader::start(watch) {
+            glogging::error!("Cannot start the reloader: {e}");
+        }
+    }
     let settings = setup.settings;
     let class = resolve_class(settings.worker_class(), settings.threads()).unwrap_or(Class::Sync);
     let ctx = match AppContext::new(
@@ -494,7 +558,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
                     crate::app::format_traceback(py, &e)
                 ),
             );
-            exit_worker(py, WORKER_BOOT_ERROR);
+            boot_failed(py, WORKER_BOOT_ERROR, &e.value(py).to_string());
         }
     };
 
