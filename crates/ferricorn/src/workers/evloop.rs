@@ -646,78 +646,87 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
         } else {
             read_first = true;
         }
-        while !c.http.is_idle() {
-            if served_now >= FAIR_SHARE {
-                c.more = true;
-                return Turn::Again;
-            }
-            let trusted = c.trusted;
-            c.http.set_peer_trusted(trusted);
-            match c.http.next_head() {
-                HeadEvent::Request(h1::Request {
-                    head,
-                    body,
-                    exchange,
-                }) => {
-                    // A response of this turn still waits: it goes first.
-                    if !send_pending(py, &c.stream, &mut c.held) {
-                        return Turn::Close;
-                    }
-                    let busy = Some((worker.setup.heartbeats, worker.setup.slot));
-                    let on = conn::Connection {
-                        stream: &c.stream,
-                        peer: &c.peer,
-                        server: &ctx.servers[c.server],
-                        trusted,
-                    };
-                    let kept = Some((&c.socket, &c.held));
-                    let served = conn::serve_request(
-                        py,
-                        ctx.app,
-                        &on,
-                        &head,
-                        body,
-                        exchange,
-                        busy,
-                        Instant::now(),
-                        kept,
-                    );
-                    drop(head);
-                    let next = served.finish(&mut c.http);
-                    worker.request_done();
-                    c.served += 1;
-                    served_now += 1;
-                    c.head_started = false;
-                    match next {
-                        Next::KeepAlive => c.deadline = Instant::now() + ctx.keepalive_for,
-                        Next::Close(Closing::Clean) => return Turn::Close,
-                        Next::Close(Closing::Unread) => return Turn::Linger,
-                    }
-                }
-                HeadEvent::NeedMore => {
-                    // A head begun and not complete: its deadline runs (one
-                    // clock read per incomplete head, none for whole ones).
-                    if !c.head_started {
-                        c.head_started = true;
-                        c.deadline = Instant::now() + ctx.header_for;
-                    }
-                    break;
-                }
-                HeadEvent::End(ending) => {
-                    // A refused head (after what is held).
-                    let closing = ending.closing;
-                    if send_out(py, c) {
-                        conn::end(py, &c.stream, &c.peer, ending);
-                    }
-                    return match closing {
-                        Closing::Clean => Turn::Close,
-                        Closing::Unread => Turn::Linger,
-                    };
-                }
-            }
+        if let Some(t) = serve_buffered(py, ctx, worker, c, &mut served_now) {
+            return t;
         }
         if !read_first {
             return Turn::Wait;
         }
     }
+}
+
+/// Serve the complete requests the connection has buffered (up to
+/// `FAIR_SHARE` in a turn, counted in `served_now`). `None`: read more;
+/// else what the turn ends as.
+fn serve_buffered(
+    py: Python<'_>,
+    ctx: &mut Ctx<'_>,
+    worker: &mut Worker<'_>,
+    c: &mut Connection,
+    served_now: &mut u32,
+) -> Option<Turn> {
+    while !c.http.is_idle() {
+        if *served_now >= FAIR_SHARE {
+            c.more = true;
+            return Some(Turn::Again);
+        }
+        let trusted = c.trusted;
+        c.http.set_peer_trusted(trusted);
+        match c.http.next_head() {
+            HeadEvent::Request(h1::Request {
+                head,
+                body,
+                exchange,
+            }) => {
+                // A response of this turn still waits: it goes first.
+                if !send_pending(py, &c.stream, &mut c.held) {
+                    return Some(Turn::Close);
+                }
+                let busy = Some((worker.setup.heartbeats, worker.setup.slot));
+                let on = conn::Connection {
+                    stream: &c.stream,
+                    peer: &c.peer,
+                    server: &ctx.servers[c.server],
+                    trusted,
+                };
+                let kept = Some((&c.socket, &c.held));
+                let started = Instant::now();
+                let served = conn::serve_request(
+                    py, ctx.app, &on, &head, body, exchange, busy, started, kept,
+                );
+                drop(head);
+                let next = served.finish(&mut c.http);
+                worker.request_done();
+                c.served += 1;
+                *served_now += 1;
+                c.head_started = false;
+                match next {
+                    Next::KeepAlive => c.deadline = Instant::now() + ctx.keepalive_for,
+                    Next::Close(Closing::Clean) => return Some(Turn::Close),
+                    Next::Close(Closing::Unread) => return Some(Turn::Linger),
+                }
+            }
+            HeadEvent::NeedMore => {
+                // A head begun and not complete: its deadline runs (one
+                // clock read per incomplete head, none for whole ones).
+                if !c.head_started {
+                    c.head_started = true;
+                    c.deadline = Instant::now() + ctx.header_for;
+                }
+                return None;
+            }
+            HeadEvent::End(ending) => {
+                // A refused head (after what is held).
+                let closing = ending.closing;
+                if send_out(py, c) {
+                    conn::end(py, &c.stream, &c.peer, ending);
+                }
+                return Some(match closing {
+                    Closing::Clean => Turn::Close,
+                    Closing::Unread => Turn::Linger,
+                });
+            }
+        }
+    }
+    None
 }

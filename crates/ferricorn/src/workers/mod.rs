@@ -398,6 +398,48 @@ fn exit_worker(py: Python<'_>, code: i32) -> ! {
 /// The child side of a fork: set up, load the app, serve, exit. Never returns.
 pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]) -> ! {
     let pid = std::process::id();
+    let wake = take_over_process(py, master_fds);
+    setup.heartbeats.beat(setup.slot);
+    glogging::info!("Booting worker with pid: {pid}");
+    enter_worker(py, setup);
+    let (callable, reload) = load_app(py, setup);
+    if let Some(also) = reload {
+        start_reloader(setup, also);
+    }
+    let settings = setup.settings;
+    let class = resolve_class(settings.worker_class(), settings.threads()).unwrap_or(Class::Sync);
+    let ctx = app_context(py, settings, callable, class);
+    boot_hook(py, "post_worker_init");
+    let mut worker = Worker {
+        setup,
+        pid,
+        wake,
+        next_parent_check: std::time::Instant::now(),
+        served: 0,
+        budget: sync::request_budget(
+            settings.max_requests(),
+            settings.max_requests_jitter(),
+            u64::from(pid) ^ crate::util::monotonic_ms(),
+        ),
+        memory_limit_mb: settings.max_worker_memory(),
+    };
+    setup
+        .heartbeats
+        .set_state(setup.slot, heartbeat::SlotState::Ready);
+    match class {
+        Class::Sync => sync::run(py, &mut worker, &ctx),
+        Class::Gthread => gthread::run(py, &mut worker, &ctx),
+        Class::Evloop => evloop::run(py, &mut worker, &ctx),
+    }
+    glogging::info!("Worker exiting (pid: {pid})");
+    exit_worker(py, 0)
+}
+
+/// The forked child becomes a worker process: the master's signal handlers
+/// and wake pipe go, the worker's own come (QUIT/INT interrupt, TERM/USR1
+/// restart reads), fatal signals dump the Python stacks. Returns the wake
+/// pipe.
+fn take_over_process(py: Python<'_>, master_fds: &[std::os::fd::RawFd]) -> (OwnedFd, OwnedFd) {
     // The master's signal handlers and wake pipe are not ours.
     signals::set_wake_fd(None);
     for &fd in master_fds {
@@ -446,8 +488,12 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             &format!("cannot install the ABRT handler: {e}"),
         );
     }
-    setup.heartbeats.beat(setup.slot);
-    glogging::info!("Booting worker with pid: {pid}");
+    wake
+}
+
+/// The worker's set-up before its app: request-time imports, the worker
+/// object for hooks, `post_fork`, `--user`/`--group`, `--spew`.
+fn enter_worker(py: Python<'_>, setup: &Setup<'_>) {
     if let Err(e) = crate::wsgi::extras::prepare(py) {
         glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
         boot_failed(py, WORKER_BOOT_ERROR, &e.to_string());
@@ -473,6 +519,12 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             glogging::warning!("--spew: cannot install the line tracer: {e}");
         }
     }
+}
+
+/// The app: preloaded, or imported now. With `--reload` (not with
+/// `--preload`) also the extra files to watch (`Some`), and an app that
+/// cannot be imported is served as its traceback until the next change.
+fn load_app(py: Python<'_>, setup: &Setup<'_>) -> (Py<PyAny>, Option<Vec<String>>) {
     // `--reload` (not with `--preload`: a new worker would get the same
     // preloaded code; the master said so at start-up).
     let reload = setup.settings.get("reload").as_bool() && matches!(setup.app, AppSource::Spec(_));
@@ -516,25 +568,31 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             }
         },
     };
-    if reload {
-        let watch = crate::reloader::Watch {
-            engine: crate::reloader::engine(
-                setup
-                    .settings
-                    .get("reload_engine")
-                    .as_str()
-                    .unwrap_or("auto"),
-            ),
-            extra: setup.settings.get("reload_extra_files").as_list().to_vec(),
-            also: reload_also,
-        };
-        if let Err(e) = crate::reloader::start(watch) {
-            glogging::error!("Cannot start the reloader: {e}");
-        }
-    }
+    (callable, reload.then_some(reload_also))
+}
+
+/// Watch the app's files and `--reload-extra-file` (and `also`: files an
+/// import that failed was reading).
+fn start_reloader(setup: &Setup<'_>, also: Vec<String>) {
     let settings = setup.settings;
-    let class = resolve_class(settings.worker_class(), settings.threads()).unwrap_or(Class::Sync);
-    let ctx = match AppContext::new(
+    let watch = crate::reloader::Watch {
+        engine: crate::reloader::engine(settings.get("reload_engine").as_str().unwrap_or("auto")),
+        extra: settings.get("reload_extra_files").as_list().to_vec(),
+        also,
+    };
+    if let Err(e) = crate::reloader::start(watch) {
+        glogging::error!("Cannot start the reloader: {e}");
+    }
+}
+
+/// What the worker needs to call its app, from the settings.
+fn app_context(
+    py: Python<'_>,
+    settings: &Settings,
+    callable: Py<PyAny>,
+    class: Class,
+) -> AppContext {
+    match AppContext::new(
         py,
         callable,
         settings.workers() > 1,
@@ -560,32 +618,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             );
             boot_failed(py, WORKER_BOOT_ERROR, &e.value(py).to_string());
         }
-    };
-
-    boot_hook(py, "post_worker_init");
-    let mut worker = Worker {
-        setup,
-        pid,
-        wake,
-        next_parent_check: std::time::Instant::now(),
-        served: 0,
-        budget: sync::request_budget(
-            settings.max_requests(),
-            settings.max_requests_jitter(),
-            u64::from(pid) ^ crate::util::monotonic_ms(),
-        ),
-        memory_limit_mb: settings.max_worker_memory(),
-    };
-    setup
-        .heartbeats
-        .set_state(setup.slot, heartbeat::SlotState::Ready);
-    match class {
-        Class::Sync => sync::run(py, &mut worker, &ctx),
-        Class::Gthread => gthread::run(py, &mut worker, &ctx),
-        Class::Evloop => evloop::run(py, &mut worker, &ctx),
     }
-    glogging::info!("Worker exiting (pid: {pid})");
-    exit_worker(py, 0)
 }
 
 #[cfg(test)]
