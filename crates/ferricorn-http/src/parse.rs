@@ -218,6 +218,16 @@ enum Stage {
     Headers,
 }
 
+/// Where a step of [`Parser::advance`] left the head.
+enum Step {
+    /// Go on with the next line.
+    Next,
+    /// `buf` holds no more of the head.
+    Wait,
+    /// The head ends right before this offset.
+    Done(usize),
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct RequestLine {
     method: Span,
@@ -341,7 +351,7 @@ impl Parser {
     /// the head has been read.
     fn advance(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
         loop {
-            match self.stage {
+            let step = match self.stage {
                 Stage::Start => {
                     // RFC 9112 2.2: one empty line before the request line is
                     // tolerated, and only one, and only as CRLF.
@@ -352,150 +362,160 @@ impl Parser {
                     }
                     self.scan = self.pos;
                     self.stage = Stage::RequestLine;
+                    Step::Next
                 }
-                Stage::RequestLine => {
-                    let limit = self.limits.request_line;
-                    // The common case in one pass, on the first look only
-                    // (so a line arriving in pieces is scanned once); else
-                    // the general path below judges the line.
-                    if self.fast_paths && self.scan == self.pos {
-                        if let Some((line, nl)) = fast_request_line(buf, self.pos, limit) {
-                            debug_assert_eq!(
-                                format!("{:?}", self.parse_request_line(buf, self.pos, nl - 1)),
-                                format!("{:?}", Ok::<_, Error>(line))
-                            );
-                            self.line = line;
-                            self.pos = nl + 1;
-                            self.scan = self.pos;
-                            self.stage = Stage::Headers;
-                            continue;
-                        }
-                    }
-                    // The line may be `limit` bytes plus CRLF; look no further.
-                    let window_end = buf.len().min(self.pos.saturating_add(limit + 2));
-                    self.check_method_prefix(buf, window_end)?;
-                    let Some(nl) = find_lf(buf, self.scan, window_end) else {
-                        if buf.len() - self.pos >= limit + 2 {
-                            return Err(Error::RequestLineTooLong);
-                        }
-                        self.scan = buf.len();
-                        return Ok(None);
-                    };
-                    if nl == self.pos || buf[nl - 1] != b'\r' {
-                        return Err(Error::InvalidRequestLine("bare LF as line terminator"));
-                    }
-                    let line_end = nl - 1;
-                    if line_end - self.pos > limit {
-                        return Err(Error::RequestLineTooLong);
-                    }
-                    self.line = self.parse_request_line(buf, self.pos, line_end)?;
-                    self.pos = nl + 1;
-                    self.scan = self.pos;
-                    self.stage = Stage::Headers;
+                Stage::RequestLine => self.request_line_step(buf)?,
+                Stage::Headers => self.header_step(buf)?,
+            };
+            match step {
+                Step::Next => {}
+                Step::Wait => return Ok(None),
+                Step::Done(end) => return Ok(Some(end)),
+            }
+        }
+    }
+
+    /// Read the request line (whole, or as far as `buf` goes).
+    #[inline]
+    fn request_line_step(&mut self, buf: &[u8]) -> Result<Step, Error> {
+        let limit = self.limits.request_line;
+        // The common case in one pass, on the first look only
+        // (so a line arriving in pieces is scanned once); else
+        // the general path below judges the line.
+        if self.fast_paths && self.scan == self.pos {
+            if let Some((line, nl)) = fast_request_line(buf, self.pos, limit) {
+                debug_assert_eq!(
+                    format!("{:?}", self.parse_request_line(buf, self.pos, nl - 1)),
+                    format!("{:?}", Ok::<_, Error>(line))
+                );
+                self.line = line;
+                self.pos = nl + 1;
+                self.scan = self.pos;
+                self.stage = Stage::Headers;
+                return Ok(Step::Next);
+            }
+        }
+        // The line may be `limit` bytes plus CRLF; look no further.
+        let window_end = buf.len().min(self.pos.saturating_add(limit + 2));
+        self.check_method_prefix(buf, window_end)?;
+        let Some(nl) = find_lf(buf, self.scan, window_end) else {
+            if buf.len() - self.pos >= limit + 2 {
+                return Err(Error::RequestLineTooLong);
+            }
+            self.scan = buf.len();
+            return Ok(Step::Wait);
+        };
+        if nl == self.pos || buf[nl - 1] != b'\r' {
+            return Err(Error::InvalidRequestLine("bare LF as line terminator"));
+        }
+        let line_end = nl - 1;
+        if line_end - self.pos > limit {
+            return Err(Error::RequestLineTooLong);
+        }
+        self.line = self.parse_request_line(buf, self.pos, line_end)?;
+        self.pos = nl + 1;
+        self.scan = self.pos;
+        self.stage = Stage::Headers;
+        Ok(Step::Next)
+    }
+
+    /// Read one header field line, or the empty line that ends the head.
+    #[inline]
+    fn header_step(&mut self, buf: &[u8]) -> Result<Step, Error> {
+        let Some(&first) = buf.get(self.pos) else {
+            return Ok(Step::Wait);
+        };
+        if first == b'\r' {
+            match buf.get(self.pos + 1) {
+                None => return Ok(Step::Wait),
+                Some(b'\n') => {
+                    self.finish_field(buf)?;
+                    return Ok(Step::Done(self.pos + 2));
                 }
-                Stage::Headers => {
-                    let Some(&first) = buf.get(self.pos) else {
-                        return Ok(None);
-                    };
-                    if first == b'\r' {
-                        match buf.get(self.pos + 1) {
-                            None => return Ok(None),
-                            Some(b'\n') => {
-                                self.finish_field(buf)?;
-                                return Ok(Some(self.pos + 2));
-                            }
-                            // A line starting with a bare CR: parsed (and
-                            // refused) as a header line below.
-                            Some(_) => {}
-                        }
-                    }
-                    let fold = matches!(first, b' ' | b'\t');
-                    if self.scan == self.pos {
-                        // First look at this line: decide what it starts.
-                        if fold {
-                            if !self.opts.permit_obsolete_folding {
-                                return Err(Error::ObsoleteFolding);
-                            }
-                            if self.fields.is_empty() {
-                                return Err(Error::InvalidHeader(
-                                    "continuation line without a field",
-                                ));
-                            }
-                        } else {
-                            self.finish_field(buf)?;
-                            if self.fields.len() >= self.limits.fields {
-                                return Err(Error::TooManyHeaders);
-                            }
-                            // The common case, a whole plain field line
-                            // already in `buf`, in one pass; anything else
-                            // (and every error) is left to the general
-                            // path below, which decides as it always has.
-                            if self.fast_paths {
-                                if let Some(f) = fast_field(buf, self.pos, self.limits.field_size) {
-                                    debug_assert_eq!(
-                                        split_field(
-                                            buf,
-                                            (self.pos, f.nl - 1),
-                                            self.opts.strip_header_spaces
-                                        ),
-                                        Ok((f.name, f.value))
-                                    );
-                                    self.fields.push(Field {
-                                        name: f.name,
-                                        value: f.value,
-                                        folds: Vec::new(),
-                                        size: f.nl + 1 - self.pos,
-                                        dropped: false,
-                                        underscore: f.underscore,
-                                    });
-                                    self.pos = f.nl + 1;
-                                    self.scan = self.pos;
-                                    continue;
-                                }
-                            }
-                        }
-                    }
-                    let used = if fold {
-                        self.fields.last().map_or(0, |f| f.size)
-                    } else {
-                        0
-                    };
-                    let allowed = self.limits.field_size.saturating_sub(used);
-                    let window_end = buf.len().min(self.pos.saturating_add(allowed));
-                    let Some(nl) = find_lf(buf, self.scan.max(self.pos), window_end) else {
-                        if buf.len() >= self.pos.saturating_add(allowed) {
-                            return Err(Error::HeaderFieldTooLarge);
-                        }
-                        self.scan = buf.len();
-                        return Ok(None);
-                    };
-                    if nl == self.pos || buf[nl - 1] != b'\r' {
-                        return Err(Error::InvalidHeader("bare LF as line terminator"));
-                    }
-                    let line = (self.pos, nl - 1);
-                    let size = nl + 1 - self.pos;
-                    if fold {
-                        let span = fold_value(buf, line)?;
-                        if let Some(f) = self.fields.last_mut() {
-                            f.folds.push(span);
-                            f.size += size;
-                        }
-                    } else {
-                        let (name, value) = split_field(buf, line, self.opts.strip_header_spaces)?;
+                // A line starting with a bare CR: parsed (and
+                // refused) as a header line below.
+                Some(_) => {}
+            }
+        }
+        let fold = matches!(first, b' ' | b'\t');
+        if self.scan == self.pos {
+            // First look at this line: decide what it starts.
+            if fold {
+                if !self.opts.permit_obsolete_folding {
+                    return Err(Error::ObsoleteFolding);
+                }
+                if self.fields.is_empty() {
+                    return Err(Error::InvalidHeader("continuation line without a field"));
+                }
+            } else {
+                self.finish_field(buf)?;
+                if self.fields.len() >= self.limits.fields {
+                    return Err(Error::TooManyHeaders);
+                }
+                // The common case, a whole plain field line
+                // already in `buf`, in one pass; anything else
+                // (and every error) is left to the general
+                // path below, which decides as it always has.
+                if self.fast_paths {
+                    if let Some(f) = fast_field(buf, self.pos, self.limits.field_size) {
+                        debug_assert_eq!(
+                            split_field(buf, (self.pos, f.nl - 1), self.opts.strip_header_spaces),
+                            Ok((f.name, f.value))
+                        );
                         self.fields.push(Field {
-                            name,
-                            value,
+                            name: f.name,
+                            value: f.value,
                             folds: Vec::new(),
-                            size,
+                            size: f.nl + 1 - self.pos,
                             dropped: false,
-                            underscore: buf[name.0..name.1].contains(&b'_'),
+                            underscore: f.underscore,
                         });
+                        self.pos = f.nl + 1;
+                        self.scan = self.pos;
+                        return Ok(Step::Next);
                     }
-                    self.pos = nl + 1;
-                    self.scan = self.pos;
                 }
             }
         }
+        let used = if fold {
+            self.fields.last().map_or(0, |f| f.size)
+        } else {
+            0
+        };
+        let allowed = self.limits.field_size.saturating_sub(used);
+        let window_end = buf.len().min(self.pos.saturating_add(allowed));
+        let Some(nl) = find_lf(buf, self.scan.max(self.pos), window_end) else {
+            if buf.len() >= self.pos.saturating_add(allowed) {
+                return Err(Error::HeaderFieldTooLarge);
+            }
+            self.scan = buf.len();
+            return Ok(Step::Wait);
+        };
+        if nl == self.pos || buf[nl - 1] != b'\r' {
+            return Err(Error::InvalidHeader("bare LF as line terminator"));
+        }
+        let line = (self.pos, nl - 1);
+        let size = nl + 1 - self.pos;
+        if fold {
+            let span = fold_value(buf, line)?;
+            if let Some(f) = self.fields.last_mut() {
+                f.folds.push(span);
+                f.size += size;
+            }
+        } else {
+            let (name, value) = split_field(buf, line, self.opts.strip_header_spaces)?;
+            self.fields.push(Field {
+                name,
+                value,
+                folds: Vec::new(),
+                size,
+                dropped: false,
+                underscore: buf[name.0..name.1].contains(&b'_'),
+            });
+        }
+        self.pos = nl + 1;
+        self.scan = self.pos;
+        Ok(Step::Next)
     }
 
     /// Judge the method as its bytes arrive, so that a connection that is
@@ -701,14 +721,37 @@ impl Parser {
             headers.push((name, value));
         }
 
-        // Framing (RFC 9112 6): gunicorn `set_body_reader`.
+        let (body, keep_alive) = self.framing(&method, version, &headers)?;
+
+        Ok(Head {
+            method,
+            target: &buf[rl.target.0..rl.target.1],
+            path: &buf[rl.path.0..rl.path.1],
+            query: &buf[rl.query.0..rl.query.1],
+            fragment: &buf[rl.fragment.0..rl.fragment.1],
+            version,
+            headers,
+            body,
+            keep_alive,
+            expect_continue: self.expect_continue,
+        })
+    }
+
+    /// The body's framing and whether the connection may be kept (RFC 9112
+    /// 6, 9.3; gunicorn `set_body_reader`), from the fields of a head.
+    fn framing(
+        &self,
+        method: &[u8],
+        version: (u8, u8),
+        headers: &[(&[u8], Cow<'_, [u8]>)],
+    ) -> Result<(BodyKind, bool), Error> {
         let mut chunked = false;
         let mut transfer_encoding = false;
         let mut must_close = false;
         let mut content_length: Option<&[u8]> = None;
         let mut connection_close = false;
         let mut connection_keep_alive = false;
-        for (name, value) in &headers {
+        for (name, value) in headers {
             if name.eq_ignore_ascii_case(b"content-length") {
                 if content_length.is_some() {
                     return Err(Error::InvalidHeader("more than one Content-Length"));
@@ -775,7 +818,7 @@ impl Parser {
         let is_connect = if self.opts.casefold_http_method {
             method.eq_ignore_ascii_case(b"CONNECT")
         } else {
-            &*method == b"CONNECT"
+            method == b"CONNECT"
         };
         let keep_alive = if must_close || is_connect || connection_close {
             false
@@ -784,19 +827,7 @@ impl Parser {
         } else {
             version >= (1, 1)
         };
-
-        Ok(Head {
-            method,
-            target: &buf[rl.target.0..rl.target.1],
-            path: &buf[rl.path.0..rl.path.1],
-            query: &buf[rl.query.0..rl.query.1],
-            fragment: &buf[rl.fragment.0..rl.fragment.1],
-            version,
-            headers,
-            body,
-            keep_alive,
-            expect_continue: self.expect_continue,
-        })
+        Ok((body, keep_alive))
     }
 }
 
