@@ -3,6 +3,7 @@ each in a configuration written for the test."""
 
 import pytest
 
+from conftest import APPS, get, gunicorn_cmd
 from test_dropin import run_cli
 
 # A project ships its own worker class: a thin subclass of a server's
@@ -63,3 +64,34 @@ def test_unimportable_worker_class_keeps_the_general_refusal(tmp_path):
     out = run_cli(tmp_path, "-k", "nowhere.workers.Worker", "-b", "127.0.0.1:0", "basic:app")
     assert out.returncode == 2, out
     assert 'Worker class "nowhere.workers.Worker" (worker_class) is not available: ferricorn does not load Python worker classes' in out.stderr, out.stderr
+
+
+# A hook loads the project's settings in the worker, and the settings set the
+# process's zone (Django: TIME_ZONE sets TZ and calls time.tzset()).
+ZONE_CONF = """
+import os
+import time
+
+
+def post_fork(server, worker):
+    os.environ["TZ"] = "Asia/Kolkata"
+    time.tzset()
+
+
+def pre_request(worker, req):
+    worker.log.info("serving %s", req.path)
+"""
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_log_times_follow_a_zone_set_in_the_worker(start_server, tmp_path, oracle):
+    (tmp_path / "zone.conf.py").write_text(ZONE_CONF)
+    srv = start_server("-c", "zone.conf.py", "-b", "127.0.0.1:0", "--access-logfile", "-", "basic:app",
+                       cmd=gunicorn_cmd() if oracle else None, env={"TZ": "UTC", "PYTHONPATH": str(APPS)})
+    assert get(srv.port, "/")[0] == 200
+    worker_line = srv.wait_for(r"^\[[^]]*\] \[\d+\] \[INFO\] serving /$").group(0)
+    access_line = srv.wait_for(r'"GET / HTTP/1.1" 200').string
+    listening = srv.wait_for(r"Listening at: ").string
+    assert " +0000] " in listening, listening
+    assert " +0530] " in worker_line, worker_line
+    assert " +0530]" in access_line, access_line
