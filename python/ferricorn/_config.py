@@ -103,6 +103,26 @@ def hook(name, arity, value):
     return fn, "<%s()>" % fn.__qualname__
 
 
+def worker_class_bases(path, dirs):
+    """``module.QualName`` of each class a worker class path inherits from,
+    nearest first; ``[]`` when the path does not name an importable class.
+    ``dirs`` go on ``sys.path`` for the import only."""
+    module_name, dot, attr = path.rpartition(".")
+    if not dot or ":" in path:
+        return []
+    saved = list(sys.path)
+    sys.path[:0] = list(dirs)
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+        if not inspect.isclass(cls):
+            return []
+        return ["%s.%s" % (c.__module__, c.__qualname__) for c in inspect.getmro(cls)[1:]]
+    except Exception:
+        return []
+    finally:
+        sys.path[:] = saved
+
+
 def paste_app(uri, global_conf):
     """The WSGI app a PasteDeploy ini file describes (``PATH[#name]``)."""
     from paste.deploy import loadapp

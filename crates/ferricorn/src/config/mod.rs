@@ -108,6 +108,12 @@ impl Settings {
     /// ferricorn does not have. Each line says what to do instead; with more
     /// than one, a last line counts them.
     pub fn refusals(&self) -> Vec<String> {
+        self.refusals_with(&[])
+    }
+
+    /// [`Settings::refusals`], knowing the bases of a Python worker class
+    /// (see [`validate::worker_class_in`]).
+    pub fn refusals_with(&self, worker_bases: &[String]) -> Vec<String> {
         let mut out: Vec<String> = self
             .iter()
             .filter(|(row, value)| !row.supported && **value != (row.default)())
@@ -123,7 +129,7 @@ impl Settings {
                 .to_string()
             })
             .collect();
-        if let Err(why) = validate::worker_class(self.worker_class()) {
+        if let Err(why) = validate::worker_class_in(self.worker_class(), worker_bases) {
             out.push(why);
         }
         if out.len() > 1 {

@@ -384,7 +384,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
     // every reason at once, one per line. (gunicorn's own h2 cross-check,
     // "install h2", does not apply: HTTP/2 is refused as unsupported.)
     if !settings.get("print_config").as_bool() {
-        let refusals = settings.refusals();
+        let refusals = settings.refusals_with(&worker_class_bases(py, &settings));
         if !refusals.is_empty() {
             return Err(LoadFailure::Unsupported(refusals.join("\n")));
         }
@@ -395,6 +395,28 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
         app_spec,
         logconfig_dict,
     })
+}
+
+/// What a worker class given as a Python class path inherits from, when
+/// ferricorn does not run it and it can be imported (gunicorn imports it too):
+/// the reason it is refused then names an ASGI or greenlet base. Searched
+/// with `--chdir` (or the working directory) and `--pythonpath` on
+/// `sys.path`, as gunicorn has them when it loads the class.
+fn worker_class_bases(py: Python<'_>, settings: &Settings) -> Vec<String> {
+    let name = settings.worker_class();
+    if super::validate::worker_class(name).is_ok() {
+        return Vec::new();
+    }
+    let mut dirs: Vec<String> = settings.pythonpath();
+    let cwd = settings
+        .chdir()
+        .or_else(|| std::env::current_dir().ok())
+        .map(|p| p.display().to_string());
+    dirs.extend(cwd);
+    helper(py, "worker_class_bases")
+        .and_then(|f| f.call1((name, dirs)))
+        .and_then(|v| v.extract::<Vec<String>>())
+        .unwrap_or_default()
 }
 
 /// The `Server` header the configuration asks for, the way gunicorn users

@@ -350,6 +350,14 @@ pub fn instead_of(name: &str) -> &'static str {
 /// (`sync`, `gthread`, `evloop`), by every spelling gunicorn accepts for
 /// them; otherwise why it cannot run, with what to use instead.
 pub fn worker_class(name: &str) -> Result<&'static str, String> {
+    worker_class_in(name, &[])
+}
+
+/// [`worker_class`], knowing what a Python worker class inherits from
+/// (`module.QualName` of each base, nearest first; empty when it could not be
+/// imported): a subclass of an ASGI or greenlet worker is refused for that
+/// reason, so the advice does not point an ASGI app at a WSGI worker.
+pub fn worker_class_in(name: &str, bases: &[String]) -> Result<&'static str, String> {
     match name {
         "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.SyncWorker" => return Ok("sync"),
         "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
@@ -358,20 +366,47 @@ pub fn worker_class(name: &str) -> Result<&'static str, String> {
         "evloop" => return Ok("evloop"),
         _ => {}
     }
-    let lower = name.to_ascii_lowercase();
-    let why = if lower == "asgi" || lower.contains("uvicorn") || lower.contains("asgi") {
-        "ferricorn does not serve ASGI apps yet (an asgi worker is coming); keep this app on gunicorn with its ASGI worker until then"
-    } else if ["gevent", "eventlet", "tornado"]
-        .iter()
-        .any(|k| lower.contains(k))
-    {
-        "ferricorn has no greenlet/tornado event-loop workers; for a WSGI app use -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
-    } else {
-        "ferricorn does not load Python worker classes; use -k sync, -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
+    let kind = |n: &str| {
+        let lower = n.to_ascii_lowercase();
+        if lower.contains("uvicorn") || lower.contains("asgi") {
+            Some(WorkerKind::Asgi)
+        } else if ["gevent", "eventlet", "tornado"]
+            .iter()
+            .any(|k| lower.contains(k))
+        {
+            Some(WorkerKind::Greenlet)
+        } else {
+            None
+        }
     };
+    let (found, via) = match kind(name) {
+        Some(k) => (Some(k), None),
+        None => bases
+            .iter()
+            .find_map(|b| kind(b).map(|k| (Some(k), Some(b.as_str()))))
+            .unwrap_or((None, None)),
+    };
+    let why = match found {
+        Some(WorkerKind::Asgi) => {
+            "ferricorn does not serve ASGI apps yet (an asgi worker is coming); keep this app on gunicorn with its ASGI worker until then"
+        }
+        Some(WorkerKind::Greenlet) => {
+            "ferricorn has no greenlet/tornado event-loop workers; for a WSGI app use -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
+        }
+        None => {
+            "ferricorn does not load Python worker classes; use -k sync, -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
+        }
+    };
+    let via = via.map_or_else(String::new, |b| format!(" (a subclass of {b})"));
     Err(format!(
-        "Worker class {name:?} (worker_class) is not available: {why} (see {REFUSALS_DOC})"
+        "Worker class {name:?} (worker_class){via} is not available: {why} (see {REFUSALS_DOC})"
     ))
+}
+
+#[derive(Clone, Copy)]
+enum WorkerKind {
+    Asgi,
+    Greenlet,
 }
 
 fn not_a_string(v: &Input) -> String {

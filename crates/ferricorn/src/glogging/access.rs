@@ -478,7 +478,7 @@ fn format_clf_time(secs: u64) -> Vec<u8> {
         .ok()
         .and_then(|s| jiff::Timestamp::from_second(s).ok())
         .unwrap_or_else(jiff::Timestamp::now);
-    let zoned = ts.to_zoned_datetime(jiff::tz::TimeZone::system());
+    let zoned = ts.to_zoned_datetime(super::local_zone());
     zoned
         .strftime("[%d/%b/%Y:%H:%M:%S %z]")
         .to_string()

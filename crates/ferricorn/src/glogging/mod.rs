@@ -297,9 +297,46 @@ pub fn enabled(level: Level) -> bool {
 
 /// The `[YYYY-MM-DD HH:MM:SS +ZZZZ]` timestamp of error-log lines.
 pub fn error_timestamp() -> String {
-    jiff::ZonedDateTime::now()
+    jiff::Timestamp::now()
+        .to_zoned_datetime(local_zone())
         .strftime("%Y-%m-%d %H:%M:%S %z")
         .to_string()
+}
+
+/// The zone of log timestamps: the system's, following `TZ` as soon as the
+/// process changes it. Django sets `TZ` from its `TIME_ZONE` setting when
+/// its settings load (in a worker, or in a hook), and gunicorn's lines,
+/// formatted by `time.strftime`, follow it from then on; the system zone
+/// alone is cached for minutes.
+pub fn local_zone() -> jiff::tz::TimeZone {
+    static ZONE: Mutex<Option<(Option<std::ffi::OsString>, jiff::tz::TimeZone)>> = Mutex::new(None);
+    let tz = std::env::var_os("TZ");
+    let mut cached = ZONE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((seen, zone)) = cached.as_ref() {
+        if *seen == tz {
+            return zone.clone();
+        }
+    }
+    let zone = tz
+        .as_deref()
+        .and_then(|v| v.to_str())
+        .and_then(zone_named)
+        .unwrap_or_else(jiff::tz::TimeZone::system);
+    *cached = Some((tz, zone.clone()));
+    zone
+}
+
+/// A `TZ` value as the C library reads it: `:NAME` or `NAME` (an IANA
+/// name), an absolute path to a TZif file, or a POSIX rule (`EST5EDT`).
+fn zone_named(value: &str) -> Option<jiff::tz::TimeZone> {
+    let name = value.strip_prefix(':').unwrap_or(value);
+    if name.starts_with('/') {
+        let data = std::fs::read(name).ok()?;
+        return jiff::tz::TimeZone::tzif(name, &data).ok();
+    }
+    jiff::tz::TimeZone::get(name)
+        .ok()
+        .or_else(|| jiff::tz::TimeZone::posix(name).ok())
 }
 
 /// Write one error-log line (multi-line messages, e.g. tracebacks, are written whole).
