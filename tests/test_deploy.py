@@ -156,6 +156,19 @@ def test_systemd_socket_activation(venv, app_dir, tmp_path, family):
         srv.stop()
 
 
+def test_systemd_units_verify(venv, tmp_path):
+    """systemd's own checker accepts both units as written (only ExecStart's
+    path is pointed at the test venv): no unknown key, no bad value."""
+    tool = shutil.which("systemd-analyze")
+    assert tool, "systemd-analyze missing: make deploy-deps installs Debian's systemd"
+    (tmp_path / "myapp.socket").write_text(BLOCKS["myapp.socket"])
+    service = BLOCKS["myapp.service"].replace("/srv/myapp/venv/bin/ferricorn", str(venv / "ferricorn"))
+    (tmp_path / "myapp.service").write_text(service)
+    out = subprocess.run([tool, "verify", "--man=no", "./myapp.socket", "./myapp.service"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0 and out.stdout + out.stderr == "", out
+
+
 def unix_get(path, target, headers=""):
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(10)
