@@ -191,11 +191,15 @@ class Instance:
                 pass
 
 
-def nginx_conf(workdir: Path, port: int, upstreams: list[int]) -> Path:
+def unprivileged_nginx_conf(workdir: Path, http_blocks: str, log_format: str = "") -> Path:
+    """An nginx.conf in workdir/nginx that any user can run in the foreground
+    (one process, its pid, logs and temp files in that directory), around
+    `http_blocks` (upstream and server blocks). tests/test_deploy.py uses it too."""
     n = workdir / "nginx"
     for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (n / d).mkdir(parents=True, exist_ok=True)
-    servers = "\n".join(f"        server 127.0.0.1:{p} fail_timeout=0;" for p in upstreams)
+    access = f"log_format st '{log_format}';\n    access_log {n}/access.log st;" if log_format \
+        else f"access_log {n}/access.log;"
     conf = n / "nginx.conf"
     conf.write_text(f"""
 daemon off;
@@ -205,29 +209,36 @@ pid {n}/nginx.pid;
 error_log {n}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format st '$status $upstream_status';
-    access_log {n}/access.log st;
+    {access}
     client_body_temp_path {n}/client_body;
     proxy_temp_path {n}/proxy;
     fastcgi_temp_path {n}/fastcgi;
     uwsgi_temp_path {n}/uwsgi;
     scgi_temp_path {n}/scgi;
-    upstream myapp {{
-{servers}
-        keepalive 16;
-    }}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{
-            proxy_pass http://myapp;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-        }}
-    }}
+{http_blocks}
 }}
 """)
     return conf
+
+
+def nginx_conf(workdir: Path, port: int, upstreams: list[int]) -> Path:
+    """Both instances in one upstream, as docs/deploy.md's nginx blocks."""
+    servers = "\n".join(f"    server 127.0.0.1:{p} fail_timeout=0;" for p in upstreams)
+    return unprivileged_nginx_conf(workdir, f"""
+upstream myapp {{
+{servers}
+    keepalive 16;
+}}
+server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+        proxy_pass http://myapp;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+    }}
+}}
+""", log_format="$status $upstream_status")
 
 
 def parse_wrk(text: str) -> dict:

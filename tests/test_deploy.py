@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, Server, get, pid_alive, wait_until
 
+sys.path.insert(0, str(ROOT / "bench"))
+import rolling  # noqa: E402  (bench/rolling.py: the unprivileged nginx.conf)
+
 DIST = os.environ.get("FERRICORN_DIST")
 if not DIST:
     pytest.skip("run by `make test-install` (needs dist/ from `make wheel`, nginx, wrk)", allow_module_level=True)
@@ -41,12 +44,6 @@ def blocks():
 
 
 BLOCKS = blocks()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +122,7 @@ def test_systemd_socket_activation(venv, app_dir, tmp_path, family):
     assert listen == "127.0.0.1:8000"
     assert "#   ListenStream=/run/myapp.sock" in BLOCKS["myapp.socket"]
     if family == "tcp":
-        port = free_port()
+        port = rolling.free_port()
         address = f"127.0.0.1:{port}"
     else:
         address = str(tmp_path / "myapp.sock")
@@ -194,32 +191,6 @@ def self_signed(tmp_path):
     return cert, key
 
 
-def nginx_conf(tmp_path, http_blocks):
-    """An unprivileged nginx.conf in tmp_path around the documented http{} blocks."""
-    for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / "nginx" / d).mkdir(parents=True, exist_ok=True)
-    n = tmp_path / "nginx"
-    conf = n / "nginx.conf"
-    conf.write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {n}/nginx.pid;
-error_log {n}/error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {n}/access.log;
-    client_body_temp_path {n}/client_body;
-    proxy_temp_path {n}/proxy;
-    fastcgi_temp_path {n}/fastcgi;
-    uwsgi_temp_path {n}/uwsgi;
-    scgi_temp_path {n}/scgi;
-{http_blocks}
-}}
-""")
-    return conf
-
-
 class Nginx:
     def __init__(self, conf):
         self.conf = conf
@@ -264,13 +235,13 @@ def https_get_json(port, path):
 def run_behind_nginx(venv, app_dir, tmp_path, upstream_block, ferricorn_cmd):
     tmp_path.mkdir(parents=True, exist_ok=True)
     cert, key = self_signed(tmp_path)
-    port = free_port()
+    port = rolling.free_port()
     server = (BLOCKS["nginx-server"]
               .replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
               .replace("/etc/ssl/certs/example.com.pem", str(cert))
               .replace("/etc/ssl/private/example.com.key", str(key)))
     assert server != BLOCKS["nginx-server"]
-    nginx = Nginx(nginx_conf(tmp_path, upstream_block + server))
+    nginx = Nginx(rolling.unprivileged_nginx_conf(tmp_path, upstream_block + server))
     srv = Server([], cwd=app_dir, cmd=ferricorn_cmd)
     try:
         srv.wait_listening()
@@ -285,7 +256,7 @@ def run_behind_nginx(venv, app_dir, tmp_path, upstream_block, ferricorn_cmd):
 
 
 def test_nginx_tcp(venv, app_dir, tmp_path):
-    up = free_port()
+    up = rolling.free_port()
     upstream = BLOCKS["nginx-upstream-tcp"].replace("127.0.0.1:8000", f"127.0.0.1:{up}")
     cmd = ferricorn_argv(BLOCKS["ferricorn-tcp"], venv, **{"127.0.0.1:8000": f"127.0.0.1:{up}"})
     port, seen = run_behind_nginx(venv, app_dir, tmp_path / "trusted", upstream, cmd)
