@@ -46,16 +46,21 @@ def blocks():
 BLOCKS = blocks()
 
 
+def dist_wheel():
+    """The wheel in dist/ for the Python running the tests."""
+    tag = "cp%d%d" % sys.version_info[:2]
+    wheels = sorted(DIST.glob(f"ferricorn-*-{tag}-{tag}-*.whl")) or sorted(DIST.glob("ferricorn-*-abi3-*.whl"))
+    assert wheels, f"no wheel for {tag} in {DIST}"
+    return wheels[0]
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     """A fresh venv of this Python with the wheel from dist/ and Flask."""
     where = tmp_path_factory.mktemp("deploy-venv")
-    tag = "cp%d%d" % sys.version_info[:2]
-    wheels = sorted(DIST.glob(f"ferricorn-*-{tag}-{tag}-*.whl")) or sorted(DIST.glob("ferricorn-*-abi3-*.whl"))
-    assert wheels, f"no wheel for {tag} in {DIST}"
     subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, timeout=120)
     subprocess.run([str(where / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    str(wheels[0]), "flask"], check=True, timeout=600)
+                    str(dist_wheel()), "flask"], check=True, timeout=600)
     return where / "bin"
 
 
@@ -293,7 +298,7 @@ def dockerfile_cmd():
     return json.loads(m.group(1))
 
 
-def test_dockerfile_stages(venv, tmp_path):
+def test_dockerfile_stages(tmp_path):
     """No docker daemon here: the two stages' commands, run outside docker."""
     text = BLOCKS["Dockerfile"]
     stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, re.M)
@@ -305,13 +310,21 @@ def test_dockerfile_stages(venv, tmp_path):
     assert "RUN pip install --no-cache-dir /wheels/ferricorn-*.whl -r requirements.txt" in text
     # Stage 1 is `pip wheel` of the sdist: the same build as test_install's
     # `pip install` of it; the wheel in dist/ stands for its output here.
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "app.py").write_text(BLOCKS["app.py"])
-    (tmp_path / "app" / "requirements.txt").write_text("flask\n")
+    app = tmp_path / "app"
+    (app / "wheels").mkdir(parents=True)
+    shutil.copy(dist_wheel(), app / "wheels")
+    (app / "app.py").write_text(BLOCKS["app.py"])
+    (app / "requirements.txt").write_text("flask\n")
+    # Stage 2's RUN line, in a fresh venv instead of the image's Python.
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "image")], check=True, timeout=120)
+    pip_line = re.search(r"^RUN (pip install [^&]*?)\s*&&", text, re.M).group(1)
+    argv = shlex.split(pip_line.replace("/wheels/", str(app / "wheels") + "/"))
+    argv[-3:-2] = [str(p) for p in (app / "wheels").glob(Path(argv[-3]).name)]
+    subprocess.run([str(tmp_path / "image" / "bin" / "python"), "-m", *argv], check=True, timeout=600, cwd=app)
     cmd = dockerfile_cmd()
     assert cmd[0] == "ferricorn" and cmd[cmd.index("--bind") + 1] == "0.0.0.0:8000", cmd
     cmd[cmd.index("--bind") + 1] = "127.0.0.1:0"
-    srv = Server(cmd[1:], cwd=tmp_path / "app", cmd=[str(venv / "ferricorn")])
+    srv = Server(cmd[1:], cwd=app, cmd=[str(tmp_path / "image" / "bin" / "ferricorn")])
     try:
         srv.wait_listening()
         assert get(srv.port, "/")[0] == 200
