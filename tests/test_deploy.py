@@ -372,6 +372,11 @@ def test_rolling_upgrade_behind_nginx(venv, tmp_path):
         capture_output=True, text=True, timeout=180,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+    # The upstream it ran is the documented one, with loopback ports for hosts.
+    conf = (tmp_path / "nginx" / "nginx.conf").read_text()
+    documented = re.sub(r"10\.0\.0\.1[12]:8000", "PORT", BLOCKS["nginx-upstream-two"]).split()
+    ran = re.sub(r"127\.0\.0\.1:\d+", "PORT", conf[conf.index("upstream myapp"):]).split()
+    assert ran[: len(documented)] == documented, (documented, ran)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["steps_done"] == ["usr2 instance 1", "usr2 instance 2", "restart instance 1"], result
     assert result["status_5xx"] == 0 and result["wrk_socket_errors"] == 0, result
