@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -175,12 +176,18 @@ def test_checkout_never_built_says_so(tmp_path):
     assert "make build" in out.stderr
 
 
-def test_sdist_builds_with_pip(tmp_path):
-    """`pip install ferricorn-*.tar.gz` compiles the extension (Rust present)
-    and the result serves. Cargo's release profile is lightened through the
-    environment (no LTO) to keep CI short; the sources and build are the sdist's."""
+@pytest.mark.parametrize("source", ["sdist", "clone"])
+def test_pip_builds_from_source(tmp_path, source):
+    """`pip install ferricorn-*.tar.gz`, and `pip install` of a clone (this
+    checkout), compile the extension (Rust present) and the result serves.
+    Cargo's release profile is lightened through the environment (no LTO) to
+    keep CI short; the sources and the build backend are the real ones."""
     sdists = sorted(DIST.glob("ferricorn-*.tar.gz"))
     assert len(sdists) == 1, sdists
+    if source == "sdist":
+        with tarfile.open(sdists[0]) as t:
+            names = t.getnames()
+        assert any(n.endswith("/LICENSE") for n in names), names
     env = dict(
         os.environ,
         CARGO_PROFILE_RELEASE_LTO="off",
@@ -188,7 +195,7 @@ def test_sdist_builds_with_pip(tmp_path):
         CARGO_PROFILE_RELEASE_DEBUG="0",
         CARGO_TARGET_DIR=str(ROOT / "target" / "sdist"),
     )
-    py = make_venv(sys.executable, tmp_path / "venv", sdists[0], "flask", env=env)
+    py = make_venv(sys.executable, tmp_path / "venv", sdists[0] if source == "sdist" else ROOT, "flask", env=env)
     version = subprocess.run([str(py.parent / "ferricorn"), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and "ferricorn" in version.stdout + version.stderr, version
     serve_and_term([str(py.parent / "ferricorn")], tmp_path)
