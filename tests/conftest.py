@@ -3,15 +3,29 @@
 Rules: bind port 0 and read the real port from the `Listening at:` line; wait
 with deadlines, never sleep to wait; every server runs in its own process
 group, killed in the finalizer.
+
+Worker classes: WORKER_CLASSES is the one matrix (name -> command-line
+arguments); a test runs over classes with `@worker_classes(...)` (all of them
+when none are named; the test gets `worker`), a fixture with
+`params=classes(...)`, and builds the command line with `worker_args(worker)`.
+A new class or variant is one line in WORKER_CLASSES.
+
+Servers: `start_server(*args)` (a test's), `serve(request, *args)` (any
+fixture's, stopped when that fixture is torn down, so a module-scoped fixture
+gives a module-scoped server) and `Server(...)` itself are all stopped by a
+finalizer even when the test fails part way; no test writes try/finally to
+stop one. A test may still stop a server itself (`stop` is idempotent).
 """
 
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +37,39 @@ APPS = Path(__file__).resolve().parent / "apps"
 PYTHON = os.environ.get("FERRICORN_PYTHON") or sys.executable
 LISTEN_RE = re.compile(r"Listening at: (\S+) \((\d+)\)")
 
+# The worker classes every class-parametrized test runs under: name -> the
+# arguments that select it. Add a class (or a variant such as TLS) here.
+WORKER_CLASSES = {
+    "sync": ["-k", "sync"],
+    "gthread": ["-k", "gthread", "--threads", "4"],
+    "evloop": ["-k", "evloop"],
+}
+# The classes that keep connections alive (sync closes after each response).
+KEEP_ALIVE_CLASSES = tuple(sorted(name for name in WORKER_CLASSES if name != "sync"))
+
+
+def classes(*names):
+    """The named worker classes (all when none are named), checked against
+    WORKER_CLASSES: the `params` of a class-parametrized fixture."""
+    unknown = [name for name in names if name not in WORKER_CLASSES]
+    assert not unknown, "not in WORKER_CLASSES: %s" % unknown
+    return list(names or WORKER_CLASSES)
+
+
+def worker_classes(*names):
+    """Run a test once per named worker class (all when none are named); the
+    test takes the class name as `worker`."""
+    return pytest.mark.parametrize("worker", classes(*names))
+
+
+def worker_args(name, threads=None):
+    """The command-line arguments that select worker class `name`; `threads`
+    replaces the class's own `--threads` (classes without threads keep none)."""
+    args = list(WORKER_CLASSES[name])
+    if threads is not None and "--threads" in args:
+        args[args.index("--threads") + 1] = str(threads)
+    return args
+
 
 class Server:
     """A running `CMD ARGS` with its log lines collected; `cmd` defaults to
@@ -31,6 +78,10 @@ class Server:
     def __init__(self, args, cwd, env=None, cmd=None):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(APPS)
+        # Each server its own default control socket ($XDG_RUNTIME_DIR/gunicorn.ctl),
+        # in a short path (a unix socket path is limited to 107 bytes).
+        self.runtime_dir = tempfile.mkdtemp(prefix="fc-")
+        full_env["XDG_RUNTIME_DIR"] = self.runtime_dir
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             (cmd or [PYTHON, "-m", "ferricorn"]) + list(args),
@@ -48,6 +99,8 @@ class Server:
         self.url = None
         self.port = None
         self.master_pid = self.proc.pid
+        self._stopped = False
+        _SERVERS.append(self)
 
     def _read(self):
         for raw in self.proc.stdout:
@@ -118,6 +171,10 @@ class Server:
         os.kill(self.master_pid, sig)
 
     def stop(self):
+        """Stop the server's whole process group; a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -130,24 +187,72 @@ class Server:
             pass
         self.proc.wait(5)
         self._reader.join(5)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def own_runtime_dir(monkeypatch):
+    """Servers a test starts outside `Server` get a default control socket
+    path of their own too, never the user's real $XDG_RUNTIME_DIR."""
+    d = tempfile.mkdtemp(prefix="fc-")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", d)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# The Servers started and not yet reaped, in order: the finalizers below stop
+# those a test or a module started, whichever way it started them (so a
+# session-scoped fixture's server would not outlive its first module).
+_SERVERS = []
+
+
+def _stop_started_since(first):
+    for srv in _SERVERS[first:]:
+        srv.stop()
+    del _SERVERS[first:]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_module_servers():
+    first = len(_SERVERS)
+    yield
+    _stop_started_since(first)
+
+
+@pytest.fixture(autouse=True)
+def _stop_test_servers():
+    # Set up after the module-scoped fixtures: their servers are not the test's.
+    first = len(_SERVERS)
+    yield
+    _stop_started_since(first)
+
+
+def serve(request, *args, cwd=None, env=None, cmd=None, wait=True, booted=1):
+    """Start a server for the fixture or test that owns `request`, stopped
+    when it is torn down (a module-scoped fixture: at the end of its module or
+    parameter). `cwd` defaults to a fresh directory; with `wait`, return once
+    it listens and `booted` workers have booted."""
+    if cwd is None:
+        cwd = request.getfixturevalue("tmp_path_factory").mktemp("srv")
+    srv = Server(list(args), cwd=cwd, env=env, cmd=cmd)
+    request.addfinalizer(srv.stop)
+    if wait:
+        srv.wait_listening()
+        if booted:
+            srv.wait_booted(booted)
+    return srv
 
 
 @pytest.fixture
-def start_server(tmp_path):
-    servers = []
+def start_server(request, tmp_path):
+    """`start_server(*args, ...)`: a server run in `tmp_path`, stopped after
+    the test (see `serve`; `workers_booted` is its `booted`)."""
 
-    def start(*args, wait=True, env=None, workers_booted=1):
-        srv = Server(list(args), cwd=tmp_path, env=env)
-        servers.append(srv)
-        if wait:
-            srv.wait_listening()
-            if workers_booted:
-                srv.wait_booted(workers_booted)
-        return srv
+    def start(*args, wait=True, env=None, workers_booted=1, cmd=None, cwd=None):
+        return serve(request, *args, cwd=tmp_path if cwd is None else cwd, env=env, cmd=cmd, wait=wait,
+                     booted=workers_booted)
 
-    yield start
-    for srv in servers:
-        srv.stop()
+    return start
 
 
 def gunicorn_cmd():

@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_file
-from wsgi_helpers import WORKER_ARGS, Client, chunked, one_request, start
+from conftest import classes, serve, wait_file, worker_args
+from wsgi_helpers import Client, chunked, one_request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "apps"))
 from bodies import pattern  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["sync", "gthread"])
+@pytest.fixture(scope="module", params=classes("sync", "gthread"))
 def srv(request, tmp_path_factory):
     markers = str(tmp_path_factory.mktemp("markers"))
-    server = start(
-        tmp_path_factory,
-        *WORKER_ARGS[request.param],
+    server = serve(
+        request,
+        *worker_args(request.param),
         "-b",
         "127.0.0.1:0",
         "bodies:app",
@@ -34,8 +34,7 @@ def srv(request, tmp_path_factory):
     )
     server.worker = request.param
     server.markers = markers
-    yield server
-    server.stop()
+    return server
 
 
 def digest(data):

@@ -345,7 +345,7 @@ def test_config_from_python_module(workdir, ferricorn_load, monkeypatch):
         ([], ["No application module specified."]),
         (["a:b", "c:d"], ["unrecognized arguments: c:d"]),
         (["--log-level", "verbose", "app:app"], ["loglevel", "verbose", "unknown log level"]),
-        (["--http-protocols", "h2,h1", "app:app"], ["http_protocols", "h2 package"]),
+        (["--http-protocols", "h2,h1", "app:app"], ["http_protocols", "HTTP/2 is not supported yet"]),
     ],
 )
 def test_bad_values_name_setting_value_and_reason(argv, words, ferricorn_load):
@@ -388,8 +388,8 @@ def test_cli_print_config_check_config_and_errors(workdir):
     assert (out.returncode, out.stdout) == (0, "")
     out = run_cli("--check-config", "basic:nope", cwd=workdir)
     assert out.returncode == 1 and "Error while loading the application" in out.stderr
-    out = run_cli("--check-config", "--reuse-port", "basic:app", cwd=workdir)
-    assert out.returncode == 2 and "reuse_port" in out.stderr and "not supported" in out.stderr
+    out = run_cli("--check-config", "--dirty-workers", "2", "basic:app", cwd=workdir)
+    assert out.returncode == 2 and "dirty_workers" in out.stderr and "not supported" in out.stderr
     out = run_cli("-w", "-2", "-b", "127.0.0.1:0", "basic:app", cwd=workdir)
     assert out.returncode == 1 and "Invalid value for workers: -2" in out.stderr
     assert "Listening" not in out.stderr

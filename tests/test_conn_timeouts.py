@@ -9,16 +9,15 @@ import time
 
 import pytest
 
-from wsgi_helpers import WORKER_ARGS, Client, slow_head_gets_408, start
+from conftest import classes, get, serve, worker_args
+from wsgi_helpers import Client, slow_head_gets_408
 
 
 # evloop keeps its own deadlines (tests/test_evloop.py).
-@pytest.fixture(scope="module", params=["sync", "gthread"])
-def srv(request, tmp_path_factory):
-    server = start(tmp_path_factory, *WORKER_ARGS[request.param], "-b", "127.0.0.1:0",
-                   "--header-timeout", "1", "--timeout", "30", "lazysock:app")
-    yield server
-    server.stop()
+@pytest.fixture(scope="module", params=classes("sync", "gthread"))
+def srv(request):
+    return serve(request, *worker_args(request.param), "-b", "127.0.0.1:0",
+                 "--header-timeout", "1", "--timeout", "30", "lazysock:app")
 
 
 def test_slow_body_gets_the_io_timeout(srv):
@@ -52,3 +51,19 @@ def test_next_head_gets_the_header_timeout_again(srv, first):
     # Not kept (sync): a fresh connection's first head, the same deadline.
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
         slow_head_gets_408(s)
+
+
+def test_a_silent_connection_made_while_the_worker_boots_is_let_go(start_server):
+    # The connection waits in the backlog while the worker imports the app:
+    # it was made from the listener as the master left it, and the worker
+    # trusts it to carry the deadlines (workers/conn.rs, arm_listeners_from).
+    # Without them a silent client would hold a sync worker for good (a
+    # gthread worker keeps a silent one in its poller, costing no thread).
+    srv = start_server("-k", "sync", "-b", "127.0.0.1:0", "--header-timeout", "1",
+                       "slowboot:app", workers_booted=0, env={"SLOWBOOT": "1"})
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        srv.wait_booted()
+        started = time.monotonic()
+        assert s.recv(10) == b""  # closed, nothing sent: it never began a request
+        assert time.monotonic() - started < 6
+    assert get(srv.port)[0] == 200

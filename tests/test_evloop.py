@@ -15,16 +15,15 @@ import time
 
 import pytest
 
-from wsgi_helpers import Client, start
+from conftest import serve
+from wsgi_helpers import Client
 
 EVLOOP = ["-k", "evloop", "-b", "127.0.0.1:0"]
 
 
 @pytest.fixture(scope="module")
-def ev(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "shapes:app")
-    yield srv
-    srv.stop()
+def ev(request):
+    return serve(request, *EVLOOP, "shapes:app")
 
 
 def test_pipelined_requests_are_all_answered_in_order(ev):
@@ -121,14 +120,14 @@ def test_many_concurrent_keep_alive_connections_on_one_thread(ev):
 
 
 @pytest.mark.parametrize("path, body", [("/", b"ok"), ("/stream", b"one two three")])
-def test_a_batch_of_ready_connections_is_answered_at_once(tmp_path_factory, path, body):
+def test_a_batch_of_ready_connections_is_answered_at_once(start_server, tmp_path_factory, path, body):
     # Connections that are ready together are served as one batch with their
     # responses held back until the batch ends, then sent together: a list
     # body ("/") waits in memory (left behind, its client would wait for its
     # 10 s timeout), a streamed one ("/stream") is written corked (left
     # corked, the kernel would send it only after 200 ms).
     markers = tmp_path_factory.mktemp("markers")
-    srv = start(tmp_path_factory, *EVLOOP, "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
+    srv = start_server(*EVLOOP, "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
     blocker = Client(srv.port)
     clients = [Client(srv.port) for _ in range(8)]
     try:
@@ -153,78 +152,65 @@ def test_a_batch_of_ready_connections_is_answered_at_once(tmp_path_factory, path
         blocker.close()
         for c in clients:
             c.close()
-        srv.stop()
 
 
-def test_header_timeout_answers_408_and_idle_first_connection_closes(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "--header-timeout", "1", "shapes:app")
-    try:
-        partial = Client(srv.port, timeout=10)
-        silent = Client(srv.port, timeout=10)
-        partial.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
-        t0 = time.monotonic()
-        status, headers, _ = partial.read_response()
-        assert status == 408 and headers["connection"] == "close"
-        assert silent.sock.recv(10) == b""  # nothing sent: closed without a response
-        assert 0.5 < time.monotonic() - t0 < 5
-        # Other clients were served all along.
-        c = Client(srv.port)
-        assert c.request("/")[2] == b"ok"
-        for x in (partial, silent, c):
-            x.close()
-    finally:
-        srv.stop()
+def test_header_timeout_answers_408_and_idle_first_connection_closes(start_server):
+    srv = start_server(*EVLOOP, "--header-timeout", "1", "shapes:app")
+    partial = Client(srv.port, timeout=10)
+    silent = Client(srv.port, timeout=10)
+    partial.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
+    t0 = time.monotonic()
+    status, headers, _ = partial.read_response()
+    assert status == 408 and headers["connection"] == "close"
+    assert silent.sock.recv(10) == b""  # nothing sent: closed without a response
+    assert 0.5 < time.monotonic() - t0 < 5
+    # Other clients were served all along.
+    c = Client(srv.port)
+    assert c.request("/")[2] == b"ok"
+    for x in (partial, silent, c):
+        x.close()
 
 
-def test_quit_leaves_at_once(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "shapes:app")
-    try:
-        idle = Client(srv.port, timeout=15)
-        assert idle.request("/")[2] == b"ok"
-        silent = Client(srv.port, timeout=15)  # connected, nothing sent yet
-        partial = Client(srv.port, timeout=15)
-        partial.send(b"GET / HTTP/1.1\r\n")
-        t0 = time.monotonic()
-        srv.signal(signal.SIGQUIT)
-        assert srv.wait_exit(10) == 0
-        assert time.monotonic() - t0 < 5
-        for c in (idle, silent, partial):
-            assert c.sock.recv(10) == b""
-            c.close()
-    finally:
-        srv.stop()
-
-
-def test_timeout_kills_a_stuck_request(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "-t", "2", "shapes:app")
-    try:
-        stuck = Client(srv.port, timeout=15)
-        stuck.send(b"GET /sleep?30 HTTP/1.1\r\nHost: t\r\n\r\n")
-        srv.wait_for(r"\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\)", timeout=10)
-        srv.wait_for(r"Worker timed out while serving: GET /sleep\?30 HTTP/1\.1")
-        with pytest.raises((EOFError, ConnectionResetError)):
-            stuck.read_response()
-        stuck.close()
-        srv.wait_booted(2)
-        c = Client(srv.port)
-        assert c.request("/")[2] == b"ok"
+def test_quit_leaves_at_once(start_server):
+    srv = start_server(*EVLOOP, "shapes:app")
+    idle = Client(srv.port, timeout=15)
+    assert idle.request("/")[2] == b"ok"
+    silent = Client(srv.port, timeout=15)  # connected, nothing sent yet
+    partial = Client(srv.port, timeout=15)
+    partial.send(b"GET / HTTP/1.1\r\n")
+    t0 = time.monotonic()
+    srv.signal(signal.SIGQUIT)
+    assert srv.wait_exit(10) == 0
+    assert time.monotonic() - t0 < 5
+    for c in (idle, silent, partial):
+        assert c.sock.recv(10) == b""
         c.close()
-    finally:
-        srv.stop()
 
 
-def test_heartbeat_stays_live_while_idle_with_open_connections(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "-t", "1", "--keep-alive", "10", "shapes:app")
-    try:
-        c = Client(srv.port, timeout=10)
-        assert c.request("/")[2] == b"ok"
-        # Idle with an open connection for more than twice the timeout: no kill.
-        with pytest.raises(AssertionError):
-            srv.wait_for(r"WORKER TIMEOUT", timeout=2.5)
-        assert c.request("/")[2] == b"ok"
-        c.close()
-    finally:
-        srv.stop()
+def test_timeout_kills_a_stuck_request(start_server):
+    srv = start_server(*EVLOOP, "-t", "2", "shapes:app")
+    stuck = Client(srv.port, timeout=15)
+    stuck.send(b"GET /sleep?30 HTTP/1.1\r\nHost: t\r\n\r\n")
+    srv.wait_for(r"\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\)", timeout=10)
+    srv.wait_for(r"Worker timed out while serving: GET /sleep\?30 HTTP/1\.1")
+    with pytest.raises((EOFError, ConnectionResetError)):
+        stuck.read_response()
+    stuck.close()
+    srv.wait_booted(2)
+    c = Client(srv.port)
+    assert c.request("/")[2] == b"ok"
+    c.close()
+
+
+def test_heartbeat_stays_live_while_idle_with_open_connections(start_server):
+    srv = start_server(*EVLOOP, "-t", "1", "--keep-alive", "10", "shapes:app")
+    c = Client(srv.port, timeout=10)
+    assert c.request("/")[2] == b"ok"
+    # Idle with an open connection for more than twice the timeout: no kill.
+    with pytest.raises(AssertionError):
+        srv.wait_for(r"WORKER TIMEOUT", timeout=2.5)
+    assert c.request("/")[2] == b"ok"
+    c.close()
 
 
 class KeepAliveLoop:
@@ -268,28 +254,22 @@ class KeepAliveLoop:
         self._thread.join(30)
 
 
-def test_max_requests_recycles_without_failed_requests(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "-w", "2", "--max-requests", "50", "shapes:app", booted=2)
-    try:
-        with KeepAliveLoop(srv.port) as a, KeepAliveLoop(srv.port) as b:
-            deadline = time.monotonic() + 40
-            while srv.count(r"Replacing worker \(pid:\d+\): max requests reached") < 3:
-                assert time.monotonic() < deadline, srv.log()
-                time.sleep(0.05)  # poll the log until the deadline
-        assert a.failures == [] and b.failures == [], (a.failures[:5], b.failures[:5])
-        assert a.ok + b.ok >= 150
-        assert srv.count(r"Autorestarting worker after current request\.") >= 3
-        srv.wait_for(r"Worker exiting \(pid: \d+\)", timeout=15)
-    finally:
-        srv.stop()
+def test_max_requests_recycles_without_failed_requests(start_server):
+    srv = start_server(*EVLOOP, "-w", "2", "--max-requests", "50", "shapes:app", workers_booted=2)
+    with KeepAliveLoop(srv.port) as a, KeepAliveLoop(srv.port) as b:
+        deadline = time.monotonic() + 40
+        while srv.count(r"Replacing worker \(pid:\d+\): max requests reached") < 3:
+            assert time.monotonic() < deadline, srv.log()
+            time.sleep(0.05)  # poll the log until the deadline
+    assert a.failures == [] and b.failures == [], (a.failures[:5], b.failures[:5])
+    assert a.ok + b.ok >= 150
+    assert srv.count(r"Autorestarting worker after current request\.") >= 3
+    srv.wait_for(r"Worker exiting \(pid: \d+\)", timeout=15)
 
 
-def test_threads_setting_is_reported_as_ignored(tmp_path_factory):
-    srv = start(tmp_path_factory, *EVLOOP, "--threads", "4", "shapes:app")
-    try:
-        srv.wait_for(r"--threads has no effect on the evloop worker")
-        c = Client(srv.port)
-        assert json.loads(c.request("/environ")[2])["multithread"] is False
-        c.close()
-    finally:
-        srv.stop()
+def test_threads_setting_is_reported_as_ignored(start_server):
+    srv = start_server(*EVLOOP, "--threads", "4", "shapes:app")
+    srv.wait_for(r"--threads has no effect on the evloop worker")
+    c = Client(srv.port)
+    assert json.loads(c.request("/environ")[2])["multithread"] is False
+    c.close()

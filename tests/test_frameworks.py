@@ -8,27 +8,22 @@ import os
 
 import pytest
 
-from wsgi_helpers import WORKER_ARGS, one_request, start
-
-WORKERS = ["sync", "gthread", "evloop"]
+from conftest import classes, serve, worker_args
+from wsgi_helpers import one_request
 
 
 def request(srv, path, method="GET", body=b"", headers=""):
     return one_request(srv.port, path, method, body, headers)
 
 
-@pytest.fixture(scope="module", params=WORKERS)
-def flask_srv(request, tmp_path_factory):
-    srv = start(tmp_path_factory, *WORKER_ARGS[request.param], "-b", "127.0.0.1:0", "flask_shapes:app")
-    yield srv
-    srv.stop()
+@pytest.fixture(scope="module", params=classes())
+def flask_srv(request):
+    return serve(request, *worker_args(request.param), "-b", "127.0.0.1:0", "flask_shapes:app")
 
 
-@pytest.fixture(scope="module", params=WORKERS)
-def django_srv(request, tmp_path_factory):
-    srv = start(tmp_path_factory, *WORKER_ARGS[request.param], "-b", "127.0.0.1:0", "django_app")
-    yield srv
-    srv.stop()
+@pytest.fixture(scope="module", params=classes())
+def django_srv(request):
+    return serve(request, *worker_args(request.param), "-b", "127.0.0.1:0", "django_app")
 
 
 def test_flask_json(flask_srv):
@@ -94,12 +89,7 @@ def test_django_is_secure_behind_trusted_proxy(django_srv):
     assert got["secure"] is True and got["scheme"] == "https"
 
 
-def test_django_scheme_header_ignored_from_untrusted_peer(tmp_path_factory):
-    srv = start(
-        tmp_path_factory, "-b", "127.0.0.1:0", "django_app", env={"FORWARDED_ALLOW_IPS": "10.1.2.3"}
-    )
-    try:
-        got = json.loads(request(srv, "/info", headers="X-Forwarded-Proto: https\r\n")[2])
-        assert got["secure"] is False and got["scheme"] == "http"
-    finally:
-        srv.stop()
+def test_django_scheme_header_ignored_from_untrusted_peer(start_server):
+    srv = start_server("-b", "127.0.0.1:0", "django_app", env={"FORWARDED_ALLOW_IPS": "10.1.2.3"})
+    got = json.loads(request(srv, "/info", headers="X-Forwarded-Proto: https\r\n")[2])
+    assert got["secure"] is False and got["scheme"] == "http"

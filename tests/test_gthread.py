@@ -13,29 +13,37 @@ import time
 
 import pytest
 
-from conftest import PYTHON, ROOT, Server, pid_alive, wait_until
-from wsgi_helpers import Client, start
+from conftest import (KEEP_ALIVE_CLASSES, PYTHON, ROOT, classes, pid_alive, serve, wait_until, worker_args,
+                      worker_classes)
+from wsgi_helpers import Client
 
 GTHREAD = ["-k", "gthread", "-b", "127.0.0.1:0"]
-# The keep-alive workers, for the tests both must pass.
-KEEP_ALIVE = {
-    "gthread": [*GTHREAD, "--threads", "2"],
-    "evloop": ["-k", "evloop", "-b", "127.0.0.1:0"],
-}
+# The keep-alive workers (gthread with two threads), for the tests all must pass.
+KEEP_ALIVE = {worker: [*worker_args(worker, threads=2), "-b", "127.0.0.1:0"] for worker in KEEP_ALIVE_CLASSES}
 
 
 @pytest.fixture(scope="module")
-def gt(tmp_path_factory):
-    srv = start(tmp_path_factory, *GTHREAD, "--threads", "2", "shapes:app")
-    yield srv
-    srv.stop()
+def gt(request):
+    return serve(request, *GTHREAD, "--threads", "2", "shapes:app")
 
 
-@pytest.fixture(scope="module", params=sorted(KEEP_ALIVE))
-def ka(request, tmp_path_factory):
-    srv = start(tmp_path_factory, *KEEP_ALIVE[request.param], "shapes:app")
-    yield srv
-    srv.stop()
+@pytest.fixture(scope="module", params=classes(*KEEP_ALIVE_CLASSES))
+def ka(request):
+    return serve(request, *KEEP_ALIVE[request.param], "shapes:app")
+
+
+def test_a_body_the_app_never_read_gets_no_late_continue(ka):
+    # `Expect: 100-continue`, and the app answers without reading the body.
+    # A 100 sent now would come after the final response, where the client
+    # takes it for the start of the next one (and it would wait for a body
+    # it was never asked for): the connection closes instead.
+    with socket.create_connection(("127.0.0.1", ka.port), timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    assert b"100 Continue" not in data, data
 
 
 def test_ten_thousand_requests_on_one_connection(ka):
@@ -82,128 +90,110 @@ def test_slow_reader_does_not_block_other_connections(gt):
         slow.close()
 
 
-@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
-def test_keep_alive_idle_timeout_closes(tmp_path_factory, worker):
-    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "--keep-alive", "1", "shapes:app")
-    try:
-        c = Client(srv.port, timeout=10)
-        assert c.request("/")[1]["connection"] == "keep-alive"
-        t0 = time.monotonic()
-        assert c.sock.recv(10) == b""  # the server closes the idle connection
-        waited = time.monotonic() - t0
-        assert 0.5 < waited < 5, waited
-        c.close()
-    finally:
-        srv.stop()
+@worker_classes(*KEEP_ALIVE_CLASSES)
+def test_keep_alive_idle_timeout_closes(start_server, worker):
+    srv = start_server(*KEEP_ALIVE[worker], "--keep-alive", "1", "shapes:app")
+    c = Client(srv.port, timeout=10)
+    assert c.request("/")[1]["connection"] == "keep-alive"
+    t0 = time.monotonic()
+    assert c.sock.recv(10) == b""  # the server closes the idle connection
+    waited = time.monotonic() - t0
+    assert 0.5 < waited < 5, waited
+    c.close()
 
 
-@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
-def test_keep_alive_zero_closes_after_each_response(tmp_path_factory, worker):
-    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "--keep-alive", "0", "shapes:app")
-    try:
-        c = Client(srv.port)
-        assert c.request("/")[1]["connection"] == "close"
-        assert c.sock.recv(10) == b""
-        c.close()
-    finally:
-        srv.stop()
+@worker_classes(*KEEP_ALIVE_CLASSES)
+def test_keep_alive_zero_closes_after_each_response(start_server, worker):
+    srv = start_server(*KEEP_ALIVE[worker], "--keep-alive", "0", "shapes:app")
+    c = Client(srv.port)
+    assert c.request("/")[1]["connection"] == "close"
+    assert c.sock.recv(10) == b""
+    c.close()
 
 
-@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
-def test_worker_connections_caps_open_connections(tmp_path_factory, worker):
-    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "--worker-connections", "1", "shapes:app")
-    try:
-        first = Client(srv.port)
-        assert first.request("/")[2] == b"ok"  # now idle, kept alive, holding the only slot
-        second = Client(srv.port, timeout=1.0)
-        second.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        with pytest.raises(socket.timeout):
-            second.sock.recv(10)  # not accepted while the first is open
-        first.close()
-        second.sock.settimeout(10)
-        assert second.read_response()[2] == b"ok"
-        second.close()
-    finally:
-        srv.stop()
+@worker_classes(*KEEP_ALIVE_CLASSES)
+def test_worker_connections_caps_open_connections(start_server, worker):
+    srv = start_server(*KEEP_ALIVE[worker], "--worker-connections", "1", "shapes:app")
+    first = Client(srv.port)
+    assert first.request("/")[2] == b"ok"  # now idle, kept alive, holding the only slot
+    second = Client(srv.port, timeout=1.0)
+    second.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    with pytest.raises(socket.timeout):
+        second.sock.recv(10)  # not accepted while the first is open
+    first.close()
+    second.sock.settimeout(10)
+    assert second.read_response()[2] == b"ok"
+    second.close()
 
 
-def test_a_fresh_worker_answers_concurrent_first_requests(tmp_path_factory):
+def test_a_fresh_worker_answers_concurrent_first_requests(start_server):
     """A new worker's threads once hung on their first concurrent requests:
     one held the environ's cache lock while it let go of the GIL (the first
     use of an interned string does), another took the GIL and waited for the
     lock. Each round meets a fresh worker (`--max-requests 4` replaces it);
     five rounds failed 5 runs in 6 before the fix."""
-    srv = start(tmp_path_factory, *GTHREAD, "--threads", "4", "--max-requests", "4", "shapes:app")
-    try:
-        for rnd in range(10):
-            # Only the fresh worker is left to accept.
-            srv.wait_booted(rnd + 1)
-            wait_until(lambda: srv.count(r"Worker exiting") >= rnd, what="the old worker's exit", log=srv.log)
-            clients = [Client(srv.port, timeout=5) for _ in range(4)]
-            for c in clients:
-                c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            for c in clients:
-                assert c.read_response()[2] == b"ok", srv.log()
-                c.close()
-    finally:
-        srv.stop()
+    srv = start_server(*GTHREAD, "--threads", "4", "--max-requests", "4", "shapes:app")
+    for rnd in range(10):
+        # Only the fresh worker is left to accept.
+        srv.wait_booted(rnd + 1)
+        wait_until(lambda: srv.count(r"Worker exiting") >= rnd, what="the old worker's exit", log=srv.log)
+        clients = [Client(srv.port, timeout=5) for _ in range(4)]
+        for c in clients:
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        for c in clients:
+            assert c.read_response()[2] == b"ok", srv.log()
+            c.close()
 
 
-def test_heartbeat_stays_live_during_a_long_request(tmp_path_factory):
-    srv = start(tmp_path_factory, *GTHREAD, "--threads", "2", "--timeout", "1", "shapes:app")
-    try:
-        c = Client(srv.port, timeout=15)
-        status, _, body = c.request("/sleep?2.5", headers="Connection: close\r\n")
-        c.close()
-        assert status == 200 and json.loads(body) == {"slept": 2.5}
-        assert "WORKER TIMEOUT" not in srv.log()
-    finally:
-        srv.stop()
+def test_heartbeat_stays_live_during_a_long_request(start_server):
+    srv = start_server(*GTHREAD, "--threads", "2", "--timeout", "1", "shapes:app")
+    c = Client(srv.port, timeout=15)
+    status, _, body = c.request("/sleep?2.5", headers="Connection: close\r\n")
+    c.close()
+    assert status == 200 and json.loads(body) == {"slept": 2.5}
+    assert "WORKER TIMEOUT" not in srv.log()
 
 
-@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
-def test_term_finishes_in_flight_and_lets_idle_go_after_a_linger(tmp_path_factory, worker):
+@worker_classes(*KEEP_ALIVE_CLASSES)
+def test_term_finishes_in_flight_and_lets_idle_go_after_a_linger(start_server, tmp_path_factory, worker):
     markers = tmp_path_factory.mktemp("markers")
-    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
-    try:
-        idle = Client(srv.port)
-        assert idle.request("/")[2] == b"ok"
-        late = Client(srv.port)
-        assert late.request("/")[2] == b"ok"
-        # A connection that never sends anything is let go too.
-        silent = Client(srv.port, timeout=15)
-        busy = Client(srv.port, timeout=15)
-        busy.send(b"GET /sleep?1.5 HTTP/1.1\r\nHost: t\r\n\r\n")
-        deadline = time.monotonic() + 10
-        while not (markers / "sleep").exists():
-            assert time.monotonic() < deadline, srv.log()
-            time.sleep(0.02)  # poll the marker until the deadline
-        t0 = time.monotonic()
-        srv.signal(signal.SIGTERM)
-        # The request in flight finishes, its response saying the worker
-        # is stopping.
-        status, headers, body = busy.read_response()
-        assert status == 200 and json.loads(body) == {"slept": 1.5}
-        assert headers["connection"] == "close"
-        # A request on an idle keep-alive connection after TERM (within the
-        # 2 s linger) is answered (and the connection closed after it), not
-        # dropped.
-        status, headers, body = late.request("/")
-        assert (status, headers["connection"], body) == (200, "close", b"ok")
-        late.assert_closed()
-        # One that stays idle is closed once the stop's linger (2 s) is over.
-        idle.assert_closed(timeout=10)
-        assert 1.5 < time.monotonic() - t0 < 6, time.monotonic() - t0
-        assert srv.wait_exit(20) == 0
-        # The silent one did not hold the exit for the header timeout (10 s).
-        assert time.monotonic() - t0 < 6
-        silent.assert_closed()
-        silent.close()
-        idle.close()
-        late.close()
-        busy.close()
-    finally:
-        srv.stop()
+    srv = start_server(*KEEP_ALIVE[worker], "shapes:app", env={"FERRICORN_TEST_MARKERS": str(markers)})
+    idle = Client(srv.port)
+    assert idle.request("/")[2] == b"ok"
+    late = Client(srv.port)
+    assert late.request("/")[2] == b"ok"
+    # A connection that never sends anything is let go too.
+    silent = Client(srv.port, timeout=15)
+    busy = Client(srv.port, timeout=15)
+    busy.send(b"GET /sleep?1.5 HTTP/1.1\r\nHost: t\r\n\r\n")
+    deadline = time.monotonic() + 10
+    while not (markers / "sleep").exists():
+        assert time.monotonic() < deadline, srv.log()
+        time.sleep(0.02)  # poll the marker until the deadline
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    # The request in flight finishes, its response saying the worker
+    # is stopping.
+    status, headers, body = busy.read_response()
+    assert status == 200 and json.loads(body) == {"slept": 1.5}
+    assert headers["connection"] == "close"
+    # A request on an idle keep-alive connection after TERM (within the
+    # 2 s linger) is answered (and the connection closed after it), not
+    # dropped.
+    status, headers, body = late.request("/")
+    assert (status, headers["connection"], body) == (200, "close", b"ok")
+    late.assert_closed()
+    # One that stays idle is closed once the stop's linger (2 s) is over.
+    idle.assert_closed(timeout=10)
+    assert 1.5 < time.monotonic() - t0 < 6, time.monotonic() - t0
+    assert srv.wait_exit(20) == 0
+    # The silent one did not hold the exit for the header timeout (10 s).
+    assert time.monotonic() - t0 < 6
+    silent.assert_closed()
+    silent.close()
+    idle.close()
+    late.close()
+    busy.close()
 
 
 def keep_alive_load(port, stop, lost, served):
@@ -232,16 +222,16 @@ def keep_alive_load(port, stop, lost, served):
         c.close()
 
 
-@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
+@worker_classes(*KEEP_ALIVE_CLASSES)
 @pytest.mark.parametrize("how", ["max-requests", "HUP"])
-def test_replacing_workers_loses_no_keep_alive_request(tmp_path_factory, worker, how):
+def test_replacing_workers_loses_no_keep_alive_request(start_server, worker, how):
     """Workers replaced under a keep-alive load (`--max-requests`, HUP):
     every request sent gets its response. A stopping worker answers a
     request that arrives on an idle keep-alive connection (with
     `Connection: close`) instead of closing the connection under it, as
     gunicorn 27's gthread does for 2 s."""
     extra = ["--max-requests", "200"] if how == "max-requests" else []
-    srv = start(tmp_path_factory, *KEEP_ALIVE[worker], "-w", "2", *extra, "shapes:app", booted=2)
+    srv = start_server(*KEEP_ALIVE[worker], "-w", "2", *extra, "shapes:app", workers_booted=2)
     stop, lost, served = threading.Event(), [], []
     clients = [threading.Thread(target=keep_alive_load, args=(srv.port, stop, lost, served), daemon=True)
                for _ in range(6)]
@@ -257,17 +247,16 @@ def test_replacing_workers_loses_no_keep_alive_request(tmp_path_factory, worker,
         stop.set()
         for c in clients:
             c.join(15)
-        srv.stop()
     assert lost == [], "%d of %d requests lost: %s" % (len(lost), len(served) + len(lost), lost[:3])
 
 
-def test_an_orphaned_worker_with_a_stuck_request_leaves_after_the_graceful_timeout(tmp_path_factory):
+def test_an_orphaned_worker_with_a_stuck_request_leaves_after_the_graceful_timeout(start_server, tmp_path_factory):
     """Its master gone, a gthread worker stops; a request that does not end
     does not keep it (and its listening socket) alive past
     `--graceful-timeout`: no master is left to kill it."""
     markers = tmp_path_factory.mktemp("markers")
-    srv = start(tmp_path_factory, *GTHREAD, "--threads", "2", "--graceful-timeout", "2", "shapes:app",
-                env={"FERRICORN_TEST_MARKERS": str(markers)})
+    srv = start_server(*GTHREAD, "--threads", "2", "--graceful-timeout", "2", "shapes:app",
+                       env={"FERRICORN_TEST_MARKERS": str(markers)})
     stuck = Client(srv.port, timeout=30)
     worker = None
     try:
@@ -281,7 +270,6 @@ def test_an_orphaned_worker_with_a_stuck_request_leaves_after_the_graceful_timeo
         assert time.monotonic() - t0 < 6, time.monotonic() - t0
     finally:
         stuck.close()
-        srv.stop()
         if worker is not None and pid_alive(worker):
             os.kill(worker, signal.SIGKILL)
 
@@ -296,49 +284,41 @@ def _pinned_to_one_cpu():
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity (Linux)")
-@pytest.mark.parametrize("worker", sorted(KEEP_ALIVE))
-def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(tmp_path_factory, worker):
+@worker_classes(*KEEP_ALIVE_CLASSES)
+def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(start_server, worker):
     # Keep-alive connections stay with the worker that accepted them. A
     # burst of new connections (a load generator or a proxy's pool opening
     # them at once) must not all land on the worker that happened to be
     # running: with the server on one cpu, accepting all that wait put all
     # 32 on one of four workers in every round, under evloop and gthread.
     workers, n = 4, 32
-    cwd = tmp_path_factory.mktemp("srv")
-    srv = Server([*KEEP_ALIVE[worker], "-w", str(workers), "shapes:app"], cwd=cwd, cmd=_pinned_to_one_cpu())
-    try:
-        srv.wait_listening()
-        srv.wait_booted(workers)
-        for _ in range(3):
-            clients = []
-            try:
-                for _ in range(n):  # connect and send at once, as wrk does
-                    clients.append(Client(srv.port))
-                    clients[-1].send(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
-                pids = collections.Counter(json.loads(c.read_response()[2])["pid"] for c in clients)
-            finally:
-                for c in clients:
-                    c.close()
-            # Spread: on one cpu the split is usually 8 / 8 / 8 / 8 or near
-            # it, now and then 19 / 9 / 3 / 1 or, about once in a hundred
-            # rounds, 12 / 11 / 9 / 0 (a worker woken late finds the queue
-            # taken). So: three workers or more got some, none more than
-            # three quarters.
-            assert len(pids) >= workers - 1 and max(pids.values()) <= n * 3 // 4, pids
-    finally:
-        srv.stop()
+    srv = start_server(*KEEP_ALIVE[worker], "-w", str(workers), "shapes:app", cmd=_pinned_to_one_cpu(),
+                       workers_booted=workers)
+    for _ in range(3):
+        clients = []
+        try:
+            for _ in range(n):  # connect and send at once, as wrk does
+                clients.append(Client(srv.port))
+                clients[-1].send(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+            pids = collections.Counter(json.loads(c.read_response()[2])["pid"] for c in clients)
+        finally:
+            for c in clients:
+                c.close()
+        # Spread: on one cpu the split is usually 8 / 8 / 8 / 8 or near
+        # it, now and then 19 / 9 / 3 / 1 or, about once in a hundred
+        # rounds, 12 / 11 / 9 / 0 (a worker woken late finds the queue
+        # taken). So: three workers or more got some, none more than
+        # three quarters.
+        assert len(pids) >= workers - 1 and max(pids.values()) <= n * 3 // 4, pids
 
 
-def test_sync_with_threads_becomes_gthread(tmp_path_factory):
-    srv = start(tmp_path_factory, "-k", "sync", "--threads", "3", "-b", "127.0.0.1:0", "shapes:app")
-    try:
-        c = Client(srv.port)
-        status, headers, body = c.request("/environ")
-        assert json.loads(body)["multithread"] is True
-        assert headers["connection"] == "keep-alive"
-        c.close()
-    finally:
-        srv.stop()
+def test_sync_with_threads_becomes_gthread(start_server):
+    srv = start_server("-k", "sync", "--threads", "3", "-b", "127.0.0.1:0", "shapes:app")
+    c = Client(srv.port)
+    status, headers, body = c.request("/environ")
+    assert json.loads(body)["multithread"] is True
+    assert headers["connection"] == "keep-alive"
+    c.close()
 
 
 @pytest.mark.parametrize(
@@ -363,19 +343,15 @@ def test_unsupported_worker_classes_fail_clearly(name, mentions, tmp_path):
     assert name in p.stderr and mentions in p.stderr and "gthread" in p.stderr, p.stderr
 
 
-def test_gunicorn_class_paths_are_accepted(tmp_path_factory):
-    srv = start(
-        tmp_path_factory,
+def test_gunicorn_class_paths_are_accepted(start_server):
+    srv = start_server(
         "-k",
         "gunicorn.workers.gthread.ThreadWorker",
         "-b",
         "127.0.0.1:0",
         "shapes:app",
     )
-    try:
-        c = Client(srv.port)
-        assert c.request("/")[1]["connection"] == "keep-alive"
-        c.close()
-    finally:
-        srv.stop()
+    c = Client(srv.port)
+    assert c.request("/")[1]["connection"] == "keep-alive"
+    c.close()
     assert ROOT.exists()

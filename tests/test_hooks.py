@@ -336,40 +336,33 @@ App().run()
 """
 
 
-def test_hooks_set_through_the_embedding_api(tmp_path):
+def test_hooks_set_through_the_embedding_api(start_server, tmp_path):
     script = tmp_path / "embedded_hooks.py"
     script.write_text(EMBEDDED)
     log = str(tmp_path / "hooks.jsonl")
-    srv = Server([], tmp_path, {"HOOK_LOG": log, "HOOK_POST_ARITY": "2"}, cmd=[PYTHON, str(script)])
-    try:
-        srv.wait_listening()
-        srv.wait_booted(1)
-        assert get(srv.port, "/")[0] == 200
-        recs = wait_records(log, lambda r: r["hook"] == "post_request")
-        assert [r["hook"] for r in recs] == ["on_starting", "post_fork", "post_request"]
-        assert recs[0]["pid"] == srv.master_pid and recs[1]["pid"] != srv.master_pid
-        assert recs[2]["nargs"] == 2 and recs[2]["pid"] == recs[1]["pid"]
-    finally:
-        srv.stop()
+    srv = start_server(env={"HOOK_LOG": log, "HOOK_POST_ARITY": "2"}, cmd=[PYTHON, str(script)])
+    assert get(srv.port, "/")[0] == 200
+    recs = wait_records(log, lambda r: r["hook"] == "post_request")
+    assert [r["hook"] for r in recs] == ["on_starting", "post_fork", "post_request"]
+    assert recs[0]["pid"] == srv.master_pid and recs[1]["pid"] != srv.master_pid
+    assert recs[2]["nargs"] == 2 and recs[2]["pid"] == recs[1]["pid"]
 
 
 def lifecycle(argv, tmp_path, name):
-    """Start, one request, TTIN, TTOU, TERM; return the hook records."""
+    """Start, one request, TTIN, TTOU, TERM; return the hook records. (The
+    server is stopped by conftest's finalizer if the test fails.)"""
     log = str(tmp_path / (name + ".jsonl"))
     srv = Server([], tmp_path, {"HOOK_LOG": log}, cmd=argv)
-    try:
-        srv.wait_listening()
-        wait_records(log, lambda r: r["hook"] == "post_worker_init")
-        assert get(srv.port, "/?q=1", headers="X-Test: yes\r\n")[0] == 200
-        wait_records(log, lambda r: r["hook"] == "post_request")
-        srv.signal(signal.SIGTTIN)
-        wait_records(log, lambda r: r["hook"] == "post_worker_init", n=2)
-        srv.signal(signal.SIGTTOU)
-        wait_records(log, lambda r: r["hook"] == "child_exit")
-        srv.signal(signal.SIGTERM)
-        srv.wait_exit()
-    finally:
-        srv.stop()
+    srv.wait_listening()
+    wait_records(log, lambda r: r["hook"] == "post_worker_init")
+    assert get(srv.port, "/?q=1", headers="X-Test: yes\r\n")[0] == 200
+    wait_records(log, lambda r: r["hook"] == "post_request")
+    srv.signal(signal.SIGTTIN)
+    wait_records(log, lambda r: r["hook"] == "post_worker_init", n=2)
+    srv.signal(signal.SIGTTOU)
+    wait_records(log, lambda r: r["hook"] == "child_exit")
+    srv.signal(signal.SIGTERM)
+    srv.wait_exit()
     return read_records(log)
 
 

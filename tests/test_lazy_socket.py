@@ -9,17 +9,16 @@ import time
 
 import pytest
 
-from conftest import raw_request
-from wsgi_helpers import WORKER_ARGS, Client, one_request, start
+from conftest import classes, raw_request, serve, worker_args
+from wsgi_helpers import Client, one_request
 
 
-@pytest.fixture(scope="module", params=["sync", "gthread", "evloop"])
-def srv(request, tmp_path_factory):
-    server = start(tmp_path_factory, *WORKER_ARGS[request.param], "-b", "127.0.0.1:0",
+@pytest.fixture(scope="module", params=classes())
+def srv(request):
+    server = serve(request, *worker_args(request.param), "-b", "127.0.0.1:0",
                    "--header-timeout", "1", "--timeout", "30", "lazysock:app")
     server.worker = request.param
-    yield server
-    server.stop()
+    return server
 
 
 def get_json(port, path):

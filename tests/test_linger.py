@@ -17,19 +17,17 @@ import time
 
 import pytest
 
-from conftest import wait_until
-from wsgi_helpers import WORKER_ARGS, start
+from conftest import classes, serve, wait_until, worker_args
 
 RESPONSE = 200 * 1024
 LINGER_FOR = 2.0
 
 
-@pytest.fixture(scope="module", params=["sync", "gthread", "evloop"])
-def srv(request, tmp_path_factory):
-    server = start(tmp_path_factory, *WORKER_ARGS[request.param], "-b", "127.0.0.1:0", "bodies:app")
+@pytest.fixture(scope="module", params=classes())
+def srv(request):
+    server = serve(request, *worker_args(request.param), "-b", "127.0.0.1:0", "bodies:app")
     server.worker = request.param
-    yield server
-    server.stop()
+    return server
 
 
 def post_head(size, extra=""):
@@ -152,49 +150,46 @@ def connections(text):
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
-def test_clean_close_makes_no_extra_syscall(tmp_path_factory):
+def test_clean_close_makes_no_extra_syscall(start_server, tmp_path_factory):
     """The sync worker's `Connection: close` path stays `accept4, read,
     sendto, close`: no shutdown, poll or extra read unless request bytes
     were left unread (then it lingers: shutdown, then discarding reads)."""
-    server = start(tmp_path_factory, "-k", "sync", "-b", "127.0.0.1:0", "bodies:app")
+    server = start_server("-k", "sync", "-b", "127.0.0.1:0", "bodies:app")
+    pid = int(re.findall(r"Booting worker with pid: (\d+)", server.log())[-1])
+    out = tmp_path_factory.mktemp("strace") / "trace"
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-o", str(out), "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
-        pid = int(re.findall(r"Booting worker with pid: (\d+)", server.log())[-1])
-        out = tmp_path_factory.mktemp("strace") / "trace"
-        tracer = subprocess.Popen(
-            ["strace", "-f", "-o", str(out), "-p", str(pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            line = tracer.stderr.readline()  # "strace: Process N attached"
-            assert b"attached" in line, line
+        line = tracer.stderr.readline()  # "strace: Process N attached"
+        assert b"attached" in line, line
 
-            def one(data):
-                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-                    s.sendall(data)
-                    return read_all(s)
+        def one(data):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.sendall(data)
+                return read_all(s)
 
-            for _ in range(3):
-                assert one(b"GET /list?10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
-            # A body read to its end (/echo reads it): no linger either.
-            assert one(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello").endswith(b"hello")
-            # A small ignored body, read whole with the head: nothing left unread.
-            assert one(post_head(5, "Connection: close\r\n") + b"hello").startswith(b"HTTP/1.1 200")
-            # An ignored body larger than the first read: lingers.
-            assert one(post_head(100_000, "Connection: close\r\n") + b"h" * 100_000).startswith(b"HTTP/1.1 200")
+        for _ in range(3):
+            assert one(b"GET /list?10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+        # A body read to its end (/echo reads it): no linger either.
+        assert one(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello").endswith(b"hello")
+        # A small ignored body, read whole with the head: nothing left unread.
+        assert one(post_head(5, "Connection: close\r\n") + b"hello").startswith(b"HTTP/1.1 200")
+        # An ignored body larger than the first read: lingers.
+        assert one(post_head(100_000, "Connection: close\r\n") + b"h" * 100_000).startswith(b"HTTP/1.1 200")
 
-            def traced():
-                conns = connections(out.read_text())
-                return len(conns) == 6 and all(c is not None for c in conns)
-
-            wait_until(traced, timeout=10, what="six traced connections", log=lambda: out.read_text()[-3000:])
+        def traced():
             conns = connections(out.read_text())
-        finally:
-            tracer.send_signal(signal.SIGINT)
-            tracer.wait(10)
-        for calls in conns[:5]:
-            assert not {"shutdown", "poll", "recvfrom"} & set(calls), calls
-        assert "shutdown" in conns[5] and "recvfrom" in conns[5], conns[5]
+            return len(conns) == 6 and all(c is not None for c in conns)
+
+        wait_until(traced, timeout=10, what="six traced connections", log=lambda: out.read_text()[-3000:])
+        conns = connections(out.read_text())
     finally:
-        server.stop()
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(10)
+    for calls in conns[:5]:
+        assert not {"shutdown", "poll", "recvfrom"} & set(calls), calls
+    assert "shutdown" in conns[5] and "recvfrom" in conns[5], conns[5]

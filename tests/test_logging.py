@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import APPS, PYTHON, get, raw_request, wait_file
+from conftest import APPS, PYTHON, get, raw_request, wait_file, worker_args, worker_classes
 
 
 def test_access_line_shapes(start_server):
@@ -44,11 +44,11 @@ def test_log_level_filters(start_server):
     assert srv.count(r"\[INFO\]") == 0, srv.log()
 
 
-@pytest.mark.parametrize("worker", ["sync", "evloop"])
+@worker_classes("sync", "evloop")
 def test_error_logfile_and_usr1_reopen(start_server, tmp_path, worker):
     err = tmp_path / "error.log"
     acc = tmp_path / "access.log"
-    srv = start_server("-b", "127.0.0.1:0", "-k", worker, "--error-logfile", str(err), "--access-logfile", str(acc),
+    srv = start_server("-b", "127.0.0.1:0", *worker_args(worker), "--error-logfile", str(err), "--access-logfile", str(acc),
                        "basic:app", wait=False)
     deadline = time.monotonic() + 20
     while "Booting worker" not in (err.read_text() if err.exists() else ""):

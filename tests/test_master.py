@@ -1,10 +1,13 @@
 """The master's lifecycle seen from outside: signals, replacement, timeouts, exit codes."""
 
 import os
+import re
 import signal
 import socket
 import threading
 import time
+
+import pytest
 
 from conftest import get
 
@@ -97,7 +100,10 @@ def test_import_error_halts_with_code_3(start_server):
     log = srv.log()
     assert "RuntimeError: this module cannot be imported" in log
     assert "Traceback (most recent call last)" in log
-    assert "Reason: Worker failed to boot." in log
+    # gunicorn 27 logs the whole halt of a failed boot at ERROR.
+    assert re.search(r"\[ERROR\] Worker \(pid:\d+\) exited with code 3\.$", log, re.M), log
+    assert "[ERROR] Shutting down: Master" in log
+    assert "[ERROR] Reason: Worker failed to boot." in log
     # No fork loop: each of the two workers booted at most once.
     assert srv.count(r"Booting worker with pid") <= 2
 
@@ -110,6 +116,23 @@ def test_missing_attribute_halts_with_code_4(start_server):
     assert "Reason: App failed to load." in log
 
 
+@pytest.mark.parametrize(
+    "app, code, reason",
+    [
+        ("broken_import:app", 3, "this module cannot be imported"),
+        ("basic:nope", 4, "Failed to find attribute 'nope' in 'basic'."),
+    ],
+)
+def test_boot_failure_reason_on_stderr_when_error_log_is_a_file(start_server, tmp_path, app, code, reason):
+    # gunicorn prints the exception's message on stderr besides logging it, so
+    # a shell user learns why the server stopped even with --error-logfile FILE.
+    errlog = tmp_path / "error.log"
+    srv = start_server("-b", "127.0.0.1:0", "--error-logfile", str(errlog), app, wait=False)
+    assert srv.wait_exit() == code
+    assert any(line.strip() == reason for line in srv.lines), srv.log()
+    assert "Reason:" in errlog.read_text()
+
+
 def test_bad_flag_and_bad_value_fail_before_binding(start_server):
     srv = start_server("--no-such-flag", "basic:app", wait=False)
     assert srv.wait_exit() == 2
@@ -117,9 +140,9 @@ def test_bad_flag_and_bad_value_fail_before_binding(start_server):
     srv = start_server("-w", "lots", "basic:app", wait=False)
     assert srv.wait_exit() == 2
     assert "workers" in srv.log() and "lots" in srv.log()
-    srv = start_server("--reload", "basic:app", wait=False)
+    srv = start_server("--dirty-workers", "2", "basic:app", wait=False)
     assert srv.wait_exit() == 2
-    assert "reload" in srv.log() and "not supported" in srv.log()
+    assert "dirty_workers" in srv.log() and "not supported" in srv.log()
 
 
 def test_no_app_is_an_error(start_server):

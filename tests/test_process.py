@@ -186,6 +186,9 @@ def test_user_and_group_drop_privileges_in_workers_only(start_server, tmp_path, 
                        "--access-logfile", str(access), "basic:app")
     nobody = pwd.getpwnam("nobody")
     nogroup = grp.getgrnam("nogroup").gr_gid
+    # A request answered: the worker has dropped its privileges (it does
+    # so after the "Booting worker" line the fixture waits for).
+    assert get(srv.port)[0] == 200
     (worker,) = worker_pids(srv)
     st = proc_status(worker)
     assert st["Uid"] == [str(nobody.pw_uid)] * 4, st["Uid"]
@@ -232,13 +235,15 @@ def test_initgroups_loads_the_users_groups(start_server):
     nogroup = grp.getgrnam("nogroup").gr_gid
     srv = start_server("-b", "127.0.0.1:0", "--user", user, "--group", "nogroup", "--initgroups", "--preload",
                        "basic:app")
+    # A request answered: the worker has dropped its privileges (it does
+    # so after the "Booting worker" line the fixture waits for).
+    assert get(srv.port)[0] == 200
     (worker,) = worker_pids(srv)
     st = proc_status(worker)
     expected = {g.gr_gid for g in grp.getgrall() if user in g.gr_mem} | {nogroup}
     assert {int(g) for g in st["Groups"]} == expected, st["Groups"]
     assert st["Uid"][0] == str(pwd.getpwnam(user).pw_uid)
     assert st["Gid"][0] == str(nogroup)
-    assert get(srv.port)[0] == 200
 
 
 def test_unknown_user_or_group_is_refused(start_server):
@@ -364,3 +369,28 @@ def test_reexecuted_master_title_has_dot_2_until_promoted(start_server):
     finally:
         os.kill(new, signal.SIGTERM)
         wait_until(lambda: pid_gone(new), what="new master exit")
+
+
+def test_spew_traces_the_lines_a_worker_runs(start_server):
+    # gunicorn's --spew: every executed line of the app, `module:lineno: source`, on stdout.
+    srv = start_server("-b", "127.0.0.1:0", "--spew", "basic:app")
+    assert get(srv.port)[0] == 200
+    srv.wait_for(r"^basic:\d+:\s+path = environ\[\"PATH_INFO\"\]$")
+    srv.wait_for(r"^basic:\d+:\s+return \[body\]$")
+
+
+def test_reuse_port_lets_another_socket_share_the_port(start_server):
+    # --reuse-port: the master's listener carries SO_REUSEPORT, so a second
+    # server (a new deployment, say) can bind the same port beside it.
+    srv = start_server("-b", "127.0.0.1:0", "-w", "2", "--reuse-port", "basic:app", workers_booted=2)
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", srv.port))
+    other.close()
+    assert get(srv.port)[0] == 200
+    plain = start_server("-b", "127.0.0.1:0", "basic:app")
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    with pytest.raises(OSError):
+        other.bind(("127.0.0.1", plain.port))
+    other.close()

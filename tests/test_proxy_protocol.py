@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from conftest import parse_response, raw_request
+from conftest import classes, parse_response, raw_request, worker_args
 
 REQ = b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -16,7 +16,7 @@ def v2_header(src, sport, dst, dport):
     return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs
 
 
-@pytest.fixture(params=["sync", "gthread", "evloop"])
+@pytest.fixture(params=classes())
 def worker(request):
     return request.param
 
@@ -28,7 +28,7 @@ def environ(port, data):
 
 
 def test_v1_and_v2_name_the_client(start_server, worker):
-    srv = start_server("--proxy-protocol", "-b", "127.0.0.1:0", "-k", worker, "basic:app")
+    srv = start_server("--proxy-protocol", "-b", "127.0.0.1:0", *worker_args(worker, threads=1), "basic:app")
     env = environ(srv.port, b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n" + REQ)
     assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.7", "51234")
     assert (env["PROXY_PROTOCOL"], env["PROXY_ADDR"], env["PROXY_PORT"]) == ("TCP4", "10.0.0.1", "443")
@@ -40,10 +40,10 @@ def test_v1_and_v2_name_the_client(start_server, worker):
 
 
 def test_untrusted_proxy_is_403_and_bad_header_400(start_server, worker):
-    srv = start_server("-b", "127.0.0.1:0", "-k", worker, "--proxy-protocol", "v1", "--proxy-allow-from", "10.9.9.9", "basic:app")
+    srv = start_server("-b", "127.0.0.1:0", *worker_args(worker, threads=1), "--proxy-protocol", "v1", "--proxy-allow-from", "10.9.9.9", "basic:app")
     raw = raw_request(srv.port, b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n" + REQ)
     assert parse_response(raw)[0] == 403
-    srv2 = start_server("-b", "127.0.0.1:0", "-k", worker, "--proxy-protocol", "v1", "basic:app")
+    srv2 = start_server("-b", "127.0.0.1:0", *worker_args(worker, threads=1), "--proxy-protocol", "v1", "basic:app")
     raw = raw_request(srv2.port, b"PROXY TCP4 not-an-ip 10.0.0.1 1 2\r\n" + REQ)
     assert parse_response(raw)[0] == 400
 

@@ -4,7 +4,7 @@ on that connection is ever processed."""
 
 import pytest
 
-from conftest import raw_request
+from conftest import classes, raw_request, worker_args
 
 SMUGGLED = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -33,9 +33,9 @@ PROBES = {
 }
 
 
-@pytest.fixture(params=["sync", "gthread", "evloop"])
+@pytest.fixture(params=classes())
 def server(request, start_server):
-    return start_server("-b", "127.0.0.1:0", "-k", request.param, "basic:app")
+    return start_server("-b", "127.0.0.1:0", *worker_args(request.param, threads=1), "basic:app")
 
 
 @pytest.mark.parametrize("name", sorted(PROBES))

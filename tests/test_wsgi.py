@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import Server, gunicorn_cmd, parse_response, raw_request
-from wsgi_helpers import WORKER_ARGS, Client, chunked, one_request, start
+from conftest import classes, gunicorn_cmd, parse_response, raw_request, serve, worker_args, worker_classes
+from wsgi_helpers import Client, chunked, one_request
 
 # What gunicorn 27 puts in the environ of a POST with a body.
 GUNICORN_KEYS = {
@@ -59,15 +59,15 @@ class Srv:
 
 @pytest.fixture(
     scope="module",
-    params=[(w, c) for c in ("app", "validated") for w in ("sync", "gthread", "evloop")],
+    params=[(w, c) for c in ("app", "validated") for w in classes()],
     ids=lambda p: "-".join(p),
 )
 def srv(request, tmp_path_factory):
     worker, callable_name = request.param
     markers = str(tmp_path_factory.mktemp("markers"))
-    server = start(
-        tmp_path_factory,
-        *WORKER_ARGS[worker],
+    server = serve(
+        request,
+        *worker_args(worker),
         "-b",
         "127.0.0.1:0",
         "shapes:" + callable_name,
@@ -75,7 +75,6 @@ def srv(request, tmp_path_factory):
     )
     yield Srv(server, worker, markers)
     log = server.log()
-    server.stop()
     assert "garbage collected without being closed" not in log
     assert "WSGIWarning" not in log
 
@@ -432,30 +431,24 @@ def test_head_request_has_no_body(srv):
         c.close()
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread", "evloop"])
-def test_no_sendfile_still_serves_files(tmp_path_factory, worker):
-    server = start(tmp_path_factory, *WORKER_ARGS[worker], "--no-sendfile", "-b", "127.0.0.1:0", "shapes:app")
-    try:
-        s = Srv(server, worker, str(tmp_path_factory.mktemp("m")))
-        assert s.req("/file?real-offset")[2] == (bytes(range(256)) * 400)[10:]
-    finally:
-        server.stop()
+@worker_classes()
+def test_no_sendfile_still_serves_files(start_server, tmp_path_factory, worker):
+    server = start_server(*worker_args(worker), "--no-sendfile", "-b", "127.0.0.1:0", "shapes:app")
+    s = Srv(server, worker, str(tmp_path_factory.mktemp("m")))
+    assert s.req("/file?real-offset")[2] == (bytes(range(256)) * 400)[10:]
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread", "evloop"])
-def test_preload_imports_in_master(tmp_path_factory, worker):
-    server = start(tmp_path_factory, *WORKER_ARGS[worker], "--preload", "-b", "127.0.0.1:0", "shapes:app")
-    try:
-        got = json.loads(Srv(server, worker, "").req("/pid")[2])
-        assert got["import_pid"] == server.master_pid
-        assert got["pid"] != server.master_pid
-    finally:
-        server.stop()
+@worker_classes()
+def test_preload_imports_in_master(start_server, worker):
+    server = start_server(*worker_args(worker), "--preload", "-b", "127.0.0.1:0", "shapes:app")
+    got = json.loads(Srv(server, worker, "").req("/pid")[2])
+    assert got["import_pid"] == server.master_pid
+    assert got["pid"] != server.master_pid
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "ferricorn"])
 @pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
-def test_hup_reloads_app_code_unless_preloaded(tmp_path, server, preload):
+def test_hup_reloads_app_code_unless_preloaded(start_server, tmp_path, server, preload):
     """HUP replaces the workers; they import the app afresh, except with
     --preload where they fork from the master's already imported module.
     Checked against gunicorn 27.0.1 itself."""
@@ -470,17 +463,11 @@ def test_hup_reloads_app_code_unless_preloaded(tmp_path, server, preload):
 
     write(b"first")
     args = ["-b", "127.0.0.1:0", "--pythonpath", str(tmp_path)] + (["--preload"] if preload else []) + ["hupapp:app"]
-    srv = Server(args, tmp_path, env={"PYTHONDONTWRITEBYTECODE": "1"},
-                 cmd=gunicorn_cmd() if server == "gunicorn" else None)
-    try:
-        srv.wait_listening()
-        srv.wait_booted(1)
-        assert one_request(srv.port, "/")[2] == b"first"
-        old = int(re.findall(r"Booting worker with pid: (\d+)", srv.log())[-1])
-        write(b"second, longer")
-        srv.signal(signal.SIGHUP)
-        srv.wait_booted(2)
-        srv.wait_for(r"Worker exiting \(pid: %d\)" % old)
-        assert one_request(srv.port, "/")[2] == (b"first" if preload else b"second, longer")
-    finally:
-        srv.stop()
+    srv = start_server(*args, env={"PYTHONDONTWRITEBYTECODE": "1"}, cmd=gunicorn_cmd() if server == "gunicorn" else None)
+    assert one_request(srv.port, "/")[2] == b"first"
+    old = int(re.findall(r"Booting worker with pid: (\d+)", srv.log())[-1])
+    write(b"second, longer")
+    srv.signal(signal.SIGHUP)
+    srv.wait_booted(2)
+    srv.wait_for(r"Worker exiting \(pid: %d\)" % old)
+    assert one_request(srv.port, "/")[2] == (b"first" if preload else b"second, longer")

@@ -6,24 +6,19 @@ import sys
 
 import pytest
 
-from conftest import APPS, PYTHON, Server
+from conftest import APPS, PYTHON, worker_classes
 from wsgi_helpers import Client
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread", "evloop"])
-def test_embedded_application_serves(worker, tmp_path):
-    srv = Server([], tmp_path, cmd=[PYTHON, str(APPS / "embedded.py"), worker])
-    try:
-        srv.wait_listening()
-        srv.wait_booted(2)
-        c = Client(srv.port)
-        status, headers, body = c.request("/", headers="Connection: close\r\n")
-        c.close()
-        assert status == 200 and body == b"embedded"
-        srv.signal(signal.SIGTERM)
-        assert srv.wait_exit() == 0
-    finally:
-        srv.stop()
+@worker_classes()
+def test_embedded_application_serves(worker, start_server):
+    srv = start_server(cmd=[PYTHON, str(APPS / "embedded.py"), worker], workers_booted=2)
+    c = Client(srv.port)
+    status, headers, body = c.request("/", headers="Connection: close\r\n")
+    c.close()
+    assert status == 200 and body == b"embedded"
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_exit() == 0
 
 
 def test_config_rejects_unknown_settings():

@@ -4,27 +4,21 @@ and a small keep-alive HTTP/1.1 client over a raw socket."""
 import socket
 import time
 
-from conftest import Server, parse_head
+from conftest import WORKER_CLASSES, Server, parse_head
 
 
 def start(tmp_path_factory, *args, env=None, booted=1):
-    cwd = tmp_path_factory.mktemp("srv")
-    srv = Server(list(args), cwd=cwd, env=env)
-    try:
-        srv.wait_listening()
-        if booted:
-            srv.wait_booted(booted)
-    except BaseException:
-        srv.stop()
-        raise
+    """Older spelling of `conftest.serve`: the server is stopped by the
+    finalizer of the test (or module) that started it."""
+    srv = Server(list(args), cwd=tmp_path_factory.mktemp("srv"), env=env)
+    srv.wait_listening()
+    if booted:
+        srv.wait_booted(booted)
     return srv
 
 
-WORKER_ARGS = {
-    "sync": ["-k", "sync"],
-    "gthread": ["-k", "gthread", "--threads", "4"],
-    "evloop": ["-k", "evloop"],
-}
+# Older name of conftest.WORKER_CLASSES.
+WORKER_ARGS = WORKER_CLASSES
 
 
 class Client:

@@ -9,7 +9,9 @@ hooks; nothing here runs unless the configuration sets a hook.
 - ``Logger`` is ``server.log`` / ``worker.log``: ``debug/info/warning/error/
   critical/exception/log`` with ``%``-style arguments, written to ferricorn's
   error log.
-- ``Server`` stands for gunicorn's ``Arbiter``, ``Worker`` for its ``Worker``,
+- ``Arbiter`` is ``server``, ``Worker`` (as ``SyncWorker``,
+  ``ThreadWorker`` or ``EvloopWorker``) for its ``Worker``, ``TCPSocket`` and
+  friends for its listeners (``server.LISTENERS``),
   ``Request`` for ``gunicorn.http.message.Request`` and ``Response`` for
   ``gunicorn.http.wsgi.Response`` (as ``post_request`` sees it).
 
@@ -17,6 +19,10 @@ gunicorn counterpart: ``gunicorn.config.Config``, ``gunicorn.glogging.Logger``,
 ``gunicorn.arbiter.Arbiter``, ``gunicorn.workers.base.Worker``.
 """
 
+import os
+import re
+import signal
+import socket
 import sys
 import traceback
 
@@ -29,22 +35,56 @@ def _noop(*_args):
     """A hook left at its default."""
 
 
-class Config:
-    """Settings as attributes: ``cfg.workers``, ``cfg.bind``, ``cfg.post_request``..."""
+_SSL_SETTINGS = ("keyfile", "certfile", "ssl_version", "cert_reqs", "ca_certs",
+                 "suppress_ragged_eofs", "do_handshake_on_connect", "ciphers")
 
-    def __init__(self, values, hooks):
+
+class Config:
+    """Settings as attributes: ``cfg.workers``, ``cfg.bind``, ``cfg.post_request``...
+
+    plus what gunicorn's Config derives from them: ``address`` (parsed by
+    the server's own parser: ``(host, port)`` tuples, unix paths as
+    strings, ``fd://N`` as ints), ``worker_class`` (a class),
+    ``worker_class_str``, ``proc_name``, ``uid``/``gid``, ``is_ssl``,
+    ``env``, ``sendfile``, ``ssl_options``, ``paste_global_conf``,
+    ``logger_class``, ``usage``/``prog``.
+    """
+
+    def __init__(self, values, hooks, derived):
         self.__dict__.update(values)
         self.__dict__.update(hooks)
         if self.__dict__.get("proc_name") is None:
             self.__dict__["proc_name"] = values.get("default_proc_name")
-        self.worker_class_str = values.get("worker_class")
-        self.address = list(values.get("bind") or [])
-        self.is_ssl = bool(values.get("certfile") or values.get("keyfile"))
+        self.worker_class_str = derived["worker_class_str"]
+        self.worker_class = WORKER_CLASSES.get(derived["worker_kind"], SyncWorker)
+        self.address = list(derived["address"])
+        self.uid = values.get("user")
+        self.gid = values.get("group")
+        self.is_ssl = values.get("certfile") or values.get("keyfile")
+        self.ssl_options = {name: values.get(name) for name in _SSL_SETTINGS}
+        self.logger_class = Logger
+        self.usage = "%(prog)s [OPTIONS] [APP_MODULE]"
+        self.prog = "ferricorn"
+        if values.get("sendfile") is not None:
+            self.sendfile = False
+        elif "SENDFILE" in os.environ:
+            self.sendfile = os.environ["SENDFILE"].lower() in ("y", "1", "yes", "true")
+        else:
+            self.sendfile = True
         env = {}
         for item in values.get("raw_env") or []:
             key, _, value = item.partition("=")
             env[key] = value
         self.env = env
+        raw_conf = values.get("raw_paste_global_conf")
+        if raw_conf is None:
+            self.paste_global_conf = None
+        else:
+            conf = {}
+            for item in raw_conf:
+                key, value = re.split(r"(?<!\\)=", item, maxsplit=1)
+                conf[key.replace("\\=", "=")] = value.replace("\\=", "=")
+            self.paste_global_conf = conf
 
     def __getattr__(self, name):
         # Only reached for names that are not settings.
@@ -105,21 +145,75 @@ class Logger:
 LOG = Logger()
 
 
-class App:
-    """``server.app``: what gunicorn's Application offers hook code."""
+class WSGIApplication:
+    """``server.app``: what gunicorn's WSGIApplication offers hook code."""
 
     def __init__(self, cfg, app_uri):
         self.cfg = cfg
         self.app_uri = app_uri
         self.callable = None
+        self.usage = cfg.usage
+        self.prog = cfg.prog
+        self.logger = None
 
 
-class Server:
-    """``server`` in master hooks (gunicorn's Arbiter)."""
+def _signals(names):
+    return [getattr(signal, "SIG" + name) for name in names.split()]
+
+
+class BaseSocket:
+    """A listener in ``server.LISTENERS`` / ``worker.sockets``: gunicorn's
+    socket wrapper, on a duplicate of the server's listening descriptor.
+    Socket methods (``getsockname``, ``fileno``...) reach ``sock``."""
+
+    def __init__(self, sock, text):
+        self.sock = sock
+        self._text = text
+
+    def __str__(self):
+        return self._text
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+    def close(self):
+        self.sock.close()
+
+
+class TCPSocket(BaseSocket):
+    FAMILY = socket.AF_INET
+
+
+class TCP6Socket(TCPSocket):
+    FAMILY = socket.AF_INET6
+
+
+class UnixSocket(BaseSocket):
+    FAMILY = socket.AF_UNIX
+
+
+def listener(fd, text):
+    """Wrap a duplicate of listening descriptor ``fd`` (shown as ``text``)."""
+    sock = socket.socket(fileno=os.dup(fd))
+    kinds = {socket.AF_UNIX: UnixSocket, socket.AF_INET6: TCP6Socket}
+    return kinds.get(sock.family, TCPSocket)(sock, text)
+
+
+class Arbiter:
+    """``server`` in master hooks, shaped like gunicorn's Arbiter."""
+
+    WORKER_BOOT_ERROR = 3
+    APP_LOAD_ERROR = 4
+    SIGNALS = _signals("HUP QUIT INT TERM TTIN TTOU USR1 USR2 WINCH")
+    SIG_NAMES = dict(
+        (getattr(signal, name), name[3:].lower())
+        for name in dir(signal)
+        if name[:3] == "SIG" and name[3] != "_"
+    )
 
     def __init__(self, cfg, pid, app_uri):
         self.cfg = cfg
-        self.app = App(cfg, app_uri)
+        self.app = WSGIApplication(cfg, app_uri)
         self.log = LOG
         self.pid = pid
         self.num_workers = cfg.workers
@@ -135,10 +229,30 @@ class Server:
         self.WORKERS = {}
         self.LISTENERS = []
         self.worker_age = 0
+        self.START_CTX = {"args": list(sys.argv), "cwd": os.getcwd(), 0: sys.executable}
+        # No dirty-app pool (refused at start-up): gunicorn's values without one.
+        self.dirty_arbiter = None
+        self.dirty_arbiter_pid = 0
+        self.dirty_pidfile = None
+
+    def kill_worker(self, pid, sig):
+        """Send ``sig`` to worker ``pid`` (gone already: forgotten, as in gunicorn)."""
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            self.WORKERS.pop(pid, None)
+
+    def kill_workers(self, sig):
+        for pid in list(self.WORKERS):
+            self.kill_worker(pid, sig)
 
 
 class Worker:
-    """``worker`` in worker hooks and in ``pre_fork``/``child_exit``."""
+    """``worker`` in worker hooks and in ``pre_fork``/``child_exit``; an
+    instance of ``server.worker_class`` (``SyncWorker``, ``ThreadWorker``
+    or ``EvloopWorker``), as gunicorn's worker is of its class."""
+
+    SIGNALS = _signals("ABRT HUP QUIT INT TERM USR1 USR2 WINCH CHLD")
 
     def __init__(self, server, age):
         cfg = server.cfg
@@ -155,14 +269,35 @@ class Worker:
         self.alive = True
         self.nr = 0
         self.max_requests = cfg.max_requests or sys.maxsize
+        self.reloader = None
+
+    def notify(self):
+        """The heartbeat is ferricorn's own (shared memory): nothing to do."""
+
+
+class SyncWorker(Worker):
+    pass
+
+
+class ThreadWorker(Worker):
+    pass
+
+
+class EvloopWorker(Worker):
+    pass
+
+
+WORKER_CLASSES = {"sync": SyncWorker, "gthread": ThreadWorker, "evloop": EvloopWorker}
 
 
 class Request:
     """``req`` in ``pre_request``/``post_request``: the parsed request head."""
 
-    __slots__ = ("method", "uri", "path", "query", "fragment", "version", "headers", "scheme", "peer_addr", "remote_addr")
+    __slots__ = ("method", "uri", "path", "query", "fragment", "version", "headers", "scheme",
+                 "peer_addr", "remote_addr", "cfg", "limit_request_line", "limit_request_fields",
+                 "limit_request_field_size", "must_close", "proxy_protocol_info")
 
-    def __init__(self, method, uri, path, query, fragment, version, headers, scheme, peer_addr):
+    def __init__(self, method, uri, path, query, fragment, version, headers, scheme, peer_addr, worker):
         self.method = method
         self.uri = uri
         self.path = path
@@ -173,17 +308,40 @@ class Request:
         self.scheme = scheme
         self.peer_addr = peer_addr
         self.remote_addr = peer_addr
+        cfg = worker.cfg
+        self.cfg = cfg
+        self.limit_request_line = cfg.limit_request_line
+        self.limit_request_fields = cfg.limit_request_fields
+        self.limit_request_field_size = cfg.limit_request_field_size
+        self.must_close = False
+        self.proxy_protocol_info = None
+
+    def should_close(self):
+        if self.must_close:
+            return True
+        for name, value in self.headers:
+            if name == "CONNECTION":
+                value = value.lower().strip(" \t")
+                if value == "close":
+                    return True
+                if value == "keep-alive":
+                    return False
+                break
+        return tuple(self.version) <= (1, 0)
 
     def __repr__(self):
         return "<Request %s %s>" % (self.method, self.uri)
 
 
 class Response:
-    """``resp`` in ``post_request`` (``None`` when no response was started)."""
+    """``resp`` in ``post_request`` (``None`` when no response was started).
+    ``version`` is the server's name, as gunicorn's is (``req.version`` has
+    the HTTP version)."""
 
-    __slots__ = ("status", "status_code", "headers", "sent", "response_length", "version")
+    __slots__ = ("status", "status_code", "headers", "sent", "response_length", "version", "req",
+                 "cfg", "must_close", "headers_sent", "chunked", "upgrade")
 
-    def __init__(self, status, headers, sent, version):
+    def __init__(self, status, headers, sent, server, req, must_close, http_version):
         self.status = status
         try:
             self.status_code = int(status.split(None, 1)[0]) if status else None
@@ -192,13 +350,27 @@ class Response:
         self.headers = headers
         self.sent = sent
         self.response_length = None
+        self.upgrade = False
         for name, value in headers:
-            if name.lower() == "content-length":
+            lname = name.lower()
+            if lname == "content-length":
                 try:
                     self.response_length = int(value)
                 except ValueError:
                     pass
-        self.version = version
+            elif lname == "upgrade" and self.status_code == 101:
+                self.upgrade = True
+        self.version = server
+        self.req = req
+        self.cfg = req.cfg
+        self.must_close = must_close
+        self.headers_sent = True
+        self.chunked = not (
+            self.response_length is not None
+            or tuple(http_version) <= (1, 0)
+            or req.method == "HEAD"
+            or self.status_code in (204, 304)
+        )
 
     def __repr__(self):
         return "<Response %s>" % self.status

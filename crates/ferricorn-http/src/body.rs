@@ -37,10 +37,19 @@ enum State {
 }
 
 /// Decodes one request body. Build it from the head's [`BodyKind`].
+///
+/// Small (a request's body state moves with it between the connection and
+/// the application): what only a chunked body needs lives behind a box,
+/// made for chunked bodies only.
 #[derive(Clone, Debug)]
 pub struct Decoder {
     state: State,
-    chunked: bool,
+    chunked: Option<Box<Chunked>>,
+}
+
+/// A chunked body's line state, trailers and limits.
+#[derive(Clone, Debug)]
+struct Chunked {
     limits: Limits,
     strip_header_spaces: bool,
     permit_obsolete_folding: bool,
@@ -65,20 +74,21 @@ impl Decoder {
             BodyKind::Length(n) => State::Length(n),
             BodyKind::Chunked => State::SizeLine,
         };
-        Decoder {
-            state,
-            chunked: *kind == BodyKind::Chunked,
-            limits: Limits::from_options(opts),
-            strip_header_spaces: opts.strip_header_spaces,
-            permit_obsolete_folding: opts.permit_obsolete_folding,
-            header_map: opts.header_map.clone(),
-            line: Vec::new(),
-            trailers: Vec::new(),
-            trailer_fields: 0,
-            trailer_field_size: 0,
-            last_trailer_kept: false,
-            policy: FieldPolicy::new(true),
-        }
+        let chunked = (*kind == BodyKind::Chunked).then(|| {
+            Box::new(Chunked {
+                limits: Limits::from_options(opts),
+                strip_header_spaces: opts.strip_header_spaces,
+                permit_obsolete_folding: opts.permit_obsolete_folding,
+                header_map: opts.header_map.clone(),
+                line: Vec::new(),
+                trailers: Vec::new(),
+                trailer_fields: 0,
+                trailer_field_size: 0,
+                last_trailer_kept: false,
+                policy: FieldPolicy::new(true),
+            })
+        });
+        Decoder { state, chunked }
     }
 
     /// Consume bytes from `input`, appending decoded body bytes to `out`.
@@ -154,15 +164,16 @@ impl Decoder {
                     self.state = next;
                 }
                 State::SizeLine => {
-                    let limit = self.limits.field_size;
-                    let Some(end) = self.fill_line(input, &mut i, limit)? else {
+                    let c = self.chunked.as_deref_mut().ok_or(Error::InvalidChunkSize)?;
+                    let limit = c.limits.field_size;
+                    let Some(end) = c.fill_line(input, &mut i, limit)? else {
                         return Ok((i, &[]));
                     };
                     if !end {
                         return Err(Error::InvalidChunkSize);
                     }
-                    let size = chunk_size(&self.line)?;
-                    self.line.clear();
+                    let size = chunk_size(&c.line)?;
+                    c.line.clear();
                     self.state = if size == 0 {
                         State::Trailer
                     } else {
@@ -170,31 +181,84 @@ impl Decoder {
                     };
                 }
                 State::Trailer => {
-                    let fold = matches!(self.line.first().or(input.get(i)), Some(b' ' | b'\t'))
-                        && self.permit_obsolete_folding;
+                    let c = self.chunked.as_deref_mut().ok_or(Error::InvalidChunkSize)?;
+                    let fold = matches!(c.line.first().or(input.get(i)), Some(b' ' | b'\t'))
+                        && c.permit_obsolete_folding;
                     let allowed = if fold {
-                        self.limits
-                            .field_size
-                            .saturating_sub(self.trailer_field_size)
+                        c.limits.field_size.saturating_sub(c.trailer_field_size)
                     } else {
-                        self.limits.field_size
+                        c.limits.field_size
                     };
                     // The line may hold `allowed` bytes with its CRLF; the LF
                     // is not stored, so `allowed - 1` before it.
-                    let Some(end) = self.fill_line(input, &mut i, allowed.saturating_sub(1))?
-                    else {
+                    let Some(end) = c.fill_line(input, &mut i, allowed.saturating_sub(1))? else {
                         return Ok((i, &[]));
                     };
                     if !end {
                         return Err(Error::HeaderFieldTooLarge);
                     }
-                    self.trailer_line()?;
-                    self.line.clear();
+                    let done = c.trailer_line()?;
+                    c.line.clear();
+                    if done {
+                        self.state = State::Done;
+                    }
                 }
             }
         }
     }
 
+    /// True once the whole body (and any trailers) has been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// For Content-Length bodies, how many body bytes are still expected;
+    /// `Some(0)` when done. `None` for chunked bodies.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            _ if self.chunked.is_some() => None,
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Record that the caller read `n` bytes of a Content-Length body
+    /// itself (e.g. straight into the application's buffer, bounded by
+    /// [`Decoder::remaining`]). Ignored for other framings.
+    pub fn advance(&mut self, n: u64) {
+        if let State::Length(left) = self.state {
+            let left = left.saturating_sub(n);
+            self.state = if left == 0 {
+                State::Done
+            } else {
+                State::Length(left)
+            };
+        }
+    }
+
+    /// Trailer fields of a chunked body, in order (name as sent, value
+    /// trimmed), after [`Decoder::is_done`].
+    pub fn trailers(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        self.chunked.as_ref().map_or(&[], |c| &c.trailers)
+    }
+
+    /// The peer closed the connection: `Ok` if the body was complete,
+    /// otherwise [`Error::IncompleteBody`] (or the earlier error).
+    pub fn finish_eof(&self) -> Result<(), Error> {
+        match self.state {
+            State::Done => Ok(()),
+            State::Failed(e) => Err(e),
+            _ => Err(Error::IncompleteBody),
+        }
+    }
+}
+
+fn clamp(left: u64, avail: usize) -> usize {
+    usize::try_from(left).map_or(avail, |l| l.min(avail))
+}
+
+impl Chunked {
     /// Append bytes up to and including the next LF to `line` (the LF is
     /// not stored). `Some(true)`: a line is complete. `Some(false)`: the
     /// line grew past `limit` bytes. `None`: input exhausted.
@@ -225,14 +289,14 @@ impl Decoder {
         }
     }
 
-    /// Handle one complete trailer line held in `line` (LF removed).
-    fn trailer_line(&mut self) -> Result<(), Error> {
+    /// Handle one complete trailer line held in `line` (LF removed);
+    /// true at the empty line that ends the body.
+    fn trailer_line(&mut self) -> Result<bool, Error> {
         let Some((&b'\r', content)) = self.line.split_last() else {
             return Err(Error::InvalidHeader("bare LF as line terminator"));
         };
         if content.is_empty() {
-            self.state = State::Done;
-            return Ok(());
+            return Ok(true);
         }
         let size = content.len() + 2;
         let line = (0, content.len());
@@ -251,7 +315,7 @@ impl Decoder {
                 v.push(b' ');
                 v.extend_from_slice(&content[s..e]);
             }
-            return Ok(());
+            return Ok(false);
         }
         if self.trailer_fields >= self.limits.fields {
             return Err(Error::TooManyHeaders);
@@ -265,58 +329,8 @@ impl Decoder {
             self.trailers
                 .push((name.to_vec(), content[vs..ve].to_vec()));
         }
-        Ok(())
+        Ok(false)
     }
-
-    /// True once the whole body (and any trailers) has been read.
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
-    /// For Content-Length bodies, how many body bytes are still expected;
-    /// `Some(0)` when done. `None` for chunked bodies.
-    pub fn remaining(&self) -> Option<u64> {
-        match self.state {
-            State::Length(n) => Some(n),
-            _ if self.chunked => None,
-            State::Done => Some(0),
-            _ => None,
-        }
-    }
-
-    /// Record that the caller read `n` bytes of a Content-Length body
-    /// itself (e.g. straight into the application's buffer, bounded by
-    /// [`Decoder::remaining`]). Ignored for other framings.
-    pub fn advance(&mut self, n: u64) {
-        if let State::Length(left) = self.state {
-            let left = left.saturating_sub(n);
-            self.state = if left == 0 {
-                State::Done
-            } else {
-                State::Length(left)
-            };
-        }
-    }
-
-    /// Trailer fields of a chunked body, in order (name as sent, value
-    /// trimmed), after [`Decoder::is_done`].
-    pub fn trailers(&self) -> &[(Vec<u8>, Vec<u8>)] {
-        &self.trailers
-    }
-
-    /// The peer closed the connection: `Ok` if the body was complete,
-    /// otherwise [`Error::IncompleteBody`] (or the earlier error).
-    pub fn finish_eof(&self) -> Result<(), Error> {
-        match self.state {
-            State::Done => Ok(()),
-            State::Failed(e) => Err(e),
-            _ => Err(Error::IncompleteBody),
-        }
-    }
-}
-
-fn clamp(left: u64, avail: usize) -> usize {
-    usize::try_from(left).map_or(avail, |l| l.min(avail))
 }
 
 /// Parse a chunk-size line (LF removed, CR still there):

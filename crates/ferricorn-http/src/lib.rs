@@ -5,6 +5,8 @@
 //! - [`body`]: Content-Length and chunked body decoders ([`body::Decoder`]).
 //! - [`response`]: status line, headers and body framing for responses.
 //! - [`date`]: the `Date` header, formatted at most once a second.
+//! - [`h1`]: one connection's state: read buffer, pipelining, body,
+//!   `100 Continue`, the keep-alive and lingering-close verdicts ([`h1::Conn`]).
 //! - [`proxy`]: PROXY protocol v1 and v2 headers.
 //! - [`error`]: every refusal, each with its HTTP status.
 //!
@@ -18,6 +20,7 @@ mod chars;
 pub mod body;
 pub mod date;
 pub mod error;
+pub mod h1;
 pub mod parse;
 pub mod proxy;
 pub mod response;

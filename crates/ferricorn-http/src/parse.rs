@@ -24,6 +24,7 @@
 //!   compare the two).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::chars::{
     find_byte, find_ctl_or_del, is_bad_value_byte, is_tchar, is_token, list_contains,
@@ -231,7 +232,9 @@ struct RequestLine {
 /// request (it resets itself after returning a head or an error).
 #[derive(Debug)]
 pub struct Parser {
-    opts: Options,
+    /// Shared, so that one parser per connection costs no copy of the
+    /// options ([`Parser::with_shared_options`]).
+    opts: Arc<Options>,
     limits: Limits,
     peer_trusted: bool,
     stage: Stage,
@@ -255,6 +258,12 @@ pub struct Parser {
 impl Parser {
     /// A parser with these options.
     pub fn new(opts: Options) -> Self {
+        Self::with_shared_options(Arc::new(opts))
+    }
+
+    /// A parser with options shared with other parsers (one per
+    /// connection: no allocation for the options).
+    pub fn with_shared_options(opts: Arc<Options>) -> Self {
         let limits = Limits::from_options(&opts);
         Parser {
             opts,
@@ -629,6 +638,11 @@ impl Parser {
                 .iter()
                 .position(|&b| matches!(b, b'/' | b'?' | b'#'))
                 .unwrap_or(target.len() - rest);
+            if !valid_authority(&target[rest..rest + auth_len]) {
+                return Err(Error::InvalidRequestLine(
+                    "invalid authority in absolute-form",
+                ));
+            }
             let p0 = rest + auth_len;
             let (path, query, fragment) = split_path(t0 + p0, &target[p0..]);
             (path, query, fragment)
@@ -1062,6 +1076,88 @@ fn split_path(base: usize, s: &[u8]) -> (Span, Span, Span) {
             fragment,
         ),
     }
+}
+
+/// RFC 3986 3.2: `authority = [ userinfo "@" ] host [ ":" port ]`, checked
+/// only for absolute-form targets (origin-form requests never come here).
+/// `host` is an IP-literal in brackets (an IPv6 address, with an optional
+/// zone, or an IPvFuture), or a reg-name (which covers IPv4 addresses);
+/// `port` is digits. An empty authority (`http:///p`) stays accepted, as
+/// `urlsplit` accepts it.
+fn valid_authority(a: &[u8]) -> bool {
+    let unreserved_or_sub = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+    // `*( allowed / pct-encoded )`
+    let all = |s: &[u8], extra: u8| {
+        let mut i = 0;
+        while i < s.len() {
+            match s[i] {
+                b'%' => {
+                    let hex = |j: usize| s.get(j).is_some_and(u8::is_ascii_hexdigit);
+                    if !(hex(i + 1) && hex(i + 2)) {
+                        return false;
+                    }
+                    i += 3;
+                }
+                b if unreserved_or_sub(b) || b == extra => i += 1,
+                _ => return false,
+            }
+        }
+        true
+    };
+    let host_port = match a.iter().position(|&b| b == b'@') {
+        Some(at) if all(&a[..at], b':') => &a[at + 1..],
+        Some(_) => return false,
+        None => a,
+    };
+    let (host_ok, port) = if let Some(inner) = host_port.strip_prefix(b"[") {
+        let Some(close) = inner.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        (valid_ip_literal(&inner[..close]), &inner[close + 1..])
+    } else {
+        match host_port.iter().position(|&b| b == b':') {
+            Some(c) => (all(&host_port[..c], 0), &host_port[c..]),
+            None => (all(host_port, 0), &host_port[host_port.len()..]),
+        }
+    };
+    host_ok
+        && match port {
+            [] => true,
+            [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+}
+
+/// The inside of `[...]`: `IPvFuture = "v" 1*HEXDIG "." 1*( unreserved /
+/// sub-delims / ":" )`, or an IPv6 address with an optional `%` zone
+/// (RFC 6874) of unreserved or pct-encoded bytes.
+fn valid_ip_literal(lit: &[u8]) -> bool {
+    if let Some(rest) = lit.strip_prefix(b"v").or_else(|| lit.strip_prefix(b"V")) {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (ver, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !ver.is_empty()
+            && ver.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b));
+    }
+    let (addr, zone) = match lit.iter().position(|&b| b == b'%') {
+        Some(p) => (&lit[..p], Some(&lit[p + 1..])),
+        None => (lit, None),
+    };
+    let addr_ok = std::str::from_utf8(addr)
+        .ok()
+        .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+        .is_some();
+    let zone_ok = zone.is_none_or(|z| {
+        !z.is_empty()
+            && z.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b))
+    });
+    addr_ok && zone_ok
 }
 
 fn find_lf(buf: &[u8], from: usize, to: usize) -> Option<usize> {

@@ -21,13 +21,15 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use ferricorn_http::parse::Head;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use crate::config::{Settings, Value};
+use crate::app::format_traceback;
+use crate::config::{Settings, Value, validate};
 use crate::glogging::{self, Level};
-use crate::wsgi::{self, Conn, Outcome, environ::AppContext, format_traceback};
+use crate::request::Request;
+use crate::sock;
+use crate::wsgi::{self, Exchange, Outcome, environ::AppContext};
 
 /// Every hook setting, in the settings table's order.
 pub const NAMES: [&str; 16] = [
@@ -133,15 +135,35 @@ pub fn install(
     for (name, f) in &hooks {
         funcs.set_item(*name, f.bind(py))?;
     }
-    let cfg = module.getattr("Config")?.call1((values, funcs))?;
+    // What gunicorn's Config derives from the settings, computed here with
+    // the same parsers the server uses.
+    let derived = PyDict::new(py);
+    let address = PyList::empty(py);
+    for raw in settings.bind() {
+        match sock::parse_address(raw) {
+            Ok(sock::Address::Tcp { host, port }) => address.append((host, port))?,
+            Ok(sock::Address::Unix(path)) => address.append(path.to_string_lossy())?,
+            Ok(sock::Address::Fd(fd)) => address.append(fd)?,
+            Err(e) => return Err(pyo3::exceptions::PyValueError::new_err(e.to_string())),
+        }
+    }
+    derived.set_item("address", address)?;
+    let class_str = settings.worker_class_str();
+    derived.set_item("worker_class_str", class_str)?;
+    derived.set_item(
+        "worker_kind",
+        validate::worker_class(class_str).unwrap_or("sync"),
+    )?;
+    let cfg = module.getattr("Config")?.call1((values, funcs, derived))?;
     let server = module
-        .getattr("Server")?
+        .getattr("Arbiter")?
         .call1((cfg, std::process::id(), app_spec))?;
     if let Some(old) = guard.as_ref() {
         // The live workers and the re-exec state outlive a reload.
         let old = old.server.bind(py);
         for attr in [
             "WORKERS",
+            "LISTENERS",
             "master_pid",
             "reexec_pid",
             "master_name",
@@ -224,15 +246,9 @@ fn with_server(
     })
 }
 
-/// A fresh `worker` object of age `age`.
-fn new_worker<'py>(
-    py: Python<'py>,
-    server: &Bound<'py, PyAny>,
-    age: u64,
-) -> PyResult<Bound<'py, PyAny>> {
-    py.import("ferricorn._hooks")?
-        .getattr("Worker")?
-        .call1((server, age))
+/// A fresh `worker` object of age `age`, an instance of `server.worker_class`.
+fn new_worker<'py>(server: &Bound<'py, PyAny>, age: u64) -> PyResult<Bound<'py, PyAny>> {
+    server.getattr("worker_class")?.call1((server, age))
 }
 
 /// Before forking a worker of age `age`: build its `worker` object and call
@@ -241,7 +257,7 @@ pub fn pre_fork(view: &MasterView, age: u64) -> Result<(), String> {
     with_server(|py, server| {
         update_server(server, view)?;
         server.setattr("worker_age", age)?;
-        let worker = new_worker(py, server, age)?;
+        let worker = new_worker(server, age)?;
         *SPAWNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone().unbind());
         if let Some((_, f)) = lookup(py, "pre_fork") {
             f.call1(py, (server, worker))?;
@@ -262,6 +278,42 @@ pub fn spawned(pid: i32) {
     });
 }
 
+/// `server.LISTENERS` (and every `worker.sockets`, the same list): Python
+/// socket objects shaped like gunicorn's `TCPSocket` / `TCP6Socket` /
+/// `UnixSocket`, on duplicates of the listening descriptors, so a hook
+/// learns the real port of a `:0` bind. Called once the master has its
+/// listeners (after `on_starting`, as in gunicorn) and after a `HUP`.
+pub fn set_listeners(listeners: &[sock::Listener]) {
+    let set = with_server(|py, server| {
+        let make = py.import("ferricorn._hooks")?.getattr("listener")?;
+        let list = server.getattr("LISTENERS")?;
+        for old in list.try_iter()? {
+            old?.call_method0("close")?;
+        }
+        list.call_method0("clear")?;
+        for l in listeners {
+            list.call_method1("append", (make.call1((l.raw_fd(), l.to_string()))?,))?;
+        }
+        Ok(())
+    });
+    if let Err(tb) = set {
+        glogging::error!("Cannot give the listeners to the hooks:\n{tb}");
+    }
+}
+
+/// Close the hooks' duplicates of the listeners (the master stops
+/// listening), so no descriptor keeps a closed port open.
+pub fn close_listeners() {
+    let _ = with_server(|_py, server| {
+        let list = server.getattr("LISTENERS")?;
+        for l in list.try_iter()? {
+            l?.call_method0("close")?;
+        }
+        list.call_method0("clear")?;
+        Ok(())
+    });
+}
+
 /// `child_exit(server, worker)` for a reaped worker.
 pub fn child_exit(view: &MasterView, pid: i32, age: u64) -> Result<(), String> {
     with_server(|py, server| {
@@ -273,7 +325,7 @@ pub fn child_exit(view: &MasterView, pid: i32, age: u64) -> Result<(), String> {
         };
         update_server(server, view)?;
         let worker = if known.is_none() {
-            let w = new_worker(py, server, age)?;
+            let w = new_worker(server, age)?;
             w.setattr("pid", pid)?;
             w
         } else {
@@ -372,21 +424,15 @@ fn latin1(b: &[u8]) -> String {
 }
 
 impl RequestHooks {
-    fn request<'py>(
-        &self,
-        py: Python<'py>,
-        head: &Head<'_>,
-        conn: &Conn<'_>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn request<'py>(&self, py: Python<'py>, req: &Request<'_>) -> PyResult<Bound<'py, PyAny>> {
+        let head = req.head();
         let headers = PyList::empty(py);
         for (name, value) in &head.headers {
             headers.append((latin1(name).to_ascii_uppercase(), latin1(value)))?;
         }
-        let peer = match conn.peer.port {
-            Some(port) => (conn.peer.addr.as_str(), port)
-                .into_pyobject(py)?
-                .into_any(),
-            None => conn.peer.addr.as_str().into_pyobject(py)?.into_any(),
+        let peer = match req.peer.port {
+            Some(port) => (req.peer.addr.as_str(), port).into_pyobject(py)?.into_any(),
+            None => req.peer.addr.as_str().into_pyobject(py)?.into_any(),
         };
         self.request.bind(py).call1((
             latin1(&head.method),
@@ -396,8 +442,9 @@ impl RequestHooks {
             latin1(head.fragment),
             PyTuple::new(py, [head.version.0, head.version.1])?,
             headers,
-            conn.url_scheme,
+            req.scheme,
             peer,
+            &self.worker,
         ))
     }
 
@@ -417,10 +464,14 @@ impl RequestHooks {
                 for (k, v) in outcome.response_headers.iter() {
                     headers.append((latin1(k), latin1(v)))?;
                 }
+                let server = crate::util::server_header().map(latin1);
                 self.response.bind(py).call1((
                     status.as_str(),
                     headers,
                     outcome.sent.unwrap_or(0),
+                    server,
+                    req,
+                    !matches!(outcome.response, ferricorn_http::h1::Response::Complete(f) if f.keep_alive),
                     PyTuple::new(py, [version.0, version.1])?,
                 ))?
             }
@@ -438,70 +489,96 @@ impl RequestHooks {
 /// As in gunicorn: a raising `pre_request` fails the request with a 500 (the
 /// app is not called) and `post_request` still runs, with an empty environ
 /// and no response; a raising `post_request` is logged.
-pub fn serve(
+pub fn serve(py: Python<'_>, app: &AppContext, req: &Request<'_>, ex: Exchange<'_>) -> Outcome {
+    let outcome = serve_with_hooks(py, app, req, ex);
+    // Python logging's access record carries the environ (`{var}e` atoms).
+    crate::pylogging::remember_environ(py, &outcome.environ);
+    outcome
+}
+
+fn serve_with_hooks(
     py: Python<'_>,
     app: &AppContext,
-    head: &Head<'_>,
-    leftover: &[u8],
-    conn: &Conn<'_>,
+    req: &Request<'_>,
+    ex: Exchange<'_>,
 ) -> Outcome {
     let Some(hooks) = REQUEST.get() else {
-        return wsgi::serve(py, app, head, leftover, conn);
+        return wsgi::serve(py, app, req, ex);
     };
-    let req = match hooks.request(py, head, conn) {
+    let hook_req = match hooks.request(py, req) {
         Ok(r) => r,
         Err(e) => {
             glogging::error!(
                 "Cannot build the request object for the request hooks: {}",
                 format_traceback(py, &e)
             );
-            return wsgi::serve(py, app, head, leftover, conn);
+            return wsgi::serve(py, app, req, ex);
         }
     };
     let pre = match &hooks.pre {
-        Some(pre) => pre.call1(py, (&hooks.worker, &req)).map(|_| ()),
+        Some(pre) => pre.call1(py, (&hooks.worker, &hook_req)).map(|_| ()),
         None => Ok(()),
     };
     let outcome = match pre {
-        Ok(()) => wsgi::serve(py, app, head, leftover, conn),
+        Ok(()) => wsgi::serve(py, app, req, ex),
         Err(e) => {
             glogging::exception(&format!(
                 "Error handling request {} {}\n{}",
-                String::from_utf8_lossy(&head.method),
-                String::from_utf8_lossy(head.target),
+                String::from_utf8_lossy(req.method()),
+                String::from_utf8_lossy(req.raw_target()),
                 format_traceback(py, &e)
             ));
-            let out = wsgi::error_response(500, "Internal Server Error", "");
-            let stream = conn.stream.clone();
+            let out = crate::app::error_response(500, "Internal Server Error", "");
             py.detach(|| {
-                let _ = std::io::Write::write_all(&mut &*stream, &out);
+                let w = ex.response.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = w.write_raw(&out);
             });
             Outcome {
                 status: b"500".to_vec(),
                 status_line: None,
                 sent: Some(0),
                 response_headers: Default::default(),
-                keep_alive: false,
-                leftover: Vec::new(),
                 // The body (if any) was not read.
-                unread: !leftover.is_empty()
-                    || !matches!(
-                        head.body,
-                        ferricorn_http::parse::BodyKind::None
-                            | ferricorn_http::parse::BodyKind::Length(0)
-                    ),
+                response: ferricorn_http::h1::Response::Refused,
                 environ: PyDict::new(py).unbind(),
                 failed: true,
             }
         }
     };
-    if let Err(e) = hooks.post(py, &req, &outcome, head.version) {
+    if let Err(e) = hooks.post(py, &hook_req, &outcome, req.version()) {
         glogging::exception(&format!(
             "Exception in post_request hook\n{}",
             format_traceback(py, &e)
         ));
     }
     outcome
+}
+
+/// The `setproctitle` package's `setproctitle`, when it is installed.
+static SETPROCTITLE: OnceLock<Option<Py<PyAny>>> = OnceLock::new();
+
+/// Set the process title to `ferricorn: {title}`. With the `setproctitle`
+/// package installed the title goes through it, as gunicorn's does, so a
+/// hook's `setproctitle.getproctitle()` returns ferricorn's title and its
+/// `setproctitle.setproctitle(...)` replaces it (two writers of one argv
+/// area would not see each other); `comm` is set either way. Without the
+/// package, `sys::proctitle` writes the argv area itself.
+pub fn set_proctitle(title: &str) {
+    let full = format!("ferricorn: {title}");
+    let through_package = Python::attach(|py| {
+        let f = SETPROCTITLE.get_or_init(|| {
+            py.import("setproctitle")
+                .and_then(|m| m.getattr("setproctitle"))
+                .ok()
+                .map(Bound::unbind)
+        });
+        f.as_ref().is_some_and(|f| f.call1(py, (&full,)).is_ok())
+    });
+    if through_package {
+        crate::sys::proctitle::set_comm(&full);
+    } else {
+        crate::sys::proctitle::set(&full);
+    }
 }
 
 /// `_ferricorn._hook_log(level, text)`: `server.log.info(...)` and friends.

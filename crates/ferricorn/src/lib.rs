@@ -4,17 +4,23 @@
 //! `_ferricorn.run(argv)`; everything after that runs here. See
 //! `docs/design.md` for the process model and the module layers.
 
+pub mod app;
 pub mod arbiter;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod errors;
 pub mod glogging;
 pub mod hooks;
 pub mod instrument;
+pub mod lifecycle;
 pub mod pidfile;
 pub mod pylogging;
+pub mod reloader;
+pub mod request;
 pub mod run;
 pub mod sock;
+pub mod stream;
 pub mod sys;
 pub mod systemd;
 pub mod util;

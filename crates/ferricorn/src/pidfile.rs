@@ -70,7 +70,7 @@ impl Pidfile {
         &self.path
     }
 
-    /// Move the pid file to `new_path` (USR2 hand-over: `.oldbin`).
+    /// Move the pid file to `new_path` (a promoted re-executed master: `PIDFILE.2` → `PIDFILE`).
     pub fn rename(&mut self, new_path: &Path) -> Result<(), PidfileError> {
         self.unlink();
         self.path = new_path.to_path_buf();

@@ -8,6 +8,7 @@ use pyo3::PyTypeInfo;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::app::loader::{self, LoadError};
 use crate::arbiter::shell::{Launch, ReloadFn, Reloaded, Shell};
 use crate::config::pyfile::{self, LoadFailure, USAGE};
 use crate::config::{ConfigError, Settings};
@@ -16,22 +17,12 @@ use crate::glogging::{self, Level};
 use crate::pidfile::Pidfile;
 use crate::sock;
 use crate::workers::heartbeat::Heartbeats;
-use crate::wsgi::loader::{self, LoadError};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn usage_error(msg: &str) -> i32 {
     eprintln!("{USAGE}\nferricorn: error: {msg}");
     USAGE_ERROR
-}
-
-/// The worker classes ferricorn implements, by every name gunicorn accepts for them.
-fn resolve_worker_class(name: &str, threads: usize) -> Result<&'static str, String> {
-    crate::workers::resolve_class(name, threads).map(|c| match c {
-        crate::workers::Class::Sync => "sync",
-        crate::workers::Class::Gthread => "gthread",
-        crate::workers::Class::Evloop => "evloop",
-    })
 }
 
 /// Load the configuration (`config::pyfile::load`) and check what only the
@@ -49,17 +40,15 @@ fn load_settings(py: Python<'_>, argv: &[String]) -> Result<pyfile::Loaded, i32>
             return Err(STARTUP_ERROR);
         }
         Err(LoadFailure::Unsupported(msg)) => {
-            eprintln!("Error: {msg}");
+            for line in msg.lines() {
+                eprintln!("Error: {line}");
+            }
             return Err(USAGE_ERROR);
         }
     };
     let settings = &loaded.settings;
     if settings.get("print_config").as_bool() {
         return Ok(loaded);
-    }
-    if let Err(e) = resolve_worker_class(settings.worker_class(), settings.threads()) {
-        eprintln!("Error: {e}");
-        return Err(USAGE_ERROR);
     }
     for addr in settings.bind() {
         if let Err(e) = sock::parse_address(addr) {
@@ -151,7 +140,9 @@ fn apply_raw_env(py: Python<'_>, settings: &Settings) -> Result<(), String> {
 fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
     let opts = sock::BindOptions {
         backlog: settings.backlog(),
-        reuse_port: false,
+        // One listener per address, shared by every worker, with
+        // SO_REUSEPORT set (docs/workers.md, "reuse_port").
+        reuse_port: settings.get("reuse_port").as_bool(),
     };
     let mut listeners = Vec::new();
     for raw in settings.bind() {
@@ -178,6 +169,10 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
                     glogging::error!("Connection in use: {label}");
                     glogging::error!("Retrying in 1 second.");
                     std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                Err(sock::BindError::InUse(label)) => {
+                    glogging::error!("Connection in use: {label}");
+                    return Err(format!("Can't connect to {label}"));
                 }
                 Err(e) => return Err(format!("{e}")),
             }
@@ -296,6 +291,65 @@ fn inherited_listeners(
     Ok(Some((listeners, systemd)))
 }
 
+/// What `--reload` cannot do with these settings, said once at start-up:
+/// with `--preload` the workers are forked with the master's copy of the
+/// code, and a pattern that matches nothing yet (gunicorn warns too).
+fn reload_warnings(py: Python<'_>, settings: &Settings) {
+    if settings.get("preload_app").as_bool() {
+        glogging::warning!(
+            "--reload has no effect with --preload: workers are forked with the code the master \
+             imported, so code changes need a restart of ferricorn"
+        );
+    }
+    let extra = settings.get("reload_extra_files").as_list().to_vec();
+    let unmatched: Vec<String> = py
+        .import("ferricorn._reload")
+        .and_then(|m| m.call_method1("unmatched_patterns", (extra,)))
+        .and_then(|r| r.extract())
+        .unwrap_or_default();
+    for pattern in unmatched {
+        glogging::warning!("Pattern {pattern} currently matches no files.");
+    }
+}
+
+/// Open the control socket unless `--no-control-socket`. A live socket at
+/// the path (another running server) is never taken: with the default path
+/// this server runs without one and says so; with a path the user gave,
+/// start-up fails. Other errors are warnings with the default path and
+/// fatal with a given one. A re-executed master (`take_over`) replaces its
+/// parent's socket.
+fn open_control_socket(
+    settings: &Settings,
+    take_over: bool,
+) -> Result<Option<crate::control::server::Server>, String> {
+    use crate::control::server::{OpenError, Server};
+    if settings.get("control_socket_disable").as_bool() {
+        glogging::debug!("Control socket disabled");
+        return Ok(None);
+    }
+    let given = settings.get("control_socket").as_str().unwrap_or_default();
+    let path = std::path::Path::new(&crate::config::validate::getcwd()).join(given);
+    let mode = settings.get("control_socket_mode").as_int() as u32 & 0o7777;
+    let explicit = settings.is_set("control_socket");
+    match Server::open(&path, mode, take_over) {
+        Ok(server) => {
+            glogging::info!("Control socket listening at {}", path.display());
+            Ok(Some(server))
+        }
+        Err(e @ OpenError::InUse(_)) if !explicit => {
+            glogging::warning!(
+                "{e}; running without a control socket (give this server its own with --control-socket PATH)"
+            );
+            Ok(None)
+        }
+        Err(e) if !explicit => {
+            glogging::warning!("{e}; running without a control socket");
+            Ok(None)
+        }
+        Err(e) => Err(format!("{e} (--control-socket)")),
+    }
+}
+
 pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     // gunicorn's `env_orig`: restored on HUP, handed to a USR2 child.
     let env_orig = match py
@@ -316,6 +370,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if let Some(server) = pyfile::server_header(py) {
+        crate::util::set_server_header(server);
+    }
     let settings = loaded.settings;
     let user_hooks = loaded.hooks;
     let app_spec = loaded.app_spec.unwrap_or_default();
@@ -353,7 +410,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         return STARTUP_ERROR;
     }
     crate::arbiter::shell::give_logs_to_workers(&settings);
-    let logconfig_dict = settings.logconfig_dict();
+    let logconfig_dict = loaded
+        .logconfig_dict
+        .filter(|_| settings.logconfig_dict().is_some());
     if settings.logconfig().is_some()
         || settings.logconfig_json().is_some()
         || logconfig_dict.is_some()
@@ -363,7 +422,7 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
             py,
             settings.logconfig(),
             settings.logconfig_json(),
-            logconfig_dict.as_deref(),
+            logconfig_dict.as_ref(),
             level,
         ) {
             eprintln!("Error: {e}");
@@ -409,6 +468,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
     glogging::debug!("Current configuration:\n{}", settings.render_current());
     glogging::info!("Starting ferricorn {VERSION}");
+    if settings.get("reload").as_bool() {
+        reload_warnings(py, &settings);
+    }
     view.master_pid = parent_master;
     if let Err(code) = startup_hook("on_starting", &view, crate::hooks::Args::None) {
         return code;
@@ -448,11 +510,13 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
         None => None,
     };
+    crate::hooks::set_listeners(&listeners);
     glogging::debug!("Arbiter booted");
+    crate::workers::conn::arm_listeners_from(&listeners, &settings);
     for l in &listeners {
         glogging::info!("Listening at: {l} ({pid})");
     }
-    glogging::info!("Using worker: {}", settings.worker_class());
+    glogging::info!("Using worker: {}", settings.worker_class_str());
 
     let heartbeats = match Heartbeats::new() {
         Ok(h) => h,
@@ -467,7 +531,18 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
         return code;
     }
+    let control = match open_control_socket(&settings, parent_master != 0) {
+        Ok(c) => c,
+        Err(e) => {
+            glogging::error!("{e}");
+            if let Some(pf) = pidfile {
+                pf.unlink();
+            }
+            return STARTUP_ERROR;
+        }
+    };
     let launch = Launch {
+        control,
         settings,
         listeners,
         heartbeats,
@@ -490,34 +565,4 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     };
     crate::systemd::notify("READY=1");
     py.detach(|| shell.run())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worker_class_names() {
-        assert_eq!(resolve_worker_class("sync", 1), Ok("sync"));
-        assert_eq!(
-            resolve_worker_class("gunicorn.workers.sync.SyncWorker", 1),
-            Ok("sync")
-        );
-        assert!(
-            resolve_worker_class("gevent", 1)
-                .unwrap_err()
-                .contains("gevent")
-        );
-        assert_eq!(resolve_worker_class("sync", 4), Ok("gthread"));
-        assert_eq!(resolve_worker_class("evloop", 4), Ok("evloop"));
-        assert_eq!(
-            resolve_worker_class("gunicorn.workers.gthread.ThreadWorker", 1),
-            Ok("gthread")
-        );
-        assert!(
-            resolve_worker_class("eventlet", 1)
-                .unwrap_err()
-                .contains("gthread")
-        );
-    }
 }

@@ -26,6 +26,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
+use crate::stream::Stream;
+
 use socket2::{Domain, Socket, Type};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +114,21 @@ impl Listener {
             Listener::Tcp { sock, .. } => sock.as_fd(),
             Listener::Unix { sock, .. } => sock.as_fd(),
         }
+    }
+
+    /// Register the listener with a mio poller (readable: connections wait).
+    pub fn register(&self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        let fd = self.raw_fd();
+        registry.register(
+            &mut mio::unix::SourceFd(&fd),
+            token,
+            mio::Interest::READABLE,
+        )
+    }
+
+    /// Take the listener out of a mio poller.
+    pub fn deregister(&self, registry: &mio::Registry) -> io::Result<()> {
+        registry.deregister(&mut mio::unix::SourceFd(&self.raw_fd()))
     }
 
     pub fn is_unix(&self) -> bool {
@@ -217,9 +234,10 @@ pub fn bind(addr: &Address, opts: &BindOptions) -> Result<Listener, BindError> {
                 if opts.reuse_port {
                     sock.set_reuse_port(true)?;
                 }
-                if sockaddr.is_ipv6() {
-                    sock.set_only_v6(true)?;
-                }
+                // IPV6_V6ONLY is left at the system default
+                // (`net.ipv6.bindv6only`), as gunicorn does: `[::]` is
+                // dual-stack where that is 0, and a `0.0.0.0` bind of the
+                // same port is then "Connection in use".
                 Ok(())
             };
             setup().map_err(|e| BindError::Io(label.clone(), e))?;
@@ -361,21 +379,17 @@ mod tests {
         };
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let (stream, _) = accept_blocking(&l);
-        let Stream::Tcp(s) = &stream else {
-            unreachable!()
-        };
-        assert!(s.nodelay().unwrap());
+        let s = stream.sock_ref();
+        assert!(s.tcp_nodelay().unwrap());
         assert_eq!(s.read_timeout().unwrap(), Some(read));
         assert_eq!(s.write_timeout().unwrap(), Some(write));
         // Accepted sockets block (Linux: accept4 does not pass O_NONBLOCK on).
-        assert!(!socket2::SockRef::from(s).nonblocking().unwrap());
+        assert!(!s.nonblocking().unwrap());
         // Cleared on the listener: cleared on the next connection.
         assert!(l.set_connection_timeouts(None, None));
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let (stream, _) = accept_blocking(&l);
-        let Stream::Tcp(s) = &stream else {
-            unreachable!()
-        };
+        let s = stream.sock_ref();
         assert_eq!(s.read_timeout().unwrap(), None);
         assert_eq!(s.write_timeout().unwrap(), None);
 
@@ -389,9 +403,7 @@ mod tests {
         }
         let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
         let (stream, _) = accept_blocking(&u);
-        let Stream::Unix(s) = &stream else {
-            unreachable!()
-        };
+        let s = stream.sock_ref();
         // Why unix connections are armed one by one.
         #[cfg(target_os = "linux")]
         assert_eq!(s.read_timeout().unwrap(), None);
@@ -434,100 +446,6 @@ mod tests {
     }
 }
 
-/// An accepted client connection.
-pub enum Stream {
-    Tcp(std::net::TcpStream),
-    Unix(std::os::unix::net::UnixStream),
-}
-
-impl Stream {
-    pub fn set_timeouts(&self, t: Option<std::time::Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-        }
-    }
-
-    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(t),
-            Stream::Unix(s) => s.set_read_timeout(t),
-        }
-    }
-
-    pub fn set_write_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(t),
-            Stream::Unix(s) => s.set_write_timeout(t),
-        }
-    }
-
-    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_nonblocking(on),
-            Stream::Unix(s) => s.set_nonblocking(on),
-        }
-    }
-
-    pub fn shutdown_write(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        };
-    }
-
-    /// Make the read timeout what the write timeout is (`--timeout`, on
-    /// every worker class): for the app's own reads on `gunicorn.socket`
-    /// after the worker left the header timeout in place.
-    pub fn read_timeout_as_write(&self) -> io::Result<()> {
-        let t = match self {
-            Stream::Tcp(s) => s.write_timeout()?,
-            Stream::Unix(s) => s.write_timeout()?,
-        };
-        self.set_read_timeout(t)
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl io::Read for &Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match *self {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
-    }
-}
-
-impl io::Write for &Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match *self {
-            Stream::Tcp(s) => (&*s).write(buf),
-            Stream::Unix(s) => (&*s).write(buf),
-        }
-    }
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match *self {
-            Stream::Tcp(s) => (&*s).write_vectored(bufs),
-            Stream::Unix(s) => (&*s).write_vectored(bufs),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The peer of an accepted connection, as `(REMOTE_ADDR, REMOTE_PORT)`;
 /// unix sockets have no port.
 #[derive(Clone, Debug)]
@@ -559,7 +477,7 @@ impl Listener {
                 s.set_nonblocking(false)?;
                 // TCP_NODELAY and the timeouts come from the listener.
                 Ok((
-                    Stream::Tcp(s),
+                    Stream::from(s),
                     Peer {
                         addr: addr.ip().to_string(),
                         port: Some(addr.port()),
@@ -572,7 +490,7 @@ impl Listener {
                 #[cfg(not(target_os = "linux"))]
                 s.set_nonblocking(false)?;
                 Ok((
-                    Stream::Unix(s),
+                    Stream::from(s),
                     Peer {
                         addr: String::new(),
                         port: None,

@@ -1,6 +1,27 @@
 //! Small shared helpers.
 
+use std::sync::OnceLock;
+
 use nix::time::{ClockId, clock_gettime};
+
+/// The `Server` response header: `None` until start-up sets it, and then
+/// `None` inside when the user asked for no header.
+static SERVER_HEADER: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+
+/// Set the `Server` header once, at start-up, before any worker is forked
+/// (`None`: send none). Later calls are ignored.
+pub fn set_server_header(value: Option<String>) {
+    let _ = SERVER_HEADER.set(value.map(String::into_bytes));
+}
+
+/// The `Server` header value responses carry (`ferricorn` unless start-up
+/// set another), or `None` for no header.
+pub fn server_header() -> Option<&'static [u8]> {
+    match SERVER_HEADER.get() {
+        Some(v) => v.as_deref(),
+        None => Some(b"ferricorn"),
+    }
+}
 
 /// Milliseconds on the system-wide monotonic clock (CLOCK_MONOTONIC), the
 /// same in every process, so a worker's heartbeat is comparable in the master.

@@ -44,6 +44,8 @@ impl Server {
             .args(args)
             .current_dir(dir.path())
             .env("PYTHONPATH", apps_dir())
+            // Each server its own default control socket, never the user's.
+            .env("XDG_RUNTIME_DIR", dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 
 use nix::sys::signal::Signal;
 
+use serde_json::{Value as Json, json};
+
+use crate::control::Command;
 use crate::errors::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::glogging::Level;
 use crate::workers::heartbeat::SlotState;
@@ -59,9 +62,6 @@ pub enum Action {
     /// `USR2`: fork and exec a new master; the shell reports the child's PID
     /// with `Arbiter::reexec_started`.
     Reexec,
-    /// The re-executed master died before taking over: the pidfile moves
-    /// back from `.oldbin` to its name.
-    RestorePidfile,
     /// Send a StatsD gauge (`gunicorn.workers`).
     Gauge {
         name: &'static str,
@@ -142,6 +142,22 @@ pub struct Arbiter {
     parent_master: i32,
     /// The worker count last reported (gunicorn's `_last_logged_active_worker_count`).
     last_worker_count: Option<usize>,
+}
+
+/// What the shell knows and the state machine does not, for control replies.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    pub pid: i32,
+    /// Seconds since the master started (wall clock, as gunicorn's `uptime`).
+    pub uptime_s: f64,
+    pub workers_spawned: u64,
+    /// `TERM` or `KILL` sent to a worker (gunicorn's `workers_killed`).
+    pub workers_killed: u64,
+    pub reloads: u64,
+    /// `show config`: the settings gunicorn lists, as JSON.
+    pub config: Json,
+    /// `show listeners`: one object per bound socket.
+    pub listeners: Vec<Json>,
 }
 
 /// How long a worker sent `ABRT` for a timeout gets to log its stacks and
@@ -323,6 +339,126 @@ impl Arbiter {
         out
     }
 
+    /// A control-socket command (gunicorn's `CommandHandlers`): the reply's
+    /// `data` and what to do. `probe` gives a slot's
+    /// heartbeat as on a tick. Commands that gunicorn carries out by
+    /// signalling itself (reload, reopen, shutdown) are handled exactly as
+    /// that signal.
+    pub fn on_command(
+        &mut self,
+        cmd: &Command,
+        now: u64,
+        facts: &Facts,
+        probe: &dyn Fn(usize) -> Probe,
+    ) -> (Json, Vec<Action>) {
+        let mut out = Vec::new();
+        let workers = |kind: Option<&str>| -> Vec<Json> {
+            let mut list: Vec<(u64, Json)> = self
+                .workers
+                .iter()
+                .map(|(pid, w)| {
+                    let since = now.saturating_sub(probe(w.slot).last_beat);
+                    let beat = (since as f64 / 10.0).round() / 100.0;
+                    let mut o = json!({"pid": pid});
+                    if let Some(kind) = kind {
+                        o["type"] = json!(kind);
+                    }
+                    o["age"] = json!(w.age);
+                    o["booted"] = json!(w.ready);
+                    if kind.is_none() {
+                        o["aborted"] = json!(w.aborted.is_some());
+                    }
+                    o["last_heartbeat"] = json!(beat);
+                    (w.age, o)
+                })
+                .collect();
+            list.sort_by_key(|(age, _)| *age);
+            list.into_iter().map(|(_, o)| o).collect()
+        };
+        let no_pool = || json!({"success": false, "error": "Dirty arbiter not running: no dirty-app pool is configured"});
+        let data = match cmd {
+            Command::ShowWorkers => {
+                let list = workers(None);
+                json!({"count": list.len(), "workers": list})
+            }
+            Command::ShowAll => {
+                let list = workers(Some("web"));
+                json!({
+                    "arbiter": {"pid": facts.pid, "type": "arbiter", "role": "master"},
+                    "web_worker_count": list.len(),
+                    "web_workers": list,
+                    "dirty_arbiter": null,
+                    "dirty_workers": [],
+                    "dirty_worker_count": 0,
+                })
+            }
+            Command::ShowDirty => {
+                json!({"enabled": false, "pid": null, "workers": [], "apps": []})
+            }
+            Command::ShowConfig => facts.config.clone(),
+            Command::ShowStats => json!({
+                "uptime": (facts.uptime_s * 100.0).round() / 100.0,
+                "pid": facts.pid,
+                "workers_current": self.workers.len(),
+                "workers_target": self.num_workers,
+                "workers_spawned": facts.workers_spawned,
+                "workers_killed": facts.workers_killed,
+                "reloads": facts.reloads,
+                "dirty_arbiter_pid": null,
+            }),
+            Command::ShowListeners => {
+                json!({"listeners": facts.listeners, "count": facts.listeners.len()})
+            }
+            Command::WorkerAdd(n) => {
+                let old = self.num_workers;
+                if self.phase == Phase::Running {
+                    out.extend(self.set_num_workers(old + n));
+                }
+                json!({"added": n, "previous": old, "total": self.num_workers})
+            }
+            Command::WorkerRemove(n) => {
+                let old = self.num_workers;
+                let new = old.saturating_sub(*n).max(1);
+                if self.phase == Phase::Running {
+                    out.extend(self.set_num_workers(new));
+                }
+                json!({"removed": old - new, "previous": old, "total": new})
+            }
+            // Not marked `retiring`: it still counts, so its replacement is
+            // forked when it exits, as for any worker that dies.
+            Command::WorkerKill(pid) if self.workers.contains_key(pid) => {
+                out.push(Action::Kill {
+                    pid: *pid,
+                    signal: Signal::SIGTERM,
+                });
+                json!({"success": true, "killed": pid})
+            }
+            Command::WorkerKill(pid) => {
+                json!({"success": false, "error": format!("Worker {pid} not found")})
+            }
+            Command::DirtyAdd | Command::DirtyRemove => no_pool(),
+            Command::Reload => {
+                out.extend(self.on_signal(Signal::SIGHUP, now));
+                json!({"status": "reloading"})
+            }
+            Command::Reopen => {
+                out.extend(self.on_signal(Signal::SIGUSR1, now));
+                json!({"status": "reopening"})
+            }
+            Command::Shutdown { quick, mode } => {
+                let sig = if *quick {
+                    Signal::SIGINT
+                } else {
+                    Signal::SIGTERM
+                };
+                out.extend(self.on_signal(sig, now));
+                json!({"status": "shutting_down", "mode": mode})
+            }
+            Command::Help => crate::control::help(),
+        };
+        (data, out)
+    }
+
     fn set_num_workers(&mut self, new: usize) -> Vec<Action> {
         let old = self.num_workers;
         self.num_workers = new;
@@ -359,7 +495,6 @@ impl Arbiter {
                 Level::Warning,
                 format!("Re-executed master (pid:{pid}) exited; this master stays in charge"),
             ));
-            out.push(Action::RestorePidfile);
             return out;
         }
         let Some(worker) = self.workers.remove(&pid) else {
@@ -370,7 +505,7 @@ impl Arbiter {
             ExitStatus::Code(code) => {
                 out.push(log(
                     Level::Error,
-                    format!("Worker (pid:{pid}) exited with code {code}"),
+                    format!("Worker (pid:{pid}) exited with code {code}."),
                 ));
                 let reason = match code {
                     WORKER_BOOT_ERROR => Some("Worker failed to boot."),
@@ -601,12 +736,11 @@ impl Arbiter {
         else {
             return Vec::new();
         };
-        let mut out = vec![log(
-            Level::Info,
-            format!("Shutting down: {}", self.master_name()),
-        )];
+        // gunicorn's `halt`: ERROR when the master exits with a failure.
+        let level = if code == 0 { Level::Info } else { Level::Error };
+        let mut out = vec![log(level, format!("Shutting down: {}", self.master_name()))];
         if let Some(reason) = reason {
-            out.push(log(Level::Info, format!("Reason: {reason}")));
+            out.push(log(level, format!("Reason: {reason}")));
         }
         out.push(Action::Exit { code });
         out
@@ -705,7 +839,7 @@ mod tests {
         );
         assert_eq!(spawns(&acts), 1);
         let acts = a.on_exit(101, ExitStatus::Code(1), 1);
-        assert!(logs(&acts).contains(&"Worker (pid:101) exited with code 1".to_string()));
+        assert!(logs(&acts).contains(&"Worker (pid:101) exited with code 1.".to_string()));
         assert_eq!(spawns(&acts), 1);
     }
 
@@ -984,7 +1118,7 @@ mod tests {
         assert!(logs(&acts).contains(&"USR2 signal ignored. Child exists.".to_string()));
         // While the child master lives, a stop keeps the unix sockets.
         let acts = a.on_exit(555, ExitStatus::Code(0), 0);
-        assert!(acts.contains(&Action::RestorePidfile));
+        assert!(logs(&acts).iter().any(|l| l.contains("stays in charge")));
         assert_eq!(spawns(&acts), 0);
         assert!(a.on_signal(Signal::SIGUSR2, 0).contains(&Action::Reexec));
         a.reexec_started(556);
@@ -1002,5 +1136,117 @@ mod tests {
                 .on_signal(Signal::SIGUSR2, 0)
                 .contains(&Action::Reexec)
         );
+    }
+
+    fn command(a: &mut Arbiter, cmd: Command, now: u64) -> (Json, Vec<Action>) {
+        let facts = Facts {
+            pid: 1,
+            uptime_s: 12.345,
+            workers_spawned: 3,
+            workers_killed: 1,
+            reloads: 2,
+            config: json!({"workers": 2}),
+            listeners: vec![json!({"address": "http://127.0.0.1:8000", "fd": 3, "type": "tcp"})],
+        };
+        a.on_command(&cmd, now, &facts, &ready_at(1_000))
+    }
+
+    #[test]
+    fn control_show_commands_report_workers_stats_and_facts() {
+        let mut a = running(2);
+        a.on_tick(1_000, &ready_at(1_000));
+        let (data, acts) = command(&mut a, Command::ShowWorkers, 2_500);
+        assert!(acts.is_empty());
+        assert_eq!(data["count"], json!(2));
+        assert_eq!(
+            data["workers"][0],
+            json!({"pid": 100, "age": 1, "booted": true, "aborted": false, "last_heartbeat": 1.5})
+        );
+        let (data, _) = command(&mut a, Command::ShowAll, 1_000);
+        assert_eq!(data["arbiter"]["pid"], json!(1));
+        assert_eq!(data["web_workers"][1]["type"], json!("web"));
+        assert_eq!(data["web_worker_count"], json!(2));
+        assert_eq!(data["dirty_arbiter"], Json::Null);
+        let (data, _) = command(&mut a, Command::ShowStats, 1_000);
+        assert_eq!(
+            data,
+            json!({"uptime": 12.35, "pid": 1, "workers_current": 2, "workers_target": 2,
+                   "workers_spawned": 3, "workers_killed": 1, "reloads": 2,
+                   "dirty_arbiter_pid": null})
+        );
+        assert_eq!(
+            command(&mut a, Command::ShowListeners, 0).0["count"],
+            json!(1)
+        );
+        assert_eq!(
+            command(&mut a, Command::ShowConfig, 0).0,
+            json!({"workers": 2})
+        );
+        assert_eq!(
+            command(&mut a, Command::ShowDirty, 0).0["enabled"],
+            json!(false)
+        );
+        assert!(command(&mut a, Command::Help, 0).0["commands"]["worker kill <PID>"].is_string());
+    }
+
+    #[test]
+    fn control_worker_add_remove_and_kill() {
+        let mut a = running(2);
+        let (data, acts) = command(&mut a, Command::WorkerAdd(2), 0);
+        assert_eq!(data, json!({"added": 2, "previous": 2, "total": 4}));
+        assert_eq!(spawns(&acts), 2);
+        assert!(acts.contains(&Action::NworkersChanged { new: 4, old: 2 }));
+        fork_all(&mut a, acts, 200);
+        // Never below one worker; the oldest go first.
+        let (data, acts) = command(&mut a, Command::WorkerRemove(10), 0);
+        assert_eq!(data, json!({"removed": 3, "previous": 4, "total": 1}));
+        assert_eq!(
+            kills(&acts),
+            vec![
+                (100, Signal::SIGTERM),
+                (101, Signal::SIGTERM),
+                (200, Signal::SIGTERM)
+            ]
+        );
+        let (data, acts) = command(&mut a, Command::WorkerKill(201), 0);
+        assert_eq!(data, json!({"success": true, "killed": 201}));
+        assert_eq!(kills(&acts), vec![(201, Signal::SIGTERM)]);
+        // Its exit brings a replacement.
+        let acts = a.on_exit(201, ExitStatus::Code(0), 0);
+        assert_eq!(spawns(&acts), 1);
+        let (data, acts) = command(&mut a, Command::WorkerKill(9999), 0);
+        assert_eq!(
+            data,
+            json!({"success": false, "error": "Worker 9999 not found"})
+        );
+        assert!(acts.is_empty());
+        let (data, _) = command(&mut a, Command::DirtyAdd, 0);
+        assert_eq!(
+            data,
+            json!({"success": false, "error": "Dirty arbiter not running: no dirty-app pool is configured"})
+        );
+    }
+
+    #[test]
+    fn control_reload_reopen_shutdown_act_as_their_signals() {
+        let mut a = running(1);
+        let (data, acts) = command(&mut a, Command::Reload, 0);
+        assert_eq!(data, json!({"status": "reloading"}));
+        assert!(acts.contains(&Action::Reload));
+        let (data, acts) = command(&mut a, Command::Reopen, 0);
+        assert_eq!(data, json!({"status": "reopening"}));
+        assert!(acts.contains(&Action::ReopenLogs));
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGUSR1)]);
+        let quick = Command::Shutdown {
+            quick: true,
+            mode: "quick".into(),
+        };
+        let (data, acts) = command(&mut a, quick, 0);
+        assert_eq!(data, json!({"status": "shutting_down", "mode": "quick"}));
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGQUIT)]);
+        assert!(!a.is_running());
+        // While stopping, the worker count no longer changes.
+        let (_, acts) = command(&mut a, Command::WorkerAdd(1), 0);
+        assert_eq!(spawns(&acts), 0);
     }
 }

@@ -21,8 +21,9 @@ use nix::unistd::Pid;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{Action, Arbiter, Config, ExitStatus, Probe};
+use super::{Action, Arbiter, Config, ExitStatus, Facts, Probe};
 use crate::config::Settings;
+use crate::control::{self, server::Server as ControlServer};
 use crate::glogging;
 use crate::hooks;
 use crate::pidfile::Pidfile;
@@ -65,6 +66,8 @@ pub struct Launch {
     pub systemd: bool,
     pub reload: ReloadFn,
     pub bind: BindFn,
+    /// The control socket, when open (`--control-socket`).
+    pub control: Option<ControlServer>,
 }
 
 /// The arbiter's view of the settings.
@@ -108,6 +111,11 @@ pub struct Shell {
     backlog_due: u64,
     /// A hook raised in the loop: the master stops without `on_exit`.
     hook_failed: bool,
+    /// Counters for `show stats` (gunicorn's `_stats`).
+    started: std::time::SystemTime,
+    workers_spawned: u64,
+    workers_killed: u64,
+    reloads: u64,
 }
 
 impl Shell {
@@ -130,6 +138,10 @@ impl Shell {
             exit_code: None,
             backlog_due: 0,
             hook_failed: false,
+            started: std::time::SystemTime::now(),
+            workers_spawned: 0,
+            workers_killed: 0,
+            reloads: 0,
         })
     }
 
@@ -150,7 +162,7 @@ impl Shell {
     }
 
     fn set_master_title(&self) {
-        crate::sys::proctitle::set(&format!("master [{}]", self.proc_name()));
+        hooks::set_proctitle(&format!("master [{}]", self.proc_name()));
     }
 
     /// Run until the arbiter decides to exit; returns the exit code.
@@ -165,6 +177,7 @@ impl Shell {
                 self.execute(actions);
             }
             self.reap();
+            self.control_io();
             self.maybe_promote();
             if let Some(code) = self.exit_code {
                 return code;
@@ -226,10 +239,96 @@ impl Shell {
         if signals::peek(Signal::SIGCHLD) || has_pending() {
             return;
         }
-        let mut fds = [PollFd::new(self.wake.0.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(self.wake.0.as_fd(), PollFlags::POLLIN)];
+        if let Some(control) = &self.launch.control {
+            fds.extend(control.poll_fds());
+        }
         let _ = poll(&mut fds, PollTimeout::from(timeout));
+        drop(fds);
         let mut buf = [0u8; 64];
         while matches!(nix::unistd::read(self.wake.0.as_fd(), &mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// Serve the control socket without blocking: each complete request
+    /// becomes an arbiter command, answered at once, then its actions run.
+    fn control_io(&mut self) {
+        let Some(control) = self.launch.control.as_mut() else {
+            return;
+        };
+        let now = monotonic_ms();
+        let requests = control.service(now);
+        for (client, request) in requests {
+            let (reply, actions) = match &request.command {
+                Ok(cmd) => {
+                    let facts = self.facts();
+                    let heartbeats = &self.launch.heartbeats;
+                    let (data, actions) =
+                        self.arbiter
+                            .on_command(cmd, monotonic_ms(), &facts, &|slot| Probe {
+                                last_beat: heartbeats.last(slot),
+                                state: heartbeats.state(slot),
+                            });
+                    (control::ok_reply(&request.id, data), actions)
+                }
+                Err(msg) => (control::error_reply(&request.id, msg), Vec::new()),
+            };
+            if let Some(control) = self.launch.control.as_mut() {
+                control.reply(client, &reply, now);
+            }
+            self.execute(actions);
+        }
+    }
+
+    /// What control replies need from the shell.
+    fn facts(&self) -> Facts {
+        let s = &self.launch.settings;
+        let mut config = serde_json::Map::new();
+        for key in [
+            "bind",
+            "workers",
+            "worker_class",
+            "threads",
+            "timeout",
+            "graceful_timeout",
+            "keepalive",
+            "max_requests",
+            "max_requests_jitter",
+            "worker_connections",
+            "preload_app",
+            "daemon",
+            "pidfile",
+            "proc_name",
+            "reload",
+            "dirty_workers",
+            "dirty_apps",
+            "dirty_timeout",
+            "control_socket",
+            "control_socket_disable",
+        ] {
+            config.insert(key.into(), json_of(s.get(key)));
+        }
+        let listeners = self
+            .launch
+            .listeners
+            .iter()
+            .map(|l| {
+                let kind = match l {
+                    Listener::Unix { .. } => "unix",
+                    Listener::Tcp { addr, .. } if addr.is_ipv6() => "tcp6",
+                    Listener::Tcp { .. } => "tcp",
+                };
+                serde_json::json!({"address": l.to_string(), "fd": l.raw_fd(), "type": kind})
+            })
+            .collect();
+        Facts {
+            pid: self.master_pid,
+            uptime_s: self.started.elapsed().map_or(0.0, |d| d.as_secs_f64()),
+            workers_spawned: self.workers_spawned,
+            workers_killed: self.workers_killed,
+            reloads: self.reloads,
+            config: serde_json::Value::Object(config),
+            listeners,
+        }
     }
 
     /// Collect every exited child without blocking.
@@ -284,7 +383,12 @@ impl Shell {
             match action {
                 Action::Spawn { slot, age } => self.spawn(slot, age),
                 Action::Kill { pid, signal } => match kill(Pid::from_raw(pid), signal) {
-                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Ok(()) => {
+                        if matches!(signal, Signal::SIGTERM | Signal::SIGKILL) {
+                            self.workers_killed += 1;
+                        }
+                    }
+                    Err(Errno::ESRCH) => {}
                     Err(e) => {
                         glogging::error!("Failed to send {} to worker {pid}: {e}", signal.as_str())
                     }
@@ -298,6 +402,7 @@ impl Shell {
                 }
                 Action::CloseListeners { unlink } => {
                     crate::systemd::notify("STOPPING=1");
+                    hooks::close_listeners();
                     for l in self.launch.listeners.drain(..) {
                         if unlink {
                             l.unlink();
@@ -306,15 +411,6 @@ impl Shell {
                 }
                 Action::Reload => self.reload(),
                 Action::Reexec => self.reexec(),
-                Action::RestorePidfile => {
-                    if let (Some(pf), Some(name)) =
-                        (self.launch.pidfile.as_mut(), self.launch.settings.pidfile())
-                    {
-                        if let Err(e) = pf.rename(&name) {
-                            glogging::error!("{e}");
-                        }
-                    }
-                }
                 Action::Gauge { name, value } => glogging::gauge(name, value),
                 Action::NworkersChanged { new, old } => {
                     let args = hooks::Args::Counts {
@@ -338,6 +434,9 @@ impl Shell {
                     }
                     if let Some(pf) = self.launch.pidfile.take() {
                         pf.unlink();
+                    }
+                    if let Some(control) = self.launch.control.take() {
+                        control.close();
                     }
                     let mut code = code;
                     if !self.hook_failed {
@@ -397,7 +496,10 @@ impl Shell {
                 None => AppSource::Spec(&self.launch.app_spec),
             },
         };
-        let master_fds = [self.wake.0.as_raw_fd(), self.wake.1.as_raw_fd()];
+        let mut master_fds = vec![self.wake.0.as_raw_fd(), self.wake.1.as_raw_fd()];
+        if let Some(control) = &self.launch.control {
+            master_fds.extend(control.raw_fds());
+        }
         let title = format!("worker [{}]", self.proc_name());
         // Signals stay blocked across the fork: the worker unblocks them once
         // its handlers are in place, so none sent to it meanwhile is lost.
@@ -405,7 +507,7 @@ impl Shell {
         let forked = Python::attach(|py| -> PyResult<i32> {
             let pid: i32 = py.import("os")?.call_method0("fork")?.extract()?;
             if pid == 0 {
-                crate::sys::proctitle::set(&title);
+                hooks::set_proctitle(&title);
                 workers::main(py, &setup, &master_fds);
             }
             Ok(pid)
@@ -416,6 +518,7 @@ impl Shell {
         match forked {
             Ok(pid) => {
                 self.children.insert(pid);
+                self.workers_spawned += 1;
                 self.arbiter.spawned(slot, age, pid);
                 hooks::spawned(pid);
             }
@@ -457,6 +560,7 @@ impl Shell {
         if new.settings.bind() != self.launch.settings.bind() {
             match (self.launch.bind)(&new.settings) {
                 Ok(listeners) => {
+                    crate::workers::conn::arm_listeners_from(&listeners, &new.settings);
                     self.launch.listeners = listeners;
                     let shown: Vec<String> = self
                         .launch
@@ -478,7 +582,10 @@ impl Shell {
                 Err(e) => glogging::error!("{e}"),
             }
         }
+        // The reloaded `server` object gets the listeners now in use.
+        hooks::set_listeners(&self.launch.listeners);
         let cfg = arbiter_config(&new.settings, self.launch.systemd);
+        self.reloads += 1;
         self.launch.settings = new.settings;
         self.launch.preloaded = new.preloaded;
         self.launch.app_spec = new.app_spec;
@@ -500,16 +607,11 @@ impl Shell {
         self.execute(rest);
     }
 
-    /// `USR2`: rename the pidfile to `.oldbin`, fork, and in the child exec
-    /// the same interpreter and arguments with the listeners inherited.
+    /// `USR2`: fork, and in the child exec the same interpreter and
+    /// arguments with the listeners inherited. As in gunicorn 27 the pidfile
+    /// keeps naming this master; the new one writes `PIDFILE.2` and takes
+    /// the name over when it is promoted (`maybe_promote`).
     fn reexec(&mut self) {
-        if let Some(pf) = self.launch.pidfile.as_mut() {
-            let mut old = pf.path().as_os_str().to_owned();
-            old.push(".oldbin");
-            if let Err(e) = pf.rename(&PathBuf::from(old)) {
-                glogging::error!("{e}");
-            }
-        }
         let fds: Vec<i32> = self.launch.listeners.iter().map(|l| l.raw_fd()).collect();
         for l in &self.launch.listeners {
             if let Err(e) = crate::sys::fd::set_cloexec(l.fd(), false) {
@@ -577,6 +679,24 @@ fn exec_new_master(
     match run() {
         Ok(()) => pyo3::exceptions::PyRuntimeError::new_err("execvpe returned"),
         Err(e) => e,
+    }
+}
+
+/// A setting's value as JSON, as gunicorn's `show config` serialises it.
+fn json_of(v: &crate::config::Value) -> serde_json::Value {
+    use crate::config::Value as V;
+    match v {
+        V::None => serde_json::Value::Null,
+        V::Bool(b) => (*b).into(),
+        V::Int(i) => (*i).into(),
+        V::Float(f) => (*f).into(),
+        V::Str(s) | V::Object(s) => s.clone().into(),
+        V::List(l) => l.clone().into(),
+        V::Map(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
     }
 }
 

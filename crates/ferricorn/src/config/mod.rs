@@ -32,7 +32,8 @@ pub enum ConfigError {
         why: String,
     },
     #[error(
-        "Setting {name} ({flag}) is not supported by ferricorn yet; remove it or leave it at its default ({default})"
+        "Setting {name} ({flag}) is not supported by ferricorn yet; remove it or leave it at its default ({default}): {}",
+        validate::instead_of(name)
     )]
     Unsupported {
         name: &'static str,
@@ -101,21 +102,38 @@ impl Settings {
         ROWS.iter().zip(self.values.iter())
     }
 
-    /// Refuse any unsupported setting that was given a non-default value.
-    pub fn check_supported(&self) -> Result<(), ConfigError> {
-        for (row, value) in self.iter() {
-            if !row.supported && *value != (row.default)() {
-                return Err(ConfigError::Unsupported {
+    /// Every reason ferricorn cannot run this configuration, one line each,
+    /// so one start-up (or `--check-config`) names them all: each
+    /// unsupported setting given a non-default value, then a worker class
+    /// ferricorn does not have. Each line says what to do instead; with more
+    /// than one, a last line counts them.
+    pub fn refusals(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .iter()
+            .filter(|(row, value)| !row.supported && **value != (row.default)())
+            .map(|(row, _)| {
+                ConfigError::Unsupported {
                     name: row.name,
                     flag: row
                         .flags
                         .last()
                         .map_or_else(|| "config file".to_string(), |f| f.to_string()),
                     default: (row.default)().to_string(),
-                });
-            }
+                }
+                .to_string()
+            })
+            .collect();
+        if let Err(why) = validate::worker_class(self.worker_class()) {
+            out.push(why);
         }
-        Ok(())
+        if out.len() > 1 {
+            out.push(format!(
+                "ferricorn cannot run this configuration ({} reasons); see {}",
+                out.len(),
+                validate::REFUSALS_DOC
+            ));
+        }
+        out
     }
 
     /// `--print-config`: every setting sorted by name, `name` padded, ` = `,
@@ -158,6 +176,17 @@ impl Settings {
     }
     pub fn worker_class(&self) -> &str {
         self.get("worker_class").as_str().unwrap_or("sync")
+    }
+    /// The worker class as gunicorn names it in `Using worker:` and
+    /// `cfg.worker_class_str`: a sync class with more than one thread is
+    /// `gthread`, anything else the setting as given.
+    pub fn worker_class_str(&self) -> &str {
+        let class = self.worker_class();
+        if (class == "sync" || class.ends_with("SyncWorker")) && self.threads() > 1 {
+            "gthread"
+        } else {
+            class
+        }
     }
     pub fn threads(&self) -> usize {
         self.get("threads").as_int().max(1) as usize
@@ -387,12 +416,52 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_setting_refused_when_changed() {
+    fn every_refusal_reported_at_once() {
         let mut s = Settings::new();
-        assert!(s.check_supported().is_ok());
-        s.set_value("reload", Value::Bool(true)).unwrap();
-        let err = s.check_supported().unwrap_err().to_string();
-        assert!(err.contains("reload"), "{err}");
-        assert!(err.contains("not supported"), "{err}");
+        for (name, input) in [
+            ("logger_class", Input::Str("my.Logger".into())),
+            ("keyfile", Input::Str("k.pem".into())),
+            ("certfile", Input::Str("c.pem".into())),
+            ("worker_class", Input::Str("gevent".into())),
+        ] {
+            s.apply(table::find(name).unwrap().1, input).unwrap();
+        }
+        let lines = s.refusals();
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(lines[0].starts_with("Setting logger_class (--logger-class) is not supported"));
+        assert!(lines[1].contains("keyfile") && lines[1].contains("terminate TLS"));
+        assert!(lines[2].contains("certfile"));
+        assert!(lines[3].contains("\"gevent\"") && lines[3].contains("-k gthread"));
+        assert!(lines[4].contains("4 reasons") && lines[4].contains("migrating.md"));
+        assert!(Settings::new().refusals().is_empty());
+        let mut one = Settings::new();
+        one.set_value("dirty_workers", Value::Int(2)).unwrap();
+        assert_eq!(one.refusals().len(), 1, "a single reason needs no summary");
+    }
+
+    #[test]
+    fn logger_class_refusal_says_why() {
+        let mut s = Settings::new();
+        s.set_value("logger_class", Value::Str("my.Logger".into()))
+            .unwrap();
+        let lines = s.refusals();
+        assert!(lines[0].contains("Setting logger_class (--logger-class) is not supported"));
+        assert!(lines[0].contains("logconfig_dict"), "{lines:?}");
+    }
+
+    #[test]
+    fn small_settings_gunicorn_accepts_are_accepted() {
+        let mut s = Settings::new();
+        for (name, value) in [
+            ("tmp_upload_dir", Value::Str("/tmp".into())),
+            ("http_parser", Value::Str("python".into())),
+            ("spew", Value::Bool(true)),
+            ("reload", Value::Bool(true)),
+            ("reuse_port", Value::Bool(true)),
+            ("control_socket", Value::Str("/tmp/x.ctl".into())),
+        ] {
+            s.set_value(name, value).unwrap();
+        }
+        assert!(s.refusals().is_empty(), "{:?}", s.refusals());
     }
 }

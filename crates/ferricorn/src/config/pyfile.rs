@@ -32,6 +32,10 @@ pub struct Loaded {
     pub hooks: Vec<(&'static str, Py<PyAny>)>,
     /// The application to load: the positional argument, else `wsgi_app`.
     pub app_spec: Option<String>,
+    /// `logconfig_dict` as the config file holds it, handed to
+    /// `logging.config.dictConfig` as is (it may name formatter and handler
+    /// classes by the class objects themselves); `settings` keeps its text.
+    pub logconfig_dict: Option<Py<PyAny>>,
 }
 
 /// Why loading stopped. Each carries the complete text to show.
@@ -43,7 +47,8 @@ pub enum LoadFailure {
     Usage(String),
     /// A bad configuration: print as `Error: ...`, exit 1.
     Config(String),
-    /// A setting ferricorn does not implement was changed: `Error: ...`, exit 2.
+    /// Settings ferricorn does not implement were changed, or the worker
+    /// class is not one of ferricorn's: one `Error: ...` line per reason, exit 2.
     Unsupported(String),
 }
 
@@ -164,6 +169,7 @@ fn apply_config_file(
     location: &str,
     settings: &mut Settings,
     hooks: &mut Vec<(&'static str, Py<PyAny>)>,
+    logconfig_dict: &mut Option<Py<PyAny>>,
 ) -> Result<(), LoadFailure> {
     let namespace = helper(py, "read")
         .and_then(|f| f.call1((location,)))
@@ -182,7 +188,12 @@ fn apply_config_file(
             Kind::Hook(_) | Kind::PostRequestHook => {
                 apply_hook(py, row, &value, settings, hooks)?;
             }
-            _ => settings.apply(row, to_input(&value))?,
+            _ => {
+                settings.apply(row, to_input(&value))?;
+                if row.name == "logconfig_dict" {
+                    *logconfig_dict = Some(value.clone().unbind());
+                }
+            }
         }
     }
     Ok(())
@@ -329,6 +340,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
 
     let mut settings = Settings::new();
     let mut hooks = Vec::new();
+    let mut logconfig_dict = None;
     let app_spec = match cli.get("paste") {
         Some(Input::Str(paste)) => Some(paste_init(py, &mut settings, paste)?),
         _ => {
@@ -342,7 +354,13 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
         .or_else(|| env_parsed.iter().rev().find_map(config_location))
         .or_else(default_config_file);
     if let Some(location) = location {
-        apply_config_file(py, &location, &mut settings, &mut hooks)?;
+        apply_config_file(
+            py,
+            &location,
+            &mut settings,
+            &mut hooks,
+            &mut logconfig_dict,
+        )?;
     }
     apply_embedded_hooks(py, &mut settings, &mut hooks)?;
     for parsed in &env_parsed {
@@ -350,18 +368,6 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
     }
     apply_parsed(&mut settings, &cli)?;
 
-    // gunicorn's cross-check (`Config.validate`): h2 needs the h2 package.
-    if settings
-        .get("http_protocols")
-        .as_list()
-        .iter()
-        .any(|p| p == "h2")
-        && py.import("h2").is_err()
-    {
-        return Err(LoadFailure::Config(
-            "http_protocols includes h2 but the h2 package is not installed; install h2 or drop h2 from http_protocols.".into(),
-        ));
-    }
     let mut app_spec = app_spec.or_else(|| settings.wsgi_app().map(str::to_string));
     if !matches!(settings.get("paste"), Value::None) {
         app_spec = app_spec
@@ -374,15 +380,49 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
         ));
     }
     // `--print-config` shows everything as gunicorn would; any other run
-    // (including `--check-config`) refuses what ferricorn cannot honour.
+    // (including `--check-config`) refuses what ferricorn cannot honour,
+    // every reason at once, one per line. (gunicorn's own h2 cross-check,
+    // "install h2", does not apply: HTTP/2 is refused as unsupported.)
     if !settings.get("print_config").as_bool() {
-        settings.check_supported()?;
+        let refusals = settings.refusals();
+        if !refusals.is_empty() {
+            return Err(LoadFailure::Unsupported(refusals.join("\n")));
+        }
     }
     Ok(Loaded {
         settings,
         hooks,
         app_spec,
+        logconfig_dict,
     })
+}
+
+/// The `Server` header the configuration asks for, the way gunicorn users
+/// change it: `ferricorn.SERVER = "..."` in the config file, or gunicorn's
+/// own recipe, `gunicorn.SERVER = "..."` (when the file imported gunicorn).
+/// `None` inside means no header (`SERVER = None`); the outer `None`, that
+/// neither was changed.
+pub fn server_header(py: Python<'_>) -> Option<Option<String>> {
+    let modules = py.import("sys").and_then(|s| s.getattr("modules")).ok()?;
+    for (module, default) in [("ferricorn", "ferricorn"), ("gunicorn", "gunicorn")] {
+        let Ok(Some(m)) = modules
+            .call_method1("get", (module,))
+            .map(|m| (!m.is_none()).then_some(m))
+        else {
+            continue;
+        };
+        let Ok(value) = m.getattr("SERVER") else {
+            continue;
+        };
+        if value.is_none() {
+            return Some(None);
+        }
+        match value.extract::<String>() {
+            Ok(v) if v != default => return Some(Some(v)),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `_ferricorn._load_config(argv)`: load as start-up would and return the

@@ -13,7 +13,7 @@
 //! defaults are exactly gunicorn's, rendered as gunicorn renders them (hooks by
 //! the qualified name of gunicorn's no-op default). A row with
 //! `supported: false` is accepted at its default and refused otherwise
-//! (`Settings::check_supported`); flip it when the feature lands.
+//! (`Settings::refusals`); flip it when the feature lands.
 //!
 //! gunicorn counterpart: `gunicorn/config.py` (`KNOWN_SETTINGS`, `Setting` subclasses).
 
@@ -428,7 +428,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Restart workers when application code changes (development).",
     },
     Setting {
@@ -440,7 +440,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::ReloadEngine,
         default: || Value::Str("auto".into()),
-        supported: false,
+        supported: true,
         short: "How file changes are detected: auto, poll or inotify.",
     },
     Setting {
@@ -452,7 +452,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::FilesOrPatterns,
         default: || Value::List(vec![]),
-        supported: false,
+        supported: true,
         short: "Extra files (or glob patterns) that trigger a reload. Repeatable.",
     },
     Setting {
@@ -464,7 +464,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Trace every executed Python line (debugging only).",
     },
     Setting {
@@ -524,8 +524,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
-        short: "Set SO_REUSEPORT on listening sockets.",
+        supported: true,
+        short: "Set SO_REUSEPORT on the listening sockets (one queue shared by the workers).",
     },
     Setting {
         name: "chdir",
@@ -644,8 +644,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
-        short: "Directory for temporary request body files.",
+        supported: true,
+        short: "Directory for temporary request body files (gunicorn never reads it; accepted, unused).",
     },
     Setting {
         name: "secure_scheme_headers",
@@ -761,7 +761,7 @@ pub static ROWS: &[Setting] = &[
         kind: Kind::Class,
         default: || Value::Str("gunicorn.glogging.Logger".into()),
         supported: false,
-        short: "Python class that does the logging.",
+        short: "Python class that does the logging (only the default: ferricorn logs from Rust).",
     },
     Setting {
         name: "logconfig",
@@ -1516,8 +1516,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::HttpParser,
         default: || Value::Str("auto".into()),
-        supported: false,
-        short: "HTTP parser implementation: auto, fast or python.",
+        supported: true,
+        short: "HTTP parser: auto, fast or python; all three mean ferricorn's own parser.",
     },
     Setting {
         name: "root_path",
@@ -1648,7 +1648,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: d_control_socket,
-        supported: false,
+        supported: true,
         short: "Unix socket path of the control interface.",
     },
     Setting {
@@ -1660,7 +1660,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::AutoInt,
         kind: Kind::PosInt,
         default: || Value::Int(384),
-        supported: false,
+        supported: true,
         short: "Permission bits of the control socket.",
     },
     Setting {
@@ -1672,7 +1672,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
+        supported: true,
         short: "Do not open the control socket.",
     },
 ];

@@ -291,6 +291,89 @@ fn statsd_address(s: &str) -> Result<Value, String> {
     )))
 }
 
+/// Where every refusal points: the section of `docs/migrating.md` that
+/// lists each setting ferricorn refuses and what to do instead.
+pub const REFUSALS_DOC: &str = "docs/migrating.md#settings-ferricorn-refuses";
+
+/// What to do instead of a gunicorn setting ferricorn does not support yet
+/// (one clause, appended to the refusal; `docs/migrating.md` says the same).
+pub fn instead_of(name: &str) -> &'static str {
+    match name {
+        "logger_class" => {
+            "drop it; shape the logs with logconfig_dict / logconfig / logconfig_json, --access-logformat or a logging.Formatter"
+        }
+        "ssl_context"
+        | "keyfile"
+        | "certfile"
+        | "ssl_version"
+        | "cert_reqs"
+        | "ca_certs"
+        | "suppress_ragged_eofs"
+        | "do_handshake_on_connect"
+        | "ciphers" => {
+            "TLS is not served yet: terminate TLS in a proxy in front of ferricorn (nginx, a load balancer) and set forwarded_allow_ips so wsgi.url_scheme follows X-Forwarded-Proto"
+        }
+        "protocol" | "uwsgi_allow_ips" => {
+            "only HTTP is spoken: let the front server proxy HTTP to ferricorn (nginx: proxy_pass instead of uwsgi_pass)"
+        }
+        "http_protocols"
+        | "http2_cleartext"
+        | "http2_max_concurrent_streams"
+        | "http2_initial_window_size"
+        | "http2_max_frame_size"
+        | "http2_max_header_list_size" => {
+            "HTTP/2 is not supported yet: leave http_protocols at h1 and let a front proxy speak HTTP/2 to clients"
+        }
+        "asgi_loop"
+        | "asgi_lifespan"
+        | "asgi_disconnect_grace_period"
+        | "websocket_max_message_size"
+        | "root_path" => {
+            "ASGI is not served yet (an asgi worker is coming): drop it for a WSGI app, keep an ASGI app on gunicorn/uvicorn until then"
+        }
+        "dirty_apps"
+        | "dirty_workers"
+        | "dirty_timeout"
+        | "dirty_threads"
+        | "dirty_graceful_timeout"
+        | "on_dirty_starting"
+        | "dirty_post_fork"
+        | "dirty_worker_init"
+        | "dirty_worker_exit" => {
+            "dirty app pools are not supported yet: run that work in a separate service or task queue"
+        }
+        _ => "drop it",
+    }
+}
+
+/// `--worker-class NAME` as one of the classes ferricorn implements
+/// (`sync`, `gthread`, `evloop`), by every spelling gunicorn accepts for
+/// them; otherwise why it cannot run, with what to use instead.
+pub fn worker_class(name: &str) -> Result<&'static str, String> {
+    match name {
+        "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.SyncWorker" => return Ok("sync"),
+        "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
+            return Ok("gthread");
+        }
+        "evloop" => return Ok("evloop"),
+        _ => {}
+    }
+    let lower = name.to_ascii_lowercase();
+    let why = if lower == "asgi" || lower.contains("uvicorn") || lower.contains("asgi") {
+        "ferricorn does not serve ASGI apps yet (an asgi worker is coming); keep this app on gunicorn with its ASGI worker until then"
+    } else if ["gevent", "eventlet", "tornado"]
+        .iter()
+        .any(|k| lower.contains(k))
+    {
+        "ferricorn has no greenlet/tornado event-loop workers; for a WSGI app use -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
+    } else {
+        "ferricorn does not load Python worker classes; use -k sync, -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
+    };
+    Err(format!(
+        "Worker class {name:?} (worker_class) is not available: {why} (see {REFUSALS_DOC})"
+    ))
+}
+
 fn not_a_string(v: &Input) -> String {
     format!("Not a string: {}", v.text())
 }

@@ -49,6 +49,8 @@ enum Atom {
 #[derive(Debug, Clone)]
 pub struct Format {
     segments: Vec<Segment>,
+    /// The format string as given (Python logging gets it as the record's `msg`).
+    source: String,
 }
 
 /// Looks up an environ variable by lower-cased name, case-insensitively (for `{var}e`).
@@ -115,7 +117,15 @@ impl Format {
         if !lit.is_empty() {
             segments.push(Segment::Literal(lit));
         }
-        Format { segments }
+        Format {
+            segments,
+            source: fmt.to_string(),
+        }
+    }
+
+    /// The format string as given.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Whether any atom needs the WSGI environ.
@@ -313,6 +323,46 @@ impl Atom {
             Atom::Unknown => f(Val::Missing),
         }
     }
+}
+
+/// One entry of gunicorn's atoms dict, as Python logging receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AtomValue {
+    Str(String),
+    Int(u128),
+    None,
+}
+
+/// The one-letter atoms with the values and types gunicorn's
+/// `Logger.atoms` gives them (`B` is `None` and `b` is `'-'` when no
+/// response was started; `T`, `D`, `M` are ints). Strings are as on the
+/// wire (latin-1), before any `"` escaping. The `{..}i/o/e` entries are
+/// added by the caller, which has the headers and the environ.
+pub fn plain_atoms(rec: &Record) -> Vec<(&'static str, AtomValue)> {
+    const NAMES: [&str; 19] = [
+        "h", "l", "u", "t", "r", "s", "m", "U", "q", "H", "b", "B", "f", "a", "T", "D", "M", "L",
+        "p",
+    ];
+    NAMES
+        .iter()
+        .map(|&name| {
+            let mut value = AtomValue::None;
+            Atom::Char(name.as_bytes()[0]).value(rec, |v| {
+                value = match v {
+                    Val::Missing => AtomValue::Str("-".into()),
+                    Val::Latin1(b) => AtomValue::Str(b.iter().map(|&c| char::from(c)).collect()),
+                    Val::Text(t) => AtomValue::Str(t.into_owned()),
+                    Val::Int(n) => AtomValue::Int(n),
+                }
+            });
+            let value = match (name, value) {
+                ("B", AtomValue::Str(_)) => AtomValue::None,
+                ("b", AtomValue::Int(n)) => AtomValue::Str(n.to_string()),
+                (_, v) => v,
+            };
+            (name, value)
+        })
+        .collect()
 }
 
 /// The last value of a header (gunicorn's atoms dict keeps the last one).

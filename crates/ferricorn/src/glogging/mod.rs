@@ -131,33 +131,37 @@ struct Logger {
 
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 
-/// Which Python logger a record goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
-    /// `gunicorn.error`
-    Error,
-    /// `gunicorn.access`
-    Access,
-}
-
-type PyForward = Box<dyn Fn(Channel, Level, &str) + Send + Sync>;
+type PyForward = Box<dyn Fn(Level, &str) + Send + Sync>;
+/// An access record and the access-log format string.
+type PyAccess = Box<dyn Fn(&access::Record, &str) + Send + Sync>;
 type PyReopen = Box<dyn Fn() + Send + Sync>;
 
-/// Set when `--log-config` / `--log-config-json` hand records to Python's
-/// `logging` (installed by the L2 `pylogging` module); `None` otherwise.
-static PYTHON: RwLock<Option<(PyForward, PyReopen)>> = RwLock::new(None);
-
-/// Route every error and access record through Python `logging` from now on.
-pub fn set_python(forward: PyForward, reopen: PyReopen) {
-    *PYTHON.write().unwrap_or_else(|e| e.into_inner()) = Some((forward, reopen));
+/// Where records go when Python `logging` is configured.
+pub struct PySinks {
+    /// An error-log record (`gunicorn.error`): its level and finished text.
+    pub error: PyForward,
+    /// An access record, for `gunicorn.access` with the atoms as its args.
+    pub access: PyAccess,
+    /// `USR1`: reopen the handlers' files.
+    pub reopen: PyReopen,
 }
 
-/// Hand a record to Python logging if it is configured; true when it was.
-fn to_python(channel: Channel, level: Level, msg: &str) -> bool {
+/// Set when `--log-config` / `--log-config-json` / `logconfig_dict` hand
+/// records to Python's `logging` (installed by the L2 `pylogging` module);
+/// `None` otherwise.
+static PYTHON: RwLock<Option<PySinks>> = RwLock::new(None);
+
+/// Route every error and access record through Python `logging` from now on.
+pub fn set_python(sinks: PySinks) {
+    *PYTHON.write().unwrap_or_else(|e| e.into_inner()) = Some(sinks);
+}
+
+/// Hand an error record to Python logging if it is configured; true when it was.
+fn to_python(level: Level, msg: &str) -> bool {
     let guard = PYTHON.read().unwrap_or_else(|e| e.into_inner());
     match guard.as_ref() {
-        Some((forward, _)) => {
-            forward(channel, level, msg);
+        Some(sinks) => {
+            (sinks.error)(level, msg);
             true
         }
         None => false,
@@ -262,8 +266,8 @@ pub fn init(cfg: &LogConfig) -> io::Result<()> {
 
 /// Reopen log files (after rotation): USR1 in the master and in each worker.
 pub fn reopen() -> io::Result<()> {
-    if let Some((_, reopen)) = PYTHON.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        reopen();
+    if let Some(sinks) = PYTHON.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        (sinks.reopen)();
     }
     let guard = LOGGER.read().unwrap_or_else(|e| e.into_inner());
     if let Some(logger) = guard.as_ref() {
@@ -334,7 +338,7 @@ fn log_record(level: Level, msg: &str, force: bool, counter: Option<&str>) {
     if let (Some(statsd), Some(name)) = (&logger.statsd, counter) {
         statsd.increment(name, 1);
     }
-    if to_python(Channel::Error, level, msg) {
+    if to_python(level, msg) {
         return;
     }
     if !force && level < logger.level {
@@ -394,15 +398,9 @@ pub fn access_enabled() -> bool {
 pub fn access(record: &access::Record) {
     let guard = LOGGER.read().unwrap_or_else(|e| e.into_inner());
     let Some(logger) = guard.as_ref() else { return };
-    let python = PYTHON.read().unwrap_or_else(|e| e.into_inner()).is_some();
-    if python {
-        let mut line = Vec::with_capacity(256);
-        logger.access_format.render(record, &mut line);
-        to_python(
-            Channel::Access,
-            Level::Info,
-            &String::from_utf8_lossy(&line),
-        );
+    let python = PYTHON.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(sinks) = python.as_ref() {
+        (sinks.access)(record, logger.access_format.source());
     } else if logger.access_sink.is_some() || logger.access_to_syslog {
         let mut line = Vec::with_capacity(256);
         logger.access_format.render(record, &mut line);

@@ -54,7 +54,11 @@ pub fn dup_borrowed(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// Append at most `max` bytes read from `fd` to `buf`; returns how many.
 /// `buf` keeps its old contents; on error it is unchanged.
-pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+pub fn read_append(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let want = spare.len().min(max);
@@ -62,7 +66,13 @@ pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize
     // writes of `spare.len()` bytes, and `want <= spare.len()`; read(2) writes
     // only into that range and reads nothing from it. An invalid `fd` yields
     // EBADF, not undefined behaviour.
-    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast::<libc::c_void>(), want) };
+    let n = unsafe {
+        libc::read(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            spare.as_mut_ptr().cast::<libc::c_void>(),
+            want,
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -78,7 +88,7 @@ pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize
 mod tests {
     use super::read_append;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
 
     #[test]
@@ -86,14 +96,14 @@ mod tests {
         let (mut a, b) = UnixStream::pair().expect("pair");
         a.write_all(b"hello world").expect("write");
         let mut buf = b"> ".to_vec();
-        let n = read_append(b.as_raw_fd(), &mut buf, 5).expect("read");
+        let n = read_append(b.as_fd(), &mut buf, 5).expect("read");
         assert_eq!(n, 5);
         assert_eq!(buf, b"> hello");
-        let n = read_append(b.as_raw_fd(), &mut buf, 1024).expect("read");
+        let n = read_append(b.as_fd(), &mut buf, 1024).expect("read");
         assert_eq!(n, 6);
         assert_eq!(buf, b"> hello world");
         drop(a);
-        assert_eq!(read_append(b.as_raw_fd(), &mut buf, 1024).expect("eof"), 0);
+        assert_eq!(read_append(b.as_fd(), &mut buf, 1024).expect("eof"), 0);
         assert_eq!(buf, b"> hello world");
     }
 
@@ -102,7 +112,7 @@ mod tests {
         let (_a, b) = UnixStream::pair().expect("pair");
         b.set_nonblocking(true).expect("nonblocking");
         let mut buf = b"kept".to_vec();
-        let err = read_append(b.as_raw_fd(), &mut buf, 16).expect_err("nothing to read");
+        let err = read_append(b.as_fd(), &mut buf, 16).expect_err("nothing to read");
         assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
         assert_eq!(buf, b"kept");
     }

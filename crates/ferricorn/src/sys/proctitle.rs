@@ -12,16 +12,25 @@
 //! (`sys.argv`, `sys.orig_argv`, which `USR2` re-exec uses). `comm` is set
 //! with `prctl(PR_SET_NAME)`.
 //!
+//! When the `setproctitle` package is installed, `hooks::set_proctitle`
+//! sets titles through it instead (so hook code that reads or changes the
+//! title with it sees ferricorn's), and only `comm` is set here.
+//!
 //! Invariant: called only while the process has a single thread (the master
 //! always; a worker right after fork), so no other thread reads the area
 //! while it is rewritten. Elsewhere than Linux, `set` does nothing.
 //!
 //! gunicorn counterpart: `util._setproctitle` (via `setproctitle`).
 
-/// Set the title to `ferricorn: {title}`.
-pub fn set(title: &str) {
-    let full = format!("ferricorn: {title}");
-    imp::set(&full);
+/// Set the whole title (`ferricorn: master [NAME]`): the argv area and `comm`.
+pub fn set(full: &str) {
+    imp::set(full);
+    imp::set_comm(full);
+}
+
+/// Set only `comm`, the first 15 bytes of the title.
+pub fn set_comm(full: &str) {
+    imp::set_comm(full);
 }
 
 #[cfg(target_os = "linux")]
@@ -89,6 +98,9 @@ mod imp {
                 std::ptr::write_bytes(base.add(n), 0, len - n);
             }
         }
+    }
+
+    pub(super) fn set_comm(title: &str) {
         let mut comm: Vec<u8> = title.bytes().filter(|b| *b != 0).take(15).collect();
         comm.push(0);
         if let Ok(name) = std::ffi::CStr::from_bytes_with_nul(&comm) {
@@ -100,6 +112,7 @@ mod imp {
 #[cfg(not(target_os = "linux"))]
 mod imp {
     pub(super) fn set(_title: &str) {}
+    pub(super) fn set_comm(_title: &str) {}
 }
 
 #[cfg(all(test, target_os = "linux"))]

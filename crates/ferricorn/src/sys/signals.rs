@@ -258,6 +258,16 @@ pub fn via_python(sig: Signal) -> nix::Result<()> {
     Ok(())
 }
 
+/// Stop signals pending, in one look: `(TERM, QUIT or INT)`.
+pub fn peek_stop() -> (bool, bool) {
+    let mask = PENDING.load(Ordering::SeqCst);
+    let bit = |sig: Signal| mask & (1u64 << (sig as i32)) != 0;
+    (
+        bit(Signal::SIGTERM),
+        bit(Signal::SIGQUIT) || bit(Signal::SIGINT),
+    )
+}
+
 /// A quick-exit signal (QUIT or INT) is pending: blocking reads interrupted
 /// by it must give up instead of retrying.
 pub fn peek_quit() -> bool {

@@ -1,29 +1,37 @@
-//! Serving one request on an accepted connection, shared by every worker
-//! class: read until a full request head is buffered (GIL released while
-//! waiting), call the app through `wsgi::serve`, write the access log line.
+//! Driving a connection's HTTP/1 state (`ferricorn_http::h1::Conn`), shared
+//! by every worker class: read until it has a full request head (GIL
+//! released while waiting), serve that request (its facts and an
+//! `Exchange` to the app through `wsgi::serve`, the access log line), and
+//! hand the body and how the response went back to the state, whose
+//! verdict (`h1::Next`) says whether the connection stays.
 //!
-//! Invariants: bytes read past the current request (pipelining) stay in
-//! `buf` for the next call; a parse error is answered and ends the
-//! connection; keep-alive is only ever offered when the caller allows it;
-//! a connection closed while request bytes may remain unread lingers first
+//! Every keep-alive and close decision is `h1`'s: bytes read past the
+//! current request (pipelining) stay in its buffer for the next one; a
+//! parse error is answered and ends the connection; keep-alive is only ever
+//! offered when the setting and the worker's lifecycle allow it; a
+//! connection closed while request bytes may remain unread lingers first
 //! (`close`: FIN, discard until EOF, bounded), one with nothing unread
-//! closes with no extra syscall.
+//! closes with no extra syscall. This module moves the bytes and arms the
+//! socket deadlines.
 //!
 //! gunicorn counterpart: `SyncWorker.handle`/`handle_request` and
 //! `ThreadWorker.handle`/`handle_request` (the shared parts).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::{BodyKind, Head, Parser};
+use ferricorn_http::h1::{self, Answer, Body, Exchange as H1Exchange, HeadEvent, Response};
+use ferricorn_http::parse::{BodyKind, Head};
 use pyo3::prelude::*;
 
 use crate::glogging::{self, access};
-use crate::sock::{Peer, Stream};
-use crate::wsgi::{self, Conn, environ::AppContext};
-
-const READ_CHUNK: usize = 8192;
+use crate::request::Request;
+use crate::sock::Peer;
+use crate::stream::Stream;
+use crate::wsgi::input::BodyReader;
+use crate::wsgi::response::ResponseWriter;
+use crate::wsgi::{self, Exchange, environ::AppContext};
 
 /// Socket deadlines of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +80,16 @@ pub fn arm_listeners(
         .iter()
         .map(|l| l.set_connection_timeouts(read, timeouts.io))
         .collect()
+}
+
+/// [`arm_listeners`] with the deadlines `settings` give. The master calls
+/// it as soon as it has its listeners (at start, and for new ones at a
+/// reload), before any worker runs: a connection that waits in the
+/// backlog while the first workers boot was made from the listener as it
+/// was then, and a worker trusts it to have inherited its deadlines.
+pub fn arm_listeners_from(listeners: &[crate::sock::Listener], s: &crate::config::Settings) {
+    let policy = Policy::from_settings(s);
+    arm_listeners(listeners, policy.timeouts, policy.proxy.is_some());
 }
 
 /// Arm a fresh connection's deadlines before its first read: the send
@@ -133,38 +151,7 @@ pub fn close(
     }
 }
 
-/// How a closing connection ends (see [`close`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Closing {
-    /// Every byte the client sent was read: close at once.
-    Clean,
-    /// Request bytes may remain unread: linger before the close.
-    Unread,
-}
-
-/// Once a graceful stop (TERM) begins, how long a connection with no
-/// request in progress (idle keep-alive, or new and silent) is kept open
-/// for a request that may already be on its way; such a request is
-/// answered with `Connection: close`. Closing the connection at once would
-/// lose it (the client sees a reset or EOF where its response should be).
-/// gunicorn 27's gthread: `STOP_KEEPALIVE_LINGER` (2 s).
-pub const STOP_LINGER: Duration = Duration::from_secs(2);
-
-/// A lingering close takes at most this long. Long enough for a client on
-/// loopback or a LAN to finish sending a body of a few megabytes that the
-/// app ignored and then read the response (a 1 MB body takes milliseconds
-/// on loopback); short enough that a sync worker, which serves nothing
-/// while it lingers, is not held long by a client that keeps sending (or a
-/// hostile one), and well under any sensible `--timeout` (the heartbeat is
-/// beaten while lingering anyway). nginx's `lingering_time` is 30 s, for an
-/// event loop where a lingering connection costs no worker.
-pub const LINGER_FOR: Duration = Duration::from_secs(2);
-
-/// A lingering close ends when nothing came for this long: a client that
-/// has sent all it meant to and still holds its side open (it read the
-/// response but keeps the connection) gets no more time. nginx's
-/// `lingering_timeout` is 5 s.
-pub const LINGER_IDLE: Duration = Duration::from_millis(500);
+pub use ferricorn_http::h1::{Closing, LINGER_FOR, LINGER_IDLE, Next, STOP_LINGER};
 
 /// Lingering close: FIN after the response (`shutdown(SHUT_WR)`), then
 /// read and discard whatever the client sends until it closes (EOF), an
@@ -173,24 +160,19 @@ pub const LINGER_IDLE: Duration = Duration::from_millis(500);
 /// The caller's drop of the stream then closes it with nothing unread, or
 /// with a reset only after the bound.
 fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>) {
-    use nix::errno::Errno;
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsFd;
-
     stream.shutdown_write();
-    let raw = stream.raw_fd();
     let end = Instant::now() + LINGER_FOR;
     let mut scratch = vec![0u8; LINGER_CHUNK];
     loop {
         // What is there now, without blocking (bounded by the time too: a
         // fast sender could keep this loop busy).
         loop {
-            match recv(raw, &mut scratch, MsgFlags::MSG_DONTWAIT) {
+            match stream.read_nowait(&mut scratch) {
                 Ok(0) => return,
                 Ok(_) if Instant::now() >= end => return,
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return,
             }
         }
@@ -201,16 +183,9 @@ fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>)
         if left.is_zero() || super::signals::peek_quit() {
             return;
         }
-        let wait = PollTimeout::try_from(left.min(LINGER_IDLE)).unwrap_or(PollTimeout::ZERO);
-        let fd = match stream {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        };
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, wait) {
-            Ok(0) => return, // idle: the client sends nothing more
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return,
+        match stream.wait_readable(left.min(LINGER_IDLE)) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return, // idle: the client sends nothing more
         }
     }
 }
@@ -218,20 +193,12 @@ fn linger(stream: &Stream, beat: Option<(&super::heartbeat::Heartbeats, usize)>)
 /// What one read of a lingering close takes in.
 const LINGER_CHUNK: usize = 64 * 1024;
 
-/// What became of the connection after one request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Another request may follow; `buf` holds what was already read of it.
-    KeepAlive,
-    /// Close the connection (pass this to [`close`]).
-    Close(Closing),
-}
-
-/// Read one request from `stream` (continuing from what `buf` holds), serve
-/// it and log it. `allow_keep_alive` is the server's side of the decision.
-/// `header_armed`: whether the read timeout is exactly the header timeout
-/// (on a fresh connection from [`arm`]); updated on return, so that the
-/// next request of a kept connection needs no `setsockopt` either.
+/// Read one request on `conn` (continuing from what it holds), serve it
+/// and log it; what becomes of the connection is `conn`'s verdict
+/// (`h1::Conn::finish`). `header_armed`: whether the read timeout is
+/// exactly the header timeout (on a fresh connection from [`arm`]); updated
+/// on return, so that the next request of a kept connection needs no
+/// `setsockopt` either.
 ///
 /// Read timeouts: the header timeout until the head is in, then the I/O
 /// timeout, but only for a request with a body: without one this function
@@ -247,9 +214,7 @@ pub fn serve_one(
     stream: &Arc<Stream>,
     peer: &Peer,
     server: &(String, String),
-    parser: &mut Parser,
-    buf: &mut Vec<u8>,
-    allow_keep_alive: bool,
+    conn: &mut h1::Conn,
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
     timeouts: Timeouts,
     header_armed: &mut bool,
@@ -261,55 +226,43 @@ pub fn serve_one(
     }
     *header_armed = head_deadline.is_some();
     let trusted = app.trust().trusts(peer);
-    parser.set_peer_trusted(trusted);
+    conn.set_peer_trusted(trusted);
     loop {
-        match parser.parse(buf) {
-            Ok(Some((head, consumed))) => {
-                let body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
-                if head_deadline.is_some() && body {
+        let begun = !conn.is_idle();
+        match conn.next_head() {
+            HeadEvent::Request(h1::Request {
+                head,
+                body,
+                exchange,
+            }) => {
+                if head_deadline.is_some() && !body.is_done() {
                     let _ = stream.set_read_timeout(timeouts.io);
                     *header_armed = false;
                 }
                 let dups = wsgi::extras::dups_made();
-                let kept = serve_head(
-                    py,
-                    app,
+                let on = Connection {
                     stream,
                     peer,
                     server,
-                    &head,
-                    &buf[consumed..],
                     trusted,
-                    allow_keep_alive,
-                    busy,
-                    started,
-                    None,
-                    None,
-                );
+                };
+                let served =
+                    serve_request(py, app, &on, &head, body, exchange, busy, started, None);
+                drop(head);
                 if wsgi::extras::dups_made() != dups {
                     *header_armed = false; // the app's socket set the I/O timeout
                 }
-                drop(head);
-                buf.clear();
-                return match kept {
-                    Ok(rest) => {
-                        buf.extend_from_slice(&rest);
-                        Next::KeepAlive
-                    }
-                    Err(closing) => Next::Close(closing),
-                };
+                return served.finish(conn);
             }
-            Ok(None) => {
-                let start = buf.len();
-                if let (Some(deadline), true) = (head_deadline, start > 0) {
+            HeadEvent::NeedMore => {
+                if let (Some(deadline), true) = (head_deadline, begun) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     *header_armed = false;
                     if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-                        return head_timed_out(py, stream, peer, buf);
+                        return end(py, stream, peer, conn.head_timed_out());
                     }
                 }
-                let read = read_more(py, stream, buf);
-                match read {
+                match read_more(py, stream, conn.read_buf()) {
                     Err(e)
                         if head_deadline.is_some()
                             && matches!(
@@ -317,68 +270,91 @@ pub fn serve_one(
                                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                             ) =>
                     {
-                        return head_timed_out(py, stream, peer, buf);
+                        return end(py, stream, peer, conn.head_timed_out());
                     }
-                    Ok(0) | Err(_) => {
-                        // Client went away (or timed out) before a full request: nothing to answer.
-                        return Next::Close(Closing::Clean);
+                    // The client went away (or failed): `next_head` ends it.
+                    Ok(0) | Err(_) => conn.eof(),
+                    Ok(n) => {
+                        conn.received(n);
                     }
-                    Ok(_) => {}
                 }
             }
-            Err(err) => {
-                refuse(py, stream, peer, &err);
-                buf.clear();
-                // What follows the refused part (a body?) was not read.
-                return Next::Close(Closing::Unread);
-            }
+            HeadEvent::End(ending) => return end(py, stream, peer, ending),
         }
     }
 }
 
-/// Serve one request whose head is parsed (`rest`: the bytes read after the
-/// head) and log it. Returns the bytes already read past this request when
-/// the connection stays open, how to close it when it must close.
+/// A connection's facts that serving a request on it needs.
+pub struct Connection<'a> {
+    pub stream: &'a Arc<Stream>,
+    pub peer: &'a Peer,
+    /// The listener's `(name, port)`.
+    pub server: &'a (String, String),
+    /// `peer` may set scheme and forwarder headers (`forwarded_allow_ips`).
+    pub trusted: bool,
+}
+
+/// What serving a request left for its connection: the body to give back
+/// and how the response went (`h1::Conn::finish` decides from them).
+pub struct Served {
+    /// The body source, whose body goes back to the connection.
+    reader: Arc<Mutex<BodyReader>>,
+    response: Response,
+    /// The server offered keep-alive and the app did not fail: a response
+    /// that closes anyway is worth gthread's debug line.
+    say_closing: bool,
+}
+
+impl Served {
+    /// The connection's verdict, from `conn`.
+    pub fn finish(self, conn: &mut h1::Conn) -> Next {
+        let body = self
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_body();
+        let body =
+            body.unwrap_or_else(|| Body::new(&BodyKind::None, conn.options(), Vec::new(), false));
+        let next = conn.finish(body, self.response);
+        if self.say_closing && next != Next::KeepAlive {
+            // gthread's line for a response that ends its connection.
+            glogging::debug!("Closing connection.");
+        }
+        next
+    }
+}
+
+/// Serve one request whose head `conn` parsed, with its `body` and
+/// `exchange` (`h1::Request`), and log it.
 #[allow(clippy::too_many_arguments)]
-pub fn serve_head(
+pub fn serve_request(
     py: Python<'_>,
     app: &AppContext,
-    stream: &Arc<Stream>,
-    peer: &Peer,
-    server: &(String, String),
+    on: &Connection<'_>,
     head: &Head<'_>,
-    rest: &[u8],
-    trusted: bool,
-    allow_keep_alive: bool,
+    body: Body,
+    exchange: H1Exchange,
     busy: Option<(&super::heartbeat::Heartbeats, usize)>,
     started: Instant,
-    socket: Option<&wsgi::extras::SocketSlot>,
-    held: Option<&wsgi::Held>,
-) -> Result<Vec<u8>, Closing> {
-    let url_scheme = match app.trust().scheme(&head.headers, trusted) {
+    kept: Option<(&wsgi::extras::SocketSlot, &wsgi::Held)>,
+) -> Served {
+    let (stream, peer) = (on.stream, on.peer);
+    let reader = Arc::new(Mutex::new(BodyReader::new(stream.clone(), body)));
+    let url_scheme = match app.trust().scheme(&head.headers, on.trusted) {
         Ok(scheme) => scheme.unwrap_or("http"),
         Err(_) => {
             let why = "Contradictory scheme headers";
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
-            let out = wsgi::error_response(400, "Bad Request", why);
+            let out = crate::app::error_response(400, "Bad Request", why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
-            let body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
-            return Err(if body || !rest.is_empty() {
-                Closing::Unread
-            } else {
-                Closing::Clean
-            });
+            return Served {
+                reader,
+                response: Response::Refused,
+                say_closing: false,
+            };
         }
     };
-    let conn = Conn {
-        stream,
-        peer,
-        server,
-        url_scheme,
-        server_allows_keep_alive: allow_keep_alive,
-        socket,
-        held,
-    };
+    let req = Request::new(head, url_scheme, on.server, peer, app.script_name());
     glogging::debug!(
         "{} {}",
         String::from_utf8_lossy(&head.method),
@@ -394,42 +370,55 @@ pub fn serve_head(
         b" HTTP/1.1"
     };
     super::signals::set_current_request_parts(&[&head.method, b" ", head.target, version]);
-    let outcome = crate::hooks::serve(py, app, head, rest, &conn);
+    let offered = exchange.server_allows_keep_alive(crate::lifecycle::current());
+    let ex = Exchange {
+        body: reader.clone(),
+        response: Arc::new(Mutex::new(ResponseWriter::new(stream.clone(), exchange))),
+        socket: kept.map(|k| k.0),
+        held: kept.map(|k| k.1),
+    };
+    let outcome = crate::hooks::serve(py, app, &req, ex);
     super::signals::set_current_request(b"");
     if let Some((table, slot)) = busy {
         table.end_request(slot);
     }
     if glogging::access_enabled() {
-        log_access(py, head, peer, &outcome, started);
+        log_access(py, &req, &outcome, started);
     }
-    let keep = outcome.keep_alive && allow_keep_alive;
-    if allow_keep_alive && !keep && !outcome.failed {
-        // gthread's line for a response that ends its connection.
-        glogging::debug!("Closing connection.");
+    Served {
+        reader,
+        response: outcome.response,
+        say_closing: offered && !outcome.failed,
     }
-    if keep {
-        Ok(outcome.leftover)
-    } else if outcome.unread {
-        Err(Closing::Unread)
-    } else {
-        Err(Closing::Clean)
+}
+
+/// End a connection as `ending` says: answer it first when there is an
+/// answer (a refused request, a head not complete in time).
+pub fn end(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, ending: h1::Ending) -> Next {
+    match &ending.answer {
+        Some(Answer::Refused(err)) => refuse(py, stream, peer, err),
+        Some(Answer::HeadTimeout) => {
+            glogging::debug!("Request head from ip={} not complete in time", peer.addr);
+            let out = crate::app::error_response(
+                408,
+                "Request Timeout",
+                "Request head not received in time",
+            );
+            let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
+        }
+        None => {}
     }
+    Next::Close(ending.closing)
 }
 
 /// Answer a request the parser refused (4xx/5xx, `Connection: close`) and log it.
 pub fn refuse(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, err: &ferricorn_http::Error) {
     glogging::warning!("Invalid request from ip={}: {}", peer.addr, err);
-    let out = wsgi::error_response(err.status(), err.reason(), &err.to_string());
+    let out = crate::app::error_response(err.status(), err.reason(), &err.to_string());
     let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
 }
 
-fn log_access(
-    py: Python<'_>,
-    head: &ferricorn_http::parse::Head<'_>,
-    peer: &Peer,
-    outcome: &wsgi::Outcome,
-    started: Instant,
-) {
+fn log_access(py: Python<'_>, req: &Request<'_>, outcome: &wsgi::Outcome, started: Instant) {
     let environ = outcome.environ.bind(py);
     // `{var}e`: environ keys match case-insensitively; the last match wins (as gunicorn).
     let lookup = |key: &str| -> Option<String> {
@@ -441,19 +430,21 @@ fn log_access(
         }
         found
     };
-    let protocol = match head.version {
+    let protocol = match req.version() {
         (1, 0) => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
-    let path = wsgi::environ::percent_decode(head.path);
-    let request_headers: Vec<(&[u8], &[u8])> =
-        head.headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    let request_headers: Vec<(&[u8], &[u8])> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (*k, v.as_ref()))
+        .collect();
     glogging::access(&access::Record {
-        remote_addr: &peer.addr,
-        method: &head.method,
-        raw_uri: head.target,
-        path_info: &path,
-        query: head.query,
+        remote_addr: &req.peer.addr,
+        method: req.method(),
+        raw_uri: req.raw_target(),
+        path_info: req.path(),
+        query: req.query(),
         protocol,
         status: &outcome.status,
         sent: outcome.sent,
@@ -464,26 +455,13 @@ fn log_access(
     });
 }
 
-/// The client did not send a complete head in time: 408 if it sent part of
-/// one, a silent close if it sent nothing (an idle connection).
-fn head_timed_out(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, buf: &mut Vec<u8>) -> Next {
-    if !buf.is_empty() {
-        glogging::debug!("Request head from ip={} not complete in time", peer.addr);
-        let out = wsgi::error_response(408, "Request Timeout", "Request head not received in time");
-        let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
-    }
-    buf.clear();
-    Next::Close(Closing::Clean)
-}
-
 /// Append what the socket has to `buf` (GIL released while waiting); retries
 /// reads interrupted by a signal unless a quick exit is pending. `Ok(0)` is EOF.
 fn read_more(py: Python<'_>, stream: &Arc<Stream>, buf: &mut Vec<u8>) -> io::Result<usize> {
     // Into the spare capacity: no 8 KiB zero-fill per read (docs/profile.md).
-    let fd = stream.raw_fd();
     py.detach(|| {
         loop {
-            match crate::sys::fd::read_append(fd, buf, READ_CHUNK) {
+            match stream.read_append(buf, h1::READ_CHUNK) {
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted && !super::signals::peek_quit() =>
                 {
@@ -515,7 +493,7 @@ impl Policy {
 #[derive(Clone, Debug)]
 pub struct ProxyPolicy {
     mode: ferricorn_http::proxy::Mode,
-    allow: wsgi::proxy::Trust,
+    allow: crate::request::proxy::Trust,
 }
 
 impl ProxyPolicy {
@@ -530,7 +508,7 @@ impl ProxyPolicy {
         };
         Some(ProxyPolicy {
             mode,
-            allow: wsgi::proxy::Trust::new(s.get("proxy_allow_ips").as_list(), &[]),
+            allow: crate::request::proxy::Trust::new(s.get("proxy_allow_ips").as_list(), &[]),
         })
     }
 }
@@ -545,18 +523,18 @@ pub fn read_proxy_header(
     py: Python<'_>,
     stream: &Arc<Stream>,
     peer: &mut Peer,
-    buf: &mut Vec<u8>,
+    conn: &mut h1::Conn,
     policy: &ProxyPolicy,
 ) -> bool {
     use ferricorn_http::proxy::{self, ProxyInfo};
     loop {
         let refuse = |status: u16, reason: &str, why: &str| {
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
-            let out = wsgi::error_response(status, reason, why);
+            let out = crate::app::error_response(status, reason, why);
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
             false
         };
-        match proxy::parse(buf, policy.mode) {
+        match proxy::parse(conn.buffered(), policy.mode) {
             Ok(Some((_, 0))) => return true,
             Ok(Some((info, used))) => {
                 if !policy.allow.trusts(peer) {
@@ -573,11 +551,13 @@ pub fn read_proxy_header(
                         }),
                     };
                 }
-                buf.drain(..used);
+                conn.consume(used);
                 return true;
             }
-            Ok(None) => match read_more(py, stream, buf) {
-                Ok(n) if n > 0 => {}
+            Ok(None) => match read_more(py, stream, conn.read_buf()) {
+                Ok(n) if n > 0 => {
+                    conn.received(n);
+                }
                 _ => return false,
             },
             Err(e) => return refuse(e.status(), e.reason(), &e.to_string()),

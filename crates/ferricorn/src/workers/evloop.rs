@@ -11,8 +11,8 @@
 //! Loop: wait for readiness (listeners, connections, the signal pipe); read
 //! what a ready connection has without blocking (`MSG_DONTWAIT`, until a
 //! short read: registrations are edge-triggered); as soon as a request head
-//! is complete, serve it through `conn::serve_head` (the path every worker
-//! shares); serve every complete pipelined request already read, at most
+//! is complete (the connection's `h1::Conn` says), serve it through
+//! `conn::serve_request` (the path every worker shares); serve every complete pipelined request already read, at most
 //! `FAIR_SHARE` in a row before the other connections get a turn. Responses
 //! are held back until the batch of ready connections has had its turn (or
 //! `HOLD` after the first one was held), then released together, so a
@@ -65,20 +65,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::Parser;
-use mio::unix::SourceFd;
+use ferricorn_http::h1::{self, Closing, HeadEvent, Next};
+use ferricorn_http::parse::Options;
 use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
-use nix::sys::signal::Signal;
-use nix::sys::socket::MsgFlags;
 use pyo3::prelude::*;
 
 use super::Worker;
 use super::accepts::Accepts;
 use super::conn;
-use super::sync::accept_failed;
+use super::listening::Listening;
 use crate::glogging;
-use crate::sock::{Peer, Stream};
+use crate::sock::Peer;
+use crate::stream::Stream;
 use crate::wsgi;
 use crate::wsgi::environ::AppContext;
 
@@ -86,7 +84,6 @@ const SIGNAL_PIPE: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 /// Connection tokens start here (listener tokens sit below).
 const CONN_BASE: usize = 1 << 20;
-const READ_CHUNK: usize = 8192;
 /// Pipelined requests served in a row on one connection before the others get a turn.
 const FAIR_SHARE: u32 = 16;
 /// A batch's held responses go out once a turn ends this long after the
@@ -97,24 +94,23 @@ const SWEEP: Duration = Duration::from_millis(100);
 
 /// A client connection and what was read of its next request.
 struct Connection {
-    /// Unique for the worker's life (slab indices are reused).
-    id: u64,
     stream: Arc<Stream>,
     peer: Peer,
     /// Index of the listener it came from (for SERVER_NAME/PORT).
     server: usize,
-    buf: Vec<u8>,
+    /// Its HTTP/1 state: buffer, parser, pipelining, verdicts.
+    http: h1::Conn,
     /// No byte read yet (a PROXY header may come first).
     fresh: bool,
     /// `peer` is in `--forwarded-allow-ips` (known once the PROXY header, if any, is read).
     trusted: bool,
     /// Requests served on it.
     served: u64,
-    /// When it is closed unless a request completes first.
-    deadline: Instant,
     /// A partial request head is buffered (its deadline is running).
     head_started: bool,
-    /// Complete requests were left in `buf` for the next turn (fairness).
+    /// When it is closed unless a request completes first.
+    deadline: Instant,
+    /// Complete requests were left buffered for the next turn (fairness).
     more: bool,
     /// Its `gunicorn.socket`, made at its first request and closed with it.
     socket: wsgi::extras::SocketSlot,
@@ -123,46 +119,6 @@ struct Connection {
     /// Closing with request bytes unread: its write side is shut down and
     /// what comes is discarded until EOF or this instant (`conn::close`).
     lingering: Option<Instant>,
-}
-
-/// A connection just accepted (`id`, listener index), registered with the
-/// poller, due to send its first request head by `deadline`; `None` when
-/// the poller refused it (it is closed then).
-fn admit(
-    poll: &Poll,
-    conns: &mut Slab,
-    (id, server): (u64, usize),
-    stream: Stream,
-    peer: Peer,
-    deadline: Instant,
-    io_timeout: Option<Duration>,
-) -> Option<usize> {
-    let _ = stream.set_timeouts(io_timeout);
-    let fd = stream.raw_fd();
-    let i = conns.insert(Connection {
-        id,
-        stream: Arc::new(stream),
-        peer,
-        server,
-        buf: Vec::new(),
-        fresh: true,
-        trusted: false,
-        served: 0,
-        deadline,
-        head_started: false,
-        more: false,
-        socket: Default::default(),
-        held: Default::default(),
-        lingering: None,
-    });
-    let registered =
-        poll.registry()
-            .register(&mut SourceFd(&fd), Token(CONN_BASE + i), Interest::READABLE);
-    if registered.is_err() {
-        conns.remove(i); // dropped: closed
-        return None;
-    }
-    Some(i)
 }
 
 /// What a turn on a connection left it as.
@@ -181,18 +137,13 @@ enum Turn {
 /// Per-worker settings and state the connection turns need.
 struct Ctx<'a> {
     app: &'a AppContext,
-    /// One resumable parser for all connections: `parser_owner` is the
-    /// connection whose partial head it holds, if any; any other connection
-    /// resets it first (re-parsing its own buffer from the start).
-    parser: Parser,
-    parser_owner: Option<u64>,
+    /// The parser's settings, shared by every connection's HTTP/1 state.
+    parser_options: Arc<Options>,
     servers: Vec<(String, String)>,
     policy: conn::Policy,
     keepalive: bool,
     keepalive_for: Duration,
     header_for: Duration,
-    /// TERM seen: answer with `Connection: close`.
-    draining: bool,
     /// What each non-blocking read lands in before it is appended to a connection's buffer.
     scratch: Vec<u8>,
 }
@@ -248,7 +199,6 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let setup = worker.setup;
     let settings = setup.settings;
     let timeout = settings.timeout();
-    let wait = super::loop_wait(timeout);
     let io_timeout = super::io_timeout(timeout);
     let policy = conn::Policy::from_settings(settings);
     let header_for = policy
@@ -257,12 +207,9 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         .or(io_timeout)
         .unwrap_or(Duration::from_secs(30));
     let keepalive = settings.keepalive();
-    let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
-    let graceful = Duration::from_secs_f64(settings.graceful_timeout().max(0.0));
     let mut ctx = Ctx {
         app,
-        parser: Parser::new(app.parser_options().clone()),
-        parser_owner: None,
+        parser_options: Arc::new(app.parser_options().clone()),
         servers: setup
             .listeners
             .iter()
@@ -272,245 +219,337 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         keepalive: keepalive > 0.0,
         keepalive_for: Duration::from_secs_f64(keepalive.max(0.0)),
         header_for,
-        draining: false,
-        scratch: vec![0; READ_CHUNK],
+        scratch: vec![0; h1::READ_CHUNK],
     };
 
-    let mut poll = Poll::new()?;
+    let poll = Poll::new()?;
     super::register_sources(poll.registry(), worker, SIGNAL_PIPE, LISTENER_BASE)?;
-
-    let mut events = Events::with_capacity(256);
-    let mut conns = Slab::default();
-    let mut ready: Vec<usize> = Vec::new();
-    let mut todo: Vec<usize> = Vec::new();
-    // Connections holding responses of this batch. Each response
-    // sent on loopback wakes the client if it sleeps (an inter-processor
-    // interrupt, costly in a VM: ~6 us of system time per response for a
-    // Flask app, docs/profile.md); sent together, they wake it once.
-    let mut held: Vec<usize> = Vec::new();
-    let mut held_since = Instant::now();
-    let mut next_id: u64 = 0;
-    let mut pending_accept = vec![true; setup.listeners.len()];
-    // An idle worker takes a connection at once; see `Accepts`.
-    let mut accepts = Accepts::new(settings.workers());
-    let mut accepting = true;
+    let mut lp = Loop {
+        poll,
+        events: Events::with_capacity(256),
+        conns: Slab::default(),
+        ready: Vec::new(),
+        todo: Vec::new(),
+        held: Vec::new(),
+        held_since: Instant::now(),
+        listening: Listening::new(setup.listeners),
+        accepts: Accepts::new(settings.workers()),
+        next_sweep: Instant::now() + SWEEP,
+        wait: super::loop_wait(timeout),
+        io_timeout,
+        max_conns: settings.get("worker_connections").as_int().max(1) as usize,
+        graceful: Duration::from_secs_f64(settings.graceful_timeout().max(0.0)),
+    };
     let mut signalled = true;
-    let mut next_sweep = Instant::now() + SWEEP;
-    let mut stop_by: Option<Instant> = None;
-
     loop {
         worker.notify();
-        if signalled {
-            signalled = false;
-            if worker.handle_signals() {
-                return Ok(()); // QUIT/INT: leave now, connections and all.
-            }
+        if std::mem::take(&mut signalled) && worker.handle_signals() {
+            return Ok(()); // QUIT/INT: leave now, connections and all.
         }
-        if !worker.alive && accepting {
-            // Graceful stop: no new connections; serve what was already
-            // sent with `Connection: close`; one with nothing in progress
-            // (idle keep-alive, or new and silent) is kept for a request
-            // that may be on its way (`conn::STOP_LINGER`).
-            accepting = false;
-            ctx.draining = true;
-            wsgi::response::DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
-            stop_by = Some(Instant::now() + graceful);
-            let linger = Instant::now() + conn::STOP_LINGER;
-            // Connections already in the listen backlog are served (with
-            // `Connection: close`) as the cap allows, not left to be reset
-            // when the worker exits (docs/signals.md): accepted below until
-            // a listener has none left (no readiness event sets the flags
-            // again once the listeners are deregistered).
-            pending_accept.fill(worker.should_drain());
-            for l in setup.listeners {
-                let fd = l.raw_fd();
-                let _ = poll.registry().deregister(&mut SourceFd(&fd));
-            }
-            for i in conns.indices() {
-                let turn = match conns.get_mut(i) {
-                    Some(c) => {
-                        let t = match turn(py, &mut ctx, worker, c) {
-                            Turn::Wait if c.buf.is_empty() => {
-                                // Nothing sent since the last response (or
-                                // at all): a request may be on its way.
-                                c.deadline = c.deadline.min(linger);
-                                Turn::Wait
-                            }
-                            t => t,
-                        };
-                        hold(&mut held, &mut held_since, i, c);
-                        t
-                    }
-                    None => continue,
-                };
-                settle(py, &poll, &mut conns, &mut ready, i, turn);
-            }
-            send_held(py, &poll, &mut conns, &mut ready, &mut held);
-        }
-        let drain = !accepting && conns.len < max_conns && pending_accept.contains(&true);
-        if !accepting
-            && ((conns.len == 0 && !drain) || stop_by.is_some_and(|t| Instant::now() >= t))
+        lp.stop_if_stopping(py, &mut ctx, worker);
+        let drain = lp.listening.draining_backlog(lp.conns.len, lp.max_conns);
+        if lp
+            .listening
+            .end(lp.conns.len, lp.max_conns, Instant::now())
+            .is_some()
         {
             return Ok(());
         }
+        signalled = lp.wait(py, drain)?;
+        lp.serve_ready(py, &mut ctx, worker);
+        lp.accept(py, &mut ctx, worker);
+        lp.send_held(py);
+        lp.sweep(py, worker);
+    }
+}
 
+/// The worker's connections, its listeners, and what their turns leave to do.
+struct Loop<'a> {
+    poll: Poll,
+    events: Events,
+    conns: Slab,
+    /// Connections to give a turn without waiting (`Turn::Again`, lingering).
+    ready: Vec<usize>,
+    /// This pass's connections with a turn due.
+    todo: Vec<usize>,
+    /// Connections holding responses of this batch. Each response sent on
+    /// loopback wakes the client if it sleeps (an inter-processor
+    /// interrupt, costly in a VM: ~6 us of system time per response for a
+    /// Flask app, docs/profile.md); sent together, they wake it once.
+    held: Vec<usize>,
+    held_since: Instant,
+    listening: Listening<'a>,
+    /// An idle worker takes a connection at once; see `Accepts`.
+    accepts: Accepts,
+    next_sweep: Instant,
+    /// The longest wait for events (the heartbeat's pace).
+    wait: Duration,
+    io_timeout: Option<Duration>,
+    /// `--worker-connections`.
+    max_conns: usize,
+    graceful: Duration,
+}
+
+impl Loop<'_> {
+    /// Graceful stop: no new connections; serve what was already sent with
+    /// `Connection: close`; one with nothing in progress (idle keep-alive,
+    /// or new and silent) is kept for a request that may be on its way
+    /// (`conn::STOP_LINGER`).
+    fn stop_if_stopping(&mut self, py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>) {
+        let registry = self.poll.registry();
+        let Some(stop) = self
+            .listening
+            .stop_if_stopping(worker, registry, self.graceful)
+        else {
+            return;
+        };
+        for i in self.conns.indices() {
+            self.give_turn(py, ctx, worker, i, false, |c, t| match t {
+                Turn::Wait if c.http.is_idle() => {
+                    // Nothing sent since the last response (or at all): a
+                    // request may be on its way.
+                    c.deadline = c.deadline.min(stop.linger_until);
+                    Turn::Wait
+                }
+                t => t,
+            });
+        }
+        self.send_held(py);
+    }
+
+    /// Wait for events (not while turns or the backlog are due) and note
+    /// what they make due. Returns whether the signal pipe was readable.
+    fn wait(&mut self, py: Python<'_>, drain: bool) -> io::Result<bool> {
         let now = Instant::now();
         // A connection waiting to be accepted: now (next turn) or once a
         // deferral ends (see `Accepts`).
-        let accept_at = (accepting && conns.len < max_conns && pending_accept.iter().any(|&p| p))
-            .then(|| accepts.wait_until(conns.len, now).unwrap_or(now));
-        let poll_for = if ready.is_empty() && !drain {
-            let wake = accept_at.map_or(next_sweep, |t| t.min(next_sweep));
-            wake.saturating_duration_since(now).min(wait)
+        let accept_at = (self.listening.accepting()
+            && self.conns.len < self.max_conns
+            && self.listening.any_waiting())
+        .then(|| self.accepts.wait_until(self.conns.len, now).unwrap_or(now));
+        let poll_for = if self.ready.is_empty() && !drain {
+            let wake = accept_at.map_or(self.next_sweep, |t| t.min(self.next_sweep));
+            wake.saturating_duration_since(now).min(self.wait)
         } else {
             Duration::ZERO
         };
-        let polled = py.detach(|| poll.poll(&mut events, Some(poll_for)));
-        if let Err(e) = polled {
+        let (poll, events) = (&mut self.poll, &mut self.events);
+        if let Err(e) = py.detach(|| poll.poll(events, Some(poll_for))) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
         }
-        todo.clear();
-        todo.append(&mut ready);
-        for ev in &events {
+        self.todo.clear();
+        self.todo.append(&mut self.ready);
+        let mut signalled = false;
+        for ev in &self.events {
             match ev.token() {
                 SIGNAL_PIPE => signalled = true,
-                Token(t) if t >= CONN_BASE => todo.push(t - CONN_BASE),
-                Token(t) => {
-                    if let Some(p) = pending_accept.get_mut(t - LISTENER_BASE) {
-                        *p = true;
-                    }
-                }
+                Token(t) if t >= CONN_BASE => self.todo.push(t - CONN_BASE),
+                Token(t) => self.listening.ready(t - LISTENER_BASE),
             }
         }
-        // The ready connections' responses are held and go together after
-        // the batch (see `held`), at most `HOLD` after the first.
+        Ok(signalled)
+    }
+
+    /// A turn for each connection with one due. Their responses are held
+    /// and go together after the batch (see `held`), at most `HOLD` after
+    /// the first.
+    fn serve_ready(&mut self, py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>) {
+        let todo = std::mem::take(&mut self.todo);
         let last = todo.len().saturating_sub(1);
         for (n, &i) in todo.iter().enumerate() {
-            let Some(c) = conns.get_mut(i) else { continue };
-            c.held.others_follow.store(n < last, Ordering::Relaxed);
-            let t = turn(py, &mut ctx, worker, c);
-            c.held.others_follow.store(false, Ordering::Relaxed);
-            hold(&mut held, &mut held_since, i, c);
-            settle(py, &poll, &mut conns, &mut ready, i, t);
-            if !held.is_empty() && held_since.elapsed() >= HOLD {
-                send_held(py, &poll, &mut conns, &mut ready, &mut held);
+            self.give_turn(py, ctx, worker, i, n < last, |_, t| t);
+            if !self.held.is_empty() && self.held_since.elapsed() >= HOLD {
+                self.send_held(py);
             }
         }
+        self.todo = todo;
+    }
 
-        // Accept while under the connection cap (with other workers: in
-        // turns, see `Accepts`); once stopping, what the backlog still
-        // holds. A new connection's request often came with it, so it gets
-        // a turn at once.
-        for (li, l) in setup.listeners.iter().enumerate() {
-            if conns.len >= max_conns || !pending_accept[li] || (accepting && !worker.alive) {
+    /// Accept while under the connection cap (with other workers: in
+    /// turns, see `Accepts`); once stopping, what the backlog still holds.
+    /// A new connection's request often came with it, so it gets a turn at
+    /// once.
+    fn accept(&mut self, py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>) {
+        let accepting = self.listening.accepting();
+        for (li, l) in self.listening.listeners().iter().enumerate() {
+            if self.conns.len >= self.max_conns
+                || !self.listening.waiting(li)
+                || (accepting && !worker.alive())
+            {
                 continue;
             }
             let mut budget = if accepting {
-                accepts.budget(l, conns.len, Instant::now())
+                self.accepts.budget(l, self.conns.len, Instant::now())
             } else {
                 usize::MAX
             };
             while budget > 0
-                && conns.len < max_conns
-                && pending_accept[li]
-                && (!accepting || worker.alive)
+                && self.conns.len < self.max_conns
+                && self.listening.waiting(li)
+                && (!accepting || worker.alive())
             {
                 budget -= 1;
-                match l.accept() {
-                    Ok((stream, peer)) => {
-                        next_id += 1;
-                        // Stopping: a silent one is kept only as long as
-                        // an idle one (a head begun gets the header timeout).
-                        let wait = if accepting {
-                            ctx.header_for
-                        } else {
-                            conn::STOP_LINGER
-                        };
-                        let admitted = admit(
-                            &poll,
-                            &mut conns,
-                            (next_id, li),
-                            stream,
-                            peer,
-                            Instant::now() + wait,
-                            io_timeout,
-                        );
-                        let Some(i) = admitted else { continue };
-                        let t = match conns.get_mut(i) {
-                            Some(c) => {
-                                let t = turn(py, &mut ctx, worker, c);
-                                hold(&mut held, &mut held_since, i, c);
-                                t
-                            }
-                            None => continue,
-                        };
-                        settle(py, &poll, &mut conns, &mut ready, i, t);
-                    }
-                    Err(e) => {
-                        if accept_failed(&e) {
-                            pending_accept[li] = false;
-                        }
-                    }
+                if let Some((stream, peer)) = self.listening.accept(li) {
+                    // Stopping: a silent one is kept only as long as an
+                    // idle one (a head begun gets the header timeout).
+                    let wait = if accepting {
+                        ctx.header_for
+                    } else {
+                        conn::STOP_LINGER
+                    };
+                    let http = h1::Conn::new(ctx.parser_options.clone(), ctx.keepalive);
+                    let Some(i) = self.admit(li, stream, peer, http, Instant::now() + wait) else {
+                        continue;
+                    };
+                    self.give_turn(py, ctx, worker, i, false, |_, t| t);
                 }
                 // Served and closed already: still idle.
-                budget = budget.max(accepts.free(conns.len));
+                budget = budget.max(self.accepts.free(self.conns.len));
             }
         }
-        send_held(py, &poll, &mut conns, &mut ready, &mut held);
+    }
 
+    /// Every `SWEEP`: check the master is still there, and close the
+    /// connections past their deadline (a partial head gets its 408).
+    fn sweep(&mut self, py: Python<'_>, worker: &mut Worker<'_>) {
         let now = Instant::now();
-        if now >= next_sweep {
-            next_sweep = now + SWEEP;
-            if worker.alive && worker.parent_changed() {
-                glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
-                worker.alive = false;
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP;
+        worker.stop_if_orphaned();
+        for i in self.conns.indices() {
+            let Some(c) = self.conns.get_mut(i) else {
+                continue;
+            };
+            if c.deadline > now {
+                continue;
             }
-            for i in conns.indices() {
-                let Some(c) = conns.get_mut(i) else { continue };
-                if c.deadline > now {
-                    continue;
-                }
-                if !c.buf.is_empty() && send_out(py, c) {
-                    glogging::debug!("Request head from ip={} not complete in time", c.peer.addr);
-                    let out = wsgi::error_response(
-                        408,
-                        "Request Timeout",
-                        "Request head not received in time",
-                    );
-                    let stream = c.stream.clone();
-                    let _ = py.detach(|| io::Write::write_all(&mut &*stream, &out));
-                }
-                settle(py, &poll, &mut conns, &mut ready, i, Turn::Close);
+            // A 408 when part of a head came (after what is held), a
+            // silent close when nothing did.
+            let ending = c.http.head_timed_out();
+            if ending.answer.is_some() && send_out(py, c) {
+                conn::end(py, &c.stream, &c.peer, ending);
             }
+            self.settle(py, i, Turn::Close);
         }
     }
-}
 
-/// Note that connection `i` holds responses back, if it does.
-fn hold(held: &mut Vec<usize>, since: &mut Instant, i: usize, c: &mut Connection) {
-    if c.held.out.get_mut().map_or(true, |o| !o.is_empty()) {
-        if held.is_empty() {
-            *since = Instant::now();
+    /// A connection just accepted from listener `server`, registered with
+    /// the poller, due to send its first request head by `deadline`; `None`
+    /// when the poller refused it (it is closed then).
+    fn admit(
+        &mut self,
+        server: usize,
+        stream: Stream,
+        peer: Peer,
+        http: h1::Conn,
+        deadline: Instant,
+    ) -> Option<usize> {
+        let _ = stream.set_timeouts(self.io_timeout);
+        let i = self.conns.insert(Connection {
+            stream: Arc::new(stream),
+            peer,
+            server,
+            http,
+            fresh: true,
+            trusted: false,
+            served: 0,
+            head_started: false,
+            deadline,
+            more: false,
+            socket: Default::default(),
+            held: Default::default(),
+            lingering: None,
+        });
+        let registry = self.poll.registry();
+        let registered = self.conns.get_mut(i).map(|c| {
+            c.stream
+                .register(registry, Token(CONN_BASE + i), Interest::READABLE)
+        });
+        if !matches!(registered, Some(Ok(()))) {
+            self.conns.remove(i); // dropped: closed
+            return None;
         }
-        held.push(i);
+        Some(i)
     }
-}
 
-/// Send every held response; a connection whose send fails is closed.
-fn send_held(
-    py: Python<'_>,
-    poll: &Poll,
-    conns: &mut Slab,
-    ready: &mut Vec<usize>,
-    held: &mut Vec<usize>,
-) {
-    for i in held.drain(..) {
-        // (A closed connection's slot may hold a newer one: it then holds nothing or its own.)
-        let Some(c) = conns.get_mut(i) else { continue };
-        if !send_out(py, c) {
-            settle(py, poll, conns, ready, i, Turn::Close);
+    /// Give connection `i` a turn (`others_follow`: more of the batch wait
+    /// after it), let `adjust` see what the turn decided, note what it
+    /// holds, and apply the decision.
+    fn give_turn(
+        &mut self,
+        py: Python<'_>,
+        ctx: &mut Ctx<'_>,
+        worker: &mut Worker<'_>,
+        i: usize,
+        others_follow: bool,
+        adjust: impl FnOnce(&mut Connection, Turn) -> Turn,
+    ) {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        c.held.others_follow.store(others_follow, Ordering::Relaxed);
+        let t = turn(py, ctx, worker, c);
+        c.held.others_follow.store(false, Ordering::Relaxed);
+        let t = adjust(c, t);
+        // Note that the connection holds responses back, if it does.
+        if c.held.out.get_mut().map_or(true, |o| !o.is_empty()) {
+            if self.held.is_empty() {
+                self.held_since = Instant::now();
+            }
+            self.held.push(i);
+        }
+        self.settle(py, i, t);
+    }
+
+    /// Send every held response; a connection whose send fails is closed.
+    fn send_held(&mut self, py: Python<'_>) {
+        let held = std::mem::take(&mut self.held);
+        for &i in &held {
+            // (A closed connection's slot may hold a newer one: it then holds nothing or its own.)
+            let Some(c) = self.conns.get_mut(i) else {
+                continue;
+            };
+            if !send_out(py, c) {
+                self.settle(py, i, Turn::Close);
+            }
+        }
+        self.held = held;
+        self.held.clear();
+    }
+
+    /// Apply what a turn decided: requeue, or deregister and close.
+    fn settle(&mut self, py: Python<'_>, i: usize, turn: Turn) {
+        match turn {
+            Turn::Wait => {}
+            Turn::Again => self.ready.push(i),
+            Turn::Close => {
+                if let Some(mut c) = self.conns.remove(i) {
+                    send_out(py, &mut c);
+                    let _ = c.stream.deregister(self.poll.registry());
+                    // FIN after the response, before the fd goes.
+                    c.stream.shutdown_write();
+                }
+            }
+            Turn::Linger => {
+                let Some(c) = self.conns.get_mut(i) else {
+                    return;
+                };
+                if !send_out(py, c) {
+                    return self.settle(py, i, Turn::Close);
+                }
+                // FIN after the response; then `discard` reads what comes
+                // (this turn's reads already emptied the socket or the next
+                // turn comes at once) until EOF or the sweep's deadline.
+                c.stream.shutdown_write();
+                let now = Instant::now();
+                c.lingering = Some(now + conn::LINGER_FOR);
+                c.deadline = now + conn::LINGER_IDLE;
+                self.ready.push(i);
+            }
         }
     }
 }
@@ -527,7 +566,7 @@ fn send_pending(py: Python<'_>, stream: &Arc<Stream>, held: &mut wsgi::Held) -> 
     if out.is_empty() {
         return true;
     }
-    let ok = match wsgi::response::send_nowait(stream.raw_fd(), out) {
+    let ok = match stream.send_nowait(out) {
         Ok(n) if n == out.len() => true,
         Ok(n) => {
             let rest = &out[n..];
@@ -540,45 +579,6 @@ fn send_pending(py: Python<'_>, stream: &Arc<Stream>, held: &mut wsgi::Held) -> 
     ok
 }
 
-/// Apply what a turn decided: requeue, or deregister and close.
-fn settle(
-    py: Python<'_>,
-    poll: &Poll,
-    conns: &mut Slab,
-    ready: &mut Vec<usize>,
-    i: usize,
-    turn: Turn,
-) {
-    match turn {
-        Turn::Wait => {}
-        Turn::Again => ready.push(i),
-        Turn::Close => {
-            if let Some(mut c) = conns.remove(i) {
-                send_out(py, &mut c);
-                let fd = c.stream.raw_fd();
-                let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                // FIN after the response, before the fd goes.
-                c.stream.shutdown_write();
-            }
-        }
-        Turn::Linger => {
-            let Some(c) = conns.get_mut(i) else { return };
-            if !send_out(py, c) {
-                return settle(py, poll, conns, ready, i, Turn::Close);
-            }
-            // FIN after the response; then `discard` reads what comes
-            // (this turn's reads already emptied the socket or the next
-            // turn comes at once) until EOF or the sweep's deadline.
-            c.stream.shutdown_write();
-            let now = Instant::now();
-            c.lingering = Some(now + conn::LINGER_FOR);
-            c.deadline = now + conn::LINGER_IDLE;
-            c.buf.clear();
-            ready.push(i);
-        }
-    }
-}
-
 /// A lingering connection's turn: read and discard what the client sends
 /// (at most `LINGER_TURN` bytes before the others get a turn); EOF, an
 /// error or the end of the linger closes it, an idle client is closed by
@@ -586,7 +586,7 @@ fn settle(
 fn discard(ctx: &mut Ctx<'_>, c: &mut Connection, end: Instant) -> Turn {
     let mut got = 0;
     let turn = loop {
-        match nix::sys::socket::recv(c.stream.raw_fd(), &mut ctx.scratch, MsgFlags::MSG_DONTWAIT) {
+        match c.stream.read_nowait(&mut ctx.scratch) {
             Ok(0) => return Turn::Close,
             Ok(n) => {
                 got += n;
@@ -594,8 +594,8 @@ fn discard(ctx: &mut Ctx<'_>, c: &mut Connection, end: Instant) -> Turn {
                     break Turn::Again;
                 }
             }
-            Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => break Turn::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Turn::Wait,
             Err(_) => return Turn::Close,
         }
     };
@@ -623,22 +623,21 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
     let mut read_first = !std::mem::take(&mut c.more);
     loop {
         if read_first {
-            let got =
-                nix::sys::socket::recv(c.stream.raw_fd(), &mut ctx.scratch, MsgFlags::MSG_DONTWAIT);
-            match got {
+            match c.stream.read_nowait(&mut ctx.scratch) {
                 Ok(0) => return Turn::Close,
                 Ok(n) => {
-                    c.buf.extend_from_slice(&ctx.scratch[..n]);
-                    // A short read emptied the socket: the next byte brings a new event.
-                    read_first = n == ctx.scratch.len();
+                    c.http.extend(&ctx.scratch[..n]);
+                    // A short read emptied the socket (and the stream holds
+                    // nothing more): the next byte brings a new event.
+                    read_first = n == ctx.scratch.len() || c.stream.has_buffered();
                 }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Turn::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Wait,
                 Err(_) => return Turn::Close,
             }
             if std::mem::take(&mut c.fresh) {
                 if let Some(proxy) = &ctx.policy.proxy {
-                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.buf, proxy) {
+                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.http, proxy) {
                         return Turn::Close;
                     }
                 }
@@ -647,70 +646,73 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
         } else {
             read_first = true;
         }
-        while !c.buf.is_empty() {
-            let trusted = c.trusted;
-            if ctx.parser_owner.take().is_some_and(|id| id != c.id) {
-                ctx.parser.reset();
+        while !c.http.is_idle() {
+            if served_now >= FAIR_SHARE {
+                c.more = true;
+                return Turn::Again;
             }
-            ctx.parser.set_peer_trusted(trusted);
-            match ctx.parser.parse(&c.buf) {
-                Ok(Some((head, consumed))) => {
-                    if served_now >= FAIR_SHARE {
-                        c.more = true;
-                        return Turn::Again;
-                    }
+            let trusted = c.trusted;
+            c.http.set_peer_trusted(trusted);
+            match c.http.next_head() {
+                HeadEvent::Request(h1::Request {
+                    head,
+                    body,
+                    exchange,
+                }) => {
                     // A response of this turn still waits: it goes first.
                     if !send_pending(py, &c.stream, &mut c.held) {
                         return Turn::Close;
                     }
-                    let allow = ctx.keepalive
-                        && !ctx.draining
-                        && worker.alive
-                        && !worker.retire_requested
-                        && !super::signals::peek(Signal::SIGTERM);
                     let busy = Some((worker.setup.heartbeats, worker.setup.slot));
-                    let kept = conn::serve_head(
+                    let on = conn::Connection {
+                        stream: &c.stream,
+                        peer: &c.peer,
+                        server: &ctx.servers[c.server],
+                        trusted,
+                    };
+                    let kept = Some((&c.socket, &c.held));
+                    let served = conn::serve_request(
                         py,
                         ctx.app,
-                        &c.stream,
-                        &c.peer,
-                        &ctx.servers[c.server],
+                        &on,
                         &head,
-                        &c.buf[consumed..],
-                        trusted,
-                        allow,
+                        body,
+                        exchange,
                         busy,
                         Instant::now(),
-                        Some(&c.socket),
-                        Some(&c.held),
+                        kept,
                     );
                     drop(head);
-                    c.buf.clear();
+                    let next = served.finish(&mut c.http);
                     worker.request_done();
                     c.served += 1;
                     served_now += 1;
-                    let rest = match kept {
-                        Ok(rest) => rest,
-                        Err(conn::Closing::Clean) => return Turn::Close,
-                        Err(conn::Closing::Unread) => return Turn::Linger,
-                    };
-                    c.buf.extend_from_slice(&rest);
                     c.head_started = false;
-                    c.deadline = Instant::now() + ctx.keepalive_for;
+                    match next {
+                        Next::KeepAlive => c.deadline = Instant::now() + ctx.keepalive_for,
+                        Next::Close(Closing::Clean) => return Turn::Close,
+                        Next::Close(Closing::Unread) => return Turn::Linger,
+                    }
                 }
-                Ok(None) => {
-                    ctx.parser_owner = Some(c.id);
+                HeadEvent::NeedMore => {
+                    // A head begun and not complete: its deadline runs (one
+                    // clock read per incomplete head, none for whole ones).
                     if !c.head_started {
                         c.head_started = true;
                         c.deadline = Instant::now() + ctx.header_for;
                     }
                     break;
                 }
-                Err(err) => {
+                HeadEvent::End(ending) => {
+                    // A refused head (after what is held).
+                    let closing = ending.closing;
                     if send_out(py, c) {
-                        conn::refuse(py, &c.stream, &c.peer, &err);
+                        conn::end(py, &c.stream, &c.peer, ending);
                     }
-                    return Turn::Linger;
+                    return match closing {
+                        Closing::Clean => Turn::Close,
+                        Closing::Unread => Turn::Linger,
+                    };
                 }
             }
         }

@@ -28,22 +28,22 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::Parser;
-use mio::unix::SourceFd;
+use ferricorn_http::h1;
+use ferricorn_http::parse::Options;
 use mio::{Events, Interest, Poll, Token, Waker};
 use pyo3::prelude::*;
 
 use super::Worker;
 use super::conn::{self, Next};
-use super::sync::is_transient_accept_error;
+use super::listening::{End, Listening};
 use crate::glogging;
-use crate::sock::{Peer, Stream};
-use crate::wsgi::{self, environ::AppContext};
+use crate::sock::Peer;
+use crate::stream::Stream;
+use crate::wsgi::environ::AppContext;
 
 const WAKER: Token = Token(0);
 const SIGNAL_PIPE: Token = Token(1);
@@ -57,7 +57,8 @@ struct Connection {
     peer: Peer,
     /// Index of the listener it came from (for SERVER_NAME/PORT).
     server: usize,
-    buf: Vec<u8>,
+    /// Its HTTP/1 state: buffer, parser, pipelining, verdicts.
+    http: h1::Conn,
     /// No request read yet (a PROXY header may come first).
     fresh: bool,
     /// `wsgi::extras::dups_made()` when accepted: for `conn::close`.
@@ -68,12 +69,12 @@ struct Connection {
 
 impl Connection {
     /// One just accepted from listener `server`.
-    fn new(stream: Stream, peer: Peer, server: usize) -> Self {
+    fn new(stream: Stream, peer: Peer, server: usize, http: h1::Conn) -> Self {
         Connection {
             stream: Arc::new(stream),
             peer,
             server,
-            buf: Vec::new(),
+            http,
             fresh: true,
             dups_before: crate::wsgi::extras::dups_made(),
             header_armed: false,
@@ -84,7 +85,7 @@ impl Connection {
 /// What a thread hands back to the poller when it is done with a connection.
 struct Done {
     /// `Some` to keep the connection alive, `None` when it was closed.
-    conn: Option<Connection>,
+    conn: Option<Box<Connection>>,
     /// Requests served while the thread held it.
     served: u64,
 }
@@ -93,15 +94,9 @@ struct Done {
 struct Shared<'a> {
     app: &'a AppContext,
     servers: Vec<(String, String)>,
-    jobs: Mutex<Receiver<Connection>>,
+    jobs: Mutex<Receiver<Box<Connection>>>,
     done: Mutex<Sender<Done>>,
     waker: Waker,
-    /// Cleared on graceful shutdown: in-flight responses then close.
-    alive: AtomicBool,
-    /// Set once the worker asked for its replacement (`--max-requests`,
-    /// `--max-worker-memory`): responses then close.
-    retiring: AtomicBool,
-    keepalive: bool,
     policy: conn::Policy,
     /// Per listener: its connections start with their deadlines (`conn::arm_listeners`).
     inherited: Vec<bool>,
@@ -120,7 +115,6 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
 fn thread_main(shared: &Shared<'_>) {
     // Signals are for the main thread.
     let _ = nix::sys::signal::SigSet::all().thread_block();
-    let mut parser = Parser::new(shared.app.parser_options().clone());
     loop {
         let job = {
             let rx = shared.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -141,24 +135,19 @@ fn thread_main(shared: &Shared<'_>) {
         let closing = Python::attach(|py| {
             if std::mem::take(&mut c.fresh) {
                 if let Some(proxy) = &shared.policy.proxy {
-                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.buf, proxy) {
+                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.http, proxy) {
                         return Some(conn::Closing::Clean);
                     }
                 }
             }
             loop {
-                let allow = shared.keepalive
-                    && shared.alive.load(Ordering::Relaxed)
-                    && !shared.retiring.load(Ordering::Relaxed);
                 let next = conn::serve_one(
                     py,
                     shared.app,
                     &c.stream,
                     &c.peer,
                     &shared.servers[c.server],
-                    &mut parser,
-                    &mut c.buf,
-                    allow,
+                    &mut c.http,
                     None,
                     shared.policy.timeouts,
                     &mut c.header_armed,
@@ -166,8 +155,9 @@ fn thread_main(shared: &Shared<'_>) {
                 if let Next::Close(closing) = next {
                     return Some(closing);
                 }
-                // Pipelined bytes already read: serve them now, else wait in the poller.
-                if c.buf.is_empty() {
+                // Pipelined bytes already read (or held by the stream):
+                // serve them now, else wait in the poller.
+                if c.http.is_idle() && !c.stream.has_buffered() {
                     return None;
                 }
             }
@@ -203,28 +193,233 @@ fn leave_now(worker: &Worker<'_>) -> ! {
 
 /// An idle connection waiting in the poller, and when it expires.
 struct Idle {
-    conn: Connection,
+    conn: Box<Connection>,
     deadline: Instant,
+}
+
+/// The worker's settings the poller works with.
+struct Limits {
+    /// The longest wait for events (the heartbeat's pace).
+    wait: Duration,
+    graceful: Duration,
+    /// How long an idle keep-alive connection is kept.
+    keepalive_for: Duration,
+    /// How long a fresh connection may take to send its first request.
+    first_request_for: Duration,
+    /// `--worker-connections`.
+    max_conns: usize,
+    /// `--workers`: with others, new connections are taken in shares.
+    workers: usize,
+}
+
+/// The main thread's side: idle connections wait in the poller until they
+/// have something to read (then a thread takes them), expire, or the stop
+/// lets them go; new connections are accepted as the cap allows.
+struct Poller<'a> {
+    poll: Poll,
+    events: Events,
+    idle: HashMap<usize, Idle>,
+    /// Idle connections' deadlines, soonest first (stale entries are
+    /// skipped: an entry counts only while it matches its connection's).
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    next_token: usize,
+    /// Connections open: idle, queued for a thread, or on one.
+    active: usize,
+    listening: Listening<'a>,
+    /// Connections left waiting when the last turn's share was taken.
+    more_waiting: bool,
+    jobs: &'a Sender<Box<Connection>>,
+    done: Receiver<Done>,
+    limits: Limits,
+    /// The parser's settings, shared by every connection's HTTP/1 state.
+    parser_options: Arc<Options>,
+}
+
+impl Poller<'_> {
+    /// Wait in the poller for `conn` to have something to read, until
+    /// `until`; a connection the poller refuses is closed (and uncounted).
+    fn park(&mut self, conn: Box<Connection>, until: Instant) {
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1).max(CONN_BASE);
+        if conn
+            .stream
+            .register(self.poll.registry(), Token(token), Interest::READABLE)
+            .is_err()
+        {
+            self.active -= 1;
+            return;
+        }
+        self.idle.insert(
+            token,
+            Idle {
+                conn,
+                deadline: until,
+            },
+        );
+        self.deadlines.push(Reverse((until, token)));
+    }
+
+    /// Graceful stop: no new connections; what comes on the open ones is
+    /// answered with `Connection: close`. One that has sent nothing since
+    /// its last response (idle keep-alive) or at all (new) stays in the
+    /// poller until the stop's linger: its client may be sending a request
+    /// already; a thread answers it.
+    fn stop_if_stopping(&mut self, worker: &Worker<'_>) {
+        let registry = self.poll.registry();
+        let Some(stop) = self
+            .listening
+            .stop_if_stopping(worker, registry, self.limits.graceful)
+        else {
+            return;
+        };
+        for (t, i) in self.idle.iter_mut() {
+            if i.deadline > stop.linger_until {
+                i.deadline = stop.linger_until;
+                self.deadlines.push(Reverse((stop.linger_until, *t)));
+            }
+        }
+    }
+
+    /// Wait for events (not at all while the backlog drains or others had
+    /// their turn) and hand connections with something to read to the
+    /// threads. Returns whether the signal pipe was readable.
+    fn wait(&mut self, drain: bool) -> io::Result<bool> {
+        let now = Instant::now();
+        let poll_for = if drain {
+            Duration::ZERO
+        } else if self.more_waiting {
+            // Others' turn first (see `accept`), then ours again.
+            std::thread::yield_now();
+            Duration::ZERO
+        } else {
+            let next_deadline = self.deadlines.peek().map(|Reverse((d, _))| *d);
+            let wake = next_deadline
+                .into_iter()
+                .chain(self.listening.stop().map(|s| s.by))
+                .min();
+            let wait = self.limits.wait;
+            wake.map_or(wait, |d| d.saturating_duration_since(now).min(wait))
+        };
+        if let Err(e) = self.poll.poll(&mut self.events, Some(poll_for)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let mut pipe_ready = false;
+        for ev in &self.events {
+            let Token(t) = ev.token();
+            if t >= CONN_BASE {
+                if let Some(i) = self.idle.remove(&t) {
+                    let _ = i.conn.stream.deregister(self.poll.registry());
+                    if self.jobs.send(i.conn).is_err() {
+                        self.active -= 1;
+                    }
+                }
+            } else if t >= LISTENER_BASE {
+                self.listening.ready(t - LISTENER_BASE);
+            } else if ev.token() == SIGNAL_PIPE {
+                pipe_ready = true;
+            }
+            // WAKER: it only ends the wait; `take_back` follows.
+        }
+        Ok(pipe_ready)
+    }
+
+    /// Take back the connections the threads are done with; returns how
+    /// many requests they served.
+    fn take_back(&mut self) -> u64 {
+        let mut served = 0;
+        while let Ok(d) = self.done.try_recv() {
+            served += d.served;
+            match d.conn {
+                Some(c) => {
+                    // Kept alive (a response begun before TERM, then
+                    // only until the stop's linger ends).
+                    let until = Instant::now() + self.limits.keepalive_for;
+                    let until = self
+                        .listening
+                        .stop()
+                        .map_or(until, |s| until.min(s.linger_until));
+                    self.park(c, until);
+                }
+                None => self.active -= 1,
+            }
+        }
+        served
+    }
+
+    /// Accept while under the connection cap; once stopping, what the
+    /// backlog still holds. With other workers, a share of what waits per
+    /// turn (then the cpu is offered to them): a keep-alive connection
+    /// stays with the worker that took it, and one that took a whole burst
+    /// would serve it alone.
+    fn accept(&mut self) {
+        self.more_waiting = false;
+        let accepting = self.listening.accepting();
+        let (workers, max_conns) = (self.limits.workers, self.limits.max_conns);
+        // Stopping: one that stays silent goes as an idle one does.
+        let first_wait = if accepting {
+            self.limits.first_request_for
+        } else {
+            self.limits.first_request_for.min(conn::STOP_LINGER)
+        };
+        for (i, l) in self.listening.listeners().iter().enumerate() {
+            let mut budget = if accepting && workers > 1 && self.listening.waiting(i) {
+                super::accepts::share(l, workers, self.active)
+            } else {
+                usize::MAX
+            };
+            while budget > 0 && self.active < max_conns && self.listening.waiting(i) {
+                budget -= 1;
+                if let Some((stream, peer)) = self.listening.accept(i) {
+                    self.active += 1;
+                    self.park(
+                        Box::new(Connection::new(stream, peer, i, self.new_http())),
+                        Instant::now() + first_wait,
+                    );
+                }
+            }
+            self.more_waiting |=
+                accepting && budget == 0 && self.listening.waiting(i) && self.active < max_conns;
+        }
+    }
+
+    /// A new connection's HTTP/1 state.
+    fn new_http(&self) -> h1::Conn {
+        h1::Conn::new(
+            self.parser_options.clone(),
+            !self.limits.keepalive_for.is_zero(),
+        )
+    }
+
+    /// Close idle connections past their deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((d, t))) = self.deadlines.peek().copied() {
+            if d > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.idle.get(&t).is_some_and(|i| i.deadline == d) {
+                if let Some(i) = self.idle.remove(&t) {
+                    let _ = i.conn.stream.deregister(self.poll.registry());
+                    self.active -= 1;
+                }
+            }
+        }
+    }
 }
 
 fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Result<()> {
     let setup = worker.setup;
-    let settings = setup.settings;
-    let timeout = settings.timeout();
-    let wait = super::loop_wait(timeout);
-    let io_timeout = super::io_timeout(timeout);
-    let keepalive = settings.keepalive();
-    let graceful = Duration::from_secs_f64(settings.graceful_timeout().max(0.0));
-    let keepalive_for = Duration::from_secs_f64(keepalive.max(0.0));
-    // How long a fresh connection may take to send its first request.
-    let first_request_for = io_timeout.unwrap_or(Duration::from_secs(30));
-    let max_conns = settings.get("worker_connections").as_int().max(1) as usize;
-
-    let mut poll = Poll::new()?;
+    let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
     super::register_sources(poll.registry(), worker, SIGNAL_PIPE, LISTENER_BASE)?;
 
-    let (job_tx, job_rx) = mpsc::channel::<Connection>();
+    // Connections travel boxed: its HTTP/1 state makes one a few hundred
+    // bytes, copied at every hand-over otherwise (and the channel's blocks
+    // would be allocated, zeroed, at that size).
+    let (job_tx, job_rx) = mpsc::channel::<Box<Connection>>();
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let policy = conn::Policy::from_settings(setup.settings);
     let shared = Shared {
@@ -237,9 +432,6 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
         jobs: Mutex::new(job_rx),
         done: Mutex::new(done_tx),
         waker,
-        alive: AtomicBool::new(true),
-        retiring: AtomicBool::new(false),
-        keepalive: keepalive > 0.0,
         inherited: conn::arm_listeners(setup.listeners, policy.timeouts, policy.proxy.is_some()),
         policy,
     };
@@ -251,52 +443,57 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             let h = std::thread::Builder::new()
                 .name(format!("ferricorn-{i}"))
                 .spawn_scoped(scope, move || {
-                    wsgi::keep_thread_state(|| thread_main(shared))
+                    crate::app::keep_thread_state(|| {
+                        super::name_python_thread(&format!("ThreadPoolExecutor-0_{i}"));
+                        thread_main(shared)
+                    })
                 })?;
             handles.push(h);
         }
 
-        let mut events = Events::with_capacity(256);
-        let mut idle: HashMap<usize, Idle> = HashMap::new();
-        let mut deadlines: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
-        let mut next_token = CONN_BASE;
-        let mut active: usize = 0;
-        let mut pending_accept = vec![true; setup.listeners.len()];
-        let mut accepting = true;
-        // Set at TERM: when idle keep-alive connections are let go.
-        let mut linger_until: Option<Instant> = None;
-        // Set at TERM: when the stop gives up on requests still running.
-        let mut stop_by: Option<Instant> = None;
-        // Connections left waiting when the last turn's share was taken.
-        let mut more_waiting = false;
-        let workers = settings.workers().max(1);
-
-        let registry = poll.registry().try_clone()?;
-        let mut park = |conn: Connection,
-                        until: Instant,
-                        idle: &mut HashMap<usize, Idle>,
-                        deadlines: &mut BinaryHeap<Reverse<(Instant, usize)>>|
-         -> bool {
-            let token = next_token;
-            next_token = next_token.wrapping_add(1).max(CONN_BASE);
-            let fd = conn.stream.raw_fd();
-            if registry
-                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
-                .is_err()
-            {
-                return false;
-            }
-            idle.insert(
-                token,
-                Idle {
-                    conn,
-                    deadline: until,
-                },
-            );
-            deadlines.push(Reverse((until, token)));
-            true
+        let mut p = Poller {
+            poll,
+            events: Events::with_capacity(256),
+            idle: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_token: CONN_BASE,
+            active: 0,
+            listening: Listening::new(setup.listeners),
+            more_waiting: false,
+            jobs: &job_tx,
+            done: done_rx,
+            parser_options: Arc::new(app.parser_options().clone()),
+            limits: Limits::from_settings(setup.settings),
         };
+        p.run(worker)?;
+        // Let the threads finish what is queued, then stop them.
+        drop(job_tx);
+        for h in handles {
+            let _ = h.join();
+        }
+        Ok(())
+    })
+}
 
+impl Limits {
+    fn from_settings(settings: &crate::config::Settings) -> Self {
+        let timeout = settings.timeout();
+        Limits {
+            wait: super::loop_wait(timeout),
+            graceful: Duration::from_secs_f64(settings.graceful_timeout().max(0.0)),
+            keepalive_for: Duration::from_secs_f64(settings.keepalive().max(0.0)),
+            first_request_for: super::io_timeout(timeout).unwrap_or(Duration::from_secs(30)),
+            max_conns: settings.get("worker_connections").as_int().max(1) as usize,
+            workers: settings.workers().max(1),
+        }
+    }
+}
+
+impl Poller<'_> {
+    /// The main thread's loop, until the worker has stopped (an immediate
+    /// exit leaves from inside).
+    fn run(&mut self, worker: &mut Worker<'_>) -> io::Result<()> {
+        let p = self;
         // Whether the last wait reported the wake pipe (true at start: a
         // signal may have come before the loop).
         let mut pipe_ready = true;
@@ -306,178 +503,30 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
                 // QUIT/INT: stop now, in-flight requests included.
                 leave_now(worker);
             }
-            if worker.alive && worker.parent_check_due() {
-                glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
-                worker.alive = false;
-            }
-            if !worker.alive && accepting {
-                // Graceful stop: no new connections; what comes on the
-                // open ones is answered with `Connection: close`.
-                accepting = false;
-                stop_by = Some(Instant::now() + graceful);
-                shared.alive.store(false, Ordering::Relaxed);
-                crate::wsgi::response::DRAINING.store(true, Ordering::Relaxed);
-                // Connections already in the listen backlog are served (with
-                // `Connection: close`) as the cap allows, not left to be
-                // reset when the worker exits (docs/signals.md): accepted
-                // below until a listener has none left (no readiness event
-                // sets the flags again once the listeners are deregistered).
-                pending_accept.fill(worker.should_drain());
-                for l in setup.listeners {
-                    let fd = l.raw_fd();
-                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                }
-                // A connection that has sent nothing since its last response
-                // (idle keep-alive) or at all (new) stays in the poller a
-                // little longer: its client may be sending a request
-                // already; a thread answers it when it comes.
-                let linger = Instant::now() + conn::STOP_LINGER;
-                linger_until = Some(linger);
-                for (t, i) in idle.iter_mut() {
-                    if i.deadline > linger {
-                        i.deadline = linger;
-                        deadlines.push(Reverse((linger, *t)));
-                    }
-                }
-            }
-            let drain = !accepting && active < max_conns && pending_accept.contains(&true);
-            if !accepting && active == 0 && !drain {
-                break;
-            }
-            if stop_by.is_some_and(|t| Instant::now() >= t) {
+            worker.stop_if_orphaned();
+            p.stop_if_stopping(worker);
+            let drain = p.listening.draining_backlog(p.active, p.limits.max_conns);
+            match p
+                .listening
+                .end(p.active, p.limits.max_conns, Instant::now())
+            {
+                Some(End::Done) => return Ok(()),
                 // `--graceful-timeout` is over and requests still run: a
                 // live master KILLs us about now anyway; without one (it
                 // died) nobody would, and a stuck app thread would keep this
                 // process and its listening sockets forever.
-                leave_now(worker);
+                Some(End::TimedOut) => leave_now(worker),
+                None => {}
             }
-
-            let now = Instant::now();
-            let poll_for = if drain {
-                Duration::ZERO
-            } else if more_waiting {
-                // Others' turn first (see the accept below), then ours again.
-                std::thread::yield_now();
-                Duration::ZERO
-            } else {
-                let next_deadline = deadlines.peek().map(|Reverse((d, _))| *d);
-                let wake = next_deadline.into_iter().chain(stop_by).min();
-                wake.map_or(wait, |d| d.saturating_duration_since(now).min(wait))
-            };
-            if let Err(e) = poll.poll(&mut events, Some(poll_for)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            for ev in &events {
-                let Token(t) = ev.token();
-                if t >= CONN_BASE {
-                    if let Some(i) = idle.remove(&t) {
-                        let fd = i.conn.stream.raw_fd();
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                        if job_tx.send(i.conn).is_err() {
-                            active -= 1;
-                        }
-                    }
-                } else if t >= LISTENER_BASE {
-                    if let Some(p) = pending_accept.get_mut(t - LISTENER_BASE) {
-                        *p = true;
-                    }
-                } else if ev.token() == SIGNAL_PIPE {
-                    pipe_ready = true;
-                }
-                // WAKER: handled below; SIGNAL_PIPE at the top of the loop.
-            }
-
-            // Connections the threads are done with.
-            let mut served = 0;
-            while let Ok(d) = done_rx.try_recv() {
-                served += d.served;
-                match d.conn {
-                    Some(c) => {
-                        // Kept alive (a response begun before TERM, then
-                        // only until the stop's linger ends).
-                        let until = Instant::now() + keepalive_for;
-                        let until = linger_until.map_or(until, |l| until.min(l));
-                        if !park(c, until, &mut idle, &mut deadlines) {
-                            active -= 1;
-                        }
-                    }
-                    None => active -= 1,
-                }
-            }
+            pipe_ready = p.wait(drain)?;
+            let served = p.take_back();
             if served > 0 {
                 // At --max-requests / --max-worker-memory this asks the master
                 // for a replacement; we keep serving until its TERM.
                 worker.requests_done(served);
-                if worker.retire_requested {
-                    shared.retiring.store(true, Ordering::Relaxed);
-                }
             }
-
-            // Accept while under the connection cap; once stopping, what
-            // the backlog still holds. With other workers, a share of what
-            // waits per turn (then the cpu is offered to them): a keep-alive
-            // connection stays with the worker that took it, and one that
-            // took a whole burst would serve it alone.
-            more_waiting = false;
-            for (i, l) in setup.listeners.iter().enumerate() {
-                let mut budget = if accepting && workers > 1 && pending_accept[i] {
-                    super::accepts::share(l, workers, active)
-                } else {
-                    usize::MAX
-                };
-                while budget > 0 && active < max_conns && pending_accept[i] {
-                    budget -= 1;
-                    match l.accept() {
-                        Ok((stream, peer)) => {
-                            let c = Connection::new(stream, peer, i);
-                            active += 1;
-                            // Stopping: one that stays silent goes as an idle one does.
-                            let wait = if accepting {
-                                first_request_for
-                            } else {
-                                first_request_for.min(conn::STOP_LINGER)
-                            };
-                            if !park(c, Instant::now() + wait, &mut idle, &mut deadlines) {
-                                active -= 1;
-                            }
-                        }
-                        Err(e) if is_transient_accept_error(&e) => {
-                            if e.kind() == io::ErrorKind::WouldBlock {
-                                pending_accept[i] = false;
-                            }
-                        }
-                        Err(e) => {
-                            glogging::error!("Error accepting a connection: {e}");
-                            pending_accept[i] = false;
-                        }
-                    }
-                }
-                more_waiting |= accepting && budget == 0 && pending_accept[i] && active < max_conns;
-            }
-
-            // Idle connections past their deadline.
-            let now = Instant::now();
-            while let Some(Reverse((d, t))) = deadlines.peek().copied() {
-                if d > now {
-                    break;
-                }
-                deadlines.pop();
-                if idle.get(&t).is_some_and(|i| i.deadline == d) {
-                    if let Some(i) = idle.remove(&t) {
-                        let fd = i.conn.stream.raw_fd();
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                        active -= 1;
-                    }
-                }
-            }
+            p.accept();
+            p.expire();
         }
-        // Let the threads finish what is queued, then stop them.
-        drop(job_tx);
-        for h in handles {
-            let _ = h.join();
-        }
-        Ok(())
-    })
+    }
 }

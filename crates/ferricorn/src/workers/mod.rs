@@ -13,6 +13,7 @@ pub mod conn;
 pub mod evloop;
 pub mod gthread;
 pub mod heartbeat;
+pub mod listening;
 pub mod sync;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -20,13 +21,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::sys::signal::Signal;
 use pyo3::prelude::*;
 
+use crate::app::loader::{self, LoadError};
 use crate::config::Settings;
 use crate::errors::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::glogging::{self, Level};
+use crate::lifecycle::{self, Phase};
 use crate::sock::Listener;
 pub(crate) use crate::sys::signals;
 use crate::wsgi::environ::AppContext;
-use crate::wsgi::loader::{self, LoadError};
 use heartbeat::Heartbeats;
 
 /// How long a worker's loop may wait for events: half of `--timeout` so the
@@ -58,14 +60,25 @@ pub(crate) fn register_sources(
     let wake_fd = worker.wake.0.as_raw_fd();
     registry.register(&mut SourceFd(&wake_fd), signal, mio::Interest::READABLE)?;
     for (i, l) in worker.setup.listeners.iter().enumerate() {
-        let fd = l.raw_fd();
-        registry.register(
-            &mut SourceFd(&fd),
-            mio::Token(listener_base + i),
-            mio::Interest::READABLE,
-        )?;
+        l.register(registry, mio::Token(listener_base + i))?;
     }
     Ok(())
+}
+
+/// Name the calling thread in Python's `threading` (the name
+/// `threading.current_thread().name`, log formats' `%(threadName)s` and
+/// profilers show). gthread's request threads take the names gunicorn's
+/// `ThreadPoolExecutor` gives its threads, `ThreadPoolExecutor-0_N`.
+pub fn name_python_thread(name: &str) {
+    Python::attach(|py| {
+        let named = py
+            .import("threading")
+            .and_then(|t| t.call_method0("current_thread"))
+            .and_then(|t| t.setattr("name", name));
+        if let Err(e) = named {
+            glogging::debug!("Cannot name the thread {name}: {e}");
+        }
+    });
 }
 
 /// The worker classes ferricorn implements.
@@ -80,26 +93,10 @@ pub enum Class {
 /// Resolve `--worker-class` (any spelling gunicorn accepts) and `--threads`
 /// to a class: `sync` with more than one thread becomes `gthread`, as in gunicorn.
 pub fn resolve_class(name: &str, threads: usize) -> Result<Class, String> {
-    let class = match name {
-        "sync" | "egg:gunicorn#sync" | "gunicorn.workers.sync.SyncWorker" => Class::Sync,
-        "gthread" | "egg:gunicorn#gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
-            Class::Gthread
-        }
+    let class = match crate::config::validate::worker_class(name)? {
+        "gthread" => Class::Gthread,
         "evloop" => Class::Evloop,
-        other => {
-            let lower = other.to_ascii_lowercase();
-            let why = if ["gevent", "eventlet", "tornado"]
-                .iter()
-                .any(|k| lower.contains(k))
-            {
-                "ferricorn has no greenlet/tornado event-loop workers"
-            } else {
-                "ferricorn does not load Python worker classes"
-            };
-            return Err(format!(
-                "Worker class {other:?} (worker_class) is not available: {why}; use -k sync, -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
-            ));
-        }
+        _ => Class::Sync,
     };
     Ok(if class == Class::Sync && threads > 1 {
         Class::Gthread
@@ -147,9 +144,6 @@ pub struct Worker<'a> {
     pub pid: u32,
     /// Wakes the worker's poll when a signal arrives.
     pub wake: (OwnedFd, OwnedFd),
-    pub alive: bool,
-    /// A QUIT/INT arrived: leave without draining the listen backlog.
-    pub quick_exit: bool,
     /// Requests served so far.
     pub served: u64,
     /// `--max-requests` plus jitter (0 = unlimited).
@@ -157,8 +151,6 @@ pub struct Worker<'a> {
     /// `--max-worker-memory` in MiB (0 = unlimited), read once: a settings
     /// lookup hashes its name, which showed in the per-request profile.
     pub memory_limit_mb: u64,
-    /// Already asked the master for a replacement.
-    pub retire_requested: bool,
     /// When `parent_check_due` next asks the kernel for the parent pid.
     pub next_parent_check: std::time::Instant,
 }
@@ -177,10 +169,11 @@ impl Worker<'_> {
         let mut quick = false;
         for sig in signals::take_pending() {
             match sig {
-                Signal::SIGTERM => self.alive = false,
+                Signal::SIGTERM => {
+                    lifecycle::advance(Phase::Draining);
+                }
                 Signal::SIGQUIT | Signal::SIGINT => {
-                    self.alive = false;
-                    self.quick_exit = true;
+                    lifecycle::advance(Phase::Quitting);
                     quick = true;
                     worker_int();
                 }
@@ -222,8 +215,8 @@ impl Worker<'_> {
     pub fn requests_done(&mut self, n: u64) {
         self.served += n;
         self.notify();
-        if self.retire_requested {
-            return;
+        if lifecycle::phase() != Phase::Running {
+            return; // already asked for a replacement, or stopping
         }
         let state = if self.budget > 0 && self.served >= self.budget {
             glogging::info!("Autorestarting worker after current request.");
@@ -238,7 +231,7 @@ impl Worker<'_> {
             })
         };
         if let Some(state) = state {
-            self.retire_requested = true;
+            lifecycle::advance(Phase::Retiring);
             self.setup.heartbeats.set_state(self.setup.slot, state);
         }
     }
@@ -246,7 +239,35 @@ impl Worker<'_> {
     /// A graceful stop (TERM) drains connections already waiting in the
     /// listen backlog before exiting, within `--graceful-timeout`.
     pub fn should_drain(&self) -> bool {
-        !self.alive && !self.quick_exit && !self.parent_changed()
+        lifecycle::phase() == Phase::Draining && !self.parent_changed()
+    }
+
+    /// Not stopping: the worker takes new connections (its phase is
+    /// `Running` or `Retiring`; see [`crate::lifecycle`]).
+    pub fn alive(&self) -> bool {
+        !lifecycle::phase().is_stopping()
+    }
+
+    /// The master went away (looked at most every `PARENT_CHECK`): say so
+    /// and begin a graceful stop. True when that happened now.
+    pub fn stop_if_orphaned(&mut self) -> bool {
+        if !self.alive() || !self.parent_check_due() {
+            return false;
+        }
+        glogging::info!("Parent changed, shutting down: worker {}", self.pid);
+        self.stop();
+        true
+    }
+
+    /// Begin a graceful stop (as TERM does).
+    pub fn stop(&self) {
+        lifecycle::advance(Phase::Draining);
+    }
+
+    /// Asked the master for its replacement (or stopping): responses close
+    /// their connections.
+    pub fn retiring(&self) -> bool {
+        lifecycle::phase() >= Phase::Retiring
     }
 
     /// The master went away (re-parented): stop.
@@ -333,9 +354,10 @@ fn flush_python_stdio(py: Python<'_>) {
     }
 }
 
-/// The `worker_int` hook on QUIT/INT; one that raises ends the worker with
-/// status 255, as an exception escaping gunicorn's signal handler does.
-fn worker_int() {
+/// The `worker_int` hook on QUIT/INT (and before a `--reload` restart); one
+/// that raises ends the worker with status 255, as an exception escaping
+/// gunicorn's signal handler does.
+pub(crate) fn worker_int() {
     if !crate::hooks::is_set("worker_int") {
         return;
     }
@@ -353,9 +375,18 @@ fn worker_int() {
 fn boot_hook(py: Python<'_>, name: &'static str) {
     if let Err(tb) = crate::hooks::worker(py, name) {
         glogging::log_always(Level::Error, &format!("Exception in worker process\n{tb}"));
-        glogging::info!("Worker exiting (pid: {})", std::process::id());
-        exit_worker(py, WORKER_BOOT_ERROR);
+        let reason = tb.lines().last().unwrap_or_default().to_string();
+        boot_failed(py, WORKER_BOOT_ERROR, &reason);
     }
+}
+
+/// The worker cannot boot: say why on stderr too (gunicorn prints the
+/// exception's message there, so a shell user sees the reason even when the
+/// error log is a file), then exit with `code` (3 or 4).
+fn boot_failed(py: Python<'_>, code: i32, reason: &str) -> ! {
+    glogging::info!("Worker exiting (pid: {})", std::process::id());
+    eprintln!("{reason}");
+    exit_worker(py, code)
 }
 
 fn exit_worker(py: Python<'_>, code: i32) -> ! {
@@ -380,7 +411,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             Ok(p) => p,
             Err(e) => {
                 glogging::error!("Exception in worker process: cannot create pipe: {e}");
-                exit_worker(py, WORKER_BOOT_ERROR);
+                boot_failed(py, WORKER_BOOT_ERROR, &format!("cannot create pipe: {e}"));
             }
         };
     signals::set_wake_fd(Some(&wake.1));
@@ -390,7 +421,11 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         .and_then(|()| signals::unblock_all());
     if let Err(e) = installed {
         glogging::error!("Exception in worker process: cannot install signal handlers: {e}");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(
+            py,
+            WORKER_BOOT_ERROR,
+            &format!("cannot install signal handlers: {e}"),
+        );
     }
     // Fatal signals (SEGV...) dump the Python stacks to stderr; the master's
     // ABRT (timeout) is handled by `abort`, which logs them to the error log.
@@ -405,13 +440,17 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     }
     if let Err(e) = abort::install(py) {
         glogging::error!("Exception in worker process: cannot install the ABRT handler: {e}");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(
+            py,
+            WORKER_BOOT_ERROR,
+            &format!("cannot install the ABRT handler: {e}"),
+        );
     }
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
     if let Err(e) = crate::wsgi::extras::prepare(py) {
         glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(py, WORKER_BOOT_ERROR, &e.to_string());
     }
     crate::hooks::worker_started(py, setup.master_pid);
     boot_hook(py, "post_fork");
@@ -423,10 +462,24 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         setup.settings.get("initgroups").as_bool(),
     ) {
         glogging::log_always(Level::Error, &format!("Exception in worker process: {e}"));
-        glogging::info!("Worker exiting (pid: {pid})");
-        exit_worker(py, WORKER_BOOT_ERROR);
+        boot_failed(py, WORKER_BOOT_ERROR, &e.to_string());
     }
 
+    if setup.settings.get("spew").as_bool() {
+        if let Err(e) = py
+            .import("ferricorn._spew")
+            .and_then(|m| m.call_method0("install"))
+        {
+            glogging::warning!("--spew: cannot install the line tracer: {e}");
+        }
+    }
+    // `--reload` (not with `--preload`: a new worker would get the same
+    // preloaded code; the master said so at start-up).
+    let reload = setup.settings.get("reload").as_bool() && matches!(setup.app, AppSource::Spec(_));
+    if reload {
+        glogging::warning!("Reloader is on. Use in development only!");
+    }
+    let mut reload_also: Vec<String> = Vec::new();
     let callable = match &setup.app {
         AppSource::Preloaded(app) => (*app).clone_ref(py),
         AppSource::Spec(spec) => match loader::load(py, spec) {
@@ -434,19 +487,51 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             Err(LoadError::App(msg)) => {
                 glogging::debug!("Exception while loading the application: {msg}");
                 glogging::log_always(Level::Error, &msg);
-                glogging::info!("Worker exiting (pid: {pid})");
-                exit_worker(py, APP_LOAD_ERROR);
+                boot_failed(py, APP_LOAD_ERROR, &msg);
             }
-            Err(LoadError::Boot { traceback, .. }) => {
+            // With `--reload` an app that cannot be imported (an edit in
+            // progress) does not stop the server: the worker answers 500
+            // with the traceback until the next change replaces it.
+            Err(LoadError::Boot {
+                traceback, files, ..
+            }) if reload => {
+                glogging::exception(&format!("Exception in worker process\n{traceback}"));
+                reload_also = files;
+                match py
+                    .import("ferricorn._reload")
+                    .and_then(|m| m.call_method1("fail_app", (traceback,)))
+                {
+                    Ok(app) => app.unbind(),
+                    Err(e) => boot_failed(py, WORKER_BOOT_ERROR, &e.to_string()),
+                }
+            }
+            Err(LoadError::Boot {
+                message, traceback, ..
+            }) => {
                 glogging::log_always(
                     Level::Error,
                     &format!("Exception in worker process\n{traceback}"),
                 );
-                glogging::info!("Worker exiting (pid: {pid})");
-                exit_worker(py, WORKER_BOOT_ERROR);
+                boot_failed(py, WORKER_BOOT_ERROR, &message);
             }
         },
     };
+    if reload {
+        let watch = crate::reloader::Watch {
+            engine: crate::reloader::engine(
+                setup
+                    .settings
+                    .get("reload_engine")
+                    .as_str()
+                    .unwrap_or("auto"),
+            ),
+            extra: setup.settings.get("reload_extra_files").as_list().to_vec(),
+            also: reload_also,
+        };
+        if let Err(e) = crate::reloader::start(watch) {
+            glogging::error!("Cannot start the reloader: {e}");
+        }
+    }
     let settings = setup.settings;
     let class = resolve_class(settings.worker_class(), settings.threads()).unwrap_or(Class::Sync);
     let ctx = match AppContext::new(
@@ -470,10 +555,10 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
                 Level::Error,
                 &format!(
                     "Exception in worker process\n{}",
-                    crate::wsgi::format_traceback(py, &e)
+                    crate::app::format_traceback(py, &e)
                 ),
             );
-            exit_worker(py, WORKER_BOOT_ERROR);
+            boot_failed(py, WORKER_BOOT_ERROR, &e.value(py).to_string());
         }
     };
 
@@ -483,8 +568,6 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         pid,
         wake,
         next_parent_check: std::time::Instant::now(),
-        alive: true,
-        quick_exit: false,
         served: 0,
         budget: sync::request_budget(
             settings.max_requests(),
@@ -492,7 +575,6 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             u64::from(pid) ^ crate::util::monotonic_ms(),
         ),
         memory_limit_mb: settings.max_worker_memory(),
-        retire_requested: false,
     };
     setup
         .heartbeats
@@ -504,4 +586,38 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     }
     glogging::info!("Worker exiting (pid: {pid})");
     exit_worker(py, 0)
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::{Class, resolve_class};
+
+    #[test]
+    fn worker_class_names() {
+        assert_eq!(resolve_class("sync", 1), Ok(Class::Sync));
+        assert_eq!(
+            resolve_class("gunicorn.workers.sync.SyncWorker", 1),
+            Ok(Class::Sync)
+        );
+        assert_eq!(resolve_class("sync", 4), Ok(Class::Gthread));
+        assert_eq!(resolve_class("evloop", 4), Ok(Class::Evloop));
+        assert_eq!(
+            resolve_class("gunicorn.workers.gthread.ThreadWorker", 1),
+            Ok(Class::Gthread)
+        );
+        let gevent = resolve_class("gevent", 1).unwrap_err();
+        assert!(
+            gevent.contains("gevent") && gevent.contains("gthread"),
+            "{gevent}"
+        );
+        for asgi in [
+            "uvicorn.workers.UvicornWorker",
+            "asgi",
+            "gunicorn.workers.gasgi.ASGIWorker",
+        ] {
+            let why = resolve_class(asgi, 1).unwrap_err();
+            assert!(why.contains("does not serve ASGI apps yet"), "{why}");
+            assert!(!why.contains("-k sync"), "{why}");
+        }
+    }
 }

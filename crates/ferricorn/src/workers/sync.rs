@@ -13,16 +13,15 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferricorn_http::parse::Parser;
+use ferricorn_http::h1;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use pyo3::prelude::*;
 
 use super::{Worker, conn};
 use crate::glogging;
-use crate::sock::{Peer, Stream};
+use crate::sock::Peer;
+use crate::stream::Stream;
 use crate::wsgi::environ::AppContext;
-
-const READ_CHUNK: usize = 8192;
 
 /// Requests this worker serves before it retires itself (0 = unlimited):
 /// `max_requests` plus a random jitter in `0..=max_requests_jitter`.
@@ -54,8 +53,8 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         .collect();
     // Connections start with their deadlines from the listener (TCP).
     let inherited = conn::arm_listeners(setup.listeners, policy.timeouts, policy.proxy.is_some());
-    let mut parser = Parser::new(app.parser_options().clone());
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // One HTTP/1 connection state for every connection (never kept alive).
+    let mut http = h1::Conn::new(Arc::new(app.parser_options().clone()), false);
     // One accepted connection, from the main loop or the graceful drain.
     let mut serve = |stream: Stream, peer: &Peer, listener: usize| {
         let header_armed = conn::arm(
@@ -71,8 +70,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
             stream,
             peer,
             &servers[listener],
-            &mut parser,
-            &mut buf,
+            &mut http,
             busy,
             &policy,
             header_armed,
@@ -82,13 +80,12 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
     // Whether the last wait saw the wake pipe readable (true at start: a
     // signal may have come before the loop).
     let mut pipe_ready = true;
-    while worker.alive {
+    while worker.alive() {
         worker.notify();
-        if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) || !worker.alive {
+        if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) || !worker.alive() {
             break;
         }
-        if worker.parent_check_due() {
-            glogging::info!("Parent changed, shutting down: worker {}", worker.pid);
+        if worker.stop_if_orphaned() {
             break;
         }
         let mut accepted = false;
@@ -103,7 +100,7 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
                 Err(e) => glogging::error!("Error accepting a connection: {e}"),
             }
         }
-        if accepted || !worker.alive {
+        if accepted || !worker.alive() {
             continue;
         }
         let wake_fd = worker.wake.0.as_fd();
@@ -165,18 +162,17 @@ fn handle(
     stream: Stream,
     peer: &Peer,
     server: &(String, String),
-    parser: &mut Parser,
-    buf: &mut Vec<u8>,
+    http: &mut h1::Conn,
     busy: (&super::heartbeat::Heartbeats, usize),
     policy: &conn::Policy,
     mut header_armed: bool,
 ) {
     let stream = Arc::new(stream);
     let dups_before = crate::wsgi::extras::dups_made();
-    buf.clear();
+    http.reset();
     let mut peer = peer.clone();
     let proxied = match &policy.proxy {
-        Some(proxy) => conn::read_proxy_header(py, &stream, &mut peer, buf, proxy),
+        Some(proxy) => conn::read_proxy_header(py, &stream, &mut peer, http, proxy),
         None => true,
     };
     let next = if proxied {
@@ -186,9 +182,7 @@ fn handle(
             &stream,
             &peer,
             server,
-            parser,
-            buf,
-            false,
+            http,
             Some(busy),
             policy.timeouts,
             &mut header_armed,

@@ -18,14 +18,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
-use ferricorn_http::parse::{Head, Options};
+use ferricorn_http::parse::Options;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyString};
 
-use super::Conn;
 use super::errors_stream::ErrorsStream;
 use super::file_wrapper::FileWrapper;
+use crate::request::Request;
 
 /// Everything a worker needs to call its app, built once after the app loads.
 pub struct AppContext {
@@ -40,7 +40,7 @@ pub struct AppContext {
     parser_options: Options,
     sendfile: bool,
     /// Peers trusted to set scheme and forwarder headers (`forwarded_allow_ips`).
-    trust: super::proxy::Trust,
+    trust: crate::request::proxy::Trust,
 }
 
 const HEADER_KEY_CACHE: usize = 512;
@@ -199,35 +199,6 @@ pub fn latin1_str<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-/// Percent-decode a path (`%2F` → `/`), leaving malformed escapes as they are.
-pub fn percent_decode(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !raw.contains(&b'%') {
-        return std::borrow::Cow::Borrowed(raw);
-    }
-    let hex = |b: u8| -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    };
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(raw[i]);
-        i += 1;
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 impl AppContext {
     pub fn new(
         py: Python<'_>,
@@ -270,7 +241,7 @@ impl AppContext {
             script_name,
             parser_options,
             sendfile: true,
-            trust: super::proxy::Trust::default(),
+            trust: crate::request::proxy::Trust::default(),
         })
     }
 
@@ -280,11 +251,11 @@ impl AppContext {
         allow: &[String],
         secure_headers: &[(String, String)],
     ) -> Self {
-        self.trust = super::proxy::Trust::new(allow, secure_headers);
+        self.trust = crate::request::proxy::Trust::new(allow, secure_headers);
         self
     }
 
-    pub fn trust(&self) -> &super::proxy::Trust {
+    pub fn trust(&self) -> &crate::request::proxy::Trust {
         &self.trust
     }
 
@@ -302,19 +273,24 @@ impl AppContext {
         self.sendfile
     }
 
+    /// The worker's `SCRIPT_NAME` (from its environment).
+    pub fn script_name(&self) -> &[u8] {
+        self.script_name.as_bytes()
+    }
+
     pub fn parser_options(&self) -> &Options {
         &self.parser_options
     }
 
-    /// The environ for one request.
+    /// The environ for one request: a copy of the template with what
+    /// differs set (each step below sets its keys only where the value is
+    /// not the template's very object).
     pub fn environ<'py>(
         &self,
         py: Python<'py>,
-        head: &Head<'_>,
-        conn: &Conn<'_>,
+        req: &Request<'_>,
         input: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        use pyo3::intern;
         // Locked without holding the GIL while it waits: the holder may
         // release the GIL inside (the first use of an `intern!` string
         // does), and a gthread thread blocking here with the GIL held would
@@ -325,13 +301,31 @@ impl AppContext {
             .lock_py_attached(py)
             .unwrap_or_else(|e| e.into_inner());
         let caches = &mut *guard;
-        let base = self.base.bind(py);
+        let addresses = self.fill_template(py, caches, req)?;
+        let env = self.base.bind(py).copy()?;
+        env.set_item(pyo3::intern!(py, "wsgi.input"), input)?;
+        set_request_line(py, &env, req)?;
+        set_headers(py, &env, caches, req.headers())?;
+        set_addresses(py, &env, caches, req, addresses)?;
+        drop(guard);
+        self.set_paths(py, &env, req)?;
+        Ok(env)
+    }
 
-        // Values that the first request to know them puts into the template.
-        let server = if conn.server.1.is_empty() {
+    /// The request's server and client address strings (cached), put into
+    /// the template by the first request that knows them.
+    fn fill_template<'py>(
+        &self,
+        py: Python<'py>,
+        caches: &mut Caches,
+        req: &Request<'_>,
+    ) -> PyResult<Addresses<'py>> {
+        use pyo3::intern;
+        let base = self.base.bind(py);
+        let server = if req.server.1.is_empty() {
             None
         } else {
-            let (name, port) = server_strings(py, &mut caches.servers, conn.server);
+            let (name, port) = server_strings(py, &mut caches.servers, req.server);
             if caches.server_name.is_none() {
                 base.set_item(intern!(py, "SERVER_NAME"), &name)?;
                 base.set_item(intern!(py, "SERVER_PORT"), &port)?;
@@ -341,10 +335,10 @@ impl AppContext {
             Some((name, port))
         };
         let remote = match &caches.remote_addr {
-            Some((addr, s)) if *addr == conn.peer.addr => s.bind(py).clone(),
+            Some((addr, s)) if *addr == req.peer.addr => s.bind(py).clone(),
             _ => {
-                let s = PyString::new(py, &conn.peer.addr);
-                caches.remote_addr = Some((conn.peer.addr.clone(), s.clone().unbind()));
+                let s = PyString::new(py, &req.peer.addr);
+                caches.remote_addr = Some((req.peer.addr.clone(), s.clone().unbind()));
                 s
             }
         };
@@ -352,181 +346,206 @@ impl AppContext {
             base.set_item(intern!(py, "REMOTE_ADDR"), &remote)?;
             caches.remote = Some(remote.clone().unbind());
         }
+        Ok(Addresses { server, remote })
+    }
 
-        let env = base.copy()?;
-        // Set `key` unless the copy already holds this very object.
-        let set = |key: &Bound<'py, PyString>,
-                   value: Bound<'py, PyString>,
-                   default: Option<&Bound<'py, PyString>>|
-         -> PyResult<()> {
-            if default.is_some_and(|d| d.is(&value)) {
-                return Ok(());
-            }
-            env.set_item(key, value)
-        };
-        env.set_item(intern!(py, "wsgi.input"), input)?;
-        let scheme = match conn.url_scheme {
-            "http" => intern!(py, "http").clone(),
-            "https" => intern!(py, "https").clone(),
-            other => PyString::new(py, other),
-        };
-        set(
-            intern!(py, "wsgi.url_scheme"),
-            scheme,
-            Some(intern!(py, "http")),
-        )?;
-        set(
-            intern!(py, "REQUEST_METHOD"),
-            method_str(py, &head.method),
-            Some(intern!(py, "GET")),
-        )?;
-        set(
-            intern!(py, "QUERY_STRING"),
-            path_str(py, head.query),
-            Some(intern!(py, "")),
-        )?;
-        set(
-            intern!(py, "RAW_URI"),
-            path_str(py, head.target),
-            Some(intern!(py, "/")),
-        )?;
-        let protocol = match head.version {
-            (1, 0) => intern!(py, "HTTP/1.0").clone(),
-            (1, 1) => intern!(py, "HTTP/1.1").clone(),
-            (major, minor) => PyString::new(py, &format!("HTTP/{major}.{minor}")),
-        };
-        set(
-            intern!(py, "SERVER_PROTOCOL"),
-            protocol,
-            Some(intern!(py, "HTTP/1.1")),
-        )?;
-
-        let mut host: Option<&[u8]> = None;
-        let headers = &head.headers;
-        for (i, (name, value)) in headers.iter().enumerate() {
-            if name.eq_ignore_ascii_case(b"content-type") {
-                env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, value))?;
-                continue;
-            }
-            if name.eq_ignore_ascii_case(b"content-length") {
-                env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, value))?;
-                continue;
-            }
-            if name.eq_ignore_ascii_case(b"host") {
-                host = Some(value);
-            }
-            // Repeated fields (names equal once mapped to a key) become one
-            // entry, at the first one's place, their values joined with ",".
-            if headers[..i].iter().any(|(n, _)| same_key(n, name)) {
-                continue;
-            }
-            let mut joined: Option<Vec<u8>> = None;
-            for (_, v) in headers[i + 1..].iter().filter(|(n, _)| same_key(n, name)) {
-                let buf = joined.get_or_insert_with(|| value.to_vec());
-                buf.push(b',');
-                buf.extend_from_slice(v);
-            }
-            let (key, value) = match header_entry(py, caches, i, name) {
-                Some(entry) => {
-                    let value = match &joined {
-                        Some(all) => latin1_str(py, all),
-                        None => cached_value(py, &mut entry.last, value),
-                    };
-                    (entry.key.bind(py).clone(), value)
-                }
-                None => (
-                    PyString::intern(py, &http_key(name)),
-                    latin1_str(py, joined.as_deref().unwrap_or(value)),
-                ),
-            };
-            env.set_item(key, value)?;
-        }
-
-        let url_scheme = conn.url_scheme;
-        set(
-            intern!(py, "REMOTE_ADDR"),
-            remote,
-            caches.remote.as_ref().map(|r| r.bind(py)),
-        )?;
-        if let Some(port) = conn.peer.port {
-            let s = match &caches.remote_port {
-                Some((p, s)) if *p == port => s.bind(py).clone(),
-                _ => {
-                    let mut digits = itoa::Buffer::new();
-                    let s = PyString::new(py, digits.format(port));
-                    caches.remote_port = Some((port, s.clone().unbind()));
-                    s
-                }
-            };
-            env.set_item(intern!(py, "REMOTE_PORT"), s)?;
-        }
-        if let Some(proxied) = &conn.peer.proxy {
-            env.set_item(intern!(py, "PROXY_PROTOCOL"), proxied.protocol)?;
-            env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
-            env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
-        }
-        match server {
-            Some((name, port)) => {
-                set(
-                    intern!(py, "SERVER_NAME"),
-                    name,
-                    caches.server_name.as_ref().map(|s| s.bind(py)),
-                )?;
-                set(
-                    intern!(py, "SERVER_PORT"),
-                    port,
-                    caches.server_port.as_ref().map(|s| s.bind(py)),
-                )?;
-            }
-            None => {
-                // Unix socket: derive SERVER_* from the Host header when present.
-                let (server_name, server_port) = match host {
-                    Some(h) => {
-                        let h = String::from_utf8_lossy(h);
-                        match h.rsplit_once(':') {
-                            Some((n, p)) => (n.to_string(), p.to_string()),
-                            None => (
-                                h.to_string(),
-                                if url_scheme == "https" { "443" } else { "80" }.to_string(),
-                            ),
-                        }
-                    }
-                    None => (conn.server.0.clone(), String::new()),
-                };
-                env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
-                env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
-            }
-        }
-        drop(guard);
-
-        let path = percent_decode(head.path);
-        // A `SCRIPT_NAME` header reaches here only from a trusted peer that
-        // `forwarder_headers` lists (the parser drops it otherwise).
-        let script = head
-            .header(b"script_name")
-            .unwrap_or(self.script_name.as_bytes());
-        let path_info: &[u8] = if !script.is_empty() {
-            if !path.starts_with(script) {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "Request path {:?} does not start with SCRIPT_NAME {:?}",
-                    String::from_utf8_lossy(&path),
-                    String::from_utf8_lossy(script)
-                )));
-            }
-            &path[script.len()..]
-        } else {
-            &path
-        };
-        set(
+    /// `PATH_INFO`, and `SCRIPT_NAME` where it is not the worker's.
+    fn set_paths(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        req: &Request<'_>,
+    ) -> PyResult<()> {
+        use pyo3::intern;
+        let path_info = req
+            .path_info()
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        set_unless(
+            env,
             intern!(py, "PATH_INFO"),
             path_str(py, path_info),
             Some(intern!(py, "/")),
         )?;
-        if script != self.script_name.as_bytes() {
-            env.set_item(intern!(py, "SCRIPT_NAME"), path_str(py, script))?;
+        if req.script_name() != self.script_name.as_bytes() {
+            env.set_item(intern!(py, "SCRIPT_NAME"), path_str(py, req.script_name()))?;
         }
-        Ok(env)
+        Ok(())
     }
+}
+
+/// A request's `SERVER_NAME`/`SERVER_PORT` (`None` for a Unix socket) and
+/// `REMOTE_ADDR` strings.
+struct Addresses<'py> {
+    server: Option<(Bound<'py, PyString>, Bound<'py, PyString>)>,
+    remote: Bound<'py, PyString>,
+}
+
+/// Set `key` unless the environ already holds this very object (`default`,
+/// the template's value).
+#[inline]
+fn set_unless<'py>(
+    env: &Bound<'py, PyDict>,
+    key: &Bound<'py, PyString>,
+    value: Bound<'py, PyString>,
+    default: Option<&Bound<'py, PyString>>,
+) -> PyResult<()> {
+    if default.is_some_and(|d| d.is(&value)) {
+        return Ok(());
+    }
+    env.set_item(key, value)
+}
+
+/// `wsgi.url_scheme`, `REQUEST_METHOD`, `QUERY_STRING`, `RAW_URI`, `SERVER_PROTOCOL`.
+fn set_request_line<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
+    req: &Request<'_>,
+) -> PyResult<()> {
+    use pyo3::intern;
+    let scheme = match req.scheme {
+        "http" => intern!(py, "http").clone(),
+        "https" => intern!(py, "https").clone(),
+        other => PyString::new(py, other),
+    };
+    set_unless(
+        env,
+        intern!(py, "wsgi.url_scheme"),
+        scheme,
+        Some(intern!(py, "http")),
+    )?;
+    set_unless(
+        env,
+        intern!(py, "REQUEST_METHOD"),
+        method_str(py, req.method()),
+        Some(intern!(py, "GET")),
+    )?;
+    set_unless(
+        env,
+        intern!(py, "QUERY_STRING"),
+        path_str(py, req.query()),
+        Some(intern!(py, "")),
+    )?;
+    set_unless(
+        env,
+        intern!(py, "RAW_URI"),
+        path_str(py, req.raw_target()),
+        Some(intern!(py, "/")),
+    )?;
+    let protocol = match req.version() {
+        (1, 0) => intern!(py, "HTTP/1.0").clone(),
+        (1, 1) => intern!(py, "HTTP/1.1").clone(),
+        _ => PyString::new(py, &req.protocol()),
+    };
+    set_unless(
+        env,
+        intern!(py, "SERVER_PROTOCOL"),
+        protocol,
+        Some(intern!(py, "HTTP/1.1")),
+    )
+}
+
+/// `CONTENT_TYPE`, `CONTENT_LENGTH` and an `HTTP_*` key per header name
+/// (repeated fields joined with `,`), keys and values from the caches.
+fn set_headers<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
+    caches: &mut Caches,
+    headers: &[(&[u8], std::borrow::Cow<'_, [u8]>)],
+) -> PyResult<()> {
+    use pyo3::intern;
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if name.eq_ignore_ascii_case(b"content-type") {
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, value))?;
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, value))?;
+            continue;
+        }
+        // Repeated fields (names equal once mapped to a key) become one
+        // entry, at the first one's place, their values joined with ",".
+        if headers[..i].iter().any(|(n, _)| same_key(n, name)) {
+            continue;
+        }
+        let mut joined: Option<Vec<u8>> = None;
+        for (_, v) in headers[i + 1..].iter().filter(|(n, _)| same_key(n, name)) {
+            let buf = joined.get_or_insert_with(|| value.to_vec());
+            buf.push(b',');
+            buf.extend_from_slice(v);
+        }
+        let (key, value) = match header_entry(py, caches, i, name) {
+            Some(entry) => {
+                let value = match &joined {
+                    Some(all) => latin1_str(py, all),
+                    None => cached_value(py, &mut entry.last, value),
+                };
+                (entry.key.bind(py).clone(), value)
+            }
+            None => (
+                PyString::intern(py, &http_key(name)),
+                latin1_str(py, joined.as_deref().unwrap_or(value)),
+            ),
+        };
+        env.set_item(key, value)?;
+    }
+    Ok(())
+}
+
+/// `REMOTE_ADDR`, `REMOTE_PORT`, the `PROXY_*` keys, `SERVER_NAME`, `SERVER_PORT`.
+fn set_addresses<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
+    caches: &mut Caches,
+    req: &Request<'_>,
+    addresses: Addresses<'py>,
+) -> PyResult<()> {
+    use pyo3::intern;
+    set_unless(
+        env,
+        intern!(py, "REMOTE_ADDR"),
+        addresses.remote,
+        caches.remote.as_ref().map(|r| r.bind(py)),
+    )?;
+    if let Some(port) = req.peer.port {
+        let s = match &caches.remote_port {
+            Some((p, s)) if *p == port => s.bind(py).clone(),
+            _ => {
+                let mut digits = itoa::Buffer::new();
+                let s = PyString::new(py, digits.format(port));
+                caches.remote_port = Some((port, s.clone().unbind()));
+                s
+            }
+        };
+        env.set_item(intern!(py, "REMOTE_PORT"), s)?;
+    }
+    if let Some(proxied) = &req.peer.proxy {
+        env.set_item(intern!(py, "PROXY_PROTOCOL"), proxied.protocol)?;
+        env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
+        env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
+    }
+    match addresses.server {
+        Some((name, port)) => {
+            set_unless(
+                env,
+                intern!(py, "SERVER_NAME"),
+                name,
+                caches.server_name.as_ref().map(|s| s.bind(py)),
+            )?;
+            set_unless(
+                env,
+                intern!(py, "SERVER_PORT"),
+                port,
+                caches.server_port.as_ref().map(|s| s.bind(py)),
+            )?;
+        }
+        None => {
+            // Unix socket: derive SERVER_* from the Host header when present.
+            let (server_name, server_port) = req.server_from_host();
+            env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+            env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
+        }
+    }
+    Ok(())
 }
 
 /// `HTTP_` and the name upper-cased, `-` as `_`.
@@ -648,15 +667,6 @@ fn server_strings<'py>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(&*percent_decode(b"/a%20b"), b"/a b");
-        assert_eq!(&*percent_decode(b"/a%2Fb%"), b"/a/b%");
-        assert_eq!(&*percent_decode(b"/a%zz"), b"/a%zz");
-        assert_eq!(&*percent_decode(b"/plain"), b"/plain");
-        assert_eq!(&*percent_decode(b"%41"), b"A");
-    }
 
     #[test]
     fn header_keys() {

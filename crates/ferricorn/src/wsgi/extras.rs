@@ -45,9 +45,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyModule, PyTuple};
 
-use super::Conn;
 use super::response::{ResponseWriter, is_token_byte, latin1};
-use crate::sock::Stream;
+use crate::request::Request;
+use crate::stream::Stream;
 
 /// The `LazySocket` class, `socket.socket.__new__` and the dict of sources.
 static LAZY: PyOnceLock<Lazy> = PyOnceLock::new();
@@ -132,7 +132,9 @@ impl SocketSource {
     fn dup(&self) -> PyResult<(i32, i32)> {
         // Counted first: a duplicate that exists is always counted.
         DUPS_MADE.fetch_add(1, Ordering::Relaxed);
-        let dup = crate::sys::fd::dup_borrowed(self.stream.raw_fd())
+        let dup = self
+            .stream
+            .dup_socket()
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         let _ = self.stream.read_timeout_as_write();
         Ok((self.family, std::os::fd::IntoRawFd::into_raw_fd(dup)))
@@ -153,7 +155,12 @@ pub struct SocketSlot(Mutex<Option<Py<PyAny>>>);
 
 impl SocketSlot {
     /// The kept object if the app has not closed it, else a fresh one (kept).
-    fn get<'py>(&self, py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        stream: &Arc<Stream>,
+        family: i32,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sock) = slot.as_ref() {
             let sock = sock.bind(py);
@@ -165,7 +172,7 @@ impl SocketSlot {
                 return Ok(sock.clone());
             }
         }
-        let sock = socket_object(py, conn)?;
+        let sock = socket_object(py, stream, family)?;
         *slot = Some(sock.clone().unbind());
         Ok(sock)
     }
@@ -186,19 +193,30 @@ impl Drop for SocketSlot {
 pub fn add<'py>(
     py: Python<'py>,
     env: &Bound<'py, PyDict>,
-    conn: &Conn<'_>,
+    req: &Request<'_>,
+    kept: Option<&SocketSlot>,
     writer: &Arc<Mutex<ResponseWriter>>,
-    version: (u8, u8),
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let (sock, owned) = match conn.socket {
-        Some(slot) => (slot.get(py, conn)?, false),
-        None => (socket_object(py, conn)?, true),
+    let stream = writer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .stream()
+        .clone();
+    // The listener's family is the connection's (`server` holds its address).
+    let family = if stream.is_unix() {
+        libc::AF_UNIX
+    } else if req.server.0.contains(':') {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    let (sock, owned) = match kept {
+        Some(slot) => (slot.get(py, &stream, family)?, false),
+        None => (socket_object(py, &stream, family)?, true),
     };
     env.set_item(pyo3::intern!(py, "gunicorn.socket"), &sock)?;
     let hints = EarlyHints {
         writer: writer.clone(),
-        stream: conn.stream.clone(),
-        version,
     };
     env.set_item(pyo3::intern!(py, "wsgi.early_hints"), Py::new(py, hints)?)?;
     Ok(owned.then_some(sock))
@@ -249,17 +267,15 @@ fn is_lazy(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// A fresh `LazySocket` for the connection, its source filed under its id.
-fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, PyAny>> {
+fn socket_object<'py>(
+    py: Python<'py>,
+    stream: &Arc<Stream>,
+    family: i32,
+) -> PyResult<Bound<'py, PyAny>> {
     let l = lazy(py)?;
-    // The listener's family is the connection's (`server` holds its address).
-    let family = match &**conn.stream {
-        Stream::Unix(_) => libc::AF_UNIX,
-        Stream::Tcp(_) if conn.server.0.contains(':') => libc::AF_INET6,
-        Stream::Tcp(_) => libc::AF_INET,
-    };
     let sock = l.new.bind(py).call1((l.class.bind(py),))?;
     let source = SocketSource {
-        stream: conn.stream.clone(),
+        stream: stream.clone(),
         family,
     };
     // `id(sock)` in Python: the object's address.
@@ -275,8 +291,6 @@ fn socket_object<'py>(py: Python<'py>, conn: &Conn<'_>) -> PyResult<Bound<'py, P
 #[pyclass(module = "ferricorn", name = "EarlyHints", frozen, freelist = 8)]
 pub struct EarlyHints {
     writer: Arc<Mutex<ResponseWriter>>,
-    stream: Arc<Stream>,
-    version: (u8, u8),
 }
 
 fn text_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
@@ -341,27 +355,25 @@ fn encode(headers: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 #[pymethods]
 impl EarlyHints {
     fn __call__(&self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.version < (1, 1) {
-            return Ok(());
-        }
-        if self
+        // HTTP/1.1 or later, and the final head not made yet.
+        let allowed = self
             .writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .headers_sent
-        {
+            .interim_allowed();
+        if !allowed {
             return Ok(());
         }
         let out = encode(headers)?;
-        let (writer, stream) = (self.writer.clone(), self.stream.clone());
+        let writer = self.writer.clone();
         py.detach(|| {
             // Holding the writer's lock: the head cannot start meanwhile
             // (its queue is empty until `headers_sent`).
             let w = writer.lock().unwrap_or_else(|e| e.into_inner());
-            if w.headers_sent {
+            if !w.interim_allowed() {
                 return Ok(());
             }
-            std::io::Write::write_all(&mut &*stream, &out)
+            w.write_raw(&out)
         })
         .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
     }

@@ -1,9 +1,11 @@
 //! `wsgi.input`: the request body, streamed from the socket on demand.
 //!
-//! Reads release the GIL while waiting for the client. The reader never
-//! consumes bytes past the end of the body, so a pipelined next request stays
-//! in `leftover()`. `Expect: 100-continue` is answered at the first read, so
-//! an app that refuses the request early never makes the client send the body.
+//! Reads release the GIL while waiting for the client. The body's state is
+//! `ferricorn_http::h1::Body`: it never takes bytes past the end of the
+//! body (a pipelined next request stays with the connection), and it says
+//! when `Expect: 100-continue` is answered (at the first read that must
+//! wait, so an app that refuses the request early never makes the client
+//! send the body).
 //!
 //! Copies: `read(n)` of a Content-Length body whose result size is known
 //! (at most 4 MiB) allocates the `bytes` once and reads the socket straight
@@ -16,14 +18,13 @@
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use ferricorn_http::body::Decoder;
+use ferricorn_http::h1::{Body, Chunk, Drain};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::sock::Stream;
+use crate::stream::Stream;
 
-const READ_CHUNK: usize = 64 * 1024;
 /// Largest single read straight into a growing result (`read()` of a body
 /// too large for [`DIRECT_MAX`]).
 const BIG_READ: usize = 1024 * 1024;
@@ -33,112 +34,54 @@ const BIG_READ: usize = 1024 * 1024;
 /// Content-Length does not make the worker allocate it up front.
 const DIRECT_MAX: usize = 4 * 1024 * 1024;
 
+/// The body source: the request's `h1::Body` (its framing, 100-continue and
+/// buffered bytes: every decision is there) read through the connection's
+/// stream.
 pub struct BodyReader {
     stream: Arc<Stream>,
-    decoder: Decoder,
-    /// Raw bytes read from the socket, not yet decoded, from `raw_pos`.
-    raw: Vec<u8>,
-    raw_pos: usize,
-    /// Decoded body bytes not yet handed to the app, from `dec_pos`.
-    decoded: Vec<u8>,
-    dec_pos: usize,
-    send_continue: bool,
-    /// A framing error met while decoding (the server answers with its status).
-    pub error: Option<ferricorn_http::Error>,
+    /// The request's body; the worker takes it back when the request ends
+    /// (`take_body`), so a `wsgi.input` kept past its request reads nothing.
+    body: Option<Body>,
 }
 
 impl BodyReader {
-    pub fn new(
-        stream: Arc<Stream>,
-        decoder: Decoder,
-        leftover: Vec<u8>,
-        send_continue: bool,
-    ) -> Self {
+    pub fn new(stream: Arc<Stream>, body: Body) -> Self {
         BodyReader {
             stream,
-            decoder,
-            raw: leftover,
-            raw_pos: 0,
-            decoded: Vec::new(),
-            dec_pos: 0,
-            send_continue,
-            error: None,
+            body: Some(body),
         }
     }
 
-    fn available(&self) -> &[u8] {
-        &self.decoded[self.dec_pos..]
+    /// The body, back to the connection (`h1::Conn::finish`).
+    pub fn take_body(&mut self) -> Option<Body> {
+        self.body.take()
     }
 
-    /// Decode more body bytes; `Ok(false)` at the end of the body.
-    fn fill(&mut self) -> io::Result<bool> {
-        if self.dec_pos > 0 && self.dec_pos == self.decoded.len() {
-            self.decoded.clear();
-            self.dec_pos = 0;
-        }
+    /// A framing error met while decoding (the server answers with its status).
+    pub fn error(&self) -> Option<ferricorn_http::Error> {
+        self.body.as_ref().and_then(Body::error)
+    }
+
+    /// The next decoded bytes, reading from the client as needed (`None`:
+    /// the end of the body). Not consumed: take them with `Body::consume`.
+    fn next_chunk(&mut self) -> io::Result<Option<&mut Body>> {
         loop {
-            if self.decoder.is_done() {
-                return Ok(false);
-            }
-            if self.raw_pos < self.raw.len() {
-                let before = self.decoded.len();
-                let used = self
-                    .decoder
-                    .decode(&self.raw[self.raw_pos..], &mut self.decoded)
-                    .map_err(|e| {
-                        let err = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-                        self.error = Some(e);
-                        err
-                    })?;
-                self.raw_pos += used;
-                if self.decoded.len() > before {
-                    return Ok(true);
-                }
-                if used > 0 {
-                    continue;
-                }
-            }
-            self.continue_once()?;
-            // Need more raw bytes: compact and read.
-            self.raw.drain(..self.raw_pos);
-            self.raw_pos = 0;
-            let want = match self.decoder.remaining() {
-                Some(n) => clamp(n, READ_CHUNK).max(1),
-                None => READ_CHUNK,
+            let Some(body) = self.body.as_mut() else {
+                return Ok(None);
             };
-            let fd = self.stream.raw_fd();
-            let n = retry(|| crate::sys::fd::read_append(fd, &mut self.raw, want))?;
-            if n == 0 {
-                return Err(disconnected());
+            match body.data().map_err(invalid)? {
+                Chunk::Data(_) => break,
+                Chunk::End => return Ok(None),
+                Chunk::NeedRead => fill(&self.stream, body)?,
             }
         }
-    }
-
-    fn continue_once(&mut self) -> io::Result<()> {
-        if self.send_continue {
-            self.send_continue = false;
-            (&*self.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        }
-        Ok(())
-    }
-
-    /// Whether the next body bytes can be read from the socket straight
-    /// into the caller's buffer: a Content-Length body with nothing
-    /// buffered. Returns the body bytes still to come.
-    fn direct(&self) -> Option<u64> {
-        if self.dec_pos < self.decoded.len() || self.raw_pos < self.raw.len() {
-            return None;
-        }
-        self.decoder.remaining().filter(|&n| n > 0)
+        Ok(self.body.as_mut())
     }
 
     /// The exact length `read(limit)` will return, when it is known before
     /// reading: Content-Length bodies (`None` for chunked ones, or after an error).
     pub fn known_len(&self, limit: Option<usize>) -> Option<usize> {
-        let rest = self.decoder.remaining()?;
-        let total = usize::try_from(rest)
-            .ok()?
-            .checked_add(self.available().len())?;
+        let total = usize::try_from(self.body.as_ref()?.known_len()?).ok()?;
         Some(limit.map_or(total, |l| l.min(total)))
     }
 
@@ -147,29 +90,24 @@ impl BodyReader {
     pub fn read_into(&mut self, dst: &mut [u8]) -> io::Result<usize> {
         let mut pos = 0;
         while pos < dst.len() {
-            let avail = self.available();
-            if !avail.is_empty() {
-                let n = avail.len().min(dst.len() - pos);
-                dst[pos..pos + n].copy_from_slice(&avail[..n]);
-                self.dec_pos += n;
-                pos += n;
-                continue;
-            }
-            if let Some(rest) = self.direct() {
-                self.continue_once()?;
+            if let Some(rest) = self.direct()? {
                 let want = clamp(rest, dst.len() - pos);
                 let target = &mut dst[pos..pos + want];
                 let n = retry(|| (&*self.stream).read(target))?;
-                if n == 0 {
-                    return Err(disconnected());
-                }
-                self.decoder.advance(n as u64);
+                self.direct_received(n)?;
                 pos += n;
                 continue;
             }
-            if !self.fill()? {
+            let Some(body) = self.next_chunk()? else {
                 break;
-            }
+            };
+            let Ok(Chunk::Data(avail)) = body.data() else {
+                break;
+            };
+            let n = avail.len().min(dst.len() - pos);
+            dst[pos..pos + n].copy_from_slice(&avail[..n]);
+            body.consume(n);
+            pos += n;
         }
         Ok(pos)
     }
@@ -193,23 +131,20 @@ impl BodyReader {
                 break;
             }
             if !line {
-                if let Some(rest) = self.direct() {
+                if let Some(rest) = self.direct()? {
                     // Content-Length body, nothing buffered: straight into `out`.
-                    self.continue_once()?;
-                    let fd = self.stream.raw_fd();
                     let max = clamp(rest, want.min(BIG_READ));
-                    let n = retry(|| crate::sys::fd::read_append(fd, &mut out, max))?;
-                    if n == 0 {
-                        return Err(disconnected());
-                    }
-                    self.decoder.advance(n as u64);
+                    let n = retry(|| self.stream.read_append(&mut out, max))?;
+                    self.direct_received(n)?;
                     continue;
                 }
             }
-            if self.available().is_empty() && !self.fill()? {
+            let Some(body) = self.next_chunk()? else {
                 break;
-            }
-            let avail = self.available();
+            };
+            let Ok(Chunk::Data(avail)) = body.data() else {
+                break;
+            };
             let window = &avail[..avail.len().min(want)];
             let newline = if line {
                 window.iter().position(|&b| b == b'\n')
@@ -218,7 +153,7 @@ impl BodyReader {
             };
             let take = newline.map_or(window.len(), |nl| nl + 1);
             out.extend_from_slice(&window[..take]);
-            self.dec_pos += take;
+            body.consume(take);
             if newline.is_some() {
                 break;
             }
@@ -226,45 +161,77 @@ impl BodyReader {
         Ok(out)
     }
 
-    /// Read and discard the rest of the body (before reusing the connection).
+    /// When the next body bytes may be read straight into the caller's
+    /// buffer (a Content-Length body, nothing buffered): how many remain,
+    /// with `100 Continue` sent first if it is owed.
+    fn direct(&mut self) -> io::Result<Option<u64>> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        let Some(rest) = body.direct() else {
+            return Ok(None);
+        };
+        if let Some(interim) = body.take_continue() {
+            (&*self.stream).write_all(interim)?;
+        }
+        Ok(Some(rest))
+    }
+
+    fn direct_received(&mut self, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Err(disconnected());
+        }
+        if let Some(body) = self.body.as_mut() {
+            body.direct_received(n).map_err(invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Read and discard the rest of the body, at most `max` bytes (before
+    /// reusing the connection): true when the body is complete.
     pub fn drain(&mut self, max: u64) -> io::Result<bool> {
-        let mut total = 0u64;
+        let mut budget = max;
+        let Some(body) = self.body.as_mut() else {
+            return Ok(true);
+        };
         loop {
-            total += self.available().len() as u64;
-            self.dec_pos = self.decoded.len();
-            if total > max {
-                return Ok(false);
-            }
-            if !self.fill()? {
-                return Ok(true);
+            match body.drain(&mut budget).map_err(invalid)? {
+                Drain::Done => return Ok(true),
+                Drain::OverBudget => return Ok(false),
+                Drain::NeedRead => fill(&self.stream, body)?,
             }
         }
     }
 
+    /// `100 Continue` is still owed: the client waits for it before it
+    /// sends the body.
+    pub fn continue_pending(&self) -> bool {
+        self.body.as_ref().is_some_and(Body::continue_pending)
+    }
+
+    /// The body is complete on the wire (nothing more to read for it).
     pub fn is_done(&self) -> bool {
-        self.decoder.is_done()
+        self.body.as_ref().is_none_or(Body::is_done)
     }
+}
 
-    /// Bytes read from the socket after the end of the body (a pipelined request).
-    pub fn leftover(&self) -> &[u8] {
-        &self.raw[self.raw_pos..]
+/// Read more of `body` from the client, `100 Continue` first if it is owed.
+/// The client leaving is an error (not a framing one: nothing to answer).
+fn fill(stream: &Stream, body: &mut Body) -> io::Result<()> {
+    if let Some(interim) = body.take_continue() {
+        (&*stream).write_all(interim)?;
     }
+    let (buf, want) = body.read_buf();
+    let n = retry(|| stream.read_append(buf, want))?;
+    if n == 0 {
+        return Err(disconnected());
+    }
+    body.received(n).map_err(invalid)
+}
 
-    /// Whether request bytes may remain unread on the socket when the
-    /// connection closes now: body bytes not read yet, or bytes after the
-    /// body already read (pipelining: more may follow). A Content-Length
-    /// body read whole from the socket along with the head (a small POST
-    /// the app ignored) leaves nothing unread.
-    pub fn unread(&self) -> bool {
-        let buffered = (self.raw.len() - self.raw_pos) as u64;
-        if self.decoder.is_done() {
-            return buffered > 0;
-        }
-        match self.decoder.remaining() {
-            Some(n) => buffered != n,
-            None => true, // chunked: where it ends is not known before decoding it
-        }
-    }
+/// A framing error as the app sees it (the worker answers with its status).
+fn invalid(e: ferricorn_http::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
 fn clamp(n: u64, max: usize) -> usize {
@@ -382,5 +349,121 @@ impl Input {
         } else {
             Some(PyBytes::new(py, &line))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The body source without Python: a body framed by a parsed head
+    //! (`h1::Body`), its bytes scripted on the other end of a socket pair.
+    //! What the body decides (100-continue, unread bytes) is tested with
+    //! `h1` itself; these test the reads through the stream.
+    use super::BodyReader;
+    use crate::stream::Stream;
+    use ferricorn_http::h1::Body;
+    use ferricorn_http::parse::{BodyKind, Options};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn reader(kind: BodyKind, buffered: &[u8], expect: bool) -> (BodyReader, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let body = Body::new(&kind, &Options::default(), buffered.to_vec(), expect);
+        (BodyReader::new(Arc::new(Stream::from(a)), body), b)
+    }
+
+    /// What the server wrote to the client so far (none: empty).
+    fn written(peer: &mut UnixStream) -> Vec<u8> {
+        peer.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let _ = peer.read_to_end(&mut out);
+        peer.set_nonblocking(false).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_body_that_came_with_the_head_is_read_without_the_socket() {
+        let (mut r, _peer) = reader(BodyKind::Length(5), b"hello", false);
+        assert_eq!(r.known_len(None), Some(5));
+        assert_eq!(r.known_len(Some(2)), Some(2));
+        assert_eq!(r.read(None).unwrap(), b"hello");
+        assert!(r.is_done());
+        assert_eq!(r.read(None).unwrap(), b"", "the end of the body");
+    }
+
+    #[test]
+    fn continue_is_sent_once_at_the_first_read_that_waits() {
+        let (mut r, mut peer) = reader(BodyKind::Length(6), b"", true);
+        assert!(
+            written(&mut peer).is_empty(),
+            "nothing before the app reads"
+        );
+        peer.write_all(b"abc").unwrap();
+        let mut dst = [0u8; 3];
+        assert_eq!(
+            r.read_into(&mut dst).unwrap(),
+            3,
+            "straight into the caller's buffer"
+        );
+        assert_eq!(&dst, b"abc");
+        assert_eq!(written(&mut peer), b"HTTP/1.1 100 Continue\r\n\r\n");
+        peer.write_all(b"def").unwrap();
+        assert_eq!(r.read(None).unwrap(), b"def");
+        assert!(written(&mut peer).is_empty(), "only once");
+    }
+
+    #[test]
+    fn a_chunked_body_is_decoded_across_reads() {
+        let (mut r, mut peer) = reader(BodyKind::Chunked, b"3\r\nabc\r\n", false);
+        peer.write_all(b"2\r\nd\n\r\n0\r\n\r\n").unwrap();
+        assert_eq!(r.readline(None).unwrap(), b"abcd\n");
+        assert_eq!(r.readline(None).unwrap(), b"");
+        assert!(r.is_done());
+    }
+
+    #[test]
+    fn a_body_is_drained_within_the_bound_only() {
+        let (mut r, mut peer) = reader(BodyKind::Length(10), b"12345", false);
+        peer.write_all(b"67890").unwrap();
+        assert!(r.drain(64).unwrap(), "drained within the bound");
+        assert!(r.is_done());
+        let (mut big, mut peer) = reader(BodyKind::Length(100), b"", false);
+        peer.write_all(&[b'x'; 100]).unwrap();
+        assert!(
+            !big.drain(10).unwrap(),
+            "more than the bound: the connection cannot be kept"
+        );
+    }
+
+    #[test]
+    fn the_client_leaving_mid_body_is_an_error_not_a_framing_one() {
+        let (mut r, peer) = reader(BodyKind::Length(10), b"123", false);
+        drop(peer);
+        let err = r.read(None).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(r.error().is_none(), "nothing to answer: the client is gone");
+    }
+
+    #[test]
+    fn a_bad_chunk_is_a_framing_error_the_worker_answers() {
+        let (mut r, _peer) = reader(BodyKind::Chunked, b"zz\r\n", false);
+        let err = r.read(None).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(r.error().map(|e| e.status()), Some(400));
+    }
+
+    #[test]
+    fn an_input_kept_past_its_request_reads_nothing() {
+        let (mut r, mut peer) = reader(BodyKind::Length(4), b"", false);
+        assert!(r.take_body().is_some());
+        peer.write_all(b"next").unwrap();
+        assert_eq!(
+            r.read(None).unwrap(),
+            b"",
+            "the connection's bytes are not the app's"
+        );
+        assert!(r.is_done());
     }
 }

@@ -1,6 +1,10 @@
-//! The PyO3 boundary for serving requests: the environ, `wsgi.input`,
-//! `start_response`, `wsgi.errors`, `wsgi.file_wrapper`, loading the app,
-//! and calling it for one request.
+//! The WSGI interface: the environ (rendered from the request's facts,
+//! `crate::request`), `wsgi.input` (over the body source), `start_response`
+//! and the body (into the response sink), `wsgi.errors`,
+//! `wsgi.file_wrapper`, and calling the app for one request. The app
+//! boundary, [`serve`], takes request facts and an [`Exchange`] (body
+//! source, response sink), never the connection itself. Loading the app,
+//! error responses and tracebacks are protocol-neutral (`crate::app`).
 //!
 //! `serve()` is the one place that calls the application. Invariants: the
 //! iterable's `close()` is called exactly once whatever happens; an exception
@@ -15,69 +19,21 @@ pub mod errors_stream;
 pub mod extras;
 pub mod file_wrapper;
 pub mod input;
-pub mod loader;
-pub mod proxy;
 pub mod response;
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferricorn_http::date::DateCache;
-use ferricorn_http::parse::Head;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::glogging;
-use crate::sock::{Peer, Stream};
+use crate::request::Request;
+use ferricorn_http::h1::Response;
 use input::{BodyReader, Input};
-use response::{RequestSide, ResponseWriter, StartResponse};
+use response::{ResponseWriter, StartResponse};
 
-thread_local! {
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
-}
-
-/// Run `f` with this thread's cached `Date` header, refreshed at most once a second.
-pub fn with_date<R>(f: impl FnOnce(&DateCache) -> R) -> R {
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        d.refresh();
-        f(&d)
-    })
-}
-
-/// Run `f`, a thread's whole life, with one Python thread state kept for
-/// it. `f` attaches (`Python::attach`) per request; without an outer
-/// attachment each of those creates and destroys a thread state (and
-/// CPython maps and unmaps its 16 KiB frame stack), which docs/profile.md
-/// measured on every gthread request. The GIL is released while `f` runs.
-pub fn keep_thread_state<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    Python::attach(|py| py.detach(f))
-}
-
-/// A complete error response (`Connection: close`) for `status`.
-pub fn error_response(status: u16, reason: &str, message: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    with_date(|d| ferricorn_http::response::error_response(status, reason, message, d, &mut out));
-    out
-}
-
-/// Render a Python exception with its traceback, as `traceback.format_exception` does.
-pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
-    let formatted = py
-        .import("traceback")
-        .and_then(|tb| {
-            tb.call_method1(
-                "format_exception",
-                (err.get_type(py), err.value(py), err.traceback(py)),
-            )
-        })
-        .and_then(|lines| lines.extract::<Vec<String>>());
-    match formatted {
-        Ok(lines) => lines.concat().trim_end().to_string(),
-        Err(_) => err.to_string(),
-    }
-}
+use crate::app::{error_response, format_traceback};
 
 /// How the request ended, for the access log and the connection.
 pub struct Outcome {
@@ -87,27 +43,25 @@ pub struct Outcome {
     /// Body bytes sent, `None` when no response went out.
     pub sent: Option<u64>,
     pub response_headers: response::Headers,
-    /// The connection may serve another request.
-    pub keep_alive: bool,
-    /// Bytes after this request's body already read (pipelining).
-    pub leftover: Vec<u8>,
-    /// The connection closes while request bytes may remain unread on the
-    /// socket: the body was not read to its end, or bytes after it came
-    /// (pipelining; `BodyReader::unread`).
-    /// Its close then lingers (`workers::conn::close`).
-    pub unread: bool,
+    /// How the response went, for the connection's verdict
+    /// (`h1::Conn::finish`): framed whole, failed, or refused.
+    pub response: Response,
     pub environ: Py<PyDict>,
     /// The app (or reading its request body) raised.
     pub failed: bool,
 }
 
-/// Per-request facts from the connection.
-pub struct Conn<'a> {
-    pub stream: &'a Arc<Stream>,
-    pub peer: &'a Peer,
-    pub server: &'a (String, String),
-    pub url_scheme: &'static str,
-    pub server_allows_keep_alive: bool,
+/// The connection's side of one request at the app boundary: where the
+/// body comes from, where the response goes, and what the connection keeps
+/// across its requests. The worker's driver builds it; the app side never
+/// sees the connection itself.
+pub struct Exchange<'a> {
+    /// The body source (reads through the connection's stream). Shared:
+    /// `wsgi.input` holds it too.
+    pub body: Arc<Mutex<BodyReader>>,
+    /// The response sink (writes through the connection's stream). Shared:
+    /// `start_response` and `wsgi.early_hints` hold it too.
+    pub response: Arc<Mutex<ResponseWriter>>,
     /// Where the connection keeps its `gunicorn.socket` object across its
     /// requests (evloop); `None`: a fresh one per request.
     pub socket: Option<&'a extras::SocketSlot>,
@@ -149,30 +103,19 @@ pub const HOLD_MAX: usize = 64 * 1024;
 /// the first (then they go out as they come).
 pub const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Call the app for one parsed request and send its response.
+/// Call the app for one request and send its response.
 pub fn serve(
     py: Python<'_>,
     app: &environ::AppContext,
-    head: &Head<'_>,
-    leftover: &[u8],
-    conn: &Conn<'_>,
+    req: &Request<'_>,
+    ex: Exchange<'_>,
 ) -> Outcome {
-    let decoder = ferricorn_http::body::Decoder::new(&head.body, app.parser_options());
-    let reader = Arc::new(Mutex::new(BodyReader::new(
-        conn.stream.clone(),
-        decoder,
-        leftover.to_vec(),
-        head.expect_continue,
-    )));
-    let writer = Arc::new(Mutex::new(ResponseWriter::new(
-        conn.stream.clone(),
-        RequestSide {
-            head: &*head.method == b"HEAD",
-            version: head.version,
-            keep_alive: head.keep_alive,
-            server_allows_keep_alive: conn.server_allows_keep_alive,
-        },
-    )));
+    let Exchange {
+        body: reader,
+        response: writer,
+        socket,
+        held,
+    } = ex;
 
     let result = (|| -> PyResult<(Py<PyDict>, PyResult<()>)> {
         let input = Py::new(
@@ -181,15 +124,15 @@ pub fn serve(
                 reader: reader.clone(),
             },
         )?;
-        let environ = app.environ(py, head, conn, input.into_any())?;
-        let sock = extras::add(py, &environ, conn, &writer, head.version)?;
+        let environ = app.environ(py, req, input.into_any())?;
+        let sock = extras::add(py, &environ, req, socket, &writer)?;
         let start_response = Py::new(
             py,
             StartResponse {
                 writer: writer.clone(),
             },
         )?;
-        let outcome = call_app(py, app, &environ, start_response, &writer, conn);
+        let outcome = call_app(py, app, &environ, start_response, &writer, held);
         if let Some(sock) = sock {
             extras::release(&sock);
         }
@@ -202,97 +145,108 @@ pub fn serve(
     };
 
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-    let mut keep_alive = false;
-    let mut status = w.status_code().map(<[u8]>::to_vec).unwrap_or_default();
-    let mut sent = None;
     let failed = app_result.is_err();
-    match app_result {
-        Ok(()) => {
-            keep_alive = w.keep_alive();
-            sent = Some(w.sent);
-        }
+    let (response, status, sent) = match app_result {
+        Ok(()) => (
+            w.framing().map_or(Response::Failed, Response::Complete),
+            w.status_code().map(<[u8]>::to_vec).unwrap_or_default(),
+            Some(w.sent),
+        ),
         Err(err) => {
-            let framing_error = reader
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .error
-                .take();
-            let uri = String::from_utf8_lossy(head.target);
-            if let Some(http_err) = framing_error {
-                glogging::warning!("Invalid request from ip={}: {}", conn.peer.addr, http_err);
-                if !w.headers_sent {
-                    let code = http_err.status();
-                    let out = error_response(code, http_err.reason(), &http_err.to_string());
-                    let stream = conn.stream.clone();
-                    py.detach(|| {
-                        let _ = std::io::Write::write_all(&mut &*stream, &out);
-                    });
-                    status = code.to_string().into_bytes();
-                    sent = Some(0);
-                }
-            } else if is_client_gone(py, &err) {
-                glogging::debug!(
-                    "Ignoring connection error while handling request {uri}: {}",
-                    err.value(py)
-                );
-                sent = Some(w.sent);
-            } else {
-                glogging::exception(&format!(
-                    "Error handling request {} {uri}\n{}",
-                    String::from_utf8_lossy(&head.method),
-                    format_traceback(py, &err)
-                ));
-                if !w.headers_sent {
-                    let out = error_response(500, "Internal Server Error", "");
-                    let stream = conn.stream.clone();
-                    py.detach(|| {
-                        let _ = std::io::Write::write_all(&mut &*stream, &out);
-                    });
-                    status = b"500".to_vec();
-                    sent = Some(0);
-                } else {
-                    sent = Some(w.sent);
-                }
-            }
+            let framing_error = reader.lock().unwrap_or_else(|e| e.into_inner()).error();
+            let (status, sent) = answer_failure(py, req, &mut w, framing_error, &err);
+            (Response::Failed, status, sent)
         }
-    }
+    };
     let response_headers = std::mem::take(&mut w.headers);
     let status_line = w.status.take();
     drop(w);
 
-    // The connection is reusable only if the whole body was consumed (or can be
-    // drained cheaply) and nothing after it is lost.
-    let mut leftover = Vec::new();
-    if keep_alive {
-        let drain = || {
-            let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
-            r.drain(64 * 1024)
-                .map(|done| done.then(|| r.leftover().to_vec()))
-        };
-        // A body already read to its end (or none, as for most GETs) drains
-        // without a socket read: no need to release the GIL for it.
-        let done = reader.lock().unwrap_or_else(|e| e.into_inner()).is_done();
-        let drained = if done { drain() } else { py.detach(drain) };
-        match drained {
-            Ok(Some(rest)) => leftover = rest,
-            _ => keep_alive = false,
-        }
+    // A connection the response keeps is reusable only once the whole
+    // body is read: what the app left is drained (cheaply, or the
+    // connection closes: `h1::Conn::finish` sees the body not done).
+    if matches!(response, Response::Complete(f) if f.keep_alive) {
+        drain_body(py, &reader);
     }
-    let unread = !keep_alive && {
-        let r = reader.lock().unwrap_or_else(|e| e.into_inner());
-        r.unread()
-    };
     Outcome {
         status,
         status_line,
         sent,
         response_headers,
-        keep_alive,
-        leftover,
-        unread,
+        response,
         environ,
         failed,
     }
+}
+
+/// After the app (or reading its body) raised: log it and answer it where
+/// no response went out yet (the framing error's 4xx, else a 500; nothing
+/// for a client that left). Returns the status and body bytes to log.
+fn answer_failure(
+    py: Python<'_>,
+    req: &Request<'_>,
+    w: &mut ResponseWriter,
+    framing_error: Option<ferricorn_http::Error>,
+    err: &PyErr,
+) -> (Vec<u8>, Option<u64>) {
+    let status = w.status_code().map(<[u8]>::to_vec).unwrap_or_default();
+    let uri = String::from_utf8_lossy(req.raw_target());
+    let replace = |w: &mut ResponseWriter, code: u16, out: Vec<u8>| {
+        py.detach(|| {
+            let _ = w.write_raw(&out);
+        });
+        (code.to_string().into_bytes(), Some(0))
+    };
+    if let Some(http_err) = framing_error {
+        glogging::warning!("Invalid request from ip={}: {}", req.peer.addr, http_err);
+        if w.headers_sent {
+            return (status, None);
+        }
+        let code = http_err.status();
+        let out = error_response(code, http_err.reason(), &http_err.to_string());
+        return replace(w, code, out);
+    }
+    if is_client_gone(py, err) {
+        glogging::debug!(
+            "Ignoring connection error while handling request {uri}: {}",
+            err.value(py)
+        );
+        return (status, Some(w.sent));
+    }
+    glogging::exception(&format!(
+        "Error handling request {} {uri}\n{}",
+        String::from_utf8_lossy(req.method()),
+        format_traceback(py, err)
+    ));
+    if w.headers_sent {
+        return (status, Some(w.sent));
+    }
+    replace(w, 500, error_response(500, "Internal Server Error", ""))
+}
+
+/// Read what the app left of the request body (up to
+/// `h1::DRAIN_MAX`) so the connection can serve its next request. Not when
+/// the client still waits for `100 Continue` (the app never read): a 100
+/// now would come after the final response, where the client takes it for
+/// the next one's start, and the body would never come without it; the
+/// connection closes instead (`h1::Conn::finish` sees the body not done).
+fn drain_body(py: Python<'_>, reader: &Arc<Mutex<BodyReader>>) {
+    {
+        let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
+        if r.continue_pending() {
+            return;
+        }
+        // A body already read to its end (or none, as for most GETs) drains
+        // without a socket read: no need to release the GIL for it.
+        if r.is_done() {
+            let _ = r.drain(ferricorn_http::h1::DRAIN_MAX);
+            return;
+        }
+    }
+    py.detach(|| {
+        let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = r.drain(ferricorn_http::h1::DRAIN_MAX);
+    });
 }
 
 fn is_client_gone(py: Python<'_>, err: &PyErr) -> bool {
@@ -307,10 +261,10 @@ fn call_app(
     environ: &Bound<'_, PyDict>,
     start_response: Py<StartResponse>,
     writer: &Arc<Mutex<ResponseWriter>>,
-    conn: &Conn<'_>,
+    held: Option<&Held>,
 ) -> PyResult<()> {
     let iterable = app.callable().bind(py).call1((environ, start_response))?;
-    let sent = send_body(py, app, &iterable, writer, conn);
+    let sent = send_body(py, app, &iterable, writer, held);
     // A plain list or tuple has no `close`; asking would raise and clear an
     // AttributeError per request (about 4,000 instructions, docs/profile.md).
     let plain =
@@ -359,21 +313,11 @@ fn send_body(
     app: &environ::AppContext,
     iterable: &Bound<'_, PyAny>,
     writer: &Arc<Mutex<ResponseWriter>>,
-    conn: &Conn<'_>,
+    held: Option<&Held>,
 ) -> PyResult<()> {
-    // wsgi.file_wrapper around a real file: sendfile(2), no copies through Python.
     if app.sendfile() {
-        if let Ok(fw) = iterable.cast::<file_wrapper::FileWrapper>() {
-            if let Some(src) = fw.borrow().file_source(py) {
-                py.detach(|| {
-                    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-                    w.send_file(&src)?;
-                    w.push_finish()?;
-                    w.flush()
-                })
-                .map_err(io_to_py)?;
-                return Ok(());
-            }
+        if let Some(sent) = send_file_body(py, iterable, writer) {
+            return sent;
         }
     }
     // Fastest path: a list of small `bytes` (`[b"Hello"]`). Checked whole
@@ -385,19 +329,7 @@ fn send_body(
                 .is_ok_and(|b| b.as_bytes().len() < response::DIRECT_WRITE)
         };
         if list.iter().all(small) {
-            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-            w.ensure_head()
-                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-            for item in list.iter() {
-                w.write_body(bytes_of(&item)?.as_bytes())
-                    .map_err(io_to_py)?;
-            }
-            w.push_finish().map_err(io_to_py)?;
-            if w.flush_nowait().map_err(io_to_py)? {
-                return Ok(());
-            }
-            drop(w);
-            return flush(py, writer);
+            return send_small_list(py, list, writer);
         }
     }
     // Fast path: a list or tuple is the whole body; send head and body in one write.
@@ -408,54 +340,119 @@ fn send_body(
     } else {
         None
     };
-    if let Some(items) = items {
-        let chunks: Vec<&[u8]> = items
-            .iter()
-            .map(|i| bytes_of(i).map(|b| b.as_bytes()))
-            .collect::<PyResult<_>>()?;
-        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.ensure_head()
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        if chunks.iter().all(|c| c.len() < response::DIRECT_WRITE) {
-            // All of it is copied behind the head; offer that to the socket
-            // without blocking, keeping the GIL: for a small response the
-            // kernel takes it at once, and releasing and retaking the GIL
-            // would cost more than the send. Only what the socket could not
-            // take waits for it without the GIL.
-            for chunk in &chunks {
-                w.write_body(chunk).map_err(io_to_py)?;
-            }
-            w.push_finish().map_err(io_to_py)?;
-            if conn.held.is_some_and(|h| h.take(&mut w)) {
-                return Ok(());
-            }
-            if w.flush_nowait().map_err(io_to_py)? {
-                return Ok(());
-            }
-            drop(w);
-            return flush(py, writer);
+    match items {
+        Some(items) => send_sequence(py, &items, writer, held),
+        None => send_stream(py, iterable, writer, held),
+    }
+}
+
+/// `wsgi.file_wrapper` around a real file: sendfile(2), no copies through
+/// Python (where the stream sends from a descriptor). `None`: not such a
+/// body, send it otherwise.
+fn send_file_body(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    writer: &Arc<Mutex<ResponseWriter>>,
+) -> Option<PyResult<()>> {
+    let fw = iterable.cast::<file_wrapper::FileWrapper>().ok()?;
+    let direct = {
+        let w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.stream().can_sendfile()
+    };
+    let src = direct.then(|| fw.borrow().file_source(py)).flatten()?;
+    Some(
+        py.detach(|| {
+            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            w.send_file(&src)?;
+            w.push_finish()?;
+            w.flush()
+        })
+        .map_err(io_to_py),
+    )
+}
+
+/// A list of small `bytes`, all copied behind the head and offered to the
+/// socket holding the GIL.
+fn send_small_list(
+    py: Python<'_>,
+    list: &Bound<'_, PyList>,
+    writer: &Arc<Mutex<ResponseWriter>>,
+) -> PyResult<()> {
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    w.ensure_head()
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    for item in list.iter() {
+        w.write_body(bytes_of(&item)?.as_bytes())
+            .map_err(io_to_py)?;
+    }
+    w.push_finish().map_err(io_to_py)?;
+    if w.flush_nowait().map_err(io_to_py)? {
+        return Ok(());
+    }
+    drop(w);
+    flush(py, writer)
+}
+
+/// A list or tuple body: the whole response in one write (or held, see
+/// [`Held`]).
+fn send_sequence(
+    py: Python<'_>,
+    items: &[Bound<'_, PyAny>],
+    writer: &Arc<Mutex<ResponseWriter>>,
+    held: Option<&Held>,
+) -> PyResult<()> {
+    let chunks: Vec<&[u8]> = items
+        .iter()
+        .map(|i| bytes_of(i).map(|b| b.as_bytes()))
+        .collect::<PyResult<_>>()?;
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    w.ensure_head()
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    if chunks.iter().all(|c| c.len() < response::DIRECT_WRITE) {
+        // All of it is copied behind the head; offer that to the socket
+        // without blocking, keeping the GIL: for a small response the
+        // kernel takes it at once, and releasing and retaking the GIL
+        // would cost more than the send. Only what the socket could not
+        // take waits for it without the GIL.
+        for chunk in &chunks {
+            w.write_body(chunk).map_err(io_to_py)?;
+        }
+        w.push_finish().map_err(io_to_py)?;
+        if held.is_some_and(|h| h.take(&mut w)) {
+            return Ok(());
+        }
+        if w.flush_nowait().map_err(io_to_py)? {
+            return Ok(());
         }
         drop(w);
-        // Small chunks are queued behind the head and leave in one write;
-        // large ones go out with writev, uncopied. The `bytes` are immutable
-        // and `items` holds them, so the slices outlive the released GIL.
-        return py
-            .detach(|| {
-                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-                for chunk in &chunks {
-                    w.write_body(chunk)?;
-                }
-                w.push_finish()?;
-                w.flush()
-            })
-            .map_err(io_to_py);
+        return flush(py, writer);
     }
-    // A streamed body. While others of the batch wait (see `Held`), its
-    // small chunks are held as long as they come within `HOLD_FOR` of the
-    // first and stay under `HOLD_MAX` in all; from then on they go out as
-    // they come.
-    let mut hold_until = conn
-        .held
+    drop(w);
+    // Small chunks are queued behind the head and leave in one write;
+    // large ones go out with writev, uncopied. The `bytes` are immutable
+    // and `items` holds them, so the slices outlive the released GIL.
+    py.detach(|| {
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        for chunk in &chunks {
+            w.write_body(chunk)?;
+        }
+        w.push_finish()?;
+        w.flush()
+    })
+    .map_err(io_to_py)
+}
+
+/// A streamed body. While others of the batch wait (see `Held`), its
+/// small chunks are held as long as they come within `HOLD_FOR` of the
+/// first and stay under `HOLD_MAX` in all; from then on they go out as
+/// they come.
+fn send_stream(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    writer: &Arc<Mutex<ResponseWriter>>,
+    held: Option<&Held>,
+) -> PyResult<()> {
+    let mut hold_until = held
         .filter(|h| h.others_follow.load(Ordering::Relaxed))
         .map(|_| std::time::Instant::now() + HOLD_FOR);
     for item in iterable.try_iter()? {
@@ -488,7 +485,7 @@ fn send_body(
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     w.push_finish()
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-    if hold_until.is_some() && conn.held.is_some_and(|h| h.take(&mut w)) {
+    if hold_until.is_some() && held.is_some_and(|h| h.take(&mut w)) {
         return Ok(());
     }
     drop(w);

@@ -16,33 +16,19 @@ use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Mutex};
 
 use ferricorn_http::date::DATE_LEN;
-use ferricorn_http::response::{BodyEncoder, Framing, ResponseContext, encode_head};
+use ferricorn_http::h1::Exchange;
+use ferricorn_http::response::{BodyEncoder, Framing, encode_head};
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::sock::Stream;
-
-/// Set when the worker is shutting down gracefully: responses whose head is
-/// not out yet announce `Connection: close` (one worker per process). A TERM
-/// that arrived while the app ran (not yet handled by the worker's loop)
-/// counts too.
-pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+use crate::stream::Stream;
 
 /// Body chunks at least this large are not copied behind the head: they go
 /// out with one writev of (queued bytes, chunk) straight from the
 /// application's `bytes`. Smaller ones are copied so that a head and a small
 /// body leave in one plain write.
 pub const DIRECT_WRITE: usize = 16 * 1024;
-
-/// What the request looked like, for framing decisions.
-pub struct RequestSide {
-    /// The method is `HEAD` (the only thing about it framing depends on).
-    pub head: bool,
-    pub version: (u8, u8),
-    pub keep_alive: bool,
-    pub server_allows_keep_alive: bool,
-}
 
 /// The application's response headers, validated, as (name, value) bytes.
 /// Shared (not copied) when an app passes the same header tuples again.
@@ -89,7 +75,8 @@ const SPARE_BUF_MAX: usize = 64 * 1024;
 
 pub struct ResponseWriter {
     stream: Arc<Stream>,
-    req: RequestSide,
+    /// The request facts the framing depends on (`ferricorn_http::h1`).
+    exchange: Exchange,
     pub status: Option<String>,
     pub headers: Headers,
     pub headers_sent: bool,
@@ -101,10 +88,10 @@ pub struct ResponseWriter {
 }
 
 impl ResponseWriter {
-    pub fn new(stream: Arc<Stream>, req: RequestSide) -> Self {
+    pub fn new(stream: Arc<Stream>, exchange: Exchange) -> Self {
         ResponseWriter {
             stream,
-            req,
+            exchange,
             status: None,
             headers: Headers::default(),
             headers_sent: false,
@@ -129,8 +116,27 @@ impl ResponseWriter {
             .map(|s| s.as_bytes().get(..3).unwrap_or(s.as_bytes()))
     }
 
-    pub fn keep_alive(&self) -> bool {
-        self.framing.as_ref().is_some_and(|f| f.keep_alive)
+    /// The connection's stream (what `gunicorn.socket` duplicates).
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Write bytes outside this response's framing: an interim `103`, or a
+    /// complete error response in place of it. Call without the GIL.
+    pub fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        (&*self.stream).write_all(bytes)
+    }
+
+    /// How the response head framed it (once made): what
+    /// `h1::Conn::finish` decides the connection's fate by.
+    pub fn framing(&self) -> Option<Framing> {
+        self.framing
+    }
+
+    /// An interim response (`103 Early Hints`) may still go out: HTTP/1.1
+    /// or later, and the final head not made yet.
+    pub fn interim_allowed(&self) -> bool {
+        self.exchange.interim_allowed() && !self.headers_sent
     }
 
     /// Encode the head into `buf` if not done yet (needs `start_response`
@@ -143,29 +149,24 @@ impl ResponseWriter {
             .status
             .as_deref()
             .ok_or_else(|| io::Error::other("the application did not call start_response"))?;
-        let server_allows_keep_alive = self.req.server_allows_keep_alive
-            && !DRAINING.load(std::sync::atomic::Ordering::Relaxed)
-            && !crate::sys::signals::peek(nix::sys::signal::Signal::SIGTERM);
+        // Keep-alive as the worker stands now: a stop that began while the
+        // app ran closes this connection.
+        let ctx = self
+            .exchange
+            .response_context(crate::lifecycle::current(), crate::util::server_header());
         let key = HeadKey {
-            head: self.req.head,
-            version: self.req.version,
-            request_keep_alive: self.req.keep_alive,
-            server_allows_keep_alive,
+            head: self.exchange.head_method,
+            version: ctx.version,
+            request_keep_alive: ctx.request_keep_alive,
+            server_allows_keep_alive: ctx.server_allows_keep_alive,
         };
         let buf = &mut self.buf;
         let framing = match cached_head(&self.headers, status, key, buf) {
             Some(framing) => framing,
             None => {
-                let ctx = ResponseContext {
-                    method: if key.head { b"HEAD" } else { b"" },
-                    version: key.version,
-                    request_keep_alive: key.request_keep_alive,
-                    server_allows_keep_alive,
-                    server_header: Some(b"ferricorn"),
-                };
                 let start = buf.len();
                 let headers = &self.headers[..];
-                let framing = super::with_date(|date| {
+                let framing = crate::app::with_date(|date| {
                     encode_head(buf, status.as_bytes(), headers, &ctx, date)
                 })
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -226,7 +227,6 @@ impl ResponseWriter {
     /// Send `src` as (the rest of) the body with sendfile(2), framed like any
     /// other chunk. Call without the GIL.
     pub fn send_file(&mut self, src: &super::file_wrapper::FileSource) -> io::Result<()> {
-        use std::os::fd::AsFd;
         self.ensure_head()?;
         let want = usize::try_from(src.len).unwrap_or(usize::MAX);
         let n = match self.encoder.as_mut() {
@@ -234,26 +234,9 @@ impl ResponseWriter {
             None => 0,
         };
         self.flush()?;
-        let out = match &*self.stream {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        };
         let mut offset = src.offset;
-        let mut left = n;
-        while left > 0 {
-            match nix::sys::sendfile::sendfile(out, &src.fd, Some(&mut offset), left) {
-                Ok(0) => {
-                    // The file shrank under us: the framing promised more.
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shorter than announced",
-                    ));
-                }
-                Ok(k) => left -= k,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.stream
+            .send_file(std::os::fd::AsFd::as_fd(&src.fd), &mut offset, n)?;
         if let Some(enc) = self.encoder.as_mut() {
             enc.chunk_end(n, &mut self.buf);
         }
@@ -264,7 +247,7 @@ impl ResponseWriter {
     /// (`MSG_DONTWAIT`): `Ok(true)` when all of it went out. What is left
     /// stays queued for [`Self::flush`]. Safe to call holding the GIL.
     pub fn flush_nowait(&mut self) -> io::Result<bool> {
-        let result = send_nowait(self.stream.raw_fd(), &self.buf);
+        let result = self.stream.send_nowait(&self.buf);
         let done = *result.as_ref().unwrap_or(&0);
         self.buf.drain(..done);
         self.sent = self.encoder.as_ref().map_or(0, |e| e.written());
@@ -293,27 +276,6 @@ impl ResponseWriter {
         self.buf.clear();
         result
     }
-}
-
-/// Send `buf` to `fd` as far as the socket takes it without blocking
-/// (`MSG_DONTWAIT`); returns how much went out (all of it unless the socket
-/// is full). Safe to call holding the GIL.
-pub fn send_nowait(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
-    use nix::sys::socket::{MsgFlags, send};
-    let mut done = 0;
-    while done < buf.len() {
-        match send(
-            fd,
-            &buf[done..],
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        ) {
-            Ok(n) => done += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(e) => return Err(io::Error::from(e)),
-        }
-    }
-    Ok(done)
 }
 
 /// The request facts a response head depends on.
@@ -359,7 +321,7 @@ fn cached_head(
         }
         let start = out.len() + c.date_at;
         out.extend_from_slice(&c.bytes);
-        super::with_date(|date| out[start..start + DATE_LEN].copy_from_slice(date.get()));
+        crate::app::with_date(|date| out[start..start + DATE_LEN].copy_from_slice(date.get()));
         Some(c.framing)
     })
 }
@@ -630,5 +592,112 @@ impl WriteCallable {
             w.flush()
         })
         .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The response sink without Python: status and headers set as
+    //! `start_response` sets them, the bytes read on the other end.
+    use super::{Exchange, ResponseWriter};
+    use crate::stream::Stream;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    fn writer(side: Exchange, headers: &[(&str, &str)]) -> (ResponseWriter, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut w = ResponseWriter::new(Arc::new(Stream::from(a)), side);
+        w.status = Some("200 OK".into());
+        w.headers = Arc::new(
+            headers
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        );
+        (w, b)
+    }
+
+    fn side(version: (u8, u8), keep_alive: bool) -> Exchange {
+        Exchange {
+            head_method: false,
+            version,
+            request_keep_alive: keep_alive,
+            server_keep_alive: true,
+        }
+    }
+
+    /// Send `body` as the app's whole response; what the client got.
+    fn respond(mut w: ResponseWriter, mut peer: UnixStream, body: &[u8]) -> (bool, String) {
+        w.push(body).unwrap();
+        w.push_finish().unwrap();
+        assert!(
+            w.flush_nowait().unwrap(),
+            "a small response goes out at once"
+        );
+        let keep = w.framing().is_some_and(|f| f.keep_alive);
+        drop(w);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        (keep, String::from_utf8(got).unwrap())
+    }
+
+    #[test]
+    fn a_sized_response_keeps_the_connection() {
+        let (w, peer) = writer(side((1, 1), true), &[("Content-Length", "5")]);
+        let (keep, got) = respond(w, peer, b"hello");
+        assert!(keep);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(!got.contains("Connection: close"), "{got}");
+        assert!(got.ends_with("\r\n\r\nhello"), "{got}");
+    }
+
+    #[test]
+    fn an_unsized_response_is_chunked_on_1_1_and_closes_on_1_0() {
+        let (w, peer) = writer(side((1, 1), true), &[]);
+        let (keep, got) = respond(w, peer, b"hello");
+        assert!(keep);
+        assert!(got.contains("Transfer-Encoding: chunked"), "{got}");
+        assert!(got.ends_with("5\r\nhello\r\n0\r\n\r\n"), "{got}");
+
+        let (w, peer) = writer(side((1, 0), true), &[]);
+        let (keep, got) = respond(w, peer, b"hello");
+        assert!(!keep, "no length on HTTP/1.0: the close ends the body");
+        assert!(got.ends_with("\r\n\r\nhello"), "{got}");
+    }
+
+    #[test]
+    fn the_server_or_the_client_saying_close_closes() {
+        let mut s = side((1, 1), true);
+        s.server_keep_alive = false;
+        let (w, peer) = writer(s, &[("Content-Length", "2")]);
+        let (keep, got) = respond(w, peer, b"ok");
+        assert!(!keep);
+        assert!(got.contains("Connection: close"), "{got}");
+
+        let (w, peer) = writer(side((1, 1), false), &[("Content-Length", "2")]);
+        let (keep, got) = respond(w, peer, b"ok");
+        assert!(!keep);
+        assert!(got.contains("Connection: close"), "{got}");
+    }
+
+    #[test]
+    fn a_head_request_gets_no_body() {
+        let mut s = side((1, 1), true);
+        s.head_method = true;
+        let (w, peer) = writer(s, &[("Content-Length", "5")]);
+        let (keep, got) = respond(w, peer, b"hello");
+        assert!(keep);
+        assert!(got.ends_with("Content-Length: 5\r\n\r\n"), "{got}");
+    }
+
+    #[test]
+    fn raw_bytes_bypass_the_framing() {
+        let (w, mut peer) = writer(side((1, 1), true), &[]);
+        w.write_raw(b"HTTP/1.1 103 Early Hints\r\n\r\n").unwrap();
+        drop(w);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"HTTP/1.1 103 Early Hints\r\n\r\n");
     }
 }

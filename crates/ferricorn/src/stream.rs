@@ -1,0 +1,367 @@
+//! The byte stream of one accepted connection: every read, write,
+//! `writev`, `sendfile`, shutdown, timeout and readiness question about a
+//! client connection goes through [`Stream`]. Outside this module and
+//! `sys/`, no code touches a connection's file descriptor.
+//!
+//! Variants: plain TCP and Unix-domain sockets today. A TLS variant will
+//! hold decrypted bytes the kernel no longer reports as readable, so
+//! whether more can be read without waiting is [`Stream::has_buffered`]'s
+//! answer, not the poller's: every driver asks it before it parks a
+//! connection in a poller or waits on the socket.
+//!
+//! Semantics follow `std::io::Read`/`Write` on a blocking socket with the
+//! timeouts the worker armed: `Ok(0)` at EOF, `Interrupted` for EINTR (the
+//! caller decides whether a pending quick exit ends the wait),
+//! `WouldBlock`/`TimedOut` when a timeout expires. The `_nowait` calls never
+//! block (`MSG_DONTWAIT`), whatever the socket's mode, and are safe to make
+//! holding the GIL.
+//!
+//! gunicorn counterpart: the `socket.socket` a worker hands to
+//! `http.parser`/`http.wsgi` (and `ssl.SSLSocket` under TLS).
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// An accepted client connection.
+pub struct Stream {
+    inner: Inner,
+}
+
+enum Inner {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream {
+            inner: Inner::Tcp(s),
+        }
+    }
+}
+
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Self {
+        Stream {
+            inner: Inner::Unix(s),
+        }
+    }
+}
+
+impl Stream {
+    /// The socket under the stream, for this module's own syscalls.
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.inner {
+            Inner::Tcp(s) => s.as_fd(),
+            Inner::Unix(s) => s.as_fd(),
+        }
+    }
+
+    /// A Unix-domain connection (`gunicorn.socket`'s family, no port).
+    pub fn is_unix(&self) -> bool {
+        matches!(self.inner, Inner::Unix(_))
+    }
+
+    // --- reading -------------------------------------------------------
+
+    /// Append at most `max` bytes to `buf`, waiting as the socket's read
+    /// timeout allows. Reads into `buf`'s spare capacity: no zero-fill.
+    pub fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        crate::sys::fd::read_append(self.fd(), buf, max)
+    }
+
+    /// Read what is there now into `buf`, without waiting: `WouldBlock`
+    /// when nothing is.
+    pub fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        recv(self.fd().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+    }
+
+    /// Bytes the stream already holds for the reader that the kernel no
+    /// longer reports (decrypted TLS records): a driver must not wait for
+    /// readiness while this is true. Plain sockets hold none.
+    #[inline]
+    pub fn has_buffered(&self) -> bool {
+        match self.inner {
+            Inner::Tcp(_) | Inner::Unix(_) => false,
+        }
+    }
+
+    /// Wait up to `timeout` for something to read (or EOF): `Ok(false)`
+    /// when the time ran out. A signal ends the wait early (`Ok(true)`:
+    /// the caller reads and finds out).
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        use nix::errno::Errno;
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        let wait = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, wait) {
+            Ok(0) => Ok(false),
+            Ok(_) | Err(Errno::EINTR) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // --- writing -------------------------------------------------------
+
+    /// Send `buf` as far as the socket takes it without blocking; returns
+    /// how much went out (all of it unless the socket is full).
+    pub fn send_nowait(&self, buf: &[u8]) -> io::Result<usize> {
+        use nix::sys::socket::{MsgFlags, send};
+        use std::os::fd::AsRawFd;
+        let fd = self.fd().as_raw_fd();
+        let mut done = 0;
+        while done < buf.len() {
+            match send(
+                fd,
+                &buf[done..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => done += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Whether [`Self::send_file`] can send from a file descriptor (not
+    /// through an encrypting layer).
+    pub fn can_sendfile(&self) -> bool {
+        match self.inner {
+            Inner::Tcp(_) | Inner::Unix(_) => true,
+        }
+    }
+
+    /// Send `count` bytes of `file` from `offset` (advanced by what went
+    /// out) with sendfile(2); retries EINTR. `UnexpectedEof` when the file
+    /// ends first.
+    pub fn send_file(
+        &self,
+        file: BorrowedFd<'_>,
+        offset: &mut i64,
+        count: usize,
+    ) -> io::Result<()> {
+        let mut left = count;
+        while left > 0 {
+            match nix::sys::sendfile::sendfile(self.fd(), file, Some(offset), left) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shorter than announced",
+                    ));
+                }
+                Ok(k) => left -= k,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the FIN (no more writes); errors (a peer already gone) are moot.
+    pub fn shutdown_write(&self) {
+        let _ = match &self.inner {
+            Inner::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Inner::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+
+    // --- deadlines and modes -----------------------------------------
+
+    pub fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)?;
+        self.set_write_timeout(t)
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match &self.inner {
+            Inner::Tcp(s) => s.set_read_timeout(t),
+            Inner::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match &self.inner {
+            Inner::Tcp(s) => s.set_write_timeout(t),
+            Inner::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match &self.inner {
+            Inner::Tcp(s) => s.set_nonblocking(on),
+            Inner::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    /// Make the read timeout what the write timeout is (`--timeout`, on
+    /// every worker class): for the app's own reads on `gunicorn.socket`
+    /// after the worker left the header timeout in place.
+    pub fn read_timeout_as_write(&self) -> io::Result<()> {
+        let t = match &self.inner {
+            Inner::Tcp(s) => s.write_timeout()?,
+            Inner::Unix(s) => s.write_timeout()?,
+        };
+        self.set_read_timeout(t)
+    }
+
+    // --- handing the connection on -----------------------------------
+
+    /// A close-on-exec duplicate of the connection for the app's
+    /// `gunicorn.socket` (a plain socket only: under TLS the app cannot
+    /// speak on the raw socket).
+    pub fn dup_socket(&self) -> io::Result<OwnedFd> {
+        self.fd().try_clone_to_owned()
+    }
+
+    /// Register the connection with a mio poller.
+    pub fn register(
+        &self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interest: mio::Interest,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        registry.register(
+            &mut mio::unix::SourceFd(&self.fd().as_raw_fd()),
+            token,
+            interest,
+        )
+    }
+
+    /// Take the connection out of a mio poller.
+    pub fn deregister(&self, registry: &mio::Registry) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        registry.deregister(&mut mio::unix::SourceFd(&self.fd().as_raw_fd()))
+    }
+
+    /// The socket's options, for tests of what a connection inherits.
+    #[cfg(test)]
+    pub(crate) fn sock_ref(&self) -> socket2::SockRef<'_> {
+        match &self.inner {
+            Inner::Tcp(s) => socket2::SockRef::from(s),
+            Inner::Unix(s) => socket2::SockRef::from(s),
+        }
+    }
+}
+
+impl io::Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.inner {
+            Inner::Tcp(s) => (&*s).read(buf),
+            Inner::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl io::Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.inner {
+            Inner::Tcp(s) => (&*s).write(buf),
+            Inner::Unix(s) => (&*s).write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match &self.inner {
+            Inner::Tcp(s) => (&*s).write_vectored(bufs),
+            Inner::Unix(s) => (&*s).write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stream;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    fn pair() -> (Stream, UnixStream) {
+        let (a, b) = UnixStream::pair().expect("pair");
+        (Stream::from(a), b)
+    }
+
+    #[test]
+    fn reads_append_and_report_eof() {
+        let (s, mut peer) = pair();
+        peer.write_all(b"hello world").unwrap();
+        let mut buf = b"> ".to_vec();
+        assert_eq!(s.read_append(&mut buf, 5).unwrap(), 5);
+        assert_eq!(buf, b"> hello");
+        let mut rest = [0u8; 32];
+        assert_eq!(s.read_nowait(&mut rest).unwrap(), 6);
+        let err = s.read_nowait(&mut rest).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        drop(peer);
+        assert_eq!(s.read_append(&mut buf, 8).unwrap(), 0);
+        assert_eq!((&s).read(&mut rest).unwrap(), 0);
+    }
+
+    #[test]
+    fn readiness_and_plain_streams_hold_nothing() {
+        let (s, mut peer) = pair();
+        assert!(!s.has_buffered());
+        assert!(!s.wait_readable(Duration::from_millis(10)).unwrap());
+        peer.write_all(b"x").unwrap();
+        assert!(s.wait_readable(Duration::from_secs(5)).unwrap());
+    }
+
+    #[test]
+    fn writes_and_shutdown_reach_the_peer() {
+        let (s, mut peer) = pair();
+        assert_eq!(s.send_nowait(b"abc").unwrap(), 3);
+        (&s).write_all(b"def").unwrap();
+        s.shutdown_write();
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"abcdef");
+    }
+
+    #[test]
+    fn send_nowait_stops_when_the_socket_is_full() {
+        let (s, _peer) = pair();
+        let big = vec![0u8; 16 << 20];
+        let n = s.send_nowait(&big).unwrap();
+        assert!(n > 0 && n < big.len(), "sent {n}");
+    }
+
+    #[test]
+    fn sendfile_sends_the_range_and_reports_a_short_file() {
+        let (s, mut peer) = pair();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789").unwrap();
+        let mut offset = 2;
+        s.send_file(std::os::fd::AsFd::as_fd(&f), &mut offset, 5)
+            .unwrap();
+        assert_eq!(offset, 7);
+        let mut got = [0u8; 5];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"23456");
+        let err = s
+            .send_file(std::os::fd::AsFd::as_fd(&f), &mut offset, 10)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_duplicate_speaks_on_the_same_connection() {
+        let (s, mut peer) = pair();
+        let dup = UnixStream::from(s.dup_socket().unwrap());
+        (&dup).write_all(b"via dup").unwrap();
+        let mut got = [0u8; 7];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"via dup");
+    }
+}

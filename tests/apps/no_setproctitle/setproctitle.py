@@ -1,0 +1,3 @@
+"""Shadows the setproctitle package: ferricorn must then write its titles itself."""
+
+raise ImportError("setproctitle is hidden for this test")
