@@ -176,8 +176,17 @@ def test_checkout_never_built_says_so(tmp_path):
     assert "make build" in out.stderr
 
 
+@pytest.fixture(scope="module")
+def cargo_target(tmp_path_factory):
+    """One cargo target dir for this run's two source builds (the same sources,
+    so the second reuses the first's dependencies). Never one kept between runs:
+    the sdist's files carry fixed mtimes, so cargo would take last run's
+    build of a changed crate for fresh."""
+    return tmp_path_factory.mktemp("cargo-target")
+
+
 @pytest.mark.parametrize("source", ["sdist", "clone"])
-def test_pip_builds_from_source(tmp_path, source):
+def test_pip_builds_from_source(tmp_path, source, cargo_target):
     """`pip install ferricorn-*.tar.gz`, and `pip install` of a clone (this
     checkout), compile the extension (Rust present) and the result serves.
     Cargo's release profile is lightened through the environment (no LTO) to
@@ -193,7 +202,7 @@ def test_pip_builds_from_source(tmp_path, source):
         CARGO_PROFILE_RELEASE_LTO="off",
         CARGO_PROFILE_RELEASE_CODEGEN_UNITS="16",
         CARGO_PROFILE_RELEASE_DEBUG="0",
-        CARGO_TARGET_DIR=str(ROOT / "target" / "sdist"),
+        CARGO_TARGET_DIR=str(cargo_target),
     )
     py = make_venv(sys.executable, tmp_path / "venv", sdists[0] if source == "sdist" else ROOT, "flask", env=env)
     version = subprocess.run([str(py.parent / "ferricorn"), "--version"], capture_output=True, text=True, timeout=60)
