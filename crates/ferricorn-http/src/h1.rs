@@ -398,15 +398,6 @@ impl Body {
         None
     }
 
-    /// Never send `100 Continue` for this body: the final response went
-    /// out (or is going) without the application reading it. A driver that
-    /// then drains the body reads only what the client sends unasked
-    /// (hyper does this; ferricorn's `wsgi.input` still sends it when it
-    /// drains: see docs/h1-integration.md).
-    pub fn forgo_continue(&mut self) {
-        self.continue_pending = false;
-    }
-
     /// Whether `100 Continue` is still owed (asked for, not sent yet).
     pub fn continue_pending(&self) -> bool {
         self.continue_pending && !self.decoder.is_done()

@@ -305,10 +305,10 @@ impl Loop<'_> {
         };
         for i in self.conns.indices() {
             self.give_turn(py, ctx, worker, i, false, |c, t| match t {
-                Turn::Wait if c.http.is_idle() => {
+                Turn::Wait => {
                     // Nothing sent since the last response (or at all): a
-                    // request may be on its way.
-                    c.deadline = c.deadline.min(stop.linger_until);
+                    // request may be on its way, until the stop's linger.
+                    c.deadline = c.http.stop_deadline(c.deadline, stop.linger_until);
                     Turn::Wait
                 }
                 t => t,

@@ -273,9 +273,10 @@ impl Poller<'_> {
             return;
         };
         for (t, i) in self.idle.iter_mut() {
-            if i.deadline > stop.linger_until {
-                i.deadline = stop.linger_until;
-                self.deadlines.push(Reverse((stop.linger_until, *t)));
+            let until = i.conn.http.stop_deadline(i.deadline, stop.linger_until);
+            if until != i.deadline {
+                i.deadline = until;
+                self.deadlines.push(Reverse((until, *t)));
             }
         }
     }
