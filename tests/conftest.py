@@ -142,7 +142,7 @@ class Server:
     def wait_listening(self, timeout=20.0):
         m = self.wait_for(LISTEN_RE.pattern, timeout)
         self.url = m.group(1)
-        if self.url.startswith("http://"):
+        if self.url.startswith(("http://", "https://")):
             self.port = int(self.url.rsplit(":", 1)[1])
         return self
 

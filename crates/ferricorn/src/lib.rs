@@ -23,6 +23,7 @@ pub mod sock;
 pub mod stream;
 pub mod sys;
 pub mod systemd;
+pub mod tls;
 pub mod util;
 pub mod workers;
 pub mod wsgi;

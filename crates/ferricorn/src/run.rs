@@ -231,6 +231,8 @@ fn reload_fn(argv: Vec<String>) -> ReloadFn {
             .map_err(|code| format!("invalid configuration (status {code})"))?;
         let settings = loaded.settings;
         let app_spec = loaded.app_spec.ok_or("No application module specified.")?;
+        // A bad file keeps the running configuration, its certificate included.
+        let tls = crate::tls::load(&settings)?;
         apply_raw_env(py, &settings)?;
         extend_sys_path(py, &settings)?;
         let preloaded = preload(py, &settings, &app_spec)
@@ -241,6 +243,7 @@ fn reload_fn(argv: Vec<String>) -> ReloadFn {
             settings,
             preloaded,
             app_spec,
+            tls,
         })
     })
 }
@@ -378,6 +381,18 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     let app_spec = loaded.app_spec.unwrap_or_default();
     if settings.get("print_config").as_bool() || settings.get("check_config").as_bool() {
         return print_or_check(py, &settings, &app_spec);
+    }
+    // TLS files: read and checked now, as root if started so, before any
+    // fork; a bad one stops the start with a line naming it.
+    if *settings.get("ssl_version") != crate::config::Value::Int(2) {
+        eprintln!("Warning: ssl_version is deprecated and ignored: TLS 1.2 and 1.3 are served");
+    }
+    match crate::tls::load(&settings) {
+        Ok(server) => crate::tls::install(server),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return STARTUP_ERROR;
+        }
     }
     if settings.get("daemon").as_bool() {
         let inherit = settings.get("enable_stdio_inheritance").as_bool();

@@ -181,18 +181,24 @@ impl Listener {
     }
 }
 
-/// `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/path`, as gunicorn logs it.
+/// `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/path`, as gunicorn
+/// logs it; `https://` when TLS is on.
 impl fmt::Display for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if crate::tls::current().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         match self {
             Listener::Tcp {
                 addr: SocketAddr::V4(a),
                 ..
-            } => write!(f, "http://{}:{}", a.ip(), a.port()),
+            } => write!(f, "{scheme}://{}:{}", a.ip(), a.port()),
             Listener::Tcp {
                 addr: SocketAddr::V6(a),
                 ..
-            } => write!(f, "http://[{}]:{}", a.ip(), a.port()),
+            } => write!(f, "{scheme}://[{}]:{}", a.ip(), a.port()),
             Listener::Unix { path, .. } => write!(f, "unix:{}", path.display()),
         }
     }
@@ -477,7 +483,7 @@ impl Listener {
                 s.set_nonblocking(false)?;
                 // TCP_NODELAY and the timeouts come from the listener.
                 Ok((
-                    Stream::from(s),
+                    Stream::from(s).accepted(),
                     Peer {
                         addr: addr.ip().to_string(),
                         port: Some(addr.port()),
@@ -490,7 +496,7 @@ impl Listener {
                 #[cfg(not(target_os = "linux"))]
                 s.set_nonblocking(false)?;
                 Ok((
-                    Stream::from(s),
+                    Stream::from(s).accepted(),
                     Peer {
                         addr: String::new(),
                         port: None,

@@ -3,11 +3,13 @@
 //! client connection goes through [`Stream`]. Outside this module and
 //! `sys/`, no code touches a connection's file descriptor.
 //!
-//! Variants: plain TCP and Unix-domain sockets today. A TLS variant will
-//! hold decrypted bytes the kernel no longer reports as readable, so
+//! Variants: plain TCP and Unix-domain sockets, and TLS over either
+//! (`crate::tls::Session`: reads decrypt, writes encrypt). A TLS stream
+//! holds decrypted bytes the kernel no longer reports as readable, so
 //! whether more can be read without waiting is [`Stream::has_buffered`]'s
 //! answer, not the poller's: every driver asks it before it parks a
-//! connection in a poller or waits on the socket.
+//! connection in a poller or waits on the socket. Its handshake is the
+//! driver's first step ([`Stream::handshake_step`]), before the first read.
 //!
 //! Semantics follow `std::io::Read`/`Write` on a blocking socket with the
 //! timeouts the worker armed: `Ok(0)` at EOF, `Interrupted` for EINTR (the
@@ -33,6 +35,13 @@ pub struct Stream {
 enum Inner {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over a plain stream (never over another TLS one).
+    Tls(Box<Tls>),
+}
+
+struct Tls {
+    sock: Stream,
+    session: crate::tls::Session,
 }
 
 impl From<TcpStream> for Stream {
@@ -52,17 +61,100 @@ impl From<UnixStream> for Stream {
 }
 
 impl Stream {
+    /// A connection just accepted: served over TLS when a TLS
+    /// configuration is installed (`crate::tls::install`), else as it is.
+    pub fn accepted(self) -> Self {
+        match crate::tls::current() {
+            Some(server) => self.secured(server),
+            None => self,
+        }
+    }
+
+    /// This stream under a TLS session of `server` (handshake to come).
+    pub fn secured(self, server: std::sync::Arc<crate::tls::Server>) -> Self {
+        Stream {
+            inner: Inner::Tls(Box::new(Tls {
+                sock: self,
+                session: crate::tls::Session::new(server),
+            })),
+        }
+    }
+
     /// The socket under the stream, for this module's own syscalls.
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.inner {
             Inner::Tcp(s) => s.as_fd(),
             Inner::Unix(s) => s.as_fd(),
+            Inner::Tls(t) => t.sock.fd(),
         }
     }
 
     /// A Unix-domain connection (`gunicorn.socket`'s family, no port).
     pub fn is_unix(&self) -> bool {
-        matches!(self.inner, Inner::Unix(_))
+        match &self.inner {
+            Inner::Tls(t) => t.sock.is_unix(),
+            inner => matches!(inner, Inner::Unix(_)),
+        }
+    }
+
+    /// A TLS connection (`wsgi.url_scheme` is `https`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.inner, Inner::Tls(_))
+    }
+
+    // --- the TLS handshake ---------------------------------------------
+
+    /// One step of the TLS handshake without waiting for the client
+    /// (what it must send waits as the send timeout allows): `Done` at
+    /// once for a plain stream or a finished handshake; `WantRead`: wait
+    /// until the socket is readable, then step again. `Err`: the handshake
+    /// failed (the TLS alert, if any, was sent) or the client closed.
+    pub fn handshake_step(&self) -> io::Result<crate::tls::Step> {
+        match &self.inner {
+            Inner::Tls(t) => t.session.handshake_step(t.sock.fd()),
+            _ => Ok(crate::tls::Step::Done),
+        }
+    }
+
+    /// A TLS stream whose handshake has not finished.
+    pub fn handshaking(&self) -> bool {
+        match &self.inner {
+            Inner::Tls(t) => t.session.handshaking(),
+            _ => false,
+        }
+    }
+
+    /// The whole handshake, waiting for the client at most `limit`
+    /// (`TimedOut` past it; `None`: no limit).
+    pub fn handshake(&self, limit: Option<Duration>) -> io::Result<()> {
+        let end = limit.map(|l| std::time::Instant::now() + l);
+        loop {
+            if self.handshake_step()? == crate::tls::Step::Done {
+                return Ok(());
+            }
+            let left = match end {
+                Some(end) => end.saturating_duration_since(std::time::Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() || !self.wait_readable(left)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake not complete in time",
+                ));
+            }
+        }
+    }
+
+    /// The client's verified certificate, on a TLS connection that asked
+    /// for one (`cert_reqs` 1 or 2) and got it.
+    pub fn peer_cert(&self) -> Option<crate::tls::PeerCert> {
+        match &self.inner {
+            Inner::Tls(t) => t
+                .session
+                .peer_certificate()
+                .map(|der| crate::tls::PeerCert::from_der(&der)),
+            _ => None,
+        }
     }
 
     // --- reading -------------------------------------------------------
@@ -70,7 +162,10 @@ impl Stream {
     /// Append at most `max` bytes to `buf`, waiting as the socket's read
     /// timeout allows. Reads into `buf`'s spare capacity: no zero-fill.
     pub fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        crate::sys::fd::read_append(self.fd(), buf, max)
+        match &self.inner {
+            Inner::Tls(t) => t.session.read_append(t.sock.fd(), buf, max),
+            _ => crate::sys::fd::read_append(self.fd(), buf, max),
+        }
     }
 
     /// Read what is there now into `buf`, without waiting: `WouldBlock`
@@ -78,6 +173,9 @@ impl Stream {
     pub fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
         use nix::sys::socket::{MsgFlags, recv};
         use std::os::fd::AsRawFd;
+        if let Inner::Tls(t) = &self.inner {
+            return t.session.read(t.sock.fd(), buf, true);
+        }
         recv(self.fd().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
     }
 
@@ -86,8 +184,9 @@ impl Stream {
     /// readiness while this is true. Plain sockets hold none.
     #[inline]
     pub fn has_buffered(&self) -> bool {
-        match self.inner {
+        match &self.inner {
             Inner::Tcp(_) | Inner::Unix(_) => false,
+            Inner::Tls(t) => t.session.has_buffered(t.sock.fd()),
         }
     }
 
@@ -116,6 +215,9 @@ impl Stream {
     pub fn send_nowait(&self, buf: &[u8]) -> io::Result<usize> {
         use nix::sys::socket::{MsgFlags, send};
         use std::os::fd::AsRawFd;
+        if let Inner::Tls(t) = &self.inner {
+            return t.session.send_nowait(t.sock.fd(), buf);
+        }
         let fd = self.fd().as_raw_fd();
         let mut done = 0;
         while done < buf.len() {
@@ -134,10 +236,11 @@ impl Stream {
     }
 
     /// Whether [`Self::send_file`] can send from a file descriptor (not
-    /// through an encrypting layer).
+    /// through an encrypting layer: TLS sends files with reads and writes).
     pub fn can_sendfile(&self) -> bool {
         match self.inner {
             Inner::Tcp(_) | Inner::Unix(_) => true,
+            Inner::Tls(_) => false,
         }
     }
 
@@ -167,11 +270,17 @@ impl Stream {
         Ok(())
     }
 
-    /// Send the FIN (no more writes); errors (a peer already gone) are moot.
+    /// Send the FIN (no more writes; under TLS, `close_notify` first);
+    /// errors (a peer already gone) are moot.
     pub fn shutdown_write(&self) {
         let _ = match &self.inner {
             Inner::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Inner::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Inner::Tls(t) => {
+                t.session.close_notify(t.sock.fd());
+                t.sock.shutdown_write();
+                Ok(())
+            }
         };
     }
 
@@ -186,6 +295,7 @@ impl Stream {
         match &self.inner {
             Inner::Tcp(s) => s.set_read_timeout(t),
             Inner::Unix(s) => s.set_read_timeout(t),
+            Inner::Tls(s) => s.sock.set_read_timeout(t),
         }
     }
 
@@ -193,6 +303,7 @@ impl Stream {
         match &self.inner {
             Inner::Tcp(s) => s.set_write_timeout(t),
             Inner::Unix(s) => s.set_write_timeout(t),
+            Inner::Tls(s) => s.sock.set_write_timeout(t),
         }
     }
 
@@ -200,6 +311,7 @@ impl Stream {
         match &self.inner {
             Inner::Tcp(s) => s.set_nonblocking(on),
             Inner::Unix(s) => s.set_nonblocking(on),
+            Inner::Tls(s) => s.sock.set_nonblocking(on),
         }
     }
 
@@ -210,6 +322,7 @@ impl Stream {
         let t = match &self.inner {
             Inner::Tcp(s) => s.write_timeout()?,
             Inner::Unix(s) => s.write_timeout()?,
+            Inner::Tls(t) => return t.sock.read_timeout_as_write(),
         };
         self.set_read_timeout(t)
     }
@@ -220,6 +333,12 @@ impl Stream {
     /// `gunicorn.socket` (a plain socket only: under TLS the app cannot
     /// speak on the raw socket).
     pub fn dup_socket(&self) -> io::Result<OwnedFd> {
+        if self.is_tls() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "gunicorn.socket is not available on a TLS connection",
+            ));
+        }
         self.fd().try_clone_to_owned()
     }
 
@@ -250,6 +369,7 @@ impl Stream {
         match &self.inner {
             Inner::Tcp(s) => socket2::SockRef::from(s),
             Inner::Unix(s) => socket2::SockRef::from(s),
+            Inner::Tls(t) => t.sock.sock_ref(),
         }
     }
 }
@@ -259,6 +379,7 @@ impl io::Read for &Stream {
         match &self.inner {
             Inner::Tcp(s) => (&*s).read(buf),
             Inner::Unix(s) => (&*s).read(buf),
+            Inner::Tls(t) => t.session.read(t.sock.fd(), buf, false),
         }
     }
 }
@@ -268,12 +389,16 @@ impl io::Write for &Stream {
         match &self.inner {
             Inner::Tcp(s) => (&*s).write(buf),
             Inner::Unix(s) => (&*s).write(buf),
+            Inner::Tls(t) => t
+                .session
+                .write_vectored(t.sock.fd(), &[io::IoSlice::new(buf)]),
         }
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match &self.inner {
             Inner::Tcp(s) => (&*s).write_vectored(bufs),
             Inner::Unix(s) => (&*s).write_vectored(bufs),
+            Inner::Tls(t) => t.session.write_vectored(t.sock.fd(), bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {

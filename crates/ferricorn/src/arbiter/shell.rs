@@ -40,6 +40,8 @@ pub struct Reloaded {
     pub settings: Settings,
     pub preloaded: Option<Py<PyAny>>,
     pub app_spec: String,
+    /// The TLS configuration its files make (`None`: TLS off).
+    pub tls: Option<std::sync::Arc<crate::tls::Server>>,
 }
 
 /// Reload the configuration from scratch (after the shell restored the
@@ -589,6 +591,8 @@ impl Shell {
         self.launch.settings = new.settings;
         self.launch.preloaded = new.preloaded;
         self.launch.app_spec = new.app_spec;
+        // New workers serve new connections with the files as they are now.
+        crate::tls::install(new.tls);
         self.set_master_title();
         give_logs_to_workers(&self.launch.settings);
         let actions = self.arbiter.reloaded(cfg);

@@ -426,8 +426,8 @@ mod tests {
         let mut s = Settings::new();
         for (name, input) in [
             ("logger_class", Input::Str("my.Logger".into())),
-            ("keyfile", Input::Str("k.pem".into())),
-            ("certfile", Input::Str("c.pem".into())),
+            ("protocol", Input::Str("uwsgi".into())),
+            ("uwsgi_allow_ips", Input::Str("10.0.0.1".into())),
             ("worker_class", Input::Str("gevent".into())),
         ] {
             s.apply(table::find(name).unwrap().1, input).unwrap();
@@ -435,8 +435,8 @@ mod tests {
         let lines = s.refusals();
         assert_eq!(lines.len(), 5, "{lines:#?}");
         assert!(lines[0].starts_with("Setting logger_class (--logger-class) is not supported"));
-        assert!(lines[1].contains("keyfile") && lines[1].contains("terminate TLS"));
-        assert!(lines[2].contains("certfile"));
+        assert!(lines[1].contains("protocol") && lines[1].contains("only HTTP"));
+        assert!(lines[2].contains("uwsgi_allow_ips"));
         assert!(lines[3].contains("\"gevent\"") && lines[3].contains("-k gthread"));
         assert!(lines[4].contains("4 reasons") && lines[4].contains("migrating.md"));
         assert!(Settings::new().refusals().is_empty());

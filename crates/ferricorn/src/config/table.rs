@@ -1204,8 +1204,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
-        short: "TLS private key file.",
+        supported: true,
+        short: "TLS private key file (PEM; by default the certfile holds it).",
     },
     Setting {
         name: "certfile",
@@ -1216,8 +1216,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
-        short: "TLS certificate file.",
+        supported: true,
+        short: "TLS certificate (chain) file, PEM; setting it serves TLS on every listener.",
     },
     Setting {
         name: "ssl_version",
@@ -1228,8 +1228,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::SslVersion,
         default: || Value::Int(2),
-        supported: false,
-        short: "Deprecated and ignored; use ssl_context.",
+        supported: true,
+        short: "Deprecated and ignored: TLS 1.2 and 1.3 are served.",
     },
     Setting {
         name: "cert_reqs",
@@ -1240,8 +1240,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::PosInt,
         default: || Value::Int(0),
-        supported: false,
-        short: "Whether client certificates are required (ssl module's CERT_* number).",
+        supported: true,
+        short: "Client certificates: 0 not asked, 1 optional, 2 required (ssl module's CERT_* number).",
     },
     Setting {
         name: "ca_certs",
@@ -1252,7 +1252,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
+        supported: true,
         short: "CA certificates file for verifying clients.",
     },
     Setting {
@@ -1264,7 +1264,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(true),
-        supported: false,
+        supported: true,
         short: "Treat a TLS connection closed without close_notify as a normal end.",
     },
     Setting {
@@ -1276,8 +1276,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Bool,
         default: || Value::Bool(false),
-        supported: false,
-        short: "Do the TLS handshake as soon as a connection is accepted.",
+        supported: true,
+        short: "Accepted for gunicorn configs: the handshake always comes before the first read.",
     },
     Setting {
         name: "ciphers",
@@ -1288,8 +1288,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::None,
-        supported: false,
-        short: "TLS cipher suites, in OpenSSL cipher-list syntax.",
+        supported: true,
+        short: "TLS 1.2 cipher suites, in OpenSSL cipher-list syntax (TLS 1.3 suites stay on).",
     },
     Setting {
         name: "http_protocols",

@@ -302,16 +302,8 @@ pub fn instead_of(name: &str) -> &'static str {
         "logger_class" => {
             "drop it; shape the logs with logconfig_dict / logconfig / logconfig_json, --access-logformat or a logging.Formatter"
         }
-        "ssl_context"
-        | "keyfile"
-        | "certfile"
-        | "ssl_version"
-        | "cert_reqs"
-        | "ca_certs"
-        | "suppress_ragged_eofs"
-        | "do_handshake_on_connect"
-        | "ciphers" => {
-            "TLS is not served yet: terminate TLS in a proxy in front of ferricorn (nginx, a load balancer) and set forwarded_allow_ips so wsgi.url_scheme follows X-Forwarded-Proto"
+        "ssl_context" => {
+            "ferricorn serves TLS with rustls and cannot use an ssl.SSLContext: say what the hook did with certfile, keyfile, ca_certs, cert_reqs and ciphers (TLS 1.2 is the minimum version already) — docs/tls.md"
         }
         "protocol" | "uwsgi_allow_ips" => {
             "only HTTP is spoken: let the front server proxy HTTP to ferricorn (nginx: proxy_pass instead of uwsgi_pass)"

@@ -28,6 +28,8 @@ pub struct Request<'a> {
     pub server: &'a (String, String),
     /// The client (as a PROXY header named it, if one did).
     pub peer: &'a Peer,
+    /// The client's verified TLS certificate, if it sent one.
+    pub peer_cert: Option<crate::tls::PeerCert>,
     /// The path, percent-decoded.
     path: Cow<'a, [u8]>,
     script_name: &'a [u8],
@@ -67,6 +69,7 @@ impl<'a> Request<'a> {
             scheme,
             server,
             peer,
+            peer_cert: None,
             path: percent_decode(head.path),
             script_name: head.header(b"script_name").unwrap_or(script_name),
         }

@@ -111,6 +111,57 @@ pub fn arm(stream: &Stream, timeouts: Timeouts, proxy_first: bool, inherited: bo
     header.is_some()
 }
 
+/// A TLS connection's whole handshake, waiting for the client at most
+/// `limit` (the header timeout, else the I/O timeout), without the GIL.
+/// True when the connection may be read (at once for a plain one); false
+/// when it failed (logged) and is to be closed.
+pub fn handshake(py: Python<'_>, stream: &Stream, peer: &Peer, timeouts: Timeouts) -> bool {
+    if !stream.is_tls() {
+        return true;
+    }
+    let limit = timeouts.header.or(timeouts.io);
+    match py.detach(|| stream.handshake(limit)) {
+        Ok(()) => true,
+        Err(e) => {
+            handshake_failed(peer, &e);
+            false
+        }
+    }
+}
+
+/// One step of a TLS connection's handshake for a poller (the read side
+/// never waits): `Some(true)` done (at once for a plain connection),
+/// `Some(false)` wait for it to be readable, `None` failed (logged): close it.
+pub fn handshake_step(stream: &Stream, peer: &Peer) -> Option<bool> {
+    match stream.handshake_step() {
+        Ok(crate::tls::Step::Done) => Some(true),
+        Ok(crate::tls::Step::WantRead) => Some(false),
+        Err(e) => {
+            handshake_failed(peer, &e);
+            None
+        }
+    }
+}
+
+/// Log a failed handshake at gunicorn's levels: a TLS error (plain HTTP
+/// to the TLS port, no shared version or suite, a client certificate that
+/// fails verification) as an invalid request, a client that left or
+/// stayed silent at debug.
+fn handshake_failed(peer: &Peer, e: &io::Error) {
+    match e.kind() {
+        io::ErrorKind::InvalidData => {
+            glogging::warning!(
+                "Invalid request from ip={}: TLS handshake failed: {e}",
+                peer.addr
+            );
+        }
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            glogging::debug!("TLS handshake from ip={} not complete in time", peer.addr);
+        }
+        _ => glogging::debug!("ssl connection closed: {e}"),
+    }
+}
+
 /// End a connection the worker is done with.
 ///
 /// `closing` is [`Closing::Unread`] when request bytes may remain unread
@@ -341,7 +392,7 @@ pub fn serve_request(
     let (stream, peer) = (on.stream, on.peer);
     let reader = Arc::new(Mutex::new(BodyReader::new(stream.clone(), body)));
     let url_scheme = match app.trust().scheme(&head.headers, on.trusted) {
-        Ok(scheme) => scheme.unwrap_or("http"),
+        Ok(scheme) => scheme.unwrap_or(if stream.is_tls() { "https" } else { "http" }),
         Err(_) => {
             let why = "Contradictory scheme headers";
             glogging::warning!("Invalid request from ip={}: {why}", peer.addr);
@@ -354,7 +405,8 @@ pub fn serve_request(
             };
         }
     };
-    let req = Request::new(head, url_scheme, on.server, peer, app.script_name());
+    let mut req = Request::new(head, url_scheme, on.server, peer, app.script_name());
+    req.peer_cert = stream.peer_cert();
     glogging::debug!(
         "{} {}",
         String::from_utf8_lossy(&head.method),

@@ -618,6 +618,14 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
     if let Some(end) = c.lingering {
         return discard(ctx, c, end);
     }
+    // A TLS connection's handshake comes before its first read.
+    if c.fresh && c.stream.handshaking() {
+        match conn::handshake_step(&c.stream, &c.peer) {
+            Some(true) => {}
+            Some(false) => return Turn::Wait,
+            None => return Turn::Close,
+        }
+    }
     let mut served_now = 0u32;
     // Requests left over from the last turn (`Turn::Again`) come first.
     let mut read_first = !std::mem::take(&mut c.more);

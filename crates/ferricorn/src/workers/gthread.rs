@@ -206,6 +206,9 @@ struct Limits {
     keepalive_for: Duration,
     /// How long a fresh connection may take to send its first request.
     first_request_for: Duration,
+    /// How long a TLS connection may take to finish its handshake and
+    /// send its first byte (`--header-timeout`, else `first_request_for`).
+    handshake_for: Duration,
     /// `--worker-connections`.
     max_conns: usize,
     /// `--workers`: with others, new connections are taken in shares.
@@ -311,6 +314,23 @@ impl Poller<'_> {
             let Token(t) = ev.token();
             if t >= CONN_BASE {
                 if let Some(i) = self.idle.remove(&t) {
+                    // A TLS handshake goes on here, without waiting for the
+                    // client; a thread takes the connection once it is
+                    // done and a request is readable.
+                    if i.conn.stream.handshaking() {
+                        match conn::handshake_step(&i.conn.stream, &i.conn.peer) {
+                            Some(true) if i.conn.stream.has_buffered() => {}
+                            Some(_) => {
+                                self.idle.insert(t, i);
+                                continue;
+                            }
+                            None => {
+                                let _ = i.conn.stream.deregister(self.poll.registry());
+                                self.active -= 1;
+                                continue;
+                            }
+                        }
+                    }
                     let _ = i.conn.stream.deregister(self.poll.registry());
                     if self.jobs.send(i.conn).is_err() {
                         self.active -= 1;
@@ -374,9 +394,15 @@ impl Poller<'_> {
                 budget -= 1;
                 if let Some((stream, peer)) = self.listening.accept(i) {
                     self.active += 1;
+                    // A TLS handshake must end within the header timeout.
+                    let wait = if stream.is_tls() {
+                        first_wait.min(self.limits.handshake_for)
+                    } else {
+                        first_wait
+                    };
                     self.park(
                         Box::new(Connection::new(stream, peer, i, self.new_http())),
-                        Instant::now() + first_wait,
+                        Instant::now() + wait,
                     );
                 }
             }
@@ -403,6 +429,23 @@ impl Poller<'_> {
             self.deadlines.pop();
             if self.idle.get(&t).is_some_and(|i| i.deadline == d) {
                 if let Some(i) = self.idle.remove(&t) {
+                    // A TLS handshake goes on here, without waiting for the
+                    // client; a thread takes the connection once it is
+                    // done and a request is readable.
+                    if i.conn.stream.handshaking() {
+                        match conn::handshake_step(&i.conn.stream, &i.conn.peer) {
+                            Some(true) if i.conn.stream.has_buffered() => {}
+                            Some(_) => {
+                                self.idle.insert(t, i);
+                                continue;
+                            }
+                            None => {
+                                let _ = i.conn.stream.deregister(self.poll.registry());
+                                self.active -= 1;
+                                continue;
+                            }
+                        }
+                    }
                     let _ = i.conn.stream.deregister(self.poll.registry());
                     self.active -= 1;
                 }
@@ -484,6 +527,10 @@ impl Limits {
             graceful: Duration::from_secs_f64(settings.graceful_timeout().max(0.0)),
             keepalive_for: Duration::from_secs_f64(settings.keepalive().max(0.0)),
             first_request_for: super::io_timeout(timeout).unwrap_or(Duration::from_secs(30)),
+            handshake_for: conn::Timeouts::from_settings(settings)
+                .header
+                .or(super::io_timeout(timeout))
+                .unwrap_or(Duration::from_secs(30)),
             max_conns: settings.get("worker_connections").as_int().max(1) as usize,
             workers: settings.workers().max(1),
         }

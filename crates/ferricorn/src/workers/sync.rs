@@ -169,6 +169,9 @@ fn handle(
 ) {
     let stream = Arc::new(stream);
     let dups_before = crate::wsgi::extras::dups_made();
+    if !conn::handshake(py, &stream, peer, policy.timeouts) {
+        return; // dropped: closed
+    }
     http.reset();
     let mut peer = peer.clone();
     let proxied = match &policy.proxy {

@@ -523,6 +523,13 @@ fn set_addresses<'py>(
         env.set_item(intern!(py, "PROXY_ADDR"), proxied.addr.as_str())?;
         env.set_item(intern!(py, "PROXY_PORT"), proxied.port.to_string())?;
     }
+    if let Some(cert) = &req.peer_cert {
+        env.set_item(intern!(py, "ferricorn.peercert"), cert.pem.as_str())?;
+        env.set_item(
+            intern!(py, "ferricorn.peercert_subject"),
+            cert.subject.as_str(),
+        )?;
+    }
     match addresses.server {
         Some((name, port)) => {
             set_unless(
