@@ -82,8 +82,8 @@ def run_cli(tmp_path, *args, timeout=60):
 CONF_MANY = """
 dirty_workers = 2
 logger_class = "my.Logger"
-keyfile = "key.pem"
-certfile = "cert.pem"
+protocol = "uwsgi"
+uwsgi_allow_ips = "10.0.0.1"
 worker_class = "gevent"
 """
 
@@ -97,16 +97,16 @@ def test_every_refusal_in_one_start(tmp_path, check):
     lines = out.stderr.strip().splitlines()
     assert all(line.startswith("Error: ") for line in lines), lines
     text = out.stderr
-    for name in ("dirty_workers (--dirty-workers)", "logger_class (--logger-class)", "keyfile (--keyfile)", "certfile (--certfile)"):
+    for name in ("dirty_workers (--dirty-workers)", "logger_class (--logger-class)", "protocol (--protocol)", "uwsgi_allow_ips (--uwsgi-allow-from)"):
         assert ("Setting %s is not supported" % name) in text, text
     assert 'Worker class "gevent"' in text and "-k gthread" in text
-    assert "terminate TLS" in text and "logconfig_dict" in text
+    assert "only HTTP is spoken" in text and "logconfig_dict" in text
     assert lines[-1] == "Error: ferricorn cannot run this configuration (5 reasons); see docs/migrating.md#settings-ferricorn-refuses"
     assert len(lines) == 6
     # Every refused setting named in a line is also in docs/migrating.md.
     doc = (APPS.parent.parent / "docs" / "migrating.md").read_text()
     assert "## Settings ferricorn refuses" in doc
-    for name in ("dirty_workers", "logger_class", "keyfile", "certfile", "gevent"):
+    for name in ("dirty_workers", "logger_class", "protocol", "uwsgi_allow_ips", "gevent"):
         assert "`%s`" % name in doc
 
 

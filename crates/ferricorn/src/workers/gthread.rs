@@ -429,23 +429,6 @@ impl Poller<'_> {
             self.deadlines.pop();
             if self.idle.get(&t).is_some_and(|i| i.deadline == d) {
                 if let Some(i) = self.idle.remove(&t) {
-                    // A TLS handshake goes on here, without waiting for the
-                    // client; a thread takes the connection once it is
-                    // done and a request is readable.
-                    if i.conn.stream.handshaking() {
-                        match conn::handshake_step(&i.conn.stream, &i.conn.peer) {
-                            Some(true) if i.conn.stream.has_buffered() => {}
-                            Some(_) => {
-                                self.idle.insert(t, i);
-                                continue;
-                            }
-                            None => {
-                                let _ = i.conn.stream.deregister(self.poll.registry());
-                                self.active -= 1;
-                                continue;
-                            }
-                        }
-                    }
                     let _ = i.conn.stream.deregister(self.poll.registry());
                     self.active -= 1;
                 }
