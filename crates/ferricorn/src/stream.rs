@@ -409,7 +409,7 @@ impl io::Write for &Stream {
 #[cfg(test)]
 mod tests {
     use super::Stream;
-    use std::io::{Read, Write};
+    use std::io::{self, Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
@@ -488,5 +488,141 @@ mod tests {
         let mut got = [0u8; 7];
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"via dup");
+    }
+
+    // --- the TLS variant ---------------------------------------------
+
+    /// A self-signed certificate (and its key) for `localhost`, valid for a century.
+    const PEM: &str = include_str!("../testdata/tls-server.pem");
+
+    fn tls_pair(
+        alpn: &[&[u8]],
+    ) -> (
+        Stream,
+        rustls::StreamOwned<rustls::ClientConnection, UnixStream>,
+    ) {
+        use rustls_pki_types::pem::PemObject;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.pem");
+        std::fs::write(&path, PEM).unwrap();
+        let server = crate::tls::build(&crate::tls::Files {
+            certfile: Some(path.display().to_string()),
+            suppress_ragged_eofs: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(PEM.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let (a, b) = UnixStream::pair().expect("pair");
+        b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let s = Stream::from(a).secured(server);
+        s.set_timeouts(Some(Duration::from_secs(10))).unwrap();
+        (s, rustls::StreamOwned::new(client, b))
+    }
+
+    /// Run the client side in a thread while the server side handshakes.
+    fn handshake(
+        s: &Stream,
+        mut client: rustls::StreamOwned<rustls::ClientConnection, UnixStream>,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, UnixStream> {
+        let t = std::thread::spawn(move || {
+            while client.conn.is_handshaking() {
+                client.conn.complete_io(&mut client.sock).unwrap();
+            }
+            client
+        });
+        assert!(s.handshaking());
+        s.handshake(Some(Duration::from_secs(10))).unwrap();
+        assert!(!s.handshaking());
+        t.join().unwrap()
+    }
+
+    #[test]
+    fn tls_reads_decrypt_and_writes_encrypt() {
+        let (s, client) = tls_pair(&[b"h2", b"http/1.1"]);
+        assert!(s.is_tls() && !s.can_sendfile());
+        let mut client = handshake(&s, client);
+        assert_eq!(client.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        client.flush().unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(s.read_append(&mut buf, 4).unwrap(), 4);
+        // The rest of the record is held in the stream, not the kernel.
+        assert!(s.has_buffered());
+        assert!(s.wait_readable(Duration::ZERO).unwrap());
+        let mut rest = [0u8; 64];
+        let n = s.read_nowait(&mut rest).unwrap();
+        assert_eq!([&buf[..], &rest[..n]].concat(), b"GET / HTTP/1.1\r\n\r\n");
+        assert!(!s.has_buffered());
+        assert_eq!(
+            s.read_nowait(&mut rest).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        (&s).write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+        assert_eq!(s.send_nowait(b"\r\n").unwrap(), 2);
+        let mut got = [0u8; 19];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"HTTP/1.1 200 OK\r\n\r\n");
+        // close_notify, then EOF on both sides.
+        s.shutdown_write();
+        assert_eq!(client.read(&mut got).unwrap(), 0);
+        client.conn.send_close_notify();
+        client.flush().unwrap();
+        drop(client);
+        assert_eq!(s.read_append(&mut buf, 8).unwrap(), 0);
+        assert!(s.dup_socket().is_err());
+    }
+
+    #[test]
+    fn tls_send_nowait_on_a_full_socket_leaves_the_rest_to_the_next_write() {
+        let (s, client) = tls_pair(&[]);
+        let mut client = handshake(&s, client);
+        let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let n = s.send_nowait(&big).unwrap();
+        assert!(n < big.len(), "took {n}");
+        let want = big.len();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; want];
+            client.read_exact(&mut got).unwrap();
+            got
+        });
+        (&s).write_all(&big[n..]).unwrap();
+        assert_eq!(reader.join().unwrap(), big);
+    }
+
+    #[test]
+    fn tls_client_offering_only_other_protocols_is_served_without_alpn() {
+        let (s, client) = tls_pair(&[b"h2"]);
+        let client = handshake(&s, client);
+        assert_eq!(client.conn.alpn_protocol(), None);
+    }
+
+    #[test]
+    fn tls_plain_http_fails_the_handshake() {
+        let (s, client) = tls_pair(&[]);
+        let mut raw = client.sock;
+        raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let err = s.handshake(Some(Duration::from_secs(5))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[test]
+    fn tls_silent_client_times_out() {
+        let (s, _client) = tls_pair(&[]);
+        let err = s.handshake(Some(Duration::from_millis(50))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -941,6 +941,21 @@ mod tests {
     }
 
     #[test]
+    fn subject_reads_last_rdn_first() {
+        let pem = include_str!("../testdata/tls-server.pem");
+        let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let c = PeerCert::from_der(&der);
+        assert_eq!(c.subject, "O=ferricorn tests,CN=localhost");
+        assert_eq!(
+            CertificateDer::from_pem_slice(c.pem.as_bytes()).unwrap(),
+            der
+        );
+    }
+
+    #[test]
     fn oids_read_as_dotted_text() {
         assert_eq!(
             oid_text(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
