@@ -174,6 +174,8 @@ pub fn build(f: &Files) -> Result<Option<Arc<Server>>, String> {
         }
         e => format!("certfile {certfile}: unusable certificate or key: {e}"),
     })?;
+    // The server's order (strongest first), as testssl.sh asks.
+    config.ignore_client_order = true;
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     let no_alpn = Arc::new(config.clone());
