@@ -42,6 +42,17 @@ def pki(tmp_path_factory):
     stranger = other.issue_cert("stranger@example.com", common_name="stranger")
     stranger.private_key_and_cert_chain_pem.write_to_path(str(d / "stranger.pem"))
     other.cert_pem.write_to_path(str(d / "other-ca.pem"))
+    # What clients must refuse, and an RSA key (the rest are ECDSA).
+    import datetime
+
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    ca.issue_cert("127.0.0.1", not_before=past, not_after=past + datetime.timedelta(days=30)) \
+        .private_key_and_cert_chain_pem.write_to_path(str(d / "expired.pem"))
+    ca.issue_cert("example.com").private_key_and_cert_chain_pem.write_to_path(str(d / "wronghost.pem"))
+    rsa = trustme.CA(key_type=trustme.KeyType.RSA)
+    rsa.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA).private_key_and_cert_chain_pem.write_to_path(
+        str(d / "rsa.pem"))
+    rsa.cert_pem.write_to_path(str(d / "rsa-ca.pem"))
     # The same name from the other CA: for rotation.
     other.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(d / "server2.pem"))
     return d
@@ -382,3 +393,17 @@ def test_a_gunicorn_tls_config_works_unchanged(start_server, pki, tmp_path):
     assert fetch(conn(srv, pki), "GET", "/")[2] == b"Hello, world!"
     out = s_client(srv.port, "-tls1_2", "-cipher", "ECDHE-RSA-AES256-SHA384")
     assert b"Hello, world!" not in out.stdout  # a CBC suite: not offered
+
+
+@worker_classes()
+def test_client_side_checks_and_an_rsa_certificate(start_server, pki, worker):
+    for pem, why in (("expired.pem", "certificate has expired"), ("wronghost.pem", "mismatch")):
+        srv = start_server(*worker_args(worker), "--certfile", str(pki / pem), "-b", "127.0.0.1:0", "tls_app:app")
+        with pytest.raises(ssl.SSLCertVerificationError, match=why):
+            fetch(conn(srv, pki), "GET", "/")
+        srv.stop()
+    srv = start_server(*worker_args(worker), "--certfile", str(pki / "rsa.pem"), "-b", "127.0.0.1:0", "tls_app:app")
+    c = http.client.HTTPSConnection("127.0.0.1", srv.port, context=client_ctx(pki, cas=("rsa-ca.pem",)), timeout=10)
+    assert fetch(c, "GET", "/")[2] == b"Hello, world!"
+    out = s_client(srv.port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256", "-CAfile", str(pki / "rsa-ca.pem"))
+    assert b"ECDHE-RSA-AES128-GCM-SHA256" in out.stdout and b"Hello, world!" in out.stdout, out

@@ -226,41 +226,42 @@ fn read_key(setting: &str, path: &str) -> Result<PrivateKeyDer<'static>, String>
 // --- ciphers -------------------------------------------------------------
 
 /// The TLS 1.2 suites rustls offers, by OpenSSL name, with the OpenSSL
-/// cipher-string words that select each.
-fn tls12_suites() -> Vec<(SupportedCipherSuite, &'static str, &'static [&'static str])> {
+/// cipher-string words that select each (beyond [`TLS12_COMMON`]).
+fn tls12_suites() -> Vec<(SupportedCipherSuite, String, Vec<&'static str>)> {
     use rustls::crypto::ring::cipher_suite as cs;
-    vec![
+    let by_auth = [
         (
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            "ECDHE-ECDSA-AES256-GCM-SHA384",
-            &["aECDSA", "ECDSA", "AESGCM", "AES", "AES256", "SHA384"],
+            ["ECDSA", "aECDSA"],
+            [
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            ],
         ),
         (
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-            &["aECDSA", "ECDSA", "AESGCM", "AES", "AES128", "SHA256"],
+            ["RSA", "aRSA"],
+            [
+                cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ],
         ),
-        (
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            "ECDHE-ECDSA-CHACHA20-POLY1305",
-            &["aECDSA", "ECDSA", "CHACHA20", "SHA256"],
-        ),
-        (
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            &["aRSA", "RSA", "AESGCM", "AES", "AES256", "SHA384"],
-        ),
-        (
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            "ECDHE-RSA-AES128-GCM-SHA256",
-            &["aRSA", "RSA", "AESGCM", "AES", "AES128", "SHA256"],
-        ),
-        (
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            "ECDHE-RSA-CHACHA20-POLY1305",
-            &["aRSA", "RSA", "CHACHA20", "SHA256"],
-        ),
-    ]
+    ];
+    // In the order of each row above.
+    let ciphers: [(&str, &[&'static str]); 3] = [
+        ("AES256-GCM-SHA384", &["AESGCM", "AES", "AES256", "SHA384"]),
+        ("AES128-GCM-SHA256", &["AESGCM", "AES", "AES128", "SHA256"]),
+        ("CHACHA20-POLY1305", &["CHACHA20", "SHA256"]),
+    ];
+    let mut out = Vec::new();
+    for (auth, suites) in by_auth {
+        for (suite, (enc, words)) in suites.into_iter().zip(ciphers) {
+            let mut words = words.to_vec();
+            words.extend(auth);
+            out.push((suite, format!("ECDHE-{}-{enc}", auth[0]), words));
+        }
+    }
+    out
 }
 
 /// Words every TLS 1.2 suite of [`tls12_suites`] answers to.
@@ -290,7 +291,7 @@ pub fn suites(ciphers: Option<&str>) -> Result<Vec<SupportedCipherSuite>, String
     let matches = |i: usize, word: &str| {
         let (_, name, tags) = &table[i];
         word.split('+')
-            .all(|w| w == *name || tags.contains(&w) || TLS12_COMMON.contains(&w))
+            .all(|w| w == name.as_str() || tags.contains(&w) || TLS12_COMMON.contains(&w))
     };
     let mut chosen = vec![false; table.len()];
     let mut killed = vec![false; table.len()];
@@ -326,7 +327,7 @@ pub fn suites(ciphers: Option<&str>) -> Result<Vec<SupportedCipherSuite>, String
         .map(|i| table[i].0)
         .collect();
     if picked.is_empty() {
-        let names: Vec<&str> = table.iter().map(|t| t.1).collect();
+        let names: Vec<&str> = table.iter().map(|t| t.1.as_str()).collect();
         return Err(format!(
             "ciphers {text:?} selects no TLS 1.2 suite ferricorn offers; those are {} (TLS 1.3's TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384 and TLS_CHACHA20_POLY1305_SHA256 are always on)",
             names.join(":")
@@ -401,6 +402,15 @@ impl Write for Sock<'_> {
             flags |= MsgFlags::MSG_DONTWAIT;
         }
         send(self.fd.as_raw_fd(), buf, flags).map_err(io::Error::from)
+    }
+    /// Every queued record in one `sendmsg` (rustls hands them all over).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        use nix::sys::socket::{MsgFlags, sendmsg};
+        let mut flags = MsgFlags::MSG_NOSIGNAL;
+        if self.nowait {
+            flags |= MsgFlags::MSG_DONTWAIT;
+        }
+        sendmsg::<()>(self.fd.as_raw_fd(), bufs, &[], flags, None).map_err(io::Error::from)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
