@@ -364,6 +364,11 @@ def test_bad_files_stop_the_start_with_one_line(pki, tmp_path):
         assert out.returncode != 0, (args, out)
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("Error: ") and why in lines[0], (args, out.stderr)
+    # --check-config checks them too.
+    out = run_cli(tmp_path, "--check-config", "--certfile", "empty.pem")
+    assert out.returncode != 0 and "certfile empty.pem: no PEM certificate in it" in out.stderr, out
+    out = run_cli(tmp_path, "--check-config", "--certfile", str(pki / "server.pem"))
+    assert (out.returncode, out.stderr) == (0, ""), out
 
 
 def test_ssl_context_hook_is_refused_naming_the_settings(tmp_path):

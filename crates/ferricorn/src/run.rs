@@ -106,6 +106,13 @@ fn print_or_check(py: Python<'_>, settings: &Settings, app_spec: &str) -> i32 {
     if settings.get("print_config").as_bool() {
         print!("{}", settings.render());
     }
+    if settings.get("check_config").as_bool() {
+        // A clean check means the server would start: its TLS files too.
+        if let Err(e) = crate::tls::load(settings) {
+            eprintln!("Error: {e}");
+            return STARTUP_ERROR;
+        }
+    }
     if let Err(code) = prepare_app_environment(py, settings) {
         return code;
     }
