@@ -16,7 +16,7 @@ PYLIBDIR := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_v
 export PYO3_PYTHON := $(abspath $(PY))
 CARGO_ENV := LD_LIBRARY_PATH=$(PYLIBDIR)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}
 
-.PHONY: build run test lint rust-test pytest bench clean wheel test-install deploy-deps
+.PHONY: build run test lint rust-test pytest bench clean wheel test-install deploy-deps tls-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ $(VENV)/.test-deps: tests/requirements.txt | $(PY)
 	$(PY) -m pip install -q -r tests/requirements.txt
 	touch $@
 
-pytest: $(VENV)/.test-deps
+pytest: $(VENV)/.test-deps tls-tools
 	$(PY) -m pytest -q tests
 
 test: build lint rust-test pytest
@@ -76,6 +76,19 @@ wheel: $(VENV)/.ziglang
 	$(WHEEL_ENV) $(VENV)/bin/maturin build --release --zig --compatibility manylinux2014 $(WHEEL_FLAGS) --out $(DIST)
 	$(VENV)/bin/maturin sdist --out $(DIST)
 	@ls -1 $(DIST)
+
+# curl and openssl (s_client) for tests/test_tls.py: installed from Debian
+# only when one is missing.
+tls-tools:
+	@missing=""; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+		echo "tls-tools: apt-get install$$missing"; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 # nginx, systemd-socket-activate and wrk for tests/test_deploy.py: installed
 # from Debian only when one is missing (root, or sudo without a password).

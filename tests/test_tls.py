@@ -120,12 +120,15 @@ def test_alpn_offers_http11_and_serves_a_client_that_offers_only_h2(srv, pki):
         assert parse_response(data)[2] == b"Hello, world!"
 
 
-def read_all(s):
+def read_all(s, clean_end=False):
+    """What `s` receives until the end; `clean_end`: fail unless it ends
+    with close_notify (not a truncation)."""
     chunks = []
     while True:
         try:
             chunk = s.recv(65536)
         except (ssl.SSLEOFError, ConnectionResetError):
+            assert not clean_end, "no close_notify"
             break
         if not chunk:
             break
@@ -141,9 +144,9 @@ def test_keep_alive_and_pipelining(srv, pki):
     c.close()
     # Two requests in one write: both answered, in order.
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw:
-        with client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        with client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False) as s:
             s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = read_all(s)
+            data = read_all(s, clean_end=True)
     if srv.worker == "sync":
         assert data.count(b"HTTP/1.1 200") == 1  # sync closes after one
     else:

@@ -44,6 +44,14 @@ struct Tls {
     session: crate::tls::Session,
 }
 
+impl Drop for Tls {
+    /// A TLS connection ends with `close_notify` (without waiting; once),
+    /// so that clients see a clean end rather than a truncation.
+    fn drop(&mut self) {
+        self.session.close_notify(self.sock.fd());
+    }
+}
+
 impl From<TcpStream> for Stream {
     fn from(s: TcpStream) -> Self {
         Stream {

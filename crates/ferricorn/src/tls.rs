@@ -657,7 +657,8 @@ impl Session {
         Ok(done)
     }
 
-    /// Send `close_notify` (best effort, without waiting).
+    /// Send `close_notify` (best effort, without waiting; a second call
+    /// sends nothing).
     pub fn close_notify(&self, fd: BorrowedFd<'_>) {
         let mut st = self.lock();
         if let Phase::Open(c) = &mut st.phase {
