@@ -340,14 +340,20 @@ pub fn suites(ciphers: Option<&str>) -> Result<Vec<SupportedCipherSuite>, String
 
 // --- one connection ------------------------------------------------------
 
-/// One connection's TLS session: the rustls state, the plaintext it holds
-/// for the reader, and the raw read buffer.
+/// One connection's TLS session: the rustls state and the plaintext it
+/// holds for the reader.
 pub struct Session {
     server: Arc<Server>,
     state: Mutex<State>,
     /// Readers take this across their socket read and its decryption, so
     /// that records are fed in the order they came.
-    reading: Mutex<Vec<u8>>,
+    reading: Mutex<()>,
+}
+
+thread_local! {
+    /// Where a socket read lands before it is decrypted: one per thread,
+    /// not one per connection (idle keep-alive connections hold none).
+    static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 enum Phase {
@@ -439,7 +445,7 @@ impl Session {
                 maybe_more: false,
                 credit: 0,
             }),
-            reading: Mutex::new(Vec::new()),
+            reading: Mutex::new(()),
         }
     }
 
@@ -494,19 +500,21 @@ impl Session {
     /// Read the socket once (waiting as the socket does unless `nowait`)
     /// and decrypt what came. `Ok(0)`: the peer closed its side.
     fn fill(&self, fd: BorrowedFd<'_>, nowait: bool) -> io::Result<usize> {
-        let mut raw = self.reading.lock().unwrap_or_else(|e| e.into_inner());
-        raw.resize(RAW_CHUNK, 0);
-        let n = recv(fd, &mut raw, nowait)?;
-        let mut st = self.lock();
-        st.maybe_more = n == raw.len();
-        if n == 0 {
-            if st.eof.is_none() {
-                st.eof = Some(false);
+        let _reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        RAW.with_borrow_mut(|raw| {
+            raw.resize(RAW_CHUNK, 0);
+            let n = recv(fd, raw, nowait)?;
+            let mut st = self.lock();
+            st.maybe_more = n == raw.len();
+            if n == 0 {
+                if st.eof.is_none() {
+                    st.eof = Some(false);
+                }
+                return Ok(0);
             }
-            return Ok(0);
-        }
-        st.feed(fd, &raw[..n], &self.server)?;
-        Ok(n)
+            st.feed(fd, &raw[..n], &self.server)?;
+            Ok(n)
+        })
     }
 
     /// Plaintext held for the reader that the kernel no longer reports,
@@ -547,8 +555,13 @@ impl Session {
                     let n = take(&st.plain[st.pos..]);
                     st.pos += n;
                     if st.pos == st.plain.len() {
-                        st.plain.clear();
                         st.pos = 0;
+                        if st.plain.capacity() > 16 * 1024 {
+                            // A large body went through: an idle connection keeps no buffer.
+                            st.plain = Vec::new();
+                        } else {
+                            st.plain.clear();
+                        }
                     }
                     return Ok(n);
                 }
