@@ -77,18 +77,24 @@ wheel: $(VENV)/.ziglang
 	$(VENV)/bin/maturin sdist --out $(DIST)
 	@ls -1 $(DIST)
 
+# The end of a recipe line that lists missing Debian packages in $$missing:
+# install them (root, or sudo without a password) when there are any.
+define apt_missing
+if [ -n "$$missing" ]; then \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	echo "$@: apt-get install$$missing"; \
+	$$sudo apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+fi
+endef
+
 # curl and openssl (s_client) for tests/test_tls.py: installed from Debian
 # only when one is missing.
 tls-tools:
 	@missing=""; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
-	if [ -n "$$missing" ]; then \
-		sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
-		echo "tls-tools: apt-get install$$missing"; \
-		$$sudo apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	$(apt_missing)
 
 # nginx, systemd-socket-activate and wrk for tests/test_deploy.py: installed
 # from Debian only when one is missing (root, or sudo without a password).
@@ -97,12 +103,7 @@ deploy-deps:
 	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
 	command -v systemd-socket-activate >/dev/null || missing="$$missing systemd"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
-	if [ -n "$$missing" ]; then \
-		sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
-		echo "deploy-deps: apt-get install$$missing"; \
-		$$sudo apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	$(apt_missing)
 
 test-install: wheel deploy-deps $(VENV)/.test-deps
 	FERRICORN_DIST=$(abspath $(DIST)) FERRICORN_INSTALL_PYTHONS="$(WHEEL_PYTHONS)" \
