@@ -26,7 +26,7 @@ import os
 
 bind = "127.0.0.1:" + os.getenv("SHOP_PORT", "0")
 worker_class = "shop.workers.TunedWorker"
-keyfile = "shop.key"
+protocol = "uwsgi"
 preload_app = True
 
 
@@ -52,7 +52,7 @@ def test_project_worker_subclass_refused_for_what_it_inherits(tmp_path, server, 
     assert out.returncode == 2, out
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 3, lines
-    assert lines[0].startswith("Error: Setting keyfile (--keyfile) is not supported"), lines
+    assert lines[0].startswith("Error: Setting protocol (--protocol) is not supported"), lines
     want = 'Error: Worker class "shop.workers.TunedWorker" (worker_class) (a subclass of %s.workers.Worker) is not available: ' % server
     assert lines[1].startswith(want), lines
     assert kind in lines[1], lines
