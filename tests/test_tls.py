@@ -7,6 +7,7 @@ s_client."""
 import hashlib
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -336,8 +337,6 @@ def test_hup_rotates_the_certificate_with_no_request_lost(start_server, pki, tmp
 
 
 def run_cli(tmp_path, *args):
-    import os
-
     env = dict(os.environ, PYTHONPATH=str(APPS))
     return subprocess.run([PYTHON, "-m", "ferricorn", "-b", "127.0.0.1:0", *args, "basic:app"], capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=60)
@@ -415,3 +414,19 @@ def test_client_side_checks_and_an_rsa_certificate(start_server, pki, worker):
     assert fetch(c, "GET", "/")[2] == b"Hello, world!"
     out = s_client(srv.port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256", "-CAfile", str(pki / "rsa-ca.pem"))
     assert b"ECDHE-RSA-AES128-GCM-SHA256" in out.stdout and b"Hello, world!" in out.stdout, out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_files_only_root_can_read_serve_workers_that_run_as_nobody(start_server, pki, tmp_path):
+    # pytest's tmp_path is root-only: a worker running as nobody could not open the key there.
+    secret = tmp_path / "secret.pem"
+    shutil.copy(pki / "server.pem", secret)
+    secret.chmod(0o600)
+    srv = start_server("-b", "127.0.0.1:0", "--certfile", str(secret), "--user", "nobody", "--group", "nogroup",
+                       "--preload", "tls_app:app")
+    assert fetch(conn(srv, pki), "GET", "/")[2] == b"Hello, world!"
+    mark = len(srv.lines)
+    srv.signal(signal.SIGHUP)  # re-read by the master, as root
+    srv.wait_for(r"Booting worker with pid", start=mark)
+    assert srv.count(r"Reload failed") == 0
+    assert fetch(conn(srv, pki), "GET", "/")[2] == b"Hello, world!"
