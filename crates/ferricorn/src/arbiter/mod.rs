@@ -111,6 +111,10 @@ struct Worker {
     ready: bool,
     /// Marked for replacement: not counted toward capacity, still serving.
     replace: bool,
+    /// Replaced ahead of its request budget (`SlotState::ReplaceAhead`):
+    /// its replacement boots meanwhile, and it gets `TERM` only once it
+    /// says its budget is spent.
+    hold: bool,
     /// `TERM` sent on purpose: on its way out.
     retiring: bool,
 }
@@ -268,6 +272,7 @@ impl Arbiter {
                 aborted: None,
                 ready: false,
                 replace: false,
+                hold: false,
                 retiring: false,
             },
         );
@@ -480,6 +485,7 @@ impl Arbiter {
         for w in self.workers.values_mut() {
             if !w.retiring {
                 w.replace = true;
+                w.hold = false;
             }
         }
         out.extend(self.manage());
@@ -547,8 +553,17 @@ impl Arbiter {
                 if p.state.booted() {
                     w.ready = true;
                 }
-                if p.state.wants_retirement() && !w.replace && !w.retiring {
+                if p.state == SlotState::ReplaceAhead && !w.replace && !w.retiring {
                     w.replace = true;
+                    w.hold = true;
+                    out.push(log(
+                        Level::Info,
+                        format!("Starting a replacement for worker (pid:{pid}): max requests near"),
+                    ));
+                }
+                if p.state.wants_retirement() && (!w.replace || w.hold) && !w.retiring {
+                    w.replace = true;
+                    w.hold = false;
                     let why = match p.state {
                         SlotState::RetireMemory => "memory limit exceeded",
                         _ => "max requests reached",
@@ -657,7 +672,7 @@ impl Arbiter {
         let mut marked: Vec<(u64, i32)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.replace && !w.retiring)
+            .filter(|(_, w)| w.replace && !w.hold && !w.retiring)
             .map(|(p, w)| (w.age, *p))
             .collect();
         marked.sort_unstable();
@@ -1050,6 +1065,36 @@ mod tests {
         assert!(kills(&a.on_tick(40, &probe)).is_empty());
         assert_eq!(spawns(&a.on_exit(100, ExitStatus::Code(0), 50)), 0);
         assert_eq!(a.worker_pids(), vec![101, new[0]]);
+    }
+
+    #[test]
+    fn a_replacement_started_ahead_waits_for_the_spent_budget() {
+        let mut a = running(1);
+        a.on_tick(0, &ready_at(0));
+        let state_of = |old: SlotState| {
+            move |slot: usize| Probe {
+                last_beat: 0,
+                state: if slot == 0 { old } else { SlotState::Ready },
+            }
+        };
+        // Close to its budget: a replacement is spawned, nobody killed.
+        let acts = a.on_tick(10, &state_of(SlotState::ReplaceAhead));
+        assert_eq!(spawns(&acts), 1);
+        assert!(kills(&acts).is_empty());
+        assert!(logs(&acts).iter().any(|l| l.contains("max requests near")));
+        fork_all(&mut a, acts, 300);
+        // The replacement booted, the old worker still has budget: held.
+        let acts = a.on_tick(20, &state_of(SlotState::ReplaceAhead));
+        assert!(kills(&acts).is_empty() && spawns(&acts) == 0);
+        // Spent: TERM at once (the replacement is ready), no new spawn.
+        let acts = a.on_tick(30, &state_of(SlotState::RetireMaxRequests));
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGTERM)]);
+        assert_eq!(spawns(&acts), 0);
+        assert!(
+            logs(&acts)
+                .iter()
+                .any(|l| l.contains("Replacing worker (pid:100): max requests reached"))
+        );
     }
 
     #[test]

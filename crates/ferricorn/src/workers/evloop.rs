@@ -54,8 +54,9 @@
 //!   and answer what comes on them with `Connection: close`, give partial
 //!   heads their header timeout (within `--graceful-timeout`);
 //!   QUIT/INT: leave now. Once `--max-requests` is reached (replacement asked
-//!   for) responses also carry `Connection: close`, so clients reconnect to
-//!   whichever worker accepts, and the master's TERM finds nothing to cut.
+//!   for) the worker accepts no more and responses carry
+//!   `Connection: close`, so clients reconnect to whichever worker accepts,
+//!   and the master's TERM finds nothing to cut.
 //!
 //! gunicorn counterpart: none (gunicorn's nearest is its gevent/eventlet
 //! workers); the lifecycle follows `workers/base.py` like the others.
@@ -372,11 +373,13 @@ impl Loop<'_> {
     /// A new connection's request often came with it, so it gets a turn at
     /// once.
     fn accept(&mut self, py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>) {
+        self.listening
+            .pause_if_retiring(worker, self.poll.registry());
         let accepting = self.listening.accepting();
         for (li, l) in self.listening.listeners().iter().enumerate() {
             if self.conns.len >= self.max_conns
                 || !self.listening.waiting(li)
-                || (accepting && !worker.alive())
+                || (accepting && !worker.takes_new())
             {
                 continue;
             }
@@ -388,7 +391,7 @@ impl Loop<'_> {
             while budget > 0
                 && self.conns.len < self.max_conns
                 && self.listening.waiting(li)
-                && (!accepting || worker.alive())
+                && (!accepting || worker.takes_new())
             {
                 budget -= 1;
                 if let Some((stream, peer)) = self.listening.accept(li) {

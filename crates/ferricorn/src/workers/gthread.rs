@@ -19,9 +19,10 @@
 //!   one meanwhile (with `Connection: close`), then joins the threads;
 //!   past `--graceful-timeout` it exits without them; QUIT/INT exit at once;
 //! - at `--max-requests` (or above `--max-worker-memory`) the worker does
-//!   not stop by itself: it marks its slot for retirement and keeps serving,
-//!   with `Connection: close` so that its keep-alive clients move to another
-//!   worker, until the master, once the replacement has booted, sends `TERM`.
+//!   not stop by itself: it marks its slot for retirement, accepts no more,
+//!   and answers what comes on the connections it has with
+//!   `Connection: close` (so those clients move to another worker), until
+//!   the master, once the replacement has booted, sends `TERM`.
 //!
 //! gunicorn counterpart: `workers/gthread.py` (`ThreadWorker`).
 
@@ -522,10 +523,12 @@ impl Poller<'_> {
             pipe_ready = p.wait(drain)?;
             let served = p.take_back();
             if served > 0 {
-                // At --max-requests / --max-worker-memory this asks the master
-                // for a replacement; we keep serving until its TERM.
+                // At --max-requests / --max-worker-memory the worker
+                // retires: no new connection, and its kept ones close
+                // after their current request, until the master's TERM.
                 worker.requests_done(served);
             }
+            p.listening.pause_if_retiring(worker, p.poll.registry());
             p.accept();
             p.expire();
         }
