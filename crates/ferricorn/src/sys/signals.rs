@@ -210,6 +210,13 @@ pub fn set_current_request_parts(parts: &[&[u8]]) {
     entry.len.store(n, Ordering::SeqCst);
 }
 
+/// Whether the calling thread is serving a request (between the
+/// `set_current_request` that names it and the one that clears it: the
+/// request hooks, the app call, its response).
+pub fn serving_here() -> bool {
+    my_entry().is_some_and(|e| e.len.load(Ordering::SeqCst) > 0)
+}
+
 /// What the request table knows of thread `ident`: its Rust name (if any)
 /// and the request line it is serving (if any).
 pub fn current_request(ident: u64) -> (Option<String>, Option<String>) {
@@ -246,7 +253,9 @@ extern "C" fn on_abort(sig: libc::c_int) {
 /// code notices and calls `PyErr_CheckSignals`) and trips Python's flag, so
 /// the main thread runs the Python handler at its next bytecode boundary.
 /// A worker's `ABRT` after a timeout goes this way: the handler logs the
-/// stacks, then exits 1 (gunicorn's `handle_abort`).
+/// stacks, then exits 1 (gunicorn's `handle_abort`); so do a sync or
+/// evloop worker's `QUIT` and `INT`, whose handler interrupts the app
+/// call (`workers::quick_stop`).
 pub fn via_python(sig: Signal) -> nix::Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_abort),

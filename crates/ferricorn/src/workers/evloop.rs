@@ -244,7 +244,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut signalled = true;
     loop {
         worker.notify();
-        if std::mem::take(&mut signalled) && worker.handle_signals() {
+        if (std::mem::take(&mut signalled) && worker.handle_signals()) || worker.quitting() {
             return Ok(()); // QUIT/INT: leave now, connections and all.
         }
         lp.stop_if_stopping(py, &mut ctx, worker);
@@ -258,6 +258,11 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         }
         signalled = lp.wait(py, drain)?;
         lp.serve_ready(py, &mut ctx, worker);
+        if worker.quitting() {
+            // QUIT/INT interrupted an app call: its answer goes, then we do.
+            lp.send_held(py);
+            return Ok(());
+        }
         lp.accept(py, &mut ctx, worker);
         lp.send_held(py);
         lp.sweep(py, worker);
@@ -360,6 +365,9 @@ impl Loop<'_> {
         let todo = std::mem::take(&mut self.todo);
         let last = todo.len().saturating_sub(1);
         for (n, &i) in todo.iter().enumerate() {
+            if worker.quitting() {
+                break;
+            }
             self.give_turn(py, ctx, worker, i, n < last, |_, t| t);
             if !self.held.is_empty() && self.held_since.elapsed() >= HOLD {
                 self.send_held(py);

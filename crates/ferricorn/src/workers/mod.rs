@@ -293,6 +293,12 @@ impl Worker<'_> {
         }
     }
 
+    /// QUIT/INT taken (by the loop or by the handler that interrupted the
+    /// app, `quick_stop`): leave now.
+    pub fn quitting(&self) -> bool {
+        lifecycle::phase() == Phase::Quitting
+    }
+
     /// Taking new connections and new requests: `Running` (not retiring,
     /// not stopping).
     pub fn takes_new(&self) -> bool {
@@ -444,6 +450,49 @@ pub(crate) fn worker_int() {
     });
 }
 
+/// `QUIT`/`INT` in a worker whose app runs on its main thread (sync,
+/// evloop): a Python-level handler, run by CPython in the main thread at its
+/// next bytecode boundary (a `time.sleep` or a blocking call in the app is
+/// interrupted: the signal has no `SA_RESTART`), moves the worker to
+/// `Quitting`, runs `worker_int` (once), and, when the main thread is
+/// serving a request, raises `SystemExit` in the app, as gunicorn's
+/// `handle_quit` does: the request fails (a 500 where nothing was sent,
+/// with `Connection: close`) and the worker's loop, seeing `Quitting`,
+/// exits at once. Outside a request the loop takes the signal as before.
+/// gthread needs none of this: its main thread leaves at once, the app
+/// threads with it.
+pub mod quick_stop {
+    use nix::sys::signal::Signal;
+    use pyo3::prelude::*;
+
+    use crate::lifecycle::{self, Phase};
+    use crate::sys::signals;
+
+    /// Route `QUIT` and `INT` through the Python-level handler. Call in the
+    /// worker's main thread.
+    pub fn install(py: Python<'_>) -> PyResult<()> {
+        let handler = wrap_pyfunction!(on_quit, py)?;
+        let signal = py.import("signal")?;
+        for sig in [Signal::SIGQUIT, Signal::SIGINT] {
+            signal.call_method1("signal", (sig as i32, &handler))?;
+            signals::via_python(sig)
+                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    #[pyfunction]
+    fn on_quit(_signum: i32, _frame: Bound<'_, PyAny>) -> PyResult<()> {
+        if lifecycle::advance(Phase::Quitting) {
+            super::worker_int();
+        }
+        if signals::serving_here() {
+            return Err(pyo3::exceptions::PySystemExit::new_err(0));
+        }
+        Ok(())
+    }
+}
+
 /// A boot-time hook (`post_fork`, `post_worker_init`) raised: the worker
 /// failed to boot (exit 3), as in gunicorn.
 fn boot_hook(py: Python<'_>, name: &'static str) {
@@ -500,6 +549,16 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         boot_ms: crate::util::monotonic_ms().saturating_sub(forked_at),
         pace: Pace::default(),
     };
+    if class != Class::Gthread {
+        if let Err(e) = quick_stop::install(py) {
+            glogging::error!("Exception in worker process: cannot install the QUIT handler: {e}");
+            boot_failed(
+                py,
+                WORKER_BOOT_ERROR,
+                &format!("cannot install the QUIT handler: {e}"),
+            );
+        }
+    }
     setup
         .heartbeats
         .set_state(setup.slot, heartbeat::SlotState::Ready);
