@@ -92,3 +92,79 @@ def test_quick_stop_matches_gunicorn(start_server, tmp_path):
     assert parse_response(answer)[0] == 500
     assert answered < 3 and exited < 3, (answered, exited)
     assert recorded == "worker_int\n"
+
+
+@worker_classes("gthread", "evloop")
+def test_slow_clients_hold_no_thread(start_server, worker):
+    # 20 clients send part of a head and stall (slowloris) against 2 threads:
+    # a whole request still gets its answer at once, and each slow one gets
+    # its 408 within --header-timeout of its accept, however it trickles.
+    # Before (gthread): each slow head held a thread until its header
+    # timeout, so the whole request waited for ten of them in turn.
+    import socket
+
+    srv = start_server("-b", "127.0.0.1:0", "-w", "1", "--header-timeout", "3",
+                       *worker_args(worker, threads=2), "basic:app")
+    slow = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        slow.append((s, time.monotonic()))
+    started = time.monotonic()
+    status, _, _ = get(srv.port, "/", headers="Connection: close\r\n")
+    assert status == 200
+    assert time.monotonic() - started < 2, time.monotonic() - started
+    # One keeps trickling header lines: that does not extend its deadline.
+    trickler, opened = slow[0]
+    got = b""
+    while not got:
+        try:
+            trickler.sendall(b"X-Slow: 1\r\n")
+        except OSError:
+            pass
+        trickler.settimeout(0.5)
+        try:
+            got = trickler.recv(65536) or b"<closed>"
+        except socket.timeout:
+            assert time.monotonic() - opened < 8, "no answer to a slow head"
+    assert got.startswith(b"HTTP/1.1 408"), got
+    assert time.monotonic() - opened < 3 + 1.5, time.monotonic() - opened
+    for s, _ in slow[1:]:
+        s.settimeout(5)
+        assert s.recv(65536).startswith(b"HTTP/1.1 408")
+    for s, _ in slow:
+        s.close()
+
+
+def test_gthread_bounds_a_slow_body_by_the_timeout(start_server):
+    # A body trickling a byte a second, each within --timeout of the last:
+    # before, it held its thread as long as it trickled (the main thread
+    # beats, so the master never times the worker out); now the whole body
+    # must be in within --timeout of the request's start.
+    import socket
+
+    srv = start_server("-b", "127.0.0.1:0", "-w", "1", "--timeout", "3",
+                       *worker_args("gthread", threads=2), "basic:app")
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    opened = time.monotonic()
+    s.settimeout(1)
+    got = b""
+    while time.monotonic() - opened < 15:
+        try:
+            s.sendall(b"x")
+        except OSError:
+            break
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    elapsed = time.monotonic() - opened
+    s.close()
+    assert elapsed < 3 + 2, (elapsed, got)
+    assert not got.startswith(b"HTTP/1.1 200"), got

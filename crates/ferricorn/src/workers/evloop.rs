@@ -699,6 +699,7 @@ fn serve_buffered(
                     peer: &c.peer,
                     server: &ctx.servers[c.server],
                     trusted,
+                    body_within: None,
                 };
                 let kept = Some((&c.socket, &c.held));
                 let started = Instant::now();

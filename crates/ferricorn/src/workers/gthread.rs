@@ -1,7 +1,11 @@
 //! The gthread worker: `--threads N` threads call the app, while the
 //! worker's main thread runs a poller (mio) that accepts connections, holds
-//! idle keep-alive connections, and hands a connection to the pool when it
-//! becomes readable.
+//! idle keep-alive connections, reads request heads without blocking, and
+//! hands a connection to the pool only once a whole head is buffered
+//! (`h1::Conn::head_ready`): a slow client (slowloris) holds no thread, and
+//! its header deadline runs in the poller, from the accept for a new
+//! connection (`--header-timeout`, else `--timeout`), from the head's first
+//! byte on a kept one; a partial head past it gets a 408.
 //!
 //! Invariants:
 //! - the threads exist only in the worker, after fork; they block every
@@ -156,9 +160,10 @@ fn thread_main(shared: &Shared<'_>) {
                 if let Next::Close(closing) = next {
                     return Some(closing);
                 }
-                // Pipelined bytes already read (or held by the stream):
-                // serve them now, else wait in the poller.
-                if c.http.is_idle() && !c.stream.has_buffered() {
+                // A whole pipelined head already read (or bytes held by
+                // the stream): serve it now; else (nothing, or part of a
+                // head) wait in the poller.
+                if !c.http.head_ready() && !c.stream.has_buffered() {
                     return None;
                 }
             }
@@ -205,8 +210,9 @@ struct Limits {
     graceful: Duration,
     /// How long an idle keep-alive connection is kept.
     keepalive_for: Duration,
-    /// How long a fresh connection may take to send its first request.
-    first_request_for: Duration,
+    /// How long a fresh connection may take to send its first request
+    /// head, and a kept one its next head once it began.
+    header_for: Duration,
     /// `--worker-connections`.
     max_conns: usize,
     /// `--workers`: with others, new connections are taken in shares.
@@ -234,6 +240,50 @@ struct Poller<'a> {
     limits: Limits,
     /// The parser's settings, shared by every connection's HTTP/1 state.
     parser_options: Arc<Options>,
+    /// What the poller reads a head into before the connection's buffer.
+    scratch: Vec<u8>,
+}
+
+/// What reading a parked connection without blocking found.
+enum HeadRead {
+    /// A whole head (or the client's EOF, or too much): hand it to a thread.
+    Ready,
+    /// Part of a head, or nothing yet; true when its first byte came now.
+    More(bool),
+    /// The client went away with nothing to answer, or the read failed.
+    Gone,
+}
+
+/// Read what `c` has without blocking (until a short read says its socket
+/// is drained, as edge-triggered readiness needs).
+fn read_head(c: &mut Connection, scratch: &mut [u8]) -> HeadRead {
+    let mut began = false;
+    loop {
+        match c.stream.read_nowait(scratch) {
+            Ok(0) => {
+                c.http.eof();
+                break;
+            }
+            Ok(n) => {
+                began |= c.http.extend(&scratch[..n]);
+                if c.http.head_ready() {
+                    return HeadRead::Ready;
+                }
+                if n < scratch.len() && !c.stream.has_buffered() {
+                    return HeadRead::More(began);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return HeadRead::More(began),
+            Err(_) => return HeadRead::Gone,
+        }
+    }
+    // EOF: a partial head is answered by nobody (the client left).
+    if c.http.is_idle() {
+        HeadRead::Gone
+    } else {
+        HeadRead::Ready
+    }
 }
 
 impl Poller<'_> {
@@ -311,9 +361,28 @@ impl Poller<'_> {
         for ev in &self.events {
             let Token(t) = ev.token();
             if t >= CONN_BASE {
-                if let Some(i) = self.idle.remove(&t) {
-                    let _ = i.conn.stream.deregister(self.poll.registry());
-                    if self.jobs.send(i.conn).is_err() {
+                let Some(mut i) = self.idle.remove(&t) else {
+                    continue;
+                };
+                match read_head(&mut i.conn, &mut self.scratch) {
+                    HeadRead::Ready => {
+                        let _ = i.conn.stream.deregister(self.poll.registry());
+                        if self.jobs.send(i.conn).is_err() {
+                            self.active -= 1;
+                        }
+                    }
+                    HeadRead::More(began) => {
+                        // A kept connection's next head: its header
+                        // deadline starts with its first byte (a new
+                        // connection's ran from the accept).
+                        if began && i.conn.http.served() > 0 {
+                            i.deadline = Instant::now() + self.limits.header_for;
+                            self.deadlines.push(Reverse((i.deadline, t)));
+                        }
+                        self.idle.insert(t, i);
+                    }
+                    HeadRead::Gone => {
+                        let _ = i.conn.stream.deregister(self.poll.registry());
                         self.active -= 1;
                     }
                 }
@@ -336,12 +405,14 @@ impl Poller<'_> {
             match d.conn {
                 Some(c) => {
                     // Kept alive (a response begun before TERM, then
-                    // only until the stop's linger ends).
-                    let until = Instant::now() + self.limits.keepalive_for;
-                    let until = self
-                        .listening
-                        .stop()
-                        .map_or(until, |s| until.min(s.linger_until));
+                    // only until the stop's linger ends); part of a next
+                    // head already read gets its header timeout.
+                    let waits = h1::Waits {
+                        header: self.limits.header_for,
+                        keepalive: self.limits.keepalive_for,
+                    };
+                    let linger = self.listening.stop().map(|s| s.linger_until);
+                    let until = c.http.wait_until(Instant::now(), waits, linger);
                     self.park(c, until);
                 }
                 None => self.active -= 1,
@@ -361,9 +432,9 @@ impl Poller<'_> {
         let (workers, max_conns) = (self.limits.workers, self.limits.max_conns);
         // Stopping: one that stays silent goes as an idle one does.
         let first_wait = if accepting {
-            self.limits.first_request_for
+            self.limits.header_for
         } else {
-            self.limits.first_request_for.min(conn::STOP_LINGER)
+            self.limits.header_for.min(conn::STOP_LINGER)
         };
         for (i, l) in self.listening.listeners().iter().enumerate() {
             let mut budget = if accepting && workers > 1 && self.listening.waiting(i) {
@@ -403,9 +474,18 @@ impl Poller<'_> {
             }
             self.deadlines.pop();
             if self.idle.get(&t).is_some_and(|i| i.deadline == d) {
-                if let Some(i) = self.idle.remove(&t) {
+                if let Some(mut i) = self.idle.remove(&t) {
                     let _ = i.conn.stream.deregister(self.poll.registry());
                     self.active -= 1;
+                    // Part of a head came: a 408, offered without
+                    // blocking (a client that reads nothing loses it).
+                    if i.conn.http.head_timed_out().answer.is_some() {
+                        glogging::debug!(
+                            "Request head from ip={} not complete in time",
+                            i.conn.peer.addr
+                        );
+                        let _ = i.conn.stream.send_nowait(&conn::head_timeout_answer());
+                    }
                 }
             }
         }
@@ -423,7 +503,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
     // would be allocated, zeroed, at that size).
     let (job_tx, job_rx) = mpsc::channel::<Box<Connection>>();
     let (done_tx, done_rx) = mpsc::channel::<Done>();
-    let policy = conn::Policy::from_settings(setup.settings);
+    let mut policy = conn::Policy::from_settings(setup.settings);
+    // The main thread beats on while a thread reads a body: bound it here.
+    policy.timeouts.body = policy.timeouts.io;
     let shared = Shared {
         app,
         servers: setup
@@ -466,6 +548,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             done: done_rx,
             parser_options: Arc::new(app.parser_options().clone()),
             limits: Limits::from_settings(setup.settings),
+            scratch: vec![0; h1::READ_CHUNK],
         };
         p.run(worker)?;
         // Let the threads finish what is queued, then stop them.
@@ -484,7 +567,10 @@ impl Limits {
             wait: super::loop_wait(timeout),
             graceful: Duration::from_secs_f64(settings.graceful_timeout().max(0.0)),
             keepalive_for: Duration::from_secs_f64(settings.keepalive().max(0.0)),
-            first_request_for: super::io_timeout(timeout).unwrap_or(Duration::from_secs(30)),
+            header_for: conn::Timeouts::from_settings(settings)
+                .header
+                .or(super::io_timeout(timeout))
+                .unwrap_or(Duration::from_secs(30)),
             max_conns: settings.get("worker_connections").as_int().max(1) as usize,
             workers: settings.workers().max(1),
         }
