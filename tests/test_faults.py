@@ -168,3 +168,52 @@ def test_gthread_bounds_a_slow_body_by_the_timeout(start_server):
     s.close()
     assert elapsed < 3 + 2, (elapsed, got)
     assert not got.startswith(b"HTTP/1.1 200"), got
+
+
+def _background_get(port, path):
+    got = {}
+
+    def run():
+        try:
+            got["answer"] = raw_request(port, ("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                                               % path).encode(), timeout=40)
+        except OSError as e:
+            got["answer"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, got
+
+
+def test_gthread_reports_a_request_past_the_timeout_once(start_server):
+    # Its main thread beats for the worker, so the master cannot see a stuck
+    # request: the worker says so itself, once, with the thread's stack; the
+    # request goes on (the other thread serves meanwhile).
+    srv = start_server("-b", "127.0.0.1:0", "-w", "1", "--timeout", "2",
+                       *worker_args("gthread", threads=2), "basic:app")
+    t, got = _background_get(srv.port, "/sleep?5")
+    srv.wait_for(r"Request running past --timeout \(2(\.0)? s\) for 2\.\d s: GET /sleep\?5 HTTP/1\.1", timeout=8)
+    assert get(srv.port, "/", headers="Connection: close\r\n")[0] == 200
+    t.join(15)
+    assert parse_response(got["answer"])[0] == 200
+    log = srv.log()
+    assert srv.count(r"Request running past --timeout") == 1, log
+    assert "time.sleep(seconds)" in log, log
+    assert "WORKER TIMEOUT" not in log
+
+
+def test_gthread_worker_with_every_thread_stuck_is_timed_out(start_server):
+    # Every thread stuck past --timeout: the worker serves nothing, so it
+    # stops beating and the master times it out (stacks logged) and replaces
+    # it. Before: it stayed, serving nothing, for as long as the app hung.
+    srv = start_server("-b", "127.0.0.1:0", "-w", "1", "--timeout", "2",
+                       *worker_args("gthread", threads=2), "basic:app")
+    stuck = [_background_get(srv.port, "/sleep?30") for _ in range(2)]
+    started = time.monotonic()
+    srv.wait_for(r"all 2 threads run requests past --timeout", timeout=8)
+    srv.wait_for(r"WORKER TIMEOUT \(pid:\d+\)", timeout=10)
+    assert time.monotonic() - started < 9
+    srv.wait_booted(2, timeout=15)
+    assert get(srv.port, "/", headers="Connection: close\r\n")[0] == 200
+    for t, _ in stuck:
+        t.join(15)

@@ -217,6 +217,10 @@ struct Limits {
     max_conns: usize,
     /// `--workers`: with others, new connections are taken in shares.
     workers: usize,
+    /// `--timeout` (s; 0: off): a request running longer is reported.
+    timeout: f64,
+    /// `--threads`.
+    threads: usize,
 }
 
 /// The main thread's side: idle connections wait in the poller until they
@@ -242,7 +246,14 @@ struct Poller<'a> {
     parser_options: Arc<Options>,
     /// What the poller reads a head into before the connection's buffer.
     scratch: Vec<u8>,
+    /// When `watch` next looks at the requests in progress.
+    next_watch: Instant,
+    /// Every app thread runs a request past `--timeout` (`watch`).
+    stuck: bool,
 }
+
+/// How often the main thread looks for requests past `--timeout`.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 /// What reading a parked connection without blocking found.
 enum HeadRead {
@@ -549,6 +560,8 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             parser_options: Arc::new(app.parser_options().clone()),
             limits: Limits::from_settings(setup.settings),
             scratch: vec![0; h1::READ_CHUNK],
+            next_watch: Instant::now(),
+            stuck: false,
         };
         p.run(worker)?;
         // Let the threads finish what is queued, then stop them.
@@ -573,11 +586,39 @@ impl Limits {
                 .unwrap_or(Duration::from_secs(30)),
             max_conns: settings.get("worker_connections").as_int().max(1) as usize,
             workers: settings.workers().max(1),
+            timeout,
+            threads: settings.threads().max(1),
         }
     }
 }
 
 impl Poller<'_> {
+    /// Every `WATCH_EVERY`: report each request running past `--timeout`
+    /// (once, with its thread's stack: the master cannot see it, since
+    /// this thread beats for the worker); returns whether every app thread
+    /// is stuck in one.
+    fn watch(&mut self, pid: u32) -> bool {
+        let now = Instant::now();
+        if self.limits.timeout <= 0.0 || now < self.next_watch {
+            return self.stuck;
+        }
+        self.next_watch = now + WATCH_EVERY;
+        let limit_ms = (self.limits.timeout * 1000.0) as u64;
+        let (count, fresh) = super::signals::overdue(crate::util::monotonic_ms(), limit_ms);
+        if !fresh.is_empty() {
+            Python::attach(|py| super::abort::report_overdue(py, &fresh, self.limits.timeout));
+        }
+        let stuck = count >= self.limits.threads;
+        if stuck && !self.stuck {
+            glogging::warning!(
+                "Worker (pid:{pid}): all {} threads run requests past --timeout; no longer beating, so the master times it out",
+                self.limits.threads
+            );
+        }
+        self.stuck = stuck;
+        stuck
+    }
+
     /// The main thread's loop, until the worker has stopped (an immediate
     /// exit leaves from inside).
     fn run(&mut self, worker: &mut Worker<'_>) -> io::Result<()> {
@@ -586,7 +627,12 @@ impl Poller<'_> {
         // signal may have come before the loop).
         let mut pipe_ready = true;
         loop {
-            worker.notify();
+            // A worker whose every thread is stuck past --timeout serves
+            // nothing: it stops beating, and the master times it out
+            // (ABRT: every stack logged, then a replacement).
+            if !p.watch(worker.pid) {
+                worker.notify();
+            }
             if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) {
                 // QUIT/INT: stop now, in-flight requests included.
                 leave_now(worker);
