@@ -31,11 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 SERVERS = {
-    "ferricorn-sync": (["-m", "ferricorn", "-k", "sync"]),
-    "ferricorn-gthread": (["-m", "ferricorn", "-k", "gthread", "--threads", "4"]),
-    "ferricorn-evloop": (["-m", "ferricorn", "-k", "evloop"]),
-    "gunicorn-sync": (["-m", "gunicorn", "--no-control-socket", "-k", "sync"]),
-    "gunicorn-gthread": (["-m", "gunicorn", "--no-control-socket", "-k", "gthread", "--threads", "4"]),
+    "ferricorn-sync": ["-m", "ferricorn", "-k", "sync"],
+    "ferricorn-gthread": ["-m", "ferricorn", "-k", "gthread", "--threads", "4"],
+    "ferricorn-evloop": ["-m", "ferricorn", "-k", "evloop"],
+    "gunicorn-sync": ["-m", "gunicorn", "--no-control-socket", "-k", "sync"],
+    "gunicorn-gthread": ["-m", "gunicorn", "--no-control-socket", "-k", "gthread", "--threads", "4"],
 }
 
 
@@ -64,33 +64,49 @@ def rss_kb(pid):
     return 0
 
 
+def start(cmd, workers):
+    """Start `cmd` (serving bench/apps) in its own session; return it once
+    its port answers and `workers` workers run."""
+    port = int(cmd[cmd.index("-b") + 1].rsplit(":", 1)[1])
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "bench" / "apps"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if len(children(proc.pid)) >= workers:
+                return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise SystemExit("did not start: %s" % " ".join(cmd))
+        time.sleep(0.05)
+
+
+def stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def run(name, args, python, opts):
     port = free_port()
     cmd = [python] + args + ["-b", "127.0.0.1:%d" % port, "-w", str(opts.workers),
                              "--max-requests", str(opts.max_requests),
                              "--max-requests-jitter", str(opts.jitter), "leak:app"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "bench" / "apps"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+    proc = start(cmd, opts.workers)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                if len(children(proc.pid)) >= opts.workers:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("%s did not start" % name)
-            time.sleep(0.05)
         served, failures = Counter(), []
         lock = threading.Lock()
-        stop = time.monotonic() + opts.duration
+        until = time.monotonic() + opts.duration
         peak = Counter()
 
         def sample():
-            while time.monotonic() < stop:
+            while time.monotonic() < until:
                 for c in children(proc.pid):
                     peak[c] = max(peak[c], rss_kb(c))
                 time.sleep(0.02)
@@ -98,7 +114,7 @@ def run(name, args, python, opts):
         def client():
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             mine = Counter()
-            while time.monotonic() < stop:
+            while time.monotonic() < until:
                 try:
                     conn.request("GET", "/")
                     resp = conn.getresponse()
@@ -123,11 +139,7 @@ def run(name, args, python, opts):
             t.join()
         live = set(children(proc.pid))
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     retired = sorted(n for pid, n in served.items() if pid not in live)
     budget_max = opts.max_requests + opts.jitter
     return {

@@ -18,49 +18,20 @@ import argparse
 import csv
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from max_requests import SERVERS, free_port, start, stop
 
-SERVERS = {
-    "ferricorn-sync": ["-m", "ferricorn", "-k", "sync"],
-    "ferricorn-gthread": ["-m", "ferricorn", "-k", "gthread", "--threads", "4"],
-    "ferricorn-evloop": ["-m", "ferricorn", "-k", "evloop"],
-    "gunicorn-sync": ["-m", "gunicorn", "--no-control-socket", "-k", "sync"],
-    "gunicorn-gthread": ["-m", "gunicorn", "--no-control-socket", "-k", "gthread", "--threads", "4"],
-}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(name, opts):
     port = free_port()
     cmd = [opts.python] + SERVERS[name] + ["-b", "127.0.0.1:%d" % port, "-w", "2", "hello:app"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "bench" / "apps"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+    proc = start(cmd, 2)
     out = tempfile.mkdtemp()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("%s did not start" % name)
-                time.sleep(0.05)
-        time.sleep(1)  # let both workers boot
         subprocess.run(["slowhttptest", "-H", "-c", str(opts.conns), "-i", str(opts.interval),
                         "-r", str(opts.rate), "-l", str(opts.duration), "-p", "3", "-g",
                         "-o", os.path.join(out, "run"), "-u", "http://127.0.0.1:%d/" % port],
@@ -68,11 +39,7 @@ def run(name, opts):
         with open(os.path.join(out, "run.csv")) as f:
             rows = list(csv.DictReader(f))
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
         shutil.rmtree(out, ignore_errors=True)
 
     def col(row, key):

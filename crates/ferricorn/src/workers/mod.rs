@@ -550,14 +550,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         pace: Pace::default(),
     };
     if class != Class::Gthread {
-        if let Err(e) = quick_stop::install(py) {
-            glogging::error!("Exception in worker process: cannot install the QUIT handler: {e}");
-            boot_failed(
-                py,
-                WORKER_BOOT_ERROR,
-                &format!("cannot install the QUIT handler: {e}"),
-            );
-        }
+        installed_or_fail(py, "QUIT", quick_stop::install(py));
     }
     setup
         .heartbeats
@@ -616,15 +609,21 @@ fn take_over_process(py: Python<'_>, master_fds: &[std::os::fd::RawFd]) -> (Owne
     }) {
         glogging::debug!("faulthandler unavailable: {e}");
     }
-    if let Err(e) = abort::install(py) {
-        glogging::error!("Exception in worker process: cannot install the ABRT handler: {e}");
+    installed_or_fail(py, "ABRT", abort::install(py));
+    wake
+}
+
+/// A Python-level signal handler (`signal`'s) could not be installed: the
+/// worker cannot boot.
+fn installed_or_fail(py: Python<'_>, signal: &str, installed: PyResult<()>) {
+    if let Err(e) = installed {
+        glogging::error!("Exception in worker process: cannot install the {signal} handler: {e}");
         boot_failed(
             py,
             WORKER_BOOT_ERROR,
-            &format!("cannot install the ABRT handler: {e}"),
+            &format!("cannot install the {signal} handler: {e}"),
         );
     }
-    wake
 }
 
 /// The worker's set-up before its app: request-time imports, the worker
