@@ -111,10 +111,11 @@ struct Worker {
     ready: bool,
     /// Marked for replacement: not counted toward capacity, still serving.
     replace: bool,
-    /// Replaced ahead of its request budget (`SlotState::ReplaceAhead`):
-    /// its replacement boots meanwhile, and it gets `TERM` only once it
-    /// says its budget is spent.
-    hold: bool,
+    /// Replaced ahead of its request budget (`SlotState::ReplaceAhead`),
+    /// since this time: its replacement boots meanwhile, and it gets `TERM`
+    /// once it says its budget is spent, or `HOLD_MAX_MS` later (traffic
+    /// stopped short of the budget: no worker beyond `-w` stays for good).
+    held_since: Option<u64>,
     /// `TERM` sent on purpose: on its way out.
     retiring: bool,
 }
@@ -167,6 +168,10 @@ pub struct Facts {
 /// How long a worker sent `ABRT` for a timeout gets to log its stacks and
 /// exit before it is `KILL`ed (gunicorn's master checks once a second).
 pub const ABORT_GRACE_MS: u64 = 1_000;
+
+/// The longest a worker replaced ahead of its budget is kept beside its
+/// replacement; past it, it is retired with budget left.
+pub const HOLD_MAX_MS: u64 = 10_000;
 
 fn log(level: Level, msg: impl Into<String>) -> Action {
     Action::Log {
@@ -272,7 +277,7 @@ impl Arbiter {
                 aborted: None,
                 ready: false,
                 replace: false,
-                hold: false,
+                held_since: None,
                 retiring: false,
             },
         );
@@ -485,7 +490,7 @@ impl Arbiter {
         for w in self.workers.values_mut() {
             if !w.retiring {
                 w.replace = true;
-                w.hold = false;
+                w.held_since = None;
             }
         }
         out.extend(self.manage());
@@ -555,15 +560,27 @@ impl Arbiter {
                 }
                 if p.state == SlotState::ReplaceAhead && !w.replace && !w.retiring {
                     w.replace = true;
-                    w.hold = true;
+                    w.held_since = Some(now);
                     out.push(log(
                         Level::Info,
                         format!("Starting a replacement for worker (pid:{pid}): max requests near"),
                     ));
                 }
-                if p.state.wants_retirement() && (!w.replace || w.hold) && !w.retiring {
+                if w.held_since
+                    .is_some_and(|since| now.saturating_sub(since) > HOLD_MAX_MS)
+                {
+                    w.held_since = None;
+                    out.push(log(
+                        Level::Info,
+                        format!("Replacing worker (pid:{pid}): max requests near, traffic slowed"),
+                    ));
+                }
+                if p.state.wants_retirement()
+                    && (!w.replace || w.held_since.is_some())
+                    && !w.retiring
+                {
                     w.replace = true;
-                    w.hold = false;
+                    w.held_since = None;
                     let why = match p.state {
                         SlotState::RetireMemory => "memory limit exceeded",
                         _ => "max requests reached",
@@ -672,7 +689,7 @@ impl Arbiter {
         let mut marked: Vec<(u64, i32)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.replace && !w.hold && !w.retiring)
+            .filter(|(_, w)| w.replace && w.held_since.is_none() && !w.retiring)
             .map(|(p, w)| (w.age, *p))
             .collect();
         marked.sort_unstable();
@@ -1095,6 +1112,27 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("Replacing worker (pid:100): max requests reached"))
         );
+    }
+
+    #[test]
+    fn a_worker_replaced_ahead_is_not_kept_for_good_when_traffic_stops() {
+        let mut a = running(1);
+        a.on_tick(0, &ready_at(0));
+        let ahead = |slot: usize| Probe {
+            last_beat: 0,
+            state: if slot == 0 {
+                SlotState::ReplaceAhead
+            } else {
+                SlotState::Ready
+            },
+        };
+        let acts = a.on_tick(10, &ahead);
+        fork_all(&mut a, acts, 300);
+        // Budget never spent: held while HOLD_MAX_MS lasts, then retired.
+        assert!(kills(&a.on_tick(10 + HOLD_MAX_MS, &ahead)).is_empty());
+        let acts = a.on_tick(11 + HOLD_MAX_MS, &ahead);
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGTERM)]);
+        assert_eq!(spawns(&acts), 0);
     }
 
     #[test]
