@@ -28,15 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from max_requests import free_port, stop  # the bench scripts' shared server start and stop
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv" / "bin"
 PEERS = ROOT / "bench" / ".venv" / "bin"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(port, tls, ca, timeout=30):
@@ -100,15 +96,6 @@ def run_server(argv, port, tls, ca, logdir, name):
         os.killpg(p.pid, signal.SIGKILL)
         raise
     return p
-
-
-def stop(p):
-    try:
-        os.killpg(p.pid, signal.SIGTERM)
-        p.wait(15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(5)
 
 
 def main():
