@@ -403,14 +403,27 @@ impl Decoder {
     /// frame inside a fragmented one, is refused (all 1002). A close payload
     /// is empty or a valid code and a UTF-8 reason (else 1002 / 1007).
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Message>, ProtocolError> {
+        let mut pos = 0;
+        let result = self.decode_at(buf, &mut pos);
+        buf.drain(..pos);
+        result
+    }
+
+    /// [`Decoder::decode`] without the drain, for a batch: decode from
+    /// `buf[*pos..]` and advance `*pos` past what was used. Loop while it
+    /// returns `Some`, then drop `buf[..*pos]` once; many small messages in
+    /// one read then cost one move of the rest, not one per message.
+    pub fn decode_at(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+    ) -> Result<Option<Message>, ProtocolError> {
         match self.state {
             State::Open => {}
             State::Closed => return Ok(None),
             State::Failed(e) => return Err(e),
         }
-        let mut pos = 0;
-        let result = self.step(buf, &mut pos);
-        buf.drain(..pos);
+        let result = self.step(buf, pos);
         if let Err(e) = result {
             self.state = State::Failed(e);
             self.kind = None;
@@ -439,6 +452,9 @@ impl Decoder {
                 if fin {
                     return self.finish().map(Some);
                 }
+                // Checked now, so a control frame after a bad fragment is
+                // not answered however the input was split.
+                self.check_text()?;
                 continue;
             }
             let Some(h) = parse_header(&buf[*pos..])? else {
@@ -507,6 +523,13 @@ impl Decoder {
     /// Out of input: before waiting, refuse a text message whose bytes so
     /// far cannot be valid UTF-8.
     fn need_more(&mut self) -> Result<Option<Message>, ProtocolError> {
+        self.check_text()?;
+        Ok(None)
+    }
+
+    /// Refuse a text message whose bytes so far cannot start valid UTF-8;
+    /// a partial sequence at the end stays unchecked for the next call.
+    fn check_text(&mut self) -> Result<(), ProtocolError> {
         if self.kind == Some(Kind::Text) && self.checked < self.data.len() {
             match std::str::from_utf8(&self.data[self.checked..]) {
                 Ok(_) => self.checked = self.data.len(),
@@ -514,7 +537,7 @@ impl Decoder {
                 Err(e) => self.checked += e.valid_up_to(),
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// The final fragment arrived: hand the message over.

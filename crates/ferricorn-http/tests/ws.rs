@@ -385,6 +385,40 @@ fn decode_drains_exactly_what_it_used() {
 }
 
 #[test]
+fn decode_at_batches_without_draining() {
+    let mut input = text("one");
+    input.extend(frame(false, 0x2, b"tw"));
+    input.extend(frame(true, 0x9, b"p"));
+    input.extend(frame(true, 0x0, b"o"));
+    let second = text("three");
+    input.extend_from_slice(&second[..4]);
+    let mut d = Decoder::new(0);
+    let mut pos = 0;
+    let mut got = Vec::new();
+    while let Some(m) = d.decode_at(&input, &mut pos).unwrap() {
+        got.push(m);
+    }
+    assert_eq!(
+        got,
+        vec![
+            Message::Text("one".into()),
+            Message::Ping(b"p".to_vec()),
+            Message::Binary(b"two".to_vec()),
+        ]
+    );
+    // The partial header is not used.
+    assert_eq!(pos, input.len() - 4);
+    let mut rest = input[pos..].to_vec();
+    rest.extend_from_slice(&second[4..]);
+    assert_eq!(d.decode(&mut rest), Ok(Some(Message::Text("three".into()))));
+    // Errors from decode_at are sticky too.
+    let mut pos = 0;
+    let bad = frame(true, 0x3, b"");
+    assert_eq!(d.decode_at(&bad, &mut pos).unwrap_err().code, 1002);
+    assert_eq!(d.decode(&mut text("x")).unwrap_err().code, 1002);
+}
+
+#[test]
 fn fragmented_messages_reassemble_with_interleaved_control_frames() {
     let mut input = frame(false, 0x1, "héllo ".as_bytes());
     input.extend(frame(true, 0x9, b"ping1"));
@@ -601,6 +635,19 @@ fn invalid_utf8_fails_fast_in_a_fragment() {
     // ...but a byte that cannot continue it is.
     buf.extend(frame(false, 0x0, b"A"));
     assert_eq!(d.decode(&mut buf).unwrap_err().code, 1007);
+}
+
+#[test]
+fn bad_fragment_is_refused_before_a_following_ping() {
+    // Whole or split, the ping after a bad fragment is never yielded.
+    let mut input = frame(false, 0x1, b"\xff");
+    input.extend(frame(true, 0x9, b"p"));
+    input.extend(frame(true, 0x0, b"x"));
+    let want = (vec![], Some(1007));
+    for step in 1..=input.len() {
+        let (msgs, e) = decode_pieces(&input, 0, step);
+        assert_eq!((msgs, e.map(|e| e.code)), want, "{step}");
+    }
 }
 
 #[test]
@@ -872,5 +919,99 @@ fn encoded_frames_decode_back_when_masked() {
         let (got, e) = decode_all(&frame(fin, op, &payload), 0);
         assert_eq!(e, None);
         assert_eq!(got, vec![msg]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Random streams (a deterministic stand-in for fuzzing)
+// ---------------------------------------------------------------------------
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A stream of valid client frames, some fragmented, with pings between.
+fn random_stream(rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..1 + rng.below(6) {
+        let len = [0, 1, 5, 125, 126, 300, 70_000][rng.below(7)];
+        let binary = rng.below(2) == 0;
+        let payload: Vec<u8> = if binary {
+            (0..len).map(|_| rng.next() as u8).collect()
+        } else {
+            "aé€𝄞"
+                .chars()
+                .cycle()
+                .take(len)
+                .collect::<String>()
+                .into_bytes()
+        };
+        let parts = 1 + rng.below(4);
+        let mut cuts: Vec<usize> = (1..parts).map(|_| rng.below(payload.len() + 1)).collect();
+        cuts.push(0);
+        cuts.push(payload.len());
+        cuts.sort_unstable();
+        for (i, w) in cuts.windows(2).enumerate() {
+            let op = if i > 0 {
+                0
+            } else if binary {
+                2
+            } else {
+                1
+            };
+            out.extend(frame(i + 2 == cuts.len(), op, &payload[w[0]..w[1]]));
+            if rng.below(3) == 0 {
+                out.extend(frame(true, 0x9, b"hb"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn random_streams_and_mutations_decode_the_same_however_split() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..300 {
+        let mut input = random_stream(&mut rng);
+        if round % 2 == 1 {
+            // Corrupt a few bytes: any outcome but a panic, and the same
+            // outcome for every split.
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(input.len());
+                input[i] ^= 1 << rng.below(8);
+            }
+        }
+        let max = [0, 100, 1 << 16][rng.below(3)];
+        let whole = decode_all(&input, max);
+        if round % 2 == 0 && max == 0 {
+            assert_eq!(whole.1, None, "round {round}");
+        }
+        for m in &whole.0 {
+            if let (Message::Text(_) | Message::Binary(_), true) = (m, max > 0) {
+                let len = match m {
+                    Message::Text(s) => s.len(),
+                    Message::Binary(b) => b.len(),
+                    _ => 0,
+                };
+                assert!(len <= max);
+            }
+        }
+        let step = 1 + rng.below(200);
+        assert_eq!(
+            decode_pieces(&input, max, step),
+            whole,
+            "round {round} step {step}"
+        );
     }
 }
