@@ -616,7 +616,7 @@ def run_wrk(opts, app: App, mode: str, port: int, duration: int, cpus: list[int]
     """One client run: wrk, or bench/wsload for a WebSocket app (same summary keys)."""
     if app.websocket:
         argv = [str(WSLOAD), "--url", f"ws://{HOST}:{port}/", "-c", str(opts.connections), "-d", str(duration),
-                "--warmup", "0", "--size", str(opts.ws_size)]
+                "--warmup", "0", "--size", str(opts.ws_size), "--window", str(opts.ws_window)]
     else:
         argv = ["wrk", f"-t{threads}", f"-c{opts.connections}", f"-d{duration}s", "--latency",
                 "--timeout", f"{opts.wrk_timeout:g}s", "-s", str(app.script), *MODES[mode],
@@ -961,8 +961,8 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
                     f"{opts.max_other_cpu:g} % of a core (other CPU %), even after retries; compare them with care."]
     if any(APPS[r.app].websocket for r in rows if r.app in APPS):
         out += ["", f"ws rows: req/s are WebSocket messages echoed per second and CPU µs/req is per message "
-                    f"(bench/wsload: {opts.connections} connections, one {opts.ws_size}-byte text message in "
-                    f"flight on each; wrk CPU % is wsload's)."]
+                    f"(bench/wsload: {opts.connections} connections, {opts.ws_window} {opts.ws_size}-byte text "
+                    f"message(s) in flight on each; wrk CPU % is wsload's)."]
     if skipped:
         out += ["", "Skipped servers: " + "; ".join(f"{k} ({why})" for k, why in skipped.items())]
     return "\n".join(out) + "\n"
@@ -1012,6 +1012,8 @@ def parse_args(argv=None):
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
     p.add_argument("--wrk-timeout", type=float, default=5.0, help="wrk --timeout seconds")
     p.add_argument("--ws-size", type=int, default=64, help="bytes per WebSocket message (ws app)")
+    p.add_argument("--ws-window", type=int, default=1,
+                   help="WebSocket messages in flight per connection (ws app); more lowers the client's cost")
     p.add_argument("--server-cpus", default="0", help="taskset cpu list for the server")
     p.add_argument("--wrk-cpus", default="1", help="taskset cpu list for wrk (and this harness)")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not use taskset")
