@@ -926,20 +926,9 @@ fn encoded_frames_decode_back_when_masked() {
 // Random streams (a deterministic stand-in for fuzzing)
 // ---------------------------------------------------------------------------
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// A stream of valid client frames, some fragmented, with pings between.
 fn random_stream(rng: &mut Rng) -> Vec<u8> {
