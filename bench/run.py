@@ -1132,8 +1132,8 @@ def main(argv=None) -> int:
                 if w > 1 and not srv.multi_worker:
                     continue
                 for a, m in pairs(srv):
-                        wt = len(c_cpus) if c_cpus and not opts.worker_counts else opts.wrk_threads
-                        plan.append((srv, APPS[a], m, w, s_cpus, c_cpus, wt))
+                    wt = len(c_cpus) if c_cpus and not opts.worker_counts else opts.wrk_threads
+                    plan.append((srv, APPS[a], m, w, s_cpus, c_cpus, wt))
     else:
         for srv in servers:
             if opts.workers > 1 and not srv.multi_worker:
