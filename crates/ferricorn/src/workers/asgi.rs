@@ -420,6 +420,15 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, handle: &Handle) -> bool {
             if let Some(stop) = listening.stop_if_stopping(worker, poll.registry(), graceful) {
                 s.stopping(py, stop);
             }
+            // Stopping: the listeners are out of the poller; what their
+            // backlog holds is taken here.
+            if s.listening.draining_backlog(s.open, s.max_conns) {
+                let mut launches = Vec::new();
+                s.accept(py, &mut launches);
+                drop(s);
+                launch_all(py, handle, launches);
+                s = handle.server.borrow_mut();
+            }
             let (open, max) = (s.open, s.max_conns);
             match s.listening.end(open, max, Instant::now()) {
                 Some(End::Done) => return false,
