@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""ferricorn's benchmark harness: ferricorn against gunicorn, granian, bjoern and uwsgi.
+"""ferricorn's benchmark harness: ferricorn against gunicorn, granian, bjoern, uwsgi and uvicorn.
 
 For every server x app x mode it starts the server (own process group, pinned with
-taskset), waits until it answers, checks the response, warms up, runs wrk, and
-records req/s, latency, errors, the server tree's CPU time per request, wrk's own
-CPU use and the server tree's RSS. It prints one markdown table and writes it to
-bench/results/latest.md (and latest.json).
+taskset), waits until it answers, checks the response, warms up, runs wrk (or, for
+the WebSocket echo app, bench/wsload), and records req/s, latency, errors, the
+server tree's CPU time per request, the client's own CPU use and the server tree's
+RSS. WSGI servers run the WSGI apps, ASGI servers the ASGI apps. It prints one
+markdown table and writes it to bench/results/latest.md (and latest.json).
 
-    bench/.venv/bin/python bench/run.py            # everything (~15 min on 2 cores)
-    bench/.venv/bin/python bench/run.py --quick    # 2 s runs of hello: a smoke test
+    bench/.venv/bin/python bench/run.py            # everything (~25 min on 2 cores)
+    bench/.venv/bin/python bench/run.py --quick    # 2 s runs of the hello apps: a smoke test
     bench/.venv/bin/python bench/run.py --servers gunicorn,granian --apps hello
+    bench/.venv/bin/python bench/run.py --servers asgi --apps asgi --modes keep-alive
 
 Standard library only. See docs/benchmarks.md for what the numbers mean.
 """
@@ -17,8 +19,10 @@ Standard library only. See docs/benchmarks.md for what the numbers mean.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -65,6 +69,8 @@ class App:
     what: str
     check: Callable[[int, bytes], str | None]  # (status, body) -> problem or None
     post_bytes: int = 0  # >0: wrk POSTs this many bytes with post.lua
+    interface: str = "wsgi"  # wsgi | asgi: which servers run it
+    websocket: bool = False  # measured with bench/wsload (messages/s), not wrk
 
     @property
     def script(self) -> Path:
@@ -105,8 +111,24 @@ APPS = {
             post_bytes=ECHO_BYTES),
         App("sleep", "sleep:app", "sleeps 10 ms then answers 11 bytes",
             _expect_status_body(lambda b: b == b"slept 10 ms", "b'slept 10 ms'")),
+        App("asgi-hello", "asgi_raw:hello", "raw ASGI: 13-byte `Hello, world!`",
+            _expect_status_body(lambda b: b == b"Hello, world!", "b'Hello, world!'"), interface="asgi"),
+        App("starlette", "starlette_text:app", "Starlette route returning plain-text `Hello, world!`",
+            _expect_status_body(lambda b: b == b"Hello, world!", "b'Hello, world!'"), interface="asgi"),
+        App("fastapi", "fastapi_json:app", "FastAPI route returning the Flask app's JSON object",
+            _expect_status_body(_is_flask_json, "FastAPI JSON"), interface="asgi"),
+        App("asgi-echo", "asgi_raw:echo", "raw ASGI: 64 KiB POST echoed back",
+            _expect_status_body(lambda b: len(b) == ECHO_BYTES and set(b) == {ord("a")},
+                                "the 64 KiB request body"),
+            post_bytes=ECHO_BYTES, interface="asgi"),
+        App("ws", "asgi_raw:ws", "raw ASGI WebSocket echo; req/s are messages/s (bench/wsload)",
+            _expect_status_body(lambda b: b == b"websocket echo", "b'websocket echo'"), interface="asgi",
+            websocket=True),
     )
 }
+# --apps also takes a bare interface name for all of its apps.
+APP_GROUPS = {i: [a.name for a in APPS.values() if a.interface == i] for i in ("wsgi", "asgi")}
+WSLOAD = HERE / "wsload" / "target" / "release" / "wsload"
 
 MODES = {"keep-alive": [], "close": ["-H", "Connection: close"]}
 
@@ -123,6 +145,7 @@ class Server:
     available: Callable[[argparse.Namespace], str | None]  # None, or why it is skipped
     env: Callable[[argparse.Namespace], dict[str, str]] = lambda opts: {}
     multi_worker: bool = True
+    interface: str = "wsgi"  # the apps it runs
 
     def worker_label(self, opts: argparse.Namespace) -> str:
         if self.kind in ("gthread", "wsgi"):
@@ -185,14 +208,16 @@ _ferricorn_env_cache: dict[str, dict[str, str]] = {}
 
 
 def _ferricorn_env(opts) -> dict[str, str]:
-    """Let ferricorn import Flask from bench/.venv when its own venv lacks it.
+    """Let ferricorn import the frameworks (Flask, Starlette, FastAPI, uvloop) from
+    bench/.venv when its own venv lacks one of them.
 
     Only done when both interpreters are the same Python version (compiled wheels)."""
     if opts.ferricorn in _ferricorn_env_cache:
         return _ferricorn_env_cache[opts.ferricorn]
     env: dict[str, str] = {}
     python = _script_python(Path(opts.ferricorn))
-    probe = "import sys, importlib.util as u; print('%d.%d' % sys.version_info[:2], bool(u.find_spec('flask')))"
+    probe = ("import sys, importlib.util as u; print('%d.%d' % sys.version_info[:2], "
+             "all(u.find_spec(m) for m in ('flask', 'starlette', 'fastapi', 'uvloop')))")
     try:
         theirs = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30).stdout.split()
         ours = subprocess.run([_bin("python"), "-c", probe], capture_output=True, text=True, timeout=30).stdout.split()
@@ -260,6 +285,20 @@ def _granian(opts, app, port, workers):
             app.target]
 
 
+def _granian_asgi(opts, app, port, workers):
+    # WebSockets on (granian's default) for every ASGI app, as the other ASGI servers have them.
+    return [str(_bin("granian")), "--interface", "asgi", "--http", "1", "--host", HOST, "--port", str(port),
+            "--workers", str(workers), "--runtime-threads", "1", "--loop", "uvloop",
+            "--backlog", "2048", "--log-level", "warning", "--working-dir", str(APPS_DIR), app.target]
+
+
+def _uvicorn(opts, app, port, workers):
+    return [str(_bin("uvicorn")), "--host", HOST, "--port", str(port), "--workers", str(workers),
+            "--http", "httptools", "--loop", "uvloop", "--ws", "websockets", "--lifespan", "auto",
+            "--no-access-log", "--log-level", "warning", "--backlog", "2048", "--app-dir", str(APPS_DIR),
+            app.target]
+
+
 def _bjoern(opts, app, port, workers):
     return [str(_bin("python")), str(APPS_DIR / "bjoern_run.py"), app.target, HOST, str(port)]
 
@@ -287,12 +326,19 @@ SERVERS = {
                _ferricorn_env),
         Server("ferricorn-evloop", "ferricorn", "evloop", _ferricorn("evloop"), _ferricorn_available,
                _ferricorn_env),
+        Server("uvicorn", "uvicorn", "asgi", _uvicorn, _need_bin("uvicorn"), interface="asgi"),
+        Server("granian-asgi", "granian", "asgi", _granian_asgi, _need_bin("granian"), interface="asgi"),
+        Server("gunicorn-asgi", "gunicorn", "asgi", _gunicorn("asgi"), _need_bin("gunicorn"), interface="asgi"),
+        Server("ferricorn-asgi", "ferricorn", "asgi", _ferricorn("asgi"), _ferricorn_available, _ferricorn_env,
+               interface="asgi"),
     )
 }
-# --servers also takes a bare name for all of its worker kinds.
+# --servers also takes a bare name for all of its worker kinds, or an interface for its servers.
 SERVER_GROUPS = {
-    "gunicorn": ["gunicorn-sync", "gunicorn-gthread"],
-    "ferricorn": ["ferricorn-sync", "ferricorn-gthread", "ferricorn-evloop"],
+    "gunicorn": ["gunicorn-sync", "gunicorn-gthread", "gunicorn-asgi"],
+    "ferricorn": ["ferricorn-sync", "ferricorn-gthread", "ferricorn-evloop", "ferricorn-asgi"],
+    "wsgi": [k for k, s in SERVERS.items() if s.interface == "wsgi"],
+    "asgi": [k for k, s in SERVERS.items() if s.interface == "asgi"],
 }
 
 
@@ -433,6 +479,44 @@ def request(port: int, app: App, timeout: float) -> tuple[int, bytes]:
         conn.close()
 
 
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_probe(port: int, timeout: float) -> str | None:
+    """One WebSocket round trip: upgrade, a masked text message, its echo, a close.
+
+    None if all was right, else what was wrong."""
+    key = base64.b64encode(os.urandom(16))
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: " + f"{HOST}:{port}".encode() + b"\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                return f"connection closed during the upgrade ({buf[:60]!r})"
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            return f"upgrade answered {head.splitlines()[0][:60]!r}"
+        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+        if not re.search(rb"(?im)^sec-websocket-accept:[ \t]*" + re.escape(accept) + rb"[ \t]*\r?$", head):
+            return "no or a wrong Sec-WebSocket-Accept"
+        msg = "probe \u2713".encode()
+        mask = os.urandom(4)
+        s.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
+        want = bytes([0x81, len(msg)]) + msg
+        while len(rest) < len(want):
+            chunk = s.recv(65536)
+            if not chunk:
+                return f"connection closed before the echo ({rest[:40]!r})"
+            rest += chunk
+        if rest[:len(want)] != want:
+            return f"echo was {rest[:40]!r}, want {want!r}"
+        s.sendall(bytes([0x88, 0x82]) + mask + bytes(b ^ mask[i] for i, b in enumerate(b"\x03\xe8")))
+    return None
+
+
 def version_of(argv: list[str]) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -529,8 +613,15 @@ class WrkResult:
 
 def run_wrk(opts, app: App, mode: str, port: int, duration: int, cpus: list[int] | None,
             threads: int, on_tick: Callable[[], None] | None = None) -> WrkResult:
-    argv = ["wrk", f"-t{threads}", f"-c{opts.connections}", f"-d{duration}s", "--latency",
-            "--timeout", f"{opts.wrk_timeout:g}s", "-s", str(app.script), *MODES[mode], f"http://{HOST}:{port}/"]
+    """One client run: wrk, or bench/wsload for a WebSocket app (same summary keys)."""
+    if app.websocket:
+        argv = [str(WSLOAD), "--url", f"ws://{HOST}:{port}/", "-c", str(opts.connections), "-d", str(duration),
+                "--warmup", "0", "--size", str(opts.ws_size)]
+    else:
+        argv = ["wrk", f"-t{threads}", f"-c{opts.connections}", f"-d{duration}s", "--latency",
+                "--timeout", f"{opts.wrk_timeout:g}s", "-s", str(app.script), *MODES[mode],
+                f"http://{HOST}:{port}/"]
+    client = Path(argv[0]).name
     if cpus is not None:
         argv = ["taskset", "-c", cpu_list_text(cpus)] + argv
     env = dict(os.environ)
@@ -552,7 +643,7 @@ def run_wrk(opts, app: App, mode: str, port: int, duration: int, cpus: list[int]
                     break
                 now = time.monotonic()
                 if now - started > deadline:
-                    raise BenchError(f"wrk still running after {deadline:.0f}s")
+                    raise BenchError(f"{client} still running after {deadline:.0f}s")
                 if on_tick and now >= next_tick:
                     on_tick()
                     next_tick = now + 1.0
@@ -569,10 +660,10 @@ def run_wrk(opts, app: App, mode: str, port: int, duration: int, cpus: list[int]
         text = out.read().decode(errors="replace")
     if proc.returncode != 0:
         first = text.strip().splitlines()[:1] or ["(no output)"]
-        raise BenchError(f"wrk exited {proc.returncode}: {first[0][:300]}")
+        raise BenchError(f"{client} exited {proc.returncode}: {first[0][:300]}")
     m = re.search(r"^BENCH_JSON (\{.*\})$", text, re.M)
     if not m:
-        raise BenchError(f"no summary from wrk: {' | '.join(text.strip().splitlines()[-3:])[:300]}")
+        raise BenchError(f"no summary from {client}: {' | '.join(text.strip().splitlines()[-3:])[:300]}")
     return WrkResult(json.loads(m.group(1)), rusage.ru_utime + rusage.ru_stime, wall)
 
 
@@ -628,6 +719,12 @@ def measure(opts, server: Server, app: App, mode: str, workers: int, server_cpus
         problem = app.check(status, body)
         if problem:
             raise BenchError(f"wrong response: {problem}")
+        if app.websocket:
+            if not os.access(WSLOAD, os.X_OK):
+                raise BenchError(f"{WSLOAD.relative_to(ROOT)} not built (run bash bench/setup.sh)")
+            problem = ws_probe(running.port, PROBE_TIMEOUT)
+            if problem:
+                raise BenchError(f"WebSocket echo: {problem}")
         row.rss_idle_mib = tree_rss_mib(running.proc.pid)
         if opts.warmup > 0:
             run_wrk(opts, app, mode, running.port, opts.warmup, wrk_cpus, wrk_threads)
@@ -699,10 +796,11 @@ def add_ratios(rows: list[Row]) -> None:
     for r in rows:
         if r.server != "ferricorn" or r.status != "ok":
             continue
-        # evloop is a keep-alive worker: its gunicorn peer is gthread.
-        gkey = "gunicorn-gthread" if r.kind in ("gthread", "evloop") else "gunicorn-sync"
+        # evloop is a keep-alive worker: its gunicorn peer is gthread. asgi pairs with asgi.
+        gkey = {"gthread": "gunicorn-gthread", "evloop": "gunicorn-gthread", "asgi": "gunicorn-asgi"}.get(
+            r.kind, "gunicorn-sync")
         r.vs_gunicorn = ratio(r, find(gkey, r.app, r.mode, r.workers))
-        r.vs_granian = ratio(r, find("granian", r.app, r.mode, r.workers))
+        r.vs_granian = ratio(r, find("granian-asgi" if r.kind == "asgi" else "granian", r.app, r.mode, r.workers))
 
 
 # -------------------------------------------------------------------- report
@@ -782,7 +880,8 @@ def machine_info() -> dict:
 def versions(opts, ferricorn_ok: bool) -> dict:
     v = {"wrk": re.sub(r"^wrk\s+", "", version_of(["wrk", "-v"]).split(" [")[0])}
     probe = ("import importlib.metadata as m\n"
-             "for n in ('gunicorn','granian','flask','bjoern','uwsgi'):\n"
+             "for n in ('gunicorn','granian','flask','bjoern','uwsgi','uvicorn','uvloop','httptools',"
+             "'websockets','starlette','fastapi'):\n"
              "    try: print(n, m.version(n))\n"
              "    except m.PackageNotFoundError: print(n, '-')\n")
     try:
@@ -860,6 +959,10 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
     if noisy:
         out += ["", f"Warning: {len(noisy)} row(s) ran while other processes used more than "
                     f"{opts.max_other_cpu:g} % of a core (other CPU %), even after retries; compare them with care."]
+    if any(APPS[r.app].websocket for r in rows if r.app in APPS):
+        out += ["", f"ws rows: req/s are WebSocket messages echoed per second and CPU µs/req is per message "
+                    f"(bench/wsload: {opts.connections} connections, one {opts.ws_size}-byte text message in "
+                    f"flight on each; wrk CPU % is wsload's)."]
     if skipped:
         out += ["", "Skipped servers: " + "; ".join(f"{k} ({why})" for k, why in skipped.items())]
     return "\n".join(out) + "\n"
@@ -891,8 +994,9 @@ def parse_args(argv=None):
                    help="ferricorn executable (skipped, and reported, if missing)")
     p.add_argument("--servers", default="all",
                    help="comma list of " + ", ".join(list(SERVERS) + list(SERVER_GROUPS)) + ", or all")
-    p.add_argument("--apps", default=None, help="comma list of " + ", ".join(APPS) + ", or all "
-                   "(default: all; hello with --quick or --scaling)")
+    p.add_argument("--apps", default=None, help="comma list of " + ", ".join(list(APPS) + list(APP_GROUPS))
+                   + ", or all "
+                   "(default: all; hello and asgi-hello with --quick or --scaling)")
     p.add_argument("--modes", default=None, help="comma list of " + ", ".join(MODES) + ", or all "
                    "(default: all; keep-alive with --scaling)")
     p.add_argument("--retries", type=int, default=2,
@@ -907,12 +1011,14 @@ def parse_args(argv=None):
     p.add_argument("--connections", type=int, default=64, help="wrk -c")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
     p.add_argument("--wrk-timeout", type=float, default=5.0, help="wrk --timeout seconds")
+    p.add_argument("--ws-size", type=int, default=64, help="bytes per WebSocket message (ws app)")
     p.add_argument("--server-cpus", default="0", help="taskset cpu list for the server")
     p.add_argument("--wrk-cpus", default="1", help="taskset cpu list for wrk (and this harness)")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not use taskset")
-    p.add_argument("--quick", action="store_true", help="smoke test: 2 s runs, 1 s warm-up, hello only")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 2 s runs, 1 s warm-up, hello and asgi-hello only")
     p.add_argument("--scaling", action="store_true",
-                   help="instead of the matrix: hello, keep-alive, -w 1,2,4.. up to nproc-1, "
+                   help="instead of the matrix: hello (and asgi-hello), keep-alive, -w 1,2,4.. up to nproc-1, "
                         "server on cpus 0..w-1, wrk on the rest")
     p.add_argument("--worker-counts", type=_counts, default=None,
                    help="with --scaling: these -w values (e.g. 1,2,4,8,16), each with the ordinary "
@@ -928,7 +1034,7 @@ def parse_args(argv=None):
         opts.duration = 2
         opts.warmup = 1
     if opts.apps is None:
-        opts.apps = "hello" if (opts.quick or opts.scaling) else "all"
+        opts.apps = "hello,asgi-hello" if (opts.quick or opts.scaling) else "all"
     if opts.modes is None:
         opts.modes = "keep-alive" if opts.scaling else "all"
     return opts
@@ -957,7 +1063,7 @@ def _raise_interrupted(signum, frame):
 def main(argv=None) -> int:
     opts = parse_args(argv)
     server_keys = pick(opts.servers, SERVERS, SERVER_GROUPS, "server")
-    app_keys = pick(opts.apps, APPS, what="app")
+    app_keys = pick(opts.apps, APPS, APP_GROUPS, what="app")
     mode_keys = pick(opts.modes, MODES, what="mode")
     if not shutil.which("wrk"):
         sys.exit("bench: wrk not found (run bash bench/setup.sh)")
@@ -988,6 +1094,19 @@ def main(argv=None) -> int:
         else:
             servers.append(SERVERS[key])
 
+    def pairs(srv: Server) -> list[tuple[str, str]]:
+        """The (app, mode) runs of a server: apps of its interface; a WebSocket only keep-alive."""
+        return [(a, m) for a in app_keys for m in mode_keys
+                if APPS[a].interface == srv.interface and not (APPS[a].websocket and m != "keep-alive")]
+
+    for srv in list(servers):
+        if not pairs(srv):
+            want = sorted(n for n in APP_GROUPS[srv.interface] if n in APPS)
+            skipped[srv.key] = (f"no {srv.interface.upper()} app among --apps {opts.apps} / --modes {opts.modes} "
+                                f"({', '.join(want)}; ws runs keep-alive only)")
+            print(f"bench: skipping {srv.key}: {skipped[srv.key]}", file=sys.stderr)
+            servers.remove(srv)
+
     # plan: (server, app, mode, workers, server cpus, wrk cpus, wrk threads)
     plan = []
     if opts.scaling:
@@ -1010,8 +1129,7 @@ def main(argv=None) -> int:
             for srv in servers:
                 if w > 1 and not srv.multi_worker:
                     continue
-                for a in app_keys:
-                    for m in mode_keys:
+                for a, m in pairs(srv):
                         wt = len(c_cpus) if c_cpus and not opts.worker_counts else opts.wrk_threads
                         plan.append((srv, APPS[a], m, w, s_cpus, c_cpus, wt))
     else:
@@ -1019,9 +1137,8 @@ def main(argv=None) -> int:
             if opts.workers > 1 and not srv.multi_worker:
                 skipped[srv.key] = "runs a single process; --workers > 1"
                 continue
-            for a in app_keys:
-                for m in mode_keys:
-                    plan.append((srv, APPS[a], m, opts.workers, server_cpus, wrk_cpus, opts.wrk_threads))
+            for a, m in pairs(srv):
+                plan.append((srv, APPS[a], m, opts.workers, server_cpus, wrk_cpus, opts.wrk_threads))
 
     harness_cpus = wrk_cpus if opts.pin and wrk_cpus else None
     if opts.scaling and not opts.worker_counts and len(usable) > 1 and opts.pin:
@@ -1031,7 +1148,7 @@ def main(argv=None) -> int:
 
     started = datetime.datetime.now(datetime.timezone.utc)
     info = machine_info()
-    vers = versions(opts, "ferricorn-sync" not in skipped or "ferricorn-gthread" not in skipped)
+    vers = versions(opts, _ferricorn_available(opts) is None)
     command = " ".join(["bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     rows: list[Row] = []
     per_run = opts.duration + opts.warmup + 2  # start, probe and stop take about 2 s

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepare the benchmark's peers on a fresh machine:
 #   - wrk, from Debian, when it is not on PATH;
-#   - bench/.venv with gunicorn, granian and flask (required),
+#   - bench/wsload (cargo build --release), the WebSocket load client;
+#   - bench/.venv with gunicorn, granian and flask (required), and the ASGI peers
+#     and frameworks: uvicorn (httptools, uvloop, websockets), starlette, fastapi;
 #     bjoern and uwsgi (optional: they compile C and may fail; run.py skips them).
 # ferricorn itself is not installed here: `make build` puts it in .venv/.
 #
@@ -16,6 +18,9 @@ root="$(dirname "$here")"
 venv="$here/.venv"
 
 REQUIRED=("gunicorn==27.0.1" "granian>=2,<3" "flask>=3")
+# ASGI peers and apps (bench/run.py --apps asgi-*; docs/benchmarks.md "ASGI"), pinned.
+ASGI=("uvicorn==0.55.0" "httptools==0.9.0" "uvloop==0.23.0" "websockets==17.4"
+      "starlette==1.10.0" "fastapi==0.165.0")
 OPTIONAL=("bjoern" "uwsgi")
 
 log() { printf 'bench/setup: %s\n' "$*" >&2; }
@@ -79,10 +84,10 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 
 # --- required peers --------------------------------------------------------------
 stamp="$venv/.bench-deps"
-spec="${REQUIRED[*]}"
+spec="${REQUIRED[*]} ${ASGI[*]}"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$spec" ]; then
-    log "installing ${REQUIRED[*]}"
-    "${pip[@]}" "${REQUIRED[@]}"
+    log "installing ${REQUIRED[*]} ${ASGI[*]}"
+    "${pip[@]}" "${REQUIRED[@]}" "${ASGI[@]}"
     printf '%s' "$spec" >"$stamp"
 fi
 
@@ -110,10 +115,20 @@ for pkg in "${OPTIONAL[@]}"; do
     fi
 done
 
+# --- bench/wsload: the WebSocket echo load client (the `ws` app's wrk) ---------
+# A small Rust program of its own (not in the workspace); cargo only rebuilds it when it changed.
+if command -v cargo >/dev/null 2>&1; then
+    cargo build --release --quiet --manifest-path "$here/wsload/Cargo.toml" ||
+        log "could not build bench/wsload: the ws rows will fail"
+else
+    log "no cargo on PATH: bench/wsload not built; the ws rows will fail"
+fi
+
 "$venv/bin/python" - <<'EOF'
 import importlib.metadata as md
 found = []
-for name in ("gunicorn", "granian", "flask", "bjoern", "uwsgi"):
+for name in ("gunicorn", "granian", "flask", "uvicorn", "uvloop", "starlette", "fastapi",
+             "bjoern", "uwsgi"):
     try:
         found.append(f"{name} {md.version(name)}")
     except md.PackageNotFoundError:

@@ -9,6 +9,7 @@
 //!   `100 Continue`, the keep-alive and lingering-close verdicts ([`h1::Conn`]).
 //! - [`proxy`]: PROXY protocol v1 and v2 headers.
 //! - [`error`]: every refusal, each with its HTTP status.
+//! - [`ws`]: WebSocket (RFC 6455) handshake checks, frame decoder and encoder.
 //!
 //! The behaviour follows gunicorn 27 (`gunicorn/http/`); `docs/http.md` lists
 //! what is accepted and refused and where ferricorn deliberately differs.
@@ -24,6 +25,7 @@ pub mod h1;
 pub mod parse;
 pub mod proxy;
 pub mod response;
+pub mod ws;
 
 pub use body::Decoder;
 pub use date::DateCache;
