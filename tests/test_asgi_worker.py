@@ -276,3 +276,123 @@ def test_wsgi_app_under_asgi_refused(start_server):
     srv = start_server(*ASGI, "asgi_worker:wsgi_app", wait=False)
     assert srv.wait_exit() == 4
     assert "is a WSGI app" in srv.log()
+
+
+# --- WebSockets -------------------------------------------------------------
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def ws_frame(opcode, payload, fin=True, mask=b"\x01\x02\x03\x04"):
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class WsClient(Client):
+    def __init__(self, port, path="/ws", headers=""):
+        super().__init__(port)
+        self.send(("GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (path, KEY, headers)).encode())
+        self.status, self.headers = self.read_head()
+
+    def read_frame(self):
+        while len(self.buf) < 2:
+            self._fill()
+        op, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+        at = 2
+        if n == 126:
+            while len(self.buf) < 4:
+                self._fill()
+            n, at = int.from_bytes(self.buf[2:4], "big"), 4
+        elif n == 127:
+            while len(self.buf) < 10:
+                self._fill()
+            n, at = int.from_bytes(self.buf[2:10], "big"), 10
+        while len(self.buf) < at + n:
+            self._fill()
+        payload, self.buf = self.buf[at:at + n], self.buf[at + n:]
+        return op, payload
+
+
+def test_websocket_echo_subprotocol_and_client_close(srv):
+    start = len(srv.lines)
+    c = WsClient(srv.port, headers="Sec-WebSocket-Protocol: chat, superchat\r\n")
+    assert c.status == 101
+    assert c.headers["sec-websocket-accept"] == ACCEPT
+    assert c.headers["sec-websocket-protocol"] == "chat"
+    assert c.headers["x-scope-scheme"] == "ws"
+    c.send(ws_frame(0x1, "héllo".encode()))
+    assert c.read_frame() == (0x1, "héllo".encode())
+    # Fragmented binary, a ping in between.
+    c.send(ws_frame(0x2, b"ab", fin=False) + ws_frame(0x9, b"p") + ws_frame(0x0, b"cd"))
+    assert c.read_frame() == (0xA, b"p")
+    assert c.read_frame() == (0x2, b"abcd")
+    big = bytes(200000)
+    c.send(ws_frame(0x2, big))
+    assert c.read_frame() == (0x2, big)
+    c.send(ws_frame(0x8, (4321).to_bytes(2, "big") + b"done"))
+    assert c.read_frame() == (0x8, (4321).to_bytes(2, "big"))
+    srv.wait_for(r"APP: ws disconnect 4321 done", start=start)
+    c.close()
+
+
+def test_websocket_server_close_and_app_error(srv):
+    c = WsClient(srv.port)
+    c.send(ws_frame(0x1, b"close"))
+    assert c.read_frame() == (0x8, (4000).to_bytes(2, "big") + b"bye")
+    c.close()
+    c = WsClient(srv.port)
+    c.send(ws_frame(0x1, b"raise"))
+    assert c.read_frame() == (0x8, (1011).to_bytes(2, "big"))
+    c.close()
+
+
+def test_websocket_protocol_errors(start_server):
+    srv = start_server(*ASGI, "--websocket-max-message-size", "1000", APP)
+    c = WsClient(srv.port)
+    c.send(ws_frame(0x2, bytes(2000)))
+    assert c.read_frame() == (0x8, (1009).to_bytes(2, "big") + b"message too big")
+    srv.wait_for(r"APP: ws disconnect 1009")
+    c.close()
+    c = WsClient(srv.port)
+    c.send(ws_frame(0x1, b"x", mask=b""))  # unmasked: not allowed from a client
+    op, payload = c.read_frame()
+    assert op == 0x8 and payload[:2] == (1002).to_bytes(2, "big")
+    c.close()
+
+
+def test_websocket_denial_and_rejection(srv):
+    c = WsClient(srv.port, path="/ws-deny")
+    assert c.status == 401
+    c.close()
+    c = WsClient(srv.port, path="/ws-reject")
+    assert c.status == 403
+    c.close()
+    raw = raw_request(srv.port, b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 8\r\n\r\n" % KEY.encode())
+    status, headers, _ = parse_response(raw)
+    assert status == 426 and headers["sec-websocket-version"] == "13"
+
+
+def test_websocket_closed_with_1001_on_term(start_server):
+    srv = start_server(*ASGI, APP)
+    c = WsClient(srv.port)
+    c.send(ws_frame(0x1, b"hi"))
+    assert c.read_frame() == (0x1, b"hi")
+    srv.signal(signal.SIGTERM)
+    op, payload = c.read_frame()
+    assert op == 0x8 and payload[:2] == (1001).to_bytes(2, "big")
+    c.send(ws_frame(0x8, (1001).to_bytes(2, "big")))
+    srv.wait_for(r"APP: ws disconnect 1001")
+    assert srv.wait_exit() == 0

@@ -49,9 +49,39 @@ async def respond(send, status=200, body=b"", headers=()):
     await send({"type": "http.response.body", "body": body})
 
 
+async def websocket(scope, receive, send):
+    assert (await receive())["type"] == "websocket.connect"
+    path = scope["path"]
+    if path == "/ws-reject":
+        return await send({"type": "websocket.close"})
+    if path == "/ws-deny":
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"content-length", b"6")]})
+        return await send({"type": "websocket.http.response.body", "body": b"denied"})
+    protocols = scope["subprotocols"]
+    await send({"type": "websocket.accept", "subprotocol": protocols[0] if protocols else None,
+                "headers": [(b"x-scope-scheme", scope["scheme"].encode())]})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            say("ws disconnect", message["code"], message.get("reason", ""))
+            return None
+        text = message.get("text")
+        if text == "close":
+            return await send({"type": "websocket.close", "code": 4000, "reason": "bye"})
+        if text == "raise":
+            raise RuntimeError("ws app failed")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
+    if scope["type"] == "websocket":
+        return await websocket(scope, receive, send)
     path = scope["path"]
     if path == "/":
         return await respond(send, body=b"hello")

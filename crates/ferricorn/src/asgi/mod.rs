@@ -35,6 +35,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use crate::glogging::{self, access};
 use crate::request::Request;
 
+pub mod websocket;
+
 /// An awaitable that is already complete: awaiting it returns `value`
 /// (None for `send`) without a future or a loop turn.
 #[pyclass(module = "ferricorn", name = "Ready", frozen, freelist = 16)]

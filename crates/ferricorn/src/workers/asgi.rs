@@ -53,6 +53,7 @@ use pyo3::types::{PyDict, PyString};
 use super::Worker;
 use super::conn;
 use super::listening::{End, Listening};
+use crate::asgi::websocket::{self, WsExchange};
 use crate::asgi::{self, Exchange, Received};
 use crate::config::Settings;
 use crate::errors::WORKER_BOOT_ERROR;
@@ -62,6 +63,7 @@ use crate::request::Request;
 use crate::sock::{Listener, Peer};
 use crate::stream::Stream;
 use crate::wsgi::environ::AppContext;
+use ferricorn_http::ws;
 
 const SIGNAL_PIPE: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -102,6 +104,8 @@ struct Conn {
     generation: u64,
     /// The request being served.
     ex: Option<Exchange>,
+    /// The WebSocket this connection became.
+    ws: Option<WsExchange>,
     task: Option<Py<PyAny>>,
     /// Bytes to send, in order.
     out: Vec<u8>,
@@ -151,6 +155,8 @@ struct Server {
     max_conns: usize,
     grace: Duration,
     io_timeout: Option<Duration>,
+    /// `websocket_max_message_size` (0: no limit).
+    ws_max: usize,
     /// Requests finished since the worker's frame last counted them.
     served: u64,
     served_total: u64,
@@ -365,6 +371,10 @@ fn build(
             settings.get("asgi_disconnect_grace_period").as_int().max(0) as u64
         ),
         io_timeout: super::io_timeout(timeout),
+        ws_max: match settings.get("websocket_max_message_size").as_int() {
+            n if n <= 0 => usize::MAX,
+            n => n as usize,
+        },
         served: 0,
         served_total: 0,
         budget: worker.budget,
@@ -710,6 +720,7 @@ impl Server {
                     head_started: false,
                     generation: self.generation,
                     ex: None,
+                    ws: None,
                     task: None,
                     out: Vec::new(),
                     ahead: Vec::new(),
@@ -755,6 +766,9 @@ impl Server {
             }
             return;
         }
+        if c.ws.is_some() {
+            return self.read_for_ws(py, i);
+        }
         if c.ex.is_some() {
             return self.read_for_request(py, i);
         }
@@ -794,6 +808,55 @@ impl Server {
         }
     }
 
+    /// Read for a WebSocket (bounded: one read beyond what the app has not
+    /// received), and give a waiting receive its message.
+    fn read_for_ws(&mut self, py: Python<'_>, i: usize) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(w) = c.ws.as_mut() else { return };
+        loop {
+            let mut drained = false;
+            while !w.eof && w.inbuf.len() < READ_AHEAD {
+                match c.stream.read_nowait(&mut self.scratch) {
+                    Ok(0) => w.eof = true,
+                    Ok(n) => w.inbuf.extend_from_slice(&self.scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        drained = true;
+                        break;
+                    }
+                    Err(_) => w.eof = true,
+                }
+            }
+            // Nobody waits: what was read waits for the next receive
+            // (which reads the rest itself).
+            if w.receiver.is_none() {
+                break;
+            }
+            match w.receive(py, &mut c.out) {
+                Ok(websocket::Received::Message(m)) => {
+                    if let Some(f) = w.receiver.take() {
+                        asgi::resolve(py, &f, m);
+                    }
+                    break;
+                }
+                Ok(websocket::Received::NeedRead) if !drained && !w.eof => {}
+                Ok(websocket::Received::NeedRead) => break,
+                Err(e) => {
+                    if let Some(f) = w.receiver.take() {
+                        asgi::fail(py, &f, e);
+                    }
+                    break;
+                }
+            }
+        }
+        let eof = w.eof;
+        if !flush(py, c) || (eof && c.ws.as_ref().is_some_and(|w| w.receiver.is_none())) {
+            self.lost(py, i);
+        }
+    }
+
     /// A receive waits: give it the next message when there is one.
     fn wake_receiver(&mut self, py: Python<'_>, i: usize) {
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
@@ -826,10 +889,19 @@ impl Server {
         };
         c.gone = true;
         c.out.clear();
-        let Some(ex) = c.ex.as_mut() else {
+        if let Some(w) = c.ws.as_mut() {
+            // What the client sent before its end is still received (its
+            // close frame's code), then 1006.
+            if w.inbuf.is_empty() {
+                w.dropped(py);
+            } else {
+                w.eof = true;
+            }
+        } else if let Some(ex) = c.ex.as_mut() {
+            ex.disconnect(py);
+        } else {
             return self.remove(i);
-        };
-        ex.disconnect(py);
+        }
         if let Some(task) = &c.task {
             let task = task.bind(py);
             let cancelled = if grace.is_zero() {
@@ -895,6 +967,7 @@ impl Server {
             servers,
             trust,
             header_for,
+            ws_max,
             ..
         } = self;
         let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
@@ -926,6 +999,60 @@ impl Server {
                     }
                 };
                 let req = Request::new(&head, scheme, &servers[c.server], &c.peer, b"");
+                if ws::is_upgrade(|n| head.header(n).map(<[u8]>::to_vec)) {
+                    let hs = ws::handshake(&head.method, head.version >= (1, 1), |n| {
+                        head.header(n).map(<[u8]>::to_vec)
+                    });
+                    let id = Id {
+                        slot: i,
+                        generation: c.generation,
+                    };
+                    let line = format!(
+                        "ferricorn: WEBSOCKET {}",
+                        String::from_utf8_lossy(req.raw_target())
+                    );
+                    let scope = hs.as_ref().ok().map(|hs| {
+                        websocket::scope(py, &req, hs, strings, c.server, state.as_ref())
+                    });
+                    drop(req);
+                    drop(head);
+                    drop(body);
+                    return match (hs, scope) {
+                        (Ok(hs), Some(Ok(scope))) => {
+                            // What came after the head is the first frames.
+                            let rest = c.http.buffered().to_vec();
+                            c.http.consume(rest.len());
+                            c.ws = Some(WsExchange::new(hs, *ws_max, rest));
+                            launches.push(Launch {
+                                id,
+                                scope: scope.unbind(),
+                                line,
+                            });
+                            Step::Stop
+                        }
+                        (Err(e), _) => {
+                            glogging::debug!("{e}");
+                            refuse_handshake(&e, &mut c.out);
+                            c.closing = Some(Closing::Unread);
+                            if flush(py, c) && c.out.is_empty() {
+                                self.close(i, Closing::Unread);
+                            }
+                            Step::Stop
+                        }
+                        (Ok(_), _) => {
+                            c.out.extend_from_slice(&crate::app::error_response(
+                                500,
+                                "Internal Server Error",
+                                "",
+                            ));
+                            c.closing = Some(Closing::Unread);
+                            if flush(py, c) && c.out.is_empty() {
+                                self.close(i, Closing::Unread);
+                            }
+                            Step::Stop
+                        }
+                    };
+                }
                 let scope = asgi::http_scope(py, &req, strings, c.server, state.as_ref());
                 let log = glogging::access_enabled().then(|| asgi::AccessFacts::of(&req));
                 let line = format!(
@@ -1049,6 +1176,9 @@ impl Server {
         let Some(c) = conn_of(&mut self.conns, id) else {
             return asgi::ready(py, asgi::disconnect_message(py)?);
         };
+        if c.ws.is_some() {
+            return ws_receive(py, c, &mut self.scratch, create_future);
+        }
         let Conn {
             ex,
             stream,
@@ -1071,7 +1201,7 @@ impl Server {
                 Received::NeedRead => {
                     if let Some(cont) = ex.take_continue() {
                         out.extend_from_slice(cont);
-                        if !flush_parts(py, stream, out, Some(&mut *ex)) {
+                        if !flush_parts(py, stream, out, Some(&mut ex.writer)) {
                             *gone = true;
                         }
                     }
@@ -1105,6 +1235,21 @@ impl Server {
         let Some(c) = self.conn(id) else {
             return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
         };
+        if let Some(w) = c.ws.as_mut() {
+            w.send(py, message, &mut c.out)?;
+            if !flush(py, c) {
+                self.lost(py, id.slot);
+                return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+            }
+            if c.out.len() <= WRITE_HIGH {
+                return asgi::ready_none(py);
+            }
+            let fut = create_future.call0(py)?;
+            if let Some(w) = c.ws.as_mut() {
+                w.writer = Some(fut.clone_ref(py));
+            }
+            return Ok(fut);
+        }
         let Some(ex) = c.ex.as_mut() else {
             return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
         };
@@ -1134,6 +1279,22 @@ impl Server {
             return launches;
         };
         c.task = None;
+        if let Some(mut w) = c.ws.take() {
+            w.end(py, failed, &mut c.out);
+            self.served += 1;
+            self.served_total += 1;
+            if c.gone {
+                self.remove(id.slot);
+            } else {
+                c.closing = Some(Closing::Unread);
+                if !flush(py, c) {
+                    self.remove(id.slot);
+                } else if c.out.is_empty() {
+                    self.close(id.slot, Closing::Unread);
+                }
+            }
+            return launches;
+        }
         let Some(ex) = c.ex.take() else {
             return launches;
         };
@@ -1154,7 +1315,11 @@ impl Server {
     /// `http.disconnect` after the disconnect grace period.
     fn stopping(&mut self, _py: Python<'_>, stop: super::listening::Stop) {
         for c in self.conns.iter_mut().flatten() {
-            if c.ex.is_none() && c.lingering.is_none() {
+            if let Some(w) = c.ws.as_mut() {
+                if w.going_away(&mut c.out) {
+                    flush(_py, c);
+                }
+            } else if c.ex.is_none() && c.lingering.is_none() {
                 c.deadline = c.http.stop_deadline(c.deadline, stop.linger_until);
             }
         }
@@ -1170,6 +1335,9 @@ impl Server {
             let Some(c) = self.conns[i].as_mut() else {
                 continue;
             };
+            if c.ws.is_some() {
+                continue;
+            }
             if let Some(ex) = c.ex.as_mut() {
                 if disconnect && !ex.is_disconnected() && ex.receiver.is_some() {
                     ex.disconnect(py);
@@ -1216,7 +1384,12 @@ enum Step {
 /// Send what the connection holds without blocking; false when the
 /// client is gone.
 fn flush(py: Python<'_>, c: &mut Conn) -> bool {
-    flush_parts(py, &c.stream, &mut c.out, c.ex.as_mut())
+    let writer = match (c.ex.as_mut(), c.ws.as_mut()) {
+        (Some(ex), _) => Some(&mut ex.writer),
+        (None, Some(w)) => Some(&mut w.writer),
+        (None, None) => None,
+    };
+    flush_parts(py, &c.stream, &mut c.out, writer)
 }
 
 /// [`flush`] on a connection's parts; a send waiting for room goes on
@@ -1225,7 +1398,7 @@ fn flush_parts(
     py: Python<'_>,
     stream: &Stream,
     out: &mut Vec<u8>,
-    ex: Option<&mut Exchange>,
+    writer: Option<&mut Option<Py<PyAny>>>,
 ) -> bool {
     if out.is_empty() {
         return true;
@@ -1234,7 +1407,7 @@ fn flush_parts(
         Ok(n) => {
             out.drain(..n);
             if out.len() <= WRITE_HIGH {
-                if let Some(f) = ex.and_then(|ex| ex.writer.take()) {
+                if let Some(f) = writer.and_then(Option::take) {
                     asgi::resolve(py, &f, py.None());
                 }
             }
@@ -1314,4 +1487,79 @@ fn discard(stream: &Stream, scratch: &mut [u8], linger: &mut Linger) -> bool {
             Err(_) => return true,
         }
     }
+}
+
+/// Answer a refused WebSocket handshake (400, or 426 naming the version).
+fn refuse_handshake(e: &ws::HandshakeError, out: &mut Vec<u8>) {
+    let mut headers: Vec<(&[u8], &[u8])> = e
+        .extra_headers
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    headers.push((b"Content-Type", b"text/plain"));
+    let len = e.reason.len().to_string();
+    headers.push((b"Content-Length", len.as_bytes()));
+    let line = format!(
+        "{} {}",
+        e.status,
+        ferricorn_http::error::reason_phrase(e.status)
+    );
+    let ctx = ferricorn_http::response::ResponseContext {
+        method: b"GET",
+        version: (1, 1),
+        request_keep_alive: false,
+        server_allows_keep_alive: false,
+        server_header: crate::util::server_header(),
+    };
+    let head = crate::app::with_date(|d| {
+        ferricorn_http::response::encode_head(out, line.as_bytes(), &headers, &ctx, d)
+    });
+    if head.is_ok() {
+        out.extend_from_slice(e.reason.as_bytes());
+    }
+}
+
+/// A WebSocket's `receive`: the next message now, or a future resolved
+/// when the client sent it.
+fn ws_receive(
+    py: Python<'_>,
+    c: &mut Conn,
+    scratch: &mut [u8],
+    create_future: &Py<PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let Conn {
+        ws, stream, out, ..
+    } = c;
+    let Some(w) = ws.as_mut() else {
+        return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+    };
+    if w.receiver.is_some() {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "receive() called while another receive() waits",
+        ));
+    }
+    loop {
+        match w.receive(py, out)? {
+            websocket::Received::Message(m) => {
+                let _ = flush_parts(py, stream, out, None);
+                return asgi::ready(py, m);
+            }
+            websocket::Received::NeedRead => {
+                let _ = flush_parts(py, stream, out, None);
+                if w.eof {
+                    break;
+                }
+                match stream.read_nowait(scratch) {
+                    Ok(0) => w.eof = true,
+                    Ok(n) => w.inbuf.extend_from_slice(&scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => w.eof = true,
+                }
+            }
+        }
+    }
+    let fut = create_future.call0(py)?;
+    w.receiver = Some(fut.clone_ref(py));
+    Ok(fut)
 }
