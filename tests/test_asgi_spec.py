@@ -1,0 +1,447 @@
+"""The `asgi` worker against the ASGI spec and the server duties of issue 15.
+
+tests/apps/asgi_spec.py checks every scope and message it is handed against
+asgiref's spec text and reports what is wrong; these tests assert that list
+is empty, and check the rest from the client's side: errors before and
+after `http.response.start`, an app that returns without a response,
+lifespan startup failure (exit 3), keep-alive and pipelining, Expect:
+100-continue, chunked request bodies, `send` after the client left, a slow
+reader of a large response, WebSocket accept/denial/close.
+
+Runs against ferricorn; gunicorn 27 is the oracle (tests/asgi_helpers.py).
+"""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as ws_connect_raw
+
+from asgi_helpers import ASGI_SERVERS, serve_asgi
+from conftest import dechunk, parse_head, raw_request, wait_until
+from wsgi_helpers import Client, chunked, one_request
+
+
+@pytest.fixture(scope="module", params=ASGI_SERVERS)
+def server(request):
+    """Which server runs the test (module-scoped: one spec app per server)."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def spec(request, server):
+    return serve_asgi(request, server, "asgi_spec:app")
+
+
+@pytest.fixture
+def start_asgi(request, server, tmp_path):
+    """`start_asgi(*args, **serve_kwargs)`: a server of the test's own."""
+
+    def start(*args, **kwargs):
+        kwargs.setdefault("cwd", tmp_path)
+        return serve_asgi(request, server, *args, **kwargs)
+
+    return start
+
+
+def get_json(srv, path, method="GET", body=b"", headers=""):
+    status, hdrs, raw = one_request(srv.port, path, method, body, headers)
+    assert hdrs.get("content-type") == "application/json", (status, hdrs, raw)
+    return status, json.loads(raw)
+
+
+def report(srv):
+    return get_json(srv, "/report")[1]
+
+
+def wait_event(srv, key, pending=(None,), timeout=15.0):
+    """Poll /report until EVENTS[key] is set and not one of `pending`."""
+    seen = {}
+
+    def ready():
+        seen.update(report(srv))
+        return seen["events"].get(key) not in pending
+
+    wait_until(ready, timeout, "event %r at /report" % key, log=lambda: "%s\n%s" % (seen, srv.log()))
+    return seen
+
+
+def ws_connect(srv, path, **kw):
+    kw.setdefault("open_timeout", 10)
+    kw.setdefault("close_timeout", 5)
+    return ws_connect_raw("ws://127.0.0.1:%d%s" % (srv.port, path), proxy=None, **kw)
+
+
+# --- HTTP scope and messages ------------------------------------------------
+
+
+def test_http_scope_has_every_key_the_spec_asks(spec):
+    status, got = get_json(spec, "/scope?a=1&b=%20x", headers="X-Dup: one\r\nX-Dup: two\r\nX-Mixed-Case: v\r\n")
+    assert status == 200
+    assert got["violations"] == []
+    scope = got["scope"]
+    assert scope["type"] == "http" and scope["asgi"]["version"] == "3.0"
+    assert scope["http_version"] == "1.1" and scope["method"] == "GET"
+    assert scope.get("scheme", "http") == "http"
+    assert scope["path"] == "/scope" and scope.get("raw_path") in (None, "/scope")
+    assert scope["query_string"] == "a=1&b=%20x"
+    assert scope.get("root_path", "") == ""
+    headers = [tuple(h) for h in scope["headers"]]
+    # Order and duplicates as received.
+    assert [v for k, v in headers if k.lower() == "x-dup"] == ["one", "two"]
+    assert ("x-mixed-case", "v") in [(k.lower(), v) for k, v in headers]
+    assert scope["client"][0] == "127.0.0.1" and isinstance(scope["client"][1], int)
+    assert scope["server"] == ["127.0.0.1", spec.port]
+
+
+def test_http_10_and_a_percent_encoded_utf8_path(spec):
+    status, hdrs, raw = raw_request_json(spec, b"GET /caf%C3%A9/%7Eme?x=%C3%A9 HTTP/1.0\r\n\r\n")
+    assert status == 404
+    assert raw["violations"] == []
+    scope = raw["scope"]
+    assert scope["http_version"] == "1.0"
+    assert scope["path"] == "/café/~me"
+    assert scope.get("raw_path") in (None, "/caf%C3%A9/%7Eme")
+    assert scope["query_string"] == "x=%C3%A9"
+
+
+def raw_request_json(srv, data):
+    status, hdrs, body = parse_raw(raw_request(srv.port, data))
+    return status, hdrs, json.loads(body)
+
+
+def parse_raw(raw):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, hdrs = parse_head(head)
+    if hdrs.get("transfer-encoding") == "chunked":
+        body = dechunk(body)
+    return status, hdrs, body
+
+
+def test_root_path_is_the_mount_point(start_asgi):
+    srv = start_asgi("--root-path", "/mnt", "asgi_spec:app")
+    status, got = get_json(srv, "/mnt/scope")
+    assert status == 200 and got["violations"] == []
+    assert got["scope"]["root_path"] == "/mnt"
+    assert got["scope"]["path"] == "/mnt/scope"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_request_body_arrives_as_http_request_messages(spec, framing):
+    body = os.urandom(3 * 1024 * 1024 + 7)
+    if framing == "chunked":
+        payload, headers = chunked(body, 65536), "Transfer-Encoding: chunked\r\n"
+    else:
+        payload, headers = body, ""
+    c = Client(spec.port)
+    try:
+        status, _, raw = c.request("/echo", "POST", payload, headers)
+    finally:
+        c.close()
+    got = json.loads(raw)
+    assert status == 200 and got["violations"] == []
+    assert got["size"] == len(body) and got["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_receive_after_the_response_gives_http_disconnect(spec):
+    # A keep-alive connection that stays open: the spec has receive() after
+    # the response return http.disconnect, not wait for the socket to close.
+    c = Client(spec.port)
+    try:
+        status, _, raw = c.request("/echo", "POST", b"hello")
+        assert status == 200 and json.loads(raw)["violations"] == []
+        got = wait_event(spec, "echo_after")
+    finally:
+        c.close()
+    assert got["events"]["echo_after"] == "http.disconnect"
+    assert got["violations"] == []
+
+
+def test_chunked_body_with_extensions_and_trailers(spec):
+    body = b"hello chunked world"
+    wire = b"5;ext=1\r\nhello\r\n8\r\n chunked\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    c = Client(spec.port)
+    try:
+        status, _, raw = c.request("/raw-echo", "POST", wire, "Transfer-Encoding: chunked\r\n")
+        assert status == 200 and raw == body
+        # The connection is still usable after the trailers.
+        status, _, raw = c.request("/raw-echo", "POST", b"again")
+        assert status == 200 and raw == b"again"
+    finally:
+        c.close()
+
+
+def test_lifespan_state_is_copied_into_every_request(spec):
+    for _ in range(2):  # the second request must not see the first one's change
+        status, got = get_json(spec, "/state")
+        assert status == 200 and got["started"] is True
+        assert got["violations"] == []
+    assert report(spec)["violations"] == []
+
+
+def test_lifespan_shutdown_runs_with_a_well_formed_message(start_asgi, tmp_path):
+    out = tmp_path / "shutdown.json"
+    srv = start_asgi("asgi_spec:app", env={"ASGI_SPEC_REPORT": str(out)})
+    assert get_json(srv, "/scope")[1]["violations"] == []
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_exit() == 0
+    assert json.loads(out.read_text())["violations"] == []
+
+
+def test_send_after_the_client_left_raises_oserror(spec):
+    s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
+    s.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+    data = b""
+    while b"first piece" not in data:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    s.close()
+    got = wait_event(spec, "hold", pending=(None, "streaming"))
+    assert got["events"]["hold"].startswith("OSError:"), got
+    assert got["violations"] == []
+
+
+# --- server duties ------------------------------------------------------------
+
+
+def test_app_raising_before_response_start_is_a_500(spec):
+    status, _, _ = one_request(spec.port, "/error-before-start")
+    assert status == 500
+    spec.wait_for(r"boom before http.response.start")
+    # The worker is still serving.
+    assert one_request(spec.port, "/scope")[0] == 200
+
+
+def test_app_raising_after_response_start_aborts_the_connection(spec):
+    raw = raw_request(spec.port, b"GET /error-after-start HTTP/1.1\r\nHost: t\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert parse_head(head)[0] == 200
+    assert b"partial" in body
+    # Not a complete response: no terminating chunk (nor a full Content-Length).
+    assert not body.endswith(b"0\r\n\r\n"), raw
+    spec.wait_for(r"boom after http.response.start")
+
+
+def test_app_returning_without_a_response_is_a_500(spec):
+    assert one_request(spec.port, "/no-response")[0] == 500
+
+
+def test_keep_alive_and_pipelining(spec):
+    c = Client(spec.port)
+    try:
+        c.send(
+            b"POST /raw-echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nfirst"
+            b"GET /scope?n=2 HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"POST /raw-echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nthird\r\n0\r\n\r\n"
+        )
+        assert c.read_response()[::2] == (200, b"first")
+        status, _, raw = c.read_response()
+        assert status == 200 and json.loads(raw)["scope"]["query_string"] == "n=2"
+        assert c.read_response()[::2] == (200, b"third")
+        # And the connection is kept for one more.
+        assert c.request("/raw-echo", "POST", b"fourth")[::2] == (200, b"fourth")
+    finally:
+        c.close()
+
+
+def test_expect_100_continue_is_answered_at_the_first_receive(spec):
+    s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
+    try:
+        s.sendall(b"POST /raw-echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 100 Continue\r\n"), data
+        s.sendall(b"body")
+        while b"body" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        final = data.split(b"\r\n\r\n", 1)[1]
+        assert final.startswith(b"HTTP/1.1 200 ")
+    finally:
+        s.close()
+
+
+def test_expect_100_continue_not_sent_when_the_app_never_reads(spec):
+    s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
+    try:
+        s.sendall(b"POST /no-read HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 413 "), data
+    finally:
+        s.close()
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def test_slow_reader_of_a_large_stream_keeps_memory_bounded(spec):
+    """A 256 MiB response to a client that reads nothing: send() must wait,
+    so the worker holds a bounded amount, not the whole response."""
+    _, before = get_json(spec, "/progress")
+    pid = before["pid"]
+    base = rss_kib(pid)
+    s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        s.sendall(b"GET /stream?chunks=256&size=1048576 HTTP/1.1\r\nHost: t\r\n\r\n")
+        # Wait until send() has stopped making progress: the socket buffers are full.
+        last, still = -1, 0
+        deadline = time.monotonic() + 30
+        while still < 5:
+            assert time.monotonic() < deadline, "send() never stalled: %r" % get_json(spec, "/progress")[1]
+            prog = get_json(spec, "/progress")[1]
+            assert not prog["done"], "the whole 256 MiB was sent to a client that read nothing: %r" % prog
+            still = still + 1 if prog["sent"] == last else 0
+            last = prog["sent"]
+            time.sleep(0.1)
+        grown = rss_kib(pid) - base
+        assert prog["sent"] <= 64 * 1024 * 1024, prog
+        assert grown <= 64 * 1024, "worker RSS grew by %d KiB" % grown
+        # Now read it all: the stream completes.
+        s.settimeout(30)
+        total = 0
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total >= 256 * 1024 * 1024:
+                break
+        assert total >= 256 * 1024 * 1024
+    finally:
+        s.close()
+    wait_until(lambda: get_json(spec, "/progress")[1]["done"], 20, "stream done")
+
+
+# --- lifespan failures --------------------------------------------------------
+
+
+def test_lifespan_startup_failed_halts_with_exit_3(start_asgi):
+    srv = start_asgi("asgi_lifespan:failed", wait=False)
+    code = srv.wait_exit(30)
+    assert code == 3, srv.log()
+    assert "database unreachable: db.example:5432" in srv.log()
+    # No crash loop: the worker booted once.
+    assert srv.count(r"Booting worker with pid") == 1, srv.log()
+
+
+def test_lifespan_raising_under_on_halts_with_exit_3(start_asgi):
+    srv = start_asgi("--asgi-lifespan", "on", "asgi_lifespan:raising", wait=False)
+    assert srv.wait_exit(30) == 3, srv.log()
+    assert "startup exploded" in srv.log()
+
+
+@pytest.mark.parametrize("app", ["raising", "unsupported"])
+def test_lifespan_auto_serves_an_app_without_lifespan_support(start_asgi, app):
+    srv = start_asgi("asgi_lifespan:" + app)
+    status, _, body = one_request(srv.port, "/")
+    assert status == 200 and body in (b"served", b"no lifespan here")
+
+
+def test_lifespan_off_never_calls_the_app_with_a_lifespan_scope(start_asgi):
+    # `failed` would halt the server if it saw a lifespan scope.
+    srv = start_asgi("--asgi-lifespan", "off", "asgi_lifespan:failed")
+    assert one_request(srv.port, "/")[::2] == (200, b"served")
+
+
+def test_lifespan_shutdown_runs_after_in_flight_requests_finish(start_asgi, tmp_path):
+    log = tmp_path / "lifespan.log"
+    srv = start_asgi("asgi_lifespan:ordered", env={"ASGI_LIFESPAN_LOG": str(log)})
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    wait_until(lambda: log.exists() and "request start /slow" in log.read_text(), 10, "the slow request to start")
+    srv.signal(signal.SIGTERM)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    assert parse_raw(data)[::2] == (200, b"served"), data
+    assert srv.wait_exit() == 0
+    lines = log.read_text().splitlines()
+    assert lines == [
+        "startup lifespan.startup",
+        "request start /slow",
+        "request end /slow",
+        "shutdown lifespan.shutdown",
+    ], lines
+
+
+# --- WebSocket ------------------------------------------------------------------
+
+
+def test_websocket_scope_messages_and_close_reason(spec):
+    with ws_connect(spec, "/ws/echo?room=1", subprotocols=["chat", "other"],
+                    additional_headers={"X-Client": "test"}) as ws:
+        assert ws.subprotocol == "chat"
+        assert ws.response.headers.get("x-accepted") == "yes"
+        ws.send("héllo")
+        assert ws.recv(timeout=10) == "héllo"
+        ws.send(b"\x00\x01binary")
+        assert ws.recv(timeout=10) == b"\x00\x01binary"
+        ws.send(["frag", "mented"])  # one message in three frames
+        assert ws.recv(timeout=10) == "fragmented"
+        big = os.urandom(300 * 1024)
+        ws.send(big)
+        assert ws.recv(timeout=10) == big
+        ws.send("report")
+        got = json.loads(ws.recv(timeout=10))
+        assert got["violations"] == []
+        scope = got["scope"]
+        assert scope["path"] == "/ws/echo" and scope["query_string"] == "room=1"
+        assert scope["subprotocols"] == ["chat", "other"]
+        assert ["x-client", "test"] in [[k.lower(), v] for k, v in scope["headers"]]
+        ws.close(code=4000, reason="done here")
+    got = wait_event(spec, "ws_send_after")
+    assert got["events"]["ws_disconnect"]["code"] == 4000
+    assert got["events"]["ws_disconnect"]["reason"] in (None, "done here")
+    assert got["events"]["ws_send_after"].startswith("OSError:"), got
+    assert got["violations"] == []
+
+
+def test_websocket_denial_response(spec):
+    with pytest.raises(InvalidStatus) as e:
+        ws_connect(spec, "/ws/deny")
+    resp = e.value.response
+    assert resp.status_code == 401
+    assert resp.headers.get("x-denied") == "yes"
+    assert resp.body == b"go away, please"
+    assert report(spec)["violations"] == []
+
+
+def test_websocket_close_before_accept_is_a_403(spec):
+    with pytest.raises(InvalidStatus) as e:
+        ws_connect(spec, "/ws/close-before-accept")
+    assert e.value.response.status_code == 403
+
+
+def test_websocket_close_code_and_reason_reach_the_client(spec):
+    with ws_connect(spec, "/ws/close-code") as ws:
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=10)
+    assert e.value.rcvd.code == 4001 and e.value.rcvd.reason == "bye now"
+
+
+def test_websocket_app_raising_closes_with_1011(spec):
+    with ws_connect(spec, "/ws/raise") as ws:
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=10)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1011
