@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect_raw
 
 from asgi_helpers import ASGI_SERVERS, serve_asgi
-from conftest import dechunk, parse_head, raw_request, wait_until
+from conftest import APPS, dechunk, parse_head, raw_request, wait_until
 from wsgi_helpers import Client, chunked, one_request
 
 
@@ -445,3 +445,166 @@ def test_websocket_app_raising_closes_with_1011(spec):
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=10)
     assert e.value.rcvd is not None and e.value.rcvd.code == 1011
+
+
+def test_graceful_term_closes_websockets_with_1001(start_asgi):
+    srv = start_asgi("asgi_spec:app")
+    with ws_connect(srv, "/ws/echo") as ws:
+        ws.send("ping")
+        assert ws.recv(timeout=10) == "ping"
+        srv.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=20)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1001, e.value
+    assert srv.wait_exit() == 0
+
+
+def test_websocket_message_over_the_limit_closes_with_1009(start_asgi):
+    srv = start_asgi("--websocket-max-message-size", "1024", "asgi_spec:app")
+    with ws_connect(srv, "/ws/echo") as ws:
+        ws.send(b"x" * 1000)
+        assert ws.recv(timeout=10) == b"x" * 1000
+        ws.send(["y" * 600, "y" * 600])  # 1200 bytes in two fragments
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=10)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1009, e.value
+
+
+# --- WebSocket protocol errors, from a raw socket ------------------------------
+
+
+def ws_handshake(srv, path="/ws/echo"):
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(
+        ("GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % path).encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status, headers = parse_head(head)
+    assert status == 101, data
+    # RFC 6455 section 1.3's example key and answer.
+    assert headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", headers
+    return s, rest
+
+
+def ws_frame(opcode, payload, mask=True, fin=True):
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    m = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 65536:
+        head += bytes([m | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([m | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = b"\x01\x02\x03\x04"
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read_close_code(s, buf):
+    """Read server frames until a close frame; return its status code."""
+    deadline = time.monotonic() + 10
+    while True:
+        while len(buf) < 2:
+            assert time.monotonic() < deadline
+            chunk = s.recv(4096)
+            assert chunk, "closed without a close frame"
+            buf += chunk
+        opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
+        off = 2
+        if n == 126:
+            n, off = None, 4
+        elif n == 127:
+            n, off = None, 10
+        while len(buf) < off:
+            buf += s.recv(4096)
+        if n is None:
+            n = int.from_bytes(buf[2:off], "big")
+        while len(buf) < off + n:
+            chunk = s.recv(65536)
+            assert chunk, "closed mid-frame"
+            buf += chunk
+        payload, buf = buf[off : off + n], buf[off + n :]
+        if opcode == 0x8:
+            return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+
+
+@pytest.mark.parametrize("frame, code", [
+    (ws_frame(0x1, b"hello", mask=False), 1002),  # a client frame must be masked
+    (ws_frame(0x1, b"\xff\xfe bad utf-8"), 1007),  # text must be UTF-8
+    (ws_frame(0x3, b"reserved opcode"), 1002),
+    (ws_frame(0x9, b"p" * 200), 1002),  # control frames carry at most 125 bytes
+    (ws_frame(0x9, b"ping", fin=False), 1002),  # and are never fragmented
+    (ws_frame(0x0, b"continuation of nothing"), 1002),
+], ids=["unmasked", "bad-utf8", "reserved-opcode", "long-ping", "fragmented-ping", "stray-continuation"])
+def test_websocket_protocol_errors_close_the_connection(spec, frame, code):
+    s, buf = ws_handshake(spec)
+    try:
+        s.sendall(frame)
+        assert ws_read_close_code(s, buf) == code
+    finally:
+        s.close()
+
+
+def test_websocket_ping_gets_a_pong_and_close_is_echoed(spec):
+    s, buf = ws_handshake(spec)
+    try:
+        s.sendall(ws_frame(0x9, b"are you there"))
+        while len(buf) < 2 + len(b"are you there"):
+            buf += s.recv(4096)
+        assert buf[0] == 0x8A and buf[2:] == b"are you there", buf
+        s.sendall(ws_frame(0x8, (1000).to_bytes(2, "big") + b"done"))
+        assert ws_read_close_code(s, b"") == 1000
+    finally:
+        s.close()
+
+
+def test_malformed_request_is_a_400(spec):
+    raw = raw_request(spec.port, b"GET / HTTP/1.1\r\nHost: t\r\nBad Header Line\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400 "), raw
+
+
+def test_head_response_has_no_body(spec):
+    c = Client(spec.port)
+    try:
+        status, headers, body = c.request("/scope", "HEAD")
+        assert status == 200 and int(headers["content-length"]) > 0
+        # The next response on the connection starts right after the head.
+        assert c.request("/raw-echo", "POST", b"next")[::2] == (200, b"next")
+    finally:
+        c.close()
+
+
+# --- the checker itself ------------------------------------------------------------
+
+
+def test_the_checker_finds_what_the_spec_forbids(monkeypatch):
+    """asgi_spec's checks are not vacuous: a scope that breaks the spec
+    in several ways is reported, one line per fault."""
+    monkeypatch.syspath_prepend(str(APPS))
+    import asgi_spec
+
+    good = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+        "method": "GET", "scheme": "http", "path": "/a b", "raw_path": b"/a%20b", "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"x")], "client": ("127.0.0.1", 5), "server": ("127.0.0.1", 80),
+    }
+    assert [v for v in asgi_spec.check_http_scope(good) if "asyncio" not in v and "loop" not in v] == []
+    bad = dict(good, asgi={"version": "2.0"}, http_version="1.2", method="get", scheme="", path="/a",
+               raw_path="/a?x", query_string="x=1", headers=[(b"host", "x"), (b":authority", b"x")],
+               client=("127.0.0.1", "5"), root_path="/m")
+    got = [v for v in asgi_spec.check_http_scope(bad) if "asyncio" not in v and "loop" not in v]
+    for needle in ("['version']", "spec_version", "http_version", "uppercased", "scheme", "raw_path",
+                   "query_string", "not [bytes, bytes]", "pseudo header", "client", "root_path"):
+        assert any(needle in v for v in got), (needle, got)
+    ws = dict(good, type="websocket", scheme="http", asgi={"version": "3.0", "spec_version": "2.2"})
+    got = asgi_spec.check_ws_scope(ws)
+    for needle in ("spec_version", "ws or wss", "websocket.http.response"):
+        assert any(needle in v for v in got), (needle, got)
