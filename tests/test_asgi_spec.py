@@ -59,6 +59,11 @@ def report(srv):
     return get_json(srv, "/report")[1]
 
 
+def clear_report(srv):
+    """Start /report afresh: what an earlier test left is not this test's."""
+    get_json(srv, "/report?clear=1")
+
+
 def wait_event(srv, key, pending=(None,), timeout=15.0):
     """Poll /report until EVENTS[key] is set and not one of `pending`."""
     seen = {}
@@ -149,6 +154,7 @@ def test_request_body_arrives_as_http_request_messages(spec, framing):
 
 
 def test_receive_after_the_response_gives_http_disconnect(spec):
+    clear_report(spec)
     # A keep-alive connection that stays open: the spec has receive() after
     # the response return http.disconnect, not wait for the socket to close.
     c = Client(spec.port)
@@ -177,6 +183,7 @@ def test_chunked_body_with_extensions_and_trailers(spec):
 
 
 def test_lifespan_state_is_copied_into_every_request(spec):
+    clear_report(spec)
     for _ in range(2):  # the second request must not see the first one's change
         status, got = get_json(spec, "/state")
         assert status == 200 and got["started"] is True
@@ -194,6 +201,7 @@ def test_lifespan_shutdown_runs_with_a_well_formed_message(start_asgi, tmp_path)
 
 
 def test_send_after_the_client_left_raises_oserror(spec):
+    clear_report(spec)
     s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
     s.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
     data = b""
@@ -389,6 +397,7 @@ def test_lifespan_shutdown_runs_after_in_flight_requests_finish(start_asgi, tmp_
 
 
 def test_websocket_scope_messages_and_close_reason(spec):
+    clear_report(spec)
     with ws_connect(spec, "/ws/echo?room=1", subprotocols=["chat", "other"],
                     additional_headers={"X-Client": "test"}) as ws:
         assert ws.subprotocol == "chat"
@@ -418,6 +427,7 @@ def test_websocket_scope_messages_and_close_reason(spec):
 
 
 def test_websocket_denial_response(spec):
+    clear_report(spec)
     with pytest.raises(InvalidStatus) as e:
         ws_connect(spec, "/ws/deny")
     resp = e.value.response
@@ -608,3 +618,17 @@ def test_the_checker_finds_what_the_spec_forbids(monkeypatch):
     got = asgi_spec.check_ws_scope(ws)
     for needle in ("spec_version", "ws or wss", "websocket.http.response"):
         assert any(needle in v for v in got), (needle, got)
+
+
+def test_websocket_close_without_a_code_is_1005_to_the_app(spec):
+    clear_report(spec)
+    s, buf = ws_handshake(spec)
+    try:
+        s.sendall(ws_frame(0x8, b""))
+        assert ws_read_close_code(s, buf) in (1000, 1005)
+    finally:
+        s.close()
+    got = wait_event(spec, "ws_disconnect")
+    assert got["events"]["ws_disconnect"]["code"] == 1005
+    # The message checks (the scope's are test_websocket_scope_messages_and_close_reason's).
+    assert [v for v in got["violations"] if "scope" not in v] == []

@@ -8,7 +8,8 @@ so a test asserts that list is empty:
 
 - in the JSON body of each HTTP response (`/scope`, `/echo`, `/state`),
 - in a text message on a WebSocket (send the text `report`),
-- at `/report` for what can only be seen after a response went out (the
+- at `/report` (`?clear=1` starts afresh) for what can only be seen after a
+  response went out (the
   `http.disconnect` after a response, `send` after the client left, the
   WebSocket disconnect event) and for lifespan startup,
 - in the file named by $ASGI_SPEC_REPORT for lifespan shutdown (written as
@@ -373,6 +374,9 @@ async def http(scope, receive, send):
         await send_json(send, {"violations": out, "started": LIFESPAN["started"]})
     elif route == "/report":
         await send_json(send, {"violations": list(LATE), "events": EVENTS})
+        if query.get("clear"):
+            LATE.clear()
+            EVENTS.clear()
     elif route == "/error-before-start":
         raise RuntimeError("boom before http.response.start")
     elif route == "/error-after-start":
