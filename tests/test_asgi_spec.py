@@ -340,9 +340,62 @@ def test_slow_reader_of_a_large_stream_keeps_memory_bounded(spec):
     wait_until(lambda: get_json(spec, "/progress")[1]["done"], 20, "stream done")
 
 
+def test_a_body_the_app_does_not_read_yet_is_not_buffered_whole(spec):
+    """A client uploads 128 MiB while the app sits on its first receive():
+    the server stops reading, so the client's send blocks early and the
+    worker does not grow by the body's size."""
+    _, info = get_json(spec, "/release-read")
+    pid = info["pid"]
+    base = rss_kib(pid)
+    total = 128 * 1024 * 1024
+    s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    try:
+        s.sendall(b"POST /slow-read HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % total)
+        block = b"u" * (1 << 20)
+        sent = 0
+        s.setblocking(False)
+        stalled_since = None
+        deadline = time.monotonic() + 30
+        while sent < total:
+            assert time.monotonic() < deadline, "the upload neither finished nor stalled"
+            try:
+                sent += s.send(block[: min(len(block), total - sent)])
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break
+                time.sleep(0.01)
+        assert sent <= 64 * 1024 * 1024, "the server took %d bytes the app did not ask for" % sent
+        grown = rss_kib(pid) - base
+        assert grown <= 64 * 1024, "worker RSS grew by %d KiB" % grown
+        # Let the app read: the rest of the upload goes through.
+        assert get_json(spec, "/release-read")[1]["first"] is not None
+        s.setblocking(True)
+        s.settimeout(30)
+        while sent < total:
+            sent += s.send(block[: min(len(block), total - sent)])
+        data = b""
+        while b"}" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    finally:
+        s.close()
+    status, _, body = parse_raw(data)
+    got = json.loads(body)
+    assert status == 200 and got == {"violations": [], "size": total}
+
+
 # --- lifespan failures --------------------------------------------------------
 
 
+# gunicorn 27 is where exit 3 comes from: these run against it too, always.
+WITH_ORACLE = pytest.mark.parametrize("server", sorted(set(ASGI_SERVERS) | {"gunicorn"}))
+
+
+@WITH_ORACLE
 def test_lifespan_startup_failed_halts_with_exit_3(start_asgi):
     srv = start_asgi("asgi_lifespan:failed", wait=False)
     code = srv.wait_exit(30)
@@ -352,6 +405,7 @@ def test_lifespan_startup_failed_halts_with_exit_3(start_asgi):
     assert srv.count(r"Booting worker with pid") == 1, srv.log()
 
 
+@WITH_ORACLE
 def test_lifespan_raising_under_on_halts_with_exit_3(start_asgi):
     srv = start_asgi("--asgi-lifespan", "on", "asgi_lifespan:raising", wait=False)
     assert srv.wait_exit(30) == 3, srv.log()

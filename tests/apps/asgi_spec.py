@@ -17,7 +17,8 @@ so a test asserts that list is empty:
 
 Other routes exercise the server's own duties: `/error-before-start`,
 `/error-after-start`, `/no-response`, `/stream` with `/progress` (bounded
-buffering towards a slow reader), `/no-read` (Expect: 100-continue is
+buffering towards a slow reader), `/slow-read` with `/release-read` (bounded
+buffering of a request body the app does not read yet), `/no-read` (Expect: 100-continue is
 answered only at the first `receive`), `/hold` (disconnect while streaming).
 One worker: the module-level state below is that worker's.
 """
@@ -41,6 +42,8 @@ LATE = []
 EVENTS = {}
 # /stream progress: bytes handed to send() that returned.
 PROGRESS = {"sent": 0, "done": False, "error": None}
+# /slow-read: set by /release-read.
+READER = {"event": None, "first": None}
 
 
 def _version(text):
@@ -407,6 +410,26 @@ async def http(scope, receive, send):
         PROGRESS["done"] = True
     elif route == "/progress":
         await send_json(send, dict(PROGRESS, pid=os.getpid()))
+    elif route == "/slow-read":
+        # Reads one body message, then nothing until /release-read: the
+        # server must stop reading the socket meanwhile (bounded buffering).
+        READER["event"] = asyncio.Event()
+        msg = await receive()
+        check_http_request(msg, out, "receive() #1")
+        total = len(msg.get("body", b""))
+        READER["first"] = total
+        await asyncio.wait_for(READER["event"].wait(), 60)
+        more = msg.get("more_body", False)
+        while more:
+            msg = await receive()
+            check_http_request(msg, out, "receive()")
+            total += len(msg.get("body", b""))
+            more = msg.get("more_body", False)
+        await send_json(send, {"violations": out, "size": total})
+    elif route == "/release-read":
+        if READER["event"] is not None:
+            READER["event"].set()
+        await send_json(send, {"first": READER["first"], "pid": os.getpid()})
     elif route == "/hold":
         # Stream a first piece, then wait for the client to leave: receive()
         # must give http.disconnect, and a later send() must raise OSError.
