@@ -4,9 +4,11 @@ tests/apps/asgi_spec.py checks every scope and message it is handed against
 asgiref's spec text and reports what is wrong; these tests assert that list
 is empty, and check the rest from the client's side: errors before and
 after `http.response.start`, an app that returns without a response,
-lifespan startup failure (exit 3), keep-alive and pipelining, Expect:
-100-continue, chunked request bodies, `send` after the client left, a slow
-reader of a large response, WebSocket accept/denial/close.
+lifespan startup failure (exit 3) and shutdown after the drain, keep-alive
+and pipelining, Expect: 100-continue, chunked request bodies, `send` after
+the client left, bounded buffering both ways (a slow reader of a large
+response, an upload the app does not read yet), WebSocket accept, denial,
+close codes, protocol errors and TERM.
 
 Runs against ferricorn; gunicorn 27 is the oracle (tests/asgi_helpers.py).
 """
@@ -82,6 +84,19 @@ def ws_connect(srv, path, **kw):
     return ws_connect_raw("ws://127.0.0.1:%d%s" % (srv.port, path), proxy=None, **kw)
 
 
+def raw_request_json(srv, data):
+    status, hdrs, body = parse_raw(raw_request(srv.port, data))
+    return status, hdrs, json.loads(body)
+
+
+def parse_raw(raw):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, hdrs = parse_head(head)
+    if hdrs.get("transfer-encoding") == "chunked":
+        body = dechunk(body)
+    return status, hdrs, body
+
+
 # --- HTTP scope and messages ------------------------------------------------
 
 
@@ -113,19 +128,6 @@ def test_http_10_and_a_percent_encoded_utf8_path(spec):
     assert scope["path"] == "/café/~me"
     assert scope.get("raw_path") in (None, "/caf%C3%A9/%7Eme")
     assert scope["query_string"] == "x=%C3%A9"
-
-
-def raw_request_json(srv, data):
-    status, hdrs, body = parse_raw(raw_request(srv.port, data))
-    return status, hdrs, json.loads(body)
-
-
-def parse_raw(raw):
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status, hdrs = parse_head(head)
-    if hdrs.get("transfer-encoding") == "chunked":
-        body = dechunk(body)
-    return status, hdrs, body
 
 
 def test_root_path_is_the_mount_point(start_asgi):
