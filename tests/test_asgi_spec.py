@@ -688,3 +688,13 @@ def test_websocket_close_without_a_code_is_1005_to_the_app(spec):
     assert got["events"]["ws_disconnect"]["code"] == 1005
     # The message checks (the scope's are test_websocket_scope_messages_and_close_reason's).
     assert [v for v in got["violations"] if "scope" not in v] == []
+
+
+def test_scheme_from_a_trusted_proxy(spec):
+    # 127.0.0.1 is in forwarded_allow_ips by default.
+    status, got = get_json(spec, "/scope", headers="X-Forwarded-Proto: https\r\n")
+    assert status == 200 and got["violations"] == []
+    assert got["scope"]["scheme"] == "https"
+    with ws_connect(spec, "/ws/echo", additional_headers={"X-Forwarded-Proto": "https"}) as ws:
+        ws.send("report")
+        assert json.loads(ws.recv(timeout=10))["scope"]["scheme"] == "wss"
