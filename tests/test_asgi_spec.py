@@ -698,3 +698,27 @@ def test_scheme_from_a_trusted_proxy(spec):
     with ws_connect(spec, "/ws/echo", additional_headers={"X-Forwarded-Proto": "https"}) as ws:
         ws.send("report")
         assert json.loads(ws.recv(timeout=10))["scope"]["scheme"] == "wss"
+
+
+def test_timeout_ends_a_worker_whose_loop_the_app_blocks(start_asgi):
+    srv = start_asgi("-t", "2", "asgi_spec:app")
+    stuck = socket.create_connection(("127.0.0.1", srv.port), timeout=15)
+    stuck.sendall(b"GET /block?s=30 HTTP/1.1\r\nHost: t\r\n\r\n")
+    m = srv.wait_for(r"\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\)(.*)", timeout=15)
+    # The worker's report names the request and shows where the Python code was stuck.
+    srv.wait_for(r"Worker timed out while serving: GET /block\?s=30 HTTP/1\.1", timeout=10)
+    srv.wait_for(r'asgi_spec\.py", line \d+, in http', timeout=10)
+    stuck.close()
+    srv.wait_booted(2)
+    assert get_json(srv, "/scope")[1]["violations"] == []
+    # A worker stuck in a request is not idle (the master may name the request or not).
+    assert "idle" not in m.group(1), m.group(0)
+
+
+def test_max_requests_restarts_the_worker(start_asgi):
+    srv = start_asgi("--max-requests", "3", "asgi_spec:app")
+    first = get_json(srv, "/pid")[1]["pid"]
+    for _ in range(2):
+        get_json(srv, "/pid")
+    srv.wait_booted(2)
+    wait_until(lambda: get_json(srv, "/pid")[1]["pid"] != first, 15, "a new worker to serve")

@@ -430,6 +430,14 @@ async def http(scope, receive, send):
         if READER["event"] is not None:
             READER["event"].set()
         await send_json(send, {"first": READER["first"], "pid": os.getpid()})
+    elif route == "/block":
+        # Blocks the worker's loop (the app's bug): --timeout must end the worker.
+        import time
+
+        time.sleep(float(query.get("s", ["30"])[0]))
+        await send_json(send, {"violations": out})
+    elif route == "/pid":
+        await send_json(send, {"pid": os.getpid()})
     elif route == "/hold":
         # Stream a first piece, then wait for the client to leave: receive()
         # must give http.disconnect, and a later send() must raise OSError.
