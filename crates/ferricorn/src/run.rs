@@ -527,8 +527,9 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         crate::workers::asgi::announce(&settings);
     }
 
-    let heartbeats = match Heartbeats::new() {
-        Ok(h) => h,
+    // Made once per master and kept for its life (see `Launch::heartbeats`).
+    let heartbeats: &'static Heartbeats = match Heartbeats::new() {
+        Ok(h) => Box::leak(Box::new(h)),
         Err(e) => {
             glogging::error!("Cannot create the heartbeat table: {e}");
             return STARTUP_ERROR;

@@ -399,7 +399,8 @@ impl Exchange {
 
     /// `receive()`: the next message if there is one now.
     pub fn receive(&mut self, py: Python<'_>) -> PyResult<Received> {
-        if self.disconnected {
+        // ASGI 2.4: after the response, receive() says http.disconnect.
+        if self.disconnected || self.is_complete() {
             return disconnect_message(py).map(Received::Message);
         }
         if self.body_taken {
@@ -556,6 +557,9 @@ impl Exchange {
             encoder.finish(out);
             self.sent = encoder.written();
             self.response = Response::Complete(framing);
+            if let Some(f) = self.receiver.take() {
+                resolve(py, &f, disconnect_message(py)?);
+            }
         } else {
             self.sent = encoder.written();
         }

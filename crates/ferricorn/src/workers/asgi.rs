@@ -166,6 +166,11 @@ struct Server {
     /// When a graceful stop's `http.disconnect` goes to requests still
     /// waiting on their client.
     disconnect_at: Option<Instant>,
+    /// The worker's heartbeat slot: beaten by the loop's callbacks, and
+    /// naming the latest request while any runs (the master's timeout line).
+    heartbeats: &'static super::heartbeat::Heartbeats,
+    slot: usize,
+    running: usize,
 }
 
 /// The loop and the server, shared by the loop's callbacks.
@@ -380,6 +385,9 @@ fn build(
         budget: worker.budget,
         signalled: false,
         disconnect_at: None,
+        heartbeats: setup.heartbeats,
+        slot: setup.slot,
+        running: 0,
     };
     let create_future = aloop.bind(py).getattr("create_future")?.unbind();
     let handle = Rc::new(Shared {
@@ -671,6 +679,7 @@ impl Server {
     /// Poll the ready sources, accept, and give ready connections a turn.
     fn on_ready(&mut self, py: Python<'_>) -> Vec<Launch> {
         let mut launches = Vec::new();
+        self.heartbeats.beat(self.slot);
         if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 glogging::error!("Cannot poll: {e}");
@@ -968,6 +977,9 @@ impl Server {
             trust,
             header_for,
             ws_max,
+            heartbeats,
+            slot,
+            running,
             ..
         } = self;
         let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
@@ -1023,6 +1035,7 @@ impl Server {
                             let rest = c.http.buffered().to_vec();
                             c.http.consume(rest.len());
                             c.ws = Some(WsExchange::new(hs, *ws_max, rest));
+                            *running += 1;
                             launches.push(Launch {
                                 id,
                                 scope: scope.unbind(),
@@ -1055,12 +1068,11 @@ impl Server {
                 }
                 let scope = asgi::http_scope(py, &req, strings, c.server, state.as_ref());
                 let log = glogging::access_enabled().then(|| asgi::AccessFacts::of(&req));
-                let line = format!(
-                    "ferricorn: {} {} {}",
-                    String::from_utf8_lossy(req.method()),
-                    String::from_utf8_lossy(req.raw_target()),
-                    req.protocol()
+                let (method, target) = (
+                    String::from_utf8_lossy(req.method()).into_owned(),
+                    String::from_utf8_lossy(req.raw_target()).into_owned(),
                 );
+                let line = format!("ferricorn: {method} {target} {}", req.protocol());
                 drop(req);
                 drop(head);
                 let scope = match scope {
@@ -1080,6 +1092,8 @@ impl Server {
                     }
                 };
                 c.ex = Some(Exchange::new(body, exchange, log));
+                heartbeats.begin_request(*slot, method.as_bytes(), target.as_bytes());
+                *running += 1;
                 launches.push(Launch {
                     id: Id {
                         slot: i,
@@ -1279,6 +1293,15 @@ impl Server {
             return launches;
         };
         c.task = None;
+        if c.ws.is_some() || c.ex.is_some() {
+            self.running = self.running.saturating_sub(1);
+            if self.running == 0 {
+                self.heartbeats.end_request(self.slot);
+            }
+        }
+        let Some(c) = conn_of(&mut self.conns, id) else {
+            return launches;
+        };
         if let Some(mut w) = c.ws.take() {
             w.end(py, failed, &mut c.out);
             self.served += 1;

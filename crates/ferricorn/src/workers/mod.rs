@@ -137,7 +137,7 @@ pub struct Setup<'a> {
     pub age: u64,
     pub master_pid: i32,
     pub listeners: &'a [Listener],
-    pub heartbeats: &'a Heartbeats,
+    pub heartbeats: &'static Heartbeats,
     pub settings: &'a Settings,
     pub app: AppSource<'a>,
 }
