@@ -722,3 +722,17 @@ def test_max_requests_restarts_the_worker(start_asgi):
         get_json(srv, "/pid")
     srv.wait_booted(2)
     wait_until(lambda: get_json(srv, "/pid")[1]["pid"] != first, 15, "a new worker to serve")
+
+
+def test_hup_closes_websockets_with_1012_and_a_new_worker_serves(start_asgi):
+    srv = start_asgi("asgi_spec:app")
+    first = get_json(srv, "/pid")[1]["pid"]
+    with ws_connect(srv, "/ws/echo") as ws:
+        ws.send("ping")
+        assert ws.recv(timeout=10) == "ping"
+        srv.signal(signal.SIGHUP)
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=20)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1012, e.value
+    srv.wait_booted(2)
+    wait_until(lambda: get_json(srv, "/pid")[1]["pid"] != first, 15, "the new worker to serve")
