@@ -736,3 +736,46 @@ def test_hup_closes_websockets_with_1012_and_a_new_worker_serves(start_asgi):
     assert e.value.rcvd is not None and e.value.rcvd.code == 1012, e.value
     srv.wait_booted(2)
     wait_until(lambda: get_json(srv, "/pid")[1]["pid"] != first, 15, "the new worker to serve")
+
+
+def start_hold(srv):
+    """A /hold stream in flight: its first piece has arrived."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+    s.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+    data = b""
+    while b"first piece" not in data:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    return s
+
+
+def test_graceful_term_sends_http_disconnect_to_a_long_lived_stream(start_asgi, tmp_path):
+    out = tmp_path / "shutdown.json"
+    srv = start_asgi("--graceful-timeout", "20", "asgi_spec:app", env={"ASGI_SPEC_REPORT": str(out)})
+    s = start_hold(srv)
+    started = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_exit(30) == 0
+    # Not held until the graceful timeout: the stream was told to end.
+    assert time.monotonic() - started < 10, srv.log()
+    s.close()
+    got = json.loads(out.read_text())
+    assert got["events"].get("hold_receive") == "http.disconnect", got
+    assert got["violations"] == []
+
+
+def test_quit_leaves_at_once(start_asgi, tmp_path):
+    srv = start_asgi("--graceful-timeout", "20", "asgi_spec:app")
+    s = start_hold(srv)
+    started = time.monotonic()
+    srv.signal(signal.SIGQUIT)
+    srv.wait_exit(30)
+    assert time.monotonic() - started < 5, srv.log()
+    s.settimeout(5)
+    try:
+        while s.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    s.close()

@@ -446,6 +446,7 @@ async def http(scope, receive, send):
         await send({"type": "http.response.body", "body": b"first piece\n", "more_body": True})
         EVENTS["hold"] = "streaming"
         msg = await asyncio.wait_for(receive(), 20)
+        EVENTS["hold_receive"] = msg.get("type") if isinstance(msg, dict) else repr(msg)
         after = []
         if check_http_request(msg, after, "receive() while streaming") != "http.disconnect":
             after.append("receive() after the client left: %r, want http.disconnect" % (msg,))
