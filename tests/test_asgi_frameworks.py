@@ -13,9 +13,8 @@ import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect as ws_connect_raw
 
-from asgi_helpers import ASGI_SERVERS, serve_asgi
+from asgi_helpers import ASGI_SERVERS, recv_until, serve_asgi, ws_connect
 from conftest import wait_until
 from wsgi_helpers import Client, one_request
 
@@ -57,12 +56,6 @@ def req(srv, path, method="GET", body=b"", headers=""):
 def req_json(srv, path, method="GET", body=b"", headers=""):
     status, hdrs, raw = req(srv, path, method, body, headers)
     return status, json.loads(raw)
-
-
-def ws_connect(srv, path, **kw):
-    kw.setdefault("open_timeout", 10)
-    kw.setdefault("close_timeout", 5)
-    return ws_connect_raw("ws://127.0.0.1:%d%s" % (srv.port, path), proxy=None, **kw)
 
 
 def record(srv):
@@ -126,11 +119,7 @@ def test_fastapi_streaming_response_stops_when_the_client_leaves(fastapi_srv):
     before = record(fastapi_srv)["stream_closed"]
     s = socket.create_connection(("127.0.0.1", fastapi_srv.port), timeout=10)
     s.sendall(b"GET /stream?n=100000&delay=0.01 HTTP/1.1\r\nHost: t\r\n\r\n")
-    data = b""
-    while b"line 3\n" not in data:
-        chunk = s.recv(65536)
-        assert chunk
-        data += chunk
+    recv_until(s, b"line 3\n")
     s.close()
     wait_until(lambda: record(fastapi_srv)["stream_closed"] > before, 15, "the generator to be closed",
                log=fastapi_srv.log)
@@ -286,19 +275,12 @@ def test_starlette_server_sent_events_are_flushed_as_they_come(starlette_srv):
     s = socket.create_connection(("127.0.0.1", starlette_srv.port), timeout=10)
     try:
         s.sendall(b"GET /events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n")
-        data = b""
         # The first event arrives while the generator is still waiting.
-        while b"data: first\n\n" not in data:
-            chunk = s.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = recv_until(s, b"data: first\n\n")
         head = data.split(b"\r\n\r\n", 1)[0].lower()
         assert b"content-type: text/event-stream" in head
         assert req(starlette_srv, "/release", "POST")[::2] == (200, b"released")
-        while b"data: event 3\n\n" not in data:
-            chunk = s.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = recv_until(s, b"data: event 3\n\n", data)
         assert b"id: 2\ndata: event 2\n\n" in data
     finally:
         s.close()

@@ -22,10 +22,18 @@ import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect as ws_connect_raw
 
-from asgi_helpers import ASGI_SERVERS, serve_asgi
-from conftest import APPS, dechunk, parse_head, raw_request, wait_until
+from asgi_helpers import (
+    ASGI_SERVERS,
+    recv_until,
+    rss_kib,
+    serve_asgi,
+    ws_connect,
+    ws_frame,
+    ws_handshake,
+    ws_read_close_code,
+)
+from conftest import APPS, parse_head, parse_response, raw_request, wait_until
 from wsgi_helpers import Client, chunked, one_request
 
 
@@ -78,23 +86,17 @@ def wait_event(srv, key, pending=(None,), timeout=15.0):
     return seen
 
 
-def ws_connect(srv, path, **kw):
-    kw.setdefault("open_timeout", 10)
-    kw.setdefault("close_timeout", 5)
-    return ws_connect_raw("ws://127.0.0.1:%d%s" % (srv.port, path), proxy=None, **kw)
+def start_hold(srv):
+    """A /hold stream in flight: its first piece has arrived."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+    s.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+    recv_until(s, b"first piece")
+    return s
 
 
 def raw_request_json(srv, data):
-    status, hdrs, body = parse_raw(raw_request(srv.port, data))
+    status, hdrs, body = parse_response(raw_request(srv.port, data))
     return status, hdrs, json.loads(body)
-
-
-def parse_raw(raw):
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status, hdrs = parse_head(head)
-    if hdrs.get("transfer-encoding") == "chunked":
-        body = dechunk(body)
-    return status, hdrs, body
 
 
 # --- HTTP scope and messages ------------------------------------------------
@@ -204,14 +206,7 @@ def test_lifespan_shutdown_runs_with_a_well_formed_message(start_asgi, tmp_path)
 
 def test_send_after_the_client_left_raises_oserror(spec):
     clear_report(spec)
-    s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
-    s.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
-    data = b""
-    while b"first piece" not in data:
-        chunk = s.recv(65536)
-        assert chunk, data
-        data += chunk
-    s.close()
+    start_hold(spec).close()
     got = wait_event(spec, "hold", pending=(None, "streaming"))
     assert got["events"]["hold"].startswith("OSError:"), got
     assert got["violations"] == []
@@ -264,17 +259,10 @@ def test_expect_100_continue_is_answered_at_the_first_receive(spec):
     s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
     try:
         s.sendall(b"POST /raw-echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = recv_until(s, b"\r\n\r\n")
         assert data.startswith(b"HTTP/1.1 100 Continue\r\n"), data
         s.sendall(b"body")
-        while b"body" not in data:
-            chunk = s.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = recv_until(s, b"body", data)
         final = data.split(b"\r\n\r\n", 1)[1]
         assert final.startswith(b"HTTP/1.1 200 ")
     finally:
@@ -285,22 +273,10 @@ def test_expect_100_continue_not_sent_when_the_app_never_reads(spec):
     s = socket.create_connection(("127.0.0.1", spec.port), timeout=10)
     try:
         s.sendall(b"POST /no-read HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = recv_until(s, b"\r\n\r\n")
         assert data.startswith(b"HTTP/1.1 413 "), data
     finally:
         s.close()
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
 
 
 def test_slow_reader_of_a_large_stream_keeps_memory_bounded(spec):
@@ -378,14 +354,10 @@ def test_a_body_the_app_does_not_read_yet_is_not_buffered_whole(spec):
         s.settimeout(30)
         while sent < total:
             sent += s.send(block[: min(len(block), total - sent)])
-        data = b""
-        while b"}" not in data:
-            chunk = s.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = recv_until(s, b"}")
     finally:
         s.close()
-    status, _, body = parse_raw(data)
+    status, _, body = parse_response(data)
     got = json.loads(body)
     assert status == 200 and got == {"violations": [], "size": total}
 
@@ -438,7 +410,7 @@ def test_lifespan_shutdown_runs_after_in_flight_requests_finish(start_asgi, tmp_
     while chunk := s.recv(65536):
         data += chunk
     s.close()
-    assert parse_raw(data)[::2] == (200, b"served"), data
+    assert parse_response(data)[::2] == (200, b"served"), data
     assert srv.wait_exit() == 0
     lines = log.read_text().splitlines()
     assert lines == [
@@ -539,69 +511,6 @@ def test_websocket_message_over_the_limit_closes_with_1009(start_asgi):
 # --- WebSocket protocol errors, from a raw socket ------------------------------
 
 
-def ws_handshake(srv, path="/ws/echo"):
-    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    s.sendall(
-        ("GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % path).encode()
-    )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(4096)
-        assert chunk, data
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status, headers = parse_head(head)
-    assert status == 101, data
-    # RFC 6455 section 1.3's example key and answer.
-    assert headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", headers
-    return s, rest
-
-
-def ws_frame(opcode, payload, mask=True, fin=True):
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    m = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([m | n])
-    elif n < 65536:
-        head += bytes([m | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([m | 127]) + n.to_bytes(8, "big")
-    if not mask:
-        return head + payload
-    key = b"\x01\x02\x03\x04"
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def ws_read_close_code(s, buf):
-    """Read server frames until a close frame; return its status code."""
-    deadline = time.monotonic() + 10
-    while True:
-        while len(buf) < 2:
-            assert time.monotonic() < deadline
-            chunk = s.recv(4096)
-            assert chunk, "closed without a close frame"
-            buf += chunk
-        opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
-        off = 2
-        if n == 126:
-            n, off = None, 4
-        elif n == 127:
-            n, off = None, 10
-        while len(buf) < off:
-            buf += s.recv(4096)
-        if n is None:
-            n = int.from_bytes(buf[2:off], "big")
-        while len(buf) < off + n:
-            chunk = s.recv(65536)
-            assert chunk, "closed mid-frame"
-            buf += chunk
-        payload, buf = buf[off : off + n], buf[off + n :]
-        if opcode == 0x8:
-            return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-
-
 @pytest.mark.parametrize("frame, code", [
     (ws_frame(0x1, b"hello", mask=False), 1002),  # a client frame must be masked
     (ws_frame(0x1, b"\xff\xfe bad utf-8"), 1007),  # text must be UTF-8
@@ -611,7 +520,7 @@ def ws_read_close_code(s, buf):
     (ws_frame(0x0, b"continuation of nothing"), 1002),
 ], ids=["unmasked", "bad-utf8", "reserved-opcode", "long-ping", "fragmented-ping", "stray-continuation"])
 def test_websocket_protocol_errors_close_the_connection(spec, frame, code):
-    s, buf = ws_handshake(spec)
+    s, buf = ws_handshake(spec.port)
     try:
         s.sendall(frame)
         assert ws_read_close_code(s, buf) == code
@@ -620,11 +529,10 @@ def test_websocket_protocol_errors_close_the_connection(spec, frame, code):
 
 
 def test_websocket_ping_gets_a_pong_and_close_is_echoed(spec):
-    s, buf = ws_handshake(spec)
+    s, buf = ws_handshake(spec.port)
     try:
         s.sendall(ws_frame(0x9, b"are you there"))
-        while len(buf) < 2 + len(b"are you there"):
-            buf += s.recv(4096)
+        buf = recv_until(s, b"are you there", buf)
         assert buf[0] == 0x8A and buf[2:] == b"are you there", buf
         s.sendall(ws_frame(0x8, (1000).to_bytes(2, "big") + b"done"))
         assert ws_read_close_code(s, b"") == 1000
@@ -678,7 +586,7 @@ def test_the_checker_finds_what_the_spec_forbids(monkeypatch):
 
 def test_websocket_close_without_a_code_is_1005_to_the_app(spec):
     clear_report(spec)
-    s, buf = ws_handshake(spec)
+    s, buf = ws_handshake(spec.port)
     try:
         s.sendall(ws_frame(0x8, b""))
         assert ws_read_close_code(s, buf) in (1000, 1005)
@@ -736,18 +644,6 @@ def test_hup_closes_websockets_with_1012_and_a_new_worker_serves(start_asgi):
     assert e.value.rcvd is not None and e.value.rcvd.code == 1012, e.value
     srv.wait_booted(2)
     wait_until(lambda: get_json(srv, "/pid")[1]["pid"] != first, 15, "the new worker to serve")
-
-
-def start_hold(srv):
-    """A /hold stream in flight: its first piece has arrived."""
-    s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
-    s.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
-    data = b""
-    while b"first piece" not in data:
-        chunk = s.recv(65536)
-        assert chunk, data
-        data += chunk
-    return s
 
 
 def test_graceful_term_sends_http_disconnect_to_a_long_lived_stream(start_asgi, tmp_path):
