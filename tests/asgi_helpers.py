@@ -6,19 +6,32 @@
 
     FERRICORN_ASGI_SERVERS=ferricorn,gunicorn .venv/bin/python -m pytest tests/test_asgi_spec.py
 
-A fixture takes `params=ASGI_SERVERS` and starts its server with
-`serve_asgi(request, request.param, ...)`.
+A test module sets `server = server_fixture()` (the server's name,
+module-scoped, one per ASGI_SERVERS) and starts servers with
+`serve_asgi(request, server, ...)`.
 """
 
 import os
 import socket
 
+import pytest
 from websockets.sync.client import connect as ws_connect_raw
 
 from conftest import gunicorn_cmd, parse_head, serve
 
 ASGI_SERVERS = [s for s in os.environ.get("FERRICORN_ASGI_SERVERS", "ferricorn").split(",") if s]
 assert set(ASGI_SERVERS) <= {"ferricorn", "gunicorn"}, ASGI_SERVERS
+
+
+def server_fixture():
+    """A module's `server` fixture: which server runs its tests, "ferricorn"
+    or "gunicorn" (module-scoped, one per ASGI_SERVERS)."""
+
+    @pytest.fixture(scope="module", params=ASGI_SERVERS)
+    def server(request):
+        return request.param
+
+    return server
 
 
 def asgi_cmd(server):

@@ -14,14 +14,11 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from asgi_helpers import ASGI_SERVERS, recv_until, serve_asgi, ws_connect
+from asgi_helpers import recv_until, serve_asgi, server_fixture, ws_connect
 from conftest import wait_until
 from wsgi_helpers import Client, one_request
 
-
-@pytest.fixture(scope="module", params=ASGI_SERVERS)
-def server(request):
-    return request.param
+server = server_fixture()
 
 
 @pytest.fixture(scope="module")
