@@ -396,3 +396,25 @@ def test_websocket_closed_with_1001_on_term(start_server):
     c.send(ws_frame(0x8, (1001).to_bytes(2, "big")))
     srv.wait_for(r"APP: ws disconnect 1001")
     assert srv.wait_exit() == 0
+
+
+HOOKS = """
+def pre_request(worker, req):
+    print("HOOK: pre", req.method, req.path, flush=True)
+    if req.path == "/refused-by-hook":
+        raise RuntimeError("no")
+
+
+def post_request(worker, req, environ, resp):
+    print("HOOK: post", req.path, resp.status, flush=True)
+"""
+
+
+def test_request_hooks_around_the_app(start_server, tmp_path):
+    (tmp_path / "hooks.conf.py").write_text(HOOKS)
+    srv = start_server(*ASGI, "-c", str(tmp_path / "hooks.conf.py"), APP)
+    assert get(srv.port, "/")[2] == b"hello"
+    srv.wait_for(r"HOOK: pre GET /$")
+    srv.wait_for(r"HOOK: post / 200 OK")
+    assert get(srv.port, "/refused-by-hook")[0] == 500
+    srv.wait_for(r"HOOK: post /refused-by-hook 500")
