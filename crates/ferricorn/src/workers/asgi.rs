@@ -81,11 +81,23 @@ const WRITE_HIGH: usize = 256 * 1024;
 /// names (the master says it once at start).
 pub fn announce(settings: &Settings) {
     let name = settings.worker_class();
-    if name != "asgi" {
-        glogging::info!(
-            "Worker class {name} is served by ferricorn's asgi worker (an asyncio loop per worker, fed by Rust I/O)"
-        );
+    if name == "asgi" {
+        return;
     }
+    let (applied, ignored) = crate::config::validate::worker_kwargs();
+    let mut also = String::new();
+    if !applied.is_empty() {
+        also.push_str(&format!("; its CONFIG_KWARGS set {}", applied.join(", ")));
+    }
+    if !ignored.is_empty() {
+        also.push_str(&format!(
+            "; CONFIG_KWARGS without a ferricorn meaning, not applied: {}",
+            ignored.join(", ")
+        ));
+    }
+    glogging::info!(
+        "Worker class {name} is served by ferricorn's asgi worker (an asyncio loop per worker, fed by Rust I/O){also}"
+    );
 }
 
 /// One client connection.
