@@ -396,3 +396,41 @@ def test_websocket_closed_with_1001_on_term(start_server):
     c.send(ws_frame(0x8, (1001).to_bytes(2, "big")))
     srv.wait_for(r"APP: ws disconnect 1001")
     assert srv.wait_exit() == 0
+
+
+HOOKS = """
+def pre_request(worker, req):
+    print("HOOK: pre", req.method, req.path, flush=True)
+    if req.path == "/refused-by-hook":
+        raise RuntimeError("no")
+
+
+def post_request(worker, req, environ, resp):
+    print("HOOK: post", req.path, resp.status, flush=True)
+"""
+
+
+def test_request_hooks_around_the_app(start_server, tmp_path):
+    (tmp_path / "hooks.conf.py").write_text(HOOKS)
+    srv = start_server(*ASGI, "-c", str(tmp_path / "hooks.conf.py"), APP)
+    assert get(srv.port, "/")[2] == b"hello"
+    srv.wait_for(r"HOOK: pre GET /$")
+    srv.wait_for(r"HOOK: post / 200 OK")
+    assert get(srv.port, "/refused-by-hook")[0] == 500
+    srv.wait_for(r"HOOK: post /refused-by-hook 500")
+
+
+def test_project_subclass_of_uvicorns_worker_with_config_kwargs(start_server, tmp_path):
+    # A stand-in for uvicorn's module, and a project's worker class on it
+    # (paperless-ngx ships one to set CONFIG_KWARGS).
+    (tmp_path / "uvicorn").mkdir()
+    (tmp_path / "uvicorn" / "__init__.py").write_text("")
+    (tmp_path / "uvicorn" / "workers.py").write_text("class UvicornWorker:\n    CONFIG_KWARGS = {}\n")
+    (tmp_path / "shop_workers.py").write_text(
+        "from uvicorn.workers import UvicornWorker\n\n\n"
+        "class ShopWorker(UvicornWorker):\n"
+        "    CONFIG_KWARGS = {'root_path': '/shop', 'http': 'h11', 'ws_ping_interval': 20}\n")
+    srv = start_server("-k", "shop_workers.ShopWorker", "-b", "127.0.0.1:0", APP)
+    srv.wait_for(r"Worker class shop_workers\.ShopWorker is served by ferricorn's asgi worker .*"
+                 r"CONFIG_KWARGS set root_path=/shop; .*not applied: http, ws_ping_interval")
+    assert json.loads(get(srv.port, "/scope")[2])["root_path"] == "/shop"

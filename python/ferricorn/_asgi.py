@@ -34,6 +34,20 @@ def new_loop(kind):
     return loop, "asyncio"
 
 
+def task_starter(loop):
+    """How a request's task starts: eagerly on Python 3.12+ (its first step
+    runs at once, so a request that never waits needs no trip through the
+    loop's queue), else ``loop.create_task``."""
+    factory = getattr(asyncio, "eager_task_factory", None)
+    if factory is None:
+        return loop.create_task
+
+    def start(coro, name=None):
+        return factory(loop, coro, name=name)
+
+    return start
+
+
 class StartupFailed(Exception):
     """Lifespan startup did not complete: the worker cannot serve."""
 

@@ -304,6 +304,10 @@ pub enum Received {
 pub struct Ended {
     pub body: h1::Body,
     pub response: h1::Response,
+    pub status: u16,
+    pub sent: u64,
+    pub response_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub version: (u8, u8),
 }
 
 /// One HTTP request's `receive`/`send` state.
@@ -320,6 +324,8 @@ pub struct Exchange {
     /// A send waiting for the client to read.
     pub writer: Option<Py<PyAny>>,
     log: Option<AccessFacts>,
+    /// Keep the response headers (the access log or `post_request` wants them).
+    keep_headers: bool,
     status: u16,
     response_headers: Vec<(Vec<u8>, Vec<u8>)>,
     sent: u64,
@@ -357,8 +363,14 @@ fn get<'py>(
 }
 
 impl Exchange {
-    pub fn new(body: h1::Body, exchange: h1::Exchange, log: Option<AccessFacts>) -> Self {
+    pub fn new(
+        body: h1::Body,
+        exchange: h1::Exchange,
+        log: Option<AccessFacts>,
+        keep_headers: bool,
+    ) -> Self {
         Exchange {
+            keep_headers: keep_headers || log.is_some(),
             body,
             exchange,
             body_taken: false,
@@ -515,7 +527,7 @@ impl Exchange {
             return Ok(());
         }
         self.status = status;
-        if self.log.is_some() {
+        if self.keep_headers {
             self.response_headers = headers
                 .iter()
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -604,6 +616,10 @@ impl Exchange {
         Ended {
             body: self.body,
             response,
+            status: self.status,
+            sent: self.sent,
+            response_headers: self.response_headers,
+            version: self.exchange.version,
         }
     }
 }

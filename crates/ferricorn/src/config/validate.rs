@@ -409,6 +409,25 @@ pub fn worker_class_in(name: &str, bases: &[String]) -> Result<&'static str, Str
     ))
 }
 
+/// What a worker class's `CONFIG_KWARGS` set (`setting=value`) and left
+/// unapplied (uvicorn keywords without a ferricorn meaning), for the INFO
+/// line at start.
+static WORKER_KWARGS: std::sync::Mutex<(Vec<String>, Vec<String>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
+
+/// Record what [`crate::config::pyfile`] made of a worker class's `CONFIG_KWARGS`.
+pub fn note_worker_kwargs(applied: &[String], ignored: &[String]) {
+    *WORKER_KWARGS.lock().unwrap_or_else(|e| e.into_inner()) = (applied.to_vec(), ignored.to_vec());
+}
+
+/// What [`note_worker_kwargs`] recorded.
+pub fn worker_kwargs() -> (Vec<String>, Vec<String>) {
+    WORKER_KWARGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
 /// Python worker classes found (by their bases) to subclass an ASGI worker.
 static ASGI_SUBCLASSES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 

@@ -81,11 +81,23 @@ const WRITE_HIGH: usize = 256 * 1024;
 /// names (the master says it once at start).
 pub fn announce(settings: &Settings) {
     let name = settings.worker_class();
-    if name != "asgi" {
-        glogging::info!(
-            "Worker class {name} is served by ferricorn's asgi worker (an asyncio loop per worker, fed by Rust I/O)"
-        );
+    if name == "asgi" {
+        return;
     }
+    let (applied, ignored) = crate::config::validate::worker_kwargs();
+    let mut also = String::new();
+    if !applied.is_empty() {
+        also.push_str(&format!("; its CONFIG_KWARGS set {}", applied.join(", ")));
+    }
+    if !ignored.is_empty() {
+        also.push_str(&format!(
+            "; CONFIG_KWARGS without a ferricorn meaning, not applied: {}",
+            ignored.join(", ")
+        ));
+    }
+    glogging::info!(
+        "Worker class {name} is served by ferricorn's asgi worker (an asyncio loop per worker, fed by Rust I/O){also}"
+    );
 }
 
 /// One client connection.
@@ -107,6 +119,8 @@ struct Conn {
     /// The WebSocket this connection became.
     ws: Option<WsExchange>,
     task: Option<Py<PyAny>>,
+    /// The request hooks' request object (see `Launch::hook`).
+    hook: Option<Py<PyAny>>,
     /// Bytes to send, in order.
     out: Vec<u8>,
     /// Bytes of the next request read while this one was served.
@@ -131,6 +145,8 @@ struct Launch {
     id: Id,
     scope: Py<PyDict>,
     line: String,
+    /// The request object of `pre_request`/`post_request`, when set.
+    hook: Option<Py<PyAny>>,
 }
 
 /// The worker's loop-side state: everything the loop's callbacks touch.
@@ -179,6 +195,8 @@ struct Shared {
     app: Py<PyAny>,
     aloop: Py<PyAny>,
     create_future: Py<PyAny>,
+    /// `ferricorn._asgi.task_starter(loop)`: `(coro, name=) -> Task`.
+    start_task: Py<PyAny>,
 }
 
 type Handle = Rc<Shared>;
@@ -390,11 +408,16 @@ fn build(
         running: 0,
     };
     let create_future = aloop.bind(py).getattr("create_future")?.unbind();
+    let start_task = py
+        .import("ferricorn._asgi")?
+        .call_method1("task_starter", (aloop,))?
+        .unbind();
     let handle = Rc::new(Shared {
         server: RefCell::new(server),
         app: app.callable().clone_ref(py),
         aloop: aloop.clone_ref(py),
         create_future,
+        start_task,
     });
     let fd = poll_fd(&handle);
     let on_ready = Py::new(
@@ -613,6 +636,9 @@ fn launch_all(py: Python<'_>, handle: &Handle, launches: Vec<Launch>) {
 }
 
 fn launch(py: Python<'_>, handle: &Handle, l: &Launch) -> PyResult<()> {
+    if let Some(hook) = &l.hook {
+        crate::hooks::asgi_pre(py, hook)?;
+    }
     let receive = Py::new(
         py,
         Receive {
@@ -633,11 +659,7 @@ fn launch(py: Python<'_>, handle: &Handle, l: &Launch) -> PyResult<()> {
         .call1((l.scope.bind(py), receive, send))?;
     let kwargs = PyDict::new(py);
     kwargs.set_item(intern!(py, "name"), PyString::new(py, &l.line))?;
-    let task =
-        handle
-            .aloop
-            .bind(py)
-            .call_method(intern!(py, "create_task"), (coro,), Some(&kwargs))?;
+    let task = handle.start_task.bind(py).call((coro,), Some(&kwargs))?;
     let done = Py::new(
         py,
         Done {
@@ -731,6 +753,7 @@ impl Server {
                     ex: None,
                     ws: None,
                     task: None,
+                    hook: None,
                     out: Vec::new(),
                     ahead: Vec::new(),
                     gone: false,
@@ -1040,6 +1063,7 @@ impl Server {
                                 id,
                                 scope: scope.unbind(),
                                 line,
+                                hook: None,
                             });
                             Step::Stop
                         }
@@ -1068,6 +1092,7 @@ impl Server {
                 }
                 let scope = asgi::http_scope(py, &req, strings, c.server, state.as_ref());
                 let log = glogging::access_enabled().then(|| asgi::AccessFacts::of(&req));
+                let hook = crate::hooks::asgi_request(py, &req);
                 let (method, target) = (
                     String::from_utf8_lossy(req.method()).into_owned(),
                     String::from_utf8_lossy(req.raw_target()).into_owned(),
@@ -1091,7 +1116,8 @@ impl Server {
                         return self.after(py, i, next, launches);
                     }
                 };
-                c.ex = Some(Exchange::new(body, exchange, log));
+                c.ex = Some(Exchange::new(body, exchange, log, hook.is_some()));
+                c.hook = hook.as_ref().map(|h| h.clone_ref(py));
                 heartbeats.begin_request(*slot, method.as_bytes(), target.as_bytes());
                 *running += 1;
                 launches.push(Launch {
@@ -1101,6 +1127,7 @@ impl Server {
                     },
                     scope,
                     line,
+                    hook,
                 });
                 Step::Stop
             }
@@ -1322,6 +1349,16 @@ impl Server {
             return launches;
         };
         let ended = ex.end(py, failed, &mut c.out);
+        if let Some(hook) = c.hook.take() {
+            crate::hooks::asgi_post(
+                py,
+                &hook,
+                ended.status,
+                &ended.response_headers,
+                ended.sent,
+                ended.version,
+            );
+        }
         let mut body = ended.body;
         if matches!(ended.response, h1::Response::Complete(f) if f.keep_alive) && !c.gone {
             drain(&c.stream, &mut body, &mut self.scratch);
