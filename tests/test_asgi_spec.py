@@ -477,18 +477,6 @@ def test_websocket_app_raising_closes_with_1011(spec):
     assert e.value.rcvd is not None and e.value.rcvd.code == 1011
 
 
-def test_graceful_term_closes_websockets_with_1001(start_asgi):
-    srv = start_asgi("asgi_spec:app")
-    with ws_connect(srv, "/ws/echo") as ws:
-        ws.send("ping")
-        assert ws.recv(timeout=10) == "ping"
-        srv.signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed) as e:
-            ws.recv(timeout=20)
-    assert e.value.rcvd is not None and e.value.rcvd.code == 1001, e.value
-    assert srv.wait_exit() == 0
-
-
 def test_websocket_message_over_the_limit_closes_with_1009(start_asgi):
     srv = start_asgi("--websocket-max-message-size", "1024", "asgi_spec:app")
     with ws_connect(srv, "/ws/echo") as ws:
@@ -624,18 +612,24 @@ def test_max_requests_restarts_the_worker(start_asgi):
     wait_until(lambda: get_json(srv, "/pid")[1]["pid"] != first, 15, "a new worker to serve")
 
 
-def test_hup_closes_websockets_with_1012_and_a_new_worker_serves(start_asgi):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 1001), (signal.SIGHUP, 1012)], ids=["TERM", "HUP"])
+def test_a_stop_closes_websockets_with_going_away_or_restart(start_asgi, sig, code):
+    """TERM: 1001 (going away) and the server exits; HUP: 1012 (service
+    restart) and a new worker serves."""
     srv = start_asgi("asgi_spec:app")
     first = get_json(srv, "/pid")[1]["pid"]
     with ws_connect(srv, "/ws/echo") as ws:
         ws.send("ping")
         assert ws.recv(timeout=10) == "ping"
-        srv.signal(signal.SIGHUP)
+        srv.signal(sig)
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=20)
-    assert e.value.rcvd is not None and e.value.rcvd.code == 1012, e.value
-    srv.wait_booted(2)
-    wait_until(lambda: get_json(srv, "/pid")[1]["pid"] != first, 15, "the new worker to serve")
+    assert e.value.rcvd is not None and e.value.rcvd.code == code, e.value
+    if sig == signal.SIGTERM:
+        assert srv.wait_exit() == 0
+    else:
+        srv.wait_booted(2)
+        wait_until(lambda: get_json(srv, "/pid")[1]["pid"] != first, 15, "the new worker to serve")
 
 
 def test_graceful_term_sends_http_disconnect_to_a_long_lived_stream(start_asgi, tmp_path):
