@@ -8,10 +8,10 @@ so a test asserts that list is empty:
 
 - in the JSON body of each HTTP response (`/scope`, `/echo`, `/state`),
 - in a text message on a WebSocket (send the text `report`),
+- at `/state` for the lifespan scope and startup message,
 - at `/report` (`?clear=1` starts afresh) for what can only be seen after a
-  response went out (the
-  `http.disconnect` after a response, `send` after the client left, the
-  WebSocket disconnect event) and for lifespan startup,
+  response went out: the `http.disconnect` after a response, `send` after
+  the client left, the WebSocket disconnect event,
 - in the file named by $ASGI_SPEC_REPORT for lifespan shutdown (written as
   the last thing the app does).
 
@@ -36,7 +36,7 @@ HTTP_SPEC_MIN = (2, 4)
 WS_SPEC_MIN = (2, 3)
 
 # Lifespan facts, set at startup.
-LIFESPAN = {"started": False, "state": None, "shared": None, "loop": None}
+LIFESPAN = {"started": False, "state": None, "shared": None, "loop": None, "violations": None}
 # Violations and events seen after a response had gone out (read at /report).
 LATE = []
 EVENTS = {}
@@ -256,15 +256,14 @@ def check_message(msg, want_types, out, where):
 
 
 def check_http_request(msg, out, where):
+    """An http.request (body bytes, more_body bool; both optional) or an
+    http.disconnect; returns its type."""
     t = check_message(msg, ("http.request", "http.disconnect"), out, where)
     if t == "http.request":
         if not isinstance(msg.get("body", b""), bytes):
             out.append("%s: body %r is not bytes" % (where, msg.get("body")))
         if not isinstance(msg.get("more_body", False), bool):
             out.append("%s: more_body %r is not bool" % (where, msg.get("more_body")))
-    elif t == "http.disconnect" and set(msg) != {"type"}:
-        # Extra keys are allowed by the spec; only note them if not str.
-        pass
     return t
 
 
@@ -331,7 +330,7 @@ async def lifespan(scope, receive, send):
             LIFESPAN["state"] = state
         LIFESPAN["loop"] = asyncio.get_running_loop()
         LIFESPAN["started"] = True
-        report_late("lifespan startup", out)
+        LIFESPAN["violations"] = out
         await send({"type": "lifespan.startup.complete"})
     shut = []
     msg = await receive()
@@ -374,7 +373,8 @@ async def http(scope, receive, send):
         await read_body(receive, out)
         if isinstance(scope.get("state"), dict):
             scope["state"]["leak"] = True  # the next request must not see this
-        await send_json(send, {"violations": out, "started": LIFESPAN["started"]})
+        await send_json(send, {"violations": out, "started": LIFESPAN["started"],
+                               "lifespan_violations": LIFESPAN["violations"]})
     elif route == "/report":
         await send_json(send, {"violations": list(LATE), "events": EVENTS})
         if query.get("clear"):
