@@ -130,20 +130,26 @@ def test_fastapi_background_tasks_run_after_the_response(fastapi_srv):
     assert tasks.index("job1:async") < tasks.index("job1:sync")
 
 
+def multipart(files, fields, boundary="ferricornasgiboundary"):
+    """A multipart/form-data body: `files` as (field, filename, bytes), then
+    `fields` as (name, text); returns (body, Content-Type header line)."""
+    parts = b""
+    for field, filename, blob in files:
+        parts += (
+            '--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n" % (boundary, field, filename)
+        ).encode() + blob + b"\r\n"
+    for name, text in fields:
+        parts += ('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (boundary, name, text)).encode()
+    parts += b"--%s--\r\n" % boundary.encode()
+    return parts, "Content-Type: multipart/form-data; boundary=%s\r\n" % boundary
+
+
 def test_fastapi_upload_of_several_megabytes(fastapi_srv):
     a = os.urandom(5 * 1024 * 1024 + 11)
     b = os.urandom(300 * 1024)
-    boundary = "ferricornasgiboundary"
-    parts = b""
-    for name, blob in (("a.bin", a), ("b.dat", b)):
-        parts += (
-            '--%s\r\nContent-Disposition: form-data; name="files"; filename="%s"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n" % (boundary, name)
-        ).encode() + blob + b"\r\n"
-    parts += ('--%s\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi there\r\n--%s--\r\n'
-              % (boundary, boundary)).encode()
-    status, got = req_json(fastapi_srv, "/upload", "POST", parts,
-                           "Content-Type: multipart/form-data; boundary=%s\r\n" % boundary)
+    body, ctype = multipart([("files", "a.bin", a), ("files", "b.dat", b)], [("note", "hi there")])
+    status, got = req_json(fastapi_srv, "/upload", "POST", body, ctype)
     assert status == 200, got
     assert got["note"] == "hi there"
     assert got["files"] == [
@@ -307,6 +313,19 @@ def test_django_post_bodies(django_srv):
     body = b"x=1&y=" + b"z" * 200000
     status, got = req_json(django_srv, "/post", "POST", body, "Content-Type: application/x-www-form-urlencoded\r\n")
     assert status == 200 and got["form"]["x"] == "1" and got["size"] == len(body)
+
+
+def test_django_upload_of_several_megabytes(django_srv):
+    blob = os.urandom(4 * 1024 * 1024 + 5)
+    body, ctype = multipart([("doc", "big.bin", blob)], [("title", "report")])
+    status, got = req_json(django_srv, "/upload", "POST", body, ctype)
+    assert status == 200
+    assert got == {"files": {"doc": {"name": "big.bin", "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}},
+                   "fields": {"title": "report"}}
+
+
+def test_django_unknown_path_is_a_404(django_srv):
+    assert req(django_srv, "/no/such/page")[0] == 404
 
 
 def test_django_streaming_response(django_srv):

@@ -2,6 +2,7 @@
 project's asgi.py serves them (settings: tests/apps/asgi_django_settings.py)."""
 
 import asyncio
+import hashlib
 import json
 import os
 import threading
@@ -39,6 +40,15 @@ async def post(request):
     return JsonResponse({"form": request.POST.dict(), "size": len(request.body)})
 
 
+@csrf_exempt
+async def upload(request):
+    files = {
+        name: {"name": f.name, "size": f.size, "sha256": hashlib.sha256(f.read()).hexdigest()}
+        for name, f in request.FILES.items()
+    }
+    return JsonResponse({"files": files, "fields": request.POST.dict()})
+
+
 async def sleepy(request):
     await asyncio.sleep(float(request.GET.get("s", "0.3")))
     return HttpResponse("rested")
@@ -62,6 +72,7 @@ urlpatterns = [
     path("", hello),
     path("info", info),
     path("post", post),
+    path("upload", upload),
     path("sleep", sleepy),
     path("stream", stream),
     path("sync", sync_view),
