@@ -457,8 +457,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, handle: &Handle) -> bool {
         if served > 0 {
             worker.requests_done(served);
         }
-        if std::mem::take(&mut signalled) && worker.handle_signals() {
-            return true; // QUIT/INT: leave now.
+        if (std::mem::take(&mut signalled) && worker.handle_signals()) || worker.quitting() {
+            return true; // QUIT/INT (taken here or by its Python-level handler): leave now.
         }
         worker.stop_if_orphaned();
         {
@@ -466,6 +466,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, handle: &Handle) -> bool {
             let Server {
                 listening, poll, ..
             } = &mut *s;
+            // Retiring (budget spent, memory cap): no new connection.
+            listening.pause_if_retiring(worker, poll.registry());
             if let Some(stop) = listening.stop_if_stopping(worker, poll.registry(), graceful) {
                 s.stopping(py, stop);
             }
@@ -739,7 +741,7 @@ impl Server {
         for li in 0..self.listening.listeners().len() {
             while self.open < self.max_conns
                 && self.listening.waiting(li)
-                && (!accepting || !lifecycle::phase().is_stopping())
+                && (!accepting || lifecycle::phase() == lifecycle::Phase::Running)
             {
                 let Some((stream, peer)) = self.listening.accept(li) else {
                     continue;
