@@ -231,6 +231,15 @@ def test_graceful_term_finishes_in_flight_then_lifespan_shutdown(start_server):
     assert srv.wait_exit() == 0
 
 
+def test_lifespan_shutdown_may_take_its_time(start_server):
+    srv = start_server(*ASGI, APP, env={"SHUTDOWN_TAKES": "0.5"})
+    assert get(srv.port, "/")[2] == b"hello"
+    srv.signal(signal.SIGTERM)
+    srv.wait_for(r"APP: shutdown")
+    assert srv.wait_exit() == 0
+    assert "lifespan shutdown error" not in srv.log()
+
+
 def test_quit_leaves_at_once(start_server):
     srv = start_server(*ASGI, APP)
     c = Client(srv.port)
@@ -344,6 +353,19 @@ def test_websocket_echo_subprotocol_and_client_close(srv):
     c.send(ws_frame(0x8, (4321).to_bytes(2, "big") + b"done"))
     assert c.read_frame() == (0x8, (4321).to_bytes(2, "big"))
     srv.wait_for(r"APP: ws disconnect 4321 done", start=start)
+    c.close()
+
+
+def test_websocket_frames_sent_with_the_upgrade_request(srv):
+    c = Client(srv.port)
+    c.send(("GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % KEY).encode()
+           + ws_frame(0x1, b"early") + ws_frame(0x1, b"bird"))
+    assert c.read_head()[0] == 101
+    ws = WsClient.__new__(WsClient)
+    ws.sock, ws.buf = c.sock, c.buf
+    assert ws.read_frame() == (0x1, b"early")
+    assert ws.read_frame() == (0x1, b"bird")
     c.close()
 
 

@@ -28,6 +28,7 @@ async def lifespan(scope, receive, send):
             say("startup")
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await asyncio.sleep(float(os.environ.get("SHUTDOWN_TAKES", "0")))
             say("shutdown")
             await send({"type": "lifespan.shutdown.complete"})
             return

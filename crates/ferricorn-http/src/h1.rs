@@ -676,6 +676,39 @@ impl Conn {
         self.served
     }
 
+    /// For a driver that reads heads without blocking and serves them
+    /// elsewhere (gthread's poller hands connections to its threads):
+    /// whether to hand the connection over now. True when a whole head is
+    /// buffered (its empty line came: `\n\n` or `\n\r\n`), the client
+    /// closed its side, or more is buffered than a head may be under the
+    /// limits (the parser refuses it). A partial head is not ready: its
+    /// client may be slow, and holds nothing but its buffer meanwhile.
+    pub fn head_ready(&self) -> bool {
+        let b = self.buffered();
+        if self.eof || b.len() > self.head_max() {
+            return true;
+        }
+        b.iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'\n' && matches!(&b[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+    }
+
+    /// The most a request head (with a PROXY header before it) may take
+    /// under the parser's limits (a 0 limit as the parser reads it).
+    fn head_max(&self) -> usize {
+        let o = self.parser.options();
+        let or = |v: usize, zero: usize| if v == 0 { zero } else { v };
+        let line = or(
+            o.limit_request_line,
+            crate::parse::UNLIMITED_REQUEST_LINE_CAP,
+        );
+        let fields = or(o.limit_request_fields, 32768);
+        let field = or(o.limit_request_field_size, 8190);
+        (line + 2)
+            .saturating_add(fields.saturating_mul(field + 2))
+            .saturating_add(2 + 536) // the empty line, a PROXY v2 header
+    }
+
     /// Parse the next request head from what is buffered.
     pub fn next_head(&mut self) -> HeadEvent<'_> {
         debug_assert!(!self.in_flight, "finish the last request first");

@@ -993,3 +993,43 @@ fn conn_and_body_move_between_threads() {
     send::<Body>();
     send::<Exchange>();
 }
+
+// --- heads read in a poller ------------------------------------------------
+
+#[test]
+fn a_head_is_ready_once_its_empty_line_came() {
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    for cut in 1..head.len() {
+        let mut c = conn(true);
+        c.extend(&head[..cut]);
+        assert!(!c.head_ready(), "ready after {cut} bytes");
+        c.extend(&head[cut..]);
+        assert!(c.head_ready(), "not ready with the whole head (cut {cut})");
+    }
+    // Bare LF line ends count too (the parser decides what to accept).
+    let mut c = conn(true);
+    c.extend(b"GET / HTTP/1.1\nHost: x\n\n");
+    assert!(c.head_ready());
+    // The client closed: hand it over (the parser says what becomes of it).
+    let mut c = conn(true);
+    c.extend(b"GET / HT");
+    c.eof();
+    assert!(c.head_ready());
+    // More than a head may be: hand it over to be refused.
+    let mut c = Conn::new(
+        Arc::new(Options {
+            limit_request_line: 100,
+            limit_request_fields: 2,
+            limit_request_field_size: 100,
+            ..Options::default()
+        }),
+        true,
+    );
+    c.extend(&[b'a'; 1200]);
+    assert!(c.head_ready());
+    // A served request's leftovers: only a whole next head is ready.
+    let mut c = conn(true);
+    c.extend(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n");
+    let _ = request(&mut c);
+    assert!(!c.head_ready());
+}

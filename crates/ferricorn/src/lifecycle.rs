@@ -11,9 +11,10 @@
 //! ```
 //!
 //! - `Running`: connections are kept alive as the settings allow.
-//! - `Retiring`: the worker asked the master for a replacement and serves
-//!   until its TERM; every response closes its connection, so clients
-//!   reconnect to a sibling.
+//! - `Retiring`: the worker spent its request budget (or its memory cap)
+//!   and asked the master for a replacement: it accepts no new connection,
+//!   finishes what it has with every response closing its connection (so
+//!   clients reconnect to a sibling), and waits for its TERM.
 //! - `Draining`: a graceful stop: no new connections (but those in the
 //!   listen backlog), what is in progress finishes with `Connection: close`,
 //!   within `--graceful-timeout`.

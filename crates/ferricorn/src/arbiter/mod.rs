@@ -111,6 +111,11 @@ struct Worker {
     ready: bool,
     /// Marked for replacement: not counted toward capacity, still serving.
     replace: bool,
+    /// Replaced ahead of its request budget (`SlotState::ReplaceAhead`),
+    /// since this time: its replacement boots meanwhile, and it gets `TERM`
+    /// once it says its budget is spent, or `HOLD_MAX_MS` later (traffic
+    /// stopped short of the budget: no worker beyond `-w` stays for good).
+    held_since: Option<u64>,
     /// `TERM` sent on purpose: on its way out.
     retiring: bool,
 }
@@ -163,6 +168,10 @@ pub struct Facts {
 /// How long a worker sent `ABRT` for a timeout gets to log its stacks and
 /// exit before it is `KILL`ed (gunicorn's master checks once a second).
 pub const ABORT_GRACE_MS: u64 = 1_000;
+
+/// The longest a worker replaced ahead of its budget is kept beside its
+/// replacement; past it, it is retired with budget left.
+pub const HOLD_MAX_MS: u64 = 10_000;
 
 fn log(level: Level, msg: impl Into<String>) -> Action {
     Action::Log {
@@ -268,6 +277,7 @@ impl Arbiter {
                 aborted: None,
                 ready: false,
                 replace: false,
+                held_since: None,
                 retiring: false,
             },
         );
@@ -480,6 +490,7 @@ impl Arbiter {
         for w in self.workers.values_mut() {
             if !w.retiring {
                 w.replace = true;
+                w.held_since = None;
             }
         }
         out.extend(self.manage());
@@ -547,8 +558,29 @@ impl Arbiter {
                 if p.state.booted() {
                     w.ready = true;
                 }
-                if p.state.wants_retirement() && !w.replace && !w.retiring {
+                if p.state == SlotState::ReplaceAhead && !w.replace && !w.retiring {
                     w.replace = true;
+                    w.held_since = Some(now);
+                    out.push(log(
+                        Level::Info,
+                        format!("Starting a replacement for worker (pid:{pid}): max requests near"),
+                    ));
+                }
+                if w.held_since
+                    .is_some_and(|since| now.saturating_sub(since) > HOLD_MAX_MS)
+                {
+                    w.held_since = None;
+                    out.push(log(
+                        Level::Info,
+                        format!("Replacing worker (pid:{pid}): max requests near, traffic slowed"),
+                    ));
+                }
+                if p.state.wants_retirement()
+                    && (!w.replace || w.held_since.is_some())
+                    && !w.retiring
+                {
+                    w.replace = true;
+                    w.held_since = None;
                     let why = match p.state {
                         SlotState::RetireMemory => "memory limit exceeded",
                         _ => "max requests reached",
@@ -657,7 +689,7 @@ impl Arbiter {
         let mut marked: Vec<(u64, i32)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.replace && !w.retiring)
+            .filter(|(_, w)| w.replace && w.held_since.is_none() && !w.retiring)
             .map(|(p, w)| (w.age, *p))
             .collect();
         marked.sort_unstable();
@@ -1050,6 +1082,57 @@ mod tests {
         assert!(kills(&a.on_tick(40, &probe)).is_empty());
         assert_eq!(spawns(&a.on_exit(100, ExitStatus::Code(0), 50)), 0);
         assert_eq!(a.worker_pids(), vec![101, new[0]]);
+    }
+
+    #[test]
+    fn a_replacement_started_ahead_waits_for_the_spent_budget() {
+        let mut a = running(1);
+        a.on_tick(0, &ready_at(0));
+        let state_of = |old: SlotState| {
+            move |slot: usize| Probe {
+                last_beat: 0,
+                state: if slot == 0 { old } else { SlotState::Ready },
+            }
+        };
+        // Close to its budget: a replacement is spawned, nobody killed.
+        let acts = a.on_tick(10, &state_of(SlotState::ReplaceAhead));
+        assert_eq!(spawns(&acts), 1);
+        assert!(kills(&acts).is_empty());
+        assert!(logs(&acts).iter().any(|l| l.contains("max requests near")));
+        fork_all(&mut a, acts, 300);
+        // The replacement booted, the old worker still has budget: held.
+        let acts = a.on_tick(20, &state_of(SlotState::ReplaceAhead));
+        assert!(kills(&acts).is_empty() && spawns(&acts) == 0);
+        // Spent: TERM at once (the replacement is ready), no new spawn.
+        let acts = a.on_tick(30, &state_of(SlotState::RetireMaxRequests));
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGTERM)]);
+        assert_eq!(spawns(&acts), 0);
+        assert!(
+            logs(&acts)
+                .iter()
+                .any(|l| l.contains("Replacing worker (pid:100): max requests reached"))
+        );
+    }
+
+    #[test]
+    fn a_worker_replaced_ahead_is_not_kept_for_good_when_traffic_stops() {
+        let mut a = running(1);
+        a.on_tick(0, &ready_at(0));
+        let ahead = |slot: usize| Probe {
+            last_beat: 0,
+            state: if slot == 0 {
+                SlotState::ReplaceAhead
+            } else {
+                SlotState::Ready
+            },
+        };
+        let acts = a.on_tick(10, &ahead);
+        fork_all(&mut a, acts, 300);
+        // Budget never spent: held while HOLD_MAX_MS lasts, then retired.
+        assert!(kills(&a.on_tick(10 + HOLD_MAX_MS, &ahead)).is_empty());
+        let acts = a.on_tick(11 + HOLD_MAX_MS, &ahead);
+        assert_eq!(kills(&acts), vec![(100, Signal::SIGTERM)]);
+        assert_eq!(spawns(&acts), 0);
     }
 
     #[test]

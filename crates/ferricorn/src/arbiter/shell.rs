@@ -231,7 +231,8 @@ impl Shell {
         }
     }
 
-    /// Wait for a signal or the tick (250 ms; 100 ms while stopping).
+    /// Wait for a signal, a worker's nudge (a slot state changed:
+    /// `Heartbeats::set_state`) or the tick (250 ms; 100 ms while stopping).
     fn sleep(&self) {
         let timeout = if self.arbiter.is_running() {
             250u16
@@ -241,12 +242,16 @@ impl Shell {
         if signals::peek(Signal::SIGCHLD) || has_pending() {
             return;
         }
-        let mut fds = vec![PollFd::new(self.wake.0.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(self.wake.0.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.launch.heartbeats.nudge_fd(), PollFlags::POLLIN),
+        ];
         if let Some(control) = &self.launch.control {
             fds.extend(control.poll_fds());
         }
         let _ = poll(&mut fds, PollTimeout::from(timeout));
         drop(fds);
+        self.launch.heartbeats.drain_nudges();
         let mut buf = [0u8; 64];
         while matches!(nix::unistd::read(self.wake.0.as_fd(), &mut buf), Ok(n) if n > 0) {}
     }

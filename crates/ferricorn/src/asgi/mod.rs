@@ -153,21 +153,6 @@ impl Strings {
     }
 }
 
-/// A str for a request method: the common ones are interned.
-fn method_str<'py>(py: Python<'py>, method: &[u8]) -> Bound<'py, PyString> {
-    let s = match method {
-        b"GET" => intern!(py, "GET"),
-        b"POST" => intern!(py, "POST"),
-        b"HEAD" => intern!(py, "HEAD"),
-        b"PUT" => intern!(py, "PUT"),
-        b"DELETE" => intern!(py, "DELETE"),
-        b"PATCH" => intern!(py, "PATCH"),
-        b"OPTIONS" => intern!(py, "OPTIONS"),
-        _ => return crate::wsgi::environ::latin1_str(py, method),
-    };
-    s.clone()
-}
-
 /// The decoded path as a str: UTF-8 (as ASGI asks), latin-1 where it is not.
 fn path_str<'py>(py: Python<'py>, path: &[u8]) -> Bound<'py, PyString> {
     match path {
@@ -191,7 +176,10 @@ pub fn http_scope<'py>(
     let scope = PyDict::new(py);
     scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
     fill_common(py, &scope, req, strings, server, state)?;
-    scope.set_item(intern!(py, "method"), method_str(py, req.method()))?;
+    scope.set_item(
+        intern!(py, "method"),
+        crate::wsgi::environ::method_str(py, req.method()),
+    )?;
     scope.set_item(
         intern!(py, "scheme"),
         if req.scheme == "https" {
@@ -458,12 +446,15 @@ impl Exchange {
     }
 
     /// `send(message)`: what it means on the wire, appended to `out`.
+    /// True when `out` should be written now (a body message, an interim
+    /// response); a final response head waits for the body's first bytes,
+    /// so that both go in one write.
     pub fn send(
         &mut self,
         py: Python<'_>,
         message: &Bound<'_, PyAny>,
         out: &mut Vec<u8>,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         if self.disconnected {
             return Err(PyOSError::new_err("client disconnected"));
         }
@@ -472,8 +463,8 @@ impl Exchange {
         let kind = kind.cast_into::<PyString>()?;
         match kind.to_str()? {
             "http.response.start" => self.start(py, message, out),
-            "http.response.body" => self.body_message(py, message, out),
-            "http.response.trailers" => Ok(()),
+            "http.response.body" => self.body_message(py, message, out).map(|()| true),
+            "http.response.trailers" => Ok(false),
             other => Err(PyRuntimeError::new_err(format!(
                 "Unexpected ASGI message '{other}' sent, after response already completed or not an HTTP response message"
             ))),
@@ -485,7 +476,7 @@ impl Exchange {
         py: Python<'_>,
         message: &Bound<'_, PyAny>,
         out: &mut Vec<u8>,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         if !matches!(self.response, Response::NotStarted) {
             return Err(PyRuntimeError::new_err("Response already started"));
         }
@@ -524,7 +515,7 @@ impl Exchange {
                 .map_err(|e| PyValueError::new_err(format!("Invalid ASGI response: {e}")))?;
         if status < 200 {
             // An interim response (103 Early Hints): the final one follows.
-            return Ok(());
+            return Ok(true);
         }
         self.status = status;
         if self.keep_headers {
@@ -537,7 +528,7 @@ impl Exchange {
             encoder: BodyEncoder::new(&framing),
             framing,
         };
-        Ok(())
+        Ok(false)
     }
 
     fn body_message(

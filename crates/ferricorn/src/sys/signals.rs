@@ -136,6 +136,10 @@ struct RequestEntry {
     name: std::sync::OnceLock<String>,
     len: std::sync::atomic::AtomicUsize,
     line: [std::sync::atomic::AtomicU8; REQUEST_MAX],
+    /// When its request began (monotonic ms; 0: none).
+    since: AtomicU64,
+    /// The `since` of the last request reported as overdue (`overdue`).
+    reported: AtomicU64,
 }
 
 static REQUESTS: [RequestEntry; REQUEST_THREADS] = [const {
@@ -144,6 +148,8 @@ static REQUESTS: [RequestEntry; REQUEST_THREADS] = [const {
         name: std::sync::OnceLock::new(),
         len: std::sync::atomic::AtomicUsize::new(0),
         line: [const { std::sync::atomic::AtomicU8::new(0) }; REQUEST_MAX],
+        since: AtomicU64::new(0),
+        reported: AtomicU64::new(0),
     }
 }; REQUEST_THREADS];
 
@@ -200,6 +206,12 @@ pub fn set_current_request_parts(parts: &[&[u8]]) {
     let Some(entry) = my_entry() else { return };
     let n = total.min(REQUEST_MAX);
     entry.len.store(0, Ordering::SeqCst);
+    let since = if total > 0 {
+        crate::util::monotonic_ms().max(1)
+    } else {
+        0
+    };
+    entry.since.store(since, Ordering::SeqCst);
     let mut slots = entry.line.iter();
     for part in parts {
         // The part first: an exhausted part takes no slot.
@@ -208,6 +220,47 @@ pub fn set_current_request_parts(parts: &[&[u8]]) {
         }
     }
     entry.len.store(n, Ordering::SeqCst);
+}
+
+/// Whether the calling thread is serving a request (between the
+/// `set_current_request` that names it and the one that clears it: the
+/// request hooks, the app call, its response).
+pub fn serving_here() -> bool {
+    my_entry().is_some_and(|e| e.len.load(Ordering::SeqCst) > 0)
+}
+
+/// A request running past a limit (`overdue`).
+#[derive(Debug)]
+pub struct Overdue {
+    /// The thread serving it, as `threading.get_ident()` says.
+    pub ident: u64,
+    /// Its request line.
+    pub line: String,
+    /// How long it has run (ms).
+    pub running_ms: u64,
+}
+
+/// Requests running for longer than `limit_ms` at `now_ms` (monotonic):
+/// how many, and those not reported before (each request is returned once).
+pub fn overdue(now_ms: u64, limit_ms: u64) -> (usize, Vec<Overdue>) {
+    let mut count = 0;
+    let mut fresh = Vec::new();
+    for entry in &REQUESTS {
+        let ident = entry.owner.load(Ordering::SeqCst);
+        let since = entry.since.load(Ordering::SeqCst);
+        if ident == 0 || since == 0 || now_ms.saturating_sub(since) <= limit_ms {
+            continue;
+        }
+        count += 1;
+        if entry.reported.swap(since, Ordering::SeqCst) != since {
+            fresh.push(Overdue {
+                ident,
+                line: current_request(ident).1.unwrap_or_default(),
+                running_ms: now_ms - since,
+            });
+        }
+    }
+    (count, fresh)
 }
 
 /// What the request table knows of thread `ident`: its Rust name (if any)
@@ -246,7 +299,9 @@ extern "C" fn on_abort(sig: libc::c_int) {
 /// code notices and calls `PyErr_CheckSignals`) and trips Python's flag, so
 /// the main thread runs the Python handler at its next bytecode boundary.
 /// A worker's `ABRT` after a timeout goes this way: the handler logs the
-/// stacks, then exits 1 (gunicorn's `handle_abort`).
+/// stacks, then exits 1 (gunicorn's `handle_abort`); so do a sync or
+/// evloop worker's `QUIT` and `INT`, whose handler interrupts the app
+/// call (`workers::quick_stop`).
 pub fn via_python(sig: Signal) -> nix::Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_abort),

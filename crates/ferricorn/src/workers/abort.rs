@@ -16,8 +16,14 @@
 //! After the report the `worker_abort(worker)` hook runs, then the worker
 //! exits 1 through the usual exit path (`worker_exit`), as in gunicorn.
 //!
+//! A gthread worker's main thread beats while its app threads run, so the
+//! master never times it out for one stuck request: the main thread reports
+//! each request running past `--timeout` itself, once, with the stack of
+//! the thread running it (`report_overdue`), and stops beating once every
+//! app thread is stuck so (`workers::gthread`), which brings this `ABRT`.
+//!
 //! gunicorn counterpart: `Worker.handle_abort` (which exits 1 without a
-//! stack; the report is ferricorn's addition).
+//! stack; the reports are ferricorn's addition).
 
 use nix::sys::signal::Signal;
 use pyo3::prelude::*;
@@ -104,14 +110,12 @@ fn stacks_report(py: Python<'_>) -> PyResult<String> {
             .cloned()
             .or(rust_name)
             .unwrap_or_else(|| format!("0x{ident:016x}"));
-        let stack: Vec<String> = traceback
-            .call_method1("format_stack", (frame,))?
-            .extract()?;
+        let stack = format_stack(&traceback, &frame)?;
         let head = match &request {
             Some(line) => format!("Thread {name} serving {line} (most recent call last):"),
             None => format!("Thread {name} (most recent call last):"),
         };
-        let block = format!("{head}\n{}", stack.concat().trim_end());
+        let block = format!("{head}\n{stack}");
         if let Some(line) = request {
             serving.push(line);
             blocks.insert(serving.len() - 1, block);
@@ -125,4 +129,43 @@ fn stacks_report(py: Python<'_>) -> PyResult<String> {
         format!("Worker timed out while serving: {}", serving.join(", "))
     };
     Ok(format!("{first}\n{}", blocks.join("\n")))
+}
+
+/// A frame's stack as a traceback prints it, oldest call first.
+fn format_stack(traceback: &Bound<'_, PyModule>, frame: &Bound<'_, PyAny>) -> PyResult<String> {
+    let stack: Vec<String> = traceback
+        .call_method1("format_stack", (frame,))?
+        .extract()?;
+    Ok(stack.concat().trim_end().to_string())
+}
+
+/// Log each request running past `--timeout` (`limit_s`), with the stack of
+/// the thread running it, as one error record each.
+pub fn report_overdue(py: Python<'_>, overdue: &[signals::Overdue], limit_s: f64) {
+    let frames = py
+        .import("sys")
+        .and_then(|sys| sys.call_method0("_current_frames"))
+        .and_then(|f| Ok(f.cast_into::<PyDict>()?));
+    let traceback = py.import("traceback");
+    for o in overdue {
+        let name = signals::current_request(o.ident)
+            .0
+            .unwrap_or_else(|| format!("0x{:016x}", o.ident));
+        let stack = match (&frames, &traceback) {
+            (Ok(frames), Ok(tb)) => match frames.get_item(o.ident) {
+                Ok(Some(frame)) => format_stack(tb, &frame).unwrap_or_else(|e| e.to_string()),
+                _ => "(no Python frame)".to_string(),
+            },
+            (Err(e), _) | (_, Err(e)) => e.to_string(),
+        };
+        glogging::log_always(
+            Level::Error,
+            &format!(
+                "Request running past --timeout ({limit_s} s) for {:.1} s: {}\nThread {name} serving {} (most recent call last):\n{stack}",
+                o.running_ms as f64 / 1000.0,
+                o.line,
+                o.line
+            ),
+        );
+    }
 }

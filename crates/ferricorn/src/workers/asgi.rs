@@ -129,6 +129,9 @@ struct Conn {
     gone: bool,
     /// Close this way once `out` is sent.
     closing: Option<Closing>,
+    /// The socket may hold bytes not read yet (an event came after the
+    /// last read that emptied it: a short read or `WouldBlock`).
+    unread: bool,
     lingering: Option<Linger>,
 }
 
@@ -187,6 +190,9 @@ struct Server {
     heartbeats: &'static super::heartbeat::Heartbeats,
     slot: usize,
     running: usize,
+    /// Serving is over (the stop's cancellations and lifespan shutdown run
+    /// the loop to completion): the tick neither stops the loop nor comes back.
+    over: bool,
 }
 
 /// The loop and the server, shared by the loop's callbacks.
@@ -291,6 +297,7 @@ fn startup(
 fn finish(py: Python<'_>, handle: &Handle, lifespan: Option<&Py<PyAny>>) {
     let aloop = handle.aloop.bind(py);
     let _ = aloop.call_method1(intern!(py, "remove_reader"), (poll_fd(handle),));
+    handle.server.borrow_mut().over = true;
     let cancelled = py
         .import("ferricorn._asgi")
         .and_then(|m| m.call_method1("cancel_all", (1.0, lifespan)))
@@ -406,6 +413,7 @@ fn build(
         heartbeats: setup.heartbeats,
         slot: setup.slot,
         running: 0,
+        over: false,
     };
     let create_future = aloop.bind(py).getattr("create_future")?.unbind();
     let start_task = py
@@ -449,8 +457,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, handle: &Handle) -> bool {
         if served > 0 {
             worker.requests_done(served);
         }
-        if std::mem::take(&mut signalled) && worker.handle_signals() {
-            return true; // QUIT/INT: leave now.
+        if (std::mem::take(&mut signalled) && worker.handle_signals()) || worker.quitting() {
+            return true; // QUIT/INT (taken here or by its Python-level handler): leave now.
         }
         worker.stop_if_orphaned();
         {
@@ -458,6 +466,8 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, handle: &Handle) -> bool {
             let Server {
                 listening, poll, ..
             } = &mut *s;
+            // Retiring (budget spent, memory cap): no new connection.
+            listening.pause_if_retiring(worker, poll.registry());
             if let Some(stop) = listening.stop_if_stopping(worker, poll.registry(), graceful) {
                 s.stopping(py, stop);
             }
@@ -529,6 +539,9 @@ impl Tick {
     fn __call__(slf: PyRef<'_, Self>, py: Python<'_>) -> PyResult<()> {
         let launches = {
             let mut s = slf.handle.server.try_borrow_mut().map_err(busy)?;
+            if s.over {
+                return Ok(());
+            }
             s.sweep(py)
         };
         let handle = slf.handle.clone();
@@ -728,7 +741,7 @@ impl Server {
         for li in 0..self.listening.listeners().len() {
             while self.open < self.max_conns
                 && self.listening.waiting(li)
-                && (!accepting || !lifecycle::phase().is_stopping())
+                && (!accepting || lifecycle::phase() == lifecycle::Phase::Running)
             {
                 let Some((stream, peer)) = self.listening.accept(li) else {
                     continue;
@@ -758,6 +771,7 @@ impl Server {
                     ahead: Vec::new(),
                     gone: false,
                     closing: None,
+                    unread: true,
                     lingering: None,
                 };
                 let i = self.insert(c);
@@ -777,9 +791,18 @@ impl Server {
         }
     }
 
+    /// A readiness event for connection `i`: its turn, with its socket
+    /// possibly holding bytes.
+    fn turn(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
+        if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+            c.unread = true;
+        }
+        self.work(py, i, launches);
+    }
+
     /// A connection's turn: send what it holds, read what it has, start
     /// the next request when idle.
-    fn turn(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
+    fn work(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
@@ -834,7 +857,10 @@ impl Server {
                 Ok(0) => return self.lost(py, i),
                 Ok(n) => c.ahead.extend_from_slice(&self.scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.unread = false;
+                    return;
+                }
                 Err(_) => return self.lost(py, i),
             }
         }
@@ -967,16 +993,25 @@ impl Server {
             let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
                 return;
             };
-            if c.ex.is_some() || c.closing.is_some() {
+            if c.ex.is_some() || c.ws.is_some() || c.closing.is_some() {
                 return;
+            }
+            if !c.unread && c.http.is_idle() {
+                return; // the next event brings more
             }
             match c.stream.read_nowait(&mut self.scratch[..h1::READ_CHUNK]) {
                 Ok(0) => c.http.eof(),
                 Ok(n) => {
                     c.http.extend(&self.scratch[..n]);
+                    // A short read emptied the socket (edge-triggered: the
+                    // next byte brings a new event).
+                    c.unread = n == h1::READ_CHUNK || c.stream.has_buffered();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.unread = false;
+                    return;
+                }
                 Err(_) => return self.remove(i),
             }
             if std::mem::take(&mut c.fresh) {
@@ -1163,7 +1198,7 @@ impl Server {
                     c.http.extend(&ahead);
                 }
                 c.deadline = Instant::now() + keepalive_for;
-                self.turn(py, i, launches);
+                self.work(py, i, launches);
             }
             Next::KeepAlive => self.remove(i),
             Next::Close(closing) => {
@@ -1273,41 +1308,25 @@ impl Server {
         message: &Bound<'_, PyAny>,
         create_future: &Py<PyAny>,
     ) -> PyResult<Py<PyAny>> {
+        let gone = || pyo3::exceptions::PyOSError::new_err("client disconnected");
         let Some(c) = self.conn(id) else {
-            return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+            return Err(gone());
         };
-        if let Some(w) = c.ws.as_mut() {
-            w.send(py, message, &mut c.out)?;
-            if !flush(py, c) {
-                self.lost(py, id.slot);
-                return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
-            }
-            if c.out.len() <= WRITE_HIGH {
-                return asgi::ready_none(py);
-            }
-            let fut = create_future.call0(py)?;
-            if let Some(w) = c.ws.as_mut() {
-                w.writer = Some(fut.clone_ref(py));
-            }
-            return Ok(fut);
-        }
-        let Some(ex) = c.ex.as_mut() else {
-            return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+        let now = match (c.ws.as_mut(), c.ex.as_mut()) {
+            (Some(w), _) => w.send(py, message, &mut c.out).map(|()| true)?,
+            (None, Some(ex)) if !c.gone => ex.send(py, message, &mut c.out)?,
+            _ => return Err(gone()),
         };
-        if c.gone {
-            return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
-        }
-        ex.send(py, message, &mut c.out)?;
-        if !flush(py, c) {
+        if now && !flush(py, c) {
             self.lost(py, id.slot);
-            return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+            return Err(gone());
         }
         if c.out.len() <= WRITE_HIGH {
             return asgi::ready_none(py);
         }
         let fut = create_future.call0(py)?;
-        if let Some(ex) = c.ex.as_mut() {
-            ex.writer = Some(fut.clone_ref(py));
+        if let Some(writer) = writer_of(c) {
+            *writer = Some(fut.clone_ref(py));
         }
         Ok(fut)
     }
@@ -1444,12 +1463,30 @@ enum Step {
 /// Send what the connection holds without blocking; false when the
 /// client is gone.
 fn flush(py: Python<'_>, c: &mut Conn) -> bool {
-    let writer = match (c.ex.as_mut(), c.ws.as_mut()) {
+    let Conn {
+        ex,
+        ws,
+        stream,
+        out,
+        ..
+    } = c;
+    flush_parts(py, stream, out, writer_in(ex, ws))
+}
+
+/// Where a send waiting for room on the connection is kept.
+fn writer_of(c: &mut Conn) -> Option<&mut Option<Py<PyAny>>> {
+    writer_in(&mut c.ex, &mut c.ws)
+}
+
+fn writer_in<'a>(
+    ex: &'a mut Option<Exchange>,
+    ws: &'a mut Option<WsExchange>,
+) -> Option<&'a mut Option<Py<PyAny>>> {
+    match (ex.as_mut(), ws.as_mut()) {
         (Some(ex), _) => Some(&mut ex.writer),
         (None, Some(w)) => Some(&mut w.writer),
         (None, None) => None,
-    };
-    flush_parts(py, &c.stream, &mut c.out, writer)
+    }
 }
 
 /// [`flush`] on a connection's parts; a send waiting for room goes on

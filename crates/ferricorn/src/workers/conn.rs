@@ -41,6 +41,10 @@ pub struct Timeouts {
     pub header: Option<Duration>,
     /// Reads and writes once the head is in (`--timeout`, as gunicorn's sync worker).
     pub io: Option<Duration>,
+    /// The whole request body within this of the request's start (gthread:
+    /// `--timeout`; a sync or evloop worker reading a body beats no
+    /// heartbeat, so the master's timeout bounds it there).
+    pub body: Option<Duration>,
 }
 
 impl Timeouts {
@@ -49,6 +53,7 @@ impl Timeouts {
         Timeouts {
             header: secs(s.get("header_timeout").as_f64()),
             io: secs(s.timeout()),
+            body: None,
         }
     }
 }
@@ -245,6 +250,7 @@ pub fn serve_one(
                     peer,
                     server,
                     trusted,
+                    body_within: timeouts.body,
                 };
                 let served =
                     serve_request(py, app, &on, &head, body, exchange, busy, started, None);
@@ -292,6 +298,9 @@ pub struct Connection<'a> {
     pub server: &'a (String, String),
     /// `peer` may set scheme and forwarder headers (`forwarded_allow_ips`).
     pub trusted: bool,
+    /// The request body must be in within this of the request's start
+    /// (`Timeouts::body`).
+    pub body_within: Option<Duration>,
 }
 
 /// What serving a request left for its connection: the body to give back
@@ -339,7 +348,11 @@ pub fn serve_request(
     kept: Option<(&wsgi::extras::SocketSlot, &wsgi::Held)>,
 ) -> Served {
     let (stream, peer) = (on.stream, on.peer);
-    let reader = Arc::new(Mutex::new(BodyReader::new(stream.clone(), body)));
+    let mut reader = BodyReader::new(stream.clone(), body);
+    if let Some(within) = on.body_within {
+        reader.set_deadline(started + within);
+    }
+    let reader = Arc::new(Mutex::new(reader));
     let url_scheme = match app.trust().scheme(&head.headers, on.trusted) {
         Ok(scheme) => scheme.unwrap_or("http"),
         Err(_) => {
@@ -399,16 +412,17 @@ pub fn end(py: Python<'_>, stream: &Arc<Stream>, peer: &Peer, ending: h1::Ending
         Some(Answer::Refused(err)) => refuse(py, stream, peer, err),
         Some(Answer::HeadTimeout) => {
             glogging::debug!("Request head from ip={} not complete in time", peer.addr);
-            let out = crate::app::error_response(
-                408,
-                "Request Timeout",
-                "Request head not received in time",
-            );
+            let out = head_timeout_answer();
             let _ = py.detach(|| io::Write::write_all(&mut &**stream, &out));
         }
         None => {}
     }
     Next::Close(ending.closing)
+}
+
+/// The answer to a request head not complete within its deadline.
+pub fn head_timeout_answer() -> Vec<u8> {
+    crate::app::error_response(408, "Request Timeout", "Request head not received in time")
 }
 
 /// Answer a request the parser refused (4xx/5xx, `Connection: close`) and log it.

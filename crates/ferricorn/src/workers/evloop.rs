@@ -54,8 +54,9 @@
 //!   and answer what comes on them with `Connection: close`, give partial
 //!   heads their header timeout (within `--graceful-timeout`);
 //!   QUIT/INT: leave now. Once `--max-requests` is reached (replacement asked
-//!   for) responses also carry `Connection: close`, so clients reconnect to
-//!   whichever worker accepts, and the master's TERM finds nothing to cut.
+//!   for) the worker accepts no more and responses carry
+//!   `Connection: close`, so clients reconnect to whichever worker accepts,
+//!   and the master's TERM finds nothing to cut.
 //!
 //! gunicorn counterpart: none (gunicorn's nearest is its gevent/eventlet
 //! workers); the lifecycle follows `workers/base.py` like the others.
@@ -243,7 +244,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
     let mut signalled = true;
     loop {
         worker.notify();
-        if std::mem::take(&mut signalled) && worker.handle_signals() {
+        if (std::mem::take(&mut signalled) && worker.handle_signals()) || worker.quitting() {
             return Ok(()); // QUIT/INT: leave now, connections and all.
         }
         lp.stop_if_stopping(py, &mut ctx, worker);
@@ -257,6 +258,11 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
         }
         signalled = lp.wait(py, drain)?;
         lp.serve_ready(py, &mut ctx, worker);
+        if worker.quitting() {
+            // QUIT/INT interrupted an app call: its answer goes, then we do.
+            lp.send_held(py);
+            return Ok(());
+        }
         lp.accept(py, &mut ctx, worker);
         lp.send_held(py);
         lp.sweep(py, worker);
@@ -359,6 +365,9 @@ impl Loop<'_> {
         let todo = std::mem::take(&mut self.todo);
         let last = todo.len().saturating_sub(1);
         for (n, &i) in todo.iter().enumerate() {
+            if worker.quitting() {
+                break;
+            }
             self.give_turn(py, ctx, worker, i, n < last, |_, t| t);
             if !self.held.is_empty() && self.held_since.elapsed() >= HOLD {
                 self.send_held(py);
@@ -372,11 +381,13 @@ impl Loop<'_> {
     /// A new connection's request often came with it, so it gets a turn at
     /// once.
     fn accept(&mut self, py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>) {
+        self.listening
+            .pause_if_retiring(worker, self.poll.registry());
         let accepting = self.listening.accepting();
         for (li, l) in self.listening.listeners().iter().enumerate() {
             if self.conns.len >= self.max_conns
                 || !self.listening.waiting(li)
-                || (accepting && !worker.alive())
+                || (accepting && !worker.takes_new())
             {
                 continue;
             }
@@ -388,7 +399,7 @@ impl Loop<'_> {
             while budget > 0
                 && self.conns.len < self.max_conns
                 && self.listening.waiting(li)
-                && (!accepting || worker.alive())
+                && (!accepting || worker.takes_new())
             {
                 budget -= 1;
                 if let Some((stream, peer)) = self.listening.accept(li) {
@@ -688,6 +699,7 @@ fn serve_buffered(
                     peer: &c.peer,
                     server: &ctx.servers[c.server],
                     trusted,
+                    body_within: None,
                 };
                 let kept = Some((&c.socket, &c.held));
                 let started = Instant::now();

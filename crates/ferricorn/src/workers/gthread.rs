@@ -1,7 +1,11 @@
 //! The gthread worker: `--threads N` threads call the app, while the
 //! worker's main thread runs a poller (mio) that accepts connections, holds
-//! idle keep-alive connections, and hands a connection to the pool when it
-//! becomes readable.
+//! idle keep-alive connections, reads request heads without blocking, and
+//! hands a connection to the pool only once a whole head is buffered
+//! (`h1::Conn::head_ready`): a slow client (slowloris) holds no thread, and
+//! its header deadline runs in the poller, from the accept for a new
+//! connection (`--header-timeout`, else `--timeout`), from the head's first
+//! byte on a kept one; a partial head past it gets a 408.
 //!
 //! Invariants:
 //! - the threads exist only in the worker, after fork; they block every
@@ -19,9 +23,10 @@
 //!   one meanwhile (with `Connection: close`), then joins the threads;
 //!   past `--graceful-timeout` it exits without them; QUIT/INT exit at once;
 //! - at `--max-requests` (or above `--max-worker-memory`) the worker does
-//!   not stop by itself: it marks its slot for retirement and keeps serving,
-//!   with `Connection: close` so that its keep-alive clients move to another
-//!   worker, until the master, once the replacement has booted, sends `TERM`.
+//!   not stop by itself: it marks its slot for retirement, accepts no more,
+//!   and answers what comes on the connections it has with
+//!   `Connection: close` (so those clients move to another worker), until
+//!   the master, once the replacement has booted, sends `TERM`.
 //!
 //! gunicorn counterpart: `workers/gthread.py` (`ThreadWorker`).
 
@@ -155,9 +160,10 @@ fn thread_main(shared: &Shared<'_>) {
                 if let Next::Close(closing) = next {
                     return Some(closing);
                 }
-                // Pipelined bytes already read (or held by the stream):
-                // serve them now, else wait in the poller.
-                if c.http.is_idle() && !c.stream.has_buffered() {
+                // A whole pipelined head already read (or bytes held by
+                // the stream): serve it now; else (nothing, or part of a
+                // head) wait in the poller.
+                if !c.http.head_ready() && !c.stream.has_buffered() {
                     return None;
                 }
             }
@@ -204,12 +210,17 @@ struct Limits {
     graceful: Duration,
     /// How long an idle keep-alive connection is kept.
     keepalive_for: Duration,
-    /// How long a fresh connection may take to send its first request.
-    first_request_for: Duration,
+    /// How long a fresh connection may take to send its first request
+    /// head, and a kept one its next head once it began.
+    header_for: Duration,
     /// `--worker-connections`.
     max_conns: usize,
     /// `--workers`: with others, new connections are taken in shares.
     workers: usize,
+    /// `--timeout` (s; 0: off): a request running longer is reported.
+    timeout: f64,
+    /// `--threads`.
+    threads: usize,
 }
 
 /// The main thread's side: idle connections wait in the poller until they
@@ -233,6 +244,57 @@ struct Poller<'a> {
     limits: Limits,
     /// The parser's settings, shared by every connection's HTTP/1 state.
     parser_options: Arc<Options>,
+    /// What the poller reads a head into before the connection's buffer.
+    scratch: Vec<u8>,
+    /// When `watch` next looks at the requests in progress.
+    next_watch: Instant,
+    /// Every app thread runs a request past `--timeout` (`watch`).
+    stuck: bool,
+}
+
+/// How often the main thread looks for requests past `--timeout`.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// What reading a parked connection without blocking found.
+enum HeadRead {
+    /// A whole head (or the client's EOF, or too much): hand it to a thread.
+    Ready,
+    /// Part of a head, or nothing yet; true when its first byte came now.
+    More(bool),
+    /// The client went away with nothing to answer, or the read failed.
+    Gone,
+}
+
+/// Read what `c` has without blocking (until a short read says its socket
+/// is drained, as edge-triggered readiness needs).
+fn read_head(c: &mut Connection, scratch: &mut [u8]) -> HeadRead {
+    let mut began = false;
+    loop {
+        match c.stream.read_nowait(scratch) {
+            Ok(0) => {
+                c.http.eof();
+                break;
+            }
+            Ok(n) => {
+                began |= c.http.extend(&scratch[..n]);
+                if c.http.head_ready() {
+                    return HeadRead::Ready;
+                }
+                if n < scratch.len() && !c.stream.has_buffered() {
+                    return HeadRead::More(began);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return HeadRead::More(began),
+            Err(_) => return HeadRead::Gone,
+        }
+    }
+    // EOF: a partial head is answered by nobody (the client left).
+    if c.http.is_idle() {
+        HeadRead::Gone
+    } else {
+        HeadRead::Ready
+    }
 }
 
 impl Poller<'_> {
@@ -310,9 +372,28 @@ impl Poller<'_> {
         for ev in &self.events {
             let Token(t) = ev.token();
             if t >= CONN_BASE {
-                if let Some(i) = self.idle.remove(&t) {
-                    let _ = i.conn.stream.deregister(self.poll.registry());
-                    if self.jobs.send(i.conn).is_err() {
+                let Some(mut i) = self.idle.remove(&t) else {
+                    continue;
+                };
+                match read_head(&mut i.conn, &mut self.scratch) {
+                    HeadRead::Ready => {
+                        let _ = i.conn.stream.deregister(self.poll.registry());
+                        if self.jobs.send(i.conn).is_err() {
+                            self.active -= 1;
+                        }
+                    }
+                    HeadRead::More(began) => {
+                        // A kept connection's next head: its header
+                        // deadline starts with its first byte (a new
+                        // connection's ran from the accept).
+                        if began && i.conn.http.served() > 0 {
+                            i.deadline = Instant::now() + self.limits.header_for;
+                            self.deadlines.push(Reverse((i.deadline, t)));
+                        }
+                        self.idle.insert(t, i);
+                    }
+                    HeadRead::Gone => {
+                        let _ = i.conn.stream.deregister(self.poll.registry());
                         self.active -= 1;
                     }
                 }
@@ -335,12 +416,14 @@ impl Poller<'_> {
             match d.conn {
                 Some(c) => {
                     // Kept alive (a response begun before TERM, then
-                    // only until the stop's linger ends).
-                    let until = Instant::now() + self.limits.keepalive_for;
-                    let until = self
-                        .listening
-                        .stop()
-                        .map_or(until, |s| until.min(s.linger_until));
+                    // only until the stop's linger ends); part of a next
+                    // head already read gets its header timeout.
+                    let waits = h1::Waits {
+                        header: self.limits.header_for,
+                        keepalive: self.limits.keepalive_for,
+                    };
+                    let linger = self.listening.stop().map(|s| s.linger_until);
+                    let until = c.http.wait_until(Instant::now(), waits, linger);
                     self.park(c, until);
                 }
                 None => self.active -= 1,
@@ -360,9 +443,9 @@ impl Poller<'_> {
         let (workers, max_conns) = (self.limits.workers, self.limits.max_conns);
         // Stopping: one that stays silent goes as an idle one does.
         let first_wait = if accepting {
-            self.limits.first_request_for
+            self.limits.header_for
         } else {
-            self.limits.first_request_for.min(conn::STOP_LINGER)
+            self.limits.header_for.min(conn::STOP_LINGER)
         };
         for (i, l) in self.listening.listeners().iter().enumerate() {
             let mut budget = if accepting && workers > 1 && self.listening.waiting(i) {
@@ -402,9 +485,18 @@ impl Poller<'_> {
             }
             self.deadlines.pop();
             if self.idle.get(&t).is_some_and(|i| i.deadline == d) {
-                if let Some(i) = self.idle.remove(&t) {
+                if let Some(mut i) = self.idle.remove(&t) {
                     let _ = i.conn.stream.deregister(self.poll.registry());
                     self.active -= 1;
+                    // Part of a head came: a 408, offered without
+                    // blocking (a client that reads nothing loses it).
+                    if i.conn.http.head_timed_out().answer.is_some() {
+                        glogging::debug!(
+                            "Request head from ip={} not complete in time",
+                            i.conn.peer.addr
+                        );
+                        let _ = i.conn.stream.send_nowait(&conn::head_timeout_answer());
+                    }
                 }
             }
         }
@@ -422,7 +514,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
     // would be allocated, zeroed, at that size).
     let (job_tx, job_rx) = mpsc::channel::<Box<Connection>>();
     let (done_tx, done_rx) = mpsc::channel::<Done>();
-    let policy = conn::Policy::from_settings(setup.settings);
+    let mut policy = conn::Policy::from_settings(setup.settings);
+    // The main thread beats on while a thread reads a body: bound it here.
+    policy.timeouts.body = policy.timeouts.io;
     let shared = Shared {
         app,
         servers: setup
@@ -465,6 +559,9 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             done: done_rx,
             parser_options: Arc::new(app.parser_options().clone()),
             limits: Limits::from_settings(setup.settings),
+            scratch: vec![0; h1::READ_CHUNK],
+            next_watch: Instant::now(),
+            stuck: false,
         };
         p.run(worker)?;
         // Let the threads finish what is queued, then stop them.
@@ -483,14 +580,45 @@ impl Limits {
             wait: super::loop_wait(timeout),
             graceful: Duration::from_secs_f64(settings.graceful_timeout().max(0.0)),
             keepalive_for: Duration::from_secs_f64(settings.keepalive().max(0.0)),
-            first_request_for: super::io_timeout(timeout).unwrap_or(Duration::from_secs(30)),
+            header_for: conn::Timeouts::from_settings(settings)
+                .header
+                .or(super::io_timeout(timeout))
+                .unwrap_or(Duration::from_secs(30)),
             max_conns: settings.get("worker_connections").as_int().max(1) as usize,
             workers: settings.workers().max(1),
+            timeout,
+            threads: settings.threads().max(1),
         }
     }
 }
 
 impl Poller<'_> {
+    /// Every `WATCH_EVERY`: report each request running past `--timeout`
+    /// (once, with its thread's stack: the master cannot see it, since
+    /// this thread beats for the worker); returns whether every app thread
+    /// is stuck in one.
+    fn watch(&mut self, pid: u32) -> bool {
+        let now = Instant::now();
+        if self.limits.timeout <= 0.0 || now < self.next_watch {
+            return self.stuck;
+        }
+        self.next_watch = now + WATCH_EVERY;
+        let limit_ms = (self.limits.timeout * 1000.0) as u64;
+        let (count, fresh) = super::signals::overdue(crate::util::monotonic_ms(), limit_ms);
+        if !fresh.is_empty() {
+            Python::attach(|py| super::abort::report_overdue(py, &fresh, self.limits.timeout));
+        }
+        let stuck = count >= self.limits.threads;
+        if stuck && !self.stuck {
+            glogging::warning!(
+                "Worker (pid:{pid}): all {} threads run requests past --timeout; no longer beating, so the master times it out",
+                self.limits.threads
+            );
+        }
+        self.stuck = stuck;
+        stuck
+    }
+
     /// The main thread's loop, until the worker has stopped (an immediate
     /// exit leaves from inside).
     fn run(&mut self, worker: &mut Worker<'_>) -> io::Result<()> {
@@ -499,7 +627,12 @@ impl Poller<'_> {
         // signal may have come before the loop).
         let mut pipe_ready = true;
         loop {
-            worker.notify();
+            // A worker whose every thread is stuck past --timeout serves
+            // nothing: it stops beating, and the master times it out
+            // (ABRT: every stack logged, then a replacement).
+            if !p.watch(worker.pid) {
+                worker.notify();
+            }
             if worker.handle_signals_if(std::mem::take(&mut pipe_ready)) {
                 // QUIT/INT: stop now, in-flight requests included.
                 leave_now(worker);
@@ -522,10 +655,12 @@ impl Poller<'_> {
             pipe_ready = p.wait(drain)?;
             let served = p.take_back();
             if served > 0 {
-                // At --max-requests / --max-worker-memory this asks the master
-                // for a replacement; we keep serving until its TERM.
+                // At --max-requests / --max-worker-memory the worker
+                // retires: no new connection, and its kept ones close
+                // after their current request, until the master's TERM.
                 worker.requests_done(served);
             }
+            p.listening.pause_if_retiring(worker, p.poll.registry());
             p.accept();
             p.expire();
         }

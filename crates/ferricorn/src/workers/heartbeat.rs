@@ -14,7 +14,15 @@
 //! marks itself ready once its app is loaded, and asks to be retired (max
 //! requests, memory cap) instead of exiting, so the master can start its
 //! replacement first.
+//!
+//! Each state change a worker makes wakes the master at once through a
+//! pipe made with the table (the *nudge* pipe: the master polls its read
+//! end, workers inherit the write end): a budget spent or a replacement
+//! booted is acted on within milliseconds, not at the master's next tick.
+//! A pipe, not a signal, so that a worker running as `--user` can still
+//! reach a master running as root.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use crate::sys::shm::SharedSlots;
@@ -32,6 +40,8 @@ pub struct Heartbeats {
     slots: SharedSlots,
     requests: SharedSlots,
     states: SharedSlots,
+    /// The nudge pipe: (read end, polled by the master; write end).
+    nudge: (OwnedFd, OwnedFd),
 }
 
 /// What a worker tells the master through its slot.
@@ -45,6 +55,9 @@ pub enum SlotState {
     RetireMaxRequests = 2,
     /// Above `--max-worker-memory`: replace me, then retire me.
     RetireMemory = 3,
+    /// Close to `--max-requests`: start my replacement now, so that it has
+    /// booted when my budget is spent (then I say `RetireMaxRequests`).
+    ReplaceAhead = 4,
 }
 
 impl SlotState {
@@ -53,6 +66,7 @@ impl SlotState {
             1 => SlotState::Ready,
             2 => SlotState::RetireMaxRequests,
             3 => SlotState::RetireMemory,
+            4 => SlotState::ReplaceAhead,
             _ => SlotState::Booting,
         }
     }
@@ -73,7 +87,27 @@ impl Heartbeats {
             slots: SharedSlots::new(SLOTS)?,
             requests: SharedSlots::new(SLOTS * REQ_WORDS)?,
             states: SharedSlots::new(SLOTS)?,
+            nudge: nix::unistd::pipe2(
+                nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
+            )?,
         })
+    }
+
+    /// The nudge pipe's read end, for the master's poll.
+    pub fn nudge_fd(&self) -> BorrowedFd<'_> {
+        self.nudge.0.as_fd()
+    }
+
+    /// Empty the nudge pipe (the master, after its poll).
+    pub fn drain_nudges(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(self.nudge.0.as_fd(), &mut buf), Ok(n) if n == buf.len()) {
+        }
+    }
+
+    /// Wake the master (a full pipe already will).
+    fn nudge(&self) {
+        let _ = nix::unistd::write(self.nudge.1.as_fd(), &[0u8]);
     }
 
     pub fn capacity(&self) -> usize {
@@ -95,9 +129,14 @@ impl Heartbeats {
         self.set_state(slot, SlotState::Booting);
     }
 
+    /// Record `slot`'s state; a worker's change (anything but the master's
+    /// reset to `Booting`) wakes the master.
     pub fn set_state(&self, slot: usize, state: SlotState) {
         if let Some(s) = self.states.get(slot) {
             s.store(state as u64, Ordering::Relaxed);
+        }
+        if state != SlotState::Booting {
+            self.nudge();
         }
     }
 

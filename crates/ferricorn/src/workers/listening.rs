@@ -2,6 +2,9 @@
 //! listeners may have connections waiting, the graceful stop's first step,
 //! whether the stop is over, and one accept with its error handling.
 //!
+//! A retiring worker (`Retiring`: its request budget spent, or above its
+//! memory cap) takes no new connection: its listeners leave the poller
+//! (`pause_if_retiring`) while it finishes what it has.
 //! A graceful stop (the worker's phase leaves `Running`/`Retiring`, see
 //! [`crate::lifecycle`]) deregisters the listeners, keeps taking what their
 //! listen backlog already holds (as the connection cap allows: those
@@ -45,6 +48,8 @@ pub struct Listening<'a> {
     /// readiness event, cleared when an accept finds none).
     pending: Vec<bool>,
     stop: Option<Stop>,
+    /// Out of the poller since the worker began retiring.
+    paused: bool,
 }
 
 impl<'a> Listening<'a> {
@@ -53,6 +58,21 @@ impl<'a> Listening<'a> {
             listeners,
             pending: vec![true; listeners.len()],
             stop: None,
+            paused: false,
+        }
+    }
+
+    /// Once the worker retires (see [`Worker::takes_new`]): its listeners
+    /// leave the poller and nothing more is accepted, until a stop, which
+    /// takes the backlog only where `Worker::should_drain` says.
+    pub fn pause_if_retiring(&mut self, worker: &Worker<'_>, registry: &mio::Registry) {
+        if self.paused || self.stop.is_some() || worker.takes_new() {
+            return;
+        }
+        self.paused = true;
+        self.pending.fill(false);
+        for l in self.listeners {
+            let _ = l.deregister(registry);
         }
     }
 
@@ -72,6 +92,9 @@ impl<'a> Listening<'a> {
 
     /// A readiness event for listener `i`.
     pub fn ready(&mut self, i: usize) {
+        if self.paused {
+            return; // an event from before the pause
+        }
         if let Some(p) = self.pending.get_mut(i) {
             *p = true;
         }

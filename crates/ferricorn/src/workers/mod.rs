@@ -157,6 +157,45 @@ pub struct Worker<'a> {
     pub memory_limit_mb: u64,
     /// When `parent_check_due` next asks the kernel for the parent pid.
     pub next_parent_check: std::time::Instant,
+    /// How long this worker took from fork to ready (ms): what its
+    /// replacement will take, about.
+    pub boot_ms: u64,
+    /// The request pace: when requests were last counted (monotonic ms),
+    /// and the mean time between two of them (µs, a moving average).
+    pub pace: Pace,
+}
+
+/// A worker's request pace, to start its replacement ahead of its budget.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pace {
+    last_ms: u64,
+    interval_us: u64,
+}
+
+impl Pace {
+    /// `n` requests were done at `now_ms`.
+    pub fn record(&mut self, n: u64, now_ms: u64) {
+        if self.last_ms != 0 && n > 0 {
+            let sample = now_ms.saturating_sub(self.last_ms) * 1000 / n;
+            self.interval_us = if self.interval_us == 0 {
+                sample.max(1)
+            } else {
+                (self.interval_us * 7 + sample) / 8
+            };
+        }
+        self.last_ms = now_ms;
+    }
+
+    /// Requests likely served while a replacement boots for `boot_ms`,
+    /// doubled (the master's reaction, a slower boot), and at most a
+    /// quarter of `budget`: how early to ask for it.
+    pub fn lead(&self, boot_ms: u64, budget: u64) -> u64 {
+        let cap = budget / 4;
+        if self.interval_us == 0 {
+            return 0; // no pace known yet
+        }
+        (boot_ms * 2000).div_ceil(self.interval_us).min(cap)
+    }
 }
 
 /// How often a worker loop checks that its master is still its parent.
@@ -177,9 +216,11 @@ impl Worker<'_> {
                     lifecycle::advance(Phase::Draining);
                 }
                 Signal::SIGQUIT | Signal::SIGINT => {
-                    lifecycle::advance(Phase::Quitting);
                     quick = true;
-                    worker_int();
+                    // Once: an app call it interrupted ran it already (`quit`).
+                    if lifecycle::advance(Phase::Quitting) {
+                        worker_int();
+                    }
                 }
                 Signal::SIGUSR1 => {
                     if let Err(e) = glogging::reopen() {
@@ -209,8 +250,14 @@ impl Worker<'_> {
     }
 
     /// After each request: count it and, at `--max-requests` or above
-    /// `--max-worker-memory`, ask the master for a replacement. The worker
-    /// keeps serving until the master sends `TERM` (its replacement booted).
+    /// `--max-worker-memory`, retire: take no new connection and no new
+    /// request on a kept one (`Phase::Retiring`), finish what is in
+    /// progress, and ask the master (at once, see `heartbeat`) for a
+    /// replacement; the master sends `TERM` once that one has booted.
+    /// Shortly before the budget is spent (as many requests before as the
+    /// current pace serves in two boot times, at most a quarter of the
+    /// budget) the worker asks for its replacement ahead, so that it is
+    /// ready when the budget runs out.
     pub fn request_done(&mut self) {
         self.requests_done(1);
     }
@@ -220,30 +267,63 @@ impl Worker<'_> {
         self.served += n;
         self.notify();
         if lifecycle::phase() != Phase::Running {
-            return; // already asked for a replacement, or stopping
+            return; // already retiring, or stopping
         }
+        let (heartbeats, slot) = (self.setup.heartbeats, self.setup.slot);
         let state = if self.budget > 0 && self.served >= self.budget {
             glogging::info!("Autorestarting worker after current request.");
             Some(heartbeat::SlotState::RetireMaxRequests)
+        } else if over_memory_limit(self.memory_limit_mb) {
+            glogging::info!(
+                "Worker (pid:{}) exceeds --max-worker-memory; retiring it after its replacement boots.",
+                self.pid
+            );
+            Some(heartbeat::SlotState::RetireMemory)
         } else {
-            over_memory_limit(self.memory_limit_mb).then(|| {
-                glogging::info!(
-                    "Worker (pid:{}) exceeds --max-worker-memory; retiring it after its replacement boots.",
-                    self.pid
-                );
-                heartbeat::SlotState::RetireMemory
-            })
+            if self.budget > 0 {
+                self.pace.record(n, crate::util::monotonic_ms());
+                let left = self.budget - self.served;
+                if left <= self.pace.lead(self.boot_ms, self.budget)
+                    && heartbeats.state(slot) == heartbeat::SlotState::Ready
+                {
+                    heartbeats.set_state(slot, heartbeat::SlotState::ReplaceAhead);
+                }
+            }
+            None
         };
         if let Some(state) = state {
             lifecycle::advance(Phase::Retiring);
-            self.setup.heartbeats.set_state(self.setup.slot, state);
+            heartbeats.set_state(slot, state);
         }
+    }
+
+    /// QUIT/INT taken (by the loop or by the handler that interrupted the
+    /// app, `quick_stop`): leave now.
+    pub fn quitting(&self) -> bool {
+        lifecycle::phase() == Phase::Quitting
+    }
+
+    /// Taking new connections and new requests: `Running` (not retiring,
+    /// not stopping).
+    pub fn takes_new(&self) -> bool {
+        lifecycle::phase() == Phase::Running
+    }
+
+    /// This worker asked to be retired (budget spent, memory cap): its
+    /// `TERM` is no stop of the server, the listeners stay served by the
+    /// others and its replacement.
+    fn retired_itself(&self) -> bool {
+        self.setup
+            .heartbeats
+            .state(self.setup.slot)
+            .wants_retirement()
     }
 
     /// A graceful stop (TERM) drains connections already waiting in the
     /// listen backlog before exiting, within `--graceful-timeout`.
+    /// A worker that retired itself leaves the backlog to the others.
     pub fn should_drain(&self) -> bool {
-        lifecycle::phase() == Phase::Draining && !self.parent_changed()
+        lifecycle::phase() == Phase::Draining && !self.retired_itself() && !self.parent_changed()
     }
 
     /// Not stopping: the worker takes new connections (its phase is
@@ -374,6 +454,49 @@ pub(crate) fn worker_int() {
     });
 }
 
+/// `QUIT`/`INT` in a worker whose app runs on its main thread (sync,
+/// evloop): a Python-level handler, run by CPython in the main thread at its
+/// next bytecode boundary (a `time.sleep` or a blocking call in the app is
+/// interrupted: the signal has no `SA_RESTART`), moves the worker to
+/// `Quitting`, runs `worker_int` (once), and, when the main thread is
+/// serving a request, raises `SystemExit` in the app, as gunicorn's
+/// `handle_quit` does: the request fails (a 500 where nothing was sent,
+/// with `Connection: close`) and the worker's loop, seeing `Quitting`,
+/// exits at once. Outside a request the loop takes the signal as before.
+/// gthread needs none of this: its main thread leaves at once, the app
+/// threads with it.
+pub mod quick_stop {
+    use nix::sys::signal::Signal;
+    use pyo3::prelude::*;
+
+    use crate::lifecycle::{self, Phase};
+    use crate::sys::signals;
+
+    /// Route `QUIT` and `INT` through the Python-level handler. Call in the
+    /// worker's main thread.
+    pub fn install(py: Python<'_>) -> PyResult<()> {
+        let handler = wrap_pyfunction!(on_quit, py)?;
+        let signal = py.import("signal")?;
+        for sig in [Signal::SIGQUIT, Signal::SIGINT] {
+            signal.call_method1("signal", (sig as i32, &handler))?;
+            signals::via_python(sig)
+                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    #[pyfunction]
+    fn on_quit(_signum: i32, _frame: Bound<'_, PyAny>) -> PyResult<()> {
+        if lifecycle::advance(Phase::Quitting) {
+            super::worker_int();
+        }
+        if signals::serving_here() {
+            return Err(pyo3::exceptions::PySystemExit::new_err(0));
+        }
+        Ok(())
+    }
+}
+
 /// A boot-time hook (`post_fork`, `post_worker_init`) raised: the worker
 /// failed to boot (exit 3), as in gunicorn.
 fn boot_hook(py: Python<'_>, name: &'static str) {
@@ -401,6 +524,7 @@ fn exit_worker(py: Python<'_>, code: i32) -> ! {
 
 /// The child side of a fork: set up, load the app, serve, exit. Never returns.
 pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]) -> ! {
+    let forked_at = crate::util::monotonic_ms();
     let pid = std::process::id();
     let wake = take_over_process(py, master_fds);
     setup.heartbeats.beat(setup.slot);
@@ -426,7 +550,12 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
             u64::from(pid) ^ crate::util::monotonic_ms(),
         ),
         memory_limit_mb: settings.max_worker_memory(),
+        boot_ms: crate::util::monotonic_ms().saturating_sub(forked_at),
+        pace: Pace::default(),
     };
+    if class != Class::Gthread {
+        installed_or_fail(py, "QUIT", quick_stop::install(py));
+    }
     setup
         .heartbeats
         .set_state(setup.slot, heartbeat::SlotState::Ready);
@@ -485,15 +614,21 @@ fn take_over_process(py: Python<'_>, master_fds: &[std::os::fd::RawFd]) -> (Owne
     }) {
         glogging::debug!("faulthandler unavailable: {e}");
     }
-    if let Err(e) = abort::install(py) {
-        glogging::error!("Exception in worker process: cannot install the ABRT handler: {e}");
+    installed_or_fail(py, "ABRT", abort::install(py));
+    wake
+}
+
+/// A Python-level signal handler (`signal`'s) could not be installed: the
+/// worker cannot boot.
+fn installed_or_fail(py: Python<'_>, signal: &str, installed: PyResult<()>) {
+    if let Err(e) = installed {
+        glogging::error!("Exception in worker process: cannot install the {signal} handler: {e}");
         boot_failed(
             py,
             WORKER_BOOT_ERROR,
-            &format!("cannot install the ABRT handler: {e}"),
+            &format!("cannot install the {signal} handler: {e}"),
         );
     }
-    wake
 }
 
 /// The worker's set-up before its app: request-time imports, the worker
@@ -659,5 +794,29 @@ mod class_tests {
         }
         let why = resolve_class("myproject.AsgiThing", 1).unwrap_err();
         assert!(why.contains("-k asgi"), "{why}");
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::Pace;
+
+    #[test]
+    fn the_lead_covers_two_boots_at_the_current_pace() {
+        let mut p = Pace::default();
+        assert_eq!(p.lead(300, 1000), 0, "no pace yet");
+        // A request every 10 ms, a 300 ms boot: 60 requests ahead.
+        for t in 0..50 {
+            p.record(1, 1_000 + t * 10);
+        }
+        assert_eq!(p.lead(300, 1000), 60);
+        // Never more than a quarter of the budget.
+        assert_eq!(p.lead(300, 100), 25);
+        // A batch of 4 in 10 ms counts as 4 requests.
+        let mut b = Pace::default();
+        for t in 0..50 {
+            b.record(4, 1_000 + t * 10);
+        }
+        assert_eq!(b.lead(300, 10_000), 240);
     }
 }

@@ -90,6 +90,10 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
         }
         let mut accepted = false;
         for (i, listener) in setup.listeners.iter().enumerate() {
+            // Retiring (budget spent): no new connection; wait for TERM.
+            if !worker.takes_new() {
+                break;
+            }
             match listener.accept() {
                 Ok((stream, peer)) => {
                     accepted = true;
@@ -104,7 +108,11 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
             continue;
         }
         let wake_fd = worker.wake.0.as_fd();
-        let listeners = setup.listeners;
+        let listeners = if worker.takes_new() {
+            setup.listeners
+        } else {
+            &[]
+        };
         pipe_ready = py.detach(|| {
             let mut fds: Vec<PollFd<'_>> = listeners
                 .iter()

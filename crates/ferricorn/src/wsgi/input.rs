@@ -17,6 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ferricorn_http::h1::{Body, Chunk, Drain};
 use pyo3::exceptions::PyOSError;
@@ -42,6 +43,8 @@ pub struct BodyReader {
     /// The request's body; the worker takes it back when the request ends
     /// (`take_body`), so a `wsgi.input` kept past its request reads nothing.
     body: Option<Body>,
+    /// Reads of the body fail from then on (`set_deadline`).
+    deadline: Option<Instant>,
 }
 
 impl BodyReader {
@@ -49,7 +52,20 @@ impl BodyReader {
         BodyReader {
             stream,
             body: Some(body),
+            deadline: None,
         }
+    }
+
+    /// The body must be in by `by`: each read waits at most until then,
+    /// and one past it fails with `TimedOut` (a slow upload cannot hold a
+    /// gthread thread past `--timeout`).
+    pub fn set_deadline(&mut self, by: Instant) {
+        self.deadline = Some(by);
+    }
+
+    /// Before a read from the client (see [`before_read`]).
+    fn before_read(&self) -> io::Result<()> {
+        before_read(&self.stream, self.deadline)
     }
 
     /// The body, back to the connection (`h1::Conn::finish`).
@@ -72,7 +88,10 @@ impl BodyReader {
             match body.data().map_err(invalid)? {
                 Chunk::Data(_) => break,
                 Chunk::End => return Ok(None),
-                Chunk::NeedRead => fill(&self.stream, body)?,
+                Chunk::NeedRead => {
+                    before_read(&self.stream, self.deadline)?;
+                    fill(&self.stream, body)?
+                }
             }
         }
         Ok(self.body.as_mut())
@@ -93,6 +112,7 @@ impl BodyReader {
             if let Some(rest) = self.direct()? {
                 let want = clamp(rest, dst.len() - pos);
                 let target = &mut dst[pos..pos + want];
+                self.before_read()?;
                 let n = retry(|| (&*self.stream).read(target))?;
                 self.direct_received(n)?;
                 pos += n;
@@ -134,6 +154,7 @@ impl BodyReader {
                 if let Some(rest) = self.direct()? {
                     // Content-Length body, nothing buffered: straight into `out`.
                     let max = clamp(rest, want.min(BIG_READ));
+                    self.before_read()?;
                     let n = retry(|| self.stream.read_append(&mut out, max))?;
                     self.direct_received(n)?;
                     continue;
@@ -198,7 +219,10 @@ impl BodyReader {
             match body.drain(&mut budget).map_err(invalid)? {
                 Drain::Done => return Ok(true),
                 Drain::OverBudget => return Ok(false),
-                Drain::NeedRead => fill(&self.stream, body)?,
+                Drain::NeedRead => {
+                    before_read(&self.stream, self.deadline)?;
+                    fill(&self.stream, body)?
+                }
             }
         }
     }
@@ -213,6 +237,22 @@ impl BodyReader {
     pub fn is_done(&self) -> bool {
         self.body.as_ref().is_none_or(Body::is_done)
     }
+}
+
+/// Before a read from the client with a body deadline `by`: the time left
+/// becomes the read's timeout; none left fails the read.
+fn before_read(stream: &Stream, by: Option<Instant>) -> io::Result<()> {
+    let Some(by) = by else {
+        return Ok(());
+    };
+    let left = by.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request body not received within --timeout",
+        ));
+    }
+    stream.set_read_timeout(Some(left))
 }
 
 /// Read more of `body` from the client, `100 Continue` first if it is owed.
