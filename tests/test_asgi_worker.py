@@ -456,3 +456,10 @@ def test_project_subclass_of_uvicorns_worker_with_config_kwargs(start_server, tm
     srv.wait_for(r"Worker class shop_workers\.ShopWorker is served by ferricorn's asgi worker .*"
                  r"CONFIG_KWARGS set root_path=/shop; .*not applied: http, ws_ping_interval")
     assert json.loads(get(srv.port, "/scope")[2])["root_path"] == "/shop"
+
+
+def test_reload_serves_an_import_error_as_an_asgi_500(start_server, tmp_path):
+    (tmp_path / "broken_asgi.py").write_text("async def app(scope, receive, send):\n    pass\nraise ImportError('half-edited')\n")
+    srv = start_server(*ASGI, "--reload", "--pythonpath", str(tmp_path), "broken_asgi:app")
+    status, _, body = get(srv.port, "/")
+    assert status == 500 and b"half-edited" in body
