@@ -456,3 +456,28 @@ def test_project_subclass_of_uvicorns_worker_with_config_kwargs(start_server, tm
     srv.wait_for(r"Worker class shop_workers\.ShopWorker is served by ferricorn's asgi worker .*"
                  r"CONFIG_KWARGS set root_path=/shop; .*not applied: http, ws_ping_interval")
     assert json.loads(get(srv.port, "/scope")[2])["root_path"] == "/shop"
+
+
+def test_reload_serves_an_import_error_as_an_asgi_500(start_server, tmp_path):
+    (tmp_path / "broken_asgi.py").write_text("async def app(scope, receive, send):\n    pass\nraise ImportError('half-edited')\n")
+    srv = start_server(*ASGI, "--reload", "--pythonpath", str(tmp_path), "broken_asgi:app")
+    status, _, body = get(srv.port, "/")
+    assert status == 500 and b"half-edited" in body
+
+
+def test_timeout_bounds_a_body_that_does_not_come_and_a_client_that_does_not_read(start_server):
+    srv = start_server(*ASGI, "-t", "2", APP)
+    c = Client(srv.port, timeout=15)
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+    t0 = time.monotonic()
+    status, headers, _ = c.read_response()
+    # The app's receive got http.disconnect (its assertion failed: a 500).
+    assert status == 500 and time.monotonic() - t0 < 10
+    c.close()
+    start = len(srv.lines)
+    stuck = socket.create_connection(("127.0.0.1", srv.port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(b"GET /big?256 HTTP/1.1\r\nHost: t\r\n\r\n")
+    srv.wait_for(r"OSError: client disconnected", start=start, timeout=15)
+    stuck.close()
+    assert get(srv.port, "/")[2] == b"hello"

@@ -311,6 +311,9 @@ pub struct Exchange {
     pub receiver: Option<Py<PyAny>>,
     /// A send waiting for the client to read.
     pub writer: Option<Py<PyAny>>,
+    /// Since when `receiver` waits for body bytes, or `writer` for the
+    /// client to read (`--timeout` bounds both waits).
+    pub waiting_since: Option<Instant>,
     log: Option<AccessFacts>,
     /// Keep the response headers (the access log or `post_request` wants them).
     keep_headers: bool,
@@ -366,6 +369,7 @@ impl Exchange {
             response: Response::NotStarted,
             receiver: None,
             writer: None,
+            waiting_since: None,
             log,
             status: 0,
             response_headers: Vec::new(),

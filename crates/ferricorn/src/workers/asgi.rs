@@ -1298,6 +1298,7 @@ impl Server {
         }
         let fut = create_future.call0(py)?;
         ex.receiver = Some(fut.clone_ref(py));
+        ex.waiting_since = Some(Instant::now());
         Ok(fut)
     }
 
@@ -1327,6 +1328,9 @@ impl Server {
         let fut = create_future.call0(py)?;
         if let Some(writer) = writer_of(c) {
             *writer = Some(fut.clone_ref(py));
+        }
+        if let Some(ex) = c.ex.as_mut() {
+            ex.waiting_since = Some(Instant::now());
         }
         Ok(fut)
     }
@@ -1409,6 +1413,8 @@ impl Server {
     /// head gets its 408); once stopping, disconnect waiting requests.
     fn sweep(&mut self, py: Python<'_>) -> Vec<Launch> {
         let now = Instant::now();
+        let io_timeout = self.io_timeout;
+        let mut stalled = Vec::new();
         let disconnect = self.disconnect_at.is_some_and(|t| now >= t);
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else {
@@ -1419,6 +1425,19 @@ impl Server {
             }
             if let Some(ex) = c.ex.as_mut() {
                 if disconnect && !ex.is_disconnected() && ex.receiver.is_some() {
+                    ex.disconnect(py);
+                }
+                // A body that does not come, a client that does not read:
+                // `--timeout` (gunicorn's asgi worker bounds the body wait
+                // the same way).
+                let waited = ex
+                    .waiting_since
+                    .zip(io_timeout)
+                    .is_some_and(|(since, limit)| now.duration_since(since) >= limit);
+                if waited && ex.writer.is_some() {
+                    stalled.push(i);
+                } else if waited && ex.wants_body() {
+                    glogging::debug!("Request body not received in time");
                     ex.disconnect(py);
                 }
                 continue;
@@ -1443,6 +1462,10 @@ impl Server {
                     self.remove(i);
                 }
             }
+        }
+        for i in stalled {
+            glogging::debug!("Client not reading the response in time");
+            self.lost(py, i);
         }
         Vec::new()
     }

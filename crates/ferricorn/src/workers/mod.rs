@@ -689,10 +689,10 @@ fn load_app(py: Python<'_>, setup: &Setup<'_>, asgi: bool) -> (Py<PyAny>, Option
             }) if reload => {
                 glogging::exception(&format!("Exception in worker process\n{traceback}"));
                 reload_also = files;
-                match py
-                    .import("ferricorn._reload")
-                    .and_then(|m| m.call_method1("fail_app", (traceback,)))
-                {
+                match py.import("ferricorn._reload").and_then(|m| {
+                    let fail = if asgi { "fail_asgi_app" } else { "fail_app" };
+                    m.call_method1(fail, (traceback,))
+                }) {
                     Ok(app) => app.unbind(),
                     Err(e) => boot_failed(py, WORKER_BOOT_ERROR, &e.to_string()),
                 }
