@@ -50,6 +50,9 @@ SCENARIOS = {
     "big-ka": ("big:app", "gthread", True, "GET", 0),
     "hello-ev": ("hello:app", "evloop", True, "GET", 0),
     "flask-ev": ("flask_json:app", "evloop", True, "GET", 0),
+    # The asgi worker (its loop: asyncio unless uvloop is installed).
+    "asgi-hello": ("asgi_raw:hello", "asgi", True, "GET", 0),
+    "asgi-echo": ("asgi_raw:echo", "asgi", True, "POST", 65536),
 }
 
 

@@ -111,11 +111,12 @@ def test_every_refusal_in_one_start(tmp_path, check):
 
 
 @pytest.mark.parametrize("worker", ["uvicorn.workers.UvicornWorker", "asgi", "uvicorn_worker.UvicornWorker"])
-def test_asgi_worker_class_says_asgi_is_not_served_yet(tmp_path, worker):
-    out = run_cli(tmp_path, "-k", worker, "-b", "127.0.0.1:0", "basic:app")
-    assert out.returncode == 2, out
-    assert "does not serve ASGI apps yet (an asgi worker is coming)" in out.stderr, out.stderr
-    assert "-k sync" not in out.stderr and "-k evloop" not in out.stderr
+def test_wsgi_app_under_the_asgi_worker_names_the_wsgi_classes(start_server, worker):
+    srv = start_server("-k", worker, "-b", "127.0.0.1:0", "basic:app", wait=False)
+    assert srv.wait_exit() == 4
+    log = srv.log()
+    assert "is a WSGI app" in log and "-k sync, -k gthread or -k evloop" in log, log
+    assert srv.count(r"Booting worker with pid") <= 1
 
 
 def test_http2_refusal_does_not_ask_to_install_h2(tmp_path):
@@ -131,7 +132,7 @@ def test_asgi_app_on_a_wsgi_worker_refuses_to_start(start_server, spec, worker):
     srv = start_server("-b", "127.0.0.1:0", "-w", "2", "-k", worker, spec, wait=False)
     assert srv.wait_exit() == 4
     log = srv.log()
-    assert "is an ASGI app" in log and "does not serve ASGI yet" in log, log
+    assert "is an ASGI app" in log and "run it with -k asgi" in log, log
     assert "Reason: App failed to load." in log
     assert srv.count(r"Booting worker with pid") <= 2
 

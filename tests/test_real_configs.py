@@ -37,7 +37,7 @@ def when_ready(server):
 
 @pytest.mark.parametrize("check", [False, True])
 @pytest.mark.parametrize("server,kind", [
-    ("stub_asgi_server", "does not serve ASGI apps yet"),
+    ("stub_asgi_server", "ferricorn serves ASGI apps with -k asgi"),
     ("stub_gevent_server", "has no greenlet/tornado event-loop workers"),
 ])
 def test_project_worker_subclass_refused_for_what_it_inherits(tmp_path, server, kind, check):

@@ -123,6 +123,48 @@ def worker_class_bases(path, dirs):
         sys.path[:] = saved
 
 
+# uvicorn's config keywords (a worker class's CONFIG_KWARGS) that have a
+# ferricorn setting: keyword -> setting.
+UVICORN_KWARGS = {
+    "loop": "asgi_loop",
+    "lifespan": "asgi_lifespan",
+    "ws_max_size": "websocket_max_message_size",
+    "root_path": "root_path",
+    "forwarded_allow_ips": "forwarded_allow_ips",
+    "timeout_keep_alive": "keepalive",
+    "timeout_graceful_shutdown": "graceful_timeout",
+    "limit_max_requests": "max_requests",
+    "limit_concurrency": "worker_connections",
+    "backlog": "backlog",
+}
+
+
+def worker_config_kwargs(path, dirs):
+    """A worker class's uvicorn CONFIG_KWARGS: ``[(setting, value)]`` for
+    those with a ferricorn meaning, and the names of the others."""
+    module_name, dot, attr = path.rpartition(".")
+    if not dot:
+        return [], []
+    saved = list(sys.path)
+    sys.path[:0] = list(dirs)
+    try:
+        kwargs = dict(getattr(getattr(importlib.import_module(module_name), attr), "CONFIG_KWARGS", {}) or {})
+    except Exception:
+        return [], []
+    finally:
+        sys.path[:] = saved
+    mapped, ignored = [], []
+    for key, value in kwargs.items():
+        setting = UVICORN_KWARGS.get(key)
+        if setting == "asgi_loop" and value not in ("auto", "asyncio", "uvloop"):
+            setting = None  # "none" or a loop factory: no equivalent
+        if setting is None:
+            ignored.append(key)
+        else:
+            mapped.append((setting, value))
+    return mapped, sorted(ignored)
+
+
 def paste_app(uri, global_conf):
     """The WSGI app a PasteDeploy ini file describes (``PATH[#name]``)."""
     from paste.deploy import loadapp

@@ -78,3 +78,28 @@ def fail_app(text):
         return [body]
 
     return app
+
+
+def fail_asgi_app(text):
+    """``fail_app`` for the asgi worker: every HTTP request gets the 500,
+    a WebSocket is refused (the same 500), lifespan completes."""
+    body = text.encode("utf-8", "replace")
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        if scope["type"] == "websocket":
+            await receive()
+            prefix = "websocket.http.response"
+        else:
+            prefix = "http.response"
+        await send({"type": prefix + ".start", "status": 500,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": prefix + ".body", "body": body})
+
+    return app

@@ -554,6 +554,76 @@ fn serve_with_hooks(
     outcome
 }
 
+/// The asgi worker's request object for `pre_request`/`post_request`
+/// (`None` when neither hook is set): gunicorn's asgi worker calls them
+/// around the app's call, as the WSGI workers do.
+pub fn asgi_request(py: Python<'_>, req: &Request<'_>) -> Option<Py<PyAny>> {
+    let hooks = REQUEST.get()?;
+    match hooks.request(py, req) {
+        Ok(r) => Some(r.unbind()),
+        Err(e) => {
+            glogging::error!(
+                "Cannot build the request object for the request hooks: {}",
+                format_traceback(py, &e)
+            );
+            None
+        }
+    }
+}
+
+/// `pre_request(worker, req)` before an ASGI app's call; an error fails
+/// the request (500), as in gunicorn's asgi worker.
+pub fn asgi_pre(py: Python<'_>, req: &Py<PyAny>) -> PyResult<()> {
+    match REQUEST
+        .get()
+        .and_then(|h| h.pre.as_ref().map(|pre| (h, pre)))
+    {
+        Some((hooks, pre)) => pre.call1(py, (&hooks.worker, req)).map(drop),
+        None => Ok(()),
+    }
+}
+
+/// `post_request(worker, req, environ, resp)` after an ASGI app's call
+/// (`environ` the few request facts gunicorn's asgi worker gives it); a
+/// raising hook is logged.
+pub fn asgi_post(
+    py: Python<'_>,
+    req: &Py<PyAny>,
+    status: u16,
+    headers: &[(Vec<u8>, Vec<u8>)],
+    sent: u64,
+    version: (u8, u8),
+) {
+    let Some(hooks) = REQUEST.get() else { return };
+    let Some(post) = &hooks.post else { return };
+    let called = (|| -> PyResult<()> {
+        let list = PyList::empty(py);
+        for (k, v) in headers {
+            list.append((latin1(k), latin1(v)))?;
+        }
+        let line = format!("{status} {}", ferricorn_http::error::reason_phrase(status));
+        let server = crate::util::server_header().map(latin1);
+        let resp = hooks.response.bind(py).call1((
+            line.as_str(),
+            list,
+            sent,
+            server,
+            req.bind(py),
+            true,
+            PyTuple::new(py, [version.0, version.1])?,
+        ))?;
+        let environ = PyDict::new(py);
+        post.call1(py, (&hooks.worker, req, environ, resp))?;
+        Ok(())
+    })();
+    if let Err(e) = called {
+        glogging::exception(&format!(
+            "Exception in post_request hook\n{}",
+            format_traceback(py, &e)
+        ));
+    }
+}
+
 /// The `setproctitle` package's `setproctitle`, when it is installed.
 static SETPROCTITLE: OnceLock<Option<Py<PyAny>>> = OnceLock::new();
 

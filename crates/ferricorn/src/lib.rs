@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod arbiter;
+pub mod asgi;
 pub mod config;
 pub mod control;
 pub mod daemon;

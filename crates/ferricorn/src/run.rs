@@ -116,7 +116,7 @@ fn print_or_check(py: Python<'_>, settings: &Settings, app_spec: &str) -> i32 {
     if let Err(code) = prepare_app_environment(py, settings) {
         return code;
     }
-    match loader::load(py, app_spec) {
+    match loader::load(py, app_spec, serves_asgi(settings)) {
         Ok(_) => 0,
         Err(LoadError::App(msg)) => {
             eprintln!("\nError while loading the application:\n\n{msg}");
@@ -188,13 +188,19 @@ fn bind_all(settings: &Settings) -> Result<Vec<sock::Listener>, String> {
     Ok(listeners)
 }
 
+/// Whether the configured worker class is the asgi worker.
+fn serves_asgi(settings: &Settings) -> bool {
+    crate::workers::resolve_class(settings.worker_class(), settings.threads())
+        == Ok(crate::workers::Class::Asgi)
+}
+
 /// Load the app in the master when `--preload` is set. `Err` carries the
 /// exit code after logging why.
 fn preload(py: Python<'_>, settings: &Settings, app_spec: &str) -> Result<Option<Py<PyAny>>, i32> {
     if !settings.preload_app() {
         return Ok(None);
     }
-    match loader::load(py, app_spec) {
+    match loader::load(py, app_spec, serves_asgi(settings)) {
         Ok(app) => Ok(Some(app)),
         Err(LoadError::App(msg)) => {
             glogging::log_always(Level::Error, &msg);
@@ -539,9 +545,13 @@ pub fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
         glogging::info!("Listening at: {l} ({pid})");
     }
     glogging::info!("Using worker: {}", settings.worker_class_str());
+    if serves_asgi(&settings) {
+        crate::workers::asgi::announce(&settings);
+    }
 
-    let heartbeats = match Heartbeats::new() {
-        Ok(h) => h,
+    // Made once per master and kept for its life (see `Launch::heartbeats`).
+    let heartbeats: &'static Heartbeats = match Heartbeats::new() {
+        Ok(h) => Box::leak(Box::new(h)),
         Err(e) => {
             glogging::error!("Cannot create the heartbeat table: {e}");
             return STARTUP_ERROR;

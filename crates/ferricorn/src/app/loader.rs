@@ -30,16 +30,21 @@ pub fn extend_sys_path(py: Python<'_>, entries: &[String], cwd: &str) -> PyResul
     Ok(())
 }
 
-pub fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, LoadError> {
+/// Import the app from `spec`; `asgi`: the worker class serves ASGI (`-k
+/// asgi`). An app of the other interface is refused with the class to use.
+pub fn load(py: Python<'_>, spec: &str, asgi: bool) -> Result<Py<PyAny>, LoadError> {
     let result = py
         .import("ferricorn._util")
         .and_then(|m| m.getattr("import_app"))
         .and_then(|f| f.call1((spec,)));
     match result {
-        Ok(app) if is_asgi(py, &app) => Err(LoadError::App(format!(
+        Ok(app) if !asgi && is_asgi(py, &app) => Err(LoadError::App(format!(
             "Application object {spec:?} is an ASGI app (an async callable taking scope, receive, send): \
-             ferricorn's WSGI workers cannot serve it, and ferricorn does not serve ASGI yet \
-             (an asgi worker is coming); keep it on gunicorn with an ASGI worker until then"
+             ferricorn's WSGI workers (sync, gthread, evloop) cannot serve it; run it with -k asgi"
+        ))),
+        Ok(app) if asgi && is_wsgi(py, &app) => Err(LoadError::App(format!(
+            "Application object {spec:?} is a WSGI app (a callable taking environ, start_response): \
+             the asgi worker cannot serve it; run it with -k sync, -k gthread or -k evloop"
         ))),
         Ok(app) => Ok(app.unbind()),
         Err(err) => {
@@ -95,4 +100,29 @@ pub fn is_asgi(py: Python<'_>, app: &Bound<'_, PyAny>) -> bool {
         .and_then(|sig| sig.getattr("parameters"))
         .and_then(|params| params.len())
         .is_ok_and(|n| n == 3)
+}
+
+/// Whether the loaded object is plainly a WSGI app, for the asgi worker's
+/// refusal: no coroutine function (itself or its `__call__`) and a
+/// signature of two parameters (`environ, start_response`). Anything else
+/// (an ASGI app with an unusual signature, say) is given the benefit of
+/// the doubt.
+pub fn is_wsgi(py: Python<'_>, app: &Bound<'_, PyAny>) -> bool {
+    let Ok(inspect) = py.import("inspect") else {
+        return false;
+    };
+    let is_coroutine = |f: &Bound<'_, PyAny>| {
+        inspect
+            .call_method1("iscoroutinefunction", (f,))
+            .and_then(|r| r.is_truthy())
+            .unwrap_or(false)
+    };
+    if is_coroutine(app) || app.getattr("__call__").is_ok_and(|c| is_coroutine(&c)) {
+        return false;
+    }
+    inspect
+        .call_method1("signature", (app,))
+        .and_then(|sig| sig.getattr("parameters"))
+        .and_then(|params| params.len())
+        .is_ok_and(|n| n == 2)
 }

@@ -54,7 +54,9 @@ pub type BindFn = fn(&Settings) -> Result<Vec<Listener>, String>;
 pub struct Launch {
     pub settings: Settings,
     pub listeners: Vec<Listener>,
-    pub heartbeats: Heartbeats,
+    /// Lives as long as the master (and its workers): the asgi worker's
+    /// loop callbacks hold it.
+    pub heartbeats: &'static Heartbeats,
     pub preloaded: Option<Py<PyAny>>,
     pub app_spec: String,
     pub pidfile: Option<Pidfile>,
@@ -496,7 +498,7 @@ impl Shell {
             age,
             master_pid: self.master_pid,
             listeners: &self.launch.listeners,
-            heartbeats: &self.launch.heartbeats,
+            heartbeats: self.launch.heartbeats,
             settings: &self.launch.settings,
             app: match &self.launch.preloaded {
                 Some(app) => AppSource::Preloaded(app),

@@ -383,8 +383,10 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, LoadFailure> {
     // (including `--check-config`) refuses what ferricorn cannot honour,
     // every reason at once, one per line. (gunicorn's own h2 cross-check,
     // "install h2", does not apply: HTTP/2 is refused as unsupported.)
+    let bases = worker_class_bases(py, &settings);
+    apply_worker_kwargs(py, &mut settings, &bases)?;
     if !settings.get("print_config").as_bool() {
-        let refusals = settings.refusals_with(&worker_class_bases(py, &settings));
+        let refusals = settings.refusals_with(&bases);
         if !refusals.is_empty() {
             return Err(LoadFailure::Unsupported(refusals.join("\n")));
         }
@@ -417,6 +419,53 @@ fn worker_class_bases(py: Python<'_>, settings: &Settings) -> Vec<String> {
         .and_then(|f| f.call1((name, dirs)))
         .and_then(|v| v.extract::<Vec<String>>())
         .unwrap_or_default()
+}
+
+/// A project's subclass of uvicorn's worker (served by the asgi worker)
+/// sets uvicorn's config in `CONFIG_KWARGS`: those with a ferricorn setting
+/// apply where the configuration left the setting at its default; the
+/// rest are named in the INFO line the master logs at start
+/// (`workers::asgi::announce`).
+fn apply_worker_kwargs(
+    py: Python<'_>,
+    settings: &mut Settings,
+    bases: &[String],
+) -> Result<(), LoadFailure> {
+    use super::validate::ASGI_ALIASES;
+    let name = settings.worker_class().to_string();
+    let subclass = bases.iter().any(|b| ASGI_ALIASES.contains(&b.as_str()))
+        // Known from an earlier load (a HUP reload): no bases asked then.
+        || super::validate::worker_class(&name) == Ok("asgi");
+    if ASGI_ALIASES.contains(&name.as_str()) || !subclass {
+        return Ok(());
+    }
+    let mut dirs: Vec<String> = settings.pythonpath();
+    dirs.extend(
+        settings
+            .chdir()
+            .or_else(|| std::env::current_dir().ok())
+            .map(|p| p.display().to_string()),
+    );
+    let Ok(found) = helper(py, "worker_config_kwargs").and_then(|f| f.call1((&name, dirs))) else {
+        return Ok(());
+    };
+    let Ok((mapped, ignored)) = found.extract::<(Vec<(String, Bound<'_, PyAny>)>, Vec<String>)>()
+    else {
+        return Ok(());
+    };
+    let mut applied = Vec::new();
+    for (setting, value) in mapped {
+        let Some((_, row)) = table::find(&setting) else {
+            continue;
+        };
+        if *settings.get(row.name) != (row.default)() {
+            continue; // the configuration's own value wins
+        }
+        settings.apply(row, to_input(&value))?;
+        applied.push(format!("{}={}", row.name, settings.get(row.name)));
+    }
+    super::validate::note_worker_kwargs(&applied, &ignored);
+    Ok(())
 }
 
 /// The `Server` header the configuration asks for, the way gunicorn users

@@ -1468,7 +1468,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::AsgiLoop,
         default: || Value::Str("auto".into()),
-        supported: false,
+        supported: true,
         short: "Event loop for ASGI workers: auto, asyncio or uvloop.",
     },
     Setting {
@@ -1480,7 +1480,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::AsgiLifespan,
         default: || Value::Str("auto".into()),
-        supported: false,
+        supported: true,
         short: "ASGI lifespan protocol: auto, on or off.",
     },
     Setting {
@@ -1492,7 +1492,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Int,
         kind: Kind::PosInt,
         default: || Value::Int(3),
-        supported: false,
+        supported: true,
         short: "Seconds an ASGI app gets to finish after the client disconnects.",
     },
     Setting {
@@ -1504,7 +1504,7 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Int,
         kind: Kind::PosInt,
         default: || Value::Int(16777216),
-        supported: false,
+        supported: true,
         short: "Largest WebSocket message in bytes.",
     },
     Setting {
@@ -1528,8 +1528,8 @@ pub static ROWS: &[Setting] = &[
         cli_type: CliType::Str,
         kind: Kind::Str,
         default: || Value::Str("".into()),
-        supported: false,
-        short: "The application's mount point (ASGI root_path / SCRIPT_NAME prefix).",
+        supported: true,
+        short: "The ASGI app's mount point: the scope's root_path (asgi worker).",
     },
     Setting {
         name: "dirty_apps",

@@ -316,13 +316,6 @@ pub fn instead_of(name: &str) -> &'static str {
         | "http2_max_header_list_size" => {
             "HTTP/2 is not supported yet: leave http_protocols at h1 and let a front proxy speak HTTP/2 to clients"
         }
-        "asgi_loop"
-        | "asgi_lifespan"
-        | "asgi_disconnect_grace_period"
-        | "websocket_max_message_size"
-        | "root_path" => {
-            "ASGI is not served yet (an asgi worker is coming): drop it for a WSGI app, keep an ASGI app on gunicorn/uvicorn until then"
-        }
         "dirty_apps"
         | "dirty_workers"
         | "dirty_timeout"
@@ -358,6 +351,19 @@ pub fn worker_class_in(name: &str, bases: &[String]) -> Result<&'static str, Str
         "evloop" => return Ok("evloop"),
         _ => {}
     }
+    if ASGI_ALIASES.contains(&name) {
+        return Ok("asgi");
+    }
+    let mut subclasses = ASGI_SUBCLASSES.lock().unwrap_or_else(|e| e.into_inner());
+    if subclasses.iter().any(|s| s == name) {
+        return Ok("asgi");
+    }
+    if bases.iter().any(|b| ASGI_ALIASES.contains(&b.as_str())) {
+        // Remembered for the workers, which resolve the name without its bases.
+        subclasses.push(name.to_string());
+        return Ok("asgi");
+    }
+    drop(subclasses);
     let kind = |n: &str| {
         let lower = n.to_ascii_lowercase();
         if lower.contains("uvicorn") || lower.contains("asgi") {
@@ -380,7 +386,7 @@ pub fn worker_class_in(name: &str, bases: &[String]) -> Result<&'static str, Str
     };
     let why = match found {
         Some(WorkerKind::Asgi) => {
-            "ferricorn does not serve ASGI apps yet (an asgi worker is coming); keep this app on gunicorn with its ASGI worker until then"
+            "ferricorn serves ASGI apps with -k asgi (uvicorn.workers.UvicornWorker and gunicorn.workers.gasgi.ASGIWorker are accepted as the same class); this name is none of them"
         }
         Some(WorkerKind::Greenlet) => {
             "ferricorn has no greenlet/tornado event-loop workers; for a WSGI app use -k gthread --threads N for concurrency, or -k evloop for many keep-alive clients of a fast app"
@@ -394,6 +400,41 @@ pub fn worker_class_in(name: &str, bases: &[String]) -> Result<&'static str, Str
         "Worker class {name:?} (worker_class){via} is not available: {why} (see {REFUSALS_DOC})"
     ))
 }
+
+/// What a worker class's `CONFIG_KWARGS` set (`setting=value`) and left
+/// unapplied (uvicorn keywords without a ferricorn meaning), for the INFO
+/// line at start.
+static WORKER_KWARGS: std::sync::Mutex<(Vec<String>, Vec<String>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
+
+/// Record what [`crate::config::pyfile`] made of a worker class's `CONFIG_KWARGS`.
+pub fn note_worker_kwargs(applied: &[String], ignored: &[String]) {
+    *WORKER_KWARGS.lock().unwrap_or_else(|e| e.into_inner()) = (applied.to_vec(), ignored.to_vec());
+}
+
+/// What [`note_worker_kwargs`] recorded.
+pub fn worker_kwargs() -> (Vec<String>, Vec<String>) {
+    WORKER_KWARGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Python worker classes found (by their bases) to subclass an ASGI worker.
+static ASGI_SUBCLASSES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The names an ASGI worker class goes by in gunicorn 27 and uvicorn
+/// configurations; ferricorn's `asgi` worker serves them all (a Python
+/// subclass of one of them too, see [`worker_class_in`]).
+pub const ASGI_ALIASES: &[&str] = &[
+    "asgi",
+    "egg:gunicorn#asgi",
+    "gunicorn.workers.gasgi.ASGIWorker",
+    "uvicorn.workers.UvicornWorker",
+    "uvicorn.workers.UvicornH11Worker",
+    "uvicorn_worker.UvicornWorker",
+    "uvicorn_worker.UvicornH11Worker",
+];
 
 #[derive(Clone, Copy)]
 enum WorkerKind {

@@ -67,6 +67,15 @@ fn on_abort(py: Python<'_>, _signum: i32, _frame: Bound<'_, PyAny>) {
     super::exit_worker(py, 1)
 }
 
+/// The request the asgi worker's running task serves (its loop runs on the
+/// main thread), when the `asgi` worker is the class.
+fn asgi_request(py: Python<'_>) -> Option<String> {
+    let modules = py.import("sys").ok()?.getattr("modules").ok()?;
+    let module = modules.get_item("ferricorn._asgi").ok()?;
+    let line: Option<String> = module.call_method0("request_line").ok()?.extract().ok()?;
+    line.map(|l| l.trim_start_matches("ferricorn: ").to_string())
+}
+
 /// One record: a first line naming what was in flight, then every thread's
 /// stack (threads serving a request first), oldest call first as in a
 /// Python traceback.
@@ -84,11 +93,18 @@ fn stacks_report(py: Python<'_>) -> PyResult<String> {
             names.insert(ident, t.getattr("name")?.extract::<String>()?);
         }
     }
+    let main_ident: u64 = threading
+        .call_method0("main_thread")?
+        .getattr("ident")?
+        .extract()?;
     let mut serving = Vec::new();
     let mut blocks = Vec::new();
     for (ident, frame) in frames.iter() {
         let ident: u64 = ident.extract()?;
-        let (rust_name, request) = signals::current_request(ident);
+        let (rust_name, mut request) = signals::current_request(ident);
+        if request.is_none() && ident == main_ident {
+            request = asgi_request(py);
+        }
         let name = names
             .get(&ident)
             .cloned()

@@ -9,6 +9,7 @@
 
 pub mod abort;
 pub mod accepts;
+pub mod asgi;
 pub mod conn;
 pub mod evloop;
 pub mod gthread;
@@ -88,6 +89,8 @@ pub enum Class {
     Gthread,
     /// One thread, a readiness loop over many keep-alive connections, the app called inline.
     Evloop,
+    /// An ASGI app on an asyncio loop per worker, fed by Rust I/O.
+    Asgi,
 }
 
 /// Resolve `--worker-class` (any spelling gunicorn accepts) and `--threads`
@@ -96,6 +99,7 @@ pub fn resolve_class(name: &str, threads: usize) -> Result<Class, String> {
     let class = match crate::config::validate::worker_class(name)? {
         "gthread" => Class::Gthread,
         "evloop" => Class::Evloop,
+        "asgi" => return Ok(Class::Asgi),
         _ => Class::Sync,
     };
     Ok(if class == Class::Sync && threads > 1 {
@@ -133,7 +137,7 @@ pub struct Setup<'a> {
     pub age: u64,
     pub master_pid: i32,
     pub listeners: &'a [Listener],
-    pub heartbeats: &'a Heartbeats,
+    pub heartbeats: &'static Heartbeats,
     pub settings: &'a Settings,
     pub app: AppSource<'a>,
 }
@@ -526,12 +530,12 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
     setup.heartbeats.beat(setup.slot);
     glogging::info!("Booting worker with pid: {pid}");
     enter_worker(py, setup);
-    let (callable, reload) = load_app(py, setup);
+    let settings = setup.settings;
+    let class = resolve_class(settings.worker_class(), settings.threads()).unwrap_or(Class::Sync);
+    let (callable, reload) = load_app(py, setup, class == Class::Asgi);
     if let Some(also) = reload {
         start_reloader(setup, also);
     }
-    let settings = setup.settings;
-    let class = resolve_class(settings.worker_class(), settings.threads()).unwrap_or(Class::Sync);
     let ctx = app_context(py, settings, callable, class);
     boot_hook(py, "post_worker_init");
     let mut worker = Worker {
@@ -559,6 +563,7 @@ pub fn main(py: Python<'_>, setup: &Setup<'_>, master_fds: &[std::os::fd::RawFd]
         Class::Sync => sync::run(py, &mut worker, &ctx),
         Class::Gthread => gthread::run(py, &mut worker, &ctx),
         Class::Evloop => evloop::run(py, &mut worker, &ctx),
+        Class::Asgi => asgi::run(py, &mut worker, &ctx),
     }
     glogging::info!("Worker exiting (pid: {pid})");
     exit_worker(py, 0)
@@ -659,7 +664,7 @@ fn enter_worker(py: Python<'_>, setup: &Setup<'_>) {
 /// The app: preloaded, or imported now. With `--reload` (not with
 /// `--preload`) also the extra files to watch (`Some`), and an app that
 /// cannot be imported is served as its traceback until the next change.
-fn load_app(py: Python<'_>, setup: &Setup<'_>) -> (Py<PyAny>, Option<Vec<String>>) {
+fn load_app(py: Python<'_>, setup: &Setup<'_>, asgi: bool) -> (Py<PyAny>, Option<Vec<String>>) {
     // `--reload` (not with `--preload`: a new worker would get the same
     // preloaded code; the master said so at start-up).
     let reload = setup.settings.get("reload").as_bool() && matches!(setup.app, AppSource::Spec(_));
@@ -669,7 +674,7 @@ fn load_app(py: Python<'_>, setup: &Setup<'_>) -> (Py<PyAny>, Option<Vec<String>
     let mut reload_also: Vec<String> = Vec::new();
     let callable = match &setup.app {
         AppSource::Preloaded(app) => (*app).clone_ref(py),
-        AppSource::Spec(spec) => match loader::load(py, spec) {
+        AppSource::Spec(spec) => match loader::load(py, spec, asgi) {
             Ok(app) => app,
             Err(LoadError::App(msg)) => {
                 glogging::debug!("Exception while loading the application: {msg}");
@@ -684,10 +689,10 @@ fn load_app(py: Python<'_>, setup: &Setup<'_>) -> (Py<PyAny>, Option<Vec<String>
             }) if reload => {
                 glogging::exception(&format!("Exception in worker process\n{traceback}"));
                 reload_also = files;
-                match py
-                    .import("ferricorn._reload")
-                    .and_then(|m| m.call_method1("fail_app", (traceback,)))
-                {
+                match py.import("ferricorn._reload").and_then(|m| {
+                    let fail = if asgi { "fail_asgi_app" } else { "fail_app" };
+                    m.call_method1(fail, (traceback,))
+                }) {
                     Ok(app) => app.unbind(),
                     Err(e) => boot_failed(py, WORKER_BOOT_ERROR, &e.to_string()),
                 }
@@ -780,13 +785,15 @@ mod class_tests {
         );
         for asgi in [
             "uvicorn.workers.UvicornWorker",
+            "uvicorn_worker.UvicornWorker",
             "asgi",
             "gunicorn.workers.gasgi.ASGIWorker",
         ] {
-            let why = resolve_class(asgi, 1).unwrap_err();
-            assert!(why.contains("does not serve ASGI apps yet"), "{why}");
-            assert!(!why.contains("-k sync"), "{why}");
+            assert_eq!(resolve_class(asgi, 1), Ok(Class::Asgi));
+            assert_eq!(resolve_class(asgi, 4), Ok(Class::Asgi));
         }
+        let why = resolve_class("myproject.AsgiThing", 1).unwrap_err();
+        assert!(why.contains("-k asgi"), "{why}");
     }
 }
 

@@ -164,7 +164,7 @@ fn presize(py: Python<'_>, dict: &Bound<'_, PyDict>) -> PyResult<()> {
 }
 
 /// A str for a request method: the common ones are interned constants.
-fn method_str<'py>(py: Python<'py>, method: &[u8]) -> Bound<'py, PyString> {
+pub(crate) fn method_str<'py>(py: Python<'py>, method: &[u8]) -> Bound<'py, PyString> {
     use pyo3::intern;
     let s = match method {
         b"GET" => intern!(py, "GET"),

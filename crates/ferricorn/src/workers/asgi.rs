@@ -1,0 +1,1685 @@
+//! The asgi worker: an ASGI app on the worker's own asyncio loop (uvloop
+//! when installed), with every byte of I/O done in Rust.
+//!
+//! One thread. The loop (created after fork, so `--preload` works) is the
+//! only thing that blocks waiting. The worker's mio poller — the listeners
+//! (duplicates of the master's), the signal wake pipe and the connections —
+//! is registered once with the loop (`loop.add_reader(epoll fd)`); when it is
+//! ready, one callback accepts, reads, parses (`ferricorn_http::h1::Conn`
+//! decides every keep-alive, pipelining, 100-continue and close question)
+//! and writes, for every ready connection in a batch. Each request runs as
+//! a real `asyncio.Task` of `app(scope, receive, send)`; `receive` and
+//! `send` reach the connection through `asgi::Exchange` and complete at
+//! once (an `asgi::Ready`) unless they must wait for the client: then they
+//! return a loop future that this worker resolves, on this thread, when the
+//! poller says so. No other thread, no cross-thread wake-up.
+//!
+//! The Rust frame that created the loop runs it (`run_forever`) and gets
+//! it back every `TICK` (a `call_later` that stops it) or when a signal
+//! arrived or `--max-requests` was reached: then it beats the heartbeat,
+//! applies signals, begins and ends the graceful stop — what needs the
+//! worker's shared state, which the loop's callbacks do not hold.
+//!
+//! Invariants:
+//! - a connection serves one request at a time; pipelined requests wait in
+//!   its `h1::Conn` and start when the previous app call has returned;
+//! - what a request reads ahead is bounded: its body up to `READ_AHEAD`
+//!   beyond what the app took, then (body complete) `READ_AHEAD` of the
+//!   next request, read only to notice a client that goes away;
+//! - what a connection holds unsent is bounded: a `send` that leaves more
+//!   than `WRITE_HIGH` waits until the client has read it down;
+//! - a client that goes away: a waiting `receive` gets `http.disconnect`,
+//!   a `send` raises `OSError`, the task is cancelled after
+//!   `--asgi-disconnect-grace-period`;
+//! - every connection between requests has a deadline (header timeout,
+//!   keep-alive, the stop's linger), swept every `TICK`.
+//!
+//! gunicorn counterpart: `workers/gasgi.py` (`ASGIWorker`) and
+//! `asgi/protocol.py` (`ASGIProtocol`).
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferricorn_http::h1::{self, Closing, HeadEvent, Linger, LingerStep, Next};
+use ferricorn_http::parse::Options;
+use mio::{Events, Interest, Poll, Token};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use super::Worker;
+use super::conn;
+use super::listening::{End, Listening};
+use crate::asgi::websocket::{self, WsExchange};
+use crate::asgi::{self, Exchange, Received};
+use crate::config::Settings;
+use crate::errors::WORKER_BOOT_ERROR;
+use crate::glogging::{self, Level};
+use crate::lifecycle;
+use crate::request::Request;
+use crate::sock::{Listener, Peer};
+use crate::stream::Stream;
+use crate::wsgi::environ::AppContext;
+use ferricorn_http::ws;
+
+const SIGNAL_PIPE: Token = Token(0);
+const LISTENER_BASE: usize = 1;
+const CONN_BASE: usize = 1 << 20;
+/// How often the worker's own frame gets the loop back (heartbeat,
+/// signals, deadlines).
+const TICK: f64 = 0.1;
+/// Body bytes read ahead of the app, and bytes of a next request read
+/// while one is served.
+const READ_AHEAD: usize = 64 * 1024;
+/// Unsent bytes a connection holds before `send` waits.
+const WRITE_HIGH: usize = 256 * 1024;
+
+/// The INFO line for a worker class named by one of the other servers'
+/// names (the master says it once at start).
+pub fn announce(settings: &Settings) {
+    let name = settings.worker_class();
+    if name == "asgi" {
+        return;
+    }
+    let (applied, ignored) = crate::config::validate::worker_kwargs();
+    let mut also = String::new();
+    if !applied.is_empty() {
+        also.push_str(&format!("; its CONFIG_KWARGS set {}", applied.join(", ")));
+    }
+    if !ignored.is_empty() {
+        also.push_str(&format!(
+            "; CONFIG_KWARGS without a ferricorn meaning, not applied: {}",
+            ignored.join(", ")
+        ));
+    }
+    glogging::info!(
+        "Worker class {name} is served by ferricorn's asgi worker (an asyncio loop per worker, fed by Rust I/O){also}"
+    );
+}
+
+/// One client connection.
+struct Conn {
+    stream: Arc<Stream>,
+    peer: Peer,
+    server: usize,
+    http: h1::Conn,
+    /// No byte read yet (a PROXY header may come first).
+    fresh: bool,
+    trusted: bool,
+    /// Closed unless a request head completes first (between requests).
+    deadline: Instant,
+    head_started: bool,
+    /// Told apart from the slot's earlier and later connections.
+    generation: u64,
+    /// The request being served.
+    ex: Option<Exchange>,
+    /// The WebSocket this connection became.
+    ws: Option<WsExchange>,
+    task: Option<Py<PyAny>>,
+    /// The request hooks' request object (see `Launch::hook`).
+    hook: Option<Py<PyAny>>,
+    /// Bytes to send, in order.
+    out: Vec<u8>,
+    /// Bytes of the next request read while this one was served.
+    ahead: Vec<u8>,
+    /// The client went away (or a write failed).
+    gone: bool,
+    /// Close this way once `out` is sent.
+    closing: Option<Closing>,
+    /// The socket may hold bytes not read yet (an event came after the
+    /// last read that emptied it: a short read or `WouldBlock`).
+    unread: bool,
+    lingering: Option<Linger>,
+}
+
+/// Which request a `receive`/`send`/done callback belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Id {
+    slot: usize,
+    generation: u64,
+}
+
+/// A request to start once no borrow of the server is held (the app's
+/// code may run at once: an eager task).
+struct Launch {
+    id: Id,
+    scope: Py<PyDict>,
+    line: String,
+    /// The request object of `pre_request`/`post_request`, when set.
+    hook: Option<Py<PyAny>>,
+}
+
+/// The worker's loop-side state: everything the loop's callbacks touch.
+struct Server {
+    poll: Poll,
+    events: Events,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    open: usize,
+    listening: Listening<'static>,
+    generation: u64,
+    scratch: Vec<u8>,
+    opts: Arc<Options>,
+    policy: conn::Policy,
+    trust: crate::request::proxy::Trust,
+    servers: Vec<(String, String)>,
+    strings: asgi::Strings,
+    state: Option<Py<PyDict>>,
+    keepalive: bool,
+    keepalive_for: Duration,
+    header_for: Duration,
+    max_conns: usize,
+    grace: Duration,
+    io_timeout: Option<Duration>,
+    /// `websocket_max_message_size` (0: no limit).
+    ws_max: usize,
+    /// Requests finished since the worker's frame last counted them.
+    served: u64,
+    served_total: u64,
+    budget: u64,
+    /// The signal pipe was readable.
+    signalled: bool,
+    /// When a graceful stop's `http.disconnect` goes to requests still
+    /// waiting on their client.
+    disconnect_at: Option<Instant>,
+    /// The worker's heartbeat slot: beaten by the loop's callbacks, and
+    /// naming the latest request while any runs (the master's timeout line).
+    heartbeats: &'static super::heartbeat::Heartbeats,
+    slot: usize,
+    running: usize,
+    /// Serving is over (the stop's cancellations and lifespan shutdown run
+    /// the loop to completion): the tick neither stops the loop nor comes back.
+    over: bool,
+}
+
+/// The loop and the server, shared by the loop's callbacks.
+struct Shared {
+    server: RefCell<Server>,
+    app: Py<PyAny>,
+    aloop: Py<PyAny>,
+    create_future: Py<PyAny>,
+    /// `ferricorn._asgi.task_starter(loop)`: `(coro, name=) -> Task`.
+    start_task: Py<PyAny>,
+}
+
+type Handle = Rc<Shared>;
+
+pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
+    let settings = worker.setup.settings;
+    if settings.threads() > 1 {
+        glogging::warning!(
+            "ASGI worker does not use threads configuration. Use worker_connections instead."
+        );
+    }
+    let kind = settings
+        .get("asgi_loop")
+        .as_str()
+        .unwrap_or("auto")
+        .to_string();
+    let (aloop, loop_name) = match py
+        .import("ferricorn._asgi")
+        .and_then(|m| m.call_method1("new_loop", (kind.as_str(),)))
+        .and_then(|r| r.extract::<(Py<PyAny>, String)>())
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let why = e.value(py).to_string();
+            glogging::log_always(Level::Error, &format!("Exception in worker process: {why}"));
+            super::boot_failed(py, WORKER_BOOT_ERROR, &why);
+        }
+    };
+    glogging::debug!("Using {loop_name} event loop");
+    let state = PyDict::new(py).unbind();
+    let lifespan = startup(py, settings, app, &aloop, &state);
+    let handle = match build(py, worker, app, &aloop, state) {
+        Ok(h) => h,
+        Err(e) => {
+            glogging::error!("Exception in worker process: {e}");
+            return;
+        }
+    };
+    let quick = serve(py, worker, &handle);
+    if !quick {
+        finish(py, &handle, lifespan.as_ref());
+    }
+}
+
+/// Lifespan startup (unless `asgi_lifespan` is off): the lifespan object
+/// when it runs; a failure that must stop the server exits 3 with the
+/// reason, which halts the master (no fork loop).
+fn startup(
+    py: Python<'_>,
+    settings: &Settings,
+    app: &AppContext,
+    aloop: &Py<PyAny>,
+    state: &Py<PyDict>,
+) -> Option<Py<PyAny>> {
+    let mode = settings
+        .get("asgi_lifespan")
+        .as_str()
+        .unwrap_or("auto")
+        .to_string();
+    if mode == "off" {
+        return None;
+    }
+    let run = || -> PyResult<(Py<PyAny>, Option<String>)> {
+        let lifespan = py
+            .import("ferricorn._asgi")?
+            .call_method1("Lifespan", (app.callable(), state))?;
+        let coro = lifespan.call_method1("startup", (mode.as_str(),))?;
+        let note: Option<String> = aloop
+            .bind(py)
+            .call_method1("run_until_complete", (coro,))?
+            .extract()?;
+        Ok((lifespan.unbind(), note))
+    };
+    match run() {
+        Ok((lifespan, None)) => {
+            glogging::debug!("ASGI lifespan startup complete");
+            Some(lifespan)
+        }
+        Ok((_, Some(note))) => {
+            glogging::debug!("{note}");
+            None
+        }
+        Err(e) => {
+            let why = e.value(py).to_string();
+            glogging::log_always(Level::Error, &why);
+            super::boot_failed(py, WORKER_BOOT_ERROR, &why);
+        }
+    }
+}
+
+/// After a graceful stop: cancel what still runs, then lifespan shutdown.
+fn finish(py: Python<'_>, handle: &Handle, lifespan: Option<&Py<PyAny>>) {
+    let aloop = handle.aloop.bind(py);
+    let _ = aloop.call_method1(intern!(py, "remove_reader"), (poll_fd(handle),));
+    handle.server.borrow_mut().over = true;
+    let cancelled = py
+        .import("ferricorn._asgi")
+        .and_then(|m| m.call_method1("cancel_all", (1.0, lifespan)))
+        .and_then(|c| aloop.call_method1("run_until_complete", (c,)))
+        .and_then(|n| n.extract::<usize>());
+    match cancelled {
+        Ok(n) if n > 0 => glogging::debug!("Cancelled {n} task(s) still running"),
+        Ok(_) => {}
+        Err(e) => glogging::debug!("Cannot cancel the tasks still running: {e}"),
+    }
+    if let Some(l) = lifespan {
+        let shut = l
+            .bind(py)
+            .call_method0("shutdown")
+            .and_then(|c| aloop.call_method1("run_until_complete", (c,)))
+            .and_then(|r| r.extract::<Option<String>>());
+        match shut {
+            Ok(None) => glogging::debug!("ASGI lifespan shutdown complete"),
+            Ok(Some(why)) => glogging::error!("{why}"),
+            Err(e) => glogging::error!("ASGI lifespan shutdown error: {e}"),
+        }
+    }
+}
+
+fn poll_fd(handle: &Handle) -> i32 {
+    use std::os::fd::AsRawFd;
+    handle.server.borrow().poll.as_raw_fd()
+}
+
+/// A duplicate of a listener, owned by the loop side.
+fn duplicate(l: &Listener) -> io::Result<Listener> {
+    Ok(match l {
+        Listener::Tcp { sock, addr } => Listener::Tcp {
+            sock: sock.try_clone()?,
+            addr: *addr,
+        },
+        Listener::Unix { sock, path } => Listener::Unix {
+            sock: sock.try_clone()?,
+            path: path.clone(),
+        },
+    })
+}
+
+fn build(
+    py: Python<'_>,
+    worker: &Worker<'_>,
+    app: &AppContext,
+    aloop: &Py<PyAny>,
+    state: Py<PyDict>,
+) -> PyResult<Handle> {
+    use std::os::fd::AsRawFd;
+    let setup = worker.setup;
+    let settings = setup.settings;
+    let listeners: Vec<Listener> = setup
+        .listeners
+        .iter()
+        .map(duplicate)
+        .collect::<io::Result<_>>()?;
+    // The worker process never frees its listeners before it exits.
+    let listeners: &'static [Listener] = Box::leak(listeners.into_boxed_slice());
+    let poll = Poll::new()?;
+    let wake_fd = worker.wake.0.as_raw_fd();
+    poll.registry().register(
+        &mut mio::unix::SourceFd(&wake_fd),
+        SIGNAL_PIPE,
+        Interest::READABLE,
+    )?;
+    for (i, l) in listeners.iter().enumerate() {
+        l.register(poll.registry(), Token(LISTENER_BASE + i))?;
+    }
+    let policy = conn::Policy::from_settings(settings);
+    let timeout = settings.timeout();
+    let header_for = policy
+        .timeouts
+        .header
+        .or(super::io_timeout(timeout))
+        .unwrap_or(Duration::from_secs(30));
+    let keepalive = settings.keepalive();
+    let servers: Vec<(String, String)> = listeners.iter().map(|l| l.server_name_port()).collect();
+    let root_path = settings.get("root_path").as_str().unwrap_or("").to_string();
+    let server = Server {
+        poll,
+        events: Events::with_capacity(256),
+        conns: Vec::new(),
+        free: Vec::new(),
+        open: 0,
+        listening: Listening::new(listeners),
+        generation: 0,
+        scratch: vec![0; READ_AHEAD],
+        opts: Arc::new(app.parser_options().clone()),
+        policy,
+        trust: app.trust().clone(),
+        strings: asgi::Strings::new(py, &root_path, &servers)?,
+        servers,
+        state: Some(state),
+        keepalive: keepalive > 0.0,
+        keepalive_for: Duration::from_secs_f64(keepalive.max(0.0)),
+        header_for,
+        max_conns: settings.get("worker_connections").as_int().max(1) as usize,
+        grace: Duration::from_secs(
+            settings.get("asgi_disconnect_grace_period").as_int().max(0) as u64
+        ),
+        io_timeout: super::io_timeout(timeout),
+        ws_max: match settings.get("websocket_max_message_size").as_int() {
+            n if n <= 0 => usize::MAX,
+            n => n as usize,
+        },
+        served: 0,
+        served_total: 0,
+        budget: worker.budget,
+        signalled: false,
+        disconnect_at: None,
+        heartbeats: setup.heartbeats,
+        slot: setup.slot,
+        running: 0,
+        over: false,
+    };
+    let create_future = aloop.bind(py).getattr("create_future")?.unbind();
+    let start_task = py
+        .import("ferricorn._asgi")?
+        .call_method1("task_starter", (aloop,))?
+        .unbind();
+    let handle = Rc::new(Shared {
+        server: RefCell::new(server),
+        app: app.callable().clone_ref(py),
+        aloop: aloop.clone_ref(py),
+        create_future,
+        start_task,
+    });
+    let fd = poll_fd(&handle);
+    let on_ready = Py::new(
+        py,
+        OnReady {
+            handle: handle.clone(),
+        },
+    )?;
+    aloop.bind(py).call_method1("add_reader", (fd, on_ready))?;
+    let tick = Py::new(
+        py,
+        Tick {
+            handle: handle.clone(),
+        },
+    )?;
+    aloop.bind(py).call_method1("call_soon", (tick,))?;
+    Ok(handle)
+}
+
+/// The worker's own frame: run the loop, and between its runs do what
+/// needs the worker (heartbeat, signals, the stop). True on a quick exit.
+fn serve(py: Python<'_>, worker: &mut Worker<'_>, handle: &Handle) -> bool {
+    let graceful = Duration::from_secs_f64(worker.setup.settings.graceful_timeout().max(0.0));
+    let aloop = handle.aloop.bind(py);
+    let mut signalled = true;
+    loop {
+        worker.notify();
+        let served = std::mem::take(&mut handle.server.borrow_mut().served);
+        if served > 0 {
+            worker.requests_done(served);
+        }
+        if (std::mem::take(&mut signalled) && worker.handle_signals()) || worker.quitting() {
+            return true; // QUIT/INT (taken here or by its Python-level handler): leave now.
+        }
+        worker.stop_if_orphaned();
+        {
+            let mut s = handle.server.borrow_mut();
+            let Server {
+                listening, poll, ..
+            } = &mut *s;
+            // Retiring (budget spent, memory cap): no new connection.
+            listening.pause_if_retiring(worker, poll.registry());
+            if let Some(stop) = listening.stop_if_stopping(worker, poll.registry(), graceful) {
+                s.stopping(py, stop);
+            }
+            // Stopping: the listeners are out of the poller; what their
+            // backlog holds is taken here.
+            if s.listening.draining_backlog(s.open, s.max_conns) {
+                let mut launches = Vec::new();
+                s.accept(py, &mut launches);
+                drop(s);
+                launch_all(py, handle, launches);
+                s = handle.server.borrow_mut();
+            }
+            let (open, max) = (s.open, s.max_conns);
+            match s.listening.end(open, max, Instant::now()) {
+                Some(End::Done) => return false,
+                Some(End::TimedOut) => {
+                    glogging::warning!(
+                        "Forcing close of {open} connection(s) at the graceful timeout"
+                    );
+                    return false;
+                }
+                None => {}
+            }
+        }
+        if let Err(e) = aloop.call_method0(intern!(py, "run_forever")) {
+            glogging::error!(
+                "Exception in the event loop\n{}",
+                crate::app::format_traceback(py, &e)
+            );
+        }
+        signalled = std::mem::take(&mut handle.server.borrow_mut().signalled);
+    }
+}
+
+fn stop_loop(py: Python<'_>, handle: &Handle) {
+    let _ = handle.aloop.bind(py).call_method0(intern!(py, "stop"));
+}
+
+/// The poller is ready: `loop.add_reader`'s callback.
+#[pyclass(unsendable)]
+struct OnReady {
+    handle: Handle,
+}
+
+#[pymethods]
+impl OnReady {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let (launches, stop) = {
+            let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+            let launches = s.on_ready(py);
+            (launches, s.signalled)
+        };
+        if stop {
+            stop_loop(py, &self.handle);
+        }
+        launch_all(py, &self.handle, launches);
+        Ok(())
+    }
+}
+
+/// Every `TICK`: deadlines, and the loop back to the worker's frame.
+#[pyclass(unsendable)]
+struct Tick {
+    handle: Handle,
+}
+
+#[pymethods]
+impl Tick {
+    fn __call__(slf: PyRef<'_, Self>, py: Python<'_>) -> PyResult<()> {
+        let launches = {
+            let mut s = slf.handle.server.try_borrow_mut().map_err(busy)?;
+            if s.over {
+                return Ok(());
+            }
+            s.sweep(py)
+        };
+        let handle = slf.handle.clone();
+        launch_all(py, &handle, launches);
+        let aloop = handle.aloop.bind(py);
+        aloop.call_method1(intern!(py, "call_later"), (TICK, slf))?;
+        stop_loop(py, &handle);
+        Ok(())
+    }
+}
+
+/// A request's task is done.
+#[pyclass(unsendable)]
+struct Done {
+    handle: Handle,
+    id: Id,
+}
+
+#[pymethods]
+impl Done {
+    fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        let failed = task_failed(py, task);
+        let (launches, stop) = {
+            let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+            let launches = s.done(py, self.id, failed);
+            (launches, s.budget > 0 && s.served_total >= s.budget)
+        };
+        if stop {
+            stop_loop(py, &self.handle);
+        }
+        launch_all(py, &self.handle, launches);
+        Ok(())
+    }
+}
+
+/// Whether the app's call failed; an exception is logged here.
+fn task_failed(py: Python<'_>, task: &Bound<'_, PyAny>) -> bool {
+    if task
+        .call_method0(intern!(py, "cancelled"))
+        .and_then(|c| c.is_truthy())
+        .unwrap_or(false)
+    {
+        return true;
+    }
+    match task.call_method0(intern!(py, "exception")) {
+        Ok(e) if e.is_none() => false,
+        Ok(e) => {
+            let err = PyErr::from_value(e);
+            glogging::exception(&format!(
+                "Error in ASGI application\n{}",
+                crate::app::format_traceback(py, &err)
+            ));
+            true
+        }
+        Err(_) => true,
+    }
+}
+
+fn busy(_: std::cell::BorrowMutError) -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("asgi worker re-entered")
+}
+
+/// The app's `receive`.
+#[pyclass(unsendable)]
+struct Receive {
+    handle: Handle,
+    id: Id,
+}
+
+#[pymethods]
+impl Receive {
+    fn __call__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+        s.receive(py, self.id, &self.handle.create_future)
+    }
+}
+
+/// The app's `send`.
+#[pyclass(unsendable)]
+struct Send {
+    handle: Handle,
+    id: Id,
+}
+
+#[pymethods]
+impl Send {
+    fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+        s.send(py, self.id, message, &self.handle.create_future)
+    }
+}
+
+/// Start the requests: `app(scope, receive, send)` as a task each.
+fn launch_all(py: Python<'_>, handle: &Handle, launches: Vec<Launch>) {
+    for l in launches {
+        if let Err(e) = launch(py, handle, &l) {
+            glogging::exception(&format!(
+                "Error in ASGI application\n{}",
+                crate::app::format_traceback(py, &e)
+            ));
+            let more = handle.server.borrow_mut().done(py, l.id, true);
+            launch_all(py, handle, more);
+        }
+    }
+}
+
+fn launch(py: Python<'_>, handle: &Handle, l: &Launch) -> PyResult<()> {
+    if let Some(hook) = &l.hook {
+        crate::hooks::asgi_pre(py, hook)?;
+    }
+    let receive = Py::new(
+        py,
+        Receive {
+            handle: handle.clone(),
+            id: l.id,
+        },
+    )?;
+    let send = Py::new(
+        py,
+        Send {
+            handle: handle.clone(),
+            id: l.id,
+        },
+    )?;
+    let coro = handle
+        .app
+        .bind(py)
+        .call1((l.scope.bind(py), receive, send))?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "name"), PyString::new(py, &l.line))?;
+    let task = handle.start_task.bind(py).call((coro,), Some(&kwargs))?;
+    let done = Py::new(
+        py,
+        Done {
+            handle: handle.clone(),
+            id: l.id,
+        },
+    )?;
+    task.call_method1(intern!(py, "add_done_callback"), (done,))?;
+    if let Some(c) = handle.server.borrow_mut().conn(l.id) {
+        c.task = Some(task.unbind());
+    }
+    Ok(())
+}
+
+impl Server {
+    fn conn(&mut self, id: Id) -> Option<&mut Conn> {
+        conn_of(&mut self.conns, id)
+    }
+
+    fn insert(&mut self, c: Conn) -> usize {
+        self.open += 1;
+        if let Some(i) = self.free.pop() {
+            self.conns[i] = Some(c);
+            i
+        } else {
+            self.conns.push(Some(c));
+            self.conns.len() - 1
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some(c) = self.conns.get_mut(i).and_then(Option::take) {
+            let _ = c.stream.deregister(self.poll.registry());
+            self.free.push(i);
+            self.open -= 1;
+        }
+    }
+
+    /// Poll the ready sources, accept, and give ready connections a turn.
+    fn on_ready(&mut self, py: Python<'_>) -> Vec<Launch> {
+        let mut launches = Vec::new();
+        self.heartbeats.beat(self.slot);
+        if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                glogging::error!("Cannot poll: {e}");
+            }
+            return launches;
+        }
+        let mut todo = Vec::new();
+        for ev in &self.events {
+            match ev.token() {
+                SIGNAL_PIPE => self.signalled = true,
+                Token(t) if t >= CONN_BASE => todo.push(t - CONN_BASE),
+                Token(t) => self.listening.ready(t - LISTENER_BASE),
+            }
+        }
+        for i in todo {
+            self.turn(py, i, &mut launches);
+        }
+        self.accept(py, &mut launches);
+        launches
+    }
+
+    fn accept(&mut self, py: Python<'_>, launches: &mut Vec<Launch>) {
+        let accepting = self.listening.accepting();
+        for li in 0..self.listening.listeners().len() {
+            while self.open < self.max_conns
+                && self.listening.waiting(li)
+                && (!accepting || lifecycle::phase() == lifecycle::Phase::Running)
+            {
+                let Some((stream, peer)) = self.listening.accept(li) else {
+                    continue;
+                };
+                let wait = if accepting {
+                    self.header_for
+                } else {
+                    conn::STOP_LINGER
+                };
+                self.generation += 1;
+                let _ = stream.set_timeouts(self.io_timeout);
+                let c = Conn {
+                    stream: Arc::new(stream),
+                    peer,
+                    server: li,
+                    http: h1::Conn::new(self.opts.clone(), self.keepalive),
+                    fresh: true,
+                    trusted: false,
+                    deadline: Instant::now() + wait,
+                    head_started: false,
+                    generation: self.generation,
+                    ex: None,
+                    ws: None,
+                    task: None,
+                    hook: None,
+                    out: Vec::new(),
+                    ahead: Vec::new(),
+                    gone: false,
+                    closing: None,
+                    unread: true,
+                    lingering: None,
+                };
+                let i = self.insert(c);
+                let registered = self.conns[i].as_ref().map(|c| {
+                    c.stream.register(
+                        self.poll.registry(),
+                        Token(CONN_BASE + i),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                });
+                if !matches!(registered, Some(Ok(()))) {
+                    self.remove(i);
+                    continue;
+                }
+                self.turn(py, i, launches);
+            }
+        }
+    }
+
+    /// A readiness event for connection `i`: its turn, with its socket
+    /// possibly holding bytes.
+    fn turn(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
+        if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+            c.unread = true;
+        }
+        self.work(py, i, launches);
+    }
+
+    /// A connection's turn: send what it holds, read what it has, start
+    /// the next request when idle.
+    fn work(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(linger) = &mut c.lingering {
+            if discard(&c.stream, &mut self.scratch, linger) {
+                self.remove(i);
+            }
+            return;
+        }
+        if !flush(py, c) {
+            return self.lost(py, i);
+        }
+        if let Some(closing) = c.closing {
+            if c.out.is_empty() {
+                return self.close(i, closing);
+            }
+            return;
+        }
+        if c.ws.is_some() {
+            return self.read_for_ws(py, i);
+        }
+        if c.ex.is_some() {
+            return self.read_for_request(py, i);
+        }
+        self.serve_idle(py, i, launches);
+    }
+
+    /// Read for the request in flight: body bytes for a waiting receive
+    /// (or ahead of it, bounded), else watch for the client going away.
+    fn read_for_request(&mut self, py: Python<'_>, i: usize) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(ex) = c.ex.as_mut() else { return };
+        if ex.is_disconnected() {
+            return;
+        }
+        if !ex.body.is_done() {
+            if ex.receiver.is_some() || ex.body.available() == 0 {
+                match read_body(&c.stream, ex, &mut self.scratch) {
+                    Ok(()) => {}
+                    Err(_) => return self.lost(py, i),
+                }
+                self.wake_receiver(py, i);
+            }
+            return;
+        }
+        // The body is complete: what comes is the next request's (kept),
+        // or the client's end.
+        while c.ahead.len() < READ_AHEAD {
+            match c.stream.read_nowait(&mut self.scratch) {
+                Ok(0) => return self.lost(py, i),
+                Ok(n) => c.ahead.extend_from_slice(&self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.unread = false;
+                    return;
+                }
+                Err(_) => return self.lost(py, i),
+            }
+        }
+    }
+
+    /// Read for a WebSocket (bounded: one read beyond what the app has not
+    /// received), and give a waiting receive its message.
+    fn read_for_ws(&mut self, py: Python<'_>, i: usize) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(w) = c.ws.as_mut() else { return };
+        loop {
+            let mut drained = false;
+            while !w.eof && w.inbuf.len() < READ_AHEAD {
+                match c.stream.read_nowait(&mut self.scratch) {
+                    Ok(0) => w.eof = true,
+                    Ok(n) => w.inbuf.extend_from_slice(&self.scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        drained = true;
+                        break;
+                    }
+                    Err(_) => w.eof = true,
+                }
+            }
+            // Nobody waits: what was read waits for the next receive
+            // (which reads the rest itself).
+            if w.receiver.is_none() {
+                break;
+            }
+            match w.receive(py, &mut c.out) {
+                Ok(websocket::Received::Message(m)) => {
+                    if let Some(f) = w.receiver.take() {
+                        asgi::resolve(py, &f, m);
+                    }
+                    break;
+                }
+                Ok(websocket::Received::NeedRead) if !drained && !w.eof => {}
+                Ok(websocket::Received::NeedRead) => break,
+                Err(e) => {
+                    if let Some(f) = w.receiver.take() {
+                        asgi::fail(py, &f, e);
+                    }
+                    break;
+                }
+            }
+        }
+        let eof = w.eof;
+        if !flush(py, c) || (eof && c.ws.as_ref().is_some_and(|w| w.receiver.is_none())) {
+            self.lost(py, i);
+        }
+    }
+
+    /// A receive waits: give it the next message when there is one.
+    fn wake_receiver(&mut self, py: Python<'_>, i: usize) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(ex) = c.ex.as_mut() else { return };
+        if !ex.wants_body() {
+            return;
+        }
+        match ex.receive(py) {
+            Ok(Received::Message(m)) => {
+                if let Some(f) = ex.receiver.take() {
+                    asgi::resolve(py, &f, m);
+                }
+            }
+            Ok(Received::NeedRead | Received::WaitDisconnect) => {}
+            Err(e) => {
+                if let Some(f) = ex.receiver.take() {
+                    asgi::fail(py, &f, e);
+                }
+            }
+        }
+    }
+
+    /// The client went away (EOF, reset, a failed write).
+    fn lost(&mut self, py: Python<'_>, i: usize) {
+        let grace = self.grace;
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        c.gone = true;
+        c.out.clear();
+        if let Some(w) = c.ws.as_mut() {
+            // What the client sent before its end is still received (its
+            // close frame's code), then 1006.
+            if w.inbuf.is_empty() {
+                w.dropped(py);
+            } else {
+                w.eof = true;
+            }
+        } else if let Some(ex) = c.ex.as_mut() {
+            ex.disconnect(py);
+        } else {
+            return self.remove(i);
+        }
+        if let Some(task) = &c.task {
+            let task = task.bind(py);
+            let cancelled = if grace.is_zero() {
+                task.call_method0(intern!(py, "cancel")).map(drop)
+            } else {
+                task.getattr(intern!(py, "cancel")).and_then(|cancel| {
+                    task.call_method0(intern!(py, "get_loop"))?
+                        .call_method1(intern!(py, "call_later"), (grace.as_secs_f64(), cancel))
+                        .map(drop)
+                })
+            };
+            if let Err(e) = cancelled {
+                glogging::debug!("Cannot schedule the cancel of a request: {e}");
+            }
+        }
+        let _ = c.stream.deregister(self.poll.registry());
+    }
+
+    /// Read and serve what an idle connection has: start its next request.
+    fn serve_idle(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
+        loop {
+            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            if !c.http.is_idle() || c.http.is_eof() {
+                match self.next_request(py, i, launches) {
+                    Step::Read => {}
+                    Step::Stop => return,
+                }
+            }
+            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            if c.ex.is_some() || c.ws.is_some() || c.closing.is_some() {
+                return;
+            }
+            if !c.unread && c.http.is_idle() {
+                return; // the next event brings more
+            }
+            match c.stream.read_nowait(&mut self.scratch[..h1::READ_CHUNK]) {
+                Ok(0) => c.http.eof(),
+                Ok(n) => {
+                    c.http.extend(&self.scratch[..n]);
+                    // A short read emptied the socket (edge-triggered: the
+                    // next byte brings a new event).
+                    c.unread = n == h1::READ_CHUNK || c.stream.has_buffered();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.unread = false;
+                    return;
+                }
+                Err(_) => return self.remove(i),
+            }
+            if std::mem::take(&mut c.fresh) {
+                if let Some(proxy) = &self.policy.proxy {
+                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.http, proxy) {
+                        return self.remove(i);
+                    }
+                }
+                c.trusted = self.trust.trusts(&c.peer);
+            }
+        }
+    }
+
+    /// Parse the next head an idle connection holds and start its request.
+    fn next_request(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) -> Step {
+        let Server {
+            conns,
+            strings,
+            state,
+            servers,
+            trust,
+            header_for,
+            ws_max,
+            heartbeats,
+            slot,
+            running,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
+            return Step::Stop;
+        };
+        c.http.set_peer_trusted(c.trusted);
+        match c.http.next_head() {
+            HeadEvent::Request(h1::Request {
+                head,
+                body,
+                exchange,
+            }) => {
+                c.head_started = false;
+                let scheme = match trust.scheme(&head.headers, c.trusted) {
+                    Ok(s) => s.unwrap_or("http"),
+                    Err(_) => {
+                        drop(head);
+                        glogging::warning!(
+                            "Invalid request from ip={}: Contradictory scheme headers",
+                            c.peer.addr
+                        );
+                        c.out.extend_from_slice(&crate::app::error_response(
+                            400,
+                            "Bad Request",
+                            "Contradictory scheme headers",
+                        ));
+                        let next = c.http.finish(body, h1::Response::Refused);
+                        return self.after(py, i, next, launches);
+                    }
+                };
+                let req = Request::new(&head, scheme, &servers[c.server], &c.peer, b"");
+                if ws::is_upgrade(|n| head.header(n).map(<[u8]>::to_vec)) {
+                    let hs = ws::handshake(&head.method, head.version >= (1, 1), |n| {
+                        head.header(n).map(<[u8]>::to_vec)
+                    });
+                    let id = Id {
+                        slot: i,
+                        generation: c.generation,
+                    };
+                    let line = format!(
+                        "ferricorn: WEBSOCKET {}",
+                        String::from_utf8_lossy(req.raw_target())
+                    );
+                    let scope = hs.as_ref().ok().map(|hs| {
+                        websocket::scope(py, &req, hs, strings, c.server, state.as_ref())
+                    });
+                    drop(req);
+                    drop(head);
+                    drop(body);
+                    return match (hs, scope) {
+                        (Ok(hs), Some(Ok(scope))) => {
+                            // What came after the head is the first frames.
+                            let rest = c.http.buffered().to_vec();
+                            c.http.consume(rest.len());
+                            c.ws = Some(WsExchange::new(hs, *ws_max, rest));
+                            *running += 1;
+                            launches.push(Launch {
+                                id,
+                                scope: scope.unbind(),
+                                line,
+                                hook: None,
+                            });
+                            Step::Stop
+                        }
+                        (Err(e), _) => {
+                            glogging::debug!("{e}");
+                            refuse_handshake(&e, &mut c.out);
+                            c.closing = Some(Closing::Unread);
+                            if flush(py, c) && c.out.is_empty() {
+                                self.close(i, Closing::Unread);
+                            }
+                            Step::Stop
+                        }
+                        (Ok(_), _) => {
+                            c.out.extend_from_slice(&crate::app::error_response(
+                                500,
+                                "Internal Server Error",
+                                "",
+                            ));
+                            c.closing = Some(Closing::Unread);
+                            if flush(py, c) && c.out.is_empty() {
+                                self.close(i, Closing::Unread);
+                            }
+                            Step::Stop
+                        }
+                    };
+                }
+                let scope = asgi::http_scope(py, &req, strings, c.server, state.as_ref());
+                let log = glogging::access_enabled().then(|| asgi::AccessFacts::of(&req));
+                let hook = crate::hooks::asgi_request(py, &req);
+                let (method, target) = (
+                    String::from_utf8_lossy(req.method()).into_owned(),
+                    String::from_utf8_lossy(req.raw_target()).into_owned(),
+                );
+                let line = format!("ferricorn: {method} {target} {}", req.protocol());
+                drop(req);
+                drop(head);
+                let scope = match scope {
+                    Ok(s) => s.unbind(),
+                    Err(e) => {
+                        glogging::exception(&format!(
+                            "Cannot build the ASGI scope\n{}",
+                            crate::app::format_traceback(py, &e)
+                        ));
+                        c.out.extend_from_slice(&crate::app::error_response(
+                            500,
+                            "Internal Server Error",
+                            "",
+                        ));
+                        let next = c.http.finish(body, h1::Response::Failed);
+                        return self.after(py, i, next, launches);
+                    }
+                };
+                c.ex = Some(Exchange::new(body, exchange, log, hook.is_some()));
+                c.hook = hook.as_ref().map(|h| h.clone_ref(py));
+                heartbeats.begin_request(*slot, method.as_bytes(), target.as_bytes());
+                *running += 1;
+                launches.push(Launch {
+                    id: Id {
+                        slot: i,
+                        generation: c.generation,
+                    },
+                    scope,
+                    line,
+                    hook,
+                });
+                Step::Stop
+            }
+            HeadEvent::NeedMore => {
+                if !c.head_started {
+                    c.head_started = true;
+                    c.deadline = Instant::now() + *header_for;
+                }
+                Step::Read
+            }
+            HeadEvent::End(ending) => {
+                let closing = ending.closing;
+                if ending.answer.is_some() {
+                    flush(py, c);
+                    conn::end(py, &c.stream, &c.peer, ending);
+                }
+                self.close(i, closing);
+                Step::Stop
+            }
+        }
+    }
+
+    /// Apply a request's verdict to its connection.
+    fn after(&mut self, py: Python<'_>, i: usize, next: Next, launches: &mut Vec<Launch>) -> Step {
+        let keepalive_for = self.keepalive_for;
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return Step::Stop;
+        };
+        let ahead = std::mem::take(&mut c.ahead);
+        match next {
+            Next::KeepAlive if !c.gone => {
+                if !ahead.is_empty() {
+                    c.http.extend(&ahead);
+                }
+                c.deadline = Instant::now() + keepalive_for;
+                self.work(py, i, launches);
+            }
+            Next::KeepAlive => self.remove(i),
+            Next::Close(closing) => {
+                if c.gone {
+                    return {
+                        self.remove(i);
+                        Step::Stop
+                    };
+                }
+                c.closing = Some(closing);
+                if !flush(py, c) {
+                    self.remove(i);
+                } else if c.out.is_empty() {
+                    self.close(i, closing);
+                }
+            }
+        }
+        Step::Stop
+    }
+
+    /// Close connection `i` (its output sent): lingering when request
+    /// bytes may remain unread.
+    fn close(&mut self, i: usize, closing: Closing) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if closing.lingers(lifecycle::current()) {
+            c.stream.shutdown_write();
+            let linger = Linger::start(Instant::now());
+            c.deadline = linger.until();
+            c.lingering = Some(linger);
+            if discard(
+                &c.stream,
+                &mut self.scratch,
+                c.lingering.as_mut().expect("set"),
+            ) {
+                self.remove(i);
+            }
+        } else {
+            c.stream.shutdown_write();
+            self.remove(i);
+        }
+    }
+
+    fn receive(
+        &mut self,
+        py: Python<'_>,
+        id: Id,
+        create_future: &Py<PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let Some(c) = conn_of(&mut self.conns, id) else {
+            return asgi::ready(py, asgi::disconnect_message(py)?);
+        };
+        if c.ws.is_some() {
+            return ws_receive(py, c, &mut self.scratch, create_future);
+        }
+        let Conn {
+            ex,
+            stream,
+            out,
+            gone,
+            ..
+        } = c;
+        let Some(ex) = ex.as_mut() else {
+            return asgi::ready(py, asgi::disconnect_message(py)?);
+        };
+        if ex.receiver.is_some() {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "receive() called while another receive() waits",
+            ));
+        }
+        loop {
+            match ex.receive(py)? {
+                Received::Message(m) => return asgi::ready(py, m),
+                Received::WaitDisconnect => break,
+                Received::NeedRead => {
+                    if let Some(cont) = ex.take_continue() {
+                        out.extend_from_slice(cont);
+                        if !flush_parts(py, stream, out, Some(&mut ex.writer)) {
+                            *gone = true;
+                        }
+                    }
+                    if *gone {
+                        ex.disconnect(py);
+                        continue;
+                    }
+                    match read_body(stream, ex, &mut self.scratch) {
+                        Ok(()) if ex.body.available() > 0 || ex.body.is_done() => continue,
+                        Ok(()) => break,
+                        Err(_) => {
+                            ex.disconnect(py);
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        let fut = create_future.call0(py)?;
+        ex.receiver = Some(fut.clone_ref(py));
+        ex.waiting_since = Some(Instant::now());
+        Ok(fut)
+    }
+
+    fn send(
+        &mut self,
+        py: Python<'_>,
+        id: Id,
+        message: &Bound<'_, PyAny>,
+        create_future: &Py<PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let gone = || pyo3::exceptions::PyOSError::new_err("client disconnected");
+        let Some(c) = self.conn(id) else {
+            return Err(gone());
+        };
+        let now = match (c.ws.as_mut(), c.ex.as_mut()) {
+            (Some(w), _) => w.send(py, message, &mut c.out).map(|()| true)?,
+            (None, Some(ex)) if !c.gone => ex.send(py, message, &mut c.out)?,
+            _ => return Err(gone()),
+        };
+        if now && !flush(py, c) {
+            self.lost(py, id.slot);
+            return Err(gone());
+        }
+        if c.out.len() <= WRITE_HIGH {
+            return asgi::ready_none(py);
+        }
+        let fut = create_future.call0(py)?;
+        if let Some(writer) = writer_of(c) {
+            *writer = Some(fut.clone_ref(py));
+        }
+        if let Some(ex) = c.ex.as_mut() {
+            ex.waiting_since = Some(Instant::now());
+        }
+        Ok(fut)
+    }
+
+    /// A request's task is done: finish its exchange, log it, and go on
+    /// with the connection as `h1::Conn` says.
+    fn done(&mut self, py: Python<'_>, id: Id, failed: bool) -> Vec<Launch> {
+        let mut launches = Vec::new();
+        let Some(c) = conn_of(&mut self.conns, id) else {
+            return launches;
+        };
+        c.task = None;
+        if c.ws.is_some() || c.ex.is_some() {
+            self.running = self.running.saturating_sub(1);
+            if self.running == 0 {
+                self.heartbeats.end_request(self.slot);
+            }
+        }
+        let Some(c) = conn_of(&mut self.conns, id) else {
+            return launches;
+        };
+        if let Some(mut w) = c.ws.take() {
+            w.end(py, failed, &mut c.out);
+            self.served += 1;
+            self.served_total += 1;
+            if c.gone {
+                self.remove(id.slot);
+            } else {
+                c.closing = Some(Closing::Unread);
+                if !flush(py, c) {
+                    self.remove(id.slot);
+                } else if c.out.is_empty() {
+                    self.close(id.slot, Closing::Unread);
+                }
+            }
+            return launches;
+        }
+        let Some(ex) = c.ex.take() else {
+            return launches;
+        };
+        let ended = ex.end(py, failed, &mut c.out);
+        if let Some(hook) = c.hook.take() {
+            crate::hooks::asgi_post(
+                py,
+                &hook,
+                ended.status,
+                &ended.response_headers,
+                ended.sent,
+                ended.version,
+            );
+        }
+        let mut body = ended.body;
+        if matches!(ended.response, h1::Response::Complete(f) if f.keep_alive) && !c.gone {
+            drain(&c.stream, &mut body, &mut self.scratch);
+        }
+        let next = c.http.finish(body, ended.response);
+        self.served += 1;
+        self.served_total += 1;
+        self.after(py, id.slot, next, &mut launches);
+        launches
+    }
+
+    /// The graceful stop began: idle connections wait at most until the
+    /// stop's linger; requests still waiting on their client get
+    /// `http.disconnect` after the disconnect grace period.
+    fn stopping(&mut self, _py: Python<'_>, stop: super::listening::Stop) {
+        for c in self.conns.iter_mut().flatten() {
+            if let Some(w) = c.ws.as_mut() {
+                if w.going_away(&mut c.out) {
+                    flush(_py, c);
+                }
+            } else if c.ex.is_none() && c.lingering.is_none() {
+                c.deadline = c.http.stop_deadline(c.deadline, stop.linger_until);
+            }
+        }
+        self.disconnect_at = Some(Instant::now() + self.grace);
+    }
+
+    /// Every `TICK`: close the connections past their deadline (a partial
+    /// head gets its 408); once stopping, disconnect waiting requests.
+    fn sweep(&mut self, py: Python<'_>) -> Vec<Launch> {
+        let now = Instant::now();
+        let io_timeout = self.io_timeout;
+        let mut stalled = Vec::new();
+        let disconnect = self.disconnect_at.is_some_and(|t| now >= t);
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if c.ws.is_some() {
+                continue;
+            }
+            if let Some(ex) = c.ex.as_mut() {
+                if disconnect && !ex.is_disconnected() && ex.receiver.is_some() {
+                    ex.disconnect(py);
+                }
+                // A body that does not come, a client that does not read:
+                // `--timeout` (gunicorn's asgi worker bounds the body wait
+                // the same way).
+                let waited = ex
+                    .waiting_since
+                    .zip(io_timeout)
+                    .is_some_and(|(since, limit)| now.duration_since(since) >= limit);
+                if waited && ex.writer.is_some() {
+                    stalled.push(i);
+                } else if waited && ex.wants_body() {
+                    glogging::debug!("Request body not received in time");
+                    ex.disconnect(py);
+                }
+                continue;
+            }
+            if c.closing.is_some() && c.lingering.is_none() {
+                continue; // sending its last response
+            }
+            if c.deadline > now && c.lingering.is_none() {
+                continue;
+            }
+            match &c.lingering {
+                Some(l) => {
+                    if l.wait(now, lifecycle::current()) == LingerStep::Close {
+                        self.remove(i);
+                    }
+                }
+                None => {
+                    let ending = c.http.head_timed_out();
+                    if ending.answer.is_some() {
+                        conn::end(py, &c.stream, &c.peer, ending);
+                    }
+                    self.remove(i);
+                }
+            }
+        }
+        for i in stalled {
+            glogging::debug!("Client not reading the response in time");
+            self.lost(py, i);
+        }
+        Vec::new()
+    }
+}
+
+fn conn_of(conns: &mut [Option<Conn>], id: Id) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.slot)
+        .and_then(Option::as_mut)
+        .filter(|c| c.generation == id.generation)
+}
+
+enum Step {
+    Read,
+    Stop,
+}
+
+/// Send what the connection holds without blocking; false when the
+/// client is gone.
+fn flush(py: Python<'_>, c: &mut Conn) -> bool {
+    let Conn {
+        ex,
+        ws,
+        stream,
+        out,
+        ..
+    } = c;
+    flush_parts(py, stream, out, writer_in(ex, ws))
+}
+
+/// Where a send waiting for room on the connection is kept.
+fn writer_of(c: &mut Conn) -> Option<&mut Option<Py<PyAny>>> {
+    writer_in(&mut c.ex, &mut c.ws)
+}
+
+fn writer_in<'a>(
+    ex: &'a mut Option<Exchange>,
+    ws: &'a mut Option<WsExchange>,
+) -> Option<&'a mut Option<Py<PyAny>>> {
+    match (ex.as_mut(), ws.as_mut()) {
+        (Some(ex), _) => Some(&mut ex.writer),
+        (None, Some(w)) => Some(&mut w.writer),
+        (None, None) => None,
+    }
+}
+
+/// [`flush`] on a connection's parts; a send waiting for room goes on
+/// once `out` is down to `WRITE_HIGH`.
+fn flush_parts(
+    py: Python<'_>,
+    stream: &Stream,
+    out: &mut Vec<u8>,
+    writer: Option<&mut Option<Py<PyAny>>>,
+) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    match stream.send_nowait(out) {
+        Ok(n) => {
+            out.drain(..n);
+            if out.len() <= WRITE_HIGH {
+                if let Some(f) = writer.and_then(Option::take) {
+                    asgi::resolve(py, &f, py.None());
+                }
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Read body bytes until some are decoded (one read ahead of the app at
+/// most: `READ_AHEAD`). Err: the client is gone (or the body is cut).
+fn read_body(stream: &Stream, ex: &mut Exchange, scratch: &mut [u8]) -> io::Result<()> {
+    while !ex.body.is_done() && ex.body.available() == 0 {
+        let (buf, want) = ex.body.read_buf();
+        let want = want.min(scratch.len());
+        match stream.read_nowait(&mut scratch[..want]) {
+            Ok(0) => {
+                let _ = ex.body.received(0);
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(n) => {
+                buf.extend_from_slice(&scratch[..n]);
+                let _ = ex.body.received(n);
+                // Decode what came, so `available` counts it.
+                if ex.body.data().is_err() {
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Discard the body the app left unread, as far as it is there now and
+/// within `h1::DRAIN_MAX`: a body not read to its end closes the
+/// connection instead (`h1::Conn::finish` sees it).
+fn drain(stream: &Stream, body: &mut h1::Body, scratch: &mut [u8]) {
+    let mut budget = h1::DRAIN_MAX;
+    loop {
+        match body.drain(&mut budget) {
+            Ok(h1::Drain::NeedRead) => {}
+            _ => return,
+        }
+        let (buf, want) = body.read_buf();
+        let want = want.min(scratch.len());
+        match stream.read_nowait(&mut scratch[..want]) {
+            Ok(0) => {
+                let _ = body.received(0);
+                return;
+            }
+            Ok(n) => {
+                buf.extend_from_slice(&scratch[..n]);
+                let _ = body.received(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A lingering connection's turn: discard what came. True when it is over.
+fn discard(stream: &Stream, scratch: &mut [u8], linger: &mut Linger) -> bool {
+    loop {
+        match stream.read_nowait(scratch) {
+            Ok(n) => {
+                if linger.received(n, Instant::now()) == LingerStep::Close {
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return linger.wait(Instant::now(), lifecycle::current()) == LingerStep::Close;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Answer a refused WebSocket handshake (400, or 426 naming the version).
+fn refuse_handshake(e: &ws::HandshakeError, out: &mut Vec<u8>) {
+    let mut headers: Vec<(&[u8], &[u8])> = e
+        .extra_headers
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    headers.push((b"Content-Type", b"text/plain"));
+    let len = e.reason.len().to_string();
+    headers.push((b"Content-Length", len.as_bytes()));
+    let line = format!(
+        "{} {}",
+        e.status,
+        ferricorn_http::error::reason_phrase(e.status)
+    );
+    let ctx = ferricorn_http::response::ResponseContext {
+        method: b"GET",
+        version: (1, 1),
+        request_keep_alive: false,
+        server_allows_keep_alive: false,
+        server_header: crate::util::server_header(),
+    };
+    let head = crate::app::with_date(|d| {
+        ferricorn_http::response::encode_head(out, line.as_bytes(), &headers, &ctx, d)
+    });
+    if head.is_ok() {
+        out.extend_from_slice(e.reason.as_bytes());
+    }
+}
+
+/// A WebSocket's `receive`: the next message now, or a future resolved
+/// when the client sent it.
+fn ws_receive(
+    py: Python<'_>,
+    c: &mut Conn,
+    scratch: &mut [u8],
+    create_future: &Py<PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let Conn {
+        ws, stream, out, ..
+    } = c;
+    let Some(w) = ws.as_mut() else {
+        return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+    };
+    if w.receiver.is_some() {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "receive() called while another receive() waits",
+        ));
+    }
+    loop {
+        match w.receive(py, out)? {
+            websocket::Received::Message(m) => {
+                let _ = flush_parts(py, stream, out, None);
+                return asgi::ready(py, m);
+            }
+            websocket::Received::NeedRead => {
+                let _ = flush_parts(py, stream, out, None);
+                if w.eof {
+                    break;
+                }
+                match stream.read_nowait(scratch) {
+                    Ok(0) => w.eof = true,
+                    Ok(n) => w.inbuf.extend_from_slice(&scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => w.eof = true,
+                }
+            }
+        }
+    }
+    let fut = create_future.call0(py)?;
+    w.receiver = Some(fut.clone_ref(py));
+    Ok(fut)
+}
