@@ -481,3 +481,17 @@ def test_timeout_bounds_a_body_that_does_not_come_and_a_client_that_does_not_rea
     srv.wait_for(r"OSError: client disconnected", start=start, timeout=15)
     stuck.close()
     assert get(srv.port, "/")[2] == b"hello"
+
+
+def test_worker_connections_caps_open_connections(start_server):
+    srv = start_server(*ASGI, "--worker-connections", "1", "--keep-alive", "1", APP)
+    first = Client(srv.port)
+    assert first.request("/")[2] == b"hello"
+    # The second waits in the backlog until the first (idle) is let go.
+    second = Client(srv.port, timeout=15)
+    second.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    t0 = time.monotonic()
+    assert second.read_response()[2] == b"hello"
+    assert time.monotonic() - t0 > 0.5
+    first.close()
+    second.close()

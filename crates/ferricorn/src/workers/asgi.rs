@@ -1467,7 +1467,13 @@ impl Server {
             glogging::debug!("Client not reading the response in time");
             self.lost(py, i);
         }
-        Vec::new()
+        // Connections left waiting while at `--worker-connections` bring
+        // no new event (edge-triggered): take them once there is room.
+        let mut launches = Vec::new();
+        if self.open < self.max_conns && self.listening.any_waiting() {
+            self.accept(py, &mut launches);
+        }
+        launches
     }
 }
 
