@@ -495,3 +495,17 @@ def test_worker_connections_caps_open_connections(start_server):
     assert time.monotonic() - t0 > 0.5
     first.close()
     second.close()
+
+
+def test_statsd_request_metrics(start_server):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    srv = start_server(*ASGI, "--statsd-host", "127.0.0.1:%d" % rx.getsockname()[1], APP)
+    assert get(srv.port, "/")[0] == 200
+    assert get(srv.port, "/nothing")[0] == 404
+    got, deadline = [], time.monotonic() + 10
+    while not ("gunicorn.request.status.200:1|c|@1.0" in got and "gunicorn.request.status.404:1|c|@1.0" in got):
+        rx.settimeout(max(0.05, deadline - time.monotonic()))
+        got.append(rx.recv(4096).decode())
+    rx.close()
+    assert got.count("gunicorn.requests:1|c|@1.0") == 2, got
