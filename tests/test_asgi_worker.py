@@ -509,3 +509,17 @@ def test_statsd_request_metrics(start_server):
         got.append(rx.recv(4096).decode())
     rx.close()
     assert got.count("gunicorn.requests:1|c|@1.0") == 2, got
+
+
+def test_proxy_protocol_names_the_client_and_header_timeout(start_server):
+    srv = start_server(*ASGI, "--proxy-protocol", "v1", "--proxy-allow-from", "127.0.0.1",
+                       "--header-timeout", "1", APP)
+    raw = raw_request(srv.port, b"PROXY TCP4 203.0.113.7 10.0.0.1 4711 80\r\n"
+                                b"GET /scope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    scope = json.loads(parse_response(raw)[2])
+    assert scope["client"] == ["203.0.113.7", 4711]
+    # A head begun and not finished in time: 408.
+    c = Client(srv.port, timeout=10)
+    c.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 4711 80\r\nGET / HTTP/1.1\r\nHost")
+    assert c.read_head()[0] == 408
+    c.close()
