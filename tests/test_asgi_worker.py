@@ -9,55 +9,21 @@ import time
 
 import pytest
 
-from conftest import dechunk, get, parse_head, parse_response, raw_request, wait_until
+import wsgi_helpers
+from conftest import get, parse_head, parse_response, raw_request
 
 ASGI = ["-k", "asgi", "-b", "127.0.0.1:0"]
 APP = "asgi_worker:app"
 
 
-class Client:
-    """One keep-alive connection, reading responses one at a time."""
-
-    def __init__(self, port, timeout=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError("closed")
-        self.buf += chunk
+class Client(wsgi_helpers.Client):
+    """A keep-alive connection that can also read a head alone (a 100, a 101)."""
 
     def read_head(self):
         while b"\r\n\r\n" not in self.buf:
             self._fill()
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         return parse_head(head)
-
-    def read_response(self):
-        status, headers = self.read_head()
-        if headers.get("transfer-encoding") == "chunked":
-            while not (self.buf.endswith(b"0\r\n\r\n")):
-                self._fill()
-            body, self.buf = dechunk(self.buf), b""
-        else:
-            n = int(headers.get("content-length", "0"))
-            while len(self.buf) < n:
-                self._fill()
-            body, self.buf = self.buf[:n], self.buf[n:]
-        return status, headers, body
-
-    def request(self, path, body=b"", method="GET", headers=""):
-        if body:
-            headers += "Content-Length: %d\r\n" % len(body)
-        self.send(("%s %s HTTP/1.1\r\nHost: t\r\n%s\r\n" % (method, path, headers)).encode() + body)
-        return self.read_response()
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
