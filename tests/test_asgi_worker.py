@@ -9,55 +9,21 @@ import time
 
 import pytest
 
-from conftest import dechunk, get, parse_head, parse_response, raw_request, wait_until
+import wsgi_helpers
+from conftest import get, parse_head, parse_response, raw_request
 
 ASGI = ["-k", "asgi", "-b", "127.0.0.1:0"]
 APP = "asgi_worker:app"
 
 
-class Client:
-    """One keep-alive connection, reading responses one at a time."""
-
-    def __init__(self, port, timeout=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError("closed")
-        self.buf += chunk
+class Client(wsgi_helpers.Client):
+    """A keep-alive connection that can also read a head alone (a 100, a 101)."""
 
     def read_head(self):
         while b"\r\n\r\n" not in self.buf:
             self._fill()
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         return parse_head(head)
-
-    def read_response(self):
-        status, headers = self.read_head()
-        if headers.get("transfer-encoding") == "chunked":
-            while not (self.buf.endswith(b"0\r\n\r\n")):
-                self._fill()
-            body, self.buf = dechunk(self.buf), b""
-        else:
-            n = int(headers.get("content-length", "0"))
-            while len(self.buf) < n:
-                self._fill()
-            body, self.buf = self.buf[:n], self.buf[n:]
-        return status, headers, body
-
-    def request(self, path, body=b"", method="GET", headers=""):
-        if body:
-            headers += "Content-Length: %d\r\n" % len(body)
-        self.send(("%s %s HTTP/1.1\r\nHost: t\r\n%s\r\n" % (method, path, headers)).encode() + body)
-        return self.read_response()
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -481,3 +447,45 @@ def test_timeout_bounds_a_body_that_does_not_come_and_a_client_that_does_not_rea
     srv.wait_for(r"OSError: client disconnected", start=start, timeout=15)
     stuck.close()
     assert get(srv.port, "/")[2] == b"hello"
+
+
+def test_worker_connections_caps_open_connections(start_server):
+    srv = start_server(*ASGI, "--worker-connections", "1", "--keep-alive", "1", APP)
+    first = Client(srv.port)
+    assert first.request("/")[2] == b"hello"
+    # The second waits in the backlog until the first (idle) is let go.
+    second = Client(srv.port, timeout=15)
+    second.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    t0 = time.monotonic()
+    assert second.read_response()[2] == b"hello"
+    assert time.monotonic() - t0 > 0.5
+    first.close()
+    second.close()
+
+
+def test_statsd_request_metrics(start_server):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    srv = start_server(*ASGI, "--statsd-host", "127.0.0.1:%d" % rx.getsockname()[1], APP)
+    assert get(srv.port, "/")[0] == 200
+    assert get(srv.port, "/nothing")[0] == 404
+    got, deadline = [], time.monotonic() + 10
+    while not ("gunicorn.request.status.200:1|c|@1.0" in got and "gunicorn.request.status.404:1|c|@1.0" in got):
+        rx.settimeout(max(0.05, deadline - time.monotonic()))
+        got.append(rx.recv(4096).decode())
+    rx.close()
+    assert got.count("gunicorn.requests:1|c|@1.0") == 2, got
+
+
+def test_proxy_protocol_names_the_client_and_header_timeout(start_server):
+    srv = start_server(*ASGI, "--proxy-protocol", "v1", "--proxy-allow-from", "127.0.0.1",
+                       "--header-timeout", "1", APP)
+    raw = raw_request(srv.port, b"PROXY TCP4 203.0.113.7 10.0.0.1 4711 80\r\n"
+                                b"GET /scope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    scope = json.loads(parse_response(raw)[2])
+    assert scope["client"] == ["203.0.113.7", 4711]
+    # A head begun and not finished in time: 408.
+    c = Client(srv.port, timeout=10)
+    c.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 4711 80\r\nGET / HTTP/1.1\r\nHost")
+    assert c.read_head()[0] == 408
+    c.close()

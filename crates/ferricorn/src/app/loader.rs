@@ -78,14 +78,8 @@ pub fn load(py: Python<'_>, spec: &str, asgi: bool) -> Result<Py<PyAny>, LoadErr
 /// it as WSGI would answer every request with a `TypeError`, so loading
 /// refuses it instead. Anything that cannot be inspected counts as WSGI.
 pub fn is_asgi(py: Python<'_>, app: &Bound<'_, PyAny>) -> bool {
-    let Ok(inspect) = py.import("inspect") else {
+    let Some((is_coroutine, params)) = inspector(py) else {
         return false;
-    };
-    let is_coroutine = |f: &Bound<'_, PyAny>| {
-        inspect
-            .call_method1("iscoroutinefunction", (f,))
-            .and_then(|r| r.is_truthy())
-            .unwrap_or(false)
     };
     let target = if is_coroutine(app) {
         app.clone()
@@ -95,11 +89,7 @@ pub fn is_asgi(py: Python<'_>, app: &Bound<'_, PyAny>) -> bool {
             _ => return false,
         }
     };
-    inspect
-        .call_method1("signature", (&target,))
-        .and_then(|sig| sig.getattr("parameters"))
-        .and_then(|params| params.len())
-        .is_ok_and(|n| n == 3)
+    params(&target) == Some(3)
 }
 
 /// Whether the loaded object is plainly a WSGI app, for the asgi worker's
@@ -108,21 +98,34 @@ pub fn is_asgi(py: Python<'_>, app: &Bound<'_, PyAny>) -> bool {
 /// (an ASGI app with an unusual signature, say) is given the benefit of
 /// the doubt.
 pub fn is_wsgi(py: Python<'_>, app: &Bound<'_, PyAny>) -> bool {
-    let Ok(inspect) = py.import("inspect") else {
+    let Some((is_coroutine, params)) = inspector(py) else {
         return false;
-    };
-    let is_coroutine = |f: &Bound<'_, PyAny>| {
-        inspect
-            .call_method1("iscoroutinefunction", (f,))
-            .and_then(|r| r.is_truthy())
-            .unwrap_or(false)
     };
     if is_coroutine(app) || app.getattr("__call__").is_ok_and(|c| is_coroutine(&c)) {
         return false;
     }
-    inspect
-        .call_method1("signature", (app,))
-        .and_then(|sig| sig.getattr("parameters"))
-        .and_then(|params| params.len())
-        .is_ok_and(|n| n == 2)
+    params(app) == Some(2)
+}
+
+type Probe<'py, T> = Box<dyn Fn(&Bound<'py, PyAny>) -> T + 'py>;
+
+/// `inspect`'s answers: is it a coroutine function; how many parameters
+/// its signature has (None when it has none to inspect).
+fn inspector<'py>(py: Python<'py>) -> Option<(Probe<'py, bool>, Probe<'py, Option<usize>>)> {
+    let inspect = py.import("inspect").ok()?;
+    let inspect2 = inspect.clone();
+    let is_coroutine = Box::new(move |f: &Bound<'py, PyAny>| {
+        inspect
+            .call_method1("iscoroutinefunction", (f,))
+            .and_then(|r| r.is_truthy())
+            .unwrap_or(false)
+    });
+    let params = Box::new(move |f: &Bound<'py, PyAny>| {
+        inspect2
+            .call_method1("signature", (f,))
+            .and_then(|sig| sig.getattr("parameters"))
+            .and_then(|params| params.len())
+            .ok()
+    });
+    Some((is_coroutine, params))
 }

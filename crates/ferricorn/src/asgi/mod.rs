@@ -69,9 +69,15 @@ impl Ready {
     }
 }
 
-/// `send`'s result when nothing has to wait.
+/// `send`'s result when nothing has to wait: one shared object (it holds
+/// no state), so a `send` that completes at once allocates nothing.
 pub fn ready_none(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    Ok(Py::new(py, Ready { value: None })?.into_any())
+    static READY: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    READY
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(Py::new(py, Ready { value: None })?.into_any())
+        })
+        .map(|r| r.clone_ref(py))
 }
 
 /// An awaitable completing at once with `value`.

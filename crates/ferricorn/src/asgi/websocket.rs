@@ -318,19 +318,8 @@ impl WsExchange {
                     .ok_or_else(|| PyValueError::new_err("no 'status'"))?
                     .extract()?;
                 let headers = headers_of(msg)?;
-                let line = format!("{status} {}", ferricorn_http::error::reason_phrase(status));
-                let ctx = ferricorn_http::response::ResponseContext {
-                    method: b"GET",
-                    version: (1, 1),
-                    request_keep_alive: false,
-                    server_allows_keep_alive: false,
-                    server_header: crate::util::server_header(),
-                };
-                let framing =
-                    crate::app::with_date(|d| encode_head(out, line.as_bytes(), &headers, &ctx, d))
-                        .map_err(|e| {
-                            PyValueError::new_err(format!("Invalid ASGI response: {e}"))
-                        })?;
+                let framing = closing_head(out, status, &headers)
+                    .map_err(|e| PyValueError::new_err(format!("Invalid ASGI response: {e}")))?;
                 self.denial = Some(BodyEncoder::new(&framing));
                 self.phase = Phase::Denying;
                 Ok(())
@@ -415,4 +404,22 @@ fn headers_of(msg: &Bound<'_, PyAny>) -> PyResult<Vec<(PyBackedBytes, PyBackedBy
         }
     }
     Ok(out)
+}
+
+/// The head of an HTTP response to an upgrade request that is not accepted
+/// (a denial, a refused handshake), closing the connection.
+pub fn closing_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(N, V)],
+) -> Result<ferricorn_http::response::Framing, ferricorn_http::Error> {
+    let line = format!("{status} {}", ferricorn_http::error::reason_phrase(status));
+    let ctx = ferricorn_http::response::ResponseContext {
+        method: b"GET",
+        version: (1, 1),
+        request_keep_alive: false,
+        server_allows_keep_alive: false,
+        server_header: crate::util::server_header(),
+    };
+    crate::app::with_date(|d| encode_head(out, line.as_bytes(), headers, &ctx, d))
 }

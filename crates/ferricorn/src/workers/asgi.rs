@@ -1467,7 +1467,13 @@ impl Server {
             glogging::debug!("Client not reading the response in time");
             self.lost(py, i);
         }
-        Vec::new()
+        // Connections left waiting while at `--worker-connections` bring
+        // no new event (edge-triggered): take them once there is room.
+        let mut launches = Vec::new();
+        if self.open < self.max_conns && self.listening.any_waiting() {
+            self.accept(py, &mut launches);
+        }
+        launches
     }
 }
 
@@ -1619,21 +1625,7 @@ fn refuse_handshake(e: &ws::HandshakeError, out: &mut Vec<u8>) {
     headers.push((b"Content-Type", b"text/plain"));
     let len = e.reason.len().to_string();
     headers.push((b"Content-Length", len.as_bytes()));
-    let line = format!(
-        "{} {}",
-        e.status,
-        ferricorn_http::error::reason_phrase(e.status)
-    );
-    let ctx = ferricorn_http::response::ResponseContext {
-        method: b"GET",
-        version: (1, 1),
-        request_keep_alive: false,
-        server_allows_keep_alive: false,
-        server_header: crate::util::server_header(),
-    };
-    let head = crate::app::with_date(|d| {
-        ferricorn_http::response::encode_head(out, line.as_bytes(), &headers, &ctx, d)
-    });
+    let head = websocket::closing_head(out, e.status, &headers);
     if head.is_ok() {
         out.extend_from_slice(e.reason.as_bytes());
     }
