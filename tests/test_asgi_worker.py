@@ -10,6 +10,7 @@ import time
 import pytest
 
 import wsgi_helpers
+from asgi_helpers import WS_ACCEPT, WS_KEY, ws_frame
 from conftest import get, parse_head, parse_response, raw_request
 
 ASGI = ["-k", "asgi", "-b", "127.0.0.1:0"]
@@ -255,23 +256,7 @@ def test_wsgi_app_under_asgi_refused(start_server):
 
 # --- WebSockets -------------------------------------------------------------
 
-KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-
-
-def ws_frame(opcode, payload, fin=True, mask=b"\x01\x02\x03\x04"):
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += bytes([bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([bit | 127]) + n.to_bytes(8, "big")
-    if not mask:
-        return head + payload
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+KEY, ACCEPT = WS_KEY, WS_ACCEPT
 
 
 class WsClient(Client):
@@ -354,7 +339,7 @@ def test_websocket_protocol_errors(start_server):
     srv.wait_for(r"APP: ws disconnect 1009")
     c.close()
     c = WsClient(srv.port)
-    c.send(ws_frame(0x1, b"x", mask=b""))  # unmasked: not allowed from a client
+    c.send(ws_frame(0x1, b"x", mask=False))  # unmasked: not allowed from a client
     op, payload = c.read_frame()
     assert op == 0x8 and payload[:2] == (1002).to_bytes(2, "big")
     c.close()
