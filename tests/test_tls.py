@@ -288,12 +288,13 @@ def test_required_client_certificate(start_server, pki, worker):
     assert srv.count(r"Traceback") == 0
 
 
-@worker_classes()
+@pytest.mark.parametrize("worker", classes() + ["asgi"])
 def test_hup_rotates_the_certificate_with_no_request_lost(start_server, pki, tmp_path, worker):
     live = tmp_path / "live.pem"
     shutil.copy(pki / "server.pem", live)
-    srv = start_server(*worker_args(worker), "--certfile", str(live), "-b", "127.0.0.1:0", "-w", "2",
-                       "tls_app:app", workers_booted=2)
+    # The asgi worker serves tls_app's ASGI twin (test_tls_asgi.py has its other checks).
+    args, app = (["-k", "asgi"], "tls_asgi_app:app") if worker == "asgi" else (worker_args(worker), "tls_app:app")
+    srv = start_server(*args, "--certfile", str(live), "-b", "127.0.0.1:0", "-w", "2", app, workers_booted=2)
     ctx = client_ctx(pki, cas=("ca.pem", "other-ca.pem"))
     issuers, failures, stop = [], [], threading.Event()
 
