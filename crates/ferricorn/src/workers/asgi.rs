@@ -1411,9 +1411,12 @@ impl Server {
     /// stop's linger; requests still waiting on their client get
     /// `http.disconnect` after the disconnect grace period.
     fn stopping(&mut self, _py: Python<'_>, stop: super::listening::Stop) {
+        // The master marks a worker it has replaced (a HUP, a retirement)
+        // before its TERM: WebSockets then hear "service restart".
+        let restart = self.heartbeats.state(self.slot) == super::heartbeat::SlotState::Restarting;
         for c in self.conns.iter_mut().flatten() {
             if let Some(w) = c.ws.as_mut() {
-                if w.going_away(&mut c.out) {
+                if w.going_away(&mut c.out, restart) {
                     flush(_py, c);
                 }
             } else if c.ex.is_none() && c.lingering.is_none() {
