@@ -8,12 +8,18 @@ import http.client
 import json
 import socket
 import ssl
-import time
 
 import pytest
 import websockets
 from conftest import wait_until
 from test_tls import bodies, client_ctx, conn, fetch, pki, read_all, tls_args  # noqa: F401 (pki: a fixture)
+
+# test_tls.py's checks that need only `/`, run here against this module's asgi `srv`.
+from test_tls import (  # noqa: F401,E402
+    test_plain_http_to_the_tls_port,
+    test_session_resumption,
+    test_silent_or_truncated_handshake_is_cut_at_the_header_timeout,
+)
 
 ASGI = ["-k", "asgi"]
 
@@ -64,28 +70,6 @@ def test_chunked_and_large_bodies(srv, pki):  # noqa: F811
     assert json.loads(body) == {"len": len(up), "sha": hashlib.sha256(up).hexdigest()}
     assert fetch(c, "GET", "/gen?40,65536")[2] == bodies.pattern(40 * 65536)
     c.close()
-
-
-def test_plain_http_to_the_tls_port(srv, pki):  # noqa: F811
-    n = srv.count(r"Invalid request from ip=127.0.0.1: TLS handshake failed")
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = read_all(s)
-    assert b"HTTP/1.1" not in data
-    wait_until(lambda: srv.count(r"Invalid request from ip=127.0.0.1: TLS handshake failed") > n, log=srv.log)
-    assert fetch(conn(srv, pki), "GET", "/")[2] == b"Hello, world!"
-
-
-@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"], ids=["silent", "truncated"])
-def test_silent_or_truncated_handshake_is_cut_at_the_header_timeout(srv, pki, sent):  # noqa: F811
-    start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
-        s.sendall(sent)
-        # Meanwhile the worker serves others (the handshake never blocks it).
-        assert fetch(conn(srv, pki), "GET", "/")[2] == b"Hello, world!"
-        assert s.recv(100) == b""
-    took = time.monotonic() - start
-    assert 1.5 < took < 6, took
 
 
 def test_wss_echo(srv, pki):  # noqa: F811
