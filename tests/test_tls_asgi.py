@@ -11,7 +11,6 @@ import ssl
 
 import pytest
 import websockets
-from conftest import wait_until
 from test_tls import bodies, client_ctx, conn, fetch, pki, read_all, tls_args  # noqa: F401 (pki: a fixture)
 
 # test_tls.py's checks that need only `/`, run here against this module's asgi `srv`.
@@ -84,16 +83,3 @@ def test_wss_echo(srv, pki):  # noqa: F811
             assert await asyncio.wait_for(ws.recv(), 10) == big
 
     asyncio.run(talk())
-
-
-def test_required_client_certificate(start_server, pki):  # noqa: F811
-    srv = start_server(*ASGI, *tls_args(pki, "--ca-certs", str(pki / "ca.pem"), "--cert-reqs", "2"),
-                       "tls_asgi_app:app")
-    tls = json.loads(fetch(conn(srv, pki, cert="client.pem"), "GET", "/scope")[2])["tls"]
-    assert tls["client_cert_name"].startswith("CN=client one"), tls
-    for cert in (None, "stranger.pem"):
-        with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
-            fetch(conn(srv, pki, cert=cert), "GET", "/")
-    wait_until(lambda: srv.count(r"\[WARNING\] Invalid request from ip=127.0.0.1: TLS handshake failed") >= 2,
-               log=srv.log)
-    assert srv.count(r"Traceback") == 0
