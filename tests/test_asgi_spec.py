@@ -614,9 +614,7 @@ def test_max_requests_restarts_the_worker(start_asgi):
 
 @pytest.mark.parametrize("sig, code", [
     (signal.SIGTERM, 1001),
-    pytest.param(signal.SIGHUP, 1012, marks=pytest.mark.xfail(
-        strict=True, reason="issue 15: the asgi worker closes with 1001 on HUP too (it cannot yet tell a HUP's "
-        "stop from a TERM's)")),
+    (signal.SIGHUP, 1012),
 ], ids=["TERM", "HUP"])
 def test_a_stop_closes_websockets_with_going_away_or_restart(start_asgi, sig, code):
     """TERM: 1001 (going away) and the server exits; HUP: 1012 (service

@@ -273,12 +273,27 @@ def test_openssl_s_client_versions(srv, pki):
     assert b"Hello, world!" not in out.stdout
 
 
-@worker_classes()
+def with_app(worker):
+    """The worker class's arguments and its app: the asgi worker serves
+    tls_app's ASGI twin (test_tls_asgi.py has its other checks)."""
+    if worker == "asgi":
+        return ["-k", "asgi"], "tls_asgi_app:app"
+    return worker_args(worker), "tls_app:app"
+
+
+def client_subject(c, worker):
+    """The client certificate's subject as the app saw it."""
+    if worker == "asgi":
+        return json.loads(fetch(c, "GET", "/scope")[2])["tls"]["client_cert_name"]
+    return json.loads(fetch(c, "GET", "/environ")[2])["ferricorn.peercert_subject"]
+
+
+@pytest.mark.parametrize("worker", classes() + ["asgi"])
 def test_required_client_certificate(start_server, pki, worker):
-    srv = start_server(*worker_args(worker), *tls_args(pki, "--ca-certs", str(pki / "ca.pem"), "--cert-reqs", "2"),
-                       "tls_app:app")
+    args, app = with_app(worker)
+    srv = start_server(*args, *tls_args(pki, "--ca-certs", str(pki / "ca.pem"), "--cert-reqs", "2"), app)
     c = conn(srv, pki, cert="client.pem")
-    assert json.loads(fetch(c, "GET", "/environ")[2])["ferricorn.peercert_subject"].startswith("CN=client one")
+    assert client_subject(c, worker).startswith("CN=client one")
     c.close()
     for cert in (None, "stranger.pem"):
         with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
@@ -288,12 +303,12 @@ def test_required_client_certificate(start_server, pki, worker):
     assert srv.count(r"Traceback") == 0
 
 
-@worker_classes()
+@pytest.mark.parametrize("worker", classes() + ["asgi"])
 def test_hup_rotates_the_certificate_with_no_request_lost(start_server, pki, tmp_path, worker):
     live = tmp_path / "live.pem"
     shutil.copy(pki / "server.pem", live)
-    srv = start_server(*worker_args(worker), "--certfile", str(live), "-b", "127.0.0.1:0", "-w", "2",
-                       "tls_app:app", workers_booted=2)
+    args, app = with_app(worker)
+    srv = start_server(*args, "--certfile", str(live), "-b", "127.0.0.1:0", "-w", "2", app, workers_booted=2)
     ctx = client_ctx(pki, cas=("ca.pem", "other-ca.pem"))
     issuers, failures, stop = [], [], threading.Event()
 

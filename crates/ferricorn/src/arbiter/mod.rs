@@ -46,6 +46,11 @@ pub enum Action {
         pid: i32,
         signal: Signal,
     },
+    /// Tell the worker in heartbeat slot `slot` that the `TERM` that comes
+    /// next is a restart (`SlotState::Restarting`): it has been replaced.
+    Restarting {
+        slot: usize,
+    },
     Log {
         level: Level,
         msg: String,
@@ -703,6 +708,7 @@ impl Arbiter {
             }
             booted = remaining;
             w.retiring = true;
+            out.push(Action::Restarting { slot: w.slot });
             out.push(Action::Kill {
                 pid,
                 signal: Signal::SIGTERM,
@@ -1187,6 +1193,26 @@ mod tests {
         assert_eq!(
             kills(&acts),
             vec![(100, Signal::SIGTERM), (101, Signal::SIGTERM)]
+        );
+        // Each old worker hears that its TERM is a restart, just before it.
+        let marks: Vec<&Action> = acts
+            .iter()
+            .filter(|a| matches!(a, Action::Restarting { .. } | Action::Kill { .. }))
+            .collect();
+        assert_eq!(
+            marks,
+            vec![
+                &Action::Restarting { slot: 0 },
+                &Action::Kill {
+                    pid: 100,
+                    signal: Signal::SIGTERM
+                },
+                &Action::Restarting { slot: 1 },
+                &Action::Kill {
+                    pid: 101,
+                    signal: Signal::SIGTERM
+                },
+            ]
         );
     }
 

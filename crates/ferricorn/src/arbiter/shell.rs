@@ -419,6 +419,11 @@ impl Shell {
                     }
                 }
                 Action::Reload => self.reload(),
+                Action::Restarting { slot } => {
+                    self.launch
+                        .heartbeats
+                        .set_state(slot, crate::workers::heartbeat::SlotState::Restarting);
+                }
                 Action::Reexec => self.reexec(),
                 Action::Gauge { name, value } => glogging::gauge(name, value),
                 Action::NworkersChanged { new, old } => {

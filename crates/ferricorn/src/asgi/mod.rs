@@ -197,6 +197,48 @@ pub fn http_scope<'py>(
     Ok(scope)
 }
 
+/// On a TLS connection, the ASGI TLS extension (`scope["extensions"]
+/// ["tls"]`): the verified client certificate (PEM, as a one-item chain)
+/// and its subject. A certificate that fails verification fails the
+/// handshake, so no request carries `client_cert_error`. The server's own
+/// certificate, version and suite are not exposed (None).
+pub fn add_tls<'py>(
+    py: Python<'py>,
+    scope: Bound<'py, PyDict>,
+    stream: &crate::stream::Stream,
+) -> PyResult<Bound<'py, PyDict>> {
+    if !stream.is_tls() {
+        return Ok(scope);
+    }
+    let cert = stream.peer_cert();
+    let tls = PyDict::new(py);
+    tls.set_item("server_cert", py.None())?;
+    let chain = PyList::empty(py);
+    if let Some(c) = &cert {
+        chain.append(c.pem.as_str())?;
+    }
+    tls.set_item("client_cert_chain", chain)?;
+    tls.set_item(
+        "client_cert_name",
+        cert.as_ref()
+            .filter(|c| !c.subject.is_empty())
+            .map(|c| c.subject.as_str()),
+    )?;
+    tls.set_item("client_cert_error", py.None())?;
+    tls.set_item("tls_version", py.None())?;
+    tls.set_item("cipher_suite", py.None())?;
+    let extensions = match scope.get_item(intern!(py, "extensions"))? {
+        Some(e) => e.cast_into::<PyDict>()?,
+        None => {
+            let e = PyDict::new(py);
+            scope.set_item(intern!(py, "extensions"), &e)?;
+            e
+        }
+    };
+    extensions.set_item("tls", tls)?;
+    Ok(scope)
+}
+
 /// The keys HTTP and WebSocket scopes share.
 fn fill_common(
     py: Python<'_>,

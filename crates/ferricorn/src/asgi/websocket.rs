@@ -379,11 +379,15 @@ impl WsExchange {
         }
     }
 
-    /// A graceful stop: close an open WebSocket with 1001 (the client's
-    /// close reply ends it).
-    pub fn going_away(&mut self, out: &mut Vec<u8>) -> bool {
+    /// A graceful stop: close an open WebSocket with 1001, or 1012 when the
+    /// worker is being replaced (`restart`); the client's close reply ends it.
+    pub fn going_away(&mut self, out: &mut Vec<u8>, restart: bool) -> bool {
         if self.phase == Phase::Open && !self.eof {
-            ws::encode_close(out, 1001, "server shutting down");
+            if restart {
+                ws::encode_close(out, 1012, "service restart");
+            } else {
+                ws::encode_close(out, 1001, "server shutting down");
+            }
             self.phase = Phase::Closing;
             return true;
         }

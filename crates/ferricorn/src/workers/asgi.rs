@@ -999,6 +999,18 @@ impl Server {
             if !c.unread && c.http.is_idle() {
                 return; // the next event brings more
             }
+            // A TLS connection's handshake comes before its first read
+            // (never waiting: the header timeout bounds it).
+            if c.fresh && c.stream.handshaking() {
+                match conn::handshake_step(&c.stream, &c.peer) {
+                    Some(true) => {}
+                    Some(false) => {
+                        c.unread = false;
+                        return;
+                    }
+                    None => return self.remove(i),
+                }
+            }
             match c.stream.read_nowait(&mut self.scratch[..h1::READ_CHUNK]) {
                 Ok(0) => c.http.eof(),
                 Ok(n) => {
@@ -1052,7 +1064,7 @@ impl Server {
             }) => {
                 c.head_started = false;
                 let scheme = match trust.scheme(&head.headers, c.trusted) {
-                    Ok(s) => s.unwrap_or("http"),
+                    Ok(s) => s.unwrap_or(if c.stream.is_tls() { "https" } else { "http" }),
                     Err(_) => {
                         drop(head);
                         glogging::warning!(
@@ -1083,6 +1095,7 @@ impl Server {
                     );
                     let scope = hs.as_ref().ok().map(|hs| {
                         websocket::scope(py, &req, hs, strings, c.server, state.as_ref())
+                            .and_then(|s| asgi::add_tls(py, s, &c.stream))
                     });
                     drop(req);
                     drop(head);
@@ -1125,7 +1138,8 @@ impl Server {
                         }
                     };
                 }
-                let scope = asgi::http_scope(py, &req, strings, c.server, state.as_ref());
+                let scope = asgi::http_scope(py, &req, strings, c.server, state.as_ref())
+                    .and_then(|s| asgi::add_tls(py, s, &c.stream));
                 let log = glogging::access_enabled().then(|| asgi::AccessFacts::of(&req));
                 let hook = crate::hooks::asgi_request(py, &req);
                 let (method, target) = (
@@ -1397,9 +1411,12 @@ impl Server {
     /// stop's linger; requests still waiting on their client get
     /// `http.disconnect` after the disconnect grace period.
     fn stopping(&mut self, _py: Python<'_>, stop: super::listening::Stop) {
+        // The master marks a worker it has replaced (a HUP, a retirement)
+        // before its TERM: WebSockets then hear "service restart".
+        let restart = self.heartbeats.state(self.slot) == super::heartbeat::SlotState::Restarting;
         for c in self.conns.iter_mut().flatten() {
             if let Some(w) = c.ws.as_mut() {
-                if w.going_away(&mut c.out) {
+                if w.going_away(&mut c.out, restart) {
                     flush(_py, c);
                 }
             } else if c.ex.is_none() && c.lingering.is_none() {

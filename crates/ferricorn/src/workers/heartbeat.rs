@@ -58,6 +58,10 @@ pub enum SlotState {
     /// Close to `--max-requests`: start my replacement now, so that it has
     /// booted when my budget is spent (then I say `RetireMaxRequests`).
     ReplaceAhead = 4,
+    /// Set by the master just before it sends `TERM` to a worker it has
+    /// replaced (a `HUP` reload, a retirement): the stop is a restart, not
+    /// a shutdown (the `asgi` worker closes WebSockets with 1012, not 1001).
+    Restarting = 5,
 }
 
 impl SlotState {
@@ -67,6 +71,7 @@ impl SlotState {
             2 => SlotState::RetireMaxRequests,
             3 => SlotState::RetireMemory,
             4 => SlotState::ReplaceAhead,
+            5 => SlotState::Restarting,
             _ => SlotState::Booting,
         }
     }
