@@ -309,21 +309,22 @@ impl Worker<'_> {
         lifecycle::phase() == Phase::Running
     }
 
-    /// This worker asked to be retired (budget spent, memory cap): its
-    /// `TERM` is no stop of the server, the listeners stay served by the
-    /// others and its replacement.
-    fn retired_itself(&self) -> bool {
-        self.setup
-            .heartbeats
-            .state(self.setup.slot)
-            .wants_retirement()
+    /// This worker was replaced: it asked to be retired (budget spent,
+    /// memory cap), or the master marked it `Restarting` before its `TERM`
+    /// (a `HUP` reload). Its stop is no stop of the server: the listeners
+    /// stay served by the others and its replacement.
+    fn replaced(&self) -> bool {
+        let state = self.setup.heartbeats.state(self.setup.slot);
+        state.wants_retirement() || state == heartbeat::SlotState::Restarting
     }
 
-    /// A graceful stop (TERM) drains connections already waiting in the
-    /// listen backlog before exiting, within `--graceful-timeout`.
-    /// A worker that retired itself leaves the backlog to the others.
+    /// A graceful stop (TERM) of the server drains connections already
+    /// waiting in the listen backlog before exiting, within
+    /// `--graceful-timeout`. A replaced worker leaves the backlog to the
+    /// others: draining it under steady traffic would keep it taking new
+    /// connections, with the old configuration and code, long after a `HUP`.
     pub fn should_drain(&self) -> bool {
-        lifecycle::phase() == Phase::Draining && !self.retired_itself() && !self.parent_changed()
+        lifecycle::phase() == Phase::Draining && !self.replaced() && !self.parent_changed()
     }
 
     /// Not stopping: the worker takes new connections (its phase is
