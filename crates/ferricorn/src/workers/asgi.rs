@@ -53,6 +53,7 @@ use pyo3::types::{PyDict, PyString};
 use super::Worker;
 use super::conn;
 use super::listening::{End, Listening};
+use super::slab::Slab;
 use crate::asgi::websocket::{self, WsExchange};
 use crate::asgi::{self, Exchange, Received};
 use crate::config::Settings;
@@ -156,9 +157,7 @@ struct Launch {
 struct Server {
     poll: Poll,
     events: Events,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    open: usize,
+    conns: Slab<Conn>,
     listening: Listening<'static>,
     generation: u64,
     scratch: Vec<u8>,
@@ -381,9 +380,7 @@ fn build(
     let server = Server {
         poll,
         events: Events::with_capacity(256),
-        conns: Vec::new(),
-        free: Vec::new(),
-        open: 0,
+        conns: Slab::default(),
         listening: Listening::new(listeners),
         generation: 0,
         scratch: vec![0; READ_AHEAD],
@@ -473,14 +470,14 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, handle: &Handle) -> bool {
             }
             // Stopping: the listeners are out of the poller; what their
             // backlog holds is taken here.
-            if s.listening.draining_backlog(s.open, s.max_conns) {
+            if s.listening.draining_backlog(s.conns.len(), s.max_conns) {
                 let mut launches = Vec::new();
                 s.accept(py, &mut launches);
                 drop(s);
                 launch_all(py, handle, launches);
                 s = handle.server.borrow_mut();
             }
-            let (open, max) = (s.open, s.max_conns);
+            let (open, max) = (s.conns.len(), s.max_conns);
             match s.listening.end(open, max, Instant::now()) {
                 Some(End::Done) => return false,
                 Some(End::TimedOut) => {
@@ -693,21 +690,12 @@ impl Server {
     }
 
     fn insert(&mut self, c: Conn) -> usize {
-        self.open += 1;
-        if let Some(i) = self.free.pop() {
-            self.conns[i] = Some(c);
-            i
-        } else {
-            self.conns.push(Some(c));
-            self.conns.len() - 1
-        }
+        self.conns.insert(c)
     }
 
     fn remove(&mut self, i: usize) {
-        if let Some(c) = self.conns.get_mut(i).and_then(Option::take) {
+        if let Some(c) = self.conns.remove(i) {
             let _ = c.stream.deregister(self.poll.registry());
-            self.free.push(i);
-            self.open -= 1;
         }
     }
 
@@ -739,7 +727,7 @@ impl Server {
     fn accept(&mut self, py: Python<'_>, launches: &mut Vec<Launch>) {
         let accepting = self.listening.accepting();
         for li in 0..self.listening.listeners().len() {
-            while self.open < self.max_conns
+            while self.conns.len() < self.max_conns
                 && self.listening.waiting(li)
                 && (!accepting || lifecycle::phase() == lifecycle::Phase::Running)
             {
@@ -775,7 +763,7 @@ impl Server {
                     lingering: None,
                 };
                 let i = self.insert(c);
-                let registered = self.conns[i].as_ref().map(|c| {
+                let registered = self.conns.get(i).map(|c| {
                     c.stream.register(
                         self.poll.registry(),
                         Token(CONN_BASE + i),
@@ -794,7 +782,7 @@ impl Server {
     /// A readiness event for connection `i`: its turn, with its socket
     /// possibly holding bytes.
     fn turn(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
-        if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+        if let Some(c) = self.conns.get_mut(i) {
             c.unread = true;
         }
         self.work(py, i, launches);
@@ -803,7 +791,7 @@ impl Server {
     /// A connection's turn: send what it holds, read what it has, start
     /// the next request when idle.
     fn work(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
-        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(i) else {
             return;
         };
         if let Some(linger) = &mut c.lingering {
@@ -833,7 +821,7 @@ impl Server {
     /// Read for the request in flight: body bytes for a waiting receive
     /// (or ahead of it, bounded), else watch for the client going away.
     fn read_for_request(&mut self, py: Python<'_>, i: usize) {
-        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(i) else {
             return;
         };
         let Some(ex) = c.ex.as_mut() else { return };
@@ -869,7 +857,7 @@ impl Server {
     /// Read for a WebSocket (bounded: one read beyond what the app has not
     /// received), and give a waiting receive its message.
     fn read_for_ws(&mut self, py: Python<'_>, i: usize) {
-        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(i) else {
             return;
         };
         let Some(w) = c.ws.as_mut() else { return };
@@ -917,7 +905,7 @@ impl Server {
 
     /// A receive waits: give it the next message when there is one.
     fn wake_receiver(&mut self, py: Python<'_>, i: usize) {
-        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(i) else {
             return;
         };
         let Some(ex) = c.ex.as_mut() else { return };
@@ -942,7 +930,7 @@ impl Server {
     /// The client went away (EOF, reset, a failed write).
     fn lost(&mut self, py: Python<'_>, i: usize) {
         let grace = self.grace;
-        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(i) else {
             return;
         };
         c.gone = true;
@@ -981,7 +969,7 @@ impl Server {
     /// Read and serve what an idle connection has: start its next request.
     fn serve_idle(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) {
         loop {
-            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            let Some(c) = self.conns.get_mut(i) else {
                 return;
             };
             if !c.http.is_idle() || c.http.is_eof() {
@@ -990,7 +978,7 @@ impl Server {
                     Step::Stop => return,
                 }
             }
-            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            let Some(c) = self.conns.get_mut(i) else {
                 return;
             };
             if c.ex.is_some() || c.ws.is_some() || c.closing.is_some() {
@@ -1052,7 +1040,7 @@ impl Server {
             running,
             ..
         } = self;
-        let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
+        let Some(c) = conns.get_mut(i) else {
             return Step::Stop;
         };
         c.http.set_peer_trusted(c.trusted);
@@ -1202,7 +1190,7 @@ impl Server {
     /// Apply a request's verdict to its connection.
     fn after(&mut self, py: Python<'_>, i: usize, next: Next, launches: &mut Vec<Launch>) -> Step {
         let keepalive_for = self.keepalive_for;
-        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(i) else {
             return Step::Stop;
         };
         let ahead = std::mem::take(&mut c.ahead);
@@ -1236,7 +1224,7 @@ impl Server {
     /// Close connection `i` (its output sent): lingering when request
     /// bytes may remain unread.
     fn close(&mut self, i: usize, closing: Closing) {
-        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(i) else {
             return;
         };
         if closing.lingers(lifecycle::current()) {
@@ -1414,7 +1402,7 @@ impl Server {
         // The master marks a worker it has replaced (a HUP, a retirement)
         // before its TERM: WebSockets then hear "service restart".
         let restart = self.heartbeats.state(self.slot) == super::heartbeat::SlotState::Restarting;
-        for c in self.conns.iter_mut().flatten() {
+        for c in self.conns.iter_mut() {
             if let Some(w) = c.ws.as_mut() {
                 if w.going_away(&mut c.out, restart) {
                     flush(_py, c);
@@ -1433,8 +1421,8 @@ impl Server {
         let io_timeout = self.io_timeout;
         let mut stalled = Vec::new();
         let disconnect = self.disconnect_at.is_some_and(|t| now >= t);
-        for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut() else {
+        for i in self.conns.indices() {
+            let Some(c) = self.conns.get_mut(i) else {
                 continue;
             };
             if c.ws.is_some() {
@@ -1487,17 +1475,16 @@ impl Server {
         // Connections left waiting while at `--worker-connections` bring
         // no new event (edge-triggered): take them once there is room.
         let mut launches = Vec::new();
-        if self.open < self.max_conns && self.listening.any_waiting() {
+        if self.conns.len() < self.max_conns && self.listening.any_waiting() {
             self.accept(py, &mut launches);
         }
         launches
     }
 }
 
-fn conn_of(conns: &mut [Option<Conn>], id: Id) -> Option<&mut Conn> {
+fn conn_of(conns: &mut Slab<Conn>, id: Id) -> Option<&mut Conn> {
     conns
         .get_mut(id.slot)
-        .and_then(Option::as_mut)
         .filter(|c| c.generation == id.generation)
 }
 

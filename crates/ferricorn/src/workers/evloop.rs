@@ -75,6 +75,7 @@ use super::Worker;
 use super::accepts::Accepts;
 use super::conn;
 use super::listening::Listening;
+use super::slab::Slab;
 use crate::glogging;
 use crate::sock::Peer;
 use crate::stream::Stream;
@@ -158,44 +159,6 @@ pub fn run(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) {
     }
 }
 
-/// Slab of connections indexed by `token - CONN_BASE`.
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Option<Connection>>,
-    free: Vec<usize>,
-    len: usize,
-}
-
-impl Slab {
-    fn insert(&mut self, c: Connection) -> usize {
-        self.len += 1;
-        if let Some(i) = self.free.pop() {
-            self.slots[i] = Some(c);
-            i
-        } else {
-            self.slots.push(Some(c));
-            self.slots.len() - 1
-        }
-    }
-
-    fn get_mut(&mut self, i: usize) -> Option<&mut Connection> {
-        self.slots.get_mut(i).and_then(Option::as_mut)
-    }
-
-    fn remove(&mut self, i: usize) -> Option<Connection> {
-        let c = self.slots.get_mut(i).and_then(Option::take)?;
-        self.free.push(i);
-        self.len -= 1;
-        Some(c)
-    }
-
-    fn indices(&self) -> Vec<usize> {
-        (0..self.slots.len())
-            .filter(|&i| self.slots[i].is_some())
-            .collect()
-    }
-}
-
 fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Result<()> {
     let setup = worker.setup;
     let settings = setup.settings;
@@ -248,10 +211,10 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
             return Ok(()); // QUIT/INT: leave now, connections and all.
         }
         lp.stop_if_stopping(py, &mut ctx, worker);
-        let drain = lp.listening.draining_backlog(lp.conns.len, lp.max_conns);
+        let drain = lp.listening.draining_backlog(lp.conns.len(), lp.max_conns);
         if lp
             .listening
-            .end(lp.conns.len, lp.max_conns, Instant::now())
+            .end(lp.conns.len(), lp.max_conns, Instant::now())
             .is_some()
         {
             return Ok(());
@@ -273,7 +236,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, app: &AppContext) -> io::Resul
 struct Loop<'a> {
     poll: Poll,
     events: Events,
-    conns: Slab,
+    conns: Slab<Connection>,
     /// Connections to give a turn without waiting (`Turn::Again`, lingering).
     ready: Vec<usize>,
     /// This pass's connections with a turn due.
@@ -330,9 +293,13 @@ impl Loop<'_> {
         // A connection waiting to be accepted: now (next turn) or once a
         // deferral ends (see `Accepts`).
         let accept_at = (self.listening.accepting()
-            && self.conns.len < self.max_conns
+            && self.conns.len() < self.max_conns
             && self.listening.any_waiting())
-        .then(|| self.accepts.wait_until(self.conns.len, now).unwrap_or(now));
+        .then(|| {
+            self.accepts
+                .wait_until(self.conns.len(), now)
+                .unwrap_or(now)
+        });
         let poll_for = if self.ready.is_empty() && !drain {
             let wake = accept_at.map_or(self.next_sweep, |t| t.min(self.next_sweep));
             wake.saturating_duration_since(now).min(self.wait)
@@ -385,19 +352,19 @@ impl Loop<'_> {
             .pause_if_retiring(worker, self.poll.registry());
         let accepting = self.listening.accepting();
         for (li, l) in self.listening.listeners().iter().enumerate() {
-            if self.conns.len >= self.max_conns
+            if self.conns.len() >= self.max_conns
                 || !self.listening.waiting(li)
                 || (accepting && !worker.takes_new())
             {
                 continue;
             }
             let mut budget = if accepting {
-                self.accepts.budget(l, self.conns.len, Instant::now())
+                self.accepts.budget(l, self.conns.len(), Instant::now())
             } else {
                 usize::MAX
             };
             while budget > 0
-                && self.conns.len < self.max_conns
+                && self.conns.len() < self.max_conns
                 && self.listening.waiting(li)
                 && (!accepting || worker.takes_new())
             {
@@ -417,7 +384,7 @@ impl Loop<'_> {
                     self.give_turn(py, ctx, worker, i, false, |_, t| t);
                 }
                 // Served and closed already: still idle.
-                budget = budget.max(self.accepts.free(self.conns.len));
+                budget = budget.max(self.accepts.free(self.conns.len()));
             }
         }
     }

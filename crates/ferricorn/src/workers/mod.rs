@@ -15,6 +15,7 @@ pub mod evloop;
 pub mod gthread;
 pub mod heartbeat;
 pub mod listening;
+mod slab;
 pub mod sync;
 
 use std::os::fd::{AsFd, OwnedFd};
