@@ -33,8 +33,23 @@ def srv(request, pki):  # noqa: F811
 
 def test_scheme_and_tls_extension(srv, pki):  # noqa: F811
     assert srv.url.startswith("https://127.0.0.1:"), srv.url
-    scope = json.loads(fetch(conn(srv, pki), "GET", "/scope")[2])
+    c = conn(srv, pki)
+    scope = json.loads(fetch(c, "GET", "/scope")[2])
     assert scope["scheme"] == "https"
+    # The negotiated version and suite, as IANA numbers, agree with the client's view.
+    versions = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+    tls13 = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_256_GCM_SHA384": 0x1302,
+             "TLS_CHACHA20_POLY1305_SHA256": 0x1303}
+    assert scope["tls"]["tls_version"] == versions[c.sock.version()] == 0x0304, scope
+    assert scope["tls"]["cipher_suite"] == tls13[c.sock.cipher()[0]], (scope, c.sock.cipher())
+    assert scope["tls"]["server_cert"] is None
+    c.close()
+    ctx = client_ctx(pki)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    c = http.client.HTTPSConnection("127.0.0.1", srv.port, context=ctx, timeout=10)
+    tls = json.loads(fetch(c, "GET", "/scope")[2])["tls"]
+    assert tls["tls_version"] == 0x0303 and isinstance(tls["cipher_suite"], int) and tls["cipher_suite"] > 0x1303, tls
+    c.close()
     assert scope["tls"]["client_cert_chain"] == [] and scope["tls"]["client_cert_name"] is None
     assert scope["tls"]["client_cert_error"] is None
     c = conn(srv, pki, cert="client.pem")

@@ -165,6 +165,14 @@ impl Stream {
         }
     }
 
+    /// A TLS stream's protocol version and cipher suite (IANA numbers).
+    pub fn tls_negotiated(&self) -> Option<(u16, u16)> {
+        match &self.inner {
+            Inner::Tls(t) => t.session.negotiated(),
+            _ => None,
+        }
+    }
+
     // --- reading -------------------------------------------------------
 
     /// Append at most `max` bytes to `buf`, waiting as the socket's read

@@ -682,6 +682,19 @@ impl Session {
         }
     }
 
+    /// The negotiated protocol version and cipher suite, as their IANA
+    /// numbers (`0x0304` for TLS 1.3; `0x1301` for TLS_AES_128_GCM_SHA256),
+    /// once the handshake is done.
+    pub fn negotiated(&self) -> Option<(u16, u16)> {
+        match &self.lock().phase {
+            Phase::Open(c) => Some((
+                u16::from(c.protocol_version()?),
+                u16::from(c.negotiated_cipher_suite()?.suite()),
+            )),
+            _ => None,
+        }
+    }
+
     /// The verified client certificate chain's first certificate (DER).
     pub fn peer_certificate(&self) -> Option<Vec<u8>> {
         match &self.lock().phase {

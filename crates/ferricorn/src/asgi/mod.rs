@@ -200,8 +200,9 @@ pub fn http_scope<'py>(
 /// On a TLS connection, the ASGI TLS extension (`scope["extensions"]
 /// ["tls"]`): the verified client certificate (PEM, as a one-item chain)
 /// and its subject. A certificate that fails verification fails the
-/// handshake, so no request carries `client_cert_error`. The server's own
-/// certificate, version and suite are not exposed (None).
+/// handshake, so no request carries `client_cert_error`. `tls_version` and
+/// `cipher_suite` are the negotiated IANA numbers; the server's own
+/// certificate is not exposed (None).
 pub fn add_tls<'py>(
     py: Python<'py>,
     scope: Bound<'py, PyDict>,
@@ -225,8 +226,9 @@ pub fn add_tls<'py>(
             .map(|c| c.subject.as_str()),
     )?;
     tls.set_item("client_cert_error", py.None())?;
-    tls.set_item("tls_version", py.None())?;
-    tls.set_item("cipher_suite", py.None())?;
+    let negotiated = stream.tls_negotiated();
+    tls.set_item("tls_version", negotiated.map(|n| n.0))?;
+    tls.set_item("cipher_suite", negotiated.map(|n| n.1))?;
     let extensions = match scope.get_item(intern!(py, "extensions"))? {
         Some(e) => e.cast_into::<PyDict>()?,
         None => {
