@@ -28,6 +28,13 @@
 //!   next request, read only to notice a client that goes away;
 //! - what a connection holds unsent is bounded: a `send` that leaves more
 //!   than `WRITE_HIGH` waits until the client has read it down;
+//! - a `send` of less than `WRITE_NOW` is written at the end of the loop's
+//!   turn (a `FlushAll` scheduled once, or the end of the poller's, a
+//!   task-done or the tick's callback), all connections' output together:
+//!   the app's code for a batch of requests then runs back to back and the
+//!   writes follow back to back, each with its caches warm (measured:
+//!   Starlette's per-request Python ran at a third of its standalone speed
+//!   when every response went out between two app calls);
 //! - a client that goes away: a waiting `receive` gets `http.disconnect`,
 //!   a `send` raises `OSError`, the task is cancelled after
 //!   `--asgi-disconnect-grace-period`;
@@ -77,6 +84,8 @@ const TICK: f64 = 0.1;
 const READ_AHEAD: usize = 64 * 1024;
 /// Unsent bytes a connection holds before `send` waits.
 const WRITE_HIGH: usize = 256 * 1024;
+/// Output up to this size waits for the end of the loop's turn.
+const WRITE_NOW: usize = 64 * 1024;
 
 /// The INFO line for a worker class named by one of the other servers'
 /// names (the master says it once at start).
@@ -134,6 +143,8 @@ struct Conn {
     /// last read that emptied it: a short read or `WouldBlock`).
     unread: bool,
     lingering: Option<Linger>,
+    /// In `Server::dirty`: `out` goes at the end of the loop's turn.
+    dirty: bool,
 }
 
 /// Which request a `receive`/`send`/done callback belongs to.
@@ -192,6 +203,12 @@ struct Server {
     /// Serving is over (the stop's cancellations and lifespan shutdown run
     /// the loop to completion): the tick neither stops the loop nor comes back.
     over: bool,
+    /// Connections whose `out` waits for the end of the loop's turn.
+    dirty: Vec<Id>,
+    /// A callback of ours runs that flushes `dirty` when it ends.
+    flush_at_end: bool,
+    /// A `FlushAll` is in the loop's queue.
+    flush_scheduled: bool,
 }
 
 /// The loop and the server, shared by the loop's callbacks.
@@ -411,6 +428,9 @@ fn build(
         slot: setup.slot,
         running: 0,
         over: false,
+        dirty: Vec::new(),
+        flush_at_end: false,
+        flush_scheduled: false,
     };
     let create_future = aloop.bind(py).getattr("create_future")?.unbind();
     let start_task = py
@@ -512,16 +532,18 @@ struct OnReady {
 #[pymethods]
 impl OnReady {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let (launches, stop) = {
-            let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
-            let launches = s.on_ready(py);
-            (launches, s.signalled)
-        };
-        if stop {
-            stop_loop(py, &self.handle);
-        }
-        launch_all(py, &self.handle, launches);
-        Ok(())
+        batch(py, &self.handle, || {
+            let (launches, stop) = {
+                let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+                let launches = s.on_ready(py);
+                (launches, s.signalled)
+            };
+            if stop {
+                stop_loop(py, &self.handle);
+            }
+            launch_all(py, &self.handle, launches);
+            Ok(())
+        })
     }
 }
 
@@ -534,15 +556,21 @@ struct Tick {
 #[pymethods]
 impl Tick {
     fn __call__(slf: PyRef<'_, Self>, py: Python<'_>) -> PyResult<()> {
-        let launches = {
-            let mut s = slf.handle.server.try_borrow_mut().map_err(busy)?;
-            if s.over {
-                return Ok(());
-            }
-            s.sweep(py)
-        };
         let handle = slf.handle.clone();
-        launch_all(py, &handle, launches);
+        let over = batch(py, &handle, || {
+            let launches = {
+                let mut s = handle.server.try_borrow_mut().map_err(busy)?;
+                if s.over {
+                    return Ok(true);
+                }
+                s.sweep(py)
+            };
+            launch_all(py, &handle, launches);
+            Ok(false)
+        })?;
+        if over {
+            return Ok(());
+        }
         let aloop = handle.aloop.bind(py);
         aloop.call_method1(intern!(py, "call_later"), (TICK, slf))?;
         stop_loop(py, &handle);
@@ -561,15 +589,46 @@ struct Done {
 impl Done {
     fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let failed = task_failed(py, task);
-        let (launches, stop) = {
-            let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
-            let launches = s.done(py, self.id, failed);
-            (launches, s.budget > 0 && s.served_total >= s.budget)
-        };
-        if stop {
-            stop_loop(py, &self.handle);
-        }
-        launch_all(py, &self.handle, launches);
+        batch(py, &self.handle, || {
+            let (launches, stop) = {
+                let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+                let launches = s.done(py, self.id, failed);
+                (launches, s.budget > 0 && s.served_total >= s.budget)
+            };
+            if stop {
+                stop_loop(py, &self.handle);
+            }
+            launch_all(py, &self.handle, launches);
+            Ok(())
+        })
+    }
+}
+
+/// Run one of our loop callbacks: what its sends leave waits until it
+/// ends, then goes out with every other connection's.
+fn batch<R>(py: Python<'_>, handle: &Handle, f: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
+    handle.server.try_borrow_mut().map_err(busy)?.flush_at_end = true;
+    let r = f();
+    if let Ok(mut s) = handle.server.try_borrow_mut() {
+        s.flush_at_end = false;
+        s.flush_dirty(py);
+    }
+    r
+}
+
+/// The end of the loop's turn for the output `send` left (scheduled by
+/// the first such `send` outside our own callbacks).
+#[pyclass(unsendable)]
+struct FlushAll {
+    handle: Handle,
+}
+
+#[pymethods]
+impl FlushAll {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+        s.flush_scheduled = false;
+        s.flush_dirty(py);
         Ok(())
     }
 }
@@ -626,8 +685,24 @@ struct Send {
 #[pymethods]
 impl Send {
     fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
-        s.send(py, self.id, message, &self.handle.create_future)
+        let (sent, schedule) = {
+            let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+            let sent = s.send(py, self.id, message, &self.handle.create_future);
+            (sent, s.flush_wanted())
+        };
+        if schedule {
+            let flush = Py::new(
+                py,
+                FlushAll {
+                    handle: self.handle.clone(),
+                },
+            )?;
+            self.handle
+                .aloop
+                .bind(py)
+                .call_method1(intern!(py, "call_soon"), (flush,))?;
+        }
+        sent
     }
 }
 
@@ -761,6 +836,7 @@ impl Server {
                     closing: None,
                     unread: true,
                     lingering: None,
+                    dirty: false,
                 };
                 let i = self.insert(c);
                 let registered = self.conns.get(i).map(|c| {
@@ -1320,6 +1396,13 @@ impl Server {
             (None, Some(ex)) if !c.gone => ex.send(py, message, &mut c.out)?,
             _ => return Err(gone()),
         };
+        if now && c.out.len() < WRITE_NOW {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+            return asgi::ready_none(py);
+        }
         if now && !flush(py, c) {
             self.lost(py, id.slot);
             return Err(gone());
@@ -1335,6 +1418,31 @@ impl Server {
             ex.waiting_since = Some(Instant::now());
         }
         Ok(fut)
+    }
+
+    /// Whether a `FlushAll` must be scheduled for what `send` left: not
+    /// when one is queued or one of our callbacks flushes at its end.
+    fn flush_wanted(&mut self) -> bool {
+        if self.dirty.is_empty() || self.flush_at_end || self.flush_scheduled {
+            return false;
+        }
+        self.flush_scheduled = true;
+        true
+    }
+
+    /// Write what the connections' `send`s left.
+    fn flush_dirty(&mut self, py: Python<'_>) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            let Some(c) = self.conn(id) else { continue };
+            c.dirty = false;
+            if !flush(py, c) {
+                self.lost(py, id.slot);
+            }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty; // keep the allocation
+        }
     }
 
     /// A request's task is done: finish its exchange, log it, and go on
