@@ -207,6 +207,35 @@ def test_lifespan_shutdown_may_take_its_time(start_server):
     assert "lifespan shutdown error" not in srv.log()
 
 
+def test_background_work_after_the_response_does_not_hold_the_connection(srv):
+    """As gunicorn 27: once the response is complete (keep-alive, body taken),
+    the connection serves its next request while the app's call goes on."""
+    c = Client(srv.port)
+    assert c.request("/background?1.5")[2] == b"answered"
+    srv.wait_for(r"APP: background started")
+    started = time.monotonic()
+    assert c.request("/")[2] == b"hello"
+    assert time.monotonic() - started < 1.0
+    # The call finishes undisturbed: receive gives http.disconnect, a send raises.
+    srv.wait_for(r"APP: late send raised OSError")
+    srv.wait_for(r"APP: background done http.disconnect")
+    assert c.request("/")[2] == b"hello"
+    c.close()
+
+
+def test_graceful_term_waits_for_background_work(start_server):
+    srv = start_server(*ASGI, APP)
+    srv.wait_for(r"APP: startup")
+    c = Client(srv.port)
+    assert c.request("/background?1")[2] == b"answered"
+    c.close()
+    srv.wait_for(r"APP: background started")
+    srv.signal(signal.SIGTERM)
+    srv.wait_for(r"APP: background done http.disconnect")
+    srv.wait_for(r"APP: shutdown")
+    assert srv.wait_exit() == 0
+
+
 def test_quit_leaves_at_once(start_server):
     srv = start_server(*ASGI, APP)
     c = Client(srv.port)

@@ -124,6 +124,9 @@ struct Conn {
     head_started: bool,
     /// Told apart from the slot's earlier and later connections.
     generation: u64,
+    /// Told apart from the connection's earlier requests (whose app call
+    /// may still run: a background task after a complete response).
+    request: u64,
     /// The request being served.
     ex: Option<Exchange>,
     /// The WebSocket this connection became.
@@ -152,6 +155,8 @@ struct Conn {
 struct Id {
     slot: usize,
     generation: u64,
+    /// The connection's request (`Conn::request`).
+    request: u64,
 }
 
 /// A request to start once no borrow of the server is held (the app's
@@ -209,6 +214,9 @@ struct Server {
     flush_at_end: bool,
     /// A `FlushAll` is in the loop's queue.
     flush_scheduled: bool,
+    /// App calls still running after their request was finished early
+    /// (`Server::finish_early`): the graceful stop waits for them too.
+    detached: Vec<Id>,
 }
 
 /// The loop and the server, shared by the loop's callbacks.
@@ -431,6 +439,7 @@ fn build(
         dirty: Vec::new(),
         flush_at_end: false,
         flush_scheduled: false,
+        detached: Vec::new(),
     };
     let create_future = aloop.bind(py).getattr("create_future")?.unbind();
     let start_task = py
@@ -497,7 +506,7 @@ fn serve(py: Python<'_>, worker: &mut Worker<'_>, handle: &Handle) -> bool {
                 launch_all(py, handle, launches);
                 s = handle.server.borrow_mut();
             }
-            let (open, max) = (s.conns.len(), s.max_conns);
+            let (open, max) = (s.conns.len() + s.detached.len(), s.max_conns);
             match s.listening.end(open, max, Instant::now()) {
                 Some(End::Done) => return false,
                 Some(End::TimedOut) => {
@@ -611,9 +620,26 @@ fn batch<R>(py: Python<'_>, handle: &Handle, f: impl FnOnce() -> PyResult<R>) ->
     let r = f();
     if let Ok(mut s) = handle.server.try_borrow_mut() {
         s.flush_at_end = false;
-        s.flush_dirty(py);
     }
+    flush_all(py, handle, false)?;
     r
+}
+
+/// Write every connection's waiting output (and start what that lets start).
+fn flush_all(py: Python<'_>, handle: &Handle, scheduled: bool) -> PyResult<()> {
+    let (launches, stop) = {
+        let mut s = handle.server.try_borrow_mut().map_err(busy)?;
+        if scheduled {
+            s.flush_scheduled = false;
+        }
+        let launches = s.flush_dirty(py);
+        (launches, s.budget > 0 && s.served_total >= s.budget)
+    };
+    if stop {
+        stop_loop(py, handle);
+    }
+    launch_all(py, handle, launches);
+    Ok(())
 }
 
 /// The end of the loop's turn for the output `send` left (scheduled by
@@ -626,10 +652,7 @@ struct FlushAll {
 #[pymethods]
 impl FlushAll {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
-        s.flush_scheduled = false;
-        s.flush_dirty(py);
-        Ok(())
+        flush_all(py, &self.handle, true)
     }
 }
 
@@ -826,6 +849,7 @@ impl Server {
                     deadline: Instant::now() + wait,
                     head_started: false,
                     generation: self.generation,
+                    request: 0,
                     ex: None,
                     ws: None,
                     task: None,
@@ -1149,9 +1173,11 @@ impl Server {
                     let hs = ws::handshake(&head.method, head.version >= (1, 1), |n| {
                         head.header(n).map(<[u8]>::to_vec)
                     });
+                    c.request += 1;
                     let id = Id {
                         slot: i,
                         generation: c.generation,
+                        request: c.request,
                     };
                     let line = format!(
                         "ferricorn: WEBSOCKET {}",
@@ -1233,10 +1259,12 @@ impl Server {
                 c.hook = hook.as_ref().map(|h| h.clone_ref(py));
                 heartbeats.begin_request(*slot, method.as_bytes(), target.as_bytes());
                 *running += 1;
+                c.request += 1;
                 launches.push(Launch {
                     id: Id {
                         slot: i,
                         generation: c.generation,
+                        request: c.request,
                     },
                     scope,
                     line,
@@ -1388,7 +1416,7 @@ impl Server {
         create_future: &Py<PyAny>,
     ) -> PyResult<Py<PyAny>> {
         let gone = || pyo3::exceptions::PyOSError::new_err("client disconnected");
-        let Some(c) = self.conn(id) else {
+        let Some(c) = conn_of(&mut self.conns, id) else {
             return Err(gone());
         };
         let now = match (c.ws.as_mut(), c.ex.as_mut()) {
@@ -1396,14 +1424,19 @@ impl Server {
             (None, Some(ex)) if !c.gone => ex.send(py, message, &mut c.out)?,
             _ => return Err(gone()),
         };
-        if now && c.out.len() < WRITE_NOW {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(id);
-            }
+        if !now {
             return asgi::ready_none(py);
         }
-        if now && !flush(py, c) {
+        // At the end of the turn: the output, and whether the app's call
+        // may go on while the connection serves its next request.
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+        if c.out.len() < WRITE_NOW {
+            return asgi::ready_none(py);
+        }
+        if !flush(py, c) {
             self.lost(py, id.slot);
             return Err(gone());
         }
@@ -1430,42 +1463,94 @@ impl Server {
         true
     }
 
-    /// Write what the connections' `send`s left.
-    fn flush_dirty(&mut self, py: Python<'_>) {
+    /// Write what the connections' `send`s left; a request whose response
+    /// is complete while its app call goes on is finished (see
+    /// [`Server::finish_early`]). The requests that starts are returned.
+    fn flush_dirty(&mut self, py: Python<'_>) -> Vec<Launch> {
+        let mut launches = Vec::new();
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
             let Some(c) = self.conn(id) else { continue };
             c.dirty = false;
             if !flush(py, c) {
                 self.lost(py, id.slot);
+                continue;
+            }
+            // Not while output or a waiting send or receive remains: they
+            // belong to the call, which finishes the usual way then.
+            let early = c.hook.is_none()
+                && !c.gone
+                && c.out.is_empty()
+                && c.ex.as_ref().is_some_and(|ex| {
+                    ex.may_finish_early() && ex.writer.is_none() && ex.receiver.is_none()
+                })
+                && c.task.as_ref().is_some_and(|t| {
+                    !t.bind(py)
+                        .call_method0(intern!(py, "done"))
+                        .and_then(|d| d.is_truthy())
+                        .unwrap_or(true)
+                });
+            if early {
+                self.finish_early(py, id, &mut launches);
             }
         }
         if self.dirty.is_empty() {
             self.dirty = dirty; // keep the allocation
         }
+        launches
+    }
+
+    /// The app's call goes on after a complete response (Starlette's
+    /// background tasks): the request is over for the connection, which
+    /// serves its next request meanwhile, as gunicorn 27's asgi worker
+    /// does. The call's later `receive` gets `http.disconnect`, a `send`
+    /// raises, its end is only logged when it fails, and the client going
+    /// away no longer cancels it.
+    fn finish_early(&mut self, py: Python<'_>, id: Id, launches: &mut Vec<Launch>) {
+        let Some(c) = conn_of(&mut self.conns, id) else {
+            return;
+        };
+        c.task = None;
+        c.request += 1; // the call's callbacks no longer reach this connection
+        self.detached.push(id);
+        let Some(ex) = c.ex.take() else { return };
+        let ended = ex.end(py, false, &mut c.out);
+        let next = c.http.finish(ended.body, ended.response);
+        self.request_over();
+        self.after(py, id.slot, next, launches);
+    }
+
+    /// A request is over: the heartbeat's and `--max-requests`' counts.
+    fn request_over(&mut self) {
+        self.running = self.running.saturating_sub(1);
+        if self.running == 0 {
+            self.heartbeats.end_request(self.slot);
+        }
+        self.served += 1;
+        self.served_total += 1;
     }
 
     /// A request's task is done: finish its exchange, log it, and go on
     /// with the connection as `h1::Conn` says.
     fn done(&mut self, py: Python<'_>, id: Id, failed: bool) -> Vec<Launch> {
         let mut launches = Vec::new();
+        if let Some(k) = self.detached.iter().position(|d| *d == id) {
+            self.detached.swap_remove(k);
+            return launches;
+        }
         let Some(c) = conn_of(&mut self.conns, id) else {
             return launches;
         };
         c.task = None;
-        if c.ws.is_some() || c.ex.is_some() {
-            self.running = self.running.saturating_sub(1);
-            if self.running == 0 {
-                self.heartbeats.end_request(self.slot);
-            }
+        if c.ws.is_none() && c.ex.is_none() {
+            return launches;
         }
+        self.request_over();
         let Some(c) = conn_of(&mut self.conns, id) else {
             return launches;
         };
         if let Some(mut w) = c.ws.take() {
             w.end(py, failed, &mut c.out);
-            self.served += 1;
-            self.served_total += 1;
             if c.gone {
                 self.remove(id.slot);
             } else {
@@ -1497,8 +1582,6 @@ impl Server {
             drain(&c.stream, &mut body, &mut self.scratch);
         }
         let next = c.http.finish(body, ended.response);
-        self.served += 1;
-        self.served_total += 1;
         self.after(py, id.slot, next, &mut launches);
         launches
     }
@@ -1593,7 +1676,7 @@ impl Server {
 fn conn_of(conns: &mut Slab<Conn>, id: Id) -> Option<&mut Conn> {
     conns
         .get_mut(id.slot)
-        .filter(|c| c.generation == id.generation)
+        .filter(|c| c.generation == id.generation && c.request == id.request)
 }
 
 enum Step {
