@@ -25,7 +25,10 @@ async def app(scope, receive, send):
         # Not receiving for a while: the client's pongs must still count.
         await send({"type": "websocket.send", "text": "busy"})
         await asyncio.sleep(float(scope["query_string"] or b"1"))
-        await send({"type": "websocket.send", "text": "awake"})
+        try:
+            await send({"type": "websocket.send", "text": "awake"})
+        except OSError:
+            print("APP: client gone", flush=True)
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -104,6 +107,20 @@ def test_pongs_count_while_the_app_is_not_receiving(start_server, tmp_path):
     assert (op, payload) == (0x1, b"awake")
     c.send(ws_frame(0x8, (1000).to_bytes(2, "big")))
     srv.wait_for(r"APP: ws disconnect 1000")
+    c.close()
+
+
+def test_a_close_read_while_looking_for_the_pong_reaches_the_app(start_server, tmp_path):
+    srv = serve_ping_app(start_server, tmp_path, "--websocket-ping-interval", "0.2",
+                         "--websocket-ping-timeout", "5")
+    c = WsClient(srv.port, path="/busy?1")
+    assert c.read_frame() == (0x1, b"busy")
+    assert c.read_frame()[0] == 0x9  # a ping is outstanding
+    # Close and go while the app sleeps: the close is decoded ahead (looking
+    # for the pong), then the EOF comes; the app still gets the client's code.
+    c.send(ws_frame(0x8, (4000).to_bytes(2, "big") + b"bye"))
+    c.sock.shutdown(socket.SHUT_WR)
+    srv.wait_for(r"APP: ws disconnect 4000 bye")
     c.close()
 
 

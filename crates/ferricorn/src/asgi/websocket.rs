@@ -296,6 +296,11 @@ impl WsExchange {
         }
     }
 
+    /// What the client sent is not all received by the app yet.
+    pub fn holds_input(&self) -> bool {
+        !self.inbuf.is_empty() || self.pending.is_some()
+    }
+
     fn pong(&mut self) {
         if let Some(k) = self.keepalive.as_mut() {
             k.pong();

@@ -1045,7 +1045,7 @@ impl Server {
         if let Some(w) = c.ws.as_mut() {
             // What the client sent before its end is still received (its
             // close frame's code), then 1006.
-            if w.inbuf.is_empty() {
+            if !w.holds_input() {
                 w.dropped(py);
             } else {
                 w.eof = true;
