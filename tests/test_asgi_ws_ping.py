@@ -57,6 +57,21 @@ def answer_pings(c, n):
     return seen
 
 
+def next_frame_answering_pings(c):
+    """The next frame that is not a ping (pings answered on the way)."""
+    while True:
+        op, payload = c.read_frame()
+        if op != 0x9:
+            return op, payload
+        c.send(ws_frame(0xA, payload))
+
+
+def close_normally(srv, c):
+    c.send(ws_frame(0x8, (1000).to_bytes(2, "big")))
+    srv.wait_for(r"APP: ws disconnect 1000")
+    c.close()
+
+
 def test_pings_at_the_interval_and_an_answering_client_stays(start_server, tmp_path):
     srv = serve_ping_app(start_server, tmp_path, *PINGS)
     c = WsClient(srv.port)
@@ -69,15 +84,8 @@ def test_pings_at_the_interval_and_an_answering_client_stays(start_server, tmp_p
     # The sweep runs every 0.1 s: each ping comes an interval after the last.
     assert all(INTERVAL - 0.05 <= g <= INTERVAL + 0.5 for g in gaps), gaps
     c.send(ws_frame(0x1, b"still here"))
-    while True:
-        op, payload = c.read_frame()
-        if op != 0x9:
-            break
-        c.send(ws_frame(0xA, payload))
-    assert (op, payload) == (0x1, b"still here")
-    c.send(ws_frame(0x8, (1000).to_bytes(2, "big")))
-    srv.wait_for(r"APP: ws disconnect 1000")
-    c.close()
+    assert next_frame_answering_pings(c) == (0x1, b"still here")
+    close_normally(srv, c)
 
 
 def test_a_client_that_never_answers_is_closed_with_1011(start_server, tmp_path):
@@ -99,15 +107,9 @@ def test_pongs_count_while_the_app_is_not_receiving(start_server, tmp_path):
     srv = serve_ping_app(start_server, tmp_path, *PINGS)
     c = WsClient(srv.port, path="/busy?1.5")
     assert c.read_frame() == (0x1, b"busy")
-    while True:  # the app sleeps through several ping timeouts
-        op, payload = c.read_frame()
-        if op != 0x9:
-            break
-        c.send(ws_frame(0xA, payload))
-    assert (op, payload) == (0x1, b"awake")
-    c.send(ws_frame(0x8, (1000).to_bytes(2, "big")))
-    srv.wait_for(r"APP: ws disconnect 1000")
-    c.close()
+    # The app sleeps through several ping timeouts.
+    assert next_frame_answering_pings(c) == (0x1, b"awake")
+    close_normally(srv, c)
 
 
 def test_a_close_read_while_looking_for_the_pong_reaches_the_app(start_server, tmp_path):
