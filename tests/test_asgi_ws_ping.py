@@ -82,7 +82,7 @@ def test_pings_at_the_interval_and_an_answering_client_stays(start_server, tmp_p
     times = [opened] + [t for _, t in seen]
     gaps = [b - a for a, b in zip(times, times[1:])]
     # The sweep runs every 0.1 s: each ping comes an interval after the last.
-    assert all(INTERVAL - 0.05 <= g <= INTERVAL + 0.5 for g in gaps), gaps
+    assert all(INTERVAL - 0.05 <= g <= INTERVAL + 0.7 for g in gaps), gaps
     c.send(ws_frame(0x1, b"still here"))
     assert next_frame_answering_pings(c) == (0x1, b"still here")
     close_normally(srv, c)
