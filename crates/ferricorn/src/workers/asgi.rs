@@ -1624,13 +1624,13 @@ impl Server {
         let mut stalled = Vec::new();
         let disconnect = self.disconnect_at.is_some_and(|t| now >= t);
         let pings = self.ws_ping.is_some();
-        let mut unanswered = Vec::new();
+        let mut ws_gone = Vec::new();
         for i in self.conns.indices() {
             let Some(c) = self.conns.get_mut(i) else {
                 continue;
             };
             // WebSocket keepalive: a ping due, or its pong missed (close
-            // 1011 sent, then the connection dropped).
+            // 1011 sent, then the connection dropped, as when a write fails).
             if let (true, Some(w)) = (pings, c.ws.as_mut()) {
                 let timed_out = w.keepalive(py, now, &mut c.out);
                 if !flush(py, c) || timed_out {
@@ -1638,7 +1638,7 @@ impl Server {
                         glogging::debug!("WebSocket ping not answered in time");
                         c.stream.shutdown_write();
                     }
-                    unanswered.push(i);
+                    ws_gone.push(i);
                 }
             }
             if c.ws.is_some() {
@@ -1688,7 +1688,7 @@ impl Server {
             glogging::debug!("Client not reading the response in time");
             self.lost(py, i);
         }
-        for i in unanswered {
+        for i in ws_gone {
             self.lost(py, i);
         }
         // Connections left waiting while at `--worker-connections` bring
