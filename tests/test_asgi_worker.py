@@ -434,7 +434,7 @@ def test_project_subclass_of_uvicorns_worker_with_config_kwargs(start_server, tm
         "    CONFIG_KWARGS = {'root_path': '/shop', 'http': 'h11', 'ws_ping_interval': 20}\n")
     srv = start_server("-k", "shop_workers.ShopWorker", "-b", "127.0.0.1:0", APP)
     srv.wait_for(r"Worker class shop_workers\.ShopWorker is served by ferricorn's asgi worker .*"
-                 r"CONFIG_KWARGS set root_path=/shop; .*not applied: http, ws_ping_interval")
+                 r"CONFIG_KWARGS set root_path=/shop, websocket_ping_interval=20\.0; .*not applied: http$")
     assert json.loads(get(srv.port, "/scope")[2])["root_path"] == "/shop"
 
 

@@ -191,6 +191,8 @@ struct Server {
     io_timeout: Option<Duration>,
     /// `websocket_max_message_size` (0: no limit).
     ws_max: usize,
+    /// `websocket_ping_interval`/`_timeout` (None: no pings, no cost).
+    ws_ping: Option<websocket::PingPolicy>,
     /// Requests finished since the worker's frame last counted them.
     served: u64,
     served_total: u64,
@@ -427,6 +429,10 @@ fn build(
             n if n <= 0 => usize::MAX,
             n => n as usize,
         },
+        ws_ping: websocket::PingPolicy::from_secs(
+            settings.get("websocket_ping_interval").as_f64(),
+            settings.get("websocket_ping_timeout").as_f64(),
+        ),
         served: 0,
         served_total: 0,
         budget: worker.budget,
@@ -976,8 +982,9 @@ impl Server {
                 }
             }
             // Nobody waits: what was read waits for the next receive
-            // (which reads the rest itself).
+            // (which reads the rest itself), unless a ping waits for its pong.
             if w.receiver.is_none() {
+                w.look_for_pong(&mut c.out);
                 break;
             }
             match w.receive(py, &mut c.out) {
@@ -1038,7 +1045,7 @@ impl Server {
         if let Some(w) = c.ws.as_mut() {
             // What the client sent before its end is still received (its
             // close frame's code), then 1006.
-            if w.inbuf.is_empty() {
+            if !w.holds_input() {
                 w.dropped(py);
             } else {
                 w.eof = true;
@@ -1127,6 +1134,7 @@ impl Server {
 
     /// Parse the next head an idle connection holds and start its request.
     fn next_request(&mut self, py: Python<'_>, i: usize, launches: &mut Vec<Launch>) -> Step {
+        let ws_ping = self.ws_ping;
         let Server {
             conns,
             strings,
@@ -1196,6 +1204,9 @@ impl Server {
                             let rest = c.http.buffered().to_vec();
                             c.http.consume(rest.len());
                             c.ws = Some(WsExchange::new(hs, *ws_max, rest));
+                            if let Some(w) = c.ws.as_mut() {
+                                w.pings = ws_ping;
+                            }
                             *running += 1;
                             launches.push(Launch {
                                 id,
@@ -1612,10 +1623,24 @@ impl Server {
         let io_timeout = self.io_timeout;
         let mut stalled = Vec::new();
         let disconnect = self.disconnect_at.is_some_and(|t| now >= t);
+        let pings = self.ws_ping.is_some();
+        let mut ws_gone = Vec::new();
         for i in self.conns.indices() {
             let Some(c) = self.conns.get_mut(i) else {
                 continue;
             };
+            // WebSocket keepalive: a ping due, or its pong missed (close
+            // 1011 sent, then the connection dropped, as when a write fails).
+            if let (true, Some(w)) = (pings, c.ws.as_mut()) {
+                let timed_out = w.keepalive(py, now, &mut c.out);
+                if !flush(py, c) || timed_out {
+                    if timed_out {
+                        glogging::debug!("WebSocket ping not answered in time");
+                        c.stream.shutdown_write();
+                    }
+                    ws_gone.push(i);
+                }
+            }
             if c.ws.is_some() {
                 continue;
             }
@@ -1661,6 +1686,9 @@ impl Server {
         }
         for i in stalled {
             glogging::debug!("Client not reading the response in time");
+            self.lost(py, i);
+        }
+        for i in ws_gone {
             self.lost(py, i);
         }
         // Connections left waiting while at `--worker-connections` bring
