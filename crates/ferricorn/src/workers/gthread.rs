@@ -236,6 +236,10 @@ struct Poller<'a> {
     next_token: usize,
     /// Connections open: idle, queued for a thread, or on one.
     active: usize,
+    /// Connections handed to the threads (a request head ready on each)
+    /// and not back yet: requests `--max-requests` counts before their
+    /// threads report them (`budget_spent`).
+    handed: u64,
     listening: Listening<'a>,
     /// Connections left waiting when the last turn's share was taken.
     more_waiting: bool,
@@ -392,7 +396,9 @@ impl Poller<'_> {
                 match read_head(&mut i.conn, &mut self.scratch) {
                     HeadRead::Ready => {
                         let _ = i.conn.stream.deregister(self.poll.registry());
-                        if self.jobs.send(i.conn).is_err() {
+                        if self.jobs.send(i.conn).is_ok() {
+                            self.handed += 1;
+                        } else {
                             self.active -= 1;
                         }
                     }
@@ -427,6 +433,7 @@ impl Poller<'_> {
         let mut served = 0;
         while let Ok(d) = self.done.try_recv() {
             served += d.served;
+            self.handed -= 1;
             match d.conn {
                 Some(c) => {
                     // Kept alive (a response begun before TERM, then
@@ -451,9 +458,12 @@ impl Poller<'_> {
     /// turn (then the cpu is offered to them): a keep-alive connection
     /// stays with the worker that took it, and one that took a whole burst
     /// would serve it alone.
-    fn accept(&mut self) {
+    fn accept(&mut self, worker: &Worker<'_>) {
         self.more_waiting = false;
         let accepting = self.listening.accepting();
+        if accepting && self.budget_spent(worker) {
+            return;
+        }
         let (workers, max_conns) = (self.limits.workers, self.limits.max_conns);
         // Stopping: one that stays silent goes as an idle one does.
         let first_wait = if accepting {
@@ -480,6 +490,17 @@ impl Poller<'_> {
             self.more_waiting |=
                 accepting && budget == 0 && self.listening.waiting(i) && self.active < max_conns;
         }
+    }
+
+    /// The requests served and those on their way to a thread reach
+    /// `--max-requests`: take no new connection. A thread reports what it
+    /// served only after its connection closed, so a client that moves on
+    /// at the close would otherwise find the next one taken first (a
+    /// sequential client got 2 past the budget). Once the threads report,
+    /// the worker retires (`Worker::requests_done`), or, when a request
+    /// came to nothing (a client gone, a bad head), accepts again.
+    fn budget_spent(&self, worker: &Worker<'_>) -> bool {
+        worker.budget > 0 && worker.served + self.handed >= worker.budget
     }
 
     /// A new connection's HTTP/1 state.
@@ -567,6 +588,7 @@ fn serve(worker: &mut Worker<'_>, app: &AppContext, threads: usize) -> io::Resul
             deadlines: BinaryHeap::new(),
             next_token: CONN_BASE,
             active: 0,
+            handed: 0,
             listening: Listening::new(setup.listeners),
             more_waiting: false,
             jobs: &job_tx,
@@ -675,7 +697,7 @@ impl Poller<'_> {
                 worker.requests_done(served);
             }
             p.listening.pause_if_retiring(worker, p.poll.registry());
-            p.accept();
+            p.accept(worker);
             p.expire();
         }
     }
