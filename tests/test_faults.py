@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 from conftest import get, gunicorn_cmd, parse_response, raw_request, wait_until, worker_args, worker_classes
+from wsgi_helpers import Client
 
 BUDGET = 20
 
@@ -17,9 +18,10 @@ BUDGET = 20
 @pytest.mark.parametrize("workers", [1, 2])
 def test_max_requests_bounds_what_each_worker_serves(start_server, worker, workers):
     # One client, one request at a time, new connection each: nothing is in
-    # flight when a budget runs out, so no worker may serve past it (one
-    # request of slack). Before: the old worker served on until the
-    # master's tick and its replacement's boot (123 of 20 with -w 2).
+    # flight when a budget runs out, so no worker may serve past it. Before:
+    # the old worker served on until the master's tick and its replacement's
+    # boot (123 of 20 with -w 2); then gthread 21 or 22 of 20 in 2 runs of 5
+    # (its poller took the next connection before a thread reported).
     srv = start_server("-b", "127.0.0.1:0", "-w", str(workers), "--max-requests", str(BUDGET),
                        *worker_args(worker), "basic:app", workers_booted=workers)
     served = Counter()
@@ -27,10 +29,56 @@ def test_max_requests_bounds_what_each_worker_serves(start_server, worker, worke
         status, _, body = get(srv.port, "/pid", headers="Connection: close\r\n")
         assert status == 200, body
         served[int(body)] += 1
-    assert max(served.values()) <= BUDGET + 1, served
+    assert max(served.values()) <= BUDGET, served
     # Replacements took over without a failed request, and every worker
     # but the current ones served its whole budget.
     assert len(served) >= 150 // (BUDGET + 1)
+
+
+SLOW_CLOSE_APP = """
+import os, time
+
+
+class Body:
+    def __init__(self, data):
+        self.data = data
+
+    def __iter__(self):
+        yield self.data
+
+    def close(self):
+        time.sleep(0.2)
+
+
+def app(environ, start_response):
+    data = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(data)))])
+    return Body(data)
+"""
+
+
+@worker_classes()
+def test_max_requests_counts_a_request_the_client_has_before_the_server_is_done(start_server, tmp_path, worker):
+    # The app's `close()` runs on after the client has its whole response
+    # (by Content-Length) and has gone on to its next connection. Before:
+    # gthread counted a request only once its thread was done, and took
+    # the next connections meanwhile (12 of 8 with 4 threads).
+    budget = 8
+    (tmp_path / "slowclose.py").write_text(SLOW_CLOSE_APP)
+    srv = start_server("-b", "127.0.0.1:0", "--max-requests", str(budget), "--pythonpath", str(tmp_path),
+                       *worker_args(worker), "slowclose:app")
+    served = Counter()
+    for _ in range(3 * budget):
+        c = Client(srv.port)
+        try:
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status, _, body = c.read_response()
+        finally:
+            c.close()
+        assert status == 200, body
+        served[int(body)] += 1
+    assert max(served.values()) <= budget, served
+    assert len(served) >= 3, served
 
 
 def _quick_stop(start_server, tmp_path, args, sig, cmd=None):
