@@ -32,7 +32,10 @@
 //!   a `send` raises `OSError`, the task is cancelled after
 //!   `--asgi-disconnect-grace-period`;
 //! - every connection between requests has a deadline (header timeout,
-//!   keep-alive, the stop's linger), swept every `TICK`.
+//!   keep-alive, the stop's linger), swept every `TICK`;
+//! - at most `--worker-connections` are open; with other workers, new
+//!   connections are taken in turns (`workers::accepts`, as evloop does):
+//!   those a turn leaves waiting are taken by a loop timer (`AcceptLater`).
 //!
 //! gunicorn counterpart: `workers/gasgi.py` (`ASGIWorker`) and
 //! `asgi/protocol.py` (`ASGIProtocol`).
@@ -51,6 +54,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::Worker;
+use super::accepts::Accepts;
 use super::conn;
 use super::listening::{End, Listening};
 use super::slab::Slab;
@@ -159,6 +163,12 @@ struct Server {
     events: Events,
     conns: Slab<Conn>,
     listening: Listening<'static>,
+    /// With other workers, new connections are taken in turns (`Accepts`).
+    accepts: Accepts,
+    /// Connections wait while this worker defers: take them then.
+    accept_at: Option<Instant>,
+    /// A loop timer for `accept_at` is pending (`AcceptLater`).
+    accept_timer: bool,
     generation: u64,
     scratch: Vec<u8>,
     opts: Arc<Options>,
@@ -382,6 +392,9 @@ fn build(
         events: Events::with_capacity(256),
         conns: Slab::default(),
         listening: Listening::new(listeners),
+        accepts: Accepts::new(settings.workers()),
+        accept_at: None,
+        accept_timer: false,
         generation: 0,
         scratch: vec![0; READ_AHEAD],
         opts: Arc::new(app.parser_options().clone()),
@@ -520,9 +533,60 @@ impl OnReady {
         if stop {
             stop_loop(py, &self.handle);
         }
+        accept_later(py, &self.handle)?;
         launch_all(py, &self.handle, launches);
         Ok(())
     }
+}
+
+/// When connections wait while the worker defers (see `Accepts`): take
+/// them once the wait is over, on a loop timer (the listeners are
+/// edge-triggered: no new event comes for them).
+#[pyclass(unsendable)]
+struct AcceptLater {
+    handle: Handle,
+}
+
+#[pymethods]
+impl AcceptLater {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let launches = {
+            let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+            s.accept_timer = false;
+            let mut launches = Vec::new();
+            if !s.over {
+                s.accept(py, &mut launches);
+            }
+            launches
+        };
+        accept_later(py, &self.handle)?;
+        launch_all(py, &self.handle, launches);
+        Ok(())
+    }
+}
+
+/// Arm the `AcceptLater` timer when the worker deferred taking connections
+/// that wait and none is armed.
+fn accept_later(py: Python<'_>, handle: &Handle) -> PyResult<()> {
+    let delay = {
+        let mut s = handle.server.try_borrow_mut().map_err(busy)?;
+        let Some(at) = s.accept_at.take().filter(|_| !s.accept_timer && !s.over) else {
+            return Ok(());
+        };
+        s.accept_timer = true;
+        at.saturating_duration_since(Instant::now())
+    };
+    let later = Py::new(
+        py,
+        AcceptLater {
+            handle: handle.clone(),
+        },
+    )?;
+    handle
+        .aloop
+        .bind(py)
+        .call_method1(intern!(py, "call_later"), (delay.as_secs_f64(), later))?;
+    Ok(())
 }
 
 /// Every `TICK`: deadlines, and the loop back to the worker's frame.
@@ -542,6 +606,7 @@ impl Tick {
             s.sweep(py)
         };
         let handle = slf.handle.clone();
+        accept_later(py, &handle)?;
         launch_all(py, &handle, launches);
         let aloop = handle.aloop.bind(py);
         aloop.call_method1(intern!(py, "call_later"), (TICK, slf))?;
@@ -724,13 +789,28 @@ impl Server {
         launches
     }
 
+    /// Accept while under `--worker-connections` (with other workers: in
+    /// turns, see `Accepts`; connections left waiting then are taken by
+    /// `AcceptLater`); once stopping, what the backlog still holds. A new
+    /// connection's request often came with it: it gets a turn at once.
     fn accept(&mut self, py: Python<'_>, launches: &mut Vec<Launch>) {
         let accepting = self.listening.accepting();
-        for li in 0..self.listening.listeners().len() {
-            while self.conns.len() < self.max_conns
+        let takes_new = || !accepting || lifecycle::phase() == lifecycle::Phase::Running;
+        for (li, l) in self.listening.listeners().iter().enumerate() {
+            if self.conns.len() >= self.max_conns || !self.listening.waiting(li) || !takes_new() {
+                continue;
+            }
+            let mut budget = if accepting {
+                self.accepts.budget(l, self.conns.len(), Instant::now())
+            } else {
+                usize::MAX
+            };
+            while budget > 0
+                && self.conns.len() < self.max_conns
                 && self.listening.waiting(li)
-                && (!accepting || lifecycle::phase() == lifecycle::Phase::Running)
+                && takes_new()
             {
+                budget -= 1;
                 let Some((stream, peer)) = self.listening.accept(li) else {
                     continue;
                 };
@@ -775,7 +855,23 @@ impl Server {
                     continue;
                 }
                 self.turn(py, i, launches);
+                budget = budget.max(self.accepts.free(self.conns.len()));
             }
+        }
+        // Some wait that this turn left (by the accept queue's length,
+        // unknown for a unix socket): take them when the wait is over.
+        let left = |(li, l): (usize, &Listener)| self.listening.waiting(li) && l.backlog() != 0;
+        if accepting
+            && takes_new()
+            && self.conns.len() < self.max_conns
+            && self.listening.listeners().iter().enumerate().any(left)
+        {
+            let now = Instant::now();
+            self.accept_at = Some(
+                self.accepts
+                    .wait_until(self.conns.len(), now)
+                    .unwrap_or(now),
+            );
         }
     }
 
