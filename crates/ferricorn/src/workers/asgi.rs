@@ -165,9 +165,9 @@ struct Server {
     listening: Listening<'static>,
     /// With other workers, new connections are taken in turns (`Accepts`).
     accepts: Accepts,
-    /// Connections wait while this worker defers: take them then.
-    accept_at: Option<Instant>,
-    /// A loop timer for `accept_at` is pending (`AcceptLater`).
+    /// `(loop.call_later, AcceptLater)`, set once the loop side is built.
+    accept_later: Option<(Py<PyAny>, Py<PyAny>)>,
+    /// An `AcceptLater` is in the loop's timers.
     accept_timer: bool,
     generation: u64,
     scratch: Vec<u8>,
@@ -393,7 +393,7 @@ fn build(
         conns: Slab::default(),
         listening: Listening::new(listeners),
         accepts: Accepts::new(settings.workers()),
-        accept_at: None,
+        accept_later: None,
         accept_timer: false,
         generation: 0,
         scratch: vec![0; READ_AHEAD],
@@ -452,6 +452,14 @@ fn build(
         },
     )?;
     aloop.bind(py).call_method1("call_soon", (tick,))?;
+    let later = Py::new(
+        py,
+        AcceptLater {
+            handle: handle.clone(),
+        },
+    )?;
+    let call_later = aloop.bind(py).getattr("call_later")?.unbind();
+    handle.server.borrow_mut().accept_later = Some((call_later, later.into_any()));
     Ok(handle)
 }
 
@@ -533,7 +541,6 @@ impl OnReady {
         if stop {
             stop_loop(py, &self.handle);
         }
-        accept_later(py, &self.handle)?;
         launch_all(py, &self.handle, launches);
         Ok(())
     }
@@ -559,34 +566,9 @@ impl AcceptLater {
             }
             launches
         };
-        accept_later(py, &self.handle)?;
         launch_all(py, &self.handle, launches);
         Ok(())
     }
-}
-
-/// Arm the `AcceptLater` timer when the worker deferred taking connections
-/// that wait and none is armed.
-fn accept_later(py: Python<'_>, handle: &Handle) -> PyResult<()> {
-    let delay = {
-        let mut s = handle.server.try_borrow_mut().map_err(busy)?;
-        let Some(at) = s.accept_at.take().filter(|_| !s.accept_timer && !s.over) else {
-            return Ok(());
-        };
-        s.accept_timer = true;
-        at.saturating_duration_since(Instant::now())
-    };
-    let later = Py::new(
-        py,
-        AcceptLater {
-            handle: handle.clone(),
-        },
-    )?;
-    handle
-        .aloop
-        .bind(py)
-        .call_method1(intern!(py, "call_later"), (delay.as_secs_f64(), later))?;
-    Ok(())
 }
 
 /// Every `TICK`: deadlines, and the loop back to the worker's frame.
@@ -606,7 +588,6 @@ impl Tick {
             s.sweep(py)
         };
         let handle = slf.handle.clone();
-        accept_later(py, &handle)?;
         launch_all(py, &handle, launches);
         let aloop = handle.aloop.bind(py);
         aloop.call_method1(intern!(py, "call_later"), (TICK, slf))?;
@@ -866,12 +847,28 @@ impl Server {
             && self.conns.len() < self.max_conns
             && self.listening.listeners().iter().enumerate().any(left)
         {
-            let now = Instant::now();
-            self.accept_at = Some(
-                self.accepts
-                    .wait_until(self.conns.len(), now)
-                    .unwrap_or(now),
-            );
+            self.accept_later(py);
+        }
+    }
+
+    /// Arm the `AcceptLater` timer for the end of this worker's wait (see
+    /// `Accepts`), unless it is armed.
+    fn accept_later(&mut self, py: Python<'_>) {
+        let Some((call_later, later)) = &self.accept_later else {
+            return;
+        };
+        if self.accept_timer || self.over {
+            return;
+        }
+        let now = Instant::now();
+        let at = self
+            .accepts
+            .wait_until(self.conns.len(), now)
+            .unwrap_or(now);
+        let delay = at.saturating_duration_since(now).as_secs_f64();
+        match call_later.call1(py, (delay, later.clone_ref(py))) {
+            Ok(_) => self.accept_timer = true,
+            Err(e) => glogging::debug!("Cannot arm the accept timer: {e}"),
         }
     }
 
