@@ -57,6 +57,7 @@ use super::Worker;
 use super::accepts::Accepts;
 use super::conn;
 use super::listening::{End, Listening};
+use super::polled::{self, Core, Read};
 use super::slab::Slab;
 use crate::asgi::websocket::{self, WsExchange};
 use crate::asgi::{self, Exchange, Received};
@@ -65,7 +66,7 @@ use crate::errors::WORKER_BOOT_ERROR;
 use crate::glogging::{self, Level};
 use crate::lifecycle;
 use crate::request::Request;
-use crate::sock::{Listener, Peer};
+use crate::sock::Listener;
 use crate::stream::Stream;
 use crate::wsgi::environ::AppContext;
 use ferricorn_http::ws;
@@ -107,16 +108,9 @@ pub fn announce(settings: &Settings) {
 
 /// One client connection.
 struct Conn {
-    stream: Arc<Stream>,
-    peer: Peer,
-    server: usize,
-    http: h1::Conn,
-    /// No byte read yet (a PROXY header may come first).
-    fresh: bool,
-    trusted: bool,
-    /// Closed unless a request head completes first (between requests).
-    deadline: Instant,
-    head_started: bool,
+    /// The socket, its HTTP/1 state, its deadline (between requests; shared
+    /// with evloop).
+    core: Core,
     /// Told apart from the slot's earlier and later connections.
     generation: u64,
     /// The request being served.
@@ -735,13 +729,9 @@ impl Server {
         conn_of(&mut self.conns, id)
     }
 
-    fn insert(&mut self, c: Conn) -> usize {
-        self.conns.insert(c)
-    }
-
     fn remove(&mut self, i: usize) {
         if let Some(c) = self.conns.remove(i) {
-            let _ = c.stream.deregister(self.poll.registry());
+            let _ = c.core.stream.deregister(self.poll.registry());
         }
     }
 
@@ -775,6 +765,9 @@ impl Server {
     /// `AcceptLater`); once stopping, what the backlog still holds. A new
     /// connection's request often came with it: it gets a turn at once.
     fn accept(&mut self, py: Python<'_>, launches: &mut Vec<Launch>) {
+        if !self.listening.any_waiting() {
+            return; // (most events: a connection's)
+        }
         let accepting = self.listening.accepting();
         let takes_new = || !accepting || lifecycle::phase() == lifecycle::Phase::Running;
         for (li, l) in self.listening.listeners().iter().enumerate() {
@@ -801,16 +794,16 @@ impl Server {
                     conn::STOP_LINGER
                 };
                 self.generation += 1;
-                let _ = stream.set_timeouts(self.io_timeout);
+                let http = h1::Conn::new(self.opts.clone(), self.keepalive);
                 let c = Conn {
-                    stream: Arc::new(stream),
-                    peer,
-                    server: li,
-                    http: h1::Conn::new(self.opts.clone(), self.keepalive),
-                    fresh: true,
-                    trusted: false,
-                    deadline: Instant::now() + wait,
-                    head_started: false,
+                    core: Core::accepted(
+                        stream,
+                        peer,
+                        li,
+                        http,
+                        self.io_timeout,
+                        Instant::now() + wait,
+                    ),
                     generation: self.generation,
                     ex: None,
                     ws: None,
@@ -823,18 +816,13 @@ impl Server {
                     unread: true,
                     lingering: None,
                 };
-                let i = self.insert(c);
-                let registered = self.conns.get(i).map(|c| {
-                    c.stream.register(
-                        self.poll.registry(),
-                        Token(CONN_BASE + i),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                });
-                if !matches!(registered, Some(Ok(()))) {
-                    self.remove(i);
+                let registry = self.poll.registry();
+                let both = Interest::READABLE | Interest::WRITABLE;
+                let admitted =
+                    polled::admit(&mut self.conns, c, |c| &c.core, registry, CONN_BASE, both);
+                let Some(i) = admitted else {
                     continue;
-                }
+                };
                 self.turn(py, i, launches);
                 budget = budget.max(self.accepts.free(self.conns.len()));
             }
@@ -888,7 +876,7 @@ impl Server {
             return;
         };
         if let Some(linger) = &mut c.lingering {
-            if discard(&c.stream, &mut self.scratch, linger) {
+            if discard(&c.core.stream, &mut self.scratch, linger) {
                 self.remove(i);
             }
             return;
@@ -923,7 +911,7 @@ impl Server {
         }
         if !ex.body.is_done() {
             if ex.receiver.is_some() || ex.body.available() == 0 {
-                match read_body(&c.stream, ex, &mut self.scratch) {
+                match read_body(&c.core.stream, ex, &mut self.scratch) {
                     Ok(()) => {}
                     Err(_) => return self.lost(py, i),
                 }
@@ -934,7 +922,7 @@ impl Server {
         // The body is complete: what comes is the next request's (kept),
         // or the client's end.
         while c.ahead.len() < READ_AHEAD {
-            match c.stream.read_nowait(&mut self.scratch) {
+            match c.core.stream.read_nowait(&mut self.scratch) {
                 Ok(0) => return self.lost(py, i),
                 Ok(n) => c.ahead.extend_from_slice(&self.scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -957,7 +945,7 @@ impl Server {
         loop {
             let mut drained = false;
             while !w.eof && w.inbuf.len() < READ_AHEAD {
-                match c.stream.read_nowait(&mut self.scratch) {
+                match c.core.stream.read_nowait(&mut self.scratch) {
                     Ok(0) => w.eof = true,
                     Ok(n) => w.inbuf.extend_from_slice(&self.scratch[..n]),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1056,7 +1044,7 @@ impl Server {
                 glogging::debug!("Cannot schedule the cancel of a request: {e}");
             }
         }
-        let _ = c.stream.deregister(self.poll.registry());
+        let _ = c.core.stream.deregister(self.poll.registry());
     }
 
     /// Read and serve what an idle connection has: start its next request.
@@ -1065,7 +1053,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(i) else {
                 return;
             };
-            if !c.http.is_idle() || c.http.is_eof() {
+            if !c.core.http.is_idle() || c.core.http.is_eof() {
                 match self.next_request(py, i, launches) {
                     Step::Read => {}
                     Step::Stop => return,
@@ -1077,43 +1065,22 @@ impl Server {
             if c.ex.is_some() || c.ws.is_some() || c.closing.is_some() {
                 return;
             }
-            if !c.unread && c.http.is_idle() {
+            if !c.unread && c.core.http.is_idle() {
                 return; // the next event brings more
             }
-            // A TLS connection's handshake comes before its first read
-            // (never waiting: the header timeout bounds it).
-            if c.fresh && c.stream.handshaking() {
-                match conn::handshake_step(&c.stream, &c.peer) {
-                    Some(true) => {}
-                    Some(false) => {
-                        c.unread = false;
-                        return;
-                    }
-                    None => return self.remove(i),
-                }
-            }
-            match c.stream.read_nowait(&mut self.scratch[..h1::READ_CHUNK]) {
-                Ok(0) => c.http.eof(),
-                Ok(n) => {
-                    c.http.extend(&self.scratch[..n]);
-                    // A short read emptied the socket (edge-triggered: the
-                    // next byte brings a new event).
-                    c.unread = n == h1::READ_CHUNK || c.stream.has_buffered();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            // (A TLS connection's handshake comes before its first read.)
+            let scratch = &mut self.scratch[..h1::READ_CHUNK];
+            match c
+                .core
+                .read(py, scratch, self.policy.proxy.as_ref(), &self.trust)
+            {
+                Read::Data { more } => c.unread = more,
+                Read::Eof => c.core.http.eof(),
+                Read::Empty => {
                     c.unread = false;
                     return;
                 }
-                Err(_) => return self.remove(i),
-            }
-            if std::mem::take(&mut c.fresh) {
-                if let Some(proxy) = &self.policy.proxy {
-                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.http, proxy) {
-                        return self.remove(i);
-                    }
-                }
-                c.trusted = self.trust.trusts(&c.peer);
+                Read::Failed => return self.remove(i),
             }
         }
     }
@@ -1136,32 +1103,35 @@ impl Server {
         let Some(c) = conns.get_mut(i) else {
             return Step::Stop;
         };
-        c.http.set_peer_trusted(c.trusted);
-        match c.http.next_head() {
+        let core = &mut c.core;
+        match core.http.next_head() {
             HeadEvent::Request(h1::Request {
                 head,
                 body,
                 exchange,
             }) => {
-                c.head_started = false;
-                let scheme = match trust.scheme(&head.headers, c.trusted) {
-                    Ok(s) => s.unwrap_or(if c.stream.is_tls() { "https" } else { "http" }),
+                let scheme = match trust.scheme(&head.headers, core.trusted) {
+                    Ok(s) => s.unwrap_or(if core.stream.is_tls() {
+                        "https"
+                    } else {
+                        "http"
+                    }),
                     Err(_) => {
                         drop(head);
                         glogging::warning!(
                             "Invalid request from ip={}: Contradictory scheme headers",
-                            c.peer.addr
+                            core.peer.addr
                         );
                         c.out.extend_from_slice(&crate::app::error_response(
                             400,
                             "Bad Request",
                             "Contradictory scheme headers",
                         ));
-                        let next = c.http.finish(body, h1::Response::Refused);
+                        let next = core.http.finish(body, h1::Response::Refused);
                         return self.after(py, i, next, launches);
                     }
                 };
-                let req = Request::new(&head, scheme, &servers[c.server], &c.peer, b"");
+                let req = Request::new(&head, scheme, &servers[core.server], &core.peer, b"");
                 if ws::is_upgrade(|n| head.header(n).map(<[u8]>::to_vec)) {
                     let hs = ws::handshake(&head.method, head.version >= (1, 1), |n| {
                         head.header(n).map(<[u8]>::to_vec)
@@ -1175,8 +1145,8 @@ impl Server {
                         String::from_utf8_lossy(req.raw_target())
                     );
                     let scope = hs.as_ref().ok().map(|hs| {
-                        websocket::scope(py, &req, hs, strings, c.server, state.as_ref())
-                            .and_then(|s| asgi::add_tls(py, s, &c.stream))
+                        websocket::scope(py, &req, hs, strings, core.server, state.as_ref())
+                            .and_then(|s| asgi::add_tls(py, s, &core.stream))
                     });
                     drop(req);
                     drop(head);
@@ -1184,8 +1154,8 @@ impl Server {
                     return match (hs, scope) {
                         (Ok(hs), Some(Ok(scope))) => {
                             // What came after the head is the first frames.
-                            let rest = c.http.buffered().to_vec();
-                            c.http.consume(rest.len());
+                            let rest = core.http.buffered().to_vec();
+                            core.http.consume(rest.len());
                             c.ws = Some(WsExchange::new(hs, *ws_max, rest));
                             *running += 1;
                             launches.push(Launch {
@@ -1219,8 +1189,8 @@ impl Server {
                         }
                     };
                 }
-                let scope = asgi::http_scope(py, &req, strings, c.server, state.as_ref())
-                    .and_then(|s| asgi::add_tls(py, s, &c.stream));
+                let scope = asgi::http_scope(py, &req, strings, core.server, state.as_ref())
+                    .and_then(|s| asgi::add_tls(py, s, &core.stream));
                 let log = glogging::access_enabled().then(|| asgi::AccessFacts::of(&req));
                 let hook = crate::hooks::asgi_request(py, &req);
                 let (method, target) = (
@@ -1242,7 +1212,7 @@ impl Server {
                             "Internal Server Error",
                             "",
                         ));
-                        let next = c.http.finish(body, h1::Response::Failed);
+                        let next = core.http.finish(body, h1::Response::Failed);
                         return self.after(py, i, next, launches);
                     }
                 };
@@ -1262,17 +1232,14 @@ impl Server {
                 Step::Stop
             }
             HeadEvent::NeedMore => {
-                if !c.head_started {
-                    c.head_started = true;
-                    c.deadline = Instant::now() + *header_for;
-                }
+                core.head_incomplete(*header_for);
                 Step::Read
             }
             HeadEvent::End(ending) => {
                 let closing = ending.closing;
                 if ending.answer.is_some() {
                     flush(py, c);
-                    conn::end(py, &c.stream, &c.peer, ending);
+                    c.core.end(py, ending);
                 }
                 self.close(i, closing);
                 Step::Stop
@@ -1290,9 +1257,9 @@ impl Server {
         match next {
             Next::KeepAlive if !c.gone => {
                 if !ahead.is_empty() {
-                    c.http.extend(&ahead);
+                    c.core.http.extend(&ahead);
                 }
-                c.deadline = Instant::now() + keepalive_for;
+                c.core.kept_alive(keepalive_for);
                 self.work(py, i, launches);
             }
             Next::KeepAlive => self.remove(i),
@@ -1321,20 +1288,20 @@ impl Server {
             return;
         };
         if closing.lingers(lifecycle::current()) {
-            c.stream.shutdown_write();
+            c.core.stream.shutdown_write();
             let linger = Linger::start(Instant::now());
-            c.deadline = linger.until();
+            c.core.deadline = linger.until();
             c.lingering = Some(linger);
             if discard(
-                &c.stream,
+                &c.core.stream,
                 &mut self.scratch,
                 c.lingering.as_mut().expect("set"),
             ) {
                 self.remove(i);
             }
         } else {
-            c.stream.shutdown_write();
-            self.remove(i);
+            c.core.close(self.poll.registry());
+            self.conns.remove(i);
         }
     }
 
@@ -1352,7 +1319,7 @@ impl Server {
         }
         let Conn {
             ex,
-            stream,
+            core: Core { stream, .. },
             out,
             gone,
             ..
@@ -1479,9 +1446,9 @@ impl Server {
         }
         let mut body = ended.body;
         if matches!(ended.response, h1::Response::Complete(f) if f.keep_alive) && !c.gone {
-            drain(&c.stream, &mut body, &mut self.scratch);
+            drain(&c.core.stream, &mut body, &mut self.scratch);
         }
-        let next = c.http.finish(body, ended.response);
+        let next = c.core.http.finish(body, ended.response);
         self.served += 1;
         self.served_total += 1;
         self.after(py, id.slot, next, &mut launches);
@@ -1501,7 +1468,7 @@ impl Server {
                     flush(_py, c);
                 }
             } else if c.ex.is_none() && c.lingering.is_none() {
-                c.deadline = c.http.stop_deadline(c.deadline, stop.linger_until);
+                c.core.stopping(stop.linger_until);
             }
         }
         self.disconnect_at = Some(Instant::now() + self.grace);
@@ -1543,7 +1510,7 @@ impl Server {
             if c.closing.is_some() && c.lingering.is_none() {
                 continue; // sending its last response
             }
-            if c.deadline > now && c.lingering.is_none() {
+            if !c.core.expired(now) && c.lingering.is_none() {
                 continue;
             }
             match &c.lingering {
@@ -1553,9 +1520,8 @@ impl Server {
                     }
                 }
                 None => {
-                    let ending = c.http.head_timed_out();
-                    if ending.answer.is_some() {
-                        conn::end(py, &c.stream, &c.peer, ending);
+                    if let Some(ending) = c.core.timed_out() {
+                        c.core.end(py, ending);
                     }
                     self.remove(i);
                 }
@@ -1592,7 +1558,7 @@ fn flush(py: Python<'_>, c: &mut Conn) -> bool {
     let Conn {
         ex,
         ws,
-        stream,
+        core: Core { stream, .. },
         out,
         ..
     } = c;
@@ -1737,7 +1703,10 @@ fn ws_receive(
     create_future: &Py<PyAny>,
 ) -> PyResult<Py<PyAny>> {
     let Conn {
-        ws, stream, out, ..
+        ws,
+        core: Core { stream, .. },
+        out,
+        ..
     } = c;
     let Some(w) = ws.as_mut() else {
         return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
