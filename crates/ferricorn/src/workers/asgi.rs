@@ -770,39 +770,28 @@ impl Server {
         }
         let accepting = self.listening.accepting();
         let takes_new = || !accepting || lifecycle::phase() == lifecycle::Phase::Running;
-        for (li, l) in self.listening.listeners().iter().enumerate() {
-            if self.conns.len() >= self.max_conns || !self.listening.waiting(li) || !takes_new() {
+        for li in 0..self.listening.listeners().len() {
+            if !takes_new() {
                 continue;
             }
-            let mut budget = if accepting {
-                self.accepts.budget(l, self.conns.len(), Instant::now())
-            } else {
-                usize::MAX
-            };
-            while budget > 0
-                && self.conns.len() < self.max_conns
-                && self.listening.waiting(li)
-                && takes_new()
-            {
+            let (open, max) = (self.conns.len(), self.max_conns);
+            let mut budget = self.listening.budget(li, &mut self.accepts, open, max);
+            while self.listening.may_take(li, budget, self.conns.len(), max) && takes_new() {
                 budget -= 1;
-                let Some((stream, peer)) = self.listening.accept(li) else {
+                let Some(new) = self.listening.accept(li) else {
                     continue;
                 };
-                let wait = if accepting {
-                    self.header_for
-                } else {
-                    conn::STOP_LINGER
-                };
                 self.generation += 1;
-                let http = h1::Conn::new(self.opts.clone(), self.keepalive);
+                let (opts, keepalive) = (&self.opts, self.keepalive);
                 let c = Conn {
                     core: Core::accepted(
-                        stream,
-                        peer,
+                        new,
                         li,
-                        http,
+                        opts,
+                        keepalive,
                         self.io_timeout,
-                        Instant::now() + wait,
+                        self.header_for,
+                        accepting,
                     ),
                     generation: self.generation,
                     ex: None,

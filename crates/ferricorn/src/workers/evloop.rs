@@ -339,40 +339,25 @@ impl Loop<'_> {
         self.listening
             .pause_if_retiring(worker, self.poll.registry());
         let accepting = self.listening.accepting();
-        for (li, l) in self.listening.listeners().iter().enumerate() {
-            if self.conns.len() >= self.max_conns
-                || !self.listening.waiting(li)
-                || (accepting && !worker.takes_new())
-            {
+        for li in 0..self.listening.listeners().len() {
+            if accepting && !worker.takes_new() {
                 continue;
             }
-            let mut budget = if accepting {
-                self.accepts.budget(l, self.conns.len(), Instant::now())
-            } else {
-                usize::MAX
-            };
-            while budget > 0
-                && self.conns.len() < self.max_conns
-                && self.listening.waiting(li)
+            let (open, max) = (self.conns.len(), self.max_conns);
+            let mut budget = self.listening.budget(li, &mut self.accepts, open, max);
+            while self.listening.may_take(li, budget, self.conns.len(), max)
                 && (!accepting || worker.takes_new())
             {
                 budget -= 1;
-                if let Some((stream, peer)) = self.listening.accept(li) {
-                    // Stopping: a silent one is kept only as long as an
-                    // idle one (a head begun gets the header timeout).
-                    let wait = if accepting {
-                        ctx.header_for
-                    } else {
-                        conn::STOP_LINGER
-                    };
-                    let http = h1::Conn::new(ctx.parser_options.clone(), ctx.keepalive);
+                if let Some(new) = self.listening.accept(li) {
                     let core = Core::accepted(
-                        stream,
-                        peer,
+                        new,
                         li,
-                        http,
+                        &ctx.parser_options,
+                        ctx.keepalive,
                         self.io_timeout,
-                        Instant::now() + wait,
+                        ctx.header_for,
+                        accepting,
                     );
                     let Some(i) = self.admit(core) else {
                         continue;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferricorn_http::h1;
+use ferricorn_http::parse::Options;
 use mio::{Interest, Registry, Token};
 use pyo3::prelude::*;
 
@@ -62,27 +63,37 @@ pub enum Read {
 }
 
 impl Core {
-    /// A connection just accepted from listener `server`: its reads and
-    /// writes (outside the drivers' non-blocking ones) bounded by
-    /// `io_timeout`; its first request head due by `deadline`.
+    /// A connection just accepted from listener `server`: its HTTP/1 state
+    /// parses with `opts` and may keep the connection alive (`keepalive`);
+    /// its reads and writes (outside the drivers' non-blocking ones) are
+    /// bounded by `io_timeout`; its first request head is due within
+    /// `header_for` (the header timeout), or, once the worker is stopping
+    /// (not `accepting`), as long as an idle one is kept (a head begun
+    /// then gets the header timeout).
     pub fn accepted(
-        stream: Stream,
-        peer: Peer,
+        (stream, peer): (Stream, Peer),
         server: usize,
-        http: h1::Conn,
+        opts: &Arc<Options>,
+        keepalive: bool,
         io_timeout: Option<Duration>,
-        deadline: Instant,
+        header_for: Duration,
+        accepting: bool,
     ) -> Self {
         let _ = stream.set_timeouts(io_timeout);
+        let wait = if accepting {
+            header_for
+        } else {
+            conn::STOP_LINGER
+        };
         Core {
             stream: Arc::new(stream),
             peer,
             server,
-            http,
+            http: h1::Conn::new(opts.clone(), keepalive),
             fresh: true,
             trusted: false,
             head_started: false,
-            deadline,
+            deadline: Instant::now() + wait,
         }
     }
 
