@@ -53,6 +53,7 @@ SCENARIOS = {
     # The asgi worker (its loop: asyncio unless uvloop is installed).
     "asgi-hello": ("asgi_raw:hello", "asgi", True, "GET", 0),
     "asgi-echo": ("asgi_raw:echo", "asgi", True, "POST", 65536),
+    "asgi-starlette": ("starlette_text:app", "asgi", True, "GET", 0),
 }
 
 

@@ -209,6 +209,35 @@ def test_lifespan_shutdown_may_take_its_time(start_server):
     assert "lifespan shutdown error" not in srv.log()
 
 
+def test_background_work_after_the_response_does_not_hold_the_connection(srv):
+    """As gunicorn 27: once the response is complete (keep-alive, body taken),
+    the connection serves its next request while the app's call goes on."""
+    c = Client(srv.port)
+    assert c.request("/background?1.5")[2] == b"answered"
+    srv.wait_for(r"APP: background started")
+    started = time.monotonic()
+    assert c.request("/")[2] == b"hello"
+    assert time.monotonic() - started < 1.0
+    # The call finishes undisturbed: receive gives http.disconnect, a send raises.
+    srv.wait_for(r"APP: late send raised OSError")
+    srv.wait_for(r"APP: background done http.disconnect")
+    assert c.request("/")[2] == b"hello"
+    c.close()
+
+
+def test_graceful_term_waits_for_background_work(start_server):
+    srv = start_server(*ASGI, APP)
+    srv.wait_for(r"APP: startup")
+    c = Client(srv.port)
+    assert c.request("/background?1")[2] == b"answered"
+    c.close()
+    srv.wait_for(r"APP: background started")
+    srv.signal(signal.SIGTERM)
+    srv.wait_for(r"APP: background done http.disconnect")
+    srv.wait_for(r"APP: shutdown")
+    assert srv.wait_exit() == 0
+
+
 def test_quit_leaves_at_once(start_server):
     srv = start_server(*ASGI, APP)
     c = Client(srv.port)
@@ -407,7 +436,7 @@ def test_project_subclass_of_uvicorns_worker_with_config_kwargs(start_server, tm
         "    CONFIG_KWARGS = {'root_path': '/shop', 'http': 'h11', 'ws_ping_interval': 20}\n")
     srv = start_server("-k", "shop_workers.ShopWorker", "-b", "127.0.0.1:0", APP)
     srv.wait_for(r"Worker class shop_workers\.ShopWorker is served by ferricorn's asgi worker .*"
-                 r"CONFIG_KWARGS set root_path=/shop; .*not applied: http, ws_ping_interval")
+                 r"CONFIG_KWARGS set root_path=/shop, websocket_ping_interval=20\.0; .*not applied: http$")
     assert json.loads(get(srv.port, "/scope")[2])["root_path"] == "/shop"
 
 

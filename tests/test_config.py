@@ -243,7 +243,7 @@ def test_every_gunicorn_setting_and_flag_is_in_the_table():
     assert len(theirs) == 120
     # Rows ferricorn adds of its own (documented in docs/settings.md) are the only extras.
     extras = {name for name in ours if name not in theirs}
-    assert extras == {"max_worker_memory", "header_timeout"}
+    assert extras == {"max_worker_memory", "header_timeout", "websocket_ping_interval", "websocket_ping_timeout"}
     assert {k: v for k, v in ours.items() if k not in extras} == theirs
     assert sorted(SAMPLES) == sorted(theirs), "every setting needs a sample value in this test"
 
@@ -346,6 +346,7 @@ def test_config_from_python_module(workdir, ferricorn_load, monkeypatch):
         (["a:b", "c:d"], ["unrecognized arguments: c:d"]),
         (["--log-level", "verbose", "app:app"], ["loglevel", "verbose", "unknown log level"]),
         (["--http-protocols", "h2,h1", "app:app"], ["http_protocols", "HTTP/2 is not supported yet"]),
+        (["--websocket-ping-interval", "-0.5", "app:app"], ["websocket_ping_interval", "-0.5", "positive"]),
     ],
 )
 def test_bad_values_name_setting_value_and_reason(argv, words, ferricorn_load):

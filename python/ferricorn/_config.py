@@ -129,6 +129,8 @@ UVICORN_KWARGS = {
     "loop": "asgi_loop",
     "lifespan": "asgi_lifespan",
     "ws_max_size": "websocket_max_message_size",
+    "ws_ping_interval": "websocket_ping_interval",
+    "ws_ping_timeout": "websocket_ping_timeout",
     "root_path": "root_path",
     "forwarded_allow_ips": "forwarded_allow_ips",
     "timeout_keep_alive": "keepalive",

@@ -134,6 +134,19 @@ async def app(scope, receive, send):
     if path == "/slow":
         await asyncio.sleep(float(scope["query_string"] or b"1"))
         return await respond(send, body=b"slow done")
+    if path == "/background":
+        # A complete response, then work the call goes on with (Starlette's
+        # background tasks), then a receive and a send after it.
+        await respond(send, body=b"answered")
+        say("background started")
+        await asyncio.sleep(float(scope["query_string"] or b"1"))
+        message = await receive()
+        try:
+            await send({"type": "http.response.body", "body": b"late"})
+        except OSError as e:
+            say("late send raised", type(e).__name__)
+        say("background done", message["type"])
+        return None
     if path == "/block":
         time.sleep(60)
         return await respond(send, body=b"unblocked")

@@ -404,6 +404,15 @@ fn get<'py>(
 }
 
 impl Exchange {
+    /// The response is complete, the connection may serve another request
+    /// after it, and the app took the whole request body: the app's call
+    /// may go on (a background task) while the next request is served.
+    pub fn may_finish_early(&self) -> bool {
+        matches!(self.response, Response::Complete(f) if f.keep_alive && !f.upgrade)
+            && self.body.is_done()
+            && self.body.available() == 0
+    }
+
     pub fn new(
         body: h1::Body,
         exchange: h1::Exchange,

@@ -16,6 +16,17 @@
 //! - What the client sends is decoded only as the app receives: at most
 //!   one message (bounded by `websocket_max_message_size`) plus one read
 //!   is held.
+//! - Keepalive (`websocket_ping_interval`, off by default): once accepted,
+//!   the server pings every interval while no ping is outstanding; any pong
+//!   the client sends answers it (RFC 6455 5.5.3 allows unsolicited ones, so
+//!   no payload is matched). No pong within `websocket_ping_timeout`: close
+//!   1011 "keepalive ping timeout" (what uvicorn's `websockets` sends) and
+//!   the driver drops the connection without waiting for the client's
+//!   close; the app receives `websocket.disconnect` with 1011. While a ping
+//!   is outstanding and the app is not receiving, the client's frames are
+//!   decoded ahead to find the pong, up to the first data message (kept
+//!   for the next `receive`): then at most two messages plus one read are
+//!   held. The driver's deadline sweep calls [`WsExchange::keepalive`].
 //!
 //! gunicorn counterpart: `asgi/websocket.py` (`WebSocketProtocol`).
 
@@ -26,6 +37,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use std::time::{Duration, Instant};
 
 use super::{Strings, fill_common, get};
 use crate::request::Request;
@@ -69,6 +81,93 @@ pub struct WsExchange {
     denial: Option<BodyEncoder>,
     /// The server must close the TCP connection once its output is sent.
     pub finished: bool,
+    /// `websocket_ping_interval`/`_timeout`, when the server pings.
+    pub pings: Option<PingPolicy>,
+    /// The ping timer, from the accept on.
+    keepalive: Option<Keepalive>,
+    /// What decoding ahead for a pong found first (for the next receive).
+    pending: Option<Result<Message, ws::ProtocolError>>,
+}
+
+/// The close reason sent when a ping is not answered in time.
+pub const PING_TIMEOUT_REASON: &str = "keepalive ping timeout";
+
+/// How the server pings an open WebSocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PingPolicy {
+    pub interval: Duration,
+    /// None: ping, but never close for a missing pong.
+    pub timeout: Option<Duration>,
+}
+
+impl PingPolicy {
+    /// From the settings' seconds (None or 0: no pings / no timeout).
+    pub fn from_secs(interval: f64, timeout: f64) -> Option<Self> {
+        let secs = |s: f64| (s > 0.0 && s.is_finite()).then(|| Duration::from_secs_f64(s));
+        Some(PingPolicy {
+            interval: secs(interval)?,
+            timeout: secs(timeout),
+        })
+    }
+}
+
+/// What the ping timer wants now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    Idle,
+    /// Send a ping with this payload.
+    Ping(u32),
+    /// The outstanding ping was not answered in time.
+    TimedOut,
+}
+
+/// The ping timer of one WebSocket: pure, driven by the caller's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Keepalive {
+    policy: PingPolicy,
+    next_ping: Instant,
+    /// The pong of the ping in flight is due by then.
+    pong_by: Option<Instant>,
+    sent: u32,
+}
+
+impl Keepalive {
+    pub fn new(policy: PingPolicy, now: Instant) -> Self {
+        Keepalive {
+            policy,
+            next_ping: now + policy.interval,
+            pong_by: None,
+            sent: 0,
+        }
+    }
+
+    /// At `now`: a ping to send, the timeout, or nothing.
+    pub fn poll(&mut self, now: Instant) -> Beat {
+        if let Some(by) = self.pong_by {
+            return if now >= by {
+                Beat::TimedOut
+            } else {
+                Beat::Idle
+            };
+        }
+        if now < self.next_ping {
+            return Beat::Idle;
+        }
+        self.sent = self.sent.wrapping_add(1);
+        self.next_ping = now + self.policy.interval;
+        self.pong_by = self.policy.timeout.map(|t| now + t);
+        Beat::Ping(self.sent)
+    }
+
+    /// A pong came: the ping in flight is answered.
+    pub fn pong(&mut self) {
+        self.pong_by = None;
+    }
+
+    /// A ping waits for its pong.
+    pub fn waiting(&self) -> bool {
+        self.pong_by.is_some()
+    }
 }
 
 /// The WebSocket scope of `req`.
@@ -129,6 +228,82 @@ impl WsExchange {
             eof: false,
             denial: None,
             finished: false,
+            pings: None,
+            keepalive: None,
+            pending: None,
+        }
+    }
+
+    /// The deadline sweep's call (only with pings on): send a ping when
+    /// one is due (appended to `out`); true when the client did not answer
+    /// in time: the close frame is in `out`, the app told (1011), and the
+    /// driver must drop the connection once `out` is sent.
+    pub fn keepalive(&mut self, py: Python<'_>, now: Instant, out: &mut Vec<u8>) -> bool {
+        if self.phase != Phase::Open || self.eof {
+            return false;
+        }
+        let Some(k) = self.keepalive.as_mut() else {
+            return false;
+        };
+        match k.poll(now) {
+            Beat::Idle => false,
+            Beat::Ping(n) => {
+                ws::encode_frame(out, ws::Opcode::Ping, &n.to_be_bytes());
+                false
+            }
+            Beat::TimedOut => {
+                ws::encode_close(out, 1011, PING_TIMEOUT_REASON);
+                self.phase = Phase::Closed;
+                self.finished = true;
+                self.disconnect = Some((1011, PING_TIMEOUT_REASON.to_string()));
+                if let Some(f) = self.receiver.take() {
+                    if let Ok(m) = disconnect_message(py, 1011, PING_TIMEOUT_REASON) {
+                        super::resolve(py, &f, m);
+                    }
+                }
+                if let Some(f) = self.writer.take() {
+                    super::fail(py, &f, PyOSError::new_err("client disconnected"));
+                }
+                true
+            }
+        }
+    }
+
+    /// Bytes came while no receive waits: if a ping is outstanding, decode
+    /// ahead for its pong (pings answered into `out`), stopping at the
+    /// first other message, kept for the next receive.
+    pub fn look_for_pong(&mut self, out: &mut Vec<u8>) {
+        if !self.keepalive.as_ref().is_some_and(Keepalive::waiting)
+            || self.pending.is_some()
+            || self.phase != Phase::Open
+        {
+            return;
+        }
+        loop {
+            let mut pos = 0;
+            let got = self.decoder.decode_at(&self.inbuf, &mut pos);
+            self.inbuf.drain(..pos);
+            match got {
+                Ok(None) => return,
+                Ok(Some(Message::Ping(p))) => ws::encode(out, &Message::Pong(p)),
+                Ok(Some(Message::Pong(_))) => {
+                    self.pong();
+                    return;
+                }
+                Ok(Some(m)) => return self.pending = Some(Ok(m)),
+                Err(e) => return self.pending = Some(Err(e)),
+            }
+        }
+    }
+
+    /// What the client sent is not all received by the app yet.
+    pub fn holds_input(&self) -> bool {
+        !self.inbuf.is_empty() || self.pending.is_some()
+    }
+
+    fn pong(&mut self) {
+        if let Some(k) = self.keepalive.as_mut() {
+            k.pong();
         }
     }
 
@@ -176,9 +351,15 @@ impl WsExchange {
             return Ok(Received::NeedRead);
         }
         loop {
-            let mut pos = 0;
-            let got = self.decoder.decode_at(&self.inbuf, &mut pos);
-            self.inbuf.drain(..pos);
+            let got = match self.pending.take() {
+                Some(kept) => kept.map(Some),
+                None => {
+                    let mut pos = 0;
+                    let got = self.decoder.decode_at(&self.inbuf, &mut pos);
+                    self.inbuf.drain(..pos);
+                    got
+                }
+            };
             match got {
                 Ok(Some(Message::Text(s))) => {
                     let d = message(py, intern!(py, "websocket.receive"))?;
@@ -195,7 +376,7 @@ impl WsExchange {
                         ws::encode(out, &Message::Pong(p));
                     }
                 }
-                Ok(Some(Message::Pong(_))) => {}
+                Ok(Some(Message::Pong(_))) => self.pong(),
                 Ok(Some(Message::Close { code, reason })) => {
                     if self.phase == Phase::Open {
                         // Echo the code (RFC 6455 5.5.1).
@@ -269,6 +450,7 @@ impl WsExchange {
                     &extra,
                 );
                 self.phase = Phase::Open;
+                self.keepalive = self.pings.map(|p| Keepalive::new(p, Instant::now()));
                 Ok(())
             }
             ("websocket.send", Phase::Open) => {
@@ -426,4 +608,68 @@ pub fn closing_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         server_header: crate::util::server_header(),
     };
     crate::app::with_date(|d| encode_head(out, line.as_bytes(), headers, &ctx, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(interval_ms: u64, timeout_ms: Option<u64>) -> PingPolicy {
+        PingPolicy {
+            interval: Duration::from_millis(interval_ms),
+            timeout: timeout_ms.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn policy_from_settings() {
+        assert_eq!(PingPolicy::from_secs(0.0, 20.0), None);
+        assert_eq!(PingPolicy::from_secs(-1.0, 20.0), None);
+        assert_eq!(
+            PingPolicy::from_secs(0.5, 20.0),
+            Some(policy(500, Some(20_000)))
+        );
+        assert_eq!(PingPolicy::from_secs(0.5, 0.0), Some(policy(500, None)));
+    }
+
+    #[test]
+    fn pings_every_interval_while_answered() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut k = Keepalive::new(policy(100, Some(50)), t0);
+        assert_eq!(k.poll(ms(99)), Beat::Idle);
+        assert_eq!(k.poll(ms(100)), Beat::Ping(1));
+        assert!(k.waiting());
+        // One ping outstanding at a time.
+        assert_eq!(k.poll(ms(120)), Beat::Idle);
+        k.pong();
+        assert!(!k.waiting());
+        assert_eq!(k.poll(ms(150)), Beat::Idle);
+        assert_eq!(k.poll(ms(200)), Beat::Ping(2));
+        k.pong();
+        assert_eq!(k.poll(ms(310)), Beat::Ping(3));
+    }
+
+    #[test]
+    fn times_out_without_a_pong() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut k = Keepalive::new(policy(100, Some(300)), t0);
+        assert_eq!(k.poll(ms(100)), Beat::Ping(1));
+        // The timeout may outlast the interval: no second ping meanwhile.
+        assert_eq!(k.poll(ms(250)), Beat::Idle);
+        assert_eq!(k.poll(ms(399)), Beat::Idle);
+        assert_eq!(k.poll(ms(400)), Beat::TimedOut);
+    }
+
+    #[test]
+    fn without_a_timeout_pings_go_on() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut k = Keepalive::new(policy(100, None), t0);
+        assert_eq!(k.poll(ms(100)), Beat::Ping(1));
+        assert!(!k.waiting());
+        assert_eq!(k.poll(ms(200)), Beat::Ping(2));
+        assert_eq!(k.poll(ms(10_000)), Beat::Ping(3));
+    }
 }

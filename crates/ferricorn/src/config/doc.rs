@@ -14,6 +14,7 @@ fn kind_name(kind: Kind) -> String {
     match kind {
         Kind::Bool => "bool".into(),
         Kind::PosInt => "positive int".into(),
+        Kind::PosFloat => "positive number or None".into(),
         Kind::Http2Window => "int (0..2147483647)".into(),
         Kind::Http2Streams => "int (>= 1)".into(),
         Kind::Http2Frame => "int (16384..16777215)".into(),

@@ -42,6 +42,8 @@ pub enum CliType {
     Int,
     /// gunicorn's `auto_int`: `0NNN` is octal, `0x`/`0o`/`0b` prefixes allowed.
     AutoInt,
+    /// Python's `float(text)`.
+    Float,
 }
 
 /// The validator of a setting (gunicorn's `validate_*` function of the same name).
@@ -50,6 +52,8 @@ pub enum Kind {
     Bool,
     /// A non-negative integer.
     PosInt,
+    /// A non-negative finite number (seconds), or None.
+    PosFloat,
     /// A non-negative integer at most 2^31-1.
     Http2Window,
     /// An integer of at least 1.
@@ -1508,6 +1512,30 @@ pub static ROWS: &[Setting] = &[
         short: "Largest WebSocket message in bytes.",
     },
     Setting {
+        name: "websocket_ping_interval",
+        section: "Worker Processes",
+        flags: &["--websocket-ping-interval"],
+        meta: "SECONDS",
+        action: Action::Store,
+        cli_type: CliType::Float,
+        kind: Kind::PosFloat,
+        default: || Value::None,
+        supported: true,
+        short: "ferricorn only: seconds between the server's pings on an open WebSocket (asgi worker); None or 0 sends none.",
+    },
+    Setting {
+        name: "websocket_ping_timeout",
+        section: "Worker Processes",
+        flags: &["--websocket-ping-timeout"],
+        meta: "SECONDS",
+        action: Action::Store,
+        cli_type: CliType::Float,
+        kind: Kind::PosFloat,
+        default: || Value::Float(20.0),
+        supported: true,
+        short: "ferricorn only: seconds a WebSocket client has to answer the server's ping before it is closed with 1011; None or 0 waits forever.",
+    },
+    Setting {
         name: "http_parser",
         section: "Worker Processes",
         flags: &["--http-parser"],
@@ -1679,7 +1707,12 @@ pub static ROWS: &[Setting] = &[
 
 /// Rows ferricorn adds beyond gunicorn's 120 (not in gunicorn's
 /// `KNOWN_SETTINGS`; `--print-config` shows them only when set).
-pub const FERRICORN_ONLY: &[&str] = &["max_worker_memory", "header_timeout"];
+pub const FERRICORN_ONLY: &[&str] = &[
+    "max_worker_memory",
+    "header_timeout",
+    "websocket_ping_interval",
+    "websocket_ping_timeout",
+];
 
 /// Look a row up by setting name.
 pub fn find(name: &str) -> Option<(usize, &'static Setting)> {

@@ -153,6 +153,11 @@ pub fn convert_cli(row: &Setting, raw: &str) -> Result<Input, String> {
                 .map(Input::Int)
                 .ok_or_else(|| format!("invalid auto_int value: {}", py_repr_str(raw)))
         }
+        CliType::Float => raw
+            .trim()
+            .parse::<f64>()
+            .map(Input::Float)
+            .map_err(|_| format!("invalid float value: {}", py_repr_str(raw))),
     }
 }
 
@@ -478,6 +483,32 @@ fn pos_int(v: Input) -> Result<i64, String> {
     Ok(i)
 }
 
+/// A non-negative finite number (Python's `float()` of it).
+fn pos_float(v: Input) -> Result<f64, String> {
+    let f = match v {
+        Input::Bool(b) => f64::from(u8::from(b)),
+        Input::Int(i) => i as f64,
+        Input::Float(f) => f,
+        Input::Str(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("could not convert string to float: {}", py_repr_str(&s)))?,
+        other => {
+            return Err(format!(
+                "float() argument must be a string or a real number, not '{}'",
+                other.type_name()
+            ));
+        }
+    };
+    if !f.is_finite() || f < 0.0 {
+        return Err(format!(
+            "Value must be a positive number of seconds: {}",
+            py_repr_float(f)
+        ));
+    }
+    Ok(f)
+}
+
 fn list_str(v: Input) -> Result<Vec<String>, String> {
     if !v.is_truthy() {
         return Ok(Vec::new());
@@ -588,6 +619,10 @@ fn validate_kind(row: &Setting, v: Input) -> Result<Value, String> {
             other => return Err(format!("Invalid type for casting: {}", other.text())),
         },
         Kind::PosInt => Value::Int(pos_int(v)?),
+        Kind::PosFloat => match v {
+            Input::None => Value::None,
+            v => Value::Float(pos_float(v)?),
+        },
         Kind::Http2Window => {
             let i = pos_int(v)?;
             if i > (1 << 31) - 1 {
@@ -852,6 +887,21 @@ mod tests {
         assert_eq!(v("unix:///tmp/s"), Ok("/tmp/s".into()));
         assert_eq!(v("unix:8125"), Ok("('unix', 8125)".into()));
         assert!(v("host:port").is_err());
+    }
+
+    #[test]
+    fn seconds_are_non_negative_finite_floats_or_none() {
+        let v = |i: Input| validate(row("websocket_ping_interval"), i);
+        assert_eq!(v(Input::None), Ok(Value::None));
+        assert_eq!(v(Input::Int(2)), Ok(Value::Float(2.0)));
+        assert_eq!(v(Input::Str(" 0.25 ".into())), Ok(Value::Float(0.25)));
+        assert!(v(Input::Float(-0.5)).unwrap_err().contains("positive"));
+        assert!(v(Input::Float(f64::INFINITY)).is_err());
+        assert!(v(Input::Float(f64::NAN)).is_err());
+        assert!(v(Input::Str("soon".into())).is_err());
+        let cli = row("websocket_ping_timeout");
+        assert_eq!(convert_cli(cli, "1.5"), Ok(Input::Float(1.5)));
+        assert!(convert_cli(cli, "x").is_err());
     }
 
     #[test]
