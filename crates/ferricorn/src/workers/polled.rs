@@ -210,3 +210,130 @@ pub(crate) fn admit<T>(
     }
     Some(i)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair: the server side as a fresh `Core` (accepting,
+    /// header timeout 5 s), and the client.
+    fn core() -> (Core, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (sock, addr) = l.accept().unwrap();
+        let peer = Peer {
+            addr: addr.ip().to_string(),
+            port: Some(addr.port()),
+            proxy: None,
+        };
+        let opts = Arc::new(Options::default());
+        let c = Core::accepted(
+            (Stream::from(sock), peer),
+            0,
+            &opts,
+            true,
+            None,
+            Duration::from_secs(5),
+            true,
+        );
+        (c, client)
+    }
+
+    #[test]
+    fn a_new_connection_gets_the_header_timeout_or_the_stop_linger() {
+        let before = Instant::now();
+        let (c, _client) = core();
+        assert!(c.fresh && !c.trusted && !c.head_started);
+        assert!(c.deadline >= before + Duration::from_secs(5));
+        assert!(!c.expired(Instant::now()));
+        assert!(c.expired(c.deadline));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (sock, _) = l.accept().unwrap();
+        let peer = Peer {
+            addr: "127.0.0.1".into(),
+            port: Some(1),
+            proxy: None,
+        };
+        let stopping = Core::accepted(
+            (Stream::from(sock), peer),
+            1,
+            &Arc::new(Options::default()),
+            true,
+            None,
+            Duration::from_secs(5),
+            false,
+        );
+        assert!(stopping.deadline <= Instant::now() + conn::STOP_LINGER);
+        assert_eq!(stopping.server, 1);
+    }
+
+    #[test]
+    fn a_head_deadline_starts_once_and_keep_alive_resets_it() {
+        let (mut c, _client) = core();
+        let before = Instant::now();
+        c.head_incomplete(Duration::from_secs(60));
+        let first = c.deadline;
+        assert!(c.head_started && first >= before + Duration::from_secs(60));
+        c.head_incomplete(Duration::from_secs(600));
+        assert_eq!(
+            c.deadline, first,
+            "a head's deadline runs from its first byte"
+        );
+        c.kept_alive(Duration::from_secs(2));
+        assert!(!c.head_started);
+        assert!(c.deadline <= Instant::now() + Duration::from_secs(2));
+        // Stopping: an idle one is let go by the stop's linger.
+        let soon = Instant::now() + Duration::from_millis(1);
+        c.stopping(soon);
+        assert_eq!(c.deadline, soon);
+    }
+
+    #[test]
+    fn a_late_head_gets_a_408_and_silence_gets_none() {
+        let (mut c, _client) = core();
+        assert!(c.timed_out().is_none(), "nothing came: a silent close");
+        c.http.extend(b"GET / HTTP/1.1\r\nHost:");
+        let ending = c.timed_out().expect("part of a head came");
+        assert_eq!(ending.answer, Some(h1::Answer::HeadTimeout));
+    }
+
+    #[test]
+    fn admit_registers_with_the_poller_or_drops() {
+        let (c, mut client) = core();
+        let poll = mio::Poll::new().unwrap();
+        let mut conns: Slab<Core> = Slab::default();
+        let i = admit(
+            &mut conns,
+            c,
+            |c| c,
+            poll.registry(),
+            100,
+            Interest::READABLE,
+        )
+        .expect("registered");
+        io::Write::write_all(&mut client, b"x").unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut poll = poll;
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(events.iter().any(|e| e.token() == Token(100 + i)));
+        // Registered twice: the poller refuses, the slot is given back.
+        let again = Core {
+            stream: conns.get(i).unwrap().stream.clone(),
+            ..core().0
+        };
+        assert!(
+            admit(
+                &mut conns,
+                again,
+                |c| c,
+                poll.registry(),
+                100,
+                Interest::READABLE
+            )
+            .is_none()
+        );
+        assert_eq!(conns.len(), 1);
+    }
+}
