@@ -255,6 +255,15 @@ def start_server(request, tmp_path):
     return start
 
 
+def pinned_to_one_cpu():
+    """A command that starts ferricorn with the whole process tree on one
+    cpu: the worker that wakes first runs while the others wait for it."""
+    cpu = min(os.sched_getaffinity(0))
+    return [PYTHON, "-c",
+            f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'ferricorn'] + sys.argv[1:])"]
+
+
 def gunicorn_cmd():
     """gunicorn 27.0.1 (tests/requirements.txt) in the interpreter that runs ferricorn."""
     out = subprocess.run([PYTHON, "-c", "import gunicorn; print(gunicorn.__version__)"], capture_output=True)

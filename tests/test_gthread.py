@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from conftest import (KEEP_ALIVE_CLASSES, PYTHON, ROOT, classes, pid_alive, serve, wait_until, worker_args,
-                      worker_classes)
+from conftest import (KEEP_ALIVE_CLASSES, PYTHON, ROOT, classes, pid_alive, pinned_to_one_cpu, serve, wait_until,
+                      worker_args, worker_classes)
 from wsgi_helpers import Client
 
 GTHREAD = ["-k", "gthread", "-b", "127.0.0.1:0"]
@@ -274,15 +274,6 @@ def test_an_orphaned_worker_with_a_stuck_request_leaves_after_the_graceful_timeo
             os.kill(worker, signal.SIGKILL)
 
 
-def _pinned_to_one_cpu():
-    """A command that starts ferricorn with the whole process tree on one
-    cpu: the worker that wakes first runs while the others wait for it."""
-    cpu = min(os.sched_getaffinity(0))
-    return [PYTHON, "-c",
-            f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); "
-            "os.execv(sys.executable, [sys.executable, '-m', 'ferricorn'] + sys.argv[1:])"]
-
-
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity (Linux)")
 @worker_classes(*KEEP_ALIVE_CLASSES)
 def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(start_server, worker):
@@ -292,7 +283,7 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(start_serv
     # running: with the server on one cpu, accepting all that wait put all
     # 32 on one of four workers in every round, under evloop and gthread.
     workers, n = 4, 32
-    srv = start_server(*KEEP_ALIVE[worker], "-w", str(workers), "shapes:app", cmd=_pinned_to_one_cpu(),
+    srv = start_server(*KEEP_ALIVE[worker], "-w", str(workers), "shapes:app", cmd=pinned_to_one_cpu(),
                        workers_booted=workers)
     for _ in range(3):
         clients = []

@@ -86,6 +86,8 @@ async def app(scope, receive, send):
     path = scope["path"]
     if path == "/":
         return await respond(send, body=b"hello")
+    if path == "/pid":
+        return await respond(send, body=str(os.getpid()).encode())
     if path == "/echo":
         body = await read_body(receive)
         return await respond(send, body=body, headers=[(b"content-length", str(len(body)).encode())])

@@ -1,5 +1,5 @@
-//! When a worker (evloop; gthread in part) takes new connections from the
-//! listeners it shares with the other workers.
+//! When a worker (evloop, asgi; gthread in part) takes new connections
+//! from the listeners it shares with the other workers.
 //!
 //! A keep-alive connection stays with the worker that accepted it, so an
 //! uneven split at accept time lasts for the connection's lifetime; under

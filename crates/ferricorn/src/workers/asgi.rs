@@ -39,7 +39,10 @@
 //!   a `send` raises `OSError`, the task is cancelled after
 //!   `--asgi-disconnect-grace-period`;
 //! - every connection between requests has a deadline (header timeout,
-//!   keep-alive, the stop's linger), swept every `TICK`.
+//!   keep-alive, the stop's linger), swept every `TICK`;
+//! - at most `--worker-connections` are open; with other workers, new
+//!   connections are taken in turns (`workers::accepts`, as evloop does):
+//!   those a turn leaves waiting are taken by a loop timer (`AcceptLater`).
 //!
 //! gunicorn counterpart: `workers/gasgi.py` (`ASGIWorker`) and
 //! `asgi/protocol.py` (`ASGIProtocol`).
@@ -58,8 +61,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::Worker;
+use super::accepts::Accepts;
 use super::conn;
 use super::listening::{End, Listening};
+use super::polled::{self, Core, Read};
 use super::slab::Slab;
 use crate::asgi::websocket::{self, WsExchange};
 use crate::asgi::{self, Exchange, Received};
@@ -68,7 +73,7 @@ use crate::errors::WORKER_BOOT_ERROR;
 use crate::glogging::{self, Level};
 use crate::lifecycle;
 use crate::request::Request;
-use crate::sock::{Listener, Peer};
+use crate::sock::Listener;
 use crate::stream::Stream;
 use crate::wsgi::environ::AppContext;
 use ferricorn_http::ws;
@@ -112,16 +117,9 @@ pub fn announce(settings: &Settings) {
 
 /// One client connection.
 struct Conn {
-    stream: Arc<Stream>,
-    peer: Peer,
-    server: usize,
-    http: h1::Conn,
-    /// No byte read yet (a PROXY header may come first).
-    fresh: bool,
-    trusted: bool,
-    /// Closed unless a request head completes first (between requests).
-    deadline: Instant,
-    head_started: bool,
+    /// The socket, its HTTP/1 state, its deadline (between requests; shared
+    /// with evloop).
+    core: Core,
     /// Told apart from the slot's earlier and later connections.
     generation: u64,
     /// Told apart from the connection's earlier requests (whose app call
@@ -175,6 +173,12 @@ struct Server {
     events: Events,
     conns: Slab<Conn>,
     listening: Listening<'static>,
+    /// With other workers, new connections are taken in turns (`Accepts`).
+    accepts: Accepts,
+    /// `(loop.call_later, AcceptLater)`, set once the loop side is built.
+    accept_later: Option<(Py<PyAny>, Py<PyAny>)>,
+    /// An `AcceptLater` is in the loop's timers.
+    accept_timer: bool,
     generation: u64,
     scratch: Vec<u8>,
     opts: Arc<Options>,
@@ -409,6 +413,9 @@ fn build(
         events: Events::with_capacity(256),
         conns: Slab::default(),
         listening: Listening::new(listeners),
+        accepts: Accepts::new(settings.workers()),
+        accept_later: None,
+        accept_timer: false,
         generation: 0,
         scratch: vec![0; READ_AHEAD],
         opts: Arc::new(app.parser_options().clone()),
@@ -474,6 +481,14 @@ fn build(
         },
     )?;
     aloop.bind(py).call_method1("call_soon", (tick,))?;
+    let later = Py::new(
+        py,
+        AcceptLater {
+            handle: handle.clone(),
+        },
+    )?;
+    let call_later = aloop.bind(py).getattr("call_later")?.unbind();
+    handle.server.borrow_mut().accept_later = Some((call_later, later.into_any()));
     Ok(handle)
 }
 
@@ -556,6 +571,33 @@ impl OnReady {
             if stop {
                 stop_loop(py, &self.handle);
             }
+            launch_all(py, &self.handle, launches);
+            Ok(())
+        })
+    }
+}
+
+/// When connections wait while the worker defers (see `Accepts`): take
+/// them once the wait is over, on a loop timer (the listeners are
+/// edge-triggered: no new event comes for them).
+#[pyclass(unsendable)]
+struct AcceptLater {
+    handle: Handle,
+}
+
+#[pymethods]
+impl AcceptLater {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        batch(py, &self.handle, || {
+            let launches = {
+                let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+                s.accept_timer = false;
+                let mut launches = Vec::new();
+                if !s.over {
+                    s.accept(py, &mut launches);
+                }
+                launches
+            };
             launch_all(py, &self.handle, launches);
             Ok(())
         })
@@ -793,13 +835,9 @@ impl Server {
         conn_of(&mut self.conns, id)
     }
 
-    fn insert(&mut self, c: Conn) -> usize {
-        self.conns.insert(c)
-    }
-
     fn remove(&mut self, i: usize) {
         if let Some(c) = self.conns.remove(i) {
-            let _ = c.stream.deregister(self.poll.registry());
+            let _ = c.core.stream.deregister(self.poll.registry());
         }
     }
 
@@ -828,32 +866,39 @@ impl Server {
         launches
     }
 
+    /// Accept while under `--worker-connections` (with other workers: in
+    /// turns, see `Accepts`; connections left waiting then are taken by
+    /// `AcceptLater`); once stopping, what the backlog still holds. A new
+    /// connection's request often came with it: it gets a turn at once.
     fn accept(&mut self, py: Python<'_>, launches: &mut Vec<Launch>) {
+        if !self.listening.any_waiting() {
+            return; // (most events: a connection's)
+        }
         let accepting = self.listening.accepting();
+        let takes_new = || !accepting || lifecycle::phase() == lifecycle::Phase::Running;
         for li in 0..self.listening.listeners().len() {
-            while self.conns.len() < self.max_conns
-                && self.listening.waiting(li)
-                && (!accepting || lifecycle::phase() == lifecycle::Phase::Running)
-            {
-                let Some((stream, peer)) = self.listening.accept(li) else {
+            if !takes_new() {
+                continue;
+            }
+            let (open, max) = (self.conns.len(), self.max_conns);
+            let mut budget = self.listening.budget(li, &mut self.accepts, open, max);
+            while self.listening.may_take(li, budget, self.conns.len(), max) && takes_new() {
+                budget -= 1;
+                let Some(new) = self.listening.accept(li) else {
                     continue;
                 };
-                let wait = if accepting {
-                    self.header_for
-                } else {
-                    conn::STOP_LINGER
-                };
                 self.generation += 1;
-                let _ = stream.set_timeouts(self.io_timeout);
+                let (opts, keepalive) = (&self.opts, self.keepalive);
                 let c = Conn {
-                    stream: Arc::new(stream),
-                    peer,
-                    server: li,
-                    http: h1::Conn::new(self.opts.clone(), self.keepalive),
-                    fresh: true,
-                    trusted: false,
-                    deadline: Instant::now() + wait,
-                    head_started: false,
+                    core: Core::accepted(
+                        new,
+                        li,
+                        opts,
+                        keepalive,
+                        self.io_timeout,
+                        self.header_for,
+                        accepting,
+                    ),
                     generation: self.generation,
                     request: 0,
                     ex: None,
@@ -868,20 +913,47 @@ impl Server {
                     lingering: None,
                     dirty: false,
                 };
-                let i = self.insert(c);
-                let registered = self.conns.get(i).map(|c| {
-                    c.stream.register(
-                        self.poll.registry(),
-                        Token(CONN_BASE + i),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                });
-                if !matches!(registered, Some(Ok(()))) {
-                    self.remove(i);
+                let registry = self.poll.registry();
+                let both = Interest::READABLE | Interest::WRITABLE;
+                let admitted =
+                    polled::admit(&mut self.conns, c, |c| &c.core, registry, CONN_BASE, both);
+                let Some(i) = admitted else {
                     continue;
-                }
+                };
                 self.turn(py, i, launches);
+                budget = budget.max(self.accepts.free(self.conns.len()));
             }
+        }
+        // Some wait that this turn left (by the accept queue's length,
+        // unknown for a unix socket): take them when the wait is over.
+        let left = |(li, l): (usize, &Listener)| self.listening.waiting(li) && l.backlog() != 0;
+        if accepting
+            && takes_new()
+            && self.conns.len() < self.max_conns
+            && self.listening.listeners().iter().enumerate().any(left)
+        {
+            self.accept_later(py);
+        }
+    }
+
+    /// Arm the `AcceptLater` timer for the end of this worker's wait (see
+    /// `Accepts`), unless it is armed.
+    fn accept_later(&mut self, py: Python<'_>) {
+        let Some((call_later, later)) = &self.accept_later else {
+            return;
+        };
+        if self.accept_timer || self.over {
+            return;
+        }
+        let now = Instant::now();
+        let at = self
+            .accepts
+            .wait_until(self.conns.len(), now)
+            .unwrap_or(now);
+        let delay = at.saturating_duration_since(now).as_secs_f64();
+        match call_later.call1(py, (delay, later.clone_ref(py))) {
+            Ok(_) => self.accept_timer = true,
+            Err(e) => glogging::debug!("Cannot arm the accept timer: {e}"),
         }
     }
 
@@ -901,7 +973,7 @@ impl Server {
             return;
         };
         if let Some(linger) = &mut c.lingering {
-            if discard(&c.stream, &mut self.scratch, linger) {
+            if discard(&c.core.stream, &mut self.scratch, linger) {
                 self.remove(i);
             }
             return;
@@ -936,7 +1008,7 @@ impl Server {
         }
         if !ex.body.is_done() {
             if ex.receiver.is_some() || ex.body.available() == 0 {
-                match read_body(&c.stream, ex, &mut self.scratch) {
+                match read_body(&c.core.stream, ex, &mut self.scratch) {
                     Ok(()) => {}
                     Err(_) => return self.lost(py, i),
                 }
@@ -947,7 +1019,7 @@ impl Server {
         // The body is complete: what comes is the next request's (kept),
         // or the client's end.
         while c.ahead.len() < READ_AHEAD {
-            match c.stream.read_nowait(&mut self.scratch) {
+            match c.core.stream.read_nowait(&mut self.scratch) {
                 Ok(0) => return self.lost(py, i),
                 Ok(n) => c.ahead.extend_from_slice(&self.scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -970,7 +1042,7 @@ impl Server {
         loop {
             let mut drained = false;
             while !w.eof && w.inbuf.len() < READ_AHEAD {
-                match c.stream.read_nowait(&mut self.scratch) {
+                match c.core.stream.read_nowait(&mut self.scratch) {
                     Ok(0) => w.eof = true,
                     Ok(n) => w.inbuf.extend_from_slice(&self.scratch[..n]),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1070,7 +1142,7 @@ impl Server {
                 glogging::debug!("Cannot schedule the cancel of a request: {e}");
             }
         }
-        let _ = c.stream.deregister(self.poll.registry());
+        let _ = c.core.stream.deregister(self.poll.registry());
     }
 
     /// Read and serve what an idle connection has: start its next request.
@@ -1079,7 +1151,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(i) else {
                 return;
             };
-            if !c.http.is_idle() || c.http.is_eof() {
+            if !c.core.http.is_idle() || c.core.http.is_eof() {
                 match self.next_request(py, i, launches) {
                     Step::Read => {}
                     Step::Stop => return,
@@ -1091,43 +1163,22 @@ impl Server {
             if c.ex.is_some() || c.ws.is_some() || c.closing.is_some() {
                 return;
             }
-            if !c.unread && c.http.is_idle() {
+            if !c.unread && c.core.http.is_idle() {
                 return; // the next event brings more
             }
-            // A TLS connection's handshake comes before its first read
-            // (never waiting: the header timeout bounds it).
-            if c.fresh && c.stream.handshaking() {
-                match conn::handshake_step(&c.stream, &c.peer) {
-                    Some(true) => {}
-                    Some(false) => {
-                        c.unread = false;
-                        return;
-                    }
-                    None => return self.remove(i),
-                }
-            }
-            match c.stream.read_nowait(&mut self.scratch[..h1::READ_CHUNK]) {
-                Ok(0) => c.http.eof(),
-                Ok(n) => {
-                    c.http.extend(&self.scratch[..n]);
-                    // A short read emptied the socket (edge-triggered: the
-                    // next byte brings a new event).
-                    c.unread = n == h1::READ_CHUNK || c.stream.has_buffered();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            // (A TLS connection's handshake comes before its first read.)
+            let scratch = &mut self.scratch[..h1::READ_CHUNK];
+            match c
+                .core
+                .read(py, scratch, self.policy.proxy.as_ref(), &self.trust)
+            {
+                Read::Data { more } => c.unread = more,
+                Read::Eof => c.core.http.eof(),
+                Read::Empty => {
                     c.unread = false;
                     return;
                 }
-                Err(_) => return self.remove(i),
-            }
-            if std::mem::take(&mut c.fresh) {
-                if let Some(proxy) = &self.policy.proxy {
-                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.http, proxy) {
-                        return self.remove(i);
-                    }
-                }
-                c.trusted = self.trust.trusts(&c.peer);
+                Read::Failed => return self.remove(i),
             }
         }
     }
@@ -1151,32 +1202,35 @@ impl Server {
         let Some(c) = conns.get_mut(i) else {
             return Step::Stop;
         };
-        c.http.set_peer_trusted(c.trusted);
-        match c.http.next_head() {
+        let core = &mut c.core;
+        match core.http.next_head() {
             HeadEvent::Request(h1::Request {
                 head,
                 body,
                 exchange,
             }) => {
-                c.head_started = false;
-                let scheme = match trust.scheme(&head.headers, c.trusted) {
-                    Ok(s) => s.unwrap_or(if c.stream.is_tls() { "https" } else { "http" }),
+                let scheme = match trust.scheme(&head.headers, core.trusted) {
+                    Ok(s) => s.unwrap_or(if core.stream.is_tls() {
+                        "https"
+                    } else {
+                        "http"
+                    }),
                     Err(_) => {
                         drop(head);
                         glogging::warning!(
                             "Invalid request from ip={}: Contradictory scheme headers",
-                            c.peer.addr
+                            core.peer.addr
                         );
                         c.out.extend_from_slice(&crate::app::error_response(
                             400,
                             "Bad Request",
                             "Contradictory scheme headers",
                         ));
-                        let next = c.http.finish(body, h1::Response::Refused);
+                        let next = core.http.finish(body, h1::Response::Refused);
                         return self.after(py, i, next, launches);
                     }
                 };
-                let req = Request::new(&head, scheme, &servers[c.server], &c.peer, b"");
+                let req = Request::new(&head, scheme, &servers[core.server], &core.peer, b"");
                 if ws::is_upgrade(|n| head.header(n).map(<[u8]>::to_vec)) {
                     let hs = ws::handshake(&head.method, head.version >= (1, 1), |n| {
                         head.header(n).map(<[u8]>::to_vec)
@@ -1192,8 +1246,8 @@ impl Server {
                         String::from_utf8_lossy(req.raw_target())
                     );
                     let scope = hs.as_ref().ok().map(|hs| {
-                        websocket::scope(py, &req, hs, strings, c.server, state.as_ref())
-                            .and_then(|s| asgi::add_tls(py, s, &c.stream))
+                        websocket::scope(py, &req, hs, strings, core.server, state.as_ref())
+                            .and_then(|s| asgi::add_tls(py, s, &core.stream))
                     });
                     drop(req);
                     drop(head);
@@ -1201,8 +1255,8 @@ impl Server {
                     return match (hs, scope) {
                         (Ok(hs), Some(Ok(scope))) => {
                             // What came after the head is the first frames.
-                            let rest = c.http.buffered().to_vec();
-                            c.http.consume(rest.len());
+                            let rest = core.http.buffered().to_vec();
+                            core.http.consume(rest.len());
                             c.ws = Some(WsExchange::new(hs, *ws_max, rest));
                             if let Some(w) = c.ws.as_mut() {
                                 w.pings = ws_ping;
@@ -1239,8 +1293,8 @@ impl Server {
                         }
                     };
                 }
-                let scope = asgi::http_scope(py, &req, strings, c.server, state.as_ref())
-                    .and_then(|s| asgi::add_tls(py, s, &c.stream));
+                let scope = asgi::http_scope(py, &req, strings, core.server, state.as_ref())
+                    .and_then(|s| asgi::add_tls(py, s, &core.stream));
                 let log = glogging::access_enabled().then(|| asgi::AccessFacts::of(&req));
                 let hook = crate::hooks::asgi_request(py, &req);
                 let (method, target) = (
@@ -1262,7 +1316,7 @@ impl Server {
                             "Internal Server Error",
                             "",
                         ));
-                        let next = c.http.finish(body, h1::Response::Failed);
+                        let next = core.http.finish(body, h1::Response::Failed);
                         return self.after(py, i, next, launches);
                     }
                 };
@@ -1284,17 +1338,14 @@ impl Server {
                 Step::Stop
             }
             HeadEvent::NeedMore => {
-                if !c.head_started {
-                    c.head_started = true;
-                    c.deadline = Instant::now() + *header_for;
-                }
+                core.head_incomplete(*header_for);
                 Step::Read
             }
             HeadEvent::End(ending) => {
                 let closing = ending.closing;
                 if ending.answer.is_some() {
                     flush(py, c);
-                    conn::end(py, &c.stream, &c.peer, ending);
+                    c.core.end(py, ending);
                 }
                 self.close(i, closing);
                 Step::Stop
@@ -1312,9 +1363,9 @@ impl Server {
         match next {
             Next::KeepAlive if !c.gone => {
                 if !ahead.is_empty() {
-                    c.http.extend(&ahead);
+                    c.core.http.extend(&ahead);
                 }
-                c.deadline = Instant::now() + keepalive_for;
+                c.core.kept_alive(keepalive_for);
                 self.work(py, i, launches);
             }
             Next::KeepAlive => self.remove(i),
@@ -1343,20 +1394,20 @@ impl Server {
             return;
         };
         if closing.lingers(lifecycle::current()) {
-            c.stream.shutdown_write();
+            c.core.stream.shutdown_write();
             let linger = Linger::start(Instant::now());
-            c.deadline = linger.until();
+            c.core.deadline = linger.until();
             c.lingering = Some(linger);
             if discard(
-                &c.stream,
+                &c.core.stream,
                 &mut self.scratch,
                 c.lingering.as_mut().expect("set"),
             ) {
                 self.remove(i);
             }
         } else {
-            c.stream.shutdown_write();
-            self.remove(i);
+            c.core.close(self.poll.registry());
+            self.conns.remove(i);
         }
     }
 
@@ -1374,7 +1425,7 @@ impl Server {
         }
         let Conn {
             ex,
-            stream,
+            core: Core { stream, .. },
             out,
             gone,
             ..
@@ -1526,7 +1577,7 @@ impl Server {
         self.detached.push(id);
         let Some(ex) = c.ex.take() else { return };
         let ended = ex.end(py, false, &mut c.out);
-        let next = c.http.finish(ended.body, ended.response);
+        let next = c.core.http.finish(ended.body, ended.response);
         self.request_over();
         self.after(py, id.slot, next, launches);
     }
@@ -1590,9 +1641,9 @@ impl Server {
         }
         let mut body = ended.body;
         if matches!(ended.response, h1::Response::Complete(f) if f.keep_alive) && !c.gone {
-            drain(&c.stream, &mut body, &mut self.scratch);
+            drain(&c.core.stream, &mut body, &mut self.scratch);
         }
-        let next = c.http.finish(body, ended.response);
+        let next = c.core.http.finish(body, ended.response);
         self.after(py, id.slot, next, &mut launches);
         launches
     }
@@ -1610,7 +1661,7 @@ impl Server {
                     flush(_py, c);
                 }
             } else if c.ex.is_none() && c.lingering.is_none() {
-                c.deadline = c.http.stop_deadline(c.deadline, stop.linger_until);
+                c.core.stopping(stop.linger_until);
             }
         }
         self.disconnect_at = Some(Instant::now() + self.grace);
@@ -1636,7 +1687,7 @@ impl Server {
                 if !flush(py, c) || timed_out {
                     if timed_out {
                         glogging::debug!("WebSocket ping not answered in time");
-                        c.stream.shutdown_write();
+                        c.core.stream.shutdown_write();
                     }
                     ws_gone.push(i);
                 }
@@ -1666,7 +1717,7 @@ impl Server {
             if c.closing.is_some() && c.lingering.is_none() {
                 continue; // sending its last response
             }
-            if c.deadline > now && c.lingering.is_none() {
+            if !c.core.expired(now) && c.lingering.is_none() {
                 continue;
             }
             match &c.lingering {
@@ -1676,9 +1727,8 @@ impl Server {
                     }
                 }
                 None => {
-                    let ending = c.http.head_timed_out();
-                    if ending.answer.is_some() {
-                        conn::end(py, &c.stream, &c.peer, ending);
+                    if let Some(ending) = c.core.timed_out() {
+                        c.core.end(py, ending);
                     }
                     self.remove(i);
                 }
@@ -1718,7 +1768,7 @@ fn flush(py: Python<'_>, c: &mut Conn) -> bool {
     let Conn {
         ex,
         ws,
-        stream,
+        core: Core { stream, .. },
         out,
         ..
     } = c;
@@ -1863,7 +1913,10 @@ fn ws_receive(
     create_future: &Py<PyAny>,
 ) -> PyResult<Py<PyAny>> {
     let Conn {
-        ws, stream, out, ..
+        ws,
+        core: Core { stream, .. },
+        out,
+        ..
     } = c;
     let Some(w) = ws.as_mut() else {
         return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));

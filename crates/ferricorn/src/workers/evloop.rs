@@ -75,9 +75,9 @@ use super::Worker;
 use super::accepts::Accepts;
 use super::conn;
 use super::listening::Listening;
+use super::polled::{self, Core, Read};
 use super::slab::Slab;
 use crate::glogging;
-use crate::sock::Peer;
 use crate::stream::Stream;
 use crate::wsgi;
 use crate::wsgi::environ::AppContext;
@@ -96,22 +96,10 @@ const SWEEP: Duration = Duration::from_millis(100);
 
 /// A client connection and what was read of its next request.
 struct Connection {
-    stream: Arc<Stream>,
-    peer: Peer,
-    /// Index of the listener it came from (for SERVER_NAME/PORT).
-    server: usize,
-    /// Its HTTP/1 state: buffer, parser, pipelining, verdicts.
-    http: h1::Conn,
-    /// No byte read yet (a PROXY header may come first).
-    fresh: bool,
-    /// `peer` is in `--forwarded-allow-ips` (known once the PROXY header, if any, is read).
-    trusted: bool,
+    /// The socket, its HTTP/1 state, its deadline (shared with asgi).
+    core: Core,
     /// Requests served on it.
     served: u64,
-    /// A partial request head is buffered (its deadline is running).
-    head_started: bool,
-    /// When it is closed unless a request completes first.
-    deadline: Instant,
     /// Complete requests were left buffered for the next turn (fairness).
     more: bool,
     /// Its `gunicorn.socket`, made at its first request and closed with it.
@@ -277,7 +265,7 @@ impl Loop<'_> {
                 Turn::Wait => {
                     // Nothing sent since the last response (or at all): a
                     // request may be on its way, until the stop's linger.
-                    c.deadline = c.http.stop_deadline(c.deadline, stop.linger_until);
+                    c.core.stopping(stop.linger_until);
                     Turn::Wait
                 }
                 t => t,
@@ -351,34 +339,27 @@ impl Loop<'_> {
         self.listening
             .pause_if_retiring(worker, self.poll.registry());
         let accepting = self.listening.accepting();
-        for (li, l) in self.listening.listeners().iter().enumerate() {
-            if self.conns.len() >= self.max_conns
-                || !self.listening.waiting(li)
-                || (accepting && !worker.takes_new())
-            {
+        for li in 0..self.listening.listeners().len() {
+            if accepting && !worker.takes_new() {
                 continue;
             }
-            let mut budget = if accepting {
-                self.accepts.budget(l, self.conns.len(), Instant::now())
-            } else {
-                usize::MAX
-            };
-            while budget > 0
-                && self.conns.len() < self.max_conns
-                && self.listening.waiting(li)
+            let (open, max) = (self.conns.len(), self.max_conns);
+            let mut budget = self.listening.budget(li, &mut self.accepts, open, max);
+            while self.listening.may_take(li, budget, self.conns.len(), max)
                 && (!accepting || worker.takes_new())
             {
                 budget -= 1;
-                if let Some((stream, peer)) = self.listening.accept(li) {
-                    // Stopping: a silent one is kept only as long as an
-                    // idle one (a head begun gets the header timeout).
-                    let wait = if accepting {
-                        ctx.header_for
-                    } else {
-                        conn::STOP_LINGER
-                    };
-                    let http = h1::Conn::new(ctx.parser_options.clone(), ctx.keepalive);
-                    let Some(i) = self.admit(li, stream, peer, http, Instant::now() + wait) else {
+                if let Some(new) = self.listening.accept(li) {
+                    let core = Core::accepted(
+                        new,
+                        li,
+                        &ctx.parser_options,
+                        ctx.keepalive,
+                        self.io_timeout,
+                        ctx.header_for,
+                        accepting,
+                    );
+                    let Some(i) = self.admit(core) else {
                         continue;
                     };
                     self.give_turn(py, ctx, worker, i, false, |_, t| t);
@@ -402,56 +383,40 @@ impl Loop<'_> {
             let Some(c) = self.conns.get_mut(i) else {
                 continue;
             };
-            if c.deadline > now {
+            if !c.core.expired(now) {
                 continue;
             }
             // A 408 when part of a head came (after what is held), a
             // silent close when nothing did.
-            let ending = c.http.head_timed_out();
-            if ending.answer.is_some() && send_out(py, c) {
-                conn::end(py, &c.stream, &c.peer, ending);
+            if let Some(ending) = c.core.timed_out() {
+                if send_out(py, c) {
+                    c.core.end(py, ending);
+                }
             }
             self.settle(py, i, Turn::Close);
         }
     }
 
-    /// A connection just accepted from listener `server`, registered with
-    /// the poller, due to send its first request head by `deadline`; `None`
+    /// A connection just accepted, registered with the poller; `None`
     /// when the poller refused it (it is closed then).
-    fn admit(
-        &mut self,
-        server: usize,
-        stream: Stream,
-        peer: Peer,
-        http: h1::Conn,
-        deadline: Instant,
-    ) -> Option<usize> {
-        let _ = stream.set_timeouts(self.io_timeout);
-        let i = self.conns.insert(Connection {
-            stream: Arc::new(stream),
-            peer,
-            server,
-            http,
-            fresh: true,
-            trusted: false,
+    fn admit(&mut self, core: Core) -> Option<usize> {
+        let c = Connection {
+            core,
             served: 0,
-            head_started: false,
-            deadline,
             more: false,
             socket: Default::default(),
             held: Default::default(),
             lingering: None,
-        });
+        };
         let registry = self.poll.registry();
-        let registered = self.conns.get_mut(i).map(|c| {
-            c.stream
-                .register(registry, Token(CONN_BASE + i), Interest::READABLE)
-        });
-        if !matches!(registered, Some(Ok(()))) {
-            self.conns.remove(i); // dropped: closed
-            return None;
-        }
-        Some(i)
+        polled::admit(
+            &mut self.conns,
+            c,
+            |c| &c.core,
+            registry,
+            CONN_BASE,
+            Interest::READABLE,
+        )
     }
 
     /// Give connection `i` a turn (`others_follow`: more of the batch wait
@@ -507,9 +472,8 @@ impl Loop<'_> {
             Turn::Close => {
                 if let Some(mut c) = self.conns.remove(i) {
                     send_out(py, &mut c);
-                    let _ = c.stream.deregister(self.poll.registry());
                     // FIN after the response, before the fd goes.
-                    c.stream.shutdown_write();
+                    c.core.close(self.poll.registry());
                 }
             }
             Turn::Linger => {
@@ -522,10 +486,10 @@ impl Loop<'_> {
                 // FIN after the response; then `discard` reads what comes
                 // (this turn's reads already emptied the socket or the next
                 // turn comes at once) until EOF or the sweep's deadline.
-                c.stream.shutdown_write();
+                c.core.stream.shutdown_write();
                 let now = Instant::now();
                 c.lingering = Some(now + conn::LINGER_FOR);
-                c.deadline = now + conn::LINGER_IDLE;
+                c.core.deadline = now + conn::LINGER_IDLE;
                 self.ready.push(i);
             }
         }
@@ -536,7 +500,7 @@ impl Loop<'_> {
 /// it, then (a client slow to read) waiting without the GIL, bounded by the
 /// socket's send timeout. False when the connection failed.
 fn send_out(py: Python<'_>, c: &mut Connection) -> bool {
-    send_pending(py, &c.stream, &mut c.held)
+    send_pending(py, &c.core.stream, &mut c.held)
 }
 
 fn send_pending(py: Python<'_>, stream: &Arc<Stream>, held: &mut wsgi::Held) -> bool {
@@ -564,7 +528,7 @@ fn send_pending(py: Python<'_>, stream: &Arc<Stream>, held: &mut wsgi::Held) -> 
 fn discard(ctx: &mut Ctx<'_>, c: &mut Connection, end: Instant) -> Turn {
     let mut got = 0;
     let turn = loop {
-        match c.stream.read_nowait(&mut ctx.scratch) {
+        match c.core.stream.read_nowait(&mut ctx.scratch) {
             Ok(0) => return Turn::Close,
             Ok(n) => {
                 got += n;
@@ -582,7 +546,7 @@ fn discard(ctx: &mut Ctx<'_>, c: &mut Connection, end: Instant) -> Turn {
         return Turn::Close;
     }
     if got > 0 {
-        c.deadline = end.min(now + conn::LINGER_IDLE);
+        c.core.deadline = end.min(now + conn::LINGER_IDLE);
     }
     turn
 }
@@ -596,38 +560,17 @@ fn turn(py: Python<'_>, ctx: &mut Ctx<'_>, worker: &mut Worker<'_>, c: &mut Conn
     if let Some(end) = c.lingering {
         return discard(ctx, c, end);
     }
-    // A TLS connection's handshake comes before its first read.
-    if c.fresh && c.stream.handshaking() {
-        match conn::handshake_step(&c.stream, &c.peer) {
-            Some(true) => {}
-            Some(false) => return Turn::Wait,
-            None => return Turn::Close,
-        }
-    }
     let mut served_now = 0u32;
     // Requests left over from the last turn (`Turn::Again`) come first.
     let mut read_first = !std::mem::take(&mut c.more);
     loop {
         if read_first {
-            match c.stream.read_nowait(&mut ctx.scratch) {
-                Ok(0) => return Turn::Close,
-                Ok(n) => {
-                    c.http.extend(&ctx.scratch[..n]);
-                    // A short read emptied the socket (and the stream holds
-                    // nothing more): the next byte brings a new event.
-                    read_first = n == ctx.scratch.len() || c.stream.has_buffered();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Wait,
-                Err(_) => return Turn::Close,
-            }
-            if std::mem::take(&mut c.fresh) {
-                if let Some(proxy) = &ctx.policy.proxy {
-                    if !conn::read_proxy_header(py, &c.stream, &mut c.peer, &mut c.http, proxy) {
-                        return Turn::Close;
-                    }
-                }
-                c.trusted = ctx.app.trust().trusts(&c.peer);
+            // (A TLS connection's handshake comes before its first read.)
+            let proxy = ctx.policy.proxy.as_ref();
+            match c.core.read(py, &mut ctx.scratch, proxy, ctx.app.trust()) {
+                Read::Data { more } => read_first = more,
+                Read::Empty => return Turn::Wait,
+                Read::Eof | Read::Failed => return Turn::Close,
             }
         } else {
             read_first = true;
@@ -651,29 +594,28 @@ fn serve_buffered(
     c: &mut Connection,
     served_now: &mut u32,
 ) -> Option<Turn> {
-    while !c.http.is_idle() {
+    while !c.core.http.is_idle() {
         if *served_now >= FAIR_SHARE {
             c.more = true;
             return Some(Turn::Again);
         }
-        let trusted = c.trusted;
-        c.http.set_peer_trusted(trusted);
-        match c.http.next_head() {
+        let core = &mut c.core;
+        match core.http.next_head() {
             HeadEvent::Request(h1::Request {
                 head,
                 body,
                 exchange,
             }) => {
                 // A response of this turn still waits: it goes first.
-                if !send_pending(py, &c.stream, &mut c.held) {
+                if !send_pending(py, &core.stream, &mut c.held) {
                     return Some(Turn::Close);
                 }
                 let busy = Some((worker.setup.heartbeats, worker.setup.slot));
                 let on = conn::Connection {
-                    stream: &c.stream,
-                    peer: &c.peer,
-                    server: &ctx.servers[c.server],
-                    trusted,
+                    stream: &core.stream,
+                    peer: &core.peer,
+                    server: &ctx.servers[core.server],
+                    trusted: core.trusted,
                     body_within: None,
                 };
                 let kept = Some((&c.socket, &c.held));
@@ -682,31 +624,25 @@ fn serve_buffered(
                     py, ctx.app, &on, &head, body, exchange, busy, started, kept,
                 );
                 drop(head);
-                let next = served.finish(&mut c.http);
+                let next = served.finish(&mut core.http);
                 worker.request_done();
                 c.served += 1;
                 *served_now += 1;
-                c.head_started = false;
                 match next {
-                    Next::KeepAlive => c.deadline = Instant::now() + ctx.keepalive_for,
+                    Next::KeepAlive => core.kept_alive(ctx.keepalive_for),
                     Next::Close(Closing::Clean) => return Some(Turn::Close),
                     Next::Close(Closing::Unread) => return Some(Turn::Linger),
                 }
             }
             HeadEvent::NeedMore => {
-                // A head begun and not complete: its deadline runs (one
-                // clock read per incomplete head, none for whole ones).
-                if !c.head_started {
-                    c.head_started = true;
-                    c.deadline = Instant::now() + ctx.header_for;
-                }
+                core.head_incomplete(ctx.header_for);
                 return None;
             }
             HeadEvent::End(ending) => {
                 // A refused head (after what is held).
                 let closing = ending.closing;
                 if send_out(py, c) {
-                    conn::end(py, &c.stream, &c.peer, ending);
+                    c.core.end(py, ending);
                 }
                 return Some(match closing {
                     Closing::Clean => Turn::Close,

@@ -20,6 +20,7 @@
 use std::time::{Duration, Instant};
 
 use super::Worker;
+use super::accepts::Accepts;
 use super::conn;
 use crate::sock::{Listener, Peer};
 use crate::stream::Stream;
@@ -169,6 +170,26 @@ impl<'a> Listening<'a> {
         } else {
             None
         }
+    }
+
+    /// How many connections to take from listener `i` in this turn, with
+    /// `open` of at most `max` open: none at the cap or when none waits;
+    /// while accepting, as `accepts` allows (in turns with the other
+    /// workers); once stopping, all that the backlog holds.
+    pub fn budget(&self, i: usize, accepts: &mut Accepts, open: usize, max: usize) -> usize {
+        if open >= max || !self.waiting(i) {
+            0
+        } else if self.accepting() {
+            accepts.budget(&self.listeners[i], open, Instant::now())
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Whether to take one more from listener `i`, with `budget` left
+    /// ([`Listening::budget`]) and `open` of at most `max` open.
+    pub fn may_take(&self, i: usize, budget: usize, open: usize, max: usize) -> bool {
+        budget > 0 && open < max && self.waiting(i)
     }
 
     /// Accept one connection from listener `i`; `None` when there was none

@@ -15,6 +15,7 @@ pub mod evloop;
 pub mod gthread;
 pub mod heartbeat;
 pub mod listening;
+pub mod polled;
 mod slab;
 pub mod sync;
 
