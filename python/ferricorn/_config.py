@@ -129,6 +129,7 @@ UVICORN_KWARGS = {
     "loop": "asgi_loop",
     "lifespan": "asgi_lifespan",
     "ws_max_size": "websocket_max_message_size",
+    "ws_per_message_deflate": "websocket_per_message_deflate",
     "root_path": "root_path",
     "forwarded_allow_ips": "forwarded_allow_ips",
     "timeout_keep_alive": "keepalive",

@@ -155,6 +155,7 @@ fn handshake_accepts_a_valid_request() {
             accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
             subprotocols: vec![],
             extensions: vec![],
+            deflate: None,
         }
     );
 }

@@ -1508,6 +1508,18 @@ pub static ROWS: &[Setting] = &[
         short: "Largest WebSocket message in bytes.",
     },
     Setting {
+        name: "websocket_per_message_deflate",
+        section: "Worker Processes",
+        flags: &["--websocket-per-message-deflate"],
+        meta: "BOOL",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(true),
+        supported: true,
+        short: "ferricorn only: agree permessage-deflate (RFC 7692) when a WebSocket client offers it (true, as uvicorn; false: never compress).",
+    },
+    Setting {
         name: "http_parser",
         section: "Worker Processes",
         flags: &["--http-parser"],
@@ -1679,7 +1691,11 @@ pub static ROWS: &[Setting] = &[
 
 /// Rows ferricorn adds beyond gunicorn's 120 (not in gunicorn's
 /// `KNOWN_SETTINGS`; `--print-config` shows them only when set).
-pub const FERRICORN_ONLY: &[&str] = &["max_worker_memory", "header_timeout"];
+pub const FERRICORN_ONLY: &[&str] = &[
+    "max_worker_memory",
+    "header_timeout",
+    "websocket_per_message_deflate",
+];
 
 /// Look a row up by setting name.
 pub fn find(name: &str) -> Option<(usize, &'static Setting)> {

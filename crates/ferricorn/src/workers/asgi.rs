@@ -175,6 +175,8 @@ struct Server {
     io_timeout: Option<Duration>,
     /// `websocket_max_message_size` (0: no limit).
     ws_max: usize,
+    /// `websocket_per_message_deflate`.
+    ws_deflate: bool,
     /// Requests finished since the worker's frame last counted them.
     served: u64,
     served_total: u64,
@@ -402,6 +404,7 @@ fn build(
             n if n <= 0 => usize::MAX,
             n => n as usize,
         },
+        ws_deflate: settings.get("websocket_per_message_deflate").as_bool(),
         served: 0,
         served_total: 0,
         budget: worker.budget,
@@ -1035,6 +1038,7 @@ impl Server {
             trust,
             header_for,
             ws_max,
+            ws_deflate,
             heartbeats,
             slot,
             running,
@@ -1093,7 +1097,7 @@ impl Server {
                             // What came after the head is the first frames.
                             let rest = c.http.buffered().to_vec();
                             c.http.consume(rest.len());
-                            c.ws = Some(WsExchange::new(hs, *ws_max, rest));
+                            c.ws = Some(WsExchange::new(hs, *ws_max, *ws_deflate, rest));
                             *running += 1;
                             launches.push(Launch {
                                 id,
