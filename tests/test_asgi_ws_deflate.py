@@ -16,8 +16,7 @@ import zlib
 import pytest
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-from asgi_helpers import WS_ACCEPT, WS_KEY, recv_until, serve_asgi, ws_connect, ws_read_close_code
-from conftest import parse_head
+from asgi_helpers import serve_asgi, ws_connect, ws_frame, ws_handshake, ws_read_close_code, ws_read_frame
 
 TAIL = b"\x00\x00\xff\xff"
 
@@ -74,32 +73,10 @@ def test_deflate_off_answers_no_extension(start):
 
 
 def handshake(port, extensions):
-    import socket
-
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    ext = "Sec-WebSocket-Extensions: %s\r\n" % extensions if extensions else ""
-    s.sendall(
-        ("GET /ws/echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (WS_KEY, ext)).encode())
-    data = recv_until(s, b"\r\n\r\n")
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status, headers = parse_head(head)
-    assert status == 101 and headers["sec-websocket-accept"] == WS_ACCEPT, data
+    """A raw WebSocket offering `extensions`: (socket, bytes read, 101 headers)."""
+    headers = {}
+    s, rest = ws_handshake(port, extensions=extensions, response_headers=headers)
     return s, rest, headers
-
-
-def frame(first, payload, fin=True):
-    """A masked client frame; `first` is the first byte's low 7 bits (RSV + opcode)."""
-    n = len(payload)
-    head = bytes([(0x80 if fin else 0) | first])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-    key = b"\x0a\x0b\x0c\x0d"
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def deflate(data, compressor=None):
@@ -107,23 +84,6 @@ def deflate(data, compressor=None):
     out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
     assert out.endswith(TAIL)
     return out[:-4]
-
-
-def read_frame(sock, buf):
-    """(first byte, payload, rest of buf) of one server frame."""
-    while len(buf) < 2:
-        buf += sock.recv(65536)
-    n = buf[1] & 0x7F
-    off = {126: 4, 127: 10}.get(n, 2)
-    while len(buf) < off:
-        buf += sock.recv(65536)
-    if off > 2:
-        n = int.from_bytes(buf[2:off], "big")
-    while len(buf) < off + n:
-        chunk = sock.recv(65536)
-        assert chunk, "closed mid-frame"
-        buf += chunk
-    return buf[0], buf[off:off + n], buf[off + n:]
 
 
 def test_the_wire_carries_compressed_frames_both_ways(start):
@@ -136,14 +96,14 @@ def test_the_wire_carries_compressed_frames_both_ways(start):
         inflater = zlib.decompressobj(-10)  # the window the server agreed to
         text = compressible(100_000).encode()
         for _ in range(2):
-            s.sendall(frame(0x40 | 0x1, deflate(text)))
-            first, payload, buf = read_frame(s, buf)
+            s.sendall(ws_frame(0x40 | 0x1, deflate(text)))
+            first, payload, buf = ws_read_frame(s, buf)
             assert first == 0x80 | 0x40 | 0x1, hex(first)  # FIN, RSV1, text
             assert len(payload) < len(text) // 2
             assert inflater.decompress(payload + TAIL) == text
         # A small message goes back uncompressed.
-        s.sendall(frame(0x40 | 0x1, deflate(b"hi there")))
-        first, payload, buf = read_frame(s, buf)
+        s.sendall(ws_frame(0x40 | 0x1, deflate(b"hi there")))
+        first, payload, buf = ws_read_frame(s, buf)
         assert (first, payload) == (0x81, b"hi there")
     finally:
         s.close()
@@ -156,7 +116,7 @@ def test_a_decompression_bomb_closes_1009_within_the_limit(start):
         c = zlib.compressobj(9, zlib.DEFLATED, -15)
         bomb = c.compress(bytes(64 << 20)) + c.flush(zlib.Z_SYNC_FLUSH)
         assert len(bomb) < 128 * 1024
-        s.sendall(frame(0x40 | 0x2, bomb[:-4]))
+        s.sendall(ws_frame(0x40 | 0x2, bomb[:-4]))
         assert ws_read_close_code(s, buf) == 1009
     finally:
         s.close()
@@ -167,7 +127,7 @@ def test_rsv1_without_the_extension_is_1002(start):
     s, buf, headers = handshake(srv.port, None)
     try:
         assert "sec-websocket-extensions" not in headers
-        s.sendall(frame(0x40 | 0x1, deflate(b"hello")))
+        s.sendall(ws_frame(0x40 | 0x1, deflate(b"hello")))
         assert ws_read_close_code(s, buf) == 1002
     finally:
         s.close()

@@ -27,21 +27,12 @@ fn pmd(server_nct: bool, client_nct: bool, bits: Option<u8>) -> PerMessageDeflat
 // Client side
 // ---------------------------------------------------------------------------
 
+#[path = "support/wsframe.rs"]
+mod wsframe;
+use wsframe::{decode_with, server_frame};
+
 fn frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 0xFFFF {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    out
+    wsframe::client_frame(fin, rsv, opcode, payload, Some(MASK))
 }
 
 /// A client compressor: raw DEFLATE, 2^15 window.
@@ -66,55 +57,12 @@ fn decoder(max: usize, agreed: &PerMessageDeflate) -> Decoder {
     d
 }
 
-/// Everything decoded from `input` fed in pieces of `step` bytes, then the
-/// error if any.
-fn decode_with(
-    d: &mut Decoder,
-    input: &[u8],
-    step: usize,
-) -> (Vec<Message>, Option<ProtocolError>) {
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    for piece in input.chunks(step.max(1)) {
-        buf.extend_from_slice(piece);
-        loop {
-            match d.decode(&mut buf) {
-                Ok(Some(m)) => out.push(m),
-                Ok(None) => break,
-                Err(e) => return (out, Some(e)),
-            }
-        }
-    }
-    (out, None)
-}
-
 fn decode(
     agreed: &PerMessageDeflate,
     input: &[u8],
     max: usize,
 ) -> (Vec<Message>, Option<ProtocolError>) {
     decode_with(&mut decoder(max, agreed), input, input.len())
-}
-
-/// A server frame: (FIN, RSV1, opcode, payload, bytes it took).
-fn server_frame(b: &[u8]) -> (bool, bool, u8, Vec<u8>, usize) {
-    assert_eq!(b[0] & 0x30, 0, "RSV2/RSV3 never set");
-    assert_eq!(b[1] & 0x80, 0, "server frames are not masked");
-    let (len, at) = match b[1] & 0x7f {
-        126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    (
-        b[0] & 0x80 != 0,
-        b[0] & 0x40 != 0,
-        b[0] & 0x0f,
-        b[at..at + len].to_vec(),
-        at + len,
-    )
 }
 
 /// Inflate one compressed server payload the way a client does.
