@@ -443,8 +443,9 @@ impl Decoder {
     ///
     /// Client frames must be masked; control frames at most 125 bytes and not
     /// fragmented; RSV bits (but RSV1 on the first frame of a message once
-    /// permessage-deflate is agreed) and reserved opcodes are refused; a continuation without a started message, or a new data
-    /// frame inside a fragmented one, is refused (all 1002). A close payload
+    /// permessage-deflate is agreed) and reserved opcodes are refused; a
+    /// continuation without a started message, or a new data frame inside a
+    /// fragmented one, is refused (all 1002). A close payload
     /// is empty or a valid code and a UTF-8 reason (else 1002 / 1007).
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Message>, ProtocolError> {
         let mut pos = 0;

@@ -361,7 +361,9 @@ impl Deflater {
             let made = (st.total_out() - out0) as usize;
             out.truncate(at + made);
             input = &input[used..];
-            if input.is_empty() && made < room {
+            // No progress cannot happen with a valid state and output room;
+            // leave rather than spin if it ever did.
+            if input.is_empty() && made < room || used == 0 && made == 0 {
                 break;
             }
         }
