@@ -63,6 +63,20 @@ def recv_until(sock, marker, data=b""):
     return data
 
 
+def uvicorn_worker_subclass(tmp_path, module, cls, config_kwargs):
+    """Write a stand-in for uvicorn's worker module and a project's subclass
+    of it, `module.cls` with `CONFIG_KWARGS = config_kwargs` (the way
+    paperless-ngx ships one), into `tmp_path`; return the class path."""
+    (tmp_path / "uvicorn").mkdir(exist_ok=True)
+    (tmp_path / "uvicorn" / "__init__.py").write_text("")
+    (tmp_path / "uvicorn" / "workers.py").write_text("class UvicornWorker:\n    CONFIG_KWARGS = {}\n")
+    (tmp_path / ("%s.py" % module)).write_text(
+        "from uvicorn.workers import UvicornWorker\n\n\n"
+        "class %s(UvicornWorker):\n"
+        "    CONFIG_KWARGS = %r\n" % (cls, config_kwargs))
+    return "%s.%s" % (module, cls)
+
+
 def rss_kib(pid):
     """The resident set size of process `pid`, in KiB."""
     with open("/proc/%d/status" % pid) as f:

@@ -16,7 +16,15 @@ import zlib
 import pytest
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-from asgi_helpers import serve_asgi, ws_connect, ws_frame, ws_handshake, ws_read_close_code, ws_read_frame
+from asgi_helpers import (
+    serve_asgi,
+    uvicorn_worker_subclass,
+    ws_connect,
+    ws_frame,
+    ws_handshake,
+    ws_read_close_code,
+    ws_read_frame,
+)
 
 TAIL = b"\x00\x00\xff\xff"
 
@@ -135,14 +143,8 @@ def test_rsv1_without_the_extension_is_1002(start):
 
 def test_a_uvicorn_worker_subclass_can_turn_it_off(start_server, tmp_path):
     # uvicorn's CONFIG_KWARGS keyword maps to websocket_per_message_deflate.
-    (tmp_path / "uvicorn").mkdir()
-    (tmp_path / "uvicorn" / "__init__.py").write_text("")
-    (tmp_path / "uvicorn" / "workers.py").write_text("class UvicornWorker:\n    CONFIG_KWARGS = {}\n")
-    (tmp_path / "plain_workers.py").write_text(
-        "from uvicorn.workers import UvicornWorker\n\n\n"
-        "class PlainWorker(UvicornWorker):\n"
-        "    CONFIG_KWARGS = {'ws_per_message_deflate': False}\n")
-    srv = start_server("-k", "plain_workers.PlainWorker", "-b", "127.0.0.1:0", "asgi_spec:app")
+    worker = uvicorn_worker_subclass(tmp_path, "plain_workers", "PlainWorker", {"ws_per_message_deflate": False})
+    srv = start_server("-k", worker, "-b", "127.0.0.1:0", "asgi_spec:app")
     srv.wait_for(r"CONFIG_KWARGS set websocket_per_message_deflate=False")
     with ws_connect(srv, "/ws/echo") as ws:
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
