@@ -63,6 +63,20 @@ def recv_until(sock, marker, data=b""):
     return data
 
 
+def uvicorn_worker_subclass(tmp_path, module, cls, config_kwargs):
+    """Write a stand-in for uvicorn's worker module and a project's subclass
+    of it, `module.cls` with `CONFIG_KWARGS = config_kwargs` (the way
+    paperless-ngx ships one), into `tmp_path`; return the class path."""
+    (tmp_path / "uvicorn").mkdir(exist_ok=True)
+    (tmp_path / "uvicorn" / "__init__.py").write_text("")
+    (tmp_path / "uvicorn" / "workers.py").write_text("class UvicornWorker:\n    CONFIG_KWARGS = {}\n")
+    (tmp_path / ("%s.py" % module)).write_text(
+        "from uvicorn.workers import UvicornWorker\n\n\n"
+        "class %s(UvicornWorker):\n"
+        "    CONFIG_KWARGS = %r\n" % (cls, config_kwargs))
+    return "%s.%s" % (module, cls)
+
+
 def rss_kib(pid):
     """The resident set size of process `pid`, in KiB."""
     with open("/proc/%d/status" % pid) as f:
@@ -87,18 +101,23 @@ WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 WS_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
-def ws_handshake(port, path="/ws/echo"):
-    """Open a WebSocket by hand: (socket, bytes read past the 101's head)."""
+def ws_handshake(port, path="/ws/echo", extensions=None, response_headers=None):
+    """Open a WebSocket by hand: (socket, bytes read past the 101's head).
+    `extensions`: a Sec-WebSocket-Extensions offer to send; the 101's
+    headers are put in the dict `response_headers` when one is given."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    offer = "Sec-WebSocket-Extensions: %s\r\n" % extensions if extensions else ""
     s.sendall(
         ("GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, WS_KEY)).encode()
+         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (path, WS_KEY, offer)).encode()
     )
     data = recv_until(s, b"\r\n\r\n")
     head, _, rest = data.partition(b"\r\n\r\n")
     status, headers = parse_head(head)
     assert status == 101, data
     assert headers["sec-websocket-accept"] == WS_ACCEPT, headers
+    if response_headers is not None:
+        response_headers.update(headers)
     return s, rest
 
 
@@ -119,24 +138,30 @@ def ws_frame(opcode, payload, mask=True, fin=True):
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
+def ws_read_frame(sock, buf):
+    """Read one server frame (after `buf`): (its first byte: FIN, RSV bits
+    and opcode; its payload; the bytes read past it)."""
+    while len(buf) < 2:
+        chunk = sock.recv(4096)
+        assert chunk, "closed without a close frame"
+        buf += chunk
+    n = buf[1] & 0x7F
+    off = {126: 4, 127: 10}.get(n, 2)
+    while len(buf) < off:
+        buf += sock.recv(4096)
+    if off > 2:
+        n = int.from_bytes(buf[2:off], "big")
+    while len(buf) < off + n:
+        chunk = sock.recv(65536)
+        assert chunk, "closed mid-frame"
+        buf += chunk
+    return buf[0], buf[off : off + n], buf[off + n :]
+
+
 def ws_read_close_code(sock, buf):
     """Read server frames (after `buf`) until a close frame; return its
     status code (1005 when it has none)."""
     while True:
-        while len(buf) < 2:
-            chunk = sock.recv(4096)
-            assert chunk, "closed without a close frame"
-            buf += chunk
-        opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
-        off = {126: 4, 127: 10}.get(n, 2)
-        while len(buf) < off:
-            buf += sock.recv(4096)
-        if off > 2:
-            n = int.from_bytes(buf[2:off], "big")
-        while len(buf) < off + n:
-            chunk = sock.recv(65536)
-            assert chunk, "closed mid-frame"
-            buf += chunk
-        payload, buf = buf[off : off + n], buf[off + n :]
-        if opcode == 0x8:
+        first, payload, buf = ws_read_frame(sock, buf)
+        if first & 0x0F == 0x8:
             return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005

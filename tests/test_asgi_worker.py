@@ -12,7 +12,7 @@ import time
 import pytest
 
 import wsgi_helpers
-from asgi_helpers import WS_ACCEPT, WS_KEY, ws_frame
+from asgi_helpers import WS_ACCEPT, WS_KEY, uvicorn_worker_subclass, ws_frame
 from conftest import get, parse_head, parse_response, pinned_to_one_cpu, raw_request, wait_until
 
 ASGI = ["-k", "asgi", "-b", "127.0.0.1:0"]
@@ -427,14 +427,9 @@ def test_request_hooks_around_the_app(start_server, tmp_path):
 def test_project_subclass_of_uvicorns_worker_with_config_kwargs(start_server, tmp_path):
     # A stand-in for uvicorn's module, and a project's worker class on it
     # (paperless-ngx ships one to set CONFIG_KWARGS).
-    (tmp_path / "uvicorn").mkdir()
-    (tmp_path / "uvicorn" / "__init__.py").write_text("")
-    (tmp_path / "uvicorn" / "workers.py").write_text("class UvicornWorker:\n    CONFIG_KWARGS = {}\n")
-    (tmp_path / "shop_workers.py").write_text(
-        "from uvicorn.workers import UvicornWorker\n\n\n"
-        "class ShopWorker(UvicornWorker):\n"
-        "    CONFIG_KWARGS = {'root_path': '/shop', 'http': 'h11', 'ws_ping_interval': 20}\n")
-    srv = start_server("-k", "shop_workers.ShopWorker", "-b", "127.0.0.1:0", APP)
+    worker = uvicorn_worker_subclass(tmp_path, "shop_workers", "ShopWorker",
+                                     {"root_path": "/shop", "http": "h11", "ws_ping_interval": 20})
+    srv = start_server("-k", worker, "-b", "127.0.0.1:0", APP)
     srv.wait_for(r"Worker class shop_workers\.ShopWorker is served by ferricorn's asgi worker .*"
                  r"CONFIG_KWARGS set root_path=/shop, websocket_ping_interval=20\.0; .*not applied: http$")
     assert json.loads(get(srv.port, "/scope")[2])["root_path"] == "/shop"

@@ -243,7 +243,8 @@ def test_every_gunicorn_setting_and_flag_is_in_the_table():
     assert len(theirs) == 120
     # Rows ferricorn adds of its own (documented in docs/settings.md) are the only extras.
     extras = {name for name in ours if name not in theirs}
-    assert extras == {"max_worker_memory", "header_timeout", "websocket_ping_interval", "websocket_ping_timeout"}
+    assert extras == {"max_worker_memory", "header_timeout", "websocket_ping_interval", "websocket_ping_timeout",
+                      "websocket_per_message_deflate"}
     assert {k: v for k, v in ours.items() if k not in extras} == theirs
     assert sorted(SAMPLES) == sorted(theirs), "every setting needs a sample value in this test"
 

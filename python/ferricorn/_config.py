@@ -131,6 +131,7 @@ UVICORN_KWARGS = {
     "ws_max_size": "websocket_max_message_size",
     "ws_ping_interval": "websocket_ping_interval",
     "ws_ping_timeout": "websocket_ping_timeout",
+    "ws_per_message_deflate": "websocket_per_message_deflate",
     "root_path": "root_path",
     "forwarded_allow_ips": "forwarded_allow_ips",
     "timeout_keep_alive": "keepalive",

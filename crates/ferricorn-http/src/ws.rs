@@ -1,5 +1,6 @@
 //! Sans-IO WebSocket (RFC 6455): the opening handshake, frame decoding with
-//! fragment reassembly and UTF-8 validation, and server frame encoding.
+//! fragment reassembly and UTF-8 validation, and server frame encoding;
+//! permessage-deflate (RFC 7692) in [`deflate`].
 //! Bytes in, messages out; no sockets, no Python.
 //!
 //! gunicorn counterpart: `gunicorn/asgi/websocket.py` (`WebSocketProtocol`:
@@ -16,6 +17,11 @@
 //! - A text message is refused with 1007 as soon as the bytes received so far
 //!   cannot start valid UTF-8, not only when the message completes
 //!   (Autobahn 6.4.x "fail fast").
+//! - RSV1 marks a compressed message on its first frame only, and only once
+//!   permessage-deflate is agreed ([`Decoder::enable_deflate`]); anywhere
+//!   else, and RSV2/RSV3 always, it is 1002. A compressed message is
+//!   inflated as its frames arrive and the size limit applies to the
+//!   inflated bytes.
 //! - After a protocol error the decoder is failed for good: every later call
 //!   returns the same error. After a Close frame it yields nothing more.
 //! - [`accept_response`] never lets an application header inject bytes into
@@ -23,6 +29,10 @@
 //!   skipped ([`check_extra_headers`] tells the caller beforehand).
 
 use crate::chars::{is_bad_value_byte, is_token, list_contains, trim_ows};
+
+pub mod deflate;
+
+pub use deflate::{Deflater, PerMessageDeflate};
 
 /// The GUID of RFC 6455 1.3, appended to the client's key before hashing.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -46,8 +56,11 @@ pub struct Handshake {
     /// `subprotocols`).
     pub subprotocols: Vec<String>,
     /// `Sec-WebSocket-Extensions` offers, one entry per extension with its
-    /// parameters, in the client's order. None is negotiated yet.
+    /// parameters, in the client's order.
     pub extensions: Vec<String>,
+    /// permessage-deflate as agreed, when the server took an offer
+    /// ([`deflate::negotiate`]); [`accept_response`] answers it.
+    pub deflate: Option<PerMessageDeflate>,
 }
 
 /// Why an upgrade request is refused: answer `status` with `extra_headers`
@@ -144,6 +157,7 @@ pub fn handshake(
         accept: accept_key(key),
         subprotocols,
         extensions,
+        deflate: None,
     })
 }
 
@@ -202,6 +216,7 @@ fn is_own_header(name: &[u8]) -> bool {
         b"connection",
         b"sec-websocket-accept",
         b"sec-websocket-protocol",
+        b"sec-websocket-extensions",
     ]
     .iter()
     .any(|own| name.eq_ignore_ascii_case(own))
@@ -223,7 +238,8 @@ pub fn check_extra_headers(extra: &[(&[u8], &[u8])]) -> Result<(), &'static str>
 
 /// Append the `101 Switching Protocols` head: `Upgrade`, `Connection`,
 /// `Sec-WebSocket-Accept`, `Sec-WebSocket-Protocol` when `subprotocol` is
-/// given (and a token), then the application's `extra` headers (its `websocket.accept`
+/// given (and a token), `Sec-WebSocket-Extensions` when `hs.deflate` is
+/// agreed, then the application's `extra` headers (its `websocket.accept`
 /// headers) and the blank line. Extra headers that [`check_extra_headers`]
 /// refuses, and ones naming a header written here, are left out.
 pub fn accept_response(
@@ -241,6 +257,11 @@ pub fn accept_response(
     if let Some(p) = subprotocol.filter(valid) {
         out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
         out.extend_from_slice(p);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(pmd) = &hs.deflate {
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        out.extend_from_slice(pmd.response().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     for &(name, value) in extra {
@@ -348,6 +369,8 @@ enum State {
 /// A parsed frame header.
 struct Header {
     fin: bool,
+    /// RSV1: a compressed message's first frame.
+    rsv1: bool,
     opcode: u8,
     mask: [u8; 4],
     len: u64,
@@ -370,6 +393,10 @@ pub struct Decoder {
     checked: usize,
     payload: Option<Payload>,
     state: State,
+    /// permessage-deflate, once agreed.
+    inflater: Option<deflate::Inflater>,
+    /// The message being reassembled is compressed.
+    compressed: bool,
 }
 
 impl Decoder {
@@ -383,7 +410,24 @@ impl Decoder {
             checked: 0,
             payload: None,
             state: State::Open,
+            inflater: None,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was agreed: from now on RSV1 marks a compressed
+    /// message, inflated as it arrives.
+    pub fn enable_deflate(&mut self, pmd: &PerMessageDeflate) {
+        self.inflater = Some(deflate::Inflater::new(pmd));
+    }
+
+    /// Whether the inflater's state is allocated now (for tests and memory
+    /// accounting: it is allocated at the first compressed message and
+    /// dropped after each one when the client keeps no context).
+    pub fn inflater_allocated(&self) -> bool {
+        self.inflater
+            .as_ref()
+            .is_some_and(deflate::Inflater::is_allocated)
     }
 
     /// Has a Close frame been decoded?
@@ -398,9 +442,10 @@ impl Decoder {
     /// returns `Some`: `buf` may hold more frames.
     ///
     /// Client frames must be masked; control frames at most 125 bytes and not
-    /// fragmented; RSV bits (no extension is negotiated) and reserved opcodes
-    /// are refused; a continuation without a started message, or a new data
-    /// frame inside a fragmented one, is refused (all 1002). A close payload
+    /// fragmented; RSV bits (but RSV1 on the first frame of a message once
+    /// permessage-deflate is agreed) and reserved opcodes are refused; a
+    /// continuation without a started message, or a new data frame inside a
+    /// fragmented one, is refused (all 1002). A close payload
     /// is empty or a valid code and a UTF-8 reason (else 1002 / 1007).
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Message>, ProtocolError> {
         let mut pos = 0;
@@ -429,6 +474,7 @@ impl Decoder {
             self.kind = None;
             self.payload = None;
             self.data = Vec::new();
+            self.inflater = None;
         }
         result
     }
@@ -438,9 +484,23 @@ impl Decoder {
             if let Some(p) = &mut self.payload {
                 let avail = buf.len() - *pos;
                 let n = usize::try_from(p.remaining).map_or(avail, |r| r.min(avail));
-                let start = self.data.len();
-                self.data.extend_from_slice(&buf[*pos..*pos + n]);
-                unmask(&mut self.data[start..], p.mask, p.phase);
+                let chunk = &buf[*pos..*pos + n];
+                match &mut self.inflater {
+                    Some(inf) if self.compressed => {
+                        inf.feed(
+                            chunk,
+                            p.mask,
+                            p.phase,
+                            &mut self.data,
+                            self.max_message_size,
+                        )?;
+                    }
+                    _ => {
+                        let start = self.data.len();
+                        self.data.extend_from_slice(chunk);
+                        unmask(&mut self.data[start..], p.mask, p.phase);
+                    }
+                }
                 p.phase = (p.phase + n) % 4;
                 p.remaining -= n as u64;
                 *pos += n;
@@ -450,6 +510,9 @@ impl Decoder {
                 let fin = p.fin;
                 self.payload = None;
                 if fin {
+                    if let Some(inf) = self.inflater.as_mut().filter(|_| self.compressed) {
+                        inf.finish(&mut self.data, self.max_message_size)?;
+                    }
                     return self.finish().map(Some);
                 }
                 // Checked now, so a control frame after a bad fragment is
@@ -460,6 +523,13 @@ impl Decoder {
             let Some(h) = parse_header(&buf[*pos..])? else {
                 return self.need_more();
             };
+            if h.rsv1 && (h.opcode != 0x1 && h.opcode != 0x2 || self.inflater.is_none()) {
+                return Err(ProtocolError::protocol(match h.opcode {
+                    0x8..=0xA => "RSV1 set on a control frame",
+                    0x0 => "RSV1 set on a continuation frame",
+                    _ => "RSV1 set without permessage-deflate",
+                }));
+            }
             match h.opcode {
                 0x8..=0xA => {
                     if !h.fin {
@@ -502,10 +572,13 @@ impl Decoder {
                         Kind::Binary
                     });
                     self.checked = 0;
+                    self.compressed = h.rsv1;
                 }
                 _ => return Err(ProtocolError::protocol("reserved opcode")),
             }
+            // A compressed message is bounded as it inflates instead.
             if self.max_message_size > 0
+                && !self.compressed
                 && (self.data.len() as u64).saturating_add(h.len) > self.max_message_size as u64
             {
                 return Err(ProtocolError::TOO_BIG);
@@ -558,7 +631,7 @@ fn parse_header(b: &[u8]) -> Result<Option<Header>, ProtocolError> {
     let [b0, b1, ..] = *b else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    if b0 & 0x30 != 0 {
         return Err(ProtocolError::protocol(
             "reserved bits set without an extension",
         ));
@@ -599,6 +672,7 @@ fn parse_header(b: &[u8]) -> Result<Option<Header>, ProtocolError> {
     };
     Ok(Some(Header {
         fin: b0 & 0x80 != 0,
+        rsv1: b0 & 0x40 != 0,
         opcode,
         mask: [m0, m1, m2, m3],
         len,

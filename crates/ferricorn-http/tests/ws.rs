@@ -17,28 +17,13 @@ use ferricorn_http::ws::{
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
+#[path = "support/wsframe.rs"]
+mod wsframe;
+
 /// One client frame: FIN, RSV bits, opcode, masked with `MASK` unless
 /// `masked` is false.
 fn frame_with(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
-    let m = if masked { 0x80 } else { 0 };
-    let len = payload.len();
-    if len < 126 {
-        out.push(m | len as u8);
-    } else if len <= 0xFFFF {
-        out.push(m | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(m | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    if masked {
-        out.extend_from_slice(&MASK);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
+    wsframe::client_frame(fin, rsv, opcode, payload, masked.then_some(MASK))
 }
 
 fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -72,20 +57,7 @@ fn decode_all(input: &[u8], max: usize) -> (Vec<Message>, Option<ProtocolError>)
 
 /// The same, with the input fed in pieces of `step` bytes.
 fn decode_pieces(input: &[u8], max: usize, step: usize) -> (Vec<Message>, Option<ProtocolError>) {
-    let mut d = Decoder::new(max);
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    for piece in input.chunks(step) {
-        buf.extend_from_slice(piece);
-        loop {
-            match d.decode(&mut buf) {
-                Ok(Some(m)) => out.push(m),
-                Ok(None) => break,
-                Err(e) => return (out, Some(e)),
-            }
-        }
-    }
-    (out, None)
+    wsframe::decode_with(&mut Decoder::new(max), input, step)
 }
 
 fn error_code(input: &[u8], max: usize) -> u16 {
@@ -155,6 +127,7 @@ fn handshake_accepts_a_valid_request() {
             accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
             subprotocols: vec![],
             extensions: vec![],
+            deflate: None,
         }
     );
 }
@@ -799,22 +772,9 @@ fn close_inside_a_fragmented_message_is_allowed_and_final() {
 
 /// Parse a server frame: (fin, opcode, payload, bytes used).
 fn parse_server(b: &[u8]) -> (bool, u8, Vec<u8>, usize) {
-    assert_eq!(b[1] & 0x80, 0, "server frames are not masked");
-    assert_eq!(b[0] & 0x70, 0, "no RSV bits");
-    let (len, at) = match b[1] & 0x7f {
-        126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    (
-        b[0] & 0x80 != 0,
-        b[0] & 0x0f,
-        b[at..at + len].to_vec(),
-        at + len,
-    )
+    let (fin, rsv1, opcode, payload, used) = wsframe::server_frame(b);
+    assert!(!rsv1, "no RSV bits");
+    (fin, opcode, payload, used)
 }
 
 #[test]

@@ -13,6 +13,10 @@
 //!   `websocket.send` (text or bytes), `websocket.close` (a close frame, or
 //!   before the accept a 403), `websocket.http.response.start`/`.body`
 //!   (an HTTP response instead of the accept).
+//! - permessage-deflate (RFC 7692, `websocket_per_message_deflate`, on by
+//!   default as in uvicorn) is agreed at the accept when the client offers
+//!   it: messages are inflated before the app sees them and the app's are
+//!   compressed on the way out; the app sees plain text and bytes.
 //! - What the client sends is decoded only as the app receives: at most
 //!   one message (bounded by `websocket_max_message_size`) plus one read
 //!   is held.
@@ -69,6 +73,10 @@ pub struct WsExchange {
     hs: Handshake,
     pub phase: Phase,
     decoder: ws::Decoder,
+    /// Whether permessage-deflate may be agreed at the accept.
+    deflate_allowed: bool,
+    /// The compressor for the app's messages, once agreed.
+    deflater: Option<ws::Deflater>,
     /// Bytes from the client not decoded yet.
     pub inbuf: Vec<u8>,
     connect_delivered: bool,
@@ -214,12 +222,15 @@ fn disconnect_message(py: Python<'_>, code: u16, reason: &str) -> PyResult<Py<Py
 }
 
 impl WsExchange {
-    /// `inbuf`: what came after the upgrade request's head.
-    pub fn new(hs: Handshake, max_message_size: usize, inbuf: Vec<u8>) -> Self {
+    /// `inbuf`: what came after the upgrade request's head; `deflate`:
+    /// whether permessage-deflate may be agreed.
+    pub fn new(hs: Handshake, max_message_size: usize, deflate: bool, inbuf: Vec<u8>) -> Self {
         WsExchange {
             hs,
             phase: Phase::Connecting,
             decoder: ws::Decoder::new(max_message_size),
+            deflate_allowed: deflate,
+            deflater: None,
             inbuf,
             connect_delivered: false,
             disconnect: None,
@@ -443,6 +454,13 @@ impl WsExchange {
                 let extra: Vec<(&[u8], &[u8])> =
                     headers.iter().map(|(k, v)| (&**k, &**v)).collect();
                 ws::check_extra_headers(&extra).map_err(PyValueError::new_err)?;
+                if self.deflate_allowed {
+                    self.hs.deflate = ws::deflate::negotiate(&self.hs.extensions);
+                }
+                if let Some(pmd) = &self.hs.deflate {
+                    self.decoder.enable_deflate(pmd);
+                    self.deflater = Some(ws::Deflater::new(pmd));
+                }
                 ws::accept_response(
                     out,
                     &self.hs,
@@ -459,11 +477,11 @@ impl WsExchange {
                 match (bytes, text) {
                     (Some(b), None) => {
                         let b: PyBackedBytes = b.extract().map_err(Into::<PyErr>::into)?;
-                        ws::encode_frame(out, ws::Opcode::Binary, &b);
+                        self.data(out, ws::Opcode::Binary, &b);
                     }
                     (None, Some(t)) => {
                         let t = t.cast_into::<PyString>()?;
-                        ws::encode_frame(out, ws::Opcode::Text, t.to_str()?.as_bytes());
+                        self.data(out, ws::Opcode::Text, t.to_str()?.as_bytes());
                     }
                     _ => {
                         return Err(PyTypeError::new_err(
@@ -527,6 +545,14 @@ impl WsExchange {
             (kind, phase) => Err(PyRuntimeError::new_err(format!(
                 "Unexpected ASGI message '{kind}' in WebSocket state {phase:?}"
             ))),
+        }
+    }
+
+    /// One data message of the app's, compressed when agreed.
+    fn data(&mut self, out: &mut Vec<u8>, opcode: ws::Opcode, payload: &[u8]) {
+        match &mut self.deflater {
+            Some(d) => d.encode(out, opcode, payload),
+            None => ws::encode_frame(out, opcode, payload),
         }
     }
 

@@ -1536,6 +1536,18 @@ pub static ROWS: &[Setting] = &[
         short: "ferricorn only: seconds a WebSocket client has to answer the server's ping before it is closed with 1011; None or 0 waits forever.",
     },
     Setting {
+        name: "websocket_per_message_deflate",
+        section: "Worker Processes",
+        flags: &["--websocket-per-message-deflate"],
+        meta: "BOOL",
+        action: Action::Store,
+        cli_type: CliType::Str,
+        kind: Kind::Bool,
+        default: || Value::Bool(true),
+        supported: true,
+        short: "ferricorn only: agree permessage-deflate (RFC 7692) when a WebSocket client offers it (true, as uvicorn; false: never compress).",
+    },
+    Setting {
         name: "http_parser",
         section: "Worker Processes",
         flags: &["--http-parser"],
@@ -1712,6 +1724,7 @@ pub const FERRICORN_ONLY: &[&str] = &[
     "header_timeout",
     "websocket_ping_interval",
     "websocket_ping_timeout",
+    "websocket_per_message_deflate",
 ];
 
 /// Look a row up by setting name.

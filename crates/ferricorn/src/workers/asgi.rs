@@ -197,6 +197,8 @@ struct Server {
     ws_max: usize,
     /// `websocket_ping_interval`/`_timeout` (None: no pings, no cost).
     ws_ping: Option<websocket::PingPolicy>,
+    /// `websocket_per_message_deflate`.
+    ws_deflate: bool,
     /// Requests finished since the worker's frame last counted them.
     served: u64,
     served_total: u64,
@@ -440,6 +442,7 @@ fn build(
             settings.get("websocket_ping_interval").as_f64(),
             settings.get("websocket_ping_timeout").as_f64(),
         ),
+        ws_deflate: settings.get("websocket_per_message_deflate").as_bool(),
         served: 0,
         served_total: 0,
         budget: worker.budget,
@@ -1194,6 +1197,7 @@ impl Server {
             trust,
             header_for,
             ws_max,
+            ws_deflate,
             heartbeats,
             slot,
             running,
@@ -1257,7 +1261,7 @@ impl Server {
                             // What came after the head is the first frames.
                             let rest = core.http.buffered().to_vec();
                             core.http.consume(rest.len());
-                            c.ws = Some(WsExchange::new(hs, *ws_max, rest));
+                            c.ws = Some(WsExchange::new(hs, *ws_max, *ws_deflate, rest));
                             if let Some(w) = c.ws.as_mut() {
                                 w.pings = ws_ping;
                             }
