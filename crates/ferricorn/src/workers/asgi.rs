@@ -1536,7 +1536,15 @@ impl Server {
         let mut launches = Vec::new();
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
-            let Some(c) = self.conn(id) else { continue };
+            // The connection's output, whichever of its requests is
+            // current now (the flag must not outlive the entry).
+            let Some(c) = self
+                .conns
+                .get_mut(id.slot)
+                .filter(|c| c.generation == id.generation)
+            else {
+                continue;
+            };
             c.dirty = false;
             if !flush(py, c) {
                 self.lost(py, id.slot);
@@ -1544,7 +1552,8 @@ impl Server {
             }
             // Not while output or a waiting send or receive remains: they
             // belong to the call, which finishes the usual way then.
-            let early = c.hook.is_none()
+            let early = c.request == id.request
+                && c.hook.is_none()
                 && !c.gone
                 && c.out.is_empty()
                 && c.ex.as_ref().is_some_and(|ex| {
