@@ -9,12 +9,15 @@
 //! - `privileges`: workers' user and groups, `--umask` (safe `nix` calls,
 //!   kept here with the other process-level primitives).
 //! - `proctitle`: process titles (rewrites the argv area, `prctl`).
+//! - `pycall`: two CPython calls of the asgi request path pyo3 has no safe
+//!   form of (`PyIter_Send`, vectorcall with a keyword).
 #![allow(unsafe_code)]
 
 pub mod fd;
 pub mod privileges;
 pub mod process;
 pub mod proctitle;
+pub mod pycall;
 pub mod shm;
 pub mod signals;
 pub mod sockinfo;

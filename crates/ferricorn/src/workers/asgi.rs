@@ -47,7 +47,7 @@
 //! gunicorn counterpart: `workers/gasgi.py` (`ASGIWorker`) and
 //! `asgi/protocol.py` (`ASGIProtocol`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ use ferricorn_http::parse::Options;
 use mio::{Events, Interest, Poll, Token};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::Worker;
 use super::accepts::Accepts;
@@ -75,6 +75,7 @@ use crate::lifecycle;
 use crate::request::Request;
 use crate::sock::Listener;
 use crate::stream::Stream;
+use crate::sys::pycall;
 use crate::wsgi::environ::AppContext;
 use ferricorn_http::ws;
 
@@ -235,6 +236,10 @@ struct Shared {
     create_future: Py<PyAny>,
     /// `ferricorn._asgi.task_starter(loop)`: `(coro, name=) -> Task`.
     start_task: Py<PyAny>,
+    /// `("name",)`: `start_task`'s keyword.
+    name_kw: Py<PyTuple>,
+    /// `asyncio.CancelledError`.
+    cancelled: Py<PyAny>,
 }
 
 type Handle = Rc<Shared>;
@@ -468,6 +473,8 @@ fn build(
         aloop: aloop.clone_ref(py),
         create_future,
         start_task,
+        name_kw: PyTuple::new(py, [intern!(py, "name")])?.unbind(),
+        cancelled: py.import("asyncio")?.getattr("CancelledError")?.unbind(),
     });
     let fd = poll_fd(&handle);
     let on_ready = Py::new(
@@ -638,30 +645,165 @@ impl Tick {
     }
 }
 
-/// A request's task is done.
+/// A request's app call, as the coroutine its task runs: it steps the
+/// app's coroutine, and the moment that ends the request is finished here,
+/// in the task's own step (no done callback through the loop's queue). Its
+/// other attributes (`cr_frame`, `cr_running`, `__qualname__`...) are the
+/// app coroutine's, for asyncio's reprs and `inspect.getcoroutinestate`.
 #[pyclass(unsendable)]
-struct Done {
+struct Call {
     handle: Handle,
     id: Id,
+    coro: Py<PyAny>,
+    /// The app's coroutine has ended (and the request was finished).
+    over: Cell<bool>,
 }
 
 #[pymethods]
-impl Done {
-    fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let failed = task_failed(py, task);
-        batch(py, &self.handle, || {
-            let (launches, stop) = {
-                let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
+impl Call {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// What the task's step calls (`PyIter_Send` with `None`).
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let sent = pycall::send_none(self.coro.bind(py));
+        self.resumed(py, sent)
+    }
+
+    fn send(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let coro = self.coro.bind(py);
+        let sent = if value.is_none() {
+            pycall::send_none(coro)
+        } else {
+            by_method(py, coro.call_method1(intern!(py, "send"), (value,)))
+        };
+        self.resumed(py, sent)?
+            .ok_or_else(|| pyo3::exceptions::PyStopIteration::new_err(()))
+    }
+
+    #[pyo3(signature = (kind, value=None, traceback=None))]
+    fn throw(
+        &self,
+        py: Python<'_>,
+        kind: &Bound<'_, PyAny>,
+        value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let coro = self.coro.bind(py);
+        let thrown = match (value, traceback) {
+            (None, _) => coro.call_method1(intern!(py, "throw"), (kind,)),
+            (Some(v), None) => coro.call_method1(intern!(py, "throw"), (kind, v)),
+            (Some(v), Some(t)) => coro.call_method1(intern!(py, "throw"), (kind, v, t)),
+        };
+        self.resumed(py, by_method(py, thrown))?
+            .ok_or_else(|| pyo3::exceptions::PyStopIteration::new_err(()))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.coro
+            .bind(py)
+            .call_method0(intern!(py, "close"))
+            .map(drop)
+    }
+
+    fn __getattr__(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+        self.coro.bind(py).getattr(name).map(Bound::unbind)
+    }
+}
+
+impl Call {
+    /// After a step of the app's coroutine: what it waits on (`Some`), or
+    /// its end, which finishes the request. Its exception is logged; a
+    /// cancellation (and what is not an `Exception`: `SystemExit`...) goes
+    /// on to the task.
+    fn resumed(
+        &self,
+        py: Python<'_>,
+        sent: PyResult<pycall::Sent<'_>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        match sent {
+            Ok(pycall::Sent::Yielded(v)) => Ok(Some(v.unbind())),
+            Ok(pycall::Sent::Returned(_)) => {
+                self.finish(py, false);
+                Ok(None)
+            }
+            Err(e) => {
+                let cancelled = e.is_instance(py, self.handle.cancelled.bind(py));
+                if !cancelled {
+                    glogging::exception(&format!(
+                        "Error in ASGI application\n{}",
+                        crate::app::format_traceback(py, &e)
+                    ));
+                }
+                self.finish(py, true);
+                if cancelled || !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+                    Err(e)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    fn finish(&self, py: Python<'_>, failed: bool) {
+        if self.over.replace(true) {
+            return;
+        }
+        let handle = &self.handle;
+        let (launches, stop) = match handle.server.try_borrow_mut() {
+            Ok(mut s) => {
                 let launches = s.done(py, self.id, failed);
                 (launches, s.budget > 0 && s.served_total >= s.budget)
-            };
-            if stop {
-                stop_loop(py, &self.handle);
             }
-            launch_all(py, &self.handle, launches);
-            Ok(())
-        })
+            Err(_) => {
+                glogging::error!("asgi worker re-entered: a request's end was not recorded");
+                return;
+            }
+        };
+        if stop {
+            stop_loop(py, handle);
+        }
+        launch_all(py, handle, launches);
+        if let Err(e) = schedule_flush(py, handle) {
+            glogging::error!("Cannot schedule the asgi worker's writes: {e}");
+        }
     }
+}
+
+/// A coroutine method's outcome (`send`, `throw`) as a step's.
+fn by_method<'py>(py: Python<'py>, r: PyResult<Bound<'py, PyAny>>) -> PyResult<pycall::Sent<'py>> {
+    match r {
+        Ok(v) => Ok(pycall::Sent::Yielded(v)),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+            let value = e.value(py).getattr(intern!(py, "value"))?;
+            Ok(pycall::Sent::Returned(value))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Queue a `FlushAll` for what `send`s left, unless one is queued or one
+/// of our callbacks flushes when it ends.
+fn schedule_flush(py: Python<'_>, handle: &Handle) -> PyResult<()> {
+    if !handle.server.try_borrow_mut().map_err(busy)?.flush_wanted() {
+        return Ok(());
+    }
+    let flush = Py::new(
+        py,
+        FlushAll {
+            handle: handle.clone(),
+        },
+    )?;
+    handle
+        .aloop
+        .bind(py)
+        .call_method1(intern!(py, "call_soon"), (flush,))
+        .map(drop)
 }
 
 /// Run one of our loop callbacks: what its sends leave waits until it
@@ -707,29 +849,6 @@ impl FlushAll {
     }
 }
 
-/// Whether the app's call failed; an exception is logged here.
-fn task_failed(py: Python<'_>, task: &Bound<'_, PyAny>) -> bool {
-    if task
-        .call_method0(intern!(py, "cancelled"))
-        .and_then(|c| c.is_truthy())
-        .unwrap_or(false)
-    {
-        return true;
-    }
-    match task.call_method0(intern!(py, "exception")) {
-        Ok(e) if e.is_none() => false,
-        Ok(e) => {
-            let err = PyErr::from_value(e);
-            glogging::exception(&format!(
-                "Error in ASGI application\n{}",
-                crate::app::format_traceback(py, &err)
-            ));
-            true
-        }
-        Err(_) => true,
-    }
-}
-
 fn busy(_: std::cell::BorrowMutError) -> PyErr {
     pyo3::exceptions::PyRuntimeError::new_err("asgi worker re-entered")
 }
@@ -759,23 +878,11 @@ struct Send {
 #[pymethods]
 impl Send {
     fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let (sent, schedule) = {
+        let sent = {
             let mut s = self.handle.server.try_borrow_mut().map_err(busy)?;
-            let sent = s.send(py, self.id, message, &self.handle.create_future);
-            (sent, s.flush_wanted())
+            s.send(py, self.id, message, &self.handle.create_future)
         };
-        if schedule {
-            let flush = Py::new(
-                py,
-                FlushAll {
-                    handle: self.handle.clone(),
-                },
-            )?;
-            self.handle
-                .aloop
-                .bind(py)
-                .call_method1(intern!(py, "call_soon"), (flush,))?;
-        }
+        schedule_flush(py, &self.handle)?;
         sent
     }
 }
@@ -816,19 +923,27 @@ fn launch(py: Python<'_>, handle: &Handle, l: &Launch) -> PyResult<()> {
         .app
         .bind(py)
         .call1((l.scope.bind(py), receive, send))?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "name"), PyString::new(py, &l.line))?;
-    let task = handle.start_task.bind(py).call((coro,), Some(&kwargs))?;
-    let done = Py::new(
+    let call = Py::new(
         py,
-        Done {
+        Call {
             handle: handle.clone(),
             id: l.id,
+            coro: coro.unbind(),
+            over: Cell::new(false),
         },
     )?;
-    task.call_method1(intern!(py, "add_done_callback"), (done,))?;
-    if let Some(c) = handle.server.borrow_mut().conn(l.id) {
-        c.task = Some(task.unbind());
+    // Named by its request (asyncio's reprs, the timeout report).
+    let task = pycall::call_with_keyword(
+        handle.start_task.bind(py),
+        call.bind(py).as_any(),
+        PyString::new(py, &l.line).as_any(),
+        handle.name_kw.bind(py),
+    )?;
+    // An eager first step may have ended the call already.
+    if !call.borrow(py).over.get() {
+        if let Some(c) = handle.server.borrow_mut().conn(l.id) {
+            c.task = Some(task.unbind());
+        }
     }
     Ok(())
 }
@@ -1559,12 +1674,8 @@ impl Server {
                 && c.ex.as_ref().is_some_and(|ex| {
                     ex.may_finish_early() && ex.writer.is_none() && ex.receiver.is_none()
                 })
-                && c.task.as_ref().is_some_and(|t| {
-                    !t.bind(py)
-                        .call_method0(intern!(py, "done"))
-                        .and_then(|d| d.is_truthy())
-                        .unwrap_or(true)
-                });
+                // Its call goes on (its end takes `ex`: `Call::finish`).
+                && c.task.is_some();
             if early {
                 self.finish_early(py, id, &mut launches);
             }
