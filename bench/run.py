@@ -5,13 +5,16 @@ For every server x app x mode it starts the server (own process group, pinned wi
 taskset), waits until it answers, checks the response, warms up, runs wrk (or, for
 the WebSocket echo app, bench/wsload), and records req/s, latency, errors, the
 server tree's CPU time per request, the client's own CPU use and the server tree's
-RSS. WSGI servers run the WSGI apps, ASGI servers the ASGI apps. It prints one
-markdown table and writes it to bench/results/latest.md (and latest.json).
+RSS (and idle PSS). WSGI servers run the WSGI apps, ASGI servers the ASGI apps. It
+prints one markdown table and writes it to bench/results/latest.md (and latest.json).
+With --rounds N it measures the whole matrix N times, interleaved, and reports each
+row's medians and ferricorn's per-round ratios to its peers.
 
     bench/.venv/bin/python bench/run.py            # everything (~25 min on 2 cores)
     bench/.venv/bin/python bench/run.py --quick    # 2 s runs of the hello apps: a smoke test
     bench/.venv/bin/python bench/run.py --servers gunicorn,granian --apps hello
     bench/.venv/bin/python bench/run.py --servers asgi --apps asgi --modes keep-alive
+    bench/.venv/bin/python bench/run.py --servers ferricorn-asgi,granian-asgi --apps asgi-hello --rounds 6
 
 Standard library only. See docs/benchmarks.md for what the numbers mean.
 """
@@ -1080,7 +1083,7 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started, me
         "",
     ]
     if rounds > 1:
-        out[-1:] = ["With --rounds: req/s and CPU µs/req are medians over the rounds, CPU µs/req min–max their "
+        out += ["With --rounds: req/s and CPU µs/req are medians over the rounds, CPU µs/req min–max their "
                     "spread; the other figures are medians too, errors the total; the vs columns are ratios of "
                     "the medians.", ""]
     if scaling:
@@ -1101,7 +1104,8 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started, me
                     + ". Rows of different builds are not comparable."]
     noisy = [r for r in measured if r.other_cpu_pct is not None and r.other_cpu_pct > opts.max_other_cpu]
     if noisy:
-        out += ["", f"Warning: {len(noisy)} {'measurement' if rounds > 1 else 'row'}(s) ran while other processes used more than "
+        what = "measurement" if rounds > 1 else "row"
+        out += ["", f"Warning: {len(noisy)} {what}(s) ran while other processes used more than "
                     f"{opts.max_other_cpu:g} % of a core (other CPU %), even after retries; compare them with care."]
     if any(APPS[r.app].websocket for r in measured if r.app in APPS):
         out += ["", f"ws rows: req/s are WebSocket messages echoed per second and CPU µs/req is per message "
