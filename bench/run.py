@@ -5,13 +5,16 @@ For every server x app x mode it starts the server (own process group, pinned wi
 taskset), waits until it answers, checks the response, warms up, runs wrk (or, for
 the WebSocket echo app, bench/wsload), and records req/s, latency, errors, the
 server tree's CPU time per request, the client's own CPU use and the server tree's
-RSS. WSGI servers run the WSGI apps, ASGI servers the ASGI apps. It prints one
-markdown table and writes it to bench/results/latest.md (and latest.json).
+RSS (and idle PSS). WSGI servers run the WSGI apps, ASGI servers the ASGI apps. It
+prints one markdown table and writes it to bench/results/latest.md (and latest.json).
+With --rounds N it measures the whole matrix N times, interleaved, and reports each
+row's medians and ferricorn's per-round ratios to its peers.
 
     bench/.venv/bin/python bench/run.py            # everything (~25 min on 2 cores)
     bench/.venv/bin/python bench/run.py --quick    # 2 s runs of the hello apps: a smoke test
     bench/.venv/bin/python bench/run.py --servers gunicorn,granian --apps hello
     bench/.venv/bin/python bench/run.py --servers asgi --apps asgi --modes keep-alive
+    bench/.venv/bin/python bench/run.py --servers ferricorn-asgi,granian-asgi --apps asgi-hello --rounds 6
 
 Standard library only. See docs/benchmarks.md for what the numbers mean.
 """
@@ -31,6 +34,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -403,18 +407,41 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(t for t, _ in process_tree(root).values()) / CLK_TCK
 
 
-def tree_rss_mib(root: int) -> float:
-    total_kib = 0
+# What tree_mib sums: (file under /proc/PID, its "Name:  N kB" line).
+RSS = ("status", "VmRSS:")  # resident pages, each process counting its shared ones in full
+PSS = ("smaps_rollup", "Pss:")  # proportional: a page shared by n processes counts 1/n in each
+
+
+def kib_field(text: str, field: str) -> int | None:
+    """The kB figure of the line starting with `field` (e.g. "Pss:") in a /proc file, or None."""
+    for line in text.splitlines():
+        if line.startswith(field):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def tree_mib(root: int, what: tuple[str, str] = RSS) -> float | None:
+    """Sum of one memory figure (RSS or PSS) over root's process tree, in MiB.
+
+    A process that is gone by the time its file is read counts nothing; None when
+    no process's file could be read (no smaps_rollup on this kernel, or not ours
+    to read), so the table shows "—" rather than a wrong 0."""
+    name, field = what
+    total_kib, read = 0, False
     for pid in process_tree(root):
         try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total_kib += int(line.split()[1])
-                        break
+            with open(f"/proc/{pid}/{name}") as f:
+                text = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
         except OSError:
-            pass
-    return total_kib / 1024
+            return None
+        read = True
+        total_kib += kib_field(text, field) or 0
+    return total_kib / 1024 if read else None
 
 
 # ------------------------------------------------------------------- utilities
@@ -698,8 +725,16 @@ class Row:
     bytes_per_req: float | None = None
     rss_idle_mib: float | None = None
     rss_load_mib: float | None = None
+    pss_idle_mib: float | None = None
     vs_gunicorn: dict | None = None
     vs_granian: dict | None = None
+    vs_uvicorn: dict | None = None  # asgi rows; in the per-round summary, not a column
+    round: int = 1  # which round of --rounds measured it
+    # A row of medians (--rounds > 1): over how many rounds, and CPU µs/req's spread.
+    rounds: int | None = None
+    rounds_failed: int = 0
+    cpu_us_per_req_min: float | None = None
+    cpu_us_per_req_max: float | None = None
     started: str = ""
     build: dict | None = None  # ferricorn rows: the extension module measured
 
@@ -725,15 +760,16 @@ def measure(opts, server: Server, app: App, mode: str, workers: int, server_cpus
             problem = ws_probe(running.port, PROBE_TIMEOUT)
             if problem:
                 raise BenchError(f"WebSocket echo: {problem}")
-        row.rss_idle_mib = tree_rss_mib(running.proc.pid)
+        row.rss_idle_mib = tree_mib(running.proc.pid, RSS)
+        row.pss_idle_mib = tree_mib(running.proc.pid, PSS)
         if opts.warmup > 0:
             run_wrk(opts, app, mode, running.port, opts.warmup, wrk_cpus, wrk_threads)
         if running.proc.poll() is not None:
             raise BenchError("died during warm-up: " + running.why_dead())
-        rss_peak = [tree_rss_mib(running.proc.pid)]
+        rss_peak = [tree_mib(running.proc.pid, RSS)]
 
         def tick():
-            rss_peak.append(tree_rss_mib(running.proc.pid))
+            rss_peak.append(tree_mib(running.proc.pid, RSS))
 
         sys0, self0 = system_ticks(), self_cpu_seconds()
         cpu0 = tree_cpu_seconds(running.proc.pid)
@@ -764,7 +800,7 @@ def measure(opts, server: Server, app: App, mode: str, workers: int, server_cpus
         row.errors = sum(detail.values())
         row.error_detail = {k: v for k, v in detail.items() if v}
         row.bytes_per_req = s["bytes"] / s["requests"] if s["requests"] else None
-        row.rss_load_mib = max(rss_peak)
+        row.rss_load_mib = max((v for v in rss_peak if v is not None), default=None)
         if not s["requests"]:
             row.status, row.reason = "failed", "no request completed"
     except BenchError as e:
@@ -801,6 +837,88 @@ def add_ratios(rows: list[Row]) -> None:
             r.kind, "gunicorn-sync")
         r.vs_gunicorn = ratio(r, find(gkey, r.app, r.mode, r.workers))
         r.vs_granian = ratio(r, find("granian-asgi" if r.kind == "asgi" else "granian", r.app, r.mode, r.workers))
+        if r.kind == "asgi":
+            r.vs_uvicorn = ratio(r, find("uvicorn", r.app, r.mode, r.workers))
+
+
+# Row fields that a row of medians takes from its rounds (errors are summed instead).
+MEDIAN_FIELDS = ("rps", "requests", "cpu_us_per_req", "server_cpu_pct", "other_cpu_pct", "irq_cpu_pct",
+                 "steal_cpu_pct", "wrk_cpu_pct", "p50_ms", "p99_ms", "bytes_per_req", "rss_idle_mib",
+                 "rss_load_mib", "pss_idle_mib")
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def combine_rounds(measured: list[Row]) -> list[Row]:
+    """One row per server x app x mode x workers (in the order first measured) from
+    the rounds' measurements: the median of each figure over the rounds that
+    succeeded, CPU µs/req's min and max, errors summed. No round succeeded: the
+    first failure. Ratios are left to add_ratios (on the medians)."""
+    groups: dict[tuple, list[Row]] = {}
+    for m in measured:
+        groups.setdefault((m.key, m.app, m.mode, m.workers), []).append(m)
+    out = []
+    for runs in groups.values():
+        ok = [m for m in runs if m.status == "ok"]
+        failed = [m for m in runs if m.status != "ok"]
+        row = dataclasses.replace(ok[0] if ok else runs[0], round=0, rounds=len(runs), rounds_failed=len(failed),
+                                  vs_gunicorn=None, vs_granian=None, vs_uvicorn=None)
+        if ok:
+            for name in MEDIAN_FIELDS:
+                setattr(row, name, _median(getattr(m, name) for m in ok))
+            cpu = [m.cpu_us_per_req for m in ok if m.cpu_us_per_req is not None]
+            row.cpu_us_per_req_min, row.cpu_us_per_req_max = (min(cpu), max(cpu)) if cpu else (None, None)
+            row.errors = sum(m.errors or 0 for m in ok)
+            detail: dict[str, int] = {}
+            for m in ok:
+                for k, v in (m.error_detail or {}).items():
+                    detail[k] = detail.get(k, 0) + v
+            row.error_detail = detail
+            row.reason = failed[0].reason if failed else ""
+        out.append(row)
+    return out
+
+
+def per_round_ratios(measured: list[Row]) -> list[dict]:
+    """ferricorn's CPU µs/req ÷ granian's (and uvicorn's, for ASGI apps) round by
+    round, from the measurements' own ratios (add_ratios run on each round):
+    one entry per ferricorn row and peer, with the median and the rounds in
+    which ferricorn spent less."""
+    pairs: dict[tuple, dict] = {}
+    for m in measured:
+        if m.server != "ferricorn" or m.status != "ok":
+            continue
+        for d in (m.vs_granian, m.vs_uvicorn):
+            if not d or d.get("cpu_per_req") is None:
+                continue
+            entry = pairs.setdefault((m.key, m.app, m.mode, m.workers, d["peer"]), {
+                "ferricorn": f"{m.server} {m.worker}", "peer": d["peer"], "app": m.app, "mode": m.mode,
+                "workers": m.workers, "rounds": [], "cpu_ratios": [], "rps_ratios": []})
+            entry["rounds"].append(m.round)
+            entry["cpu_ratios"].append(d["cpu_per_req"])
+            entry["rps_ratios"].append(d["rps"])
+    for entry in pairs.values():
+        entry["median"] = statistics.median(entry["cpu_ratios"])
+        entry["lower"] = sum(1 for x in entry["cpu_ratios"] if x < 1)
+    return list(pairs.values())
+
+
+def render_per_round(entries: list[dict], with_workers: bool) -> list[str]:
+    if not entries:
+        return []
+    out = ["Per round: ferricorn's CPU µs/req ÷ the peer's, both measured in the same round "
+           "(below 1: ferricorn spends less):", ""]
+    for e in entries:
+        where = f"{e['app']} {e['mode']}" + (f" w={e['workers']}" if with_workers else "")
+        inverse = f"{1 / e['median']:.2f}×" if e["median"] else "—"
+        out.append(f"- {where}, {e['ferricorn']} ÷ {e['peer']}: "
+                   + ", ".join(f"{x:.2f}" for x in e["cpu_ratios"])
+                   + f"; median {e['median']:.2f} ({e['peer']} ÷ ferricorn {inverse}), "
+                   f"ferricorn lower in {e['lower']} of {len(e['cpu_ratios'])} rounds")
+    return out
 
 
 # -------------------------------------------------------------------- report
@@ -817,28 +935,42 @@ def _ratio_cell(d):
     return f"{d['rps']:.2f}× ({cpu:.2f}×)" if cpu else f"{d['rps']:.2f}×"
 
 
-def render_table(rows: list[Row], with_workers: bool) -> str:
+def render_table(rows: list[Row], with_workers: bool, rounds: int = 1) -> str:
+    """The markdown table; rounds > 1: rows of medians (combine_rounds), with CPU µs/req's min–max."""
+    spread = rounds > 1
     head = ["server", "worker"] + (["w", "server cpus", "wrk cpus"] if with_workers else []) + [
-        "app", "mode", "req/s", "CPU µs/req", "server CPU %", "wrk CPU %", "other CPU %", "p50 ms", "p99 ms", "errors",
-        "RSS MiB idle/load", "vs gunicorn", "vs granian"]
+        "app", "mode"] + (["req/s median", "CPU µs/req median", "CPU µs/req min–max"] if spread else [
+            "req/s", "CPU µs/req"]) + [
+        "server CPU %", "wrk CPU %", "other CPU %", "p50 ms", "p99 ms", "errors",
+        "RSS MiB idle/load", "PSS MiB idle", "vs gunicorn", "vs granian"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     notes: dict[tuple[str, str, str], list[str]] = {}  # (server, status, reason) -> rows; numbered in order
+
+    def note(r: Row, status: str) -> int:
+        key = (f"{r.server} {r.worker}", status, " ".join(r.reason.split()))
+        notes.setdefault(key, []).append(f"{r.app} {r.mode}")
+        return list(notes).index(key) + 1
+
     for r in rows:
         lead = [r.server, r.worker] + ([str(r.workers), r.server_cpus, r.wrk_cpus] if with_workers else []) + [
             r.app, r.mode]
         if r.status != "ok":
-            key = (f"{r.server} {r.worker}", r.status, " ".join(r.reason.split()))
-            notes.setdefault(key, []).append(f"{r.app} {r.mode}")
-            cells = lead + [f"{r.status} [{list(notes).index(key) + 1}]"] + ["—"] * (len(head) - len(lead) - 1)
+            status = r.status + (f" in all {r.rounds} rounds" if spread and r.rounds else "")
+            cells = lead + [f"{r.status} [{note(r, status)}]"] + ["—"] * (len(head) - len(lead) - 1)
         else:
             err = str(r.errors)
             if r.error_detail:
                 err += " (" + ", ".join(f"{k} {v}" for k, v in r.error_detail.items()) + ")"
-            cells = lead + [
-                _num(r.rps), _num(r.cpu_us_per_req), _num(r.server_cpu_pct), _num(r.wrk_cpu_pct),
+            rps = _num(r.rps)
+            if r.rounds_failed:
+                rps += f" [{note(r, f'failed in {r.rounds_failed} of {r.rounds} rounds (medians of the rest)')}]"
+            cells = lead + [rps, _num(r.cpu_us_per_req)] + (
+                [f"{_num(r.cpu_us_per_req_min)}–{_num(r.cpu_us_per_req_max)}"] if spread else []) + [
+                _num(r.server_cpu_pct), _num(r.wrk_cpu_pct),
                 _num(r.other_cpu_pct),
                 _num(r.p50_ms, "{:.2f}"), _num(r.p99_ms, "{:.2f}"), err,
                 f"{_num(r.rss_idle_mib, '{:.1f}')} / {_num(r.rss_load_mib, '{:.1f}')}",
+                _num(r.pss_idle_mib, "{:.1f}"),
                 _ratio_cell(r.vs_gunicorn) if r.server == "ferricorn" else "",
                 _ratio_cell(r.vs_granian) if r.server == "ferricorn" else "",
             ]
@@ -923,7 +1055,10 @@ def _wrk_line(opts, scaling) -> str:
     return line + (f"; {threads}" if scaling else f"; {opts.workers} worker(s), {threads}")
 
 
-def render_report(opts, info, vers, rows, skipped, scaling, command, started) -> str:
+def render_report(opts, info, vers, rows, skipped, scaling, command, started, measured=None) -> str:
+    """The report: rows are the table's (medians when --rounds > 1), measured every single measurement."""
+    measured = rows if measured is None else measured
+    rounds = getattr(opts, "rounds", 1)
     now = datetime.datetime.now(datetime.timezone.utc)
     out = [
         f"## ferricorn benchmark — {started:%Y-%m-%d %H:%M}–{now:%H:%M} UTC",
@@ -933,6 +1068,8 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
         f"Python {info['python']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v and v != "-"),
         _wrk_line(opts, scaling),
+    ] + ([f"- rounds: {rounds}, interleaved (every row once per round, then the next round); each row shows "
+          f"the median of its rounds"] if rounds > 1 else []) + [
         "",
         "CPU µs/req: the server's whole process tree (master, workers, reaped children), "
         "user+system, over the run, divided by requests. server CPU % and wrk CPU % are shares "
@@ -940,14 +1077,24 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
         "other CPU %: task time of every other process on the machine during the run "
         "(/proc/stat minus server, wrk and harness); more than a few % means the row was disturbed. "
         "vs gunicorn / vs granian: ferricorn's req/s ÷ the peer's (same run, same app and mode; "
-        "gunicorn of the same worker kind), with the CPU-per-request ratio in brackets (below 1 is better).",
+        "gunicorn of the same worker kind), with the CPU-per-request ratio in brackets (below 1 is better). "
+        "PSS MiB idle: proportional set size summed over the tree at idle; unlike RSS it counts the pages "
+        "a master shares with its forked workers once.",
         "",
     ]
+    if rounds > 1:
+        out += ["With --rounds: req/s and CPU µs/req are medians over the rounds, CPU µs/req min–max their "
+                    "spread; the other figures are medians too, errors the total; the vs columns are ratios of "
+                    "the medians.", ""]
     if scaling:
         out.append(f"### Scaling ({opts.apps}, {opts.modes})")
         out.append("")
-    out.append(render_table(rows, with_workers=scaling))
-    builds = {(b["profile"], b["built"]) for r in rows if r.server == "ferricorn" and (b := r.build)}
+    out.append(render_table(rows, with_workers=scaling, rounds=rounds))
+    if rounds > 1:
+        per_round = render_per_round(per_round_ratios(measured), with_workers=scaling)
+        if per_round:
+            out += [""] + per_round
+    builds = {(b["profile"], b["built"]) for r in measured if r.server == "ferricorn" and (b := r.build)}
     if any(p == "debug" for p, _ in builds):
         out += ["", "Warning: ferricorn was a **debug build** (overflow checks on) in some or all rows: "
                     "its numbers are not representative; run `make build` (release) and measure again."]
@@ -955,11 +1102,12 @@ def render_report(opts, info, vers, rows, skipped, scaling, command, started) ->
         out += ["", "Warning: ferricorn's extension module was rebuilt during the run: "
                     + "; ".join(f"{p} built {t}" for p, t in sorted(builds, key=lambda b: b[1]))
                     + ". Rows of different builds are not comparable."]
-    noisy = [r for r in rows if r.other_cpu_pct is not None and r.other_cpu_pct > opts.max_other_cpu]
+    noisy = [r for r in measured if r.other_cpu_pct is not None and r.other_cpu_pct > opts.max_other_cpu]
     if noisy:
-        out += ["", f"Warning: {len(noisy)} row(s) ran while other processes used more than "
+        what = "measurement" if rounds > 1 else "row"
+        out += ["", f"Warning: {len(noisy)} {what}(s) ran while other processes used more than "
                     f"{opts.max_other_cpu:g} % of a core (other CPU %), even after retries; compare them with care."]
-    if any(APPS[r.app].websocket for r in rows if r.app in APPS):
+    if any(APPS[r.app].websocket for r in measured if r.app in APPS):
         out += ["", f"ws rows: req/s are WebSocket messages echoed per second and CPU µs/req is per message "
                     f"(bench/wsload: {opts.connections} connections, {opts.ws_window} {opts.ws_size}-byte text "
                     f"message(s) in flight on each; wrk CPU % is wsload's)."]
@@ -1002,6 +1150,9 @@ def parse_args(argv=None):
     p.add_argument("--retries", type=int, default=2,
                    help="re-run a row up to this many times while other processes disturb it "
                         "(other CPU %% above --max-other-cpu); the quietest run is kept")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure the whole matrix this many times, interleaved (every row once per round), "
+                        "and report each row's median, CPU µs/req's min–max and ferricorn's per-round ratios")
     p.add_argument("--max-other-cpu", type=float, default=10.0,
                    help="other processes' CPU use (%% of one core) above which a row counts as disturbed")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
@@ -1030,6 +1181,8 @@ def parse_args(argv=None):
     opts = p.parse_args(argv)
     if opts.worker_counts and not opts.scaling:
         p.error("--worker-counts goes with --scaling")
+    if opts.rounds < 1:
+        p.error("--rounds must be >= 1")
     if opts.duration < 1 or opts.warmup < 0:
         p.error("--duration must be >= 1 and --warmup >= 0 (whole seconds)")
     if opts.quick:
@@ -1152,37 +1305,47 @@ def main(argv=None) -> int:
     info = machine_info()
     vers = versions(opts, _ferricorn_available(opts) is None)
     command = " ".join(["bench/run.py", *(sys.argv[1:] if argv is None else argv)])
-    rows: list[Row] = []
+    measured: list[Row] = []  # every measurement, round by round
     per_run = opts.duration + opts.warmup + 2  # start, probe and stop take about 2 s
-    print(f"bench: {len(plan)} runs, about {len(plan) * per_run / 60:.1f} min", file=sys.stderr)
+    total = len(plan) * opts.rounds
+    print(f"bench: {total} runs, about {total * per_run / 60:.1f} min", file=sys.stderr)
     interrupted = None
     with tempfile.TemporaryDirectory(prefix="ferricorn-bench-") as logdir:
-        for i, (srv, app, mode, w, s_cpus, c_cpus, wt) in enumerate(plan, 1):
-            label = f"[{i}/{len(plan)}] {srv.key} w={w} {app.name} {mode}"
-            print(f"bench: {label} ...", file=sys.stderr, flush=True)
-            try:
-                row = measure(opts, srv, app, mode, w, s_cpus, c_cpus, wt, Path(logdir))
-                for attempt in range(opts.retries):
-                    if row.status != "ok" or (row.other_cpu_pct or 0) <= opts.max_other_cpu:
-                        break
-                    print(f"bench: {label}: other processes used {row.other_cpu_pct:.0f}% of a core; "
-                          f"again ({attempt + 1}/{opts.retries})", file=sys.stderr, flush=True)
-                    again = measure(opts, srv, app, mode, w, s_cpus, c_cpus, wt, Path(logdir))
-                    if again.status == "ok" and (again.other_cpu_pct or 0) < (row.other_cpu_pct or 0):
-                        row = again
-            except Interrupted as e:
-                interrupted = str(e)
-                print(f"bench: interrupted ({e}); writing what was measured", file=sys.stderr)
-                break
-            rows.append(row)
-            if row.status == "ok":
-                print(f"bench: {label}: {row.rps:.0f} req/s, {_num(row.cpu_us_per_req)} µs CPU/req, "
-                      f"wrk {_num(row.wrk_cpu_pct)}% CPU, errors {row.errors}", file=sys.stderr)
-            else:
-                print(f"bench: {label}: {row.status}: {row.reason}", file=sys.stderr)
+        try:
+            # Round-major: a slow spell of the host hits every server, not one row's repeats.
+            for rnd in range(1, opts.rounds + 1):
+                for i, (srv, app, mode, w, s_cpus, c_cpus, wt) in enumerate(plan, 1):
+                    label = f"[{(rnd - 1) * len(plan) + i}/{total}] {srv.key} w={w} {app.name} {mode}"
+                    if opts.rounds > 1:
+                        label += f" (round {rnd}/{opts.rounds})"
+                    print(f"bench: {label} ...", file=sys.stderr, flush=True)
+                    row = measure(opts, srv, app, mode, w, s_cpus, c_cpus, wt, Path(logdir))
+                    for attempt in range(opts.retries):
+                        if row.status != "ok" or (row.other_cpu_pct or 0) <= opts.max_other_cpu:
+                            break
+                        print(f"bench: {label}: other processes used {row.other_cpu_pct:.0f}% of a core; "
+                              f"again ({attempt + 1}/{opts.retries})", file=sys.stderr, flush=True)
+                        again = measure(opts, srv, app, mode, w, s_cpus, c_cpus, wt, Path(logdir))
+                        if again.status == "ok" and (again.other_cpu_pct or 0) < (row.other_cpu_pct or 0):
+                            row = again
+                    row.round = rnd
+                    measured.append(row)
+                    if row.status == "ok":
+                        print(f"bench: {label}: {row.rps:.0f} req/s, {_num(row.cpu_us_per_req)} µs CPU/req, "
+                              f"wrk {_num(row.wrk_cpu_pct)}% CPU, errors {row.errors}", file=sys.stderr)
+                    else:
+                        print(f"bench: {label}: {row.status}: {row.reason}", file=sys.stderr)
+        except Interrupted as e:
+            interrupted = str(e)
+            print(f"bench: interrupted ({e}); writing what was measured", file=sys.stderr)
 
-    add_ratios(rows)
-    report = render_report(opts, info, vers, rows, skipped, opts.scaling, command, started)
+    for rnd in sorted({m.round for m in measured}):  # each measurement's ratios: to its own round's peers
+        add_ratios([m for m in measured if m.round == rnd])
+    rows = measured
+    if opts.rounds > 1:
+        rows = combine_rounds(measured)
+        add_ratios(rows)  # the table's ratios: of the medians
+    report = render_report(opts, info, vers, rows, skipped, opts.scaling, command, started, measured)
     if interrupted:
         report += f"\nInterrupted by {interrupted}: the table is partial.\n"
     print(report)
@@ -1198,8 +1361,11 @@ def main(argv=None) -> int:
         "options": {k: v for k, v in vars(opts).items()},
         "skipped": skipped,
         "interrupted": interrupted,
-        "rows": [dataclasses.asdict(r) for r in rows],
+        "rows": [dataclasses.asdict(r) for r in measured],  # every measurement, with its round
     }
+    if opts.rounds > 1:
+        payload["medians"] = [dataclasses.asdict(r) for r in rows]
+        payload["per_round"] = per_round_ratios(measured)
     (outdir / "latest.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"bench: wrote {outdir / 'latest.md'} and latest.json", file=sys.stderr)
     return 130 if interrupted else 0
