@@ -95,6 +95,9 @@ pub struct Strings {
     servers: Vec<Py<PyAny>>,
     /// The last client `(addr, port)` seen.
     client: Option<(String, Option<u16>, Py<PyAny>)>,
+    /// Per `(websocket, listener)`: a scope's keys, the constant values set
+    /// (see [`Strings::template`]).
+    templates: HashMap<(bool, usize), Py<PyDict>>,
 }
 
 /// Header names remembered at most.
@@ -124,7 +127,61 @@ impl Strings {
             names: HashMap::new(),
             servers,
             client: None,
+            templates: HashMap::new(),
         })
+    }
+
+    /// A new scope dict with every key a scope of this kind has, in
+    /// order: the values all its scopes share set, the others `None` until
+    /// the request's are set. A copy of a dict of the same keys costs one
+    /// allocation; inserting each key grows the table twice.
+    fn template<'py>(
+        &mut self,
+        py: Python<'py>,
+        websocket: bool,
+        server: usize,
+        state: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if let Some(t) = self.templates.get(&(websocket, server)) {
+            return t.bind(py).copy();
+        }
+        let t = PyDict::new(py);
+        let none = py.None();
+        let kind = if websocket {
+            intern!(py, "websocket")
+        } else {
+            intern!(py, "http")
+        };
+        t.set_item(intern!(py, "type"), kind)?;
+        t.set_item(intern!(py, "asgi"), self.asgi.bind(py))?;
+        t.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
+        for key in [
+            intern!(py, "path"),
+            intern!(py, "raw_path"),
+            intern!(py, "query_string"),
+        ] {
+            t.set_item(key, &none)?;
+        }
+        t.set_item(intern!(py, "root_path"), self.root_path.bind(py))?;
+        t.set_item(intern!(py, "headers"), &none)?;
+        if let Some(s) = self.servers.get(server) {
+            t.set_item(intern!(py, "server"), s.bind(py))?;
+        }
+        t.set_item(intern!(py, "client"), &none)?;
+        if state {
+            t.set_item(intern!(py, "state"), &none)?;
+        }
+        if websocket {
+            t.set_item(intern!(py, "scheme"), intern!(py, "ws"))?;
+            t.set_item(intern!(py, "subprotocols"), &none)?;
+            t.set_item(intern!(py, "extensions"), &none)?;
+        } else {
+            t.set_item(intern!(py, "method"), &none)?;
+            t.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+        }
+        let scope = t.copy()?;
+        self.templates.insert((websocket, server), t.unbind());
+        Ok(scope)
     }
 
     fn name<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyBytes> {
@@ -179,21 +236,15 @@ pub fn http_scope<'py>(
     server: usize,
     state: Option<&Py<PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
-    fill_common(py, &scope, req, strings, server, state)?;
+    let scope = strings.template(py, false, server, state.is_some())?;
+    fill_common(py, &scope, req, strings, state)?;
     scope.set_item(
         intern!(py, "method"),
         crate::wsgi::environ::method_str(py, req.method()),
     )?;
-    scope.set_item(
-        intern!(py, "scheme"),
-        if req.scheme == "https" {
-            intern!(py, "https")
-        } else {
-            intern!(py, "http")
-        },
-    )?;
+    if req.scheme == "https" {
+        scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?;
+    }
     Ok(scope)
 }
 
@@ -241,27 +292,21 @@ pub fn add_tls<'py>(
     Ok(scope)
 }
 
-/// The keys HTTP and WebSocket scopes share.
+/// The values HTTP and WebSocket scopes share that are the request's own
+/// (`scope` is a [`Strings::template`] copy).
 fn fill_common(
     py: Python<'_>,
     scope: &Bound<'_, PyDict>,
     req: &Request<'_>,
     strings: &mut Strings,
-    server: usize,
     state: Option<&Py<PyDict>>,
 ) -> PyResult<()> {
-    scope.set_item(intern!(py, "asgi"), strings.asgi.bind(py))?;
-    scope.set_item(
-        intern!(py, "http_version"),
-        match req.version() {
-            (1, 0) => intern!(py, "1.0"),
-            _ => intern!(py, "1.1"),
-        },
-    )?;
+    if req.version() == (1, 0) {
+        scope.set_item(intern!(py, "http_version"), intern!(py, "1.0"))?;
+    }
     scope.set_item(intern!(py, "path"), path_str(py, req.path()))?;
     scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, req.head().path))?;
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, req.query()))?;
-    scope.set_item(intern!(py, "root_path"), strings.root_path.bind(py))?;
     let headers = PyList::empty(py);
     for (name, value) in req.headers() {
         let pair = PyTuple::new(
@@ -274,9 +319,6 @@ fn fill_common(
         headers.append(pair)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    if let Some(s) = strings.servers.get(server) {
-        scope.set_item(intern!(py, "server"), s.bind(py))?;
-    }
     scope.set_item(
         intern!(py, "client"),
         strings.client(py, &req.peer.addr, req.peer.port)?,

@@ -187,17 +187,11 @@ pub fn scope<'py>(
     server: usize,
     state: Option<&Py<PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
-    fill_common(py, &scope, req, strings, server, state)?;
-    scope.set_item(
-        intern!(py, "scheme"),
-        if req.scheme == "https" {
-            intern!(py, "wss")
-        } else {
-            intern!(py, "ws")
-        },
-    )?;
+    let scope = strings.template(py, true, server, state.is_some())?;
+    fill_common(py, &scope, req, strings, state)?;
+    if req.scheme == "https" {
+        scope.set_item(intern!(py, "scheme"), intern!(py, "wss"))?;
+    }
     scope.set_item(
         intern!(py, "subprotocols"),
         PyList::new(py, &hs.subprotocols)?,
