@@ -95,9 +95,9 @@ pub struct Strings {
     servers: Vec<Py<PyAny>>,
     /// The last client `(addr, port)` seen.
     client: Option<(String, Option<u16>, Py<PyAny>)>,
-    /// Per `(websocket, listener)`: a scope's keys, the constant values set
-    /// (see [`Strings::template`]).
-    templates: HashMap<(bool, usize), Py<PyDict>>,
+    /// Per listener, HTTP then WebSocket: a scope's keys, the constant
+    /// values set (see [`Strings::template`]).
+    templates: Vec<[Option<Py<PyDict>>; 2]>,
 }
 
 /// Header names remembered at most.
@@ -127,7 +127,7 @@ impl Strings {
             names: HashMap::new(),
             servers,
             client: None,
-            templates: HashMap::new(),
+            templates: Vec::new(),
         })
     }
 
@@ -142,17 +142,18 @@ impl Strings {
         server: usize,
         state: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if let Some(t) = self.templates.get(&(websocket, server)) {
+        let kind = usize::from(websocket);
+        if let Some(t) = self.templates.get(server).and_then(|t| t[kind].as_ref()) {
             return t.bind(py).copy();
         }
         let t = PyDict::new(py);
         let none = py.None();
-        let kind = if websocket {
+        let scope_type = if websocket {
             intern!(py, "websocket")
         } else {
             intern!(py, "http")
         };
-        t.set_item(intern!(py, "type"), kind)?;
+        t.set_item(intern!(py, "type"), scope_type)?;
         t.set_item(intern!(py, "asgi"), self.asgi.bind(py))?;
         t.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
         for key in [
@@ -180,7 +181,10 @@ impl Strings {
             t.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
         }
         let scope = t.copy()?;
-        self.templates.insert((websocket, server), t.unbind());
+        if self.templates.len() <= server {
+            self.templates.resize_with(server + 1, Default::default);
+        }
+        self.templates[server][kind] = Some(t.unbind());
         Ok(scope)
     }
 
@@ -611,7 +615,11 @@ impl Exchange {
                 headers.push((as_bytes(name)?, as_bytes(value)?));
             }
         }
-        let line = format!("{status} {}", ferricorn_http::error::reason_phrase(status));
+        let reason = ferricorn_http::error::reason_phrase(status);
+        let mut line = String::with_capacity(4 + reason.len());
+        line.push_str(itoa::Buffer::new().format(status));
+        line.push(' ');
+        line.push_str(reason);
         let ctx = self
             .exchange
             .response_context(crate::lifecycle::current(), crate::util::server_header());

@@ -887,6 +887,21 @@ impl Send {
     }
 }
 
+/// A request's task name, `ferricorn: GET /path HTTP/1.1` (the timeout
+/// report's line: `_asgi.request_line`).
+fn task_name(req: &Request<'_>) -> String {
+    let (method, target) = (
+        String::from_utf8_lossy(req.method()),
+        String::from_utf8_lossy(req.raw_target()),
+    );
+    let protocol = req.protocol();
+    let mut line = String::with_capacity(13 + method.len() + target.len() + protocol.len());
+    for part in ["ferricorn: ", &method, " ", &target, " ", &protocol] {
+        line.push_str(part);
+    }
+    line
+}
+
 /// Start the requests: `app(scope, receive, send)` as a task each.
 fn launch_all(py: Python<'_>, handle: &Handle, launches: Vec<Launch>) {
     for l in launches {
@@ -1416,11 +1431,10 @@ impl Server {
                     .and_then(|s| asgi::add_tls(py, s, &core.stream));
                 let log = glogging::access_enabled().then(|| asgi::AccessFacts::of(&req));
                 let hook = crate::hooks::asgi_request(py, &req);
-                let (method, target) = (
-                    String::from_utf8_lossy(req.method()).into_owned(),
-                    String::from_utf8_lossy(req.raw_target()).into_owned(),
-                );
-                let line = format!("ferricorn: {method} {target} {}", req.protocol());
+                let line = task_name(&req);
+                if scope.is_ok() {
+                    heartbeats.begin_request(*slot, req.method(), req.raw_target());
+                }
                 drop(req);
                 drop(head);
                 let scope = match scope {
@@ -1441,7 +1455,6 @@ impl Server {
                 };
                 c.ex = Some(Exchange::new(body, exchange, log, hook.is_some()));
                 c.hook = hook.as_ref().map(|h| h.clone_ref(py));
-                heartbeats.begin_request(*slot, method.as_bytes(), target.as_bytes());
                 *running += 1;
                 c.request += 1;
                 launches.push(Launch {
