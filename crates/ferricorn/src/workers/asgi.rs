@@ -223,6 +223,9 @@ struct Server {
     flush_at_end: bool,
     /// A `FlushAll` is in the loop's queue.
     flush_scheduled: bool,
+    /// Requests whose app calls ended, finished with the writes at the
+    /// end of the turn (`Call::finish`); `true`: the call failed.
+    finished: Vec<(Id, bool)>,
     /// App calls still running after their request was finished early
     /// (`Server::finish_early`): the graceful stop waits for them too.
     detached: Vec<Id>,
@@ -460,6 +463,7 @@ fn build(
         dirty: Vec::new(),
         flush_at_end: false,
         flush_scheduled: false,
+        finished: Vec::new(),
         detached: Vec::new(),
     };
     let create_future = aloop.bind(py).getattr("create_future")?.unbind();
@@ -646,8 +650,8 @@ impl Tick {
 }
 
 /// A request's app call, as the coroutine its task runs: it steps the
-/// app's coroutine, and the moment that ends the request is finished here,
-/// in the task's own step (no done callback through the loop's queue). Its
+/// app's coroutine and sees it end in the task's own step, so no done
+/// callback goes through the loop's queue per request. Its
 /// other attributes (`cr_frame`, `cr_running`, `__qualname__`...) are the
 /// app coroutine's, for asyncio's reprs and `inspect.getcoroutinestate`.
 #[pyclass(unsendable)]
@@ -750,26 +754,22 @@ impl Call {
         }
     }
 
+    /// The request is finished at the end of the loop's turn, after the
+    /// output of every call that ran in it is written (`flush_all`): its
+    /// connection's next steps (a keep-alive read, a close) then cost no
+    /// syscall between the apps' Python.
     fn finish(&self, py: Python<'_>, failed: bool) {
         if self.over.replace(true) {
             return;
         }
-        let handle = &self.handle;
-        let (launches, stop) = match handle.server.try_borrow_mut() {
-            Ok(mut s) => {
-                let launches = s.done(py, self.id, failed);
-                (launches, s.budget > 0 && s.served_total >= s.budget)
-            }
+        match self.handle.server.try_borrow_mut() {
+            Ok(mut s) => s.finished.push((self.id, failed)),
             Err(_) => {
                 glogging::error!("asgi worker re-entered: a request's end was not recorded");
                 return;
             }
-        };
-        if stop {
-            stop_loop(py, handle);
         }
-        launch_all(py, handle, launches);
-        if let Err(e) = schedule_flush(py, handle) {
+        if let Err(e) = schedule_flush(py, &self.handle) {
             glogging::error!("Cannot schedule the asgi worker's writes: {e}");
         }
     }
@@ -825,7 +825,8 @@ fn flush_all(py: Python<'_>, handle: &Handle, scheduled: bool) -> PyResult<()> {
         if scheduled {
             s.flush_scheduled = false;
         }
-        let launches = s.flush_dirty(py);
+        let mut launches = s.finish_calls(py);
+        launches.extend(s.flush_dirty(py));
         (launches, s.budget > 0 && s.served_total >= s.budget)
     };
     if stop {
@@ -1650,11 +1651,27 @@ impl Server {
     /// Whether a `FlushAll` must be scheduled for what `send` left: not
     /// when one is queued or one of our callbacks flushes at its end.
     fn flush_wanted(&mut self) -> bool {
-        if self.dirty.is_empty() || self.flush_at_end || self.flush_scheduled {
+        if (self.dirty.is_empty() && self.finished.is_empty())
+            || self.flush_at_end
+            || self.flush_scheduled
+        {
             return false;
         }
         self.flush_scheduled = true;
         true
+    }
+
+    /// Finish the requests whose app calls ended in this turn (`Call::finish`).
+    fn finish_calls(&mut self, py: Python<'_>) -> Vec<Launch> {
+        let mut launches = Vec::new();
+        let mut finished = std::mem::take(&mut self.finished);
+        for (id, failed) in finished.drain(..) {
+            launches.extend(self.done(py, id, failed));
+        }
+        if self.finished.is_empty() {
+            self.finished = finished; // keep the allocation
+        }
+        launches
     }
 
     /// Write what the connections' `send`s left; a request whose response
