@@ -122,6 +122,19 @@ def test_raise_before_the_response_is_a_500_with_the_traceback(srv):
     srv.wait_for(r"RuntimeError: failed before the response", start=start)
 
 
+def test_the_request_task_and_its_coroutine_look_like_asyncios_own(srv):
+    status, _, body = get(srv.port, "/task?x=1")
+    assert status == 200
+    facts = json.loads(body)
+    assert facts["name"] == "ferricorn: GET /task?x=1 HTTP/1.1"
+    # The task runs the worker's wrapper; what inspect and asyncio's reprs
+    # read of it is the app's coroutine (anyio asks getcoroutinestate).
+    assert facts["state"] == "CORO_RUNNING" and facts["running"] and facts["frame"]
+    assert facts["iscoroutine"]
+    assert facts["qualname"] == "app"
+    assert "ferricorn: GET /task?x=1 HTTP/1.1" in facts["repr"] and "app()" in facts["repr"]
+
+
 def test_raise_after_the_start_aborts_the_connection(srv):
     start = len(srv.lines)
     raw = raw_request(srv.port, b"GET /raise-after HTTP/1.1\r\nHost: t\r\n\r\n")

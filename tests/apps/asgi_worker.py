@@ -98,6 +98,22 @@ async def app(scope, receive, send):
         shown = {k: (v.decode("latin-1") if isinstance(v, bytes) else v) for k, v in shown.items()}
         shown["task"] = asyncio.current_task() is not None
         return await respond(send, body=json.dumps(shown).encode())
+    if path == "/task":
+        # What asyncio and anyio see of the request's task and its coroutine.
+        import inspect
+
+        task = asyncio.current_task()
+        coro = task.get_coro()
+        facts = {
+            "name": task.get_name(),
+            "state": inspect.getcoroutinestate(coro),
+            "iscoroutine": asyncio.iscoroutine(coro),
+            "qualname": coro.__qualname__,
+            "repr": repr(task),
+            "running": coro.cr_running,
+            "frame": coro.cr_frame is not None,
+        }
+        return await respond(send, body=json.dumps(facts).encode())
     if path == "/raise-before":
         raise RuntimeError("failed before the response")
     if path == "/raise-after":
