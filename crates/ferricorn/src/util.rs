@@ -31,3 +31,31 @@ pub fn monotonic_ms() -> u64 {
         Err(_) => 0,
     }
 }
+
+/// FNV-1a: header names are short, and SipHash costs more than the lookup.
+/// For the header-name caches, which are bounded, so colliding names can
+/// only lengthen a bounded probe.
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A `HashMap` hasher of [`Fnv`].
+pub type FnvBuild = std::hash::BuildHasherDefault<Fnv>;

@@ -90,7 +90,7 @@ pub struct Strings {
     asgi: Py<PyDict>,
     root_path: Py<PyString>,
     /// Header names as sent → their lower-cased bytes object.
-    names: HashMap<Vec<u8>, Py<PyBytes>>,
+    names: HashMap<Vec<u8>, Py<PyBytes>, crate::util::FnvBuild>,
     /// Per listener: `(host, port)` or `(path, None)`.
     servers: Vec<Py<PyAny>>,
     /// The last client `(addr, port)` seen.
@@ -124,7 +124,7 @@ impl Strings {
         Ok(Strings {
             asgi: asgi.unbind(),
             root_path: PyString::new(py, root_path).unbind(),
-            names: HashMap::new(),
+            names: HashMap::default(),
             servers,
             client: None,
             templates: Vec::new(),

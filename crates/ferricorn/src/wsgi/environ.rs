@@ -15,7 +15,6 @@
 //! gunicorn counterpart: `http.wsgi.base_environ`, `default_environ`, `create`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use ferricorn_http::parse::Options;
@@ -47,31 +46,6 @@ const HEADER_KEY_CACHE: usize = 512;
 /// Header values at most this long are remembered for reuse.
 const VALUE_CACHE_MAX: usize = 256;
 
-/// FNV-1a: header names are short, and SipHash costs more than the lookup.
-/// The table is bounded ([`HEADER_KEY_CACHE`]), so colliding names can only
-/// lengthen a bounded probe.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
 /// A header name's environ key and the last value seen for it.
 struct HeaderEntry {
     /// The name as sent (the map's key too).
@@ -83,7 +57,7 @@ struct HeaderEntry {
 #[derive(Default)]
 struct Caches {
     /// Header name as sent → index in `header_entries`.
-    header_keys: HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv>>,
+    header_keys: HashMap<Vec<u8>, usize, crate::util::FnvBuild>,
     header_entries: Vec<HeaderEntry>,
     /// The entry found for each header position of the previous request: a
     /// keep-alive client sends the same names in the same order, so one
