@@ -659,7 +659,7 @@ struct Call {
     handle: Handle,
     id: Id,
     coro: Py<PyAny>,
-    /// The app's coroutine has ended (and the request was finished).
+    /// The app's coroutine has ended (its request's finish is queued).
     over: Cell<bool>,
 }
 
