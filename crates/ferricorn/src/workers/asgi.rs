@@ -82,9 +82,12 @@ use ferricorn_http::ws;
 const SIGNAL_PIPE: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1 << 20;
-/// How often the worker's own frame gets the loop back (heartbeat,
-/// signals, deadlines).
+/// How often deadlines are swept, and the worker's own frame gets the loop
+/// back (heartbeat, the request count, the stop) while anything happens.
 const TICK: f64 = 0.1;
+/// An idle worker's frame runs every this many ticks (a second): restarting
+/// the loop is most of an idle worker's cost. Signals stop the loop at once.
+const IDLE_FRAME_TICKS: u32 = 10;
 /// Body bytes read ahead of the app, and bytes of a next request read
 /// while one is served.
 const READ_AHEAD: usize = 64 * 1024;
@@ -492,6 +495,7 @@ fn build(
         py,
         Tick {
             handle: handle.clone(),
+            ticks: Cell::new(0),
         },
     )?;
     aloop.bind(py).call_method1("call_soon", (tick,))?;
@@ -618,33 +622,47 @@ impl AcceptLater {
     }
 }
 
-/// Every `TICK`: deadlines, and the loop back to the worker's frame.
+/// Every `TICK`: deadlines, and the loop back to the worker's frame (when
+/// idle, every `IDLE_FRAME_TICKS`).
 #[pyclass(unsendable)]
 struct Tick {
     handle: Handle,
+    ticks: Cell<u32>,
 }
 
 #[pymethods]
 impl Tick {
     fn __call__(slf: PyRef<'_, Self>, py: Python<'_>) -> PyResult<()> {
         let handle = slf.handle.clone();
-        let over = batch(py, &handle, || {
+        let ticks = slf.ticks.get().wrapping_add(1);
+        slf.ticks.set(ticks);
+        let step = batch(py, &handle, || {
             let launches = {
                 let mut s = handle.server.try_borrow_mut().map_err(busy)?;
                 if s.over {
-                    return Ok(true);
+                    return Ok(None);
                 }
-                s.sweep(py)
+                // The master's `--timeout` watch hears from an idle worker
+                // every tick too, not only when its frame runs.
+                s.heartbeats.beat(s.slot);
+                let busy = s.served > 0
+                    || s.conns.len() > 0
+                    || !s.detached.is_empty()
+                    || !s.listening.accepting()
+                    || lifecycle::phase() != lifecycle::Phase::Running;
+                (s.sweep(py), busy || ticks % IDLE_FRAME_TICKS == 0)
             };
-            launch_all(py, &handle, launches);
-            Ok(false)
+            launch_all(py, &handle, launches.0);
+            Ok(Some(launches.1))
         })?;
-        if over {
+        let Some(frame) = step else {
             return Ok(());
-        }
+        };
         let aloop = handle.aloop.bind(py);
         aloop.call_method1(intern!(py, "call_later"), (TICK, slf))?;
-        stop_loop(py, &handle);
+        if frame {
+            stop_loop(py, &handle);
+        }
         Ok(())
     }
 }
