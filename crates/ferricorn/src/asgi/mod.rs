@@ -95,9 +95,9 @@ pub struct Strings {
     servers: Vec<Py<PyAny>>,
     /// The last client `(addr, port)` seen.
     client: Option<(String, Option<u16>, Py<PyAny>)>,
-    /// Per listener, HTTP then WebSocket: a scope's keys, the constant
-    /// values set (see [`Strings::template`]).
-    templates: Vec<[Option<Py<PyDict>>; 2]>,
+    /// Per listener, by kind (HTTP or WebSocket, without or with `state`):
+    /// a scope's keys, the constant values set (see [`Strings::template`]).
+    templates: Vec<[Option<Py<PyDict>>; 4]>,
 }
 
 /// Header names remembered at most.
@@ -142,7 +142,7 @@ impl Strings {
         server: usize,
         state: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let kind = usize::from(websocket);
+        let kind = usize::from(websocket) * 2 + usize::from(state);
         if let Some(t) = self.templates.get(server).and_then(|t| t[kind].as_ref()) {
             return t.bind(py).copy();
         }
