@@ -637,7 +637,7 @@ impl Tick {
         let ticks = slf.ticks.get().wrapping_add(1);
         slf.ticks.set(ticks);
         let step = batch(py, &handle, || {
-            let launches = {
+            let (launches, frame) = {
                 let mut s = handle.server.try_borrow_mut().map_err(busy)?;
                 if s.over {
                     return Ok(None);
@@ -645,15 +645,15 @@ impl Tick {
                 // The master's `--timeout` watch hears from an idle worker
                 // every tick too, not only when its frame runs.
                 s.heartbeats.beat(s.slot);
-                let busy = s.served > 0
+                let active = s.served > 0
                     || s.conns.len() > 0
                     || !s.detached.is_empty()
                     || !s.listening.accepting()
                     || lifecycle::phase() != lifecycle::Phase::Running;
-                (s.sweep(py), busy || ticks % IDLE_FRAME_TICKS == 0)
+                (s.sweep(py), active || ticks % IDLE_FRAME_TICKS == 0)
             };
-            launch_all(py, &handle, launches.0);
-            Ok(Some(launches.1))
+            launch_all(py, &handle, launches);
+            Ok(Some(frame))
         })?;
         let Some(frame) = step else {
             return Ok(());
